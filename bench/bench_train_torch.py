@@ -1,0 +1,98 @@
+"""PyTorch baseline for the MaMA training step (forward + backward + AdamW), to compare
+with mama.h's CPU training step on the same model.
+
+    python3 bench/bench_train_torch.py [--preset tiny|small] [--threads 2] [--steps N]
+                                       [--batch 8] [--warmup 2] [--dropout 0]
+
+Model: tests/ref/mama_ref.py (SPEC A.1-A.4) with F.scaled_dot_product_attention, float32,
+train mode, late losses on (CLIP + multi-view NT-Xent + symmetric CLIP + SLA), ext images
+present, text local head per caption.  Presets (mama_ref.PRESETS):
+  tiny : image 112/14 (64 patches), ViT D=192 depth 4 heads 3, 4 registers; GPT-2 D=192
+         depth 4 heads 3, vocab 2048, context 128; E=128; local hidden 512; text full
+  small: image 224/14 (256 patches), ViT D=384 depth 12 heads 6; GPT-2 D=768 depth 12
+         heads 12, vocab 50263, context 144; E=512; local hidden 2048; LoRA r=8 alpha 32
+Captions: bos + random tokens with ~11 sep tokens + eos, right-padded; lengths vary
+between about 60% and 100% of the context.  Dropouts off by default (--dropout sets the
+text dropouts, LoRA dropout included).  AdamW lr 4e-5, betas (0.9, 0.999), eps 1e-8,
+wd 0.1 over the trainable set of SPEC A.5.  Prints the median step time; last line
+`torch_train_step_ms=<number>`.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
+import mama_ref as M  # noqa: E402
+
+
+def make_batch(cfg, B, gen):
+    H, T = cfg["image_size"], cfg["context"]
+    images = torch.rand(B, 3, H, H, generator=gen) * 2 - 1
+    ext = (images.flip(-1) + 0.1 * torch.randn(B, 3, H, H, generator=gen)).clamp(-1, 1)
+    eos, bos, pad, sep = cfg["eos_id"], cfg["bos_id"], cfg["pad_id"], cfg["sep_id"]
+    ids = torch.full((B, T), pad, dtype=torch.int64)
+    mask = torch.zeros(B, T, dtype=torch.int64)
+    for b in range(B):
+        L = T if b == 0 else int(T * (0.6 + 0.4 * torch.rand(1, generator=gen).item()))
+        n = L - 2
+        content = torch.randint(0, eos, (n,), generator=gen)
+        nsep = max(3, min(11, n // 8))
+        pos = torch.linspace(n / nsep, n - 1, nsep).long()     # evenly spread, last at end
+        content[pos] = sep
+        ids[b, 0], ids[b, 1:L - 1], ids[b, L - 1] = bos, content, eos
+        mask[b, :L] = 1
+    return images, ext, ids, mask
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", choices=sorted(M.PRESETS), default="tiny")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (tiny 10, small 3)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--dropout", type=float, default=0.0)
+    args = ap.parse_args()
+    steps = args.steps or (10 if args.preset == "tiny" else 3)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = M.make_config(**{**M.PRESETS[args.preset], "text_dropout": args.dropout,
+                           "lora_dropout": args.dropout})
+    model = M.MaMARef(cfg, fast=True)
+    M.init_random(model, torch.Generator().manual_seed(0))
+    model.train()
+    model.set_trainable(late=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=4e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+    ntrain = sum(p.numel() for p in params)
+    ntotal = sum(p.numel() for p in model.parameters())
+    images, ext, ids, mask = make_batch(cfg, args.batch, torch.Generator().manual_seed(1))
+    print(f"preset {args.preset}: {ntotal / 1e6:.2f} M params, {ntrain / 1e6:.2f} M trainable; "
+          f"batch {args.batch}; threads {torch.get_num_threads()}; torch {torch.__version__}")
+
+    times = []
+    for it in range(args.warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = model(images, ids, mask, ext, late=True)
+        out["loss"].backward()
+        opt.step()
+        dt = (time.perf_counter() - t0) * 1e3
+        if it >= args.warmup:
+            times.append(dt)
+        print(f"  step {it:3d}{' (warm-up)' if it < args.warmup else '':10s} {dt:9.1f} ms  "
+              f"loss {out['loss'].item():.4f} (clip {out['loss_clip'].item():.3f} "
+              f"mv {out['loss_mv'].item():.3f} sym {out['loss_sym'].item():.3f} "
+              f"sla {out['loss_sla'].item():.3f})", flush=True)
+    med = statistics.median(times)
+    print(f"median of {len(times)} steps: {med:.1f} ms (min {min(times):.1f}, max {max(times):.1f})")
+    print(f"torch_train_step_ms={med:.1f}")
+
+
+if __name__ == "__main__":
+    main()
