@@ -276,6 +276,8 @@ static void test_atomic(void) {
     test_report(n == 11 && memcmp(d, "new content", 11) == 0 && !f, "atomic_abort", "abort: old file kept, temp removed");
     if (f) fclose(f);
     mama_free(d);
+    s = mama_read_file(tmpdir, &d, &n);
+    test_report(s == MAMA_ERR_IO && d == NULL, "read_directory", "reading a directory fails: %s", mama_last_error());
     snprintf(path, sizeof path, "%s/no/such/dir/x.bin", tmpdir);
     s = mama_write_file_atomic(path, "x", 1);
     test_report(s == MAMA_ERR_IO && contains(mama_last_error(), "no/such/dir"), "atomic_bad_dir", "%s", mama_last_error());
@@ -631,6 +633,38 @@ static void test_st_malformed(void) {
     }
 }
 
+/* Large half-precision tensors take the threaded conversion path. */
+static void test_st_large_half(void) {
+    size_t n = (1u << 20) + 3, k;
+    uint16_t *h = (uint16_t *)malloc(n * 2), *bf = (uint16_t *)malloc(n * 2);
+    float *out = (float *)malloc(n * 4), *out2 = (float *)malloc(n * 4);
+    int64_t sh[1];
+    mama_st_writer *w;
+    mama_buf b = {NULL, 0, 0};
+    mama_safetensors st;
+    int bad = 0;
+    sh[0] = (int64_t)n;
+    for (k = 0; k < n; k++) { h[k] = (uint16_t)(k * 2654435761u >> 7); bf[k] = (uint16_t)(k * 40503u); }
+    mama_st_writer_init(&w);
+    mama_st_writer_add(w, "h", MAMA_F16, 1, sh, h);
+    mama_st_writer_add(w, "b", MAMA_BF16, 1, sh, bf);
+    mama_st_writer_serialize(w, &b);
+    mama_st_writer_free(w);
+    if (mama_st_open_memory(&st, b.data, b.len, "big") != MAMA_OK || mama_st_read_f32(&st, "h", out, n) != MAMA_OK ||
+        mama_st_read_f32(&st, "b", out2, n) != MAMA_OK) {
+        bad = -1;
+    } else {
+        for (k = 0; k < n; k++) {
+            float e = mama_f16_to_f32(h[k]), e2 = mama_bf16_to_f32(bf[k]);
+            if (memcmp(&e, &out[k], 4) != 0 || memcmp(&e2, &out2[k], 4) != 0) bad++;
+        }
+        mama_st_close(&st);
+    }
+    test_report(bad == 0, "st_large_half", "%zu-element F16 and BF16 tensors (threaded path) bit-exact, %d bad", n, bad);
+    mama_buf_free(&b);
+    free(h); free(bf); free(out); free(out2);
+}
+
 static void test_st_alloc_failures(void) {
     mama_st_writer *w;
     mama_buf b = {NULL, 0, 0};
@@ -978,6 +1012,7 @@ int main(int argc, char **argv) {
     test_halves();
     test_st_roundtrip(keep);
     test_st_malformed();
+    test_st_large_half();
     test_st_alloc_failures();
     test_manifest_basic();
     test_manifest_errors();

@@ -619,7 +619,7 @@ static void test_attention_config(const char *label, int B, int T, int H, int hd
     int *kv = NULL;
     double *rout = (double *)malloc(sizeof(double) * (size_t)nout), *rlse = (double *)malloc(sizeof(double) * (size_t)nlse);
     double e_out, e_lse = 0, worst = 0, fl;
-    double *fdv = (double *)malloc(sizeof(double) * (size_t)nfd);
+    double *fdv = (double *)calloc((size_t)nfd, sizeof(double));
     float *an = (float *)malloc(sizeof(float) * (size_t)nfd), *zero = fzeros(nfd);
     long *idx = (long *)malloc(sizeof(long) * (size_t)nfd);
     int nonfinite = 0, lse_inf_ok = 1;

@@ -102,7 +102,8 @@ MAMA_API mama_status mama_atomic_commit(mama_atomic_file *af);
 MAMA_API void mama_atomic_abort(mama_atomic_file *af);
 
 /* Read a whole file into a mama_alloc'ed buffer (plus a NUL byte after the
- * data, not counted in *size); free with mama_free. */
+ * data, not counted in *size); free with mama_free.  Works on pipes and
+ * files of unknown size; a directory is MAMA_ERR_IO. */
 MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size_t *size);
 
 /* ---- Half precision --------------------------------------------------------

@@ -411,7 +411,7 @@ static mama_status mama__json_container(mama__json_parser *p, mama_json *out, in
     char close = is_object ? '}' : ']';
     out->type = is_object ? MAMA_JSON_OBJECT : MAMA_JSON_ARRAY;
     out->length = 0;
-    if (++p->depth > MAMA_JSON_MAX_DEPTH) return mama__json_error(p, open, "nesting deeper than 512 levels");
+    if (++p->depth > MAMA_JSON_MAX_DEPTH) return mama__json_error(p, open, "nesting deeper than MAMA_JSON_MAX_DEPTH (512) levels");
     p->i++;
     mama__json_ws(p);
     if (p->i < p->n && p->s[p->i] == close) { p->i++; p->depth--; return MAMA_OK; }
@@ -508,31 +508,60 @@ static mama_status mama__strdup(char **out, const char *s, const char *what) {
     return MAMA_OK;
 }
 
+/* Reads in a loop rather than trusting ftell alone, so pipes and files
+ * whose size is not known in advance (/proc, FIFOs) work too; the size
+ * from ftell is only the first guess for the buffer. */
 MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size_t *size) {
     FILE *f;
     long end;
-    size_t n, got;
+    size_t cap = 4096, len = 0;
     unsigned char *buf;
     *data = NULL;
     *size = 0;
+#ifdef MAMA__POSIX
+    {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return MAMA_FAIL(MAMA_ERR_IO, "%s: is a directory, not a file", path);
+    }
+#endif
     f = fopen(path, "rb");
     if (!f) return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot determine the file size", path);
+    if (fseek(f, 0, SEEK_END) == 0 && (end = ftell(f)) >= 0 && (unsigned long)end < ((unsigned long)1 << 30) * 64) {
+        if (fseek(f, 0, SEEK_SET) != 0) { fclose(f); return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot seek", path); }
+        if ((size_t)end + 1 > cap) cap = (size_t)end + 1;
+    } else {
+        clearerr(f);
+        rewind(f);
     }
-    n = (size_t)end;
-    if (mama_alloc((void **)&buf, n + 1, path) != MAMA_OK) { fclose(f); return MAMA_ERR_NOMEM; }
-    got = n ? fread(buf, 1, n, f) : 0;
-    if (got != n || ferror(f)) {
-        fclose(f);
-        mama_free(buf);
-        return MAMA_FAIL(MAMA_ERR_IO, "%s: read %zu of %zu bytes", path, got, n);
+    if (mama_alloc((void **)&buf, cap, path) != MAMA_OK) { fclose(f); return MAMA_ERR_NOMEM; }
+    for (;;) {
+        size_t got = fread(buf + len, 1, cap - 1 - len, f);
+        len += got;
+        if (len < cap - 1) {
+            if (ferror(f)) {
+                mama_status st = MAMA_FAIL(MAMA_ERR_IO, "%s: read failed after %zu bytes: %s", path, len, strerror(errno));
+                fclose(f);
+                mama_free(buf);
+                return st;
+            }
+            if (feof(f)) break;
+            continue;
+        }
+        {
+            /* full: the file grew or the size was unknown; double */
+            unsigned char *nb;
+            if (cap > SIZE_MAX / 2) { fclose(f); mama_free(buf); return MAMA_FAIL(MAMA_ERR_NOMEM, "%s: file too large", path); }
+            if (mama_alloc((void **)&nb, cap * 2, path) != MAMA_OK) { fclose(f); mama_free(buf); return MAMA_ERR_NOMEM; }
+            memcpy(nb, buf, len);
+            mama_free(buf);
+            buf = nb;
+            cap *= 2;
+        }
     }
     fclose(f);
-    buf[n] = 0;
+    buf[len] = 0;
     *data = buf;
-    *size = n;
+    *size = len;
     return MAMA_OK;
 }
 
@@ -1057,11 +1086,20 @@ MAMA_API mama_status mama_st_read_f32(const mama_safetensors *st, const char *na
         else for (i = 0; i < count; i++) dst[i] = mama__f32_from_bits(mama__le32(p + 4 * i));
         return MAMA_OK;
     case MAMA_F16:
-        for (i = 0; i < count; i++) dst[i] = mama_f16_to_f32(mama__le16(p + 2 * i));
+    case MAMA_BF16: {
+        /* widening a multi-GB half-precision checkpoint is memory-bound but
+         * still worth a few threads; small tensors stay serial */
+        long long j, n = (long long)count;
+        int bf = t->dtype == MAMA_BF16;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+#endif
+        for (j = 0; j < n; j++) {
+            uint16_t h = mama__le16(p + 2 * j);
+            dst[j] = bf ? mama_bf16_to_f32(h) : mama_f16_to_f32(h);
+        }
         return MAMA_OK;
-    case MAMA_BF16:
-        for (i = 0; i < count; i++) dst[i] = mama_bf16_to_f32(mama__le16(p + 2 * i));
-        return MAMA_OK;
+    }
     case MAMA_F64:
         for (i = 0; i < count; i++) { uint64_t u = mama__le64(p + 8 * i); double d; memcpy(&d, &u, 8); dst[i] = (float)d; }
         return MAMA_OK;

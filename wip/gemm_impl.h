@@ -673,6 +673,7 @@ static int mama__gemm_threads_for(const mama__gemm_args *g) {
     return nt < 1 ? 1 : nt;
 }
 
+#ifdef _OPENMP
 /* Choose the tm x tn grid of C rectangles for nt threads: the smallest
  * largest-rectangle work, counting packing at ~16 multiply-adds per
  * element moved (A is packed once per NC columns, B once per thread). */
@@ -707,6 +708,7 @@ static void mama__gemm_part(const mama__gemm_kinfo *ki, const mama__gemm_args *g
     if (n1 > g->N) n1 = g->N;
     if (m0 < m1 && n0 < n1) mama__gemm_slot(ki, g, tid, m0, m1, n0, n1);
 }
+#endif
 
 /* A GEMM on the slots (lock held) with up to nt threads. */
 static void mama__gemm_locked(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int nt) {

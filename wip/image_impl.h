@@ -893,33 +893,41 @@ static mama_status mama__grid_make(mama__grid *g, int gw, int gh, mama_rng *r) {
     g->gw = gw;
     g->gh = gh;
     MAMA_TRY(mama_alloc((void **)&g->v, (size_t)gw * (size_t)gh * sizeof(float), "noise lattice"));
-    for (i = 0; i < gw * gh; i++) g->v[i] = mama_rng_normal(r);
+    /* uniform values with unit variance: as smooth as Gaussian ones once
+     * interpolated, and far cheaper to draw */
+    for (i = 0; i < gw * gh; i++) g->v[i] = 3.4641016f * (mama_rng_uniform(r) - 0.5f);
     return MAMA_OK;
 }
 /* sample at lattice coordinates (gx, gy); wrap_x makes x periodic (angles) */
 static float mama__grid_at(const mama__grid *g, float gx, float gy, int wrap_x) {
     int x0, y0, x1, y1;
-    float fx, fy, a, b, c, d;
+    float fx, fy, a, b, c, d, top, bot;
     if (gy < 0) gy = 0;
     if (gy > (float)(g->gh - 1)) gy = (float)(g->gh - 1);
-    if (!wrap_x) {
+    if (wrap_x) {
+        if (gx < 0) gx += (float)g->gw * (float)(1 + (int)(-gx / (float)g->gw));
+    } else {
         if (gx < 0) gx = 0;
         if (gx > (float)(g->gw - 1)) gx = (float)(g->gw - 1);
     }
-    x0 = (int)floorf(gx);
-    y0 = (int)floorf(gy);
-    fx = mama__smooth(gx - (float)x0);
-    fy = mama__smooth(gy - (float)y0);
+    x0 = (int)gx; /* gx, gy >= 0 here: truncation is floor */
+    y0 = (int)gy;
+    fx = gx - (float)x0;
+    fy = gy - (float)y0;
+    fx = fx * fx * (3 - 2 * fx);
+    fy = fy * fy * (3 - 2 * fy);
     if (wrap_x) {
-        x0 = ((x0 % g->gw) + g->gw) % g->gw;
-        x1 = (x0 + 1) % g->gw;
+        x0 %= g->gw;
+        x1 = x0 + 1 == g->gw ? 0 : x0 + 1;
     } else {
         x1 = x0 + 1 < g->gw ? x0 + 1 : x0;
     }
     y1 = y0 + 1 < g->gh ? y0 + 1 : y0;
     a = g->v[y0 * g->gw + x0]; b = g->v[y0 * g->gw + x1];
     c = g->v[y1 * g->gw + x0]; d = g->v[y1 * g->gw + x1];
-    return (a + (b - a) * fx) + ((c + (d - c) * fx) - (a + (b - a) * fx)) * fy;
+    top = a + (b - a) * fx;
+    bot = c + (d - c) * fx;
+    return top + (bot - top) * fy;
 }
 
 static float mama__view_center(const mama__view *v, float u) { return v->c0 + (v->c1 - v->c0) * (u / v->a); }
@@ -929,10 +937,14 @@ static float mama__view_rho2(const mama__view *v, float u, float y) {
     return du * du + dy * dy;
 }
 static float mama__view_xf(const mama__view *v, float u) { return v->right ? (float)(v->W - 1) - u : u; }
-/* Pectoral: inside when (u/pw)^1.3 + (y/ph)^1.3 < 1 (slightly convex). */
+/* Pectoral: inside when (u/pw)^1.25 + (y/ph)^1.25 < 1 (slightly convex);
+ * x^1.25 = x sqrt(sqrt(x)).  Values >= 1.3 are reported as 2 (outside). */
 static float mama__pect_form(const mama__view *v, float u, float y) {
-    if (!v->mlo || u < 0 || y < 0) return 2.0f;
-    return powf(u / v->pw, 1.3f) + powf(y / v->ph, 1.3f);
+    float a, b;
+    if (!v->mlo || u < 0 || y < 0 || u > 1.3f * v->pw || y > 1.3f * v->ph) return 2.0f;
+    a = u / v->pw;
+    b = y / v->ph;
+    return a * sqrtf(sqrtf(a)) + b * sqrtf(sqrtf(b));
 }
 
 /* Image position (x, y) of a 3-D breast place in a view. */
@@ -1352,11 +1364,15 @@ static mama_status mama__render_view(const mama__breast *br, int W, int H, int m
             f[k] = val;
         }
     mama__draw_finding(f, &v, br, mlo ? 0.6f : 0.0f, box);
-    /* acquisition noise; the background keeps a faint noise floor */
+    /* acquisition noise, nearly Gaussian: the sum of four 16-bit uniforms
+     * (Irwin-Hall, variance 4/12) from one 64-bit draw; the background keeps
+     * a faint noise floor */
     for (i = 0; i < (int)npix; i++) {
-        float val = f[i];
-        if (val > 0) val += 2.5f * mama_rng_normal(&r);
-        else val = fabsf(1.2f * mama_rng_normal(&r));
+        uint64_t z = mama_rng_u64(&r);
+        float val = f[i], nz = ((float)((z & 0xFFFF) + ((z >> 16) & 0xFFFF) + ((z >> 32) & 0xFFFF) + (z >> 48)) *
+                                    (1.0f / 65536.0f) - 2.0f) * 1.7320508f;
+        if (val > 0) val += 2.5f * nz;
+        else val = fabsf(1.2f * nz);
         img->pix[i] = mama__round_u8(val);
     }
 done:

@@ -119,3 +119,19 @@ MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int 
  * for the BatchNorm running statistics after the step. */
 MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch, const char *out, int late,
                                          mama_backend *be);
+
+/* ---- 1.10 The optimiser: AdamW over the gradient buffer (SPEC A.5).
+ * The `train` group steps from step 0; the `late` group only when late is
+ * set, with its own step count for the bias correction, so parameters that
+ * start training at the late-loss step are neither moved nor decayed
+ * before it. */
+typedef struct mama_adamw {
+    float beta1, beta2, eps, weight_decay;
+    long step_train, step_late;   /* steps taken by each group */
+    float *m, *v;                 /* device buffers over [train | late] */
+    mama_backend *be;
+    size_t n_train, n_late;
+} mama_adamw;
+MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay);
+MAMA_API void mama_adamw_free(mama_adamw *o);
+MAMA_API void mama_adamw_step(mama_adamw *o, mama_model *m, float lr, int late);

@@ -1801,3 +1801,41 @@ done:
     mama_free(images); mama_free(ext); mama_free(ids); mama_free(mask); mama_free(emb); mama_free(host);
     return s;
 }
+
+/* ---- 6.5 AdamW over the parameter groups ------------------------------- */
+MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay) {
+    size_t n;
+    memset(o, 0, sizeof *o);
+    o->beta1 = 0.9f; o->beta2 = 0.999f; o->eps = 1e-8f; o->weight_decay = weight_decay;
+    o->be = m->be;
+    o->n_train = m->group_numel[MAMA_GROUP_TRAIN];
+    o->n_late = m->group_numel[MAMA_GROUP_LATE];
+    n = o->n_train + o->n_late;
+    MAMA_TRY(m->be->alloc(m->be, (void **)&o->m, sizeof(float) * (n ? n : 1)));
+    if (m->be->alloc(m->be, (void **)&o->v, sizeof(float) * (n ? n : 1)) != MAMA_OK) {
+        m->be->free(m->be, o->m);
+        o->m = NULL;
+        return MAMA_ERR_NOMEM;
+    }
+    m->be->zero(m->be, o->m, sizeof(float) * n);
+    m->be->zero(m->be, o->v, sizeof(float) * n);
+    return MAMA_OK;
+}
+MAMA_API void mama_adamw_free(mama_adamw *o) {
+    if (o->be) { o->be->free(o->be, o->m); o->be->free(o->be, o->v); }
+    memset(o, 0, sizeof *o);
+}
+MAMA_API void mama_adamw_step(mama_adamw *o, mama_model *m, float lr, int late) {
+    mama_backend *be = m->be;
+    /* the [train] group is at offset 0 of params, grads and moments; [late]
+     * follows it directly in all four buffers */
+    o->step_train++;
+    be->adamw_step(be, m->params, m->grads, o->m, o->v, o->n_train, lr, o->beta1, o->beta2, o->eps,
+                   o->weight_decay, (int)o->step_train);
+    if (late && o->n_late) {
+        size_t off = o->n_train;
+        o->step_late++;
+        be->adamw_step(be, m->params + off, m->grads + off, o->m + off, o->v + off, o->n_late, lr, o->beta1,
+                       o->beta2, o->eps, o->weight_decay, (int)o->step_late);
+    }
+}

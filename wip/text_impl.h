@@ -950,7 +950,7 @@ static mama_status mama__bpe_work_reserve(mama__bpe_work *w, size_t n) {
 }
 
 static int mama__tx_cand_less(const mama__bpe_cand *a, const mama__bpe_cand *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos > b->pos);
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
 static void mama__tx_heap_push(mama__bpe_work *w, mama__bpe_cand c) {
