@@ -85,6 +85,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifndef MAMA_API
 #define MAMA_API extern
@@ -219,7 +220,9 @@ struct mama_backend {
      * batch statistics (biased variance for normalising), running stats
      * updated with momentum using the unbiased variance, as PyTorch does;
      * train == 0: running statistics.  w, b may be NULL (no affine).
-     * mean/rstd (cols each) are saved for the backward. */
+     * mean/rstd (cols each) are saved for the backward; in eval mode rstd
+     * is stored negated, which tells the backward to treat the statistics
+     * as constants (dx = dy w |rstd|) instead of batch statistics. */
     void (*batchnorm_forward)(mama_backend *be, float *y, float *mean, float *rstd,
                               float *running_mean, float *running_var, const float *x,
                               const float *w, const float *b, int rows, int cols,
@@ -324,6 +327,7 @@ MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, flo
 #include "wip/image_api.h"
 #include "wip/formats_api.h"
 #include "wip/model_api.h"
+#include "wip/train_api.h"
 
 #ifdef __cplusplus
 }
@@ -520,6 +524,7 @@ MAMA_API void mama_set_num_threads(int n) {
 #include "wip/text_impl.h"
 #include "wip/image_impl.h"
 #include "wip/model_impl.h"
+#include "wip/train_impl.h"
 
 #ifdef __cplusplus
 }

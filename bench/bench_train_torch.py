@@ -75,22 +75,28 @@ def main():
     print(f"preset {args.preset}: {ntotal / 1e6:.2f} M params, {ntrain / 1e6:.2f} M trainable; "
           f"batch {args.batch}; threads {torch.get_num_threads()}; torch {torch.__version__}")
 
-    times = []
+    times, cpus = [], []
     for it in range(args.warmup + steps):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         opt.zero_grad(set_to_none=True)
         out = model(images, ids, mask, ext, late=True)
         out["loss"].backward()
         opt.step()
         dt = (time.perf_counter() - t0) * 1e3
+        dc = (time.process_time() - c0) * 1e3
         if it >= args.warmup:
             times.append(dt)
-        print(f"  step {it:3d}{' (warm-up)' if it < args.warmup else '':10s} {dt:9.1f} ms  "
+            cpus.append(dc)
+        print(f"  step {it:3d}{' (warm-up)' if it < args.warmup else '':10s} {dt:9.1f} ms "
+              f"(cpu {dc:9.1f} ms)  "
               f"loss {out['loss'].item():.4f} (clip {out['loss_clip'].item():.3f} "
               f"mv {out['loss_mv'].item():.3f} sym {out['loss_sym'].item():.3f} "
               f"sla {out['loss_sla'].item():.3f})", flush=True)
     med = statistics.median(times)
-    print(f"median of {len(times)} steps: {med:.1f} ms (min {min(times):.1f}, max {max(times):.1f})")
+    print(f"median of {len(times)} steps: {med:.1f} ms (min {min(times):.1f}, max {max(times):.1f}); "
+          f"process cpu time per step (all threads) median {statistics.median(cpus):.1f} ms; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
     print(f"torch_train_step_ms={med:.1f}")
 
 

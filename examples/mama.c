@@ -20,6 +20,14 @@ static const char *usage =
     "        losses and gradients to O (safetensors) for parity checks\n"
     "  info W.safetensors\n"
     "        config, parameter counts per tower and group, memory per group\n"
+    "  synth --out DIR [--studies 1000] [--size 256] [--seed 1] [--balanced]\n"
+    "        synthetic multi-view mammograms (PNG) and their manifest.csv\n"
+    "  pretrain --manifest M --out CKPT [--config tiny] [--tokenizer DIR] [--steps N] [--batch B]\n"
+    "           [--accum A] [--lr X] [--warmup N] [--late-loss N] [--seed S] [--log CSV]\n"
+    "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n"
+    "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
+    "           [--tokenizer DIR] [--ref-text-feature] [--json OUT]\n"
+    "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
     "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
     "  bench train --config tiny|small [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
     "  bench encode --config base [--batch 4] [--steps 3]\n"
@@ -79,6 +87,154 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
+static int has_flag(int argc, char **argv, const char *key) {
+    int i;
+    for (i = 0; i < argc; i++)
+        if (!strcmp(argv[i], key)) return 1;
+    return 0;
+}
+
+static int cmd_synth(int argc, char **argv) {
+    const char *out = arg_value(argc, argv, "--out", NULL);
+    int studies = atoi(arg_value(argc, argv, "--studies", "1000"));
+    int size = atoi(arg_value(argc, argv, "--size", "256"));
+    uint64_t seed = strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10);
+    double t0 = mama_time_seconds();
+    if (!out) { fprintf(stderr, "mama synth: --out DIR is required\n"); return 2; }
+    if (mama_synth_write(out, studies, size, seed, has_flag(argc, argv, "--balanced")) != MAMA_OK) return fail();
+    printf("wrote %d studies (%d images, %d px) and %s/manifest.csv in %.1f s\n", studies, 4 * studies, size, out,
+           mama_time_seconds() - t0);
+    return 0;
+}
+
+static int cmd_pretrain(int argc, char **argv) {
+    mama_config cfg;
+    mama_model *m = NULL;
+    mama_dataset *d = NULL;
+    mama_dataset_opts dopt;
+    mama_pretrain_opts o;
+    mama_pretrain_result r;
+    const char *init = arg_value(argc, argv, "--init", NULL);
+    int rc = 0;
+    mama_pretrain_opts_default(&o);
+    mama_dataset_opts_default(&dopt);
+    dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
+    dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
+    dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
+    o.checkpoint = arg_value(argc, argv, "--out", NULL);
+    if (!dopt.manifest || !o.checkpoint) { fprintf(stderr, "mama pretrain: --manifest and --out are required\n"); return 2; }
+    if (mama_config_preset(&cfg, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) return fail();
+    o.steps = atol(arg_value(argc, argv, "--steps", "40000"));
+    o.batch = atoi(arg_value(argc, argv, "--batch", "36"));
+    o.accum = atoi(arg_value(argc, argv, "--accum", "2"));
+    o.lr = (float)atof(arg_value(argc, argv, "--lr", "4e-5"));
+    o.warmup = atol(arg_value(argc, argv, "--warmup", "4000"));
+    o.late_loss = atol(arg_value(argc, argv, "--late-loss", "8000"));
+    o.seed = strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10);
+    o.log_csv = arg_value(argc, argv, "--log", NULL);
+    o.checkpoint_every = atol(arg_value(argc, argv, "--checkpoint-every", "0"));
+    o.clip_grad = (float)atof(arg_value(argc, argv, "--clip", "0"));
+    o.caption_mask_p = (float)atof(arg_value(argc, argv, "--mask", "0.8"));
+    o.resume = has_flag(argc, argv, "--resume");
+    o.use_mv = !has_flag(argc, argv, "--no-mv");
+    o.use_sym = !has_flag(argc, argv, "--no-sym");
+    o.use_sla = !has_flag(argc, argv, "--no-sla");
+    if (init) {
+        if (mama_model_load(&m, init, mama_cpu_backend(), o.batch) != MAMA_OK) return fail();
+    } else if (mama_model_create(&m, &cfg, mama_cpu_backend(), o.batch, o.seed) != MAMA_OK) {
+        return fail();
+    }
+    if (mama_dataset_open(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
+    fprintf(stderr, "pretrain: %d train images (%d skipped), %ld steps of %d x %d, %d threads\n",
+            mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
+            mama_num_threads());
+    if (mama_pretrain(m, d, &o, &r) != MAMA_OK) rc = fail();
+    else printf("pretrained %ld steps in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s\n", r.steps_done,
+                r.seconds, r.images_per_s, r.last.loss, o.checkpoint);
+    mama_dataset_free(d);
+    mama_model_free(m);
+    return rc;
+}
+
+static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
+    if (!strcmp(name, "all")) { tasks[0] = MAMA_ZEROSHOT_BIRADS; tasks[1] = MAMA_ZEROSHOT_DENSITY; tasks[2] = MAMA_ZEROSHOT_CANCER; return 3; }
+    if (!strcmp(name, "birads")) { tasks[0] = MAMA_ZEROSHOT_BIRADS; return 1; }
+    if (!strcmp(name, "density")) { tasks[0] = MAMA_ZEROSHOT_DENSITY; return 1; }
+    if (!strcmp(name, "cancer")) { tasks[0] = MAMA_ZEROSHOT_CANCER; return 1; }
+    return 0;
+}
+static int parse_split(const char *name, mama_split *s) {
+    if (!strcmp(name, "train")) *s = MAMA_SPLIT_TRAIN;
+    else if (!strcmp(name, "val")) *s = MAMA_SPLIT_VAL;
+    else if (!strcmp(name, "test")) *s = MAMA_SPLIT_TEST;
+    else return 0;
+    return 1;
+}
+
+/* Shared by zeroshot and probe: model + dataset from the common options. */
+static int open_eval(int argc, char **argv, mama_model **m, mama_dataset **d) {
+    mama_dataset_opts dopt;
+    const char *w = arg_value(argc, argv, "--weights", NULL);
+    mama_dataset_opts_default(&dopt);
+    dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
+    dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
+    dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
+    if (!w || !dopt.manifest) { fprintf(stderr, "mama: --weights and --manifest are required\n"); return 2; }
+    if (mama_model_load(m, w, mama_cpu_backend(), atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
+    if (mama_dataset_open(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
+    return 0;
+}
+
+static int write_json(const char *path, mama_buf *b) {
+    if (!path) return 0;
+    if (mama_write_file_atomic(path, b->data, b->len) != MAMA_OK) return fail();
+    printf("wrote %s\n", path);
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv, int probe) {
+    mama_model *m = NULL;
+    mama_dataset *d = NULL;
+    mama_zeroshot_task tasks[3];
+    mama_split split = MAMA_SPLIT_TEST;
+    mama_buf json = {0, 0, 0};
+    int nt = parse_tasks(arg_value(argc, argv, "--task", "all"), tasks), i, rc;
+    if (!nt || !parse_split(arg_value(argc, argv, "--split", "test"), &split)) {
+        fprintf(stderr, "mama: bad --task or --split\n");
+        return 2;
+    }
+    if ((rc = open_eval(argc, argv, &m, &d)) != 0) return rc;
+    mama_buf_puts(&json, "{");
+    for (i = 0; i < nt && rc == 0; i++) {
+        mama_eval_result r;
+        mama_status s;
+        char title[128];
+        if (probe) {
+            mama_probe_opts po;
+            mama_probe_opts_default(&po);
+            po.steps = atol(arg_value(argc, argv, "--steps", "8000"));
+            po.batch = atoi(arg_value(argc, argv, "--batch", "32"));
+            po.augment = !has_flag(argc, argv, "--no-augment");
+            s = mama_linear_probe(m, d, tasks[i], &po, split, &r);
+        } else {
+            s = mama_zero_shot(m, d, split, tasks[i], has_flag(argc, argv, "--ref-text-feature"), &r);
+        }
+        if (s != MAMA_OK) { rc = fail(); break; }
+        snprintf(title, sizeof title, "%s %s on %s", probe ? "linear probe" : "zero-shot", mama_task_name(tasks[i]),
+                 mama_split_name(split));
+        mama_metrics_print(&r.metrics, title, stdout);
+        mama_buf_printf(&json, "%s\"%s\":", i ? "," : "", mama_task_name(tasks[i]));
+        mama_metrics_json(&r.metrics, &json);
+        mama_eval_result_free(&r);
+    }
+    mama_buf_puts(&json, "}\n");
+    if (rc == 0) rc = write_json(arg_value(argc, argv, "--json", NULL), &json);
+    mama_buf_free(&json);
+    mama_dataset_free(d);
+    mama_model_free(m);
+    return rc;
+}
+
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "gemm")) return mama_bench_gemm_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "train")) return mama_bench_train_main(argc - 1, argv + 1);
@@ -92,6 +248,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
+    if (!strcmp(cmd, "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
+    if (!strcmp(cmd, "zeroshot")) return cmd_eval(argc - 2, argv + 2, 0);
+    if (!strcmp(cmd, "probe")) return cmd_eval(argc - 2, argv + 2, 1);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { fputs(usage, stdout); return 0; }
     fprintf(stderr, "mama: unknown command '%s'\n%s", cmd, usage);
     return 2;

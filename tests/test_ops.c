@@ -27,49 +27,7 @@
 static mama_backend *BE;
 static mama_rng R;
 
-#ifdef TEST_OPS_LOCAL_TABLE
-/* Used only while wip/cpu_backend.h does not yet provide mama_cpu_backend. */
-static mama_backend test_local_be;
-static mama_backend *test_backend(void) {
-    mama_backend *b = &test_local_be;
-    b->name = "cpu-ops-test";
-    b->bias_add_forward = mama__cpu_bias_add_forward;
-    b->bias_add_backward = mama__cpu_bias_add_backward;
-    b->add = mama__cpu_add;
-    b->accumulate = mama__cpu_accumulate;
-    b->scale = mama__cpu_scale;
-    b->gelu_forward = mama__cpu_gelu_forward;
-    b->gelu_backward = mama__cpu_gelu_backward;
-    b->relu_forward = mama__cpu_relu_forward;
-    b->relu_backward = mama__cpu_relu_backward;
-    b->dropout_forward = mama__cpu_dropout_forward;
-    b->dropout_backward = mama__cpu_dropout_backward;
-    b->layerscale_forward = mama__cpu_layerscale_forward;
-    b->layerscale_backward = mama__cpu_layerscale_backward;
-    b->layernorm_forward = mama__cpu_layernorm_forward;
-    b->layernorm_backward = mama__cpu_layernorm_backward;
-    b->batchnorm_forward = mama__cpu_batchnorm_forward;
-    b->batchnorm_backward = mama__cpu_batchnorm_backward;
-    b->l2norm_forward = mama__cpu_l2norm_forward;
-    b->l2norm_backward = mama__cpu_l2norm_backward;
-    b->attention_forward = mama__cpu_attention_forward;
-    b->attention_backward = mama__cpu_attention_backward;
-    b->meanpool_forward = mama__cpu_meanpool_forward;
-    b->meanpool_backward = mama__cpu_meanpool_backward;
-    b->embedding_forward = mama__cpu_embedding_forward;
-    b->embedding_backward = mama__cpu_embedding_backward;
-    b->im2col_patches = mama__cpu_im2col_patches;
-    b->cross_entropy_forward = mama__cpu_cross_entropy_forward;
-    b->cross_entropy_backward = mama__cpu_cross_entropy_backward;
-    b->segment_max_forward = mama__cpu_segment_max_forward;
-    b->adamw_step = mama__cpu_adamw_step;
-    b->sgd_step = mama__cpu_sgd_step;
-    b->sum_squares = mama__cpu_sum_squares;
-    return b;
-}
-#else
 static mama_backend *test_backend(void) { return mama_cpu_backend(); }
-#endif
 
 static float urand(float a, float b) { return a + (b - a) * mama_rng_uniform(&R); }
 static float *fvec(long n, float a, float b) {
@@ -718,7 +676,8 @@ static void test_attention(void) {
     test_attention_config("f", 2, 33, 3, 12, 0, 1, 0.3f, 200);
     test_attention_config("g", 1, 150, 2, 64, 0, 1, 0.0f, 60);
     test_attention_config("h", 1, 97, 1, 40, 1, 0, 0.0f, 80);
-    test_attention_config("i", 1, 40, 1, 300, 0, 0, 0.0f, 40);
+    test_attention_config("i", 1, 70, 1, 300, 0, 0, 0.0f, 40);  /* hd > 256: chunked transposes */
+    test_attention_config("j", 2, 50, 2, 128, 1, 1, 0.1f, 40);  /* GPT-2-like head dim, dropout */
     bench_attention();
 }
 

@@ -747,6 +747,19 @@ static void test_tokenizer_behaviour(void) {
         test_report(s == MAMA_OK && d && strcmp(d, bad_utf8) == 0, "invalid_utf8_roundtrip", "%d ids, bytes preserved", n);
         mama_free(d);
     }
+    /* loading through the vocab.json path finds merges.txt beside it */
+    {
+        mama_tokenizer *t2 = NULL;
+        int a = 0, b = 0;
+        s = mama_tokenizer_load(&t2, path_of("weights/tiny_vocab/vocab.json"));
+        if (s == MAMA_OK) {
+            mama_tokenizer_encode(t2, caption, ids, 512, &a);
+            mama_tokenizer_encode(t, caption, ids2, 512, &b);
+        }
+        test_report(s == MAMA_OK && a > 0 && ids_equal(ids, a, ids2, b) && mama_tokenizer_num_merges(t2) == mama_tokenizer_num_merges(t),
+                    "load_via_vocab_json_path", "same ids as the directory load");
+        mama_tokenizer_free(t2);
+    }
     /* a long word without spaces: the heap merge is O(n log n) */
     {
         size_t L = 1 << 20, k;

@@ -6,10 +6,10 @@
  *
  *   for jc in N step NC:                      (B panel: KC x NC, in L3)
  *     for pc in K step KC:
- *       pack op(B)[pc:pc+kc, jc:jc+nc]  -> Bp, NR-column micro-panels
  *       for ic in M step MC:                  (A block: MC x KC, in L2)
  *         pack alpha*op(A)[ic:ic+mc, pc:pc+kc] -> Ap, MR-row micro-panels
  *         for jr in nc step NR:               (B micro-panel KC x NR, in L1)
+ *           if first ic: pack op(B)[pc:pc+kc, jc+jr:+NR] -> Bp_jr
  *           for ir in mc step MR:
  *             C[ir:ir+MR, jr:jr+NR] (+)= Ap_ir (MR x kc) * Bp_jr (kc x NR)
  *
@@ -35,7 +35,9 @@
  * thread; tiny ones (M*N*K < 32768) skip packing altogether.
  *
  * No allocation: packing buffers are static, one A and one B buffer per
- * thread slot (MAMA_GEMM_MAX_THREADS of them; more threads are capped).  A
+ * thread slot (MAMA_GEMM_MAX_THREADS of them, default 32; more threads are
+ * capped).  That is 1.2 MB of .bss per slot, but only the slots that run
+ * ever get touched, i.e. backed by memory.  A
  * lock protects them; a GEMM that finds them busy (a call from another
  * thread, or from inside a parallel region of the caller) runs on one
  * thread with small buffers on its own stack instead.  So the GEMM never
@@ -688,7 +690,7 @@ static void mama__gemm_grid(const mama__gemm_kinfo *ki, const mama__gemm_args *g
         if (nt % d) continue;
         ms = (double)((mt + d - 1) / d) * ki->mr;
         ns = (double)((nt_ + nt / d - 1) / (nt / d)) * ki->nr;
-        cost = ms * ns * g->K + 16.0 * g->K * (ms * ((ns + ki->nc - 1) / ki->nc) + ns);
+        cost = ms * ns * g->K + 16.0 * g->K * (ms * ceil(ns / ki->nc) + ns);
         if (best < 0 || cost < best) {
             best = cost;
             *tm = d;

@@ -33,7 +33,8 @@ MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, cons
 /* Colour to grey as above: `channels` 1..4 interleaved 8-bit samples. */
 MAMA_API void mama_rgb_to_grey(const uint8_t *src, int w, int h, int channels, uint8_t *grey);
 /* Write a PNG: channels 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA),
- * rows of w*channels bytes, zlib-compressed by stb_image_write. */
+ * rows of w*channels bytes, zlib-compressed by stb_image_write (stored,
+ * uncompressed, when built with MAMA_NO_STB_IMAGE). */
 MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels);
 MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path);
 /* Write a 16-bit PNG (channels 1 or 3, host-order samples) with stored

@@ -45,8 +45,6 @@
 #pragma GCC diagnostic ignored "-Wconversion"
 #pragma GCC diagnostic ignored "-Wpedantic"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wold-style-declaration"
-#pragma GCC diagnostic ignored "-Wduplicated-branches"
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #elif defined(_MSC_VER)
 #pragma warning(push)
@@ -135,9 +133,6 @@ static void mama__image_move(mama_image *dst, mama_image *src) {
 static uint8_t mama__luma8(int r, int g, int b) {
     return (uint8_t)((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16);
 }
-/* 16-bit to 8-bit: round(v / 257).  v = 257 k + r (0 <= r <= 256) rounds to
- * k for r <= 128 and to k + 1 above, which (v + 128) / 257 computes. */
-static uint8_t mama__to8(unsigned v) { return (uint8_t)((v + 128u) / 257u); }
 
 MAMA_API void mama_rgb_to_grey(const uint8_t *src, int w, int h, int channels, uint8_t *grey) {
     size_t i, n = (size_t)w * (size_t)h;
@@ -148,6 +143,10 @@ MAMA_API void mama_rgb_to_grey(const uint8_t *src, int w, int h, int channels, u
 }
 
 #ifndef MAMA_NO_STB_IMAGE
+/* 16-bit to 8-bit: round(v / 257).  v = 257 k + r (0 <= r <= 256) rounds to
+ * k for r <= 128 and to k + 1 above, which (v + 128) / 257 computes. */
+static uint8_t mama__to8(unsigned v) { return (uint8_t)((v + 128u) / 257u); }
+
 /* Decode with stb into 8-bit grey.  16-bit files are read at 16 bits and
  * reduced here (stb's own 16->8 is v >> 8, its own RGB->grey uses coarser
  * weights than PIL; both would shift values by one grey level). */
@@ -228,23 +227,9 @@ MAMA_API mama_status mama_image_load(const char *path, mama_image *out) {
     return s;
 }
 
-MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels) {
-    if (!path || !pix || w <= 0 || h <= 0 || channels < 1 || channels > 4)
-        return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: bad arguments (%d x %d x %d)", path ? path : "?", w, h, channels);
-#ifdef MAMA_NO_STB_IMAGE
-    return MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "%s: built with MAMA_NO_STB_IMAGE, cannot write PNG", path);
-#else
-    if (!stbi_write_png(path, w, h, channels, pix, w * channels))
-        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot write PNG (directory missing, disk full, or out of memory)", path);
-    return MAMA_OK;
-#endif
-}
-MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path) {
-    return mama_png_write(path, im->pix, im->w, im->h, 1);
-}
-
-/* A minimal PNG encoder for 16-bit samples: zlib "stored" blocks (no
- * compression), filter 0 on every row.  PNG wants CRC-32 per chunk and
+/* A minimal PNG encoder (8 or 16 bit): zlib "stored" blocks (no
+ * compression), filter 0 on every row.  Used for 16-bit files and when stb
+ * is compiled out.  PNG wants CRC-32 per chunk and
  * Adler-32 over the zlib payload; both are computed bytewise. */
 static uint32_t mama__crc32(uint32_t crc, const unsigned char *p, size_t n) {
     size_t i;
@@ -270,34 +255,41 @@ static int mama__png_chunk(FILE *f, const char *type, const unsigned char *data,
     mama__be32(crcb, crc);
     return fwrite(hdr, 1, 8, f) == 8 && (n == 0 || fwrite(data, 1, n, f) == n) && fwrite(crcb, 1, 4, f) == 4;
 }
-MAMA_API mama_status mama_png_write16(const char *path, const uint16_t *pix, int w, int h, int channels) {
+/* Write `channels` (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) samples of `depth`
+ * bits (8: bytes; 16: host-order uint16) per pixel. */
+static mama_status mama__png_write_stored(const char *path, const void *pix, int w, int h, int channels, int depth) {
     static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    static const unsigned char ctype[5] = {0, 0, 4, 2, 6};
     unsigned char ihdr[13], *raw = NULL, *z = NULL;
-    size_t row, rawn, nblocks, zn, i, pos;
+    size_t row, rawn, nblocks, zn, i, pos, bps = (size_t)depth / 8;
     uint32_t a = 1, b = 0;
     FILE *f;
     int x, y, ok;
-    if (!path || !pix || w <= 0 || h <= 0 || (channels != 1 && channels != 3))
-        return MAMA_FAIL(MAMA_ERR_INVALID, "png16 write %s: bad arguments", path ? path : "?");
-    row = 1 + (size_t)w * (size_t)channels * 2;
+    row = 1 + (size_t)w * (size_t)channels * bps;
     rawn = row * (size_t)h;
     nblocks = rawn / 65535 + 1;
     zn = 2 + rawn + 5 * nblocks + 4;
-    MAMA_TRY(mama_alloc((void **)&raw, rawn, "png16 rows"));
-    if (mama_alloc((void **)&z, zn, "png16 zlib stream") != MAMA_OK) { mama_free(raw); return MAMA_ERR_NOMEM; }
+    MAMA_TRY(mama_alloc((void **)&raw, rawn, "png rows"));
+    if (mama_alloc((void **)&z, zn, "png zlib stream") != MAMA_OK) { mama_free(raw); return MAMA_ERR_NOMEM; }
     for (y = 0; y < h; y++) {
         unsigned char *r = raw + (size_t)y * row;
+        size_t base = (size_t)y * (size_t)w * (size_t)channels;
         r[0] = 0; /* filter: none */
         for (x = 0; x < w * channels; x++) {
-            uint16_t v = pix[(size_t)y * (size_t)w * (size_t)channels + (size_t)x];
-            r[1 + 2 * x] = (unsigned char)(v >> 8); /* PNG is big-endian */
-            r[2 + 2 * x] = (unsigned char)v;
+            if (depth == 16) {
+                uint16_t v = ((const uint16_t *)pix)[base + (size_t)x];
+                r[1 + 2 * x] = (unsigned char)(v >> 8); /* PNG is big-endian */
+                r[2 + 2 * x] = (unsigned char)v;
+            } else {
+                r[1 + x] = ((const uint8_t *)pix)[base + (size_t)x];
+            }
         }
     }
     /* zlib header 0x78 0x01, then stored blocks of at most 65535 bytes. */
     pos = 0;
     z[pos++] = 0x78; z[pos++] = 0x01;
-    for (i = 0; i < rawn || i == 0; ) {
+    i = 0;
+    do {
         size_t len = rawn - i < 65535 ? rawn - i : 65535;
         z[pos++] = (unsigned char)(i + len >= rawn ? 1 : 0); /* BFINAL, BTYPE=00 */
         z[pos++] = (unsigned char)len; z[pos++] = (unsigned char)(len >> 8);
@@ -305,15 +297,14 @@ MAMA_API mama_status mama_png_write16(const char *path, const uint16_t *pix, int
         memcpy(z + pos, raw + i, len);
         pos += len;
         i += len;
-        if (len == 0) break;
-    }
+    } while (i < rawn);
     for (i = 0; i < rawn; i++) { a = (a + raw[i]) % 65521u; b = (b + a) % 65521u; }
     mama__be32(z + pos, (b << 16) | a);
     pos += 4;
     mama__be32(ihdr, (uint32_t)w);
     mama__be32(ihdr + 4, (uint32_t)h);
-    ihdr[8] = 16;                          /* bit depth */
-    ihdr[9] = (unsigned char)(channels == 1 ? 0 : 2); /* grey / truecolour */
+    ihdr[8] = (unsigned char)depth;
+    ihdr[9] = ctype[channels];
     ihdr[10] = ihdr[11] = ihdr[12] = 0;    /* deflate, adaptive filter, no interlace */
     f = fopen(path, "wb");
     if (!f) { mama_free(raw); mama_free(z); return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot create: %s", path, strerror(errno)); }
@@ -324,6 +315,26 @@ MAMA_API mama_status mama_png_write16(const char *path, const uint16_t *pix, int
     mama_free(z);
     if (!ok) return MAMA_FAIL(MAMA_ERR_IO, "%s: write failed", path);
     return MAMA_OK;
+}
+MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels) {
+    if (!path || !pix || w <= 0 || h <= 0 || channels < 1 || channels > 4)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: bad arguments (%d x %d x %d)", path ? path : "?", w, h, channels);
+#ifdef MAMA_NO_STB_IMAGE
+    return mama__png_write_stored(path, pix, w, h, channels, 8); /* uncompressed */
+#else
+    if (!stbi_write_png(path, w, h, channels, pix, w * channels))
+        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot write PNG (directory missing, disk full, or out of memory)", path);
+    return MAMA_OK;
+#endif
+}
+MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path) {
+    return mama_png_write(path, im->pix, im->w, im->h, 1);
+}
+
+MAMA_API mama_status mama_png_write16(const char *path, const uint16_t *pix, int w, int h, int channels) {
+    if (!path || !pix || w <= 0 || h <= 0 || (channels != 1 && channels != 3))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "png16 write %s: bad arguments", path ? path : "?");
+    return mama__png_write_stored(path, pix, w, h, channels, 16);
 }
 
 /* --------------------------------------------------------------------------
@@ -1294,7 +1305,7 @@ static mama_status mama__render_view(const mama__breast *br, int W, int H, int m
             /* ducts streak towards the nipple, fading out right at it */
             sc = 0.60f * mama__fbm_oct(&fb, 0, fx, fy) + 0.38f * mama__fbm_oct(&fb, 1, fx, fy) +
                  0.22f * mama__fbm_oct(&fb, 2, fx, fy) +
-                 mama__smooth(rad / 0.3f) * (0.40f * mama__grid_at(&g_pol, ang / 6.2831853f * 40.0f, rad * 9.0f, 1) +
+                 mama__smooth((rad - 0.08f) / 0.45f) * (0.40f * mama__grid_at(&g_pol, ang / 6.2831853f * 40.0f, rad * 9.0f, 1) +
                                             0.20f * mama__grid_at(&g_pol2, ang / 6.2831853f * 90.0f, rad * 29.0f, 1));
             /* glandular tissue sits centrally, behind the nipple */
             sc -= 1.2f * rho2;

@@ -873,6 +873,7 @@ static void mama__vit_block_backward(mama_model *m, const mama__vit_block *w, co
 typedef struct mama__text_step {
     int train_dropout;         /* dropout active this step */
     uint64_t seed;
+    int pool_masked;           /* pool with pool_mask (real tokens, or a one-hot position) */
 } mama__text_step;
 
 static float mama__text_attn_scale(const mama_config *c, int layer) {
@@ -1126,7 +1127,7 @@ static void mama__text_forward(mama_model *m, int B, int S, const mama__text_ste
     for (l = 0; l < c->text_depth; l++) mama__gpt_block_forward(m, l, &a->tblk[l], a->tres[l], a->tres[l + 1], B, ts);
     be->layernorm_forward(be, a->hidden, a->lnf_mean, a->lnf_rstd, a->tres[c->text_depth], m->w.ln_f_w, m->w.ln_f_b,
                           rows, D, 1e-5f);
-    be->meanpool_forward(be, a->tpool, a->hidden, c->text_pool_real_only ? a->pool_mask : NULL, B, T, D);
+    be->meanpool_forward(be, a->tpool, a->hidden, ts->pool_masked ? a->pool_mask : NULL, B, T, D);
     mama__linear_forward(be, a->txt_g, a->tpool, m->w.txt_global_w, m->w.txt_global_b, B, D, E);
     be->l2norm_forward(be, a->txt_emb, a->txt_gnorm, a->txt_g, B, E);
     if (with_local && S > 0) {
@@ -1149,7 +1150,7 @@ static void mama__text_backward(mama_model *m, int B, int S, const mama__text_st
     mama__linear_backward(be, a->d_tpool, m->g.txt_global_w, m->g.txt_global_b, a->d_txt_g, a->tpool,
                           m->w.txt_global_w, B, D, E);
     mama__zero(be, a->d_hidden, (size_t)rows * D);
-    be->meanpool_backward(be, a->d_hidden, a->d_tpool, c->text_pool_real_only ? a->pool_mask : NULL, B, T, D);
+    be->meanpool_backward(be, a->d_hidden, a->d_tpool, ts->pool_masked ? a->pool_mask : NULL, B, T, D);
     if (has_local && S > 0) {
         mama__local_acts k = mama__txt_local_acts(a);
         mama__zero(be, a->d_sent, (size_t)S * D);
@@ -1448,6 +1449,7 @@ static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_ste
     MAMA_TRY(mama__upload_batch(m, b, Bv == 2 * B, use_sla, &S));
     ts.train_dropout = train && o->dropout;
     ts.seed = o->seed;
+    ts.pool_masked = c->text_pool_real_only;
     /* forward */
     mama__vision_forward(m, Bv);
     if (use_sla) mama__vision_local_forward(m, B, train);
@@ -1534,10 +1536,15 @@ MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int 
     return MAMA_OK;
 }
 
-MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb) {
+/* ref_feature (SPEC A.7b): the reference's zero-shot text feature, the
+ * hidden state at the first padding position (position 0 when the caption
+ * fills the context), instead of the training pooling.  Both go through
+ * the same masked mean: a one-hot mask picks that single position. */
+static mama_status mama__encode_texts_ex(mama_model *m, const int *ids, const int *mask, int B, float *emb,
+                                         int ref_feature) {
     mama_backend *be = m->be;
     const mama_config *c = &m->cfg;
-    int T = c->context, i;
+    int T = c->context, i, b;
     mama__text_step ts;
     if (B < 1 || B > m->max_batch)
         return MAMA_FAIL(MAMA_ERR_INVALID, "mama_encode_texts: %d texts; at most %d per call for this model", B,
@@ -1549,13 +1556,24 @@ MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int 
         m->h_ints[i] = mask[i] != 0;
         m->h_floats[i] = mask[i] != 0 ? 1.0f : 0.0f;
     }
+    if (ref_feature)
+        for (b = 0; b < B; b++) {
+            int first_pad = 0;
+            for (i = 0; i < T; i++) if (!mask[b * T + i]) { first_pad = i; break; }
+            for (i = 0; i < T; i++) m->h_floats[b * T + i] = i == first_pad ? 1.0f : 0.0f;
+        }
     MAMA_TRY(be->to_device(be, m->a.ids, ids, sizeof(int) * (size_t)B * T));
     MAMA_TRY(be->to_device(be, m->a.key_valid, m->h_ints, sizeof(int) * (size_t)B * T));
     MAMA_TRY(be->to_device(be, m->a.pool_mask, m->h_floats, sizeof(float) * (size_t)B * T));
     ts.train_dropout = 0;
     ts.seed = 0;
+    ts.pool_masked = ref_feature || c->text_pool_real_only;
     mama__text_forward(m, B, 0, &ts, 0, 0);
     return be->to_host(be, emb, m->a.txt_emb, sizeof(float) * (size_t)B * c->embed_dim);
+}
+
+MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb) {
+    return mama__encode_texts_ex(m, ids, mask, B, emb, 0);
 }
 
 /* ---- 7.x Model weights in safetensors (names of SPEC A.8) -------------- */
@@ -1678,27 +1696,30 @@ MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_ba
     return s;
 }
 
+/* Add every tensor of the model (host copy in `host`, which must stay alive
+ * until the writer is written) and the config metadata to a writer. */
+static mama_status mama__writer_add_model(mama_st_writer *w, const mama_model *m, float *host) {
+    char json[2048];
+    int i;
+    size_t total = m->group_offset[3] + m->group_numel[3];
+    MAMA_TRY(mama_config_to_json(&m->cfg, json, sizeof json));
+    MAMA_TRY(m->be->to_host(m->be, host, m->params, sizeof(float) * total));
+    MAMA_TRY(mama_st_writer_meta(w, "mama_config", json));
+    for (i = 0; i < m->nparams; i++) {
+        const mama_param_info *p = &m->info[i];
+        MAMA_TRY(mama_st_writer_add(w, p->name, MAMA_F32, p->ndim, p->shape, host + p->offset));
+    }
+    for (i = 0; i < 6; i++) MAMA_TRY(mama_st_writer_add(w, mama__bn_tracked_names[i], MAMA_I64, 0, NULL, &m->bn_batches[i]));
+    return MAMA_OK;
+}
+
 MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
     mama_st_writer *w = NULL;
     float *host = NULL;
-    size_t total = m->group_offset[3] + m->group_numel[3];
-    char json[2048];
-    int i;
     mama_status s;
-    MAMA_TRY(mama_config_to_json(&m->cfg, json, sizeof json));
-    MAMA_TRY(mama_alloc((void **)&host, sizeof(float) * total, "weights for saving"));
-    s = m->be->to_host(m->be, host, m->params, sizeof(float) * total);
-    if (s == MAMA_OK) s = mama_st_writer_init(&w);
-    if (s == MAMA_OK) s = mama_st_writer_meta(w, "mama_config", json);
-    for (i = 0; s == MAMA_OK && i < m->nparams; i++) {
-        const mama_param_info *p = &m->info[i];
-        s = mama_st_writer_add(w, p->name, MAMA_F32, p->ndim, p->shape, host + p->offset);
-    }
-    for (i = 0; s == MAMA_OK && i < 6; i++) {
-        int64_t one = 1;
-        (void)one;
-        s = mama_st_writer_add(w, mama__bn_tracked_names[i], MAMA_I64, 0, NULL, &m->bn_batches[i]);
-    }
+    MAMA_TRY(mama_alloc((void **)&host, sizeof(float) * (m->group_offset[3] + m->group_numel[3] + 1), "weights for saving"));
+    s = mama_st_writer_init(&w);
+    if (s == MAMA_OK) s = mama__writer_add_model(w, m, host);
     if (s == MAMA_OK) s = mama_st_writer_write(w, path);
     mama_st_writer_free(w);
     mama_free(host);

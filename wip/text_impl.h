@@ -852,8 +852,9 @@ MAMA_API mama_status mama_tokenizer_load(mama_tokenizer **out, const char *path)
     if (!out || !path) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_load: NULL argument");
     *out = NULL;
     if (mama__tx_ends_with(path, "vocab.json")) {
-        /* the merges live beside the vocabulary */
-        size_t n = strlen(path) - strlen("vocab.json");
+        /* merges.txt lives in the vocabulary's directory */
+        const char *slash = strrchr(path, '/');
+        size_t n = slash ? (size_t)(slash - path) + 1 : 0;
         MAMA_TRY(mama_alloc((void **)&a, n + strlen("merges.txt") + 1, "path"));
         memcpy(a, path, n);
         memcpy(a + n, "merges.txt", strlen("merges.txt") + 1);

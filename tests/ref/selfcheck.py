@@ -189,6 +189,101 @@ def check_losses():
     report(abs(ref - got) < 1e-12, "CLIP loss vs hand formula", f"{got:.10f} vs {ref:.10f}")
 
 
+def check_numpy_towers():
+    """Both towers recomputed with numpy from the state dict (explicit per-head loops)."""
+    import numpy as np
+    from math import erf, sqrt
+    cfg, model, batch = build(dict(text_mode="lora", text_attn_layer_scale=1))
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        img = model.encode_image(batch["images"])
+        txt = model.encode_text(batch["input_ids"], batch["attention_mask"])
+
+    def ln(x, w, b, eps):
+        m = x.mean(-1, keepdims=True)
+        v = ((x - m) ** 2).mean(-1, keepdims=True)
+        return (x - m) / np.sqrt(v + eps) * w + b
+
+    def softmax(a):
+        a = a - a.max(-1, keepdims=True)
+        e = np.exp(a)
+        return e / e.sum(-1, keepdims=True)
+
+    # vision, image 1
+    P, D, R, H = cfg["patch_size"], cfg["vision_dim"], cfg["registers"], cfg["vision_heads"]
+    v = "img_encoder_q.model."
+    x = batch["images"][1].numpy()
+    g = cfg["image_size"] // P
+    W = sd[v + "patch_embed.proj.weight"].reshape(D, -1)
+    patches = [x[:, r * P:(r + 1) * P, c * P:(c + 1) * P].reshape(-1) for r in range(g) for c in range(g)]
+    pt = np.stack(patches) @ W.T + sd[v + "patch_embed.proj.bias"]
+    pos = sd[v + "pos_embed"][0]
+    t = np.concatenate([sd[v + "cls_token"][0] + pos[:1], sd[v + "register_tokens"][0], pt + pos[1:]])
+    gelu = np.vectorize(lambda u: 0.5 * u * (1 + erf(u / sqrt(2))))
+    hd = D // H
+    for i in range(cfg["vision_depth"]):
+        b = f"{v}blocks.{i}."
+        h = ln(t, sd[b + "norm1.weight"], sd[b + "norm1.bias"], 1e-6)
+        qkv = h @ sd[b + "attn.qkv.weight"].T + sd[b + "attn.qkv.bias"]
+        o = np.zeros_like(h)
+        for hh in range(H):
+            q = qkv[:, hh * hd:(hh + 1) * hd]
+            k = qkv[:, D + hh * hd:D + (hh + 1) * hd]
+            vv = qkv[:, 2 * D + hh * hd:2 * D + (hh + 1) * hd]
+            o[:, hh * hd:(hh + 1) * hd] = softmax(q @ k.T / sqrt(hd)) @ vv
+        t = t + sd[b + "ls1.gamma"] * (o @ sd[b + "attn.proj.weight"].T + sd[b + "attn.proj.bias"])
+        h = ln(t, sd[b + "norm2.weight"], sd[b + "norm2.bias"], 1e-6)
+        m = gelu(h @ sd[b + "mlp.fc1.weight"].T + sd[b + "mlp.fc1.bias"])
+        t = t + sd[b + "ls2.gamma"] * (m @ sd[b + "mlp.fc2.weight"].T + sd[b + "mlp.fc2.bias"])
+    e1 = np.abs(t.mean(0) - img["pooled"][1].numpy()).max()
+    pn = ln(t, sd[v + "norm.weight"], sd[v + "norm.bias"], 1e-6)[1 + R:]
+    e2 = np.abs(pn - img["patch_norm"][1].numpy()).max()
+    ge = t.mean(0) @ sd["img_encoder_q.global_embed.weight"].T + sd["img_encoder_q.global_embed.bias"]
+    e3 = np.abs(ge / np.linalg.norm(ge) - img["emb"][1].numpy()).max()
+    report(max(e1, e2, e3) < 1e-10, "vision tower vs numpy",
+           f"pooled {e1:.1e}, patch tokens after norm {e2:.1e}, embedding {e3:.1e}")
+
+    # text, caption 2 (padded), LoRA and inverse-layer-index scaling on
+    tp = "text_encoder_q.model.base_model.model.transformer."
+    D, H = cfg["text_dim"], cfg["text_heads"]
+    hd = D // H
+    ids = batch["input_ids"][2].numpy()
+    msk = batch["attention_mask"][2].numpy()
+    T = len(ids)
+    x = sd[tp + "wte.weight"][ids] + sd[tp + "wpe.weight"][:T]
+    sc = cfg["lora_alpha"] / cfg["lora_rank"]
+
+    def gelu_tanh(u):
+        return 0.5 * u * (1 + np.tanh(sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+    for i in range(cfg["text_depth"]):
+        b = f"{tp}h.{i}."
+        h = ln(x, sd[b + "ln_1.weight"], sd[b + "ln_1.bias"], 1e-5)
+        qkv = (h @ sd[b + "attn.c_attn.weight"] + sd[b + "attn.c_attn.bias"]
+               + sc * (h @ sd[b + "attn.c_attn.lora_A.default.weight"].T)
+               @ sd[b + "attn.c_attn.lora_B.default.weight"].T)
+        o = np.zeros_like(h)
+        for hh in range(H):
+            q = qkv[:, hh * hd:(hh + 1) * hd]
+            k = qkv[:, D + hh * hd:D + (hh + 1) * hd]
+            vv = qkv[:, 2 * D + hh * hd:2 * D + (hh + 1) * hd]
+            a = q @ k.T / sqrt(hd) / (i + 1)
+            for qi in range(T):
+                for kj in range(T):
+                    if kj > qi or msk[kj] == 0:
+                        a[qi, kj] = -np.inf
+            o[:, hh * hd:(hh + 1) * hd] = softmax(a) @ vv
+        x = x + o @ sd[b + "attn.c_proj.weight"] + sd[b + "attn.c_proj.bias"]
+        h = ln(x, sd[b + "ln_2.weight"], sd[b + "ln_2.bias"], 1e-5)
+        x = x + gelu_tanh(h @ sd[b + "mlp.c_fc.weight"] + sd[b + "mlp.c_fc.bias"]) @ \
+            sd[b + "mlp.c_proj.weight"] + sd[b + "mlp.c_proj.bias"]
+    x = ln(x, sd[tp + "ln_f.weight"], sd[tp + "ln_f.bias"], 1e-5)
+    e1 = np.abs(x - txt["hidden"][2].numpy()).max()
+    ge = x.mean(0) @ sd["text_encoder_q.global_embed.weight"].T + sd["text_encoder_q.global_embed.bias"]
+    e2 = np.abs(ge / np.linalg.norm(ge) - txt["emb"][2].numpy()).max()
+    report(max(e1, e2) < 1e-10, "text tower (LoRA, layer scale, padding) vs numpy",
+           f"hidden {e1:.1e}, embedding {e2:.1e} (caption of {int(msk.sum())}/{T} tokens)")
+
+
 def check_fast_path():
     cfg = M.make_config(**{**MF.FIXTURE, "text_mode": "lora", "text_attn_layer_scale": 1})
     g = torch.Generator().manual_seed(5)
@@ -263,6 +358,7 @@ def main():
     check_text_bn_per_caption()
     check_masks()
     check_losses()
+    check_numpy_towers()
     check_fast_path()
     # trainable sets
     for mode in ("full", "lora", "frozen"):
