@@ -157,8 +157,38 @@ static void finite_differences(const char *name) {
     free(images); free(ext); free(ids); free(mask);
 }
 
+/* pos_embed resampling against PyTorch's bicubic antialiased interpolate */
+static void pos_resample(void) {
+    mama_safetensors st;
+    static const char *const names[2] = {"up", "down"};
+    static const int grids[2][2] = {{4, 7}, {6, 4}};
+    int k, D = 5;
+    memset(&st, 0, sizeof st);
+    if (mama_st_open(&st, FIX "pos_resample.safetensors") != MAMA_OK) { test_report(0, "pos_resample", "%s", mama_last_error()); return; }
+    for (k = 0; k < 2; k++) {
+        int g0 = grids[k][0], g = grids[k][1];
+        float src[(1 + 36) * 5], got[(1 + 49) * 5], want[(1 + 49) * 5];
+        char n1[32], n2[32];
+        size_t i, n = (size_t)(1 + g * g) * D;
+        double worst = 0, scale = 0;
+        snprintf(n1, sizeof n1, "%s.src", names[k]);
+        snprintf(n2, sizeof n2, "%s.expected", names[k]);
+        mama_st_read_f32(&st, n1, src, (size_t)(1 + g0 * g0) * D);
+        mama_st_read_f32(&st, n2, want, n);
+        mama__resample_pos_embed(src, g0, got, g, D);
+        for (i = 0; i < n; i++) {
+            if (fabs(want[i]) > scale) scale = fabs(want[i]);
+            if (fabs((double)got[i] - want[i]) > worst) worst = fabs((double)got[i] - want[i]);
+        }
+        test_report(worst / scale < 1e-5, "pos_resample", "%s %dx%d -> %dx%d vs torch bicubic antialias: max rel err %.3g",
+                    names[k], g0, g0, g, g, worst / scale);
+    }
+    mama_st_close(&st);
+}
+
 int main(void) {
     size_t i;
+    pos_resample();
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) parity_case(cases[i]);
     finite_differences("lora_late1");
     return test_finish();

@@ -393,16 +393,18 @@ static void test_confusion(void) {
     /* Hand layout for K=7, cell=40, one-letter names: label scale 2
      * (font height 16), pad 10, gap 6, name width 10:
      * grid x0 = 10+16+10+10+6 = 52, y0 = 10+16+10 = 36, grid 280,
-     * W = 52+280+10 = 342, H = 36+280+6+16+6+16+10 = 370. */
-    test_report(im.w == 342 && im.h == 370, "confusion_size", "read back %d x %d, hand layout 342 x 370", im.w, im.h);
+     * block width 52+280+10 = 342, H = 36+280+6+16+6+16+10 = 370.  The
+     * 31-character title at scale 2 is 31*12-2 = 370 wide, so W = 390 and
+     * the block moves right by (390-342)/2 = 24: grid x0 = 76. */
+    test_report(im.w == 390 && im.h == 370, "confusion_size", "read back %d x %d, hand layout 390 x 370", im.w, im.h);
     /* each cell's corner has the blues colour of its row fraction */
-    if (im.w == 342 && im.h == 370)
+    if (im.w == 390 && im.h == 370)
         for (t = 0; t < 7; t++) {
             long sum = 0;
             for (p = 0; p < 7; p++) sum += m[t * 7 + p];
             for (p = 0; p < 7; p++) {
                 uint8_t rgb[3];
-                int want, got = im.pix[(36 + t * 40 + 3) * im.w + 52 + p * 40 + 3];
+                int want, got = im.pix[(36 + t * 40 + 3) * im.w + 76 + p * 40 + 3];
                 mama_colormap_blues((float)((double)m[t * 7 + p] / (double)sum), rgb);
                 want = luma(rgb);
                 wrong += abs(got - want) > 1;

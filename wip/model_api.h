@@ -135,3 +135,10 @@ typedef struct mama_adamw {
 MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay);
 MAMA_API void mama_adamw_free(mama_adamw *o);
 MAMA_API void mama_adamw_step(mama_adamw *o, mama_model *m, float lr, int late);
+/* Intermediate features of the last mama_encode_images / mama_encode_texts
+ * call (for parity checks against other implementations):
+ * prenorm [B, 1+R+N, D] (all tokens after the last block), patch_norm
+ * [B, N, D] (patch tokens after the final norm), text hidden [B, T, Dt]
+ * (after ln_f).  Any output may be NULL. */
+MAMA_API mama_status mama_model_vision_tokens(mama_model *m, int B, float *prenorm, float *patch_norm);
+MAMA_API mama_status mama_model_text_hidden(mama_model *m, int B, float *hidden);

@@ -1617,6 +1617,73 @@ static void mama__shape_string(char *out, size_t cap, int ndim, const int64_t *s
     if (n > 0 && (size_t)n < cap) snprintf(out + n, cap - (size_t)n, "]");
 }
 
+/* ---- Resampling the position embedding (SPEC A.1, A.7b) ----------------
+ * When the stored patch grid differs from the config's, the patch part of
+ * pos_embed is resampled once, here, the way DINOv2 does on every forward:
+ * PyTorch's F.interpolate(mode="bicubic", antialias=True,
+ * align_corners=False) to the target size.  That filter is separable; for
+ * output index i with scale = in/out, centre = scale (i + 0.5), support =
+ * 2 max(scale, 1); the taps j in [centre - support, centre + support) clipped
+ * to the input get weights cubic((j - centre + 0.5) / max(scale, 1)) with
+ * Keys' a = -0.5, normalised to sum 1 (so borders need no padding). */
+static double mama__cubic_keys(double x) {
+    const double a = -0.5;
+    x = fabs(x);
+    if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+    if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0;
+}
+/* Resample along one axis: in [outer, n_in, inner] -> out [outer, n_out, inner]. */
+static void mama__resample_axis(const float *in, float *out, int outer, int n_in, int n_out, int inner) {
+    double scale = (double)n_in / n_out, support = 2.0 * (scale >= 1 ? scale : 1), inv = scale >= 1 ? 1 / scale : 1;
+    int i, j, o, k;
+    for (i = 0; i < n_out; i++) {
+        double centre = scale * (i + 0.5), w[64], total = 0;
+        int lo = (int)(centre - support + 0.5), hi = (int)(centre + support + 0.5), nw;
+        if (lo < 0) lo = 0;
+        if (hi > n_in) hi = n_in;
+        nw = hi - lo;
+        if (nw > 64) nw = 64;
+        for (j = 0; j < nw; j++) { w[j] = mama__cubic_keys((j + lo - centre + 0.5) * inv); total += w[j]; }
+        for (j = 0; j < nw; j++) w[j] = total != 0 ? w[j] / total : 0;
+        for (o = 0; o < outer; o++)
+            for (k = 0; k < inner; k++) {
+                double acc = 0;
+                for (j = 0; j < nw; j++) acc += w[j] * in[((size_t)o * n_in + lo + j) * inner + k];
+                out[((size_t)o * n_out + i) * inner + k] = (float)acc;
+            }
+    }
+}
+/* pos [(1 + g0*g0), D] -> [(1 + g*g), D]: the cls row is kept. */
+static mama_status mama__resample_pos_embed(const float *src, int g0, float *dst, int g, int D) {
+    float *tmp;
+    MAMA_TRY(mama_alloc((void **)&tmp, sizeof(float) * (size_t)g0 * g * D, "pos_embed resampling"));
+    memcpy(dst, src, sizeof(float) * (size_t)D);
+    mama__resample_axis(src + D, tmp, g0, g0, g, D);          /* width:  [g0][g0][D] -> [g0][g][D] */
+    mama__resample_axis(tmp, dst + D, 1, g0, g, g * D);       /* height: [g0][g*D]  -> [g][g*D]    */
+    mama_free(tmp);
+    return MAMA_OK;
+}
+
+static mama_status mama__load_pos_embed(mama_model *m, const mama_safetensors *st, const mama_param_info *p,
+                                        const mama_st_tensor *t, float *dst) {
+    int D = m->cfg.vision_dim, g = m->cfg.image_size / m->cfg.patch_size, g0;
+    size_t n0;
+    float *src;
+    mama_status s;
+    if (t->ndim < 2 || t->shape[t->ndim - 1] != D)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' must end in the vision width %d", st->path, p->name, D);
+    n0 = t->numel / (size_t)D;
+    g0 = (int)(sqrt((double)(n0 - 1)) + 0.5);
+    if ((size_t)g0 * g0 + 1 != n0)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: '%s' has %zu positions, not 1 + a square grid", st->path, p->name, n0);
+    MAMA_TRY(mama_alloc((void **)&src, sizeof(float) * t->numel, "pos_embed"));
+    s = mama_st_read_f32(st, p->name, src, t->numel);
+    if (s == MAMA_OK) s = mama__resample_pos_embed(src, g0, dst, g, D);
+    mama_free(src);
+    return s;
+}
+
 static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *st, float *host, int allow_missing,
                                         int *loaded) {
     int i, count = 0;
@@ -1627,6 +1694,11 @@ static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *s
         if (!t) {
             if (allow_missing) continue;
             return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' is missing", st->path, p->name);
+        }
+        if (p->ndim == 3 && !strcmp(p->name, "img_encoder_q.model.pos_embed") && !mama__shape_matches(p, t)) {
+            MAMA_TRY(mama__load_pos_embed(m, st, p, t, host + p->offset)); /* another grid: resample once */
+            count++;
+            continue;
         }
         if (!mama__shape_matches(p, t)) {
             mama__shape_string(s1, sizeof s1, t->ndim, t->shape);
@@ -1859,4 +1931,25 @@ MAMA_API void mama_adamw_step(mama_adamw *o, mama_model *m, float lr, int late) 
         be->adamw_step(be, m->params + off, m->grads + off, o->m + off, o->v + off, o->n_late, lr, o->beta1,
                        o->beta2, o->eps, o->weight_decay, (int)o->step_late);
     }
+}
+
+MAMA_API mama_status mama_model_vision_tokens(mama_model *m, int B, float *prenorm, float *patch_norm) {
+    mama_backend *be = m->be;
+    const mama_config *c = &m->cfg;
+    int D = c->vision_dim, T = m->n_vtok, N = m->n_patches, b;
+    const float *x = m->a.vres[c->vision_depth];
+    if (B < 1 || B > m->max_batch) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_vision_tokens: B %d out of 1..%d", B, m->max_batch);
+    if (prenorm) MAMA_TRY(be->to_host(be, prenorm, x, sizeof(float) * (size_t)B * T * D));
+    if (patch_norm) {
+        be->layernorm_forward(be, m->a.vnorm, m->a.vnorm_mean, m->a.vnorm_rstd, x, m->w.norm_w, m->w.norm_b, B * T, D, 1e-6f);
+        for (b = 0; b < B; b++)
+            MAMA_TRY(be->to_host(be, patch_norm + (size_t)b * N * D, m->a.vnorm + ((size_t)b * T + 1 + c->registers) * D,
+                                 sizeof(float) * (size_t)N * D));
+    }
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_model_text_hidden(mama_model *m, int B, float *hidden) {
+    if (B < 1 || B > m->max_batch) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_text_hidden: B %d out of 1..%d", B, m->max_batch);
+    return m->be->to_host(m->be, hidden, m->a.hidden, sizeof(float) * (size_t)B * m->cfg.context * m->cfg.text_dim);
 }

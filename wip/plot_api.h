@@ -65,7 +65,7 @@ MAMA_API void mama_canvas_text_up(mama_canvas *c, int x, int y, const char *s, u
 /* --- axes ----------------------------------------------------------------
  * The smallest "nice" step (1, 2 or 5 times a power of ten) that puts at
  * most max_ticks (>= 2; smaller means 2) multiples of itself in [lo, hi].
- * lo > hi are swapped; lo == hi is widened to lo +- max(|lo|/10, 1).
+ * lo > hi are swapped; lo == hi is widened to lo +- |lo|/10 (+-1 at 0).
  * Returns 0 for non-finite input. */
 MAMA_API double mama_nice_step(double lo, double hi, int max_ticks);
 /* The multiples of mama_nice_step(lo, hi, max_ticks) inside [lo, hi], in
@@ -97,7 +97,8 @@ typedef struct mama_plot_series {
 } mama_plot_series;
 
 /* Line chart of nseries (1..64) curves on one pair of axes: x and y ranges
- * from the finite points, widened to multiples of a nice tick step, light
+ * from the finite points, grown by 2% (x) and 4% (y) without crossing 0,
+ * ticks at the multiples of a nice step inside them; light
  * grid lines at the ticks, a legend (colour swatch + name) right of the
  * plot.  width x height in [160, 8192] x [120, 8192]; text scales with the
  * size (1 up to about 1000 x 600, 2 above). */
@@ -121,7 +122,7 @@ MAMA_API mama_status mama_plot_confusion(const char *path, const char *title,
  * min-max normalised (over its finite values; constant -> 0), upsampled
  * bilinearly with half-pixel centres (as F.interpolate, align_corners=False)
  * and blended over the image through the heat colour map at alpha 0.5
- * (non-finite cells leave the image as it is).  Panels sit in a grid of
+ * (pixels whose 4 taps touch a non-finite cell keep the bare image).  Panels sit in a grid of
  * `cols` columns (clamped to 1..nmaps), each under its title (titles or
  * titles[m] may be NULL), word-wrapped to the panel width on up to 3 lines.
  * w, h in 16..4096, gh, gw in 1..1024, nmaps in 1..256; the sheet must stay
@@ -132,7 +133,8 @@ MAMA_API mama_status mama_plot_heatmaps(const char *path, const uint8_t *grey, i
 
 /* Grouped bars: values[g * nseries + s] is the bar of series s in group g
  * (NaN/Inf: no bar), ngroups in 1..256, nseries in 1..16.  The y axis spans
- * 0 and every finite value, widened to nice ticks; each bar carries its
+ * 0 and every finite value plus 8% headroom, with nice ticks; each
+ * bar carries its
  * value (3 significant digits) when it fits; groups are named below,
  * series in a legend (when nseries > 1 or a series name is given). */
 MAMA_API mama_status mama_plot_bars(const char *path, const char *title, const char *ylabel,

@@ -541,7 +541,7 @@ MAMA_API uint32_t mama_plot_color(int k) {
 typedef struct mama__plot_frame {
     int s, fh, adv, pad, tick;  /* text scale; font height; advance; spacing; tick length */
     int left, top, pw, ph;      /* plot rectangle */
-    double ylo, yhi, ystep;     /* y axis (widened to multiples of ystep) */
+    double ylo, yhi, ystep;     /* y axis limits and tick step */
     double xlo, xhi, xstep;     /* numeric x axis (line charts) */
     int legend_w;               /* 0: no legend */
 } mama__plot_frame;
@@ -556,17 +556,23 @@ static void mama__plot_frame_v(mama__plot_frame *f, int width, int height, const
     f->top = f->pad + ((title && *title) ? 2 * f->fh + f->pad : 0);
     f->ph = height - f->top - (f->tick + 4 * f->s + f->fh + f->pad + (has_xlabel ? f->fh + f->pad : 0));
 }
-/* Widen [lo, hi] to multiples of a nice step with at most max_ticks ticks. */
+/* An axis spans [lo, hi] exactly (the caller adds margins); its ticks are
+ * the multiples of a nice step inside, at most max_ticks of them.  (Limits
+ * rounded out to whole steps would waste up to a step of the plot.) */
 static void mama__plot_axis(double lo, double hi, int max_ticks, double *alo, double *ahi, double *astep) {
-    double step;
     if (!mama__plot_range(&lo, &hi)) { lo = 0.0; hi = 1.0; }
-    step = mama_nice_step(lo, hi, max_ticks);
-    *alo = mama__plot_first(lo, step) * step;
-    *ahi = mama__plot_last(hi, step) * step;
-    if (*alo > lo) *alo -= step;
-    if (*ahi < hi) *ahi += step;
-    if (*ahi <= *alo) *ahi = *alo + step;
-    *astep = step;
+    *alo = lo;
+    *ahi = hi;
+    *astep = mama_nice_step(lo, hi, max_ticks);
+}
+/* Grow [lo, hi] by frac of its span on each side, so that extreme points
+ * do not sit on the frame, without crossing zero: data starting at 0 (steps,
+ * accuracies) keeps its axis at 0. */
+static void mama__plot_margin(double *lo, double *hi, double frac) {
+    double m = (*hi - *lo) * frac;
+    if (!(m > 0.0) || !isfinite(m)) return;
+    *lo = (*lo >= 0.0 && *lo - m < 0.0) ? 0.0 : *lo - m;
+    *hi = (*hi <= 0.0 && *hi + m > 0.0) ? 0.0 : *hi + m;
 }
 /* Widest tick label of an axis. */
 static int mama__plot_labels_w(double lo, double hi, double step, int s) {
@@ -713,6 +719,8 @@ MAMA_API mama_status mama_plot_lines(const char *path, const char *title, const 
         }
     }
     if (xlo > xhi) { xlo = 0.0; xhi = 1.0; ylo = 0.0; yhi = 1.0; } /* no finite point: empty axes */
+    mama__plot_margin(&xlo, &xhi, 0.02);
+    mama__plot_margin(&ylo, &yhi, 0.04);
 
     mama__plot_frame_v(&f, width, height, title, xlabel && *xlabel);
     MAMA_TRY(mama__plot_frame_h(&f, width, ylo, yhi, ylabel && *ylabel, mama__plot_legend_w(names, nseries, f.s)));
@@ -797,7 +805,11 @@ MAMA_API mama_status mama_plot_confusion(const char *path, const char *title, co
     grid = K * cell;
     gx = pad + fh + pad + namew + gap;
     gy = pad + (has_title ? 2 * MAMA_FONT_H + pad : 0);
+    /* the canvas is as wide as the grid block or the title, whichever is
+     * wider; the block is centred in it */
     W = mama__plot_maxi(gx + grid + pad, 160);
+    if (has_title) W = mama__plot_maxi(W, mama__plot_clampi(mama_text_width(title, 2) - 2 + 2 * pad, 0, 4096));
+    gx += (W - (gx + grid + pad)) / 2;
     H = gy + grid + gap + lab_h + gap + fh + pad;
     /* counts at scale 2 when the widest fits comfortably */
     cs = 1;
@@ -850,7 +862,7 @@ MAMA_API mama_status mama_plot_confusion(const char *path, const char *title, co
     }
     mama__plot_text_centred(&c, mama__plot_clampi(gx + grid / 2, 0, W), H - pad - fh, "predicted", MAMA__PLOT_INK,
                             s, W);
-    mama_canvas_text_up(&c, pad, mama__plot_maxi(gy + grid / 2 - mama_text_width("true", s) / 2, 0), "true",
+    mama_canvas_text_up(&c, gx - gap - namew - pad - fh, mama__plot_maxi(gy + grid / 2 - mama_text_width("true", s) / 2, 0), "true",
                         MAMA__PLOT_INK, s);
     if (has_title) mama__plot_text_centred(&c, W / 2, pad, title, MAMA__PLOT_INK, 2, W - 2 * pad);
     mama_free(names);
@@ -945,8 +957,8 @@ MAMA_API mama_status mama_plot_heatmaps(const char *path, const uint8_t *grey, i
             }
         }
         nl = titles ? mama__plot_wrap(titles[m], maxc, 3, lines) : 0;
-        for (i = 0; i < nl; i++)
-            mama__plot_text_centred(&c, ox + w / 2, oy + i * lh, lines[i], MAMA__PLOT_INK, s, w);
+        for (i = 0; i < nl; i++) /* bottom-aligned: the last line sits on its image */
+            mama__plot_text_centred(&c, ox + w / 2, oy + (maxlines - nl + i) * lh, lines[i], MAMA__PLOT_INK, s, w);
     }
     mama_free(norm);
     mama_free(taps);
@@ -979,6 +991,7 @@ MAMA_API mama_status mama_plot_bars(const char *path, const char *title, const c
             if (values[g] > hi) hi = values[g];
         }
     if (lo == hi) hi = 1.0; /* all zero or none finite */
+    mama__plot_margin(&lo, &hi, 0.08); /* room for the value labels */
 
     mama__plot_frame_v(&f, width, height, title, 0);
     MAMA_TRY(mama__plot_frame_h(&f, width, lo, hi, ylabel && *ylabel,

@@ -1,3 +1,0 @@
-#define MAMA_IMPLEMENTATION
-#include "mama.h"
-int main(void){return 0;}
