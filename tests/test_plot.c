@@ -296,8 +296,11 @@ static void test_ticks(void) {
     test_report(ok, "nice_ticks_hand", "12 hand-computed tick lists ([0,7.3]/6 -> 0 2 4 6 ...), worst err=%g", worst);
     test_report(mama_nice_ticks(NAN, 1, 5, t, 8) == 0 && mama_nice_ticks(0, INFINITY, 5, t, 8) == 0 &&
                     mama_nice_step(0, NAN, 5) == 0.0 && mama_nice_ticks(-1e308, 1e308, 5, t, 8) == 0 &&
-                    mama_nice_ticks(0, 7.3, 6, NULL, 0) == 4,
-                "nice_ticks_edge", "NaN/Inf/overflowing ranges give 0 ticks; NULL output just counts");
+                    mama_nice_ticks(0, 7.3, 6, NULL, 0) == 4 && mama_nice_ticks(0, 7.3, 2147483647, NULL, 0) == 731 &&
+                    mama_nice_ticks(1e300, 1e300 * (1 + 1e-15), 5, t, 8) <= 5 &&
+                    mama_nice_ticks(1e17, 1e17 + 64, 5, t, 8) <= 5,
+                "nice_ticks_edge", "NaN/Inf/overflowing ranges give 0 ticks; NULL output just counts; "
+                "max_ticks INT_MAX -> 1000 (0.01 steps: 731 ticks); ranges far from 0 terminate");
 
     /* random ranges: the step is 1, 2 or 5 times a power of ten, gives at
      * most max_ticks ticks (counted by walking), and the next smaller
@@ -469,8 +472,8 @@ static void test_lines(void) {
     /* degenerate inputs still plot: no finite point, one point, constant,
      * x NULL, no title/labels, big canvas (text scale 2) */
     {
-        float nanv[3] = {NAN, INFINITY, -INFINITY}, one = 2.5f, cst[4] = {1, 1, 1, 1};
-        mama_plot_series d[3];
+        float nanv[3] = {NAN, INFINITY, -INFINITY}, one = 2.5f, cst[4] = {1, 1, 1, 1}, huge[3] = {-3e38f, 3e38f, 0};
+        mama_plot_series d[3], e;
         d[0].name = NULL; d[0].x = NULL; d[0].y = nanv; d[0].n = 3;
         d[1].name = "one point"; d[1].x = NULL; d[1].y = &one; d[1].n = 1;
         d[2].name = "a rather long series name that must be cut"; d[2].x = NULL; d[2].y = cst; d[2].n = 4;
@@ -482,6 +485,11 @@ static void test_lines(void) {
         mama_clear_error();
         st = mama_plot_lines(path, "empty", "x", "y", d, 1, 160, 120);
         test_report(st == MAMA_OK, "lines_empty", "no finite point at the minimum size: %s", mama_last_error());
+        e.name = "extreme"; e.x = huge; e.y = huge; e.n = 3;
+        out_path(path, sizeof path, "lines_extreme.png");
+        mama_clear_error();
+        st = mama_plot_lines(path, "extreme", "x", "y", &e, 1, 400, 300);
+        test_report(st == MAMA_OK, "lines_extreme", "x and y spanning +-3e38: %s", mama_last_error());
         out_path(path, sizeof path, "loss_big.png");
         mama_clear_error();
         st = mama_plot_lines(path, "MaMA pretraining loss (large)", "step", "loss", s, 5, 1600, 900);

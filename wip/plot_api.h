@@ -64,7 +64,7 @@ MAMA_API void mama_canvas_text_up(mama_canvas *c, int x, int y, const char *s, u
 
 /* --- axes ----------------------------------------------------------------
  * The smallest "nice" step (1, 2 or 5 times a power of ten) that puts at
- * most max_ticks (>= 2; smaller means 2) multiples of itself in [lo, hi].
+ * most max_ticks (clamped to 2..1000) multiples of itself in [lo, hi].
  * lo > hi are swapped; lo == hi is widened to lo +- |lo|/10 (+-1 at 0).
  * Returns 0 for non-finite input. */
 MAMA_API double mama_nice_step(double lo, double hi, int max_ticks);

@@ -467,13 +467,26 @@ static int mama__plot_range(double *lo, double *hi) {
  * rounding of lo/step (0.3/0.1 = 2.9999999999999996). */
 static double mama__plot_first(double lo, double step) { return ceil(lo / step - 1e-9); }
 static double mama__plot_last(double hi, double step) { return floor(hi / step + 1e-9); }
+/* The ticks as (first + k) * step for k < count, count capped at 1000: an
+ * integer loop, so that a range far from zero (where first + 1 == first in
+ * double) cannot spin forever. */
+static int mama__plot_nticks(double lo, double hi, double step, double *first) {
+    double n;
+    *first = 0.0;
+    if (!(step > 0.0)) return 0;
+    *first = mama__plot_first(lo, step);
+    n = mama__plot_last(hi, step) - *first + 1.0;
+    if (!(n >= 1.0)) return 0;
+    return n > 1000.0 ? 1000 : (int)n;
+}
 MAMA_API double mama_nice_step(double lo, double hi, int max_ticks) {
     static const double mult[3] = {1.0, 2.0, 5.0};
     double p;
     int k, m;
     if (!mama__plot_range(&lo, &hi)) return 0.0;
     if (max_ticks < 2) max_ticks = 2;
-    p = pow(10.0, floor(log10((hi - lo) / (max_ticks + 1))));
+    if (max_ticks > 1000) max_ticks = 1000;
+    p = pow(10.0, floor(log10((hi - lo) / (max_ticks + 1.0))));
     for (k = 0; k < 40; k++, p *= 10.0)
         for (m = 0; m < 3; m++) {
             double step = mult[m] * p;
@@ -482,14 +495,12 @@ MAMA_API double mama_nice_step(double lo, double hi, int max_ticks) {
     return hi - lo; /* not reached for finite input */
 }
 MAMA_API int mama_nice_ticks(double lo, double hi, int max_ticks, double *ticks, int cap) {
-    double step, i0, i1, i;
-    int n = 0;
+    double step, first;
+    int n, k;
     step = mama_nice_step(lo, hi, max_ticks);
     if (!(step > 0.0) || !mama__plot_range(&lo, &hi)) return 0;
-    i0 = mama__plot_first(lo, step);
-    i1 = mama__plot_last(hi, step);
-    for (i = i0; i <= i1; i += 1.0, n++)
-        if (ticks && n < cap) ticks[n] = i * step;
+    n = mama__plot_nticks(lo, hi, step, &first);
+    for (k = 0; ticks && k < n && k < cap; k++) ticks[k] = (first + k) * step;
     return n;
 }
 /* Tick label with as many decimals as the step needs: 0.5 -> 1, 0.05 -> 2;
@@ -577,10 +588,10 @@ static void mama__plot_margin(double *lo, double *hi, double frac) {
 /* Widest tick label of an axis. */
 static int mama__plot_labels_w(double lo, double hi, double step, int s) {
     char buf[64];
-    double i;
-    int w = 0;
-    for (i = mama__plot_first(lo, step); i <= mama__plot_last(hi, step); i += 1.0) {
-        mama__plot_fmt_tick(buf, sizeof buf, i * step, step);
+    double first;
+    int w = 0, k, n = mama__plot_nticks(lo, hi, step, &first);
+    for (k = 0; k < n; k++) {
+        mama__plot_fmt_tick(buf, sizeof buf, (first + k) * step, step);
         w = mama__plot_maxi(w, mama_text_width(buf, s));
     }
     return w;
@@ -611,9 +622,10 @@ static float mama__plot_py(const mama__plot_frame *f, double y) {
 }
 /* Horizontal grid lines at the y ticks (drawn under the data). */
 static void mama__plot_ygrid(mama_canvas *c, const mama__plot_frame *f) {
-    double i;
-    for (i = mama__plot_first(f->ylo, f->ystep); i <= mama__plot_last(f->yhi, f->ystep); i += 1.0) {
-        int y = (int)floorf(mama__plot_py(f, i * f->ystep) + 0.5f);
+    double first;
+    int k, n = mama__plot_nticks(f->ylo, f->yhi, f->ystep, &first);
+    for (k = 0; k < n; k++) {
+        int y = (int)floorf(mama__plot_py(f, (first + k) * f->ystep) + 0.5f);
         mama_canvas_fill_rect(c, f->left, y, f->pw, 1, MAMA__PLOT_GRID);
     }
 }
@@ -621,11 +633,12 @@ static void mama__plot_ygrid(mama_canvas *c, const mama__plot_frame *f) {
 static void mama__plot_decorate(mama_canvas *c, const mama__plot_frame *f, const char *title, const char *xlabel,
                                 const char *ylabel) {
     char buf[64];
-    double i;
+    double first;
+    int k, n = mama__plot_nticks(f->ylo, f->yhi, f->ystep, &first);
     mama_canvas_rect(c, f->left - 1, f->top - 1, f->pw + 2, f->ph + 2, MAMA__PLOT_AXIS);
-    for (i = mama__plot_first(f->ylo, f->ystep); i <= mama__plot_last(f->yhi, f->ystep); i += 1.0) {
-        int y = (int)floorf(mama__plot_py(f, i * f->ystep) + 0.5f);
-        mama__plot_fmt_tick(buf, sizeof buf, i * f->ystep, f->ystep);
+    for (k = 0; k < n; k++) {
+        int y = (int)floorf(mama__plot_py(f, (first + k) * f->ystep) + 0.5f);
+        mama__plot_fmt_tick(buf, sizeof buf, (first + k) * f->ystep, f->ystep);
         mama_canvas_fill_rect(c, f->left - 1 - f->tick, y, f->tick, 1, MAMA__PLOT_AXIS);
         mama_canvas_text(c, f->left - 1 - f->tick - 2 * f->s - mama_text_width(buf, f->s) + f->s,
                          y - (7 * f->s) / 2, buf, MAMA__PLOT_INK, f->s);
@@ -695,8 +708,8 @@ MAMA_API mama_status mama_plot_lines(const char *path, const char *title, const 
     char buf[64];
     mama__plot_frame f;
     mama_canvas c;
-    double xlo = HUGE_VAL, xhi = -HUGE_VAL, ylo = HUGE_VAL, yhi = -HUGE_VAL, t;
-    int k, i, xmax, x0, x1, y0, y1;
+    double xlo = HUGE_VAL, xhi = -HUGE_VAL, ylo = HUGE_VAL, yhi = -HUGE_VAL, xfirst;
+    int k, i, xmax, x0, x1, y0, y1, nx;
     if (!path) return MAMA_FAIL(MAMA_ERR_INVALID, "plot lines: NULL path");
     if (!series || nseries < 1 || nseries > 64)
         return MAMA_FAIL(MAMA_ERR_INVALID, "plot lines %s: %d series (need 1..64, non-NULL)", path, nseries);
@@ -728,15 +741,17 @@ MAMA_API mama_status mama_plot_lines(const char *path, const char *title, const 
     for (xmax = mama__plot_clampi(f.pw / (12 * f.adv), 2, 8);; xmax--) {
         int n, lw;
         mama__plot_axis(xlo, xhi, xmax, &f.xlo, &f.xhi, &f.xstep);
-        n = (int)(mama__plot_last(f.xhi, f.xstep) - mama__plot_first(f.xlo, f.xstep) + 1.0);
+        n = mama__plot_nticks(f.xlo, f.xhi, f.xstep, &xfirst);
         lw = mama__plot_labels_w(f.xlo, f.xhi, f.xstep, f.s);
         if (xmax <= 2 || (double)n * (lw + 2 * f.adv) <= (double)f.pw) break;
     }
 
     MAMA_TRY(mama_canvas_alloc(&c, width, height, 0xFFFFFFu));
     mama__plot_ygrid(&c, &f);
-    for (t = mama__plot_first(f.xlo, f.xstep); t <= mama__plot_last(f.xhi, f.xstep); t += 1.0)
-        mama_canvas_fill_rect(&c, (int)floorf(mama__plot_px(&f, t * f.xstep) + 0.5f), f.top, 1, f.ph, MAMA__PLOT_GRID);
+    nx = mama__plot_nticks(f.xlo, f.xhi, f.xstep, &xfirst);
+    for (k = 0; k < nx; k++)
+        mama_canvas_fill_rect(&c, (int)floorf(mama__plot_px(&f, (xfirst + k) * f.xstep) + 0.5f), f.top, 1, f.ph,
+                              MAMA__PLOT_GRID);
 
     /* curves, clipped to the plot rectangle; a non-finite point breaks the
      * line, an isolated finite point becomes a dot */
@@ -761,9 +776,10 @@ MAMA_API mama_status mama_plot_lines(const char *path, const char *title, const 
     }
 
     mama__plot_decorate(&c, &f, title, xlabel, ylabel);
-    for (t = mama__plot_first(f.xlo, f.xstep); t <= mama__plot_last(f.xhi, f.xstep); t += 1.0) {
-        int x = (int)floorf(mama__plot_px(&f, t * f.xstep) + 0.5f), tw;
-        mama__plot_fmt_tick(buf, sizeof buf, t * f.xstep, f.xstep);
+    for (k = 0; k < nx; k++) {
+        double t = (xfirst + k) * f.xstep;
+        int x = (int)floorf(mama__plot_px(&f, t) + 0.5f), tw;
+        mama__plot_fmt_tick(buf, sizeof buf, t, f.xstep);
         tw = mama_text_width(buf, f.s) - f.s;
         mama_canvas_fill_rect(&c, x, f.top + f.ph, 1, f.tick, MAMA__PLOT_AXIS);
         mama_canvas_text(&c, mama__plot_clampi(x - tw / 2, 0, width - tw), f.top + f.ph + f.tick + 3 * f.s, buf,

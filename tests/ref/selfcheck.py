@@ -320,27 +320,34 @@ def check_fixtures():
             w = {k.replace(".c_attn.weight", ".c_attn.base_layer.weight"): v for k, v in w.items()}
         b = load_file(os.path.join(d, f"batch_{name}.safetensors"))
         e = load_file(os.path.join(d, f"expected_{name}.safetensors"))
-        model = M.MaMARef(cfg)
-        M.load_state(model, w)
-        model = model.double().train()
-        model.set_trainable(late=bool(late))
-        o = model(b["images"].double(), b["input_ids"], b["attention_mask"],
-                  b["ext_images"].double(), late=bool(late))
-        o["loss"].backward()
-        params = dict(model.named_parameters())
-        worst = 0.0
-        for k, v in e.items():
-            if k.startswith("grad."):
-                g = params[k[5:]].grad
-                got = torch.zeros_like(v) if g is None else g.float()
-            elif k in o:
-                got = o[k].float().reshape(v.shape)
-            else:
-                continue
-            worst = max(worst, ((got - v).abs().max() / v.abs().max().clamp_min(1e-3)).item())
+        worsts = {}
+        for dt in (torch.float64, torch.float32):
+            model = M.MaMARef(cfg)
+            M.load_state(model, w)
+            model = model.to(dt).train()
+            model.set_trainable(late=bool(late))
+            o = model(b["images"].to(dt), b["input_ids"], b["attention_mask"],
+                      b["ext_images"].to(dt), late=bool(late))
+            o["loss"].backward()
+            params = dict(model.named_parameters())
+            worst, wname = 0.0, ""
+            for k, v in e.items():
+                if k.startswith("grad."):
+                    g = params[k[5:]].grad
+                    got = torch.zeros_like(v) if g is None else g.float()
+                elif k in o:
+                    got = o[k].float().reshape(v.shape)
+                else:
+                    continue
+                err = ((got - v).abs().max() / v.abs().max().clamp_min(1e-3)).item()
+                if err > worst:
+                    worst, wname = err, k
+            worsts[dt] = (worst, wname)
         ngrad = sum(k.startswith("grad.") for k in e)
-        report(worst < 1e-6, f"fixture {name} reproduces",
-               f"{len(e)} tensors ({ngrad} grads), worst norm-rel err {worst:.1e}, "
+        w64, w32 = worsts[torch.float64], worsts[torch.float32]
+        report(w64[0] < 1e-6, f"fixture {name} reproduces",
+               f"{len(e)} tensors ({ngrad} grads), worst norm-rel err {w64[0]:.1e}; "
+               f"torch float32 would be off by {w32[0]:.1e} ({w32[1]}); "
                f"loss {float(e['loss'][0]):.6f}")
 
 
