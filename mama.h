@@ -325,6 +325,7 @@ MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, flo
 #include "wip/gemm_api.h"
 #include "wip/text_api.h"
 #include "wip/image_api.h"
+#include "wip/plot_api.h"
 #include "wip/formats_api.h"
 #include "wip/model_api.h"
 #include "wip/train_api.h"
@@ -523,6 +524,7 @@ MAMA_API void mama_set_num_threads(int n) {
 #include "wip/formats_impl.h"
 #include "wip/text_impl.h"
 #include "wip/image_impl.h"
+#include "wip/plot_impl.h"
 #include "wip/model_impl.h"
 #include "wip/train_impl.h"
 

@@ -1,7 +1,7 @@
 /* bench/bench_gemm.c - GFLOP/s of mama_sgemm on the model's GEMM shapes,
  * optionally against OpenBLAS in the same run.
  *
- * `build/mama bench gemm [--reps=N] [--threads=N] [--kernel=avx2|...]`
+ * `build/mama bench gemm [--reps=N] [--threads=N] [--kernel=scalar|avx2|avx512]`
  * (this file is #included by the CLI, which provides mama.h), or
  * standalone:
  *
@@ -72,7 +72,10 @@ int mama_bench_gemm_main(int argc, char **argv) {
     size_t max_a = 0, max_b = 0, max_c = 0;
     mama_rng rng;
 
-    for (i = 1; i < argc; i++) {
+    /* argv[0] may be the program name (standalone), "gemm", or already the
+     * first option (the CLI passes what follows "bench gemm"). */
+    for (i = 0; i < argc; i++) {
+        if ((i == 0 && argv[i][0] != '-') || strcmp(argv[i], "gemm") == 0) continue;
         if (bench_gemm_arg(argv[i], "--reps", &val)) reps = atoi(val) > 0 ? atoi(val) : reps;
         else if (bench_gemm_arg(argv[i], "--threads", &val)) threads = atoi(val) > 0 ? atoi(val) : threads;
         else if (bench_gemm_arg(argv[i], "--kernel", &val)) {
@@ -80,7 +83,7 @@ int mama_bench_gemm_main(int argc, char **argv) {
                 fprintf(stderr, "bench gemm: kernel '%s' not available here\n", val);
                 return 1;
             }
-        } else if (strcmp(argv[i], "gemm") != 0) {
+        } else {
             fprintf(stderr, "usage: bench gemm [--reps=N] [--threads=N] [--kernel=scalar|avx2|avx512]\n");
             return 1;
         }

@@ -28,6 +28,8 @@ static const char *usage =
     "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
     "           [--tokenizer DIR] [--ref-text-feature] [--json OUT]\n"
     "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
+    "  demo [--out demo] [--studies 500] [--size 224] [--steps 300] [--batch 16] [--ablation]\n"
+    "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md\n"
     "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
     "  bench train --config tiny|small [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
     "  bench encode --config base [--batch 4] [--steps 3]\n"
@@ -235,6 +237,8 @@ static int cmd_eval(int argc, char **argv, int probe) {
     return rc;
 }
 
+#include "mama_demo.c"
+
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "gemm")) return mama_bench_gemm_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "train")) return mama_bench_train_main(argc - 1, argv + 1);
@@ -250,6 +254,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
+    if (!strcmp(cmd, "demo")) return mama_demo_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "zeroshot")) return cmd_eval(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "probe")) return cmd_eval(argc - 2, argv + 2, 1);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { fputs(usage, stdout); return 0; }

@@ -149,11 +149,10 @@ static void test_stack_path(const char *kname, problem *probs, double tol) {
     int i;
     char name[64];
     double worst = 0;
+    /* Without GCC/clang atomics the lock is never taken and every call is
+     * on the stack path already. */
+    int held = mama__gemm_trylock();
     snprintf(name, sizeof name, "gemm_%s_stack_fallback", kname);
-    if (!mama__gemm_trylock()) {
-        test_report(0, name, "could not take the slot lock");
-        return;
-    }
     for (i = 0; i < NSHAPES * 4; i++) {
         problem *p = &probs[i];
         double e;
@@ -162,7 +161,7 @@ static void test_stack_path(const char *kname, problem *probs, double tol) {
         e = problem_err(p, 1.5f, 0.5f);
         if (!(e <= worst)) worst = e;
     }
-    mama__gemm_unlock();
+    if (held) mama__gemm_unlock();
     test_report(worst <= tol, name, "slots busy -> stack buffers, all shapes and "
                 "transposes, alpha=1.5 beta=0.5, worst err=%g", worst);
 }

@@ -142,3 +142,5 @@ MAMA_API void mama_adamw_step(mama_adamw *o, mama_model *m, float lr, int late);
  * (after ln_f).  Any output may be NULL. */
 MAMA_API mama_status mama_model_vision_tokens(mama_model *m, int B, float *prenorm, float *patch_norm);
 MAMA_API mama_status mama_model_text_hidden(mama_model *m, int B, float *hidden);
+/* exp(logit_scale): the temperature the global CLIP scores are multiplied by. */
+MAMA_API float mama_model_logit_scale(mama_model *m);

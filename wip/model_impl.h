@@ -1953,3 +1953,5 @@ MAMA_API mama_status mama_model_text_hidden(mama_model *m, int B, float *hidden)
     if (B < 1 || B > m->max_batch) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_text_hidden: B %d out of 1..%d", B, m->max_batch);
     return m->be->to_host(m->be, hidden, m->a.hidden, sizeof(float) * (size_t)B * m->cfg.context * m->cfg.text_dim);
 }
+
+MAMA_API float mama_model_logit_scale(mama_model *m) { return expf(mama__read_scalar(m, m->w.logit_scale)); }

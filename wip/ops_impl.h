@@ -144,9 +144,11 @@ __attribute__((target("avx2,fma"))) static void mama__gelu_cdf256(__m256 v, __m2
     *cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(one, erf));
     *pdf = _mm256_mul_ps(_mm256_set1_ps(MAMA__INV_SQRT_2PI), ez); /* exp(-x^2/2) = exp(-z^2) */
 }
+/* n/8 vectors, serially; callers split the work across threads (an OpenMP
+ * region inside a target("avx2") function is outlined without the target,
+ * which clang rejects for vector arguments) */
 __attribute__((target("avx2,fma"))) static void mama__gelu_forward_avx2(float *y, const float *x, long long n, int tanh_approx) {
     long long i;
-    MAMA__OPS_PAR_FOR(n > 4 * 4096)
     for (i = 0; i < n / 8; i++) {
         __m256 v = _mm256_loadu_ps(x + 8 * i), half_v = _mm256_mul_ps(_mm256_set1_ps(0.5f), v), g;
         if (tanh_approx) {
@@ -162,7 +164,6 @@ __attribute__((target("avx2,fma"))) static void mama__gelu_forward_avx2(float *y
 __attribute__((target("avx2,fma"))) static void mama__gelu_backward_avx2(float *dx, const float *dy, const float *x,
                                                                          long long n, int tanh_approx) {
     long long i;
-    MAMA__OPS_PAR_FOR(n > 4 * 4096)
     for (i = 0; i < n / 8; i++) {
         __m256 v = _mm256_loadu_ps(x + 8 * i), d, one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
         if (tanh_approx) {
@@ -187,7 +188,12 @@ static void mama__cpu_gelu_forward(mama_backend *be, float *y, const float *x, s
     (void)be;
 #if defined(MAMA_X86_SIMD)
     if (mama__ops_have_avx2()) {
-        mama__gelu_forward_avx2(y, x, nn, tanh_approx);
+        long long c, chunks = (nn / 8 * 8 + 4095) / 4096;
+        MAMA__OPS_PAR_FOR(nn > 4 * 4096)
+        for (c = 0; c < chunks; c++) {
+            long long lo = c * 4096, len = nn / 8 * 8 - lo < 4096 ? nn / 8 * 8 - lo : 4096;
+            mama__gelu_forward_avx2(y + lo, x + lo, len, tanh_approx);
+        }
         start = nn / 8 * 8;
     }
 #endif
@@ -212,7 +218,12 @@ static void mama__cpu_gelu_backward(mama_backend *be, float *dx, const float *dy
     (void)be;
 #if defined(MAMA_X86_SIMD)
     if (mama__ops_have_avx2()) {
-        mama__gelu_backward_avx2(dx, dy, x, nn, tanh_approx);
+        long long c, chunks = (nn / 8 * 8 + 4095) / 4096;
+        MAMA__OPS_PAR_FOR(nn > 4 * 4096)
+        for (c = 0; c < chunks; c++) {
+            long long lo = c * 4096, len = nn / 8 * 8 - lo < 4096 ? nn / 8 * 8 - lo : 4096;
+            mama__gelu_backward_avx2(dx + lo, dy + lo, x + lo, len, tanh_approx);
+        }
         start = nn / 8 * 8;
     }
 #endif

@@ -99,8 +99,9 @@ typedef struct mama_plot_series {
 /* Line chart of nseries (1..64) curves on one pair of axes: x and y ranges
  * from the finite points, grown by 2% (x) and 4% (y) without crossing 0,
  * ticks at the multiples of a nice step inside them; light
- * grid lines at the ticks, a legend (colour swatch + name) right of the
- * plot.  width x height in [160, 8192] x [120, 8192]; text scales with the
+ * grid lines at the ticks, a legend (colour swatch + name, names cut to
+ * 24 characters) right of the plot, left out when the chart is too narrow
+ * for it.  width x height in [160, 8192] x [120, 8192]; text scales with the
  * size (1 up to about 1000 x 600, 2 above). */
 MAMA_API mama_status mama_plot_lines(const char *path, const char *title, const char *xlabel,
                                      const char *ylabel, const mama_plot_series *series, int nseries,

@@ -30,7 +30,8 @@ MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mas
 
 /* ---- 1.12 Pretraining (SPEC A.4, A.5) ----------------------------------- */
 typedef struct mama_pretrain_opts {
-    long steps;                  /* optimiser steps (40000) */
+    long steps;                  /* optimiser steps (40000); the schedule spans them */
+    long stop_at;                /* stop (and checkpoint) after this step; 0 = run to `steps` */
     int batch;                   /* per step and micro-batch (36) */
     int accum;                   /* micro-batches per optimiser step (2) */
     float lr, lr_floor;          /* 4e-5, 1e-8 */
@@ -124,3 +125,11 @@ MAMA_API mama_status mama_retrieval_eval(mama_model *m, mama_dataset *d, mama_sp
 /* Metrics as a JSON object appended to `out`, and as a text table on `f`. */
 MAMA_API mama_status mama_metrics_json(const mama_metrics *m, mama_buf *out);
 MAMA_API void mama_metrics_print(const mama_metrics *m, const char *title, FILE *f);
+
+/* ---- 1.14 Explaining a prediction: SLA similarity maps ------------------
+ * For one image [in_chans, S, S] and its caption (ids, mask [context]),
+ * maps[s * N + k] = similarity (local embeddings, eval mode) between
+ * sentence s and patch k (N = (S/P)^2, row-major grid).  *nsent receives
+ * the number of sentences (at most max_sent are written). */
+MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int *ids, const int *mask, float *maps,
+                                   int max_sent, int *nsent);

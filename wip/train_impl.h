@@ -116,18 +116,23 @@ fail:
     return s;
 }
 
+/* The manifest stores a missing value as "unknown"; the caption builder
+ * wants NULL for "not in the record" (so that the mass and calcification
+ * sentences appear only when both of their fields are known, SPEC A.6). */
+static const char *mama__known(const char *s) { return s && strcmp(s, "unknown") ? s : NULL; }
+
 MAMA_API void mama_record_caption_fields(const mama_record *r, mama_caption_fields *f) {
     mama_caption_fields_init(f);
-    f->procedure = r->procedure;
-    f->race = r->race;
-    f->ethnicity = r->ethnicity;
-    f->image_type = r->image_type;
-    f->side = r->side;
-    f->view = r->view;
-    f->mass_shape = r->mass_shape;
-    f->mass_density = r->mass_density;
-    f->calc_type = r->calc_type;
-    f->calc_distribution = r->calc_distribution;
+    f->procedure = mama__known(r->procedure);
+    f->race = mama__known(r->race);
+    f->ethnicity = mama__known(r->ethnicity);
+    f->image_type = mama__known(r->image_type);
+    f->side = mama__known(r->side);
+    f->view = mama__known(r->view);
+    f->mass_shape = mama__known(r->mass_shape);
+    f->mass_density = mama__known(r->mass_density);
+    f->calc_type = mama__known(r->calc_type);
+    f->calc_distribution = mama__known(r->calc_distribution);
     f->birads = strlen(r->birads) == 1 ? r->birads[0] : 0;
     f->age = r->age;
     f->density = r->density;
@@ -532,7 +537,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         return s;
     }
     t_step0 = mama_time_seconds();
-    for (r.steps_done = 0; step < o->steps; step++) {
+    for (r.steps_done = 0; step < o->steps && (o->stop_at <= 0 || step < o->stop_at); step++) {
         int late = step >= o->late_loss;
         float lr = mama_lr_cosine(step, o->warmup, o->steps, o->lr, o->lr_floor);
         mama_losses sum, Lk;
@@ -1043,4 +1048,34 @@ MAMA_API void mama_metrics_print(const mama_metrics *m, const char *title, FILE 
         for (j = 0; j < m->K; j++) fprintf(f, " %6d", m->confusion[i][j]);
         fprintf(f, "\n");
     }
+}
+
+/* ---- 11.8 SLA maps ------------------------------------------------------ */
+MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int *ids, const int *mask, float *maps,
+                                   int max_sent, int *nsent) {
+    mama_batch b;
+    mama_step_opts o;
+    int N = m->n_patches, E = m->cfg.embed_dim, S, s, k, e;
+    float *p = NULL, *q = NULL;
+    mama_status st;
+    b.B = 1; b.images = image; b.ext_images = NULL; b.input_ids = ids; b.attention_mask = mask;
+    mama_step_opts_default(&o);
+    o.late = 1; o.use_mv = 0; o.use_sym = 0; o.use_sla = 1; o.train = 0; o.dropout = 0;
+    MAMA_TRY(mama__step(m, &b, &o, 0, 0, NULL));
+    S = m->last_S;
+    *nsent = S;
+    if (S > max_sent) S = max_sent;
+    MAMA_TRY(mama_alloc((void **)&p, sizeof(float) * (size_t)N * E, "sla maps"));
+    if ((st = mama_alloc((void **)&q, sizeof(float) * (size_t)(S + 1) * E, "sla maps")) != MAMA_OK) { mama_free(p); return st; }
+    st = m->be->to_host(m->be, p, m->a.p_emb, sizeof(float) * (size_t)N * E);
+    if (st == MAMA_OK) st = m->be->to_host(m->be, q, m->a.s_emb, sizeof(float) * (size_t)S * E);
+    for (s = 0; st == MAMA_OK && s < S; s++)
+        for (k = 0; k < N; k++) {
+            double dot = 0;
+            for (e = 0; e < E; e++) dot += (double)q[(size_t)s * E + e] * p[(size_t)k * E + e];
+            maps[(size_t)s * N + k] = (float)dot;
+        }
+    mama_free(p);
+    mama_free(q);
+    return st;
 }

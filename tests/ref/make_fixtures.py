@@ -14,8 +14,8 @@ import json
 import os
 import sys
 
+import numpy as np
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mama_ref as M  # noqa: E402
@@ -39,6 +39,32 @@ FIXTURE = dict(image_size=56, patch_size=14, vision_dim=48, vision_depth=2, visi
                registers=4, text_dim=32, text_depth=2, text_heads=2, vocab_size=2048,
                context=32, embed_dim=24, local_hidden=40, lora_rank=4, lora_alpha=16,
                lora_dropout=0.0, text_dropout=0.0, text_attn_layer_scale=0)
+
+
+_DT = {torch.float32: "F32", torch.int64: "I64"}
+
+
+def save_file(tensors, path, metadata=None):
+    """safetensors writer with a deterministic layout (the library orders the metadata
+    keys differently from run to run): header keys and data in sorted name order, header
+    padded with spaces to a multiple of 8 bytes."""
+    header, blobs, off = {}, [], 0
+    if metadata:
+        header["__metadata__"] = {k: metadata[k] for k in sorted(metadata)}
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        raw = t.numpy().tobytes()
+        header[name] = {"dtype": _DT[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    with open(path, "wb") as f:
+        f.write(np.uint64(len(hb)).tobytes())
+        f.write(hb)
+        for raw in blobs:
+            f.write(raw)
 
 
 def make_batch(cfg, gen):
