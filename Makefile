@@ -31,7 +31,7 @@ ifeq ($(BLAS),openblas)
   LDLIBS += -lopenblas
 endif
 
-HEADERS = mama.h $(wildcard wip/*.h)
+HEADERS = mama.h
 TESTS   = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 
 .PHONY: all test asan bench cuda demo ablation clean fuzz stb compile-check examples

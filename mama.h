@@ -55,21 +55,27 @@
  * ===========================================================================
  *  TABLE OF CONTENTS
  * ===========================================================================
- *   1. Public API: status codes, errors, allocation, RNG, the backend table
+ *   1. Public API: status codes, errors, allocation, RNG, the backend table,
+ *      then per topic: GEMM, text, images, plots, formats, the model, data
+ *      and training (each with its own 1.x banner)
  *   2. Utilities: errors and messages, allocation hooks, RNG, timing, threads
  *   3. Backend table and its CPU implementation
- *      3.1 memory          3.2 GEMM (packed, blocked, AVX2/AVX-512 kernels)
- *      3.3 elementwise, normalisation, attention, loss kernels
- *      3.4 optimisers and schedules
- *   4. Layers (forward beside backward)
- *   5. Towers: ViT, GPT-2 + LoRA, heads
- *   6. Losses and the training step
- *   7. Formats: JSON, safetensors, checkpoints
- *   8. Text: BPE tokenizer, captions
- *   9. Images: decoding, Otsu crop, resize, augmentation
- *  10. Data: manifest, splits, studies, loader, synthetic phantoms
- *  11. Loops: pretraining, zero-shot, linear probe, metrics
- *
+ *      3.1 memory   3.2 GEMM (packed, blocked, AVX2/AVX-512 kernels)
+ *      3.3 elementwise, normalisation, attention, pooling and loss kernels
+ *      3.4 optimisers and schedules   3.5 the table
+ *   4. Model state: configuration, parameters, initialisation, activation arena
+ *   5. Layers and towers, forward beside backward: ViT, GPT-2 + LoRA, heads
+ *   6. Losses and the training step, encoding, weights in safetensors, AdamW
+ *   7. Formats: JSON, text buffers, atomic files, half floats, safetensors,
+ *      the manifest CSV
+ *   8. Text: captions, GPT-2 byte-level BPE tokenizer and trainer
+ *   9. Images: decoding (stb_image), Otsu crop, resize, augmentation,
+ *      synthetic mammograms
+ *  10. Data: datasets, training batches, the loader thread
+ *  11. Loops: pretraining, checkpoints, metrics, zero-shot, linear probe,
+ *      retrieval, SLA maps
+ *  12. Plots: a raster canvas, a bitmap font, the report charts
+
  *  Conventions used throughout:
  *  - Matrices are row-major float32.  An activation of T tokens with C
  *    channels is a [T, C] matrix; a batch is [B*T, C].
@@ -322,13 +328,1196 @@ MAMA_API float mama_lr_cosine(long step, long warmup, long total, float lr_peak,
  * the norm before clipping (NaN/Inf if the gradient is not finite). */
 MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, float max_norm);
 
-#include "wip/gemm_api.h"
-#include "wip/text_api.h"
-#include "wip/image_api.h"
-#include "wip/plot_api.h"
-#include "wip/formats_api.h"
-#include "wip/model_api.h"
-#include "wip/train_api.h"
+/* ---------------------------------------------------------------------------
+ * 1.7 Matrix multiply (section 3.2 has the implementation).
+ *
+ * Row-major single precision GEMM, BLAS semantics:
+ *
+ *     C = alpha * op(A) * op(B) + beta * C
+ *
+ * op(A) is M x K (A is stored M x K with row stride lda, or K x M when
+ * trans_a != 0), op(B) is K x N (B stored K x N with row stride ldb, or
+ * N x K when trans_b != 0), C is M x N with row stride ldc.  A linear
+ * layer y = x W^T with W stored [out, in] is mama_sgemm(0, 1, ...).
+ *
+ * beta == 0 overwrites C without reading it (C may hold NaN or garbage).
+ * M, N <= 0 is a no-op; K <= 0 or alpha == 0 just scales C by beta.
+ * These calls never fail and never allocate: the packing buffers are
+ * static (one set per thread slot, MAMA_GEMM_MAX_THREADS slots).
+ * ------------------------------------------------------------------------- */
+MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K,
+                         float alpha, const float *A, int lda,
+                         const float *B, int ldb, float beta,
+                         float *C, int ldc);
+
+/* `batch` independent GEMMs; matrix b uses A + b*sa, B + b*sb, C + b*sc
+ * (strides in floats). */
+MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K,
+                                 float alpha, const float *A, int lda, long long sa,
+                                 const float *B, int ldb, long long sb, float beta,
+                                 float *C, int ldc, long long sc, int batch);
+
+/* The micro-kernel the run-time dispatch picked for this CPU:
+ * "avx512", "avx2", "scalar" (or "cblas" when built with MAMA_USE_CBLAS). */
+MAMA_API const char *mama_gemm_kernel_name(void);
+
+/* Testing and benchmarking hook: force a kernel by name ("scalar", "avx2",
+ * "avx512"); NULL, "" or "auto" restores run-time dispatch.  Returns 1 when
+ * the kernel exists in this build and this CPU runs it, 0 otherwise (then
+ * nothing changes).  Not thread-safe against concurrent GEMMs. */
+MAMA_API int mama_gemm_force_kernel(const char *name);
+
+/* --------------------------------------------------------------------------
+ * 1.x Text: structured captions (SPEC A.6, A.5 masking, A.7 zero-shot sets),
+ * the GPT-2 byte-level BPE tokenizer and its trainer
+ * (public declarations; implementation in section 8)
+ * --------------------------------------------------------------------------
+ * Strings are UTF-8 bytes.  Functions that write text into a caller's buffer
+ * follow one rule: `out` receives at most `cap` bytes including the NUL;
+ * `*len` (when not NULL) receives the full length the text needs, without
+ * the NUL; `out == NULL && cap == 0` only measures (MAMA_OK); a buffer that
+ * is too small is MAMA_ERR_INVALID (out then holds a NUL-terminated prefix). */
+
+/* ---- Captions (A.6) -------------------------------------------------------
+ * The metadata of one image.  A NULL or "" string, age < 0, density <= 0
+ * or birads == 0 means "missing" and prints as "unknown" (but see
+ * ethnicity).  The caption builder copies nothing: the strings only need to
+ * live for the call.
+ *   procedure        e.g. "MG Screening Bilateral"; the reason is derived:
+ *                    "screening" if it contains "screen" (any case), else
+ *                    "diagnostic" if it contains "diag", else "".
+ *   race             printed as given, e.g. "Caucasian or White".
+ *   ethnicity        "Hispanic or Latino" (any case) prints as such; the
+ *                    literal "unknown" (what masking writes) stays
+ *                    "unknown"; anything else, missing included, prints
+ *                    "Non-Hispanic or Latino" (A.6: "otherwise").
+ *   image_type       e.g. "2D".
+ *   side             "L"/"R"/"B" or left/right/bilateral (any case) print
+ *                    as left/right/bilateral; other text is printed as is.
+ *   view             e.g. "MLO", "CC".
+ *   mass_shape, mass_density      the mass sentence needs both.
+ *   calc_type, calc_distribution  the calcification sentence needs both.
+ *   birads           BI-RADS letter A N B P S M K (categories 0..6; lower
+ *                    case accepted); 0 = missing.
+ *   age              years, printed as an integer; -1 = missing.
+ *   density          1..4 (A.6 texts) or 5 ("normal male dense"); -1 or 0
+ *                    = missing. */
+typedef struct mama_caption_fields {
+    const char *procedure;
+    const char *race;
+    const char *ethnicity;
+    const char *image_type;
+    const char *side;
+    const char *view;
+    const char *mass_shape;
+    const char *mass_density;
+    const char *calc_type;
+    const char *calc_distribution;
+    char birads;
+    int age;
+    int density;
+} mama_caption_fields;
+
+/* All fields missing (NULL strings, birads 0, age -1, density -1). */
+MAMA_API void mama_caption_fields_init(mama_caption_fields *f);
+
+/* The A.6 caption, byte for byte (double spaces and the final space
+ * included).  MAMA_ERR_INVALID for a density outside {-1, 0..5} or a
+ * BI-RADS letter outside A N B P S M K. */
+MAMA_API mama_status mama_caption_build(const mama_caption_fields *f, char *out, size_t cap, size_t *len);
+/* The same into a mama_alloc'ed string (free with mama_free). */
+MAMA_API mama_status mama_caption_build_alloc(const mama_caption_fields *f, char **out);
+
+/* A.5 masking: *out = *in with each of the six fields age, race,
+ * ethnicity, image type, side and view replaced by "unknown" (age by -1)
+ * independently with probability p.  Exactly six uniforms are drawn from
+ * `rng`, in that order, whatever p is (so streams stay aligned); field k is
+ * masked when its uniform is < p, hence p >= 1 masks all and p <= 0 none.
+ * `out` may equal `in`.  Strings point to static "unknown" or to in's. */
+MAMA_API void mama_caption_mask(const mama_caption_fields *in, mama_caption_fields *out, float p, mama_rng *rng);
+
+/* Number of '.' and ';' in a caption = its number of sentences = the
+ * number of sep tokens it gets (the SPEC example has 11). */
+MAMA_API int mama_caption_count_sentences(const char *caption);
+
+/* The tokenizer input of A.2 as text: "<|startoftext|>" + caption with every
+ * '.' and ';' replaced by "<|separatetext|>" + "<|endoftext|>".  Encoding it
+ * with mama_tokenizer_encode gives the same ids as
+ * mama_tokenizer_encode_caption on the raw caption. */
+MAMA_API mama_status mama_caption_tokenizer_input(const char *caption, char *out, size_t cap, size_t *len);
+
+/* ---- Zero-shot caption sets (A.7) ------------------------------------------
+ * BIRADS: 7 classes in the letter order A N B P S M K (categories 0 1 2 3 4
+ *   5 6); caption = the image's unmasked sections "Procedure reported" ..
+ *   "Image info" (with their trailing double space) + "Findings: The
+ *   mammogram shows that " + finding(c) + " Impressions: BI-RADS Category c:
+ *   description. Overall Assessment: " + assessment(c).
+ * DENSITY: 4 classes, densities 1..4; the same prefix + "Breast composition:
+ *   The breast is {text}. " (+ "This may lower the sensitivity of
+ *   mammography. " for 3 and 4).
+ * CANCER (RSNA-Mammo): 2 classes, no (0) and yes (1); no prefix (f may be
+ *   NULL); the exact strings of A.7, the assessment without a final period. */
+typedef enum mama_zeroshot_task {
+    MAMA_ZEROSHOT_BIRADS = 0,
+    MAMA_ZEROSHOT_DENSITY = 1,
+    MAMA_ZEROSHOT_CANCER = 2
+} mama_zeroshot_task;
+/* 7, 4, 2 (0 for an unknown task). */
+MAMA_API int mama_zeroshot_num_classes(mama_zeroshot_task task);
+/* Caption of class `cls` (0-based, in the order above) for an image with
+ * metadata f.  MAMA_ERR_INVALID for a bad task or class. */
+MAMA_API mama_status mama_zeroshot_caption(mama_zeroshot_task task, int cls, const mama_caption_fields *f,
+                                           char *out, size_t cap, size_t *len);
+MAMA_API mama_status mama_zeroshot_caption_alloc(mama_zeroshot_task task, int cls, const mama_caption_fields *f,
+                                                 char **out);
+
+/* ---- GPT-2 byte-level BPE tokenizer ------------------------------------------
+ * Compatible with Hugging Face `tokenizers` (ByteLevel pre-tokenizer without
+ * prefix space, BPE model, byte-level decoder), which the tests compare
+ * against id for id:
+ *  1. added tokens are cut out of the text first (leftmost, then longest
+ *     match; special or not, no lstrip/rstrip/single_word handling);
+ *  2. each remaining piece is split by the GPT-2 pattern
+ *     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ *     with Unicode 14 letter/number classes and White_Space as \s (bytes
+ *     that are not valid UTF-8 count as "other" characters);
+ *  3. each word's bytes are merged by rank (lowest rank first, leftmost
+ *     first among equal ranks) with a heap, O(n log n) in the word length.
+ * Special tokens: the six of A.2 (<|startoftext|> bos, <|padtext|> pad,
+ * <|masktext|> mask, <|separatetext|> sep, <|unknowntext|> unk, <|keytext|>
+ * key) keep the ids a tokenizer.json gives them, else take the ids after the
+ * largest id in that order; eos is <|endoftext|> of the base vocabulary (if
+ * the vocabulary lacks it, it is appended after the six).  All seven are
+ * matched as added tokens.  A loaded tokenizer is immutable: encoding and
+ * decoding from several threads at once is safe. */
+typedef struct mama_tokenizer mama_tokenizer;
+
+typedef enum mama_special_token {
+    MAMA_TOKEN_BOS = 0,  /* <|startoftext|>  */
+    MAMA_TOKEN_PAD = 1,  /* <|padtext|>      */
+    MAMA_TOKEN_MASK = 2, /* <|masktext|>     */
+    MAMA_TOKEN_SEP = 3,  /* <|separatetext|> */
+    MAMA_TOKEN_UNK = 4,  /* <|unknowntext|>  */
+    MAMA_TOKEN_KEY = 5,  /* <|keytext|>      */
+    MAMA_TOKEN_EOS = 6   /* <|endoftext|>    */
+} mama_special_token;
+/* The text of a special token, e.g. "<|separatetext|>" (NULL if out of range). */
+MAMA_API const char *mama_special_token_text(mama_special_token which);
+
+/* Load from `path`: a directory holding tokenizer.json (preferred) or
+ * vocab.json + merges.txt, or a path to a tokenizer.json or a vocab.json
+ * (merges.txt then read from the same directory). */
+MAMA_API mama_status mama_tokenizer_load(mama_tokenizer **out, const char *path);
+/* Load Hugging Face vocab.json + merges.txt files. */
+MAMA_API mama_status mama_tokenizer_load_files(mama_tokenizer **out, const char *vocab_json_path,
+                                               const char *merges_txt_path);
+/* The same from memory.  merges: "#version" first line optional; one
+ * "a b" pair per line.  Names only label error messages (may be NULL). */
+MAMA_API mama_status mama_tokenizer_load_memory(mama_tokenizer **out, const char *vocab_json, size_t vocab_len,
+                                                const char *merges_txt, size_t merges_len,
+                                                const char *source_name);
+/* A tokenizer.json (model.vocab, model.merges as "a b" strings or [a, b]
+ * pairs, added_tokens) from memory. */
+MAMA_API mama_status mama_tokenizer_load_json_memory(mama_tokenizer **out, const char *json, size_t len,
+                                                     const char *source_name);
+MAMA_API void mama_tokenizer_free(mama_tokenizer *t);
+
+/* Number of ids (largest id + 1, special tokens included): the embedding
+ * table's rows. */
+MAMA_API int mama_tokenizer_vocab_size(const mama_tokenizer *t);
+/* Number of merges (ranks 0 .. n-1). */
+MAMA_API int mama_tokenizer_num_merges(const mama_tokenizer *t);
+MAMA_API int mama_tokenizer_special_id(const mama_tokenizer *t, mama_special_token which);
+MAMA_API int mama_tokenizer_bos_id(const mama_tokenizer *t);
+MAMA_API int mama_tokenizer_eos_id(const mama_tokenizer *t);
+MAMA_API int mama_tokenizer_pad_id(const mama_tokenizer *t);
+MAMA_API int mama_tokenizer_sep_id(const mama_tokenizer *t);
+/* Id of a token given by its raw bytes ("<|padtext|>", " the"), or -1. */
+MAMA_API int mama_tokenizer_token_id(const mama_tokenizer *t, const char *token, size_t len);
+/* Raw bytes of token `id` (not NUL-terminated; *len set), NULL if none. */
+MAMA_API const char *mama_tokenizer_token_bytes(const mama_tokenizer *t, int id, size_t *len);
+
+/* Encode NUL-terminated text.  Writes min(n, max_ids) ids to `ids` (may be
+ * NULL when max_ids is 0) and sets *n_total to the full count n, so a caller
+ * can detect truncation (n > max_ids) or measure. */
+MAMA_API mama_status mama_tokenizer_encode(const mama_tokenizer *t, const char *text, int *ids, int max_ids,
+                                           int *n_total);
+/* Encode, keep the first `context` ids (as Hugging Face's truncation does:
+ * a final <|endoftext|> may be cut) and right-pad with the pad id.
+ * mask[i] = 1 for real tokens, 0 for padding (mask may be NULL).
+ * *n_real (may be NULL) = number of real tokens, <= context. */
+MAMA_API mama_status mama_tokenizer_encode_padded(const mama_tokenizer *t, const char *text, int context,
+                                                  int *ids, int *mask, int *n_real);
+/* A.2's caption encoding, straight to ids: bos + caption with each '.'
+ * and ';' replaced by sep + eos, truncated to `context` and right-padded
+ * (identical to encoding mama_caption_tokenizer_input's text). */
+MAMA_API mama_status mama_tokenizer_encode_caption(const mama_tokenizer *t, const char *caption, int context,
+                                                   int *ids, int *mask, int *n_real);
+/* Decode ids to bytes (the tokens' raw bytes concatenated; with
+ * skip_special non-zero the seven special tokens are left out).  The result
+ * is NUL-terminated but may be invalid UTF-8 if the ids cut a character.
+ * An id out of range or without a token is MAMA_ERR_INVALID. */
+MAMA_API mama_status mama_tokenizer_decode(const mama_tokenizer *t, const int *ids, int n, int skip_special,
+                                           char *out, size_t cap, size_t *len);
+MAMA_API mama_status mama_tokenizer_decode_alloc(const mama_tokenizer *t, const int *ids, int n, int skip_special,
+                                                 char **out);
+
+/* Split text with the GPT-2 pattern (step 2 above; no added-token
+ * handling): calls fn(piece, len, user) for each piece in order.  Exposed
+ * for tests and tools. */
+MAMA_API void mama_pretokenize(const char *text, size_t len,
+                               void (*fn)(const char *piece, size_t len, void *user), void *user);
+
+/* ---- BPE trainer ---------------------------------------------------------------
+ * Train a byte-level BPE on `n` texts and write out_dir/vocab.json and
+ * out_dir/merges.txt (directory must exist; files replaced atomically).
+ * The special-token strings are cut out of the texts first; the rest is
+ * pre-tokenized as in encoding, and words are counted.  The vocabulary:
+ * ids 0..255 the 256 bytes in GPT-2's byte-to-unicode order, then one token
+ * per merge, then <|endoftext|> last, `vocab_size` entries in all (the
+ * loader then appends the six special tokens, so the model's table has
+ * vocab_size + 6 rows).  Each merge joins the adjacent pair with the largest
+ * count over all words (weighted by word frequency); ties go to the pair
+ * with the smaller (left id, right id).  Pairs seen fewer than 2 times are
+ * never merged; when a small corpus runs out of pairs first, the ids left
+ * before <|endoftext|> are filled with placeholder tokens "<|reserved_K|>"
+ * that encoding never produces, so vocab.json always has exactly
+ * vocab_size entries (a templated caption corpus supports only a few
+ * hundred merges).  *n_merges (may be NULL) receives the number of merges.
+ * Deterministic; cost O(merges x symbols of the distinct words). */
+MAMA_API mama_status mama_tokenizer_train(const char *const *texts, int n, int vocab_size, const char *out_dir,
+                                          int *n_merges);
+/* The same, returning the two files' contents (mama_alloc'ed, free with
+ * mama_free). */
+MAMA_API mama_status mama_tokenizer_train_memory(const char *const *texts, int n, int vocab_size,
+                                                 char **vocab_json, size_t *vocab_len, char **merges_txt,
+                                                 size_t *merges_len, int *n_merges);
+
+/* ---------------------------------------------------------------------------
+ * 9. IMAGES (public part): grey images, decoding, the A.5 pipeline,
+ *    synthetic mammograms.
+ *
+ * The pipeline works on 8-bit grey images (A.5: "decode to 8-bit grey") and
+ * keeps uint8 between steps, as torchvision does on PIL images; only the
+ * last step turns pixels into floats.  Every step is a function of its own,
+ * so a data loader can cache the deterministic part (steps 1-3,
+ * mama_image_prepare) and run only the random part (4-8) per sample.
+ * ------------------------------------------------------------------------- */
+
+/* A row-major 8-bit grey image: pixel (x, y) is pix[y * w + x].  pix comes
+ * from mama_alloc; mama_image_free releases it (a zeroed struct is empty). */
+typedef struct mama_image {
+    int w, h;
+    uint8_t *pix;
+} mama_image;
+
+MAMA_API mama_status mama_image_alloc(mama_image *im, int w, int h); /* zero-filled */
+MAMA_API void mama_image_free(mama_image *im);
+MAMA_API mama_status mama_image_copy(const mama_image *src, mama_image *dst);
+
+/* --- decoding and encoding (stb_image) ----------------------------------
+ * Loads PNG (8 or 16 bit, grey/grey+alpha/RGB/RGBA/palette), JPEG, PGM/PPM,
+ * BMP, TGA.  Colour becomes grey with PIL's convert('L') ITU-R 601 luma,
+ * L = (19595 R + 38470 G + 7471 B + 32768) >> 16 (= R*299/1000 + G*587/1000
+ * + B*114/1000, rounded); alpha is ignored.  16-bit samples v become
+ * round(v / 257) (0 -> 0, 65535 -> 255, exact on 257*k), not v >> 8.
+ * Errors name the file and stb_image's reason.  `name` only labels errors. */
+MAMA_API mama_status mama_image_load(const char *path, mama_image *out);
+MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, const char *name,
+                                            mama_image *out);
+/* Colour to grey as above: `channels` 1..4 interleaved 8-bit samples. */
+MAMA_API void mama_rgb_to_grey(const uint8_t *src, int w, int h, int channels, uint8_t *grey);
+/* Write a PNG: channels 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA),
+ * rows of w*channels bytes, zlib-compressed by stb_image_write (stored,
+ * uncompressed, when built with MAMA_NO_STB_IMAGE). */
+MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels);
+MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path);
+/* Write a 16-bit PNG (channels 1 or 3, host-order samples) with stored
+ * (uncompressed) deflate blocks: no stb needed, files are big.  Used for
+ * tests and for 16-bit synthetic data. */
+MAMA_API mama_status mama_png_write16(const char *path, const uint16_t *pix, int w, int h, int channels);
+
+/* --- resampling -----------------------------------------------------------
+ * Area: each output pixel is the mean of the input area it covers, with
+ * fractional weights at the cell borders (OpenCV INTER_AREA = PIL BOX on
+ * downscale).  Float intermediate between the two separable passes, one
+ * rounding at the end (round half up).  An axis that grows uses bilinear
+ * (below) instead: area averaging has nothing to average there.
+ * Bilinear: PIL's / torchvision's BILINEAR: half-pixel centres
+ * (align_corners=False), src = (dst + 0.5) * in/out - 0.5, taps clipped to
+ * the box and renormalised at its borders; on downscale the triangle is
+ * widened by the factor (PIL's antialias).  Horizontal pass first, rounded
+ * to uint8 in between (as PIL), round half up.
+ * mama_image_resize_bilinear resamples the box x0,y0,bw,bh of src (pixels
+ * outside it never contribute, as crop-then-resize) to w x h. */
+MAMA_API mama_status mama_image_resize_area(const mama_image *src, int w, int h, mama_image *dst);
+MAMA_API mama_status mama_image_resize_bilinear(const mama_image *src, int x0, int y0, int bw, int bh,
+                                                int w, int h, mama_image *dst);
+
+/* --- A.5 steps ------------------------------------------------------------
+ * 1. Letterbox to S x S: long side -> S, short side -> floor(short*S/long)
+ *    (at least 1), area resampling, zero padding floor left/top and ceil
+ *    right/bottom.  `placed` (may be NULL) receives x0, y0, w, h of the
+ *    image inside the square. */
+MAMA_API mama_status mama_image_letterbox(const mama_image *src, int S, mama_image *dst, int placed[4]);
+/* 2. Otsu threshold of the 256-bin histogram: the first t in 0..254 that
+ *    maximises the between-class variance w0 w1 (mu0 - mu1)^2 with class 0 =
+ *    pixels <= t.  Returns -1 when no t splits the pixels (constant image).
+ *    mama_foreground_box: inclusive box x0,y0,x1,y1 of pixels > thr;
+ *    returns 0 (box untouched) when there are none. */
+MAMA_API int mama_otsu_threshold(const mama_image *im);
+MAMA_API int mama_foreground_box(const mama_image *im, int thr, int box[4]);
+/*    Crop to that box (a copy of src when nothing is foreground); `box`
+ *    (may be NULL) receives the inclusive box used. */
+MAMA_API mama_status mama_image_otsu_crop(const mama_image *src, mama_image *dst, int box[4]);
+/* 1-3: letterbox, Otsu crop, bilinear stretch to S x S.  Deterministic, so
+ *    a loader may cache its result per image. */
+MAMA_API mama_status mama_image_prepare(const mama_image *src, int S, mama_image *dst);
+
+/* 4. RandomResizedCrop box as torchvision's get_params: up to `attempts`
+ *    tries of area = w*h*U(scale) and aspect = exp(U(log ratio)),
+ *    cw = round(sqrt(area*aspect)), ch = round(sqrt(area/aspect)) (Python's
+ *    round, half to even), accepted when 0 < cw <= w and 0 < ch <= h, then
+ *    y0 = below(h-ch+1), x0 = below(w-cw+1); else the centre crop with the
+ *    ratio clamped into [ratio0, ratio1].  box = x0, y0, cw, ch. */
+MAMA_API void mama_rrc_box(mama_rng *rng, int w, int h, float scale0, float scale1, float ratio0,
+                           float ratio1, int attempts, int box[4]);
+/* 5. flips, in place */
+MAMA_API void mama_image_hflip(mama_image *im);
+MAMA_API void mama_image_vflip(mama_image *im);
+/* 6. PIL ImageEnhance, in place.  brightness: blend(black, x, f) = f*x;
+ *    contrast: blend(m, x, f) = m + f*(x - m) with m = the image mean
+ *    rounded to an integer (PIL's ImageStat); both clipped to 0..255 and
+ *    TRUNCATED to integer, as PIL's blend does. */
+MAMA_API void mama_image_brightness(mama_image *im, float f);
+MAMA_API void mama_image_contrast(mama_image *im, float f);
+/* 7. Gaussian blur as torchvision: kernel w[i] ~ exp(-x_i^2 / (2 sigma^2)),
+ *    x_i = i - (k-1)/2, normalised to sum 1; reflect padding (d c b|a b c d|
+ *    c b a); the 2-D kernel is the outer product (applied separably in
+ *    float); result rounded half to even (torch.round). */
+MAMA_API void mama_gaussian_kernel1d(int k, float sigma, float *w);
+MAMA_API mama_status mama_image_gaussian_blur(mama_image *im, int k, float sigma);
+/* 8. out[c][y][x] = (pix/255 - mean) / std for each of `channels` planes
+ *    (3 replicated planes, or 1 for a folded patch embedding). */
+MAMA_API void mama_image_to_tensor(const mama_image *im, float mean, float std, int channels, float *out);
+
+/* The training augmentation, every knob with its A.5 default. */
+typedef struct mama_augment_opts {
+    int size;              /* S: 518                                        */
+    int rrc;               /* 1: RandomResizedCrop (step 4)                 */
+    float rrc_scale[2];    /* (0.1, 1)                                      */
+    float rrc_ratio[2];    /* (3/4, 4/3)                                    */
+    int rrc_attempts;      /* 10                                            */
+    float hflip_p, vflip_p;/* 0.5, 0.5 (0 disables)                         */
+    int jitter;            /* 1: colour jitter (step 6)                     */
+    float jitter_p;        /* 0.8                                           */
+    float brightness[2];   /* [0.2, 1.8]                                    */
+    float contrast[2];     /* [0.2, 1.8]                                    */
+    int jitter_random_order; /* 1: torchvision's random order of the two
+                                (a fair coin); 0: brightness then contrast   */
+    int blur;              /* 1: Gaussian blur (step 7)                     */
+    float blur_p;          /* 0.4                                           */
+    int blur_kernel;       /* 7                                             */
+    float blur_sigma[2];   /* [0.1, 2]                                      */
+    float mean, std;       /* 0.5, 0.5: (x/255 - 0.5) / 0.5                 */
+} mama_augment_opts;
+MAMA_API mama_augment_opts mama_augment_defaults(void);
+
+/* Steps 4-7 on a prepared S x S image (dst becomes S x S). */
+MAMA_API mama_status mama_image_augment(const mama_image *prepared, const mama_augment_opts *o,
+                                        mama_rng *rng, mama_image *dst);
+/* The whole pipeline from a decoded image into out [channels, S, S]:
+ * train != 0: steps 1-8 (rng required); train == 0: steps 1-3 and 8. */
+MAMA_API mama_status mama_image_pipeline(const mama_image *src, const mama_augment_opts *o, int train,
+                                         mama_rng *rng, int channels, float *out);
+
+/* --- synthetic mammograms (SPEC part B) -----------------------------------
+ * One study = one patient, four views.  Each breast has a BI-RADS letter
+ * drawn independently (the other breast is not forced to N), and its
+ * finding is drawn at one 3-D place (distance from the nipple, clock
+ * position) projected into both of its views.  Images are `size` high and
+ * size*13/16 wide (the 4096 x 3328 aspect of FFDM detectors); the chest
+ * wall is the left edge for left breasts and the right edge for right
+ * breasts (standard hanging); MLO views show the pectoral muscle in the
+ * upper chest-wall corner.  Empty strings mean "not applicable". */
+typedef struct mama_synth_image {
+    mama_image img;
+    char path[48];              /* images/p00001_L_CC.png (relative)        */
+    char patient[16], study[16];
+    char side[8];               /* "left" / "right"                         */
+    char view[4];               /* "CC" / "MLO"                             */
+    char procedure[32];
+    int age;
+    char race[48], ethnicity[32], image_type[4];
+    int density;                /* 1..4                                     */
+    char birads[2];             /* A N B P S M K                            */
+    char mass_shape[12], mass_density[16], calc_type[24], calc_distribution[12];
+    int cancer;                 /* 1 for M, K and the high-risk S findings  */
+    char split[8];              /* train / val / test (by patient 70/10/20) */
+    int box[4];                 /* finding's inclusive box x0,y0,x1,y1 in this
+                                   image, or all -1 when there is none       */
+} mama_synth_image;
+
+/* Study `index` (0-based) of the data set `seed`: views[0..3] = L-CC, L-MLO,
+ * R-CC, R-MLO, pixels allocated (free each with mama_image_free(&v.img)).
+ * Deterministic in (seed, index) alone.  balanced: letters and densities
+ * uniform instead of screening-like frequencies. */
+MAMA_API mama_status mama_synth_study(uint64_t seed, int index, int size, int balanced,
+                                      mama_synth_image views[4]);
+/* Generate `studies` studies (OpenMP over studies) into out_dir/images/ (PNG)
+ * and out_dir/manifest.csv (header path,patient,study,side,view,procedure,
+ * age,race,ethnicity,image_type,density,birads,mass_shape,mass_density,
+ * calc_type,calc_distribution,cancer,split; paths relative to out_dir).
+ * Creates out_dir and out_dir/images when missing. */
+MAMA_API mama_status mama_synth_write(const char *out_dir, int studies, int size, uint64_t seed,
+                                      int balanced);
+
+/* ---------------------------------------------------------------------------
+ * 12. PLOTS (public part): a small RGB raster canvas with a built-in bitmap
+ *     font, and the charts of a training report: loss curves, confusion
+ *     matrices, patch-similarity heatmaps, grouped bars.  Written to PNG
+ *     with mama_png_write; no other dependency.
+ *
+ * Colours are 0xRRGGBB integers (MAMA_RGB builds one).  Coordinates are
+ * pixels, x to the right, y down; pixel (x, y) has its centre at (x, y), so
+ * a 1-pixel line between integer points covers exactly the pixels of the
+ * segment.  Every drawing call clips to the canvas: nothing is ever written
+ * outside it, whatever the arguments.
+ * ------------------------------------------------------------------------- */
+#ifndef MAMA_PLOT_API_INCLUDED
+#define MAMA_PLOT_API_INCLUDED
+
+#define MAMA_RGB(r, g, b) ((((uint32_t)(r) & 255u) << 16) | (((uint32_t)(g) & 255u) << 8) | ((uint32_t)(b) & 255u))
+
+/* An RGB canvas: pixel (x, y) is pix[3 * (y * w + x) + {0, 1, 2}] = R, G, B. */
+typedef struct mama_canvas {
+    int w, h;
+    uint8_t *pix;
+} mama_canvas;
+
+/* 1 <= w, h <= 32768; the canvas is filled with `bg`. */
+MAMA_API mama_status mama_canvas_alloc(mama_canvas *c, int w, int h, uint32_t bg);
+MAMA_API void mama_canvas_free(mama_canvas *c); /* a zeroed struct is empty */
+MAMA_API mama_status mama_canvas_save_png(const mama_canvas *c, const char *path);
+
+MAMA_API void mama_canvas_fill(mama_canvas *c, uint32_t rgb);
+MAMA_API void mama_canvas_set(mama_canvas *c, int x, int y, uint32_t rgb);
+MAMA_API uint32_t mama_canvas_get(const mama_canvas *c, int x, int y); /* 0 outside */
+/* pixel = (1 - alpha) * pixel + alpha * rgb, alpha clamped to [0, 1] */
+MAMA_API void mama_canvas_blend(mama_canvas *c, int x, int y, uint32_t rgb, float alpha);
+/* Bresenham line between integer points, both ends included; thick > 1
+ * stamps a thick x thick square centred on each point. */
+MAMA_API void mama_canvas_line(mama_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb, int thick);
+/* Anti-aliased line of the given width (pixels, > 0): each pixel is blended
+ * with coverage clamp(width/2 + 1/2 - d, 0, 1), d = the distance from its
+ * centre to the segment (a box-filter estimate of the covered area). */
+MAMA_API void mama_canvas_line_aa(mama_canvas *c, float x0, float y0, float x1, float y1, uint32_t rgb,
+                                  float width);
+/* Outline (1 pixel) and filled rectangles of w x h pixels at (x, y). */
+MAMA_API void mama_canvas_rect(mama_canvas *c, int x, int y, int w, int h, uint32_t rgb);
+MAMA_API void mama_canvas_fill_rect(mama_canvas *c, int x, int y, int w, int h, uint32_t rgb);
+
+/* --- text: a built-in 5 x 8 bitmap font (printable ASCII 32..126) --------
+ * Each glyph is 8 rows of 5 bits (bit 4 = leftmost column); rows 0-6 hold
+ * capitals and digits (row 6 is the baseline), row 7 the descenders of
+ * g j p q y , ; _.  Characters advance by 6 columns; other bytes are drawn
+ * as '?'.  Everything scales by an integer factor (scale < 1 means 1). */
+#define MAMA_FONT_W 5
+#define MAMA_FONT_H 8
+#define MAMA_FONT_ADVANCE 6
+/* The 8 row bytes of character ch, or NULL outside 32..126. */
+MAMA_API const uint8_t *mama_font_glyph(int ch);
+/* Width of s in pixels: strlen(s) * MAMA_FONT_ADVANCE * scale (0 for NULL). */
+MAMA_API int mama_text_width(const char *s, int scale);
+/* Draw s with its top-left corner at (x, y); cell height MAMA_FONT_H*scale. */
+MAMA_API void mama_canvas_text(mama_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale);
+/* The same rotated 90 degrees counter-clockwise (reads bottom to top, as a
+ * y-axis label): its box is MAMA_FONT_H*scale wide and
+ * mama_text_width(s, scale) high, with top-left corner (x, y). */
+MAMA_API void mama_canvas_text_up(mama_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale);
+
+/* --- axes ----------------------------------------------------------------
+ * The smallest "nice" step (1, 2 or 5 times a power of ten) that puts at
+ * most max_ticks (clamped to 2..1000) multiples of itself in [lo, hi].
+ * lo > hi are swapped; lo == hi is widened to lo +- |lo|/10 (+-1 at 0).
+ * Returns 0 for non-finite input. */
+MAMA_API double mama_nice_step(double lo, double hi, int max_ticks);
+/* The multiples of mama_nice_step(lo, hi, max_ticks) inside [lo, hi], in
+ * increasing order, written to ticks[0 .. min(count, cap)); returns the
+ * count (0 for non-finite input).  E.g. [0, 7.3], 6 -> 0 2 4 6. */
+MAMA_API int mama_nice_ticks(double lo, double hi, int max_ticks, double *ticks, int cap);
+
+/* --- colour maps: t in [0, 1] (clamped; NaN gives 0) to RGB --------------
+ * heat: dark navy -> purple -> red -> orange -> pale yellow, lightness
+ *       increasing monotonically (reads in grey too).
+ * blues: white -> dark blue (counts of a confusion matrix). */
+MAMA_API void mama_colormap_heat(float t, uint8_t rgb[3]);
+MAMA_API void mama_colormap_blues(float t, uint8_t rgb[3]);
+/* Colour k of the series palette (10 distinct colours, cycling). */
+MAMA_API uint32_t mama_plot_color(int k);
+
+/* --- charts ---------------------------------------------------------------
+ * Every chart validates its arguments (MAMA_ERR_INVALID naming the bad one),
+ * draws on a canvas from mama_alloc and writes `path` as an RGB PNG.  Text
+ * arguments may be NULL (nothing drawn); long texts are cut with "..". */
+
+/* One curve: y[i] over x[i] for i < n (x NULL: x = i).  Points whose x or y
+ * is NaN/Inf are skipped and break the line.  name NULL: "series k". */
+typedef struct mama_plot_series {
+    const char *name;
+    const float *x;
+    const float *y;
+    int n;
+} mama_plot_series;
+
+/* Line chart of nseries (1..64) curves on one pair of axes: x and y ranges
+ * from the finite points, grown by 2% (x) and 4% (y) without crossing 0,
+ * ticks at the multiples of a nice step inside them; light
+ * grid lines at the ticks, a legend (colour swatch + name, names cut to
+ * 24 characters) right of the plot, left out when the chart is too narrow
+ * for it.  width x height in [160, 8192] x [120, 8192]; text scales with the
+ * size (1 up to about 1000 x 600, 2 above). */
+MAMA_API mama_status mama_plot_lines(const char *path, const char *title, const char *xlabel,
+                                     const char *ylabel, const mama_plot_series *series, int nseries,
+                                     int width, int height);
+
+/* Confusion matrix heatmap: matrix[t * K + p] = number of samples of true
+ * class t predicted as p (>= 0), K in 1..256.  Each cell is cell x cell
+ * pixels (cell in 12..256, K*cell <= 8192), coloured by its fraction of the
+ * true row (so rare classes read as well as common ones: the diagonal is the
+ * per-class recall) and labelled with its count in black or white, whichever
+ * contrasts.  Class names (NULL: "0", "1", ...) label rows (true, left) and
+ * columns (predicted, below; drawn upright when they do not fit a cell). */
+MAMA_API mama_status mama_plot_confusion(const char *path, const char *title,
+                                         const char *const *class_names, int K, const int *matrix,
+                                         int cell);
+
+/* Overlay panels: for each of nmaps maps (maps + m*gh*gw, a row-major
+ * gh x gw grid, e.g. patch similarities), the w x h grey image with the map
+ * min-max normalised (over its finite values; constant -> 0), upsampled
+ * bilinearly with half-pixel centres (as F.interpolate, align_corners=False)
+ * and blended over the image through the heat colour map at alpha 0.5
+ * (pixels whose 4 taps touch a non-finite cell keep the bare image).  Panels sit in a grid of
+ * `cols` columns (clamped to 1..nmaps), each under its title (titles or
+ * titles[m] may be NULL), word-wrapped to the panel width on up to 3 lines.
+ * w, h in 16..4096, gh, gw in 1..1024, nmaps in 1..256; the sheet must stay
+ * under 2^26 pixels. */
+MAMA_API mama_status mama_plot_heatmaps(const char *path, const uint8_t *grey, int w, int h,
+                                        const float *maps, int gh, int gw, int nmaps,
+                                        const char *const *titles, int cols);
+
+/* Grouped bars: values[g * nseries + s] is the bar of series s in group g
+ * (NaN/Inf: no bar), ngroups in 1..256, nseries in 1..16.  The y axis spans
+ * 0 and every finite value plus 8% headroom, with nice ticks; each
+ * bar carries its
+ * value (3 significant digits) when it fits; groups are named below,
+ * series in a legend (when nseries > 1 or a series name is given). */
+MAMA_API mama_status mama_plot_bars(const char *path, const char *title, const char *ylabel,
+                                    const char *const *group_names, int ngroups,
+                                    const char *const *series_names, int nseries, const float *values,
+                                    int width, int height);
+
+#endif /* MAMA_PLOT_API_INCLUDED */
+
+/* --------------------------------------------------------------------------
+ * 1.x Formats: JSON, string building, atomic files, safetensors, manifest CSV
+ * (public declarations; implementation in section 7 / 10)
+ * --------------------------------------------------------------------------
+ * Every parser here treats its input as hostile: malformed, truncated or
+ * absurd input is a MAMA_ERR_FORMAT (or _IO, _NOMEM) whose message names the
+ * file and the place (line/column, tensor, CSV line), never a crash.  All
+ * memory goes through mama_alloc, so a failed allocation is MAMA_ERR_NOMEM
+ * with nothing leaked. */
+
+/* ---- JSON (RFC 8259, strict) -------------------------------------------
+ * A parsed document is a tree of mama_json nodes.  Strictness: one value
+ * with optional surrounding whitespace; no comments, trailing commas,
+ * single quotes, NaN/Infinity, leading zeros, "+1", ".5" or "1."; strings
+ * must be valid UTF-8 without raw control characters (< 0x20); escapes
+ * \" \\ \/ \b \f \n \r \t \uXXXX are decoded, surrogate pairs are joined and
+ * a lone surrogate is an error; \u0000 is kept (so `length` may exceed
+ * strlen).  Numbers are parsed in the "C" locale whatever the process
+ * locale; a number too large for a double (1e400) is an error, a tiny one
+ * becomes 0.  Nesting deeper than MAMA_JSON_MAX_DEPTH is an error (the
+ * parser is recursive; this bounds its stack).  Duplicate object keys are
+ * kept in document order; mama_json_get returns the first.
+ * Error messages read "<source_name>:<line>:<column>: <what>", where line and
+ * column are 1-based and the column counts bytes. */
+#define MAMA_JSON_MAX_DEPTH 512
+
+typedef enum mama_json_type {
+    MAMA_JSON_NULL, MAMA_JSON_BOOL, MAMA_JSON_NUMBER, MAMA_JSON_STRING, MAMA_JSON_ARRAY, MAMA_JSON_OBJECT
+} mama_json_type;
+
+typedef struct mama_json mama_json;
+struct mama_json {
+    mama_json_type type;
+    double number;          /* NUMBER; BOOL as 0/1 */
+    char *string;           /* STRING: UTF-8, NUL-terminated (escapes incl. \uXXXX and surrogate pairs decoded) */
+    size_t length;          /* STRING: byte length (may contain NUL); ARRAY/OBJECT: number of children */
+    mama_json *children;    /* ARRAY elements / OBJECT values, `length` of them */
+    char **keys;            /* OBJECT keys (decoded, NUL-terminated), `length` of them */
+};
+
+/* Parse `len` bytes of `text` (need not be NUL-terminated).  On success *out
+ * is a tree owned by the caller (free with mama_json_free); on failure *out
+ * is NULL.  source_name (may be NULL: "<json>") only labels messages. */
+MAMA_API mama_status mama_json_parse(const char *text, size_t len, const char *source_name, mama_json **out);
+MAMA_API void mama_json_free(mama_json *j);
+/* The value of `key` in an object; NULL if absent or not an object. */
+MAMA_API const mama_json *mama_json_get(const mama_json *object, const char *key);
+
+/* ---- Building text (JSON, CSV, reports) ---------------------------------
+ * A growable NUL-terminated byte buffer.  Zero-initialise it
+ * (mama_buf b = {0}); each append returns MAMA_OK or MAMA_ERR_NOMEM (the
+ * buffer is left unchanged and still valid on failure).  Free with
+ * mama_buf_free (which re-zeroes it). */
+typedef struct mama_buf { char *data; size_t len, cap; } mama_buf;
+MAMA_API mama_status mama_buf_append(mama_buf *b, const void *s, size_t n);
+MAMA_API mama_status mama_buf_puts(mama_buf *b, const char *s);
+MAMA_API mama_status mama_buf_printf(mama_buf *b, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Append `s` as a quoted JSON string: " and \ escaped, \b \f \n \r \t short
+ * forms, other bytes < 0x20 and 0x7f as \u00XX, valid UTF-8 copied as is,
+ * and each byte of an invalid UTF-8 sequence replaced by U+FFFD (so the
+ * output is always valid JSON). */
+MAMA_API mama_status mama_buf_json_string(mama_buf *b, const char *s);
+/* Append a JSON number: shortest "%.17g"-exact form in the C locale;
+ * NaN and +-Inf (not representable in JSON) are written as null. */
+MAMA_API mama_status mama_buf_json_number(mama_buf *b, double x);
+MAMA_API void mama_buf_free(mama_buf *b);
+/* Fixed-buffer form of mama_buf_json_string: writes the quoted, escaped
+ * string and a NUL into out[cap]; MAMA_ERR_INVALID if it does not fit
+ * (out then holds ""). */
+MAMA_API mama_status mama_json_escape(const char *s, char *out, size_t cap);
+
+/* ---- Files ----------------------------------------------------------------
+ * Atomic replacement: the data goes to a temporary file in the same
+ * directory ("<path>.tmp.<pid>.<n>", created exclusively), which is flushed,
+ * fsync'ed (POSIX) and renamed over `path`; on POSIX the directory is then
+ * fsync'ed too.  Readers therefore see the old file or the complete new one,
+ * never a torn one, even if the process dies mid-write.  On non-POSIX
+ * systems the rename is replaced by remove + rename (not atomic there).
+ * On any failure the temporary file is removed and `path` is untouched. */
+MAMA_API mama_status mama_write_file_atomic(const char *path, const void *data, size_t n);
+
+/* Streaming form: open, write any number of times, then commit or abort.
+ * On POSIX each write is one unbuffered write(2) loop, so write in large
+ * pieces.  After a failed write the file is poisoned: commit fails (and
+ * cleans up).  commit and abort both free the handle's resources; abort on
+ * a committed or failed-to-open handle is a no-op (so `abort` in a
+ * cleanup path is always safe); a zeroed handle is also fine. */
+typedef struct mama_atomic_file {
+    int fd;            /* POSIX descriptor of the temporary file (-1 if none) */
+    void *fp;          /* non-POSIX: FILE * of the temporary file */
+    char *path;        /* final path     */
+    char *tmp_path;    /* temporary path */
+    int failed;        /* a write failed */
+} mama_atomic_file;
+MAMA_API mama_status mama_atomic_open(mama_atomic_file *af, const char *path);
+MAMA_API mama_status mama_atomic_write(mama_atomic_file *af, const void *data, size_t n);
+MAMA_API mama_status mama_atomic_commit(mama_atomic_file *af);
+MAMA_API void mama_atomic_abort(mama_atomic_file *af);
+
+/* Read a whole file into a mama_alloc'ed buffer (plus a NUL byte after the
+ * data, not counted in *size); free with mama_free.  Works on pipes and
+ * files of unknown size; a directory is MAMA_ERR_IO. */
+MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size_t *size);
+
+/* ---- Half precision --------------------------------------------------------
+ * IEEE binary16 and bfloat16 (the top half of a float32) as raw uint16_t.
+ * Conversions to f32 are exact (subnormals, Inf, NaN included).  f32->bf16
+ * and f32->f16 round to nearest, ties to even; NaN stays a (quiet) NaN, and
+ * f32->f16 overflows to +-Inf. */
+MAMA_API float    mama_f16_to_f32(uint16_t h);
+MAMA_API float    mama_bf16_to_f32(uint16_t h);
+MAMA_API uint16_t mama_f32_to_bf16(float f);
+MAMA_API uint16_t mama_f32_to_f16(float f);
+
+/* ---- safetensors ------------------------------------------------------------
+ * File layout: u64 little-endian N, N bytes of JSON header, then the data
+ * section.  The header maps tensor names to {"dtype", "shape",
+ * "data_offsets": [begin, end]} (offsets relative to the data section) and
+ * may hold "__metadata__": {string: string}.  Validation follows the
+ * reference implementation: N <= 100,000,000 and 8 + N <= file size; header
+ * is a JSON object; each entry has a known dtype, a shape of non-negative
+ * integers (at most MAMA_ST_MAX_DIMS; [] is a scalar), begin <= end,
+ * end - begin == numel * dtype size; and the tensors, in offset order, tile
+ * the data section exactly (no gap, overlap or trailing bytes).  Duplicate
+ * tensor names are an error.  Every error names the file and, where it
+ * applies, the tensor.  All multi-byte values are little-endian on disk;
+ * the typed readers convert on any host. */
+#define MAMA_ST_MAX_DIMS 8
+typedef enum mama_dtype {
+    MAMA_F32, MAMA_F16, MAMA_BF16, MAMA_I32, MAMA_I64, MAMA_U8,
+    MAMA_F64, MAMA_I8, MAMA_I16, MAMA_BOOL
+} mama_dtype;
+/* Bytes per element (F32 4, BF16 2, ...), and the safetensors spelling
+ * ("F32", "BF16", ...); mama_dtype_parse returns 0 and sets *dt, or -1. */
+MAMA_API size_t      mama_dtype_size(mama_dtype dt);
+MAMA_API const char *mama_dtype_name(mama_dtype dt);
+MAMA_API int         mama_dtype_parse(const char *name, mama_dtype *dt);
+
+typedef struct mama_st_tensor {
+    char *name;
+    mama_dtype dtype;
+    int ndim;                          /* 0 for a scalar */
+    int64_t shape[MAMA_ST_MAX_DIMS];
+    size_t numel;                      /* product of shape (1 for a scalar) */
+    size_t offset, nbytes;             /* within the data section (data + data_start) */
+} mama_st_tensor;
+
+typedef struct mama_safetensors {
+    char *path;              /* file name (or the name given to _open_memory) */
+    unsigned char *data;     /* the whole file: mmap'ed, read, or borrowed */
+    size_t size;             /* bytes in data */
+    size_t data_start;       /* 8 + N: where the data section starts */
+    int count;               /* tensors, in header order */
+    mama_st_tensor *tensors;
+    int meta_count;          /* __metadata__ entries, in header order */
+    char **meta_keys;
+    char **meta_values;
+    int *sorted_;            /* internal: tensor indices sorted by name */
+    int storage_;            /* internal: 0 borrowed, 1 mama_alloc, 2 mmap */
+} mama_safetensors;
+
+/* Open a file: mmap'ed read-only on POSIX (falls back to reading it whole).
+ * On failure *st is zeroed and nothing needs closing. */
+MAMA_API mama_status mama_st_open(mama_safetensors *st, const char *path);
+/* Parse a file image in memory.  The bytes are borrowed (not copied): they
+ * must outlive the handle.  `name` labels messages. */
+MAMA_API mama_status mama_st_open_memory(mama_safetensors *st, const void *data, size_t size, const char *name);
+MAMA_API void mama_st_close(mama_safetensors *st);  /* safe on a zeroed handle */
+/* Lookup by exact name (binary search); NULL if absent. */
+MAMA_API const mama_st_tensor *mama_st_find(const mama_safetensors *st, const char *name);
+MAMA_API const char *mama_st_meta(const mama_safetensors *st, const char *key);
+/* Raw bytes of a tensor (little-endian, NO alignment guarantee: copy with
+ * memcpy, or use the readers below).  `t` must come from this handle. */
+MAMA_API const void *mama_st_data(const mama_safetensors *st, const mama_st_tensor *t);
+/* Typed reads by name.  `count` must equal the tensor's numel (a mismatch is
+ * MAMA_ERR_SHAPE naming both); an absent name is MAMA_ERR_INVALID.
+ * read_f32: from F32, F16, BF16, F64.  read_bf16: from BF16 (copied), or
+ * F32/F16/F64 (rounded).  read_i32: from I32, I64 (each value range-checked),
+ * I16, I8, U8, BOOL.  read_i64: from any integer dtype. */
+MAMA_API mama_status mama_st_read_f32(const mama_safetensors *st, const char *name, float *dst, size_t count);
+MAMA_API mama_status mama_st_read_bf16(const mama_safetensors *st, const char *name, uint16_t *dst, size_t count);
+MAMA_API mama_status mama_st_read_i32(const mama_safetensors *st, const char *name, int32_t *dst, size_t count);
+MAMA_API mama_status mama_st_read_i64(const mama_safetensors *st, const char *name, int64_t *dst, size_t count);
+
+/* Writer: collect entries, then write the file atomically.  The writer
+ * copies names, shapes and metadata but NOT the tensor data: each `data`
+ * pointer (host memory, numel * dtype size bytes, native byte order) must
+ * stay valid until mama_st_writer_write returns.  Layout as the reference
+ * writer: tensors ordered by dtype size (largest first) then name, so every
+ * tensor is aligned to its element size; header padded with spaces so the
+ * data section starts at a multiple of 8.  Keys are emitted as
+ * "__metadata__" (if any) then the tensors in that order.  Duplicate names,
+ * names starting "__", invalid UTF-8, negative dims or more than
+ * MAMA_ST_MAX_DIMS dims are MAMA_ERR_INVALID at add time.  A writer can be
+ * written more than once. */
+typedef struct mama_st_writer mama_st_writer;
+MAMA_API mama_status mama_st_writer_init(mama_st_writer **w);
+MAMA_API mama_status mama_st_writer_add(mama_st_writer *w, const char *name, mama_dtype dt, int ndim,
+                                        const int64_t *shape, const void *data);
+/* Metadata value for `key` (a later call with the same key replaces it). */
+MAMA_API mama_status mama_st_writer_meta(mama_st_writer *w, const char *key, const char *value);
+MAMA_API mama_status mama_st_writer_write(mama_st_writer *w, const char *path);
+/* The whole file image in memory (mama_buf; free with mama_buf_free). */
+MAMA_API mama_status mama_st_writer_serialize(mama_st_writer *w, mama_buf *out);
+MAMA_API void mama_st_writer_free(mama_st_writer *w);
+
+/* ---- Manifest CSV (one row per image) -----------------------------------------
+ * Columns (header row required, any order, names matched case-insensitively
+ * with spaces/hyphens read as underscores, unknown columns ignored):
+ *   path (required), patient, study, side, view, procedure, age, race,
+ *   ethnicity, image_type, density, birads, mass_shape, mass_density,
+ *   calc_type, calc_distribution, cancer, split
+ * CSV: RFC 4180 -- fields separated by commas, optionally quoted with ""
+ * inside quotes standing for one quote; quoted fields may hold commas and
+ * newlines; lines end with LF or CRLF; a UTF-8 BOM is skipped; blank lines
+ * are ignored.  Every row must have as many fields as the header.
+ * Values (each field is read with surrounding spaces trimmed):
+ *   strings: empty, "unknown", "nan", "NaN", "NA", "N/A", "none", "null"
+ *            (any case) become the string "unknown";
+ *   side:    L/left -> "left", R/right -> "right", B/bilateral/both ->
+ *            "bilateral" (any case); other text kept;
+ *   birads:  a letter A N B P S M K (any case, stored upper case) or the
+ *            category digit 0..6 (mapped to that letter); else "unknown"
+ *            if missing, else a bad row;
+ *   age:     a number >= 0 (truncated to whole years; "57.9" -> 57), -1 if missing;
+ *   density: 1..5 (integral; "3.0" ok), -1 if missing;
+ *   cancer:  0/1/true/false/yes/no, -1 if missing;
+ *   split:   train / val / validation / test (any case); missing -> hashed.
+ * A value that is present but invalid makes the row bad.  A bad row is
+ * MAMA_ERR_FORMAT naming the file and the (1-based, physical) line where
+ * the row starts, or with skip_bad_rows it is skipped and counted in
+ * `skipped` (an unterminated quote still fails: the rest of the file is
+ * unreadable).
+ * Paths: a relative path is resolved against the manifest's directory
+ * (absolute paths, "/..." or "X:\..." or "\\...", are kept).
+ * Splits: rows without a split take it from the patient id: h = FNV-1a-64
+ * of the id's bytes (offset 14695981039346656037, prime 1099511628211),
+ * mixed with the splitmix64 finaliser; h % 100 < 70 train, < 80 val, else
+ * test -- so no patient spans two hashed splits (a row without a patient
+ * id hashes its path instead).
+ * Studies: rows with the same (patient, study) form a study; a row whose
+ * study is unknown is a study of its own. */
+typedef enum mama_split { MAMA_SPLIT_TRAIN = 0, MAMA_SPLIT_VAL = 1, MAMA_SPLIT_TEST = 2 } mama_split;
+
+typedef struct mama_record {
+    /* strings: never NULL after load/add; "unknown" when missing */
+    char *path;              /* resolved image path */
+    char *patient, *study;
+    char *side;              /* "left", "right", "bilateral", other, "unknown" */
+    char *view;              /* e.g. "CC", "MLO" */
+    char *procedure;         /* e.g. "MG Screening Bilateral" */
+    char *race, *ethnicity;
+    char *image_type;        /* e.g. "2D" */
+    char *birads;            /* "A" "N" "B" "P" "S" "M" "K" or "unknown" */
+    char *mass_shape, *mass_density;
+    char *calc_type, *calc_distribution;
+    int age;                 /* years, -1 unknown */
+    int density;             /* 1..5, -1 unknown */
+    int cancer;              /* 0/1, -1 unknown */
+    int split;               /* mama_split; -1 (in mama_manifest_add) = hash it */
+    int study_index;         /* index into mama_manifest.studies (set by indexing) */
+    int line;                /* CSV line of the row (0 if added in memory) */
+} mama_record;
+
+typedef struct mama_study {
+    int first;               /* into mama_manifest.study_members */
+    int count;               /* images in the study (>= 1) */
+} mama_study;
+
+typedef struct mama_manifest {
+    char *path;              /* manifest file ("" for one built in memory) */
+    char *dir;               /* its directory, "" if none */
+    int count;               /* records */
+    mama_record *records;
+    int study_count;
+    mama_study *studies;
+    int *study_members;      /* record indices, grouped by study, ascending within one */
+    int skipped;             /* bad rows skipped (skip_bad_rows) */
+    int split_counts[3];     /* records per split */
+    int cap_;                /* internal: records allocated */
+    void *arena_;            /* internal: string storage */
+} mama_manifest;
+
+/* Load a manifest file (see above).  On failure *m is zeroed. */
+MAMA_API mama_status mama_manifest_load(mama_manifest *m, const char *path, int skip_bad_rows);
+/* Parse CSV text in memory: `source_name` labels messages, relative paths
+ * are resolved against `base_dir` (NULL or "" = leave them as they are). */
+MAMA_API mama_status mama_manifest_parse(mama_manifest *m, const char *text, size_t len,
+                                         const char *source_name, const char *base_dir,
+                                         int skip_bad_rows);
+MAMA_API void mama_manifest_free(mama_manifest *m);  /* safe on a zeroed manifest */
+/* Building in memory (the synthetic generator): init, add records (strings
+ * copied, NULL -> "unknown"; split -1 = hash; path kept as given), then
+ * mama_manifest_index to compute splits, studies and counts (load does all
+ * of this itself; adding after indexing needs another index call). */
+MAMA_API void        mama_manifest_init(mama_manifest *m);
+MAMA_API mama_status mama_manifest_add(mama_manifest *m, const mama_record *r);
+MAMA_API mama_status mama_manifest_index(mama_manifest *m);
+/* The split a patient id hashes to (the rule above). */
+MAMA_API mama_split  mama_split_of_patient(const char *patient);
+MAMA_API const char *mama_split_name(int split);  /* "train" "val" "test" */
+/* All images of record i's study (i included), ascending; *n gets the count. */
+MAMA_API const int  *mama_manifest_study_of(const mama_manifest *m, int i, int *n);
+/* A uniformly random OTHER image of record i's study, or -1 if it has none. */
+MAMA_API int         mama_manifest_other_view(const mama_manifest *m, int i, mama_rng *rng);
+/* Write all columns (header first, CRLF line ends, fields quoted when they
+ * hold a comma, quote, CR, LF or edge space; -1 numbers as empty fields),
+ * atomically.  A record path that starts with the output file's directory
+ * plus '/' is written relative to it, so load -> write -> load into the same
+ * directory round-trips. */
+MAMA_API mama_status mama_manifest_write(const mama_manifest *m, const char *path);
+
+/* ---- 1.7 Model configuration (SPEC A.1-A.3, issue presets tiny/small/base) */
+typedef enum mama_text_mode { MAMA_TEXT_FULL = 0, MAMA_TEXT_LORA = 1, MAMA_TEXT_FROZEN = 2 } mama_text_mode;
+
+typedef struct mama_config {
+    /* vision tower (DINOv2 ViT with registers) */
+    int image_size, patch_size, vision_dim, vision_depth, vision_heads, registers;
+    int in_chans;               /* 3 (grey replicated); 1 = patch embedding folded */
+    /* text tower (GPT-2) */
+    int text_dim, text_depth, text_heads, vocab_size, context;
+    int text_attn_layer_scale;  /* BioMedLM: scores / (layer index + 1) */
+    float text_dropout;         /* embedding, attention, residual dropout */
+    mama_text_mode text_mode;   /* full | lora | frozen */
+    int lora_rank;
+    float lora_alpha, lora_dropout;
+    int text_pool_real_only;    /* 0: mean over all positions (reference), 1: real tokens */
+    /* heads */
+    int embed_dim, local_hidden;
+    /* memory: recompute each transformer block during the backward */
+    int grad_checkpoint;
+    /* special tokens */
+    int bos_id, eos_id, pad_id, sep_id;
+} mama_config;
+
+/* Fill `c` with a preset: "tiny", "small" or "base" (the paper). */
+MAMA_API mama_status mama_config_preset(mama_config *c, const char *name);
+/* Check a config for consistency (dims divisible by heads, image by patch...). */
+MAMA_API mama_status mama_config_validate(const mama_config *c);
+/* The config as the `mama_config` JSON object of the safetensors metadata. */
+MAMA_API mama_status mama_config_to_json(const mama_config *c, char *out, size_t cap);
+/* Parse that JSON (unknown keys ignored; missing keys keep c's values). */
+MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, const char *source);
+
+/* ---- 1.8 Parameters.  Every tensor of the model lives in one buffer, in
+ * four contiguous groups: [train | late | frozen | buffers].  `train`
+ * parameters learn from step 0, `late` ones (local heads, local_scale,
+ * SimCLR head) from the late-loss step, `frozen` never (e.g. the vision
+ * `norm`, the text base weights in LoRA mode), `buffers` are BatchNorm
+ * running statistics.  Gradients exist for [train | late] only, in a second
+ * buffer with the same offsets, so data-parallel training needs one
+ * all-reduce of one buffer. */
+typedef enum mama_param_group { MAMA_GROUP_TRAIN = 0, MAMA_GROUP_LATE, MAMA_GROUP_FROZEN, MAMA_GROUP_BUFFER } mama_param_group;
+
+typedef struct mama_param_info {
+    char name[128];             /* SPEC A.8 name */
+    int ndim;
+    int64_t shape[4];           /* as stored in files (1x1 convs as [out,in,1]) */
+    size_t offset, numel;       /* in floats, into the parameter buffer */
+    mama_param_group group;
+} mama_param_info;
+
+typedef struct mama_model mama_model;
+
+/* Create a model with freshly initialised weights (SPEC A.5 initialisation)
+ * on backend `be` for batches of up to `max_batch` captions/images. */
+MAMA_API mama_status mama_model_create(mama_model **m, const mama_config *c, mama_backend *be,
+                                       int max_batch, uint64_t seed);
+MAMA_API void mama_model_free(mama_model *m);
+MAMA_API const mama_config *mama_model_config(const mama_model *m);
+MAMA_API int mama_model_param_count(const mama_model *m);
+MAMA_API const mama_param_info *mama_model_param(const mama_model *m, int i);
+MAMA_API const mama_param_info *mama_model_find_param(const mama_model *m, const char *name);
+/* sizes of the groups, in floats */
+MAMA_API size_t mama_model_numel(const mama_model *m, mama_param_group g);
+/* Device pointers to the parameter buffer and the gradient buffer. */
+MAMA_API float *mama_model_params(mama_model *m);
+MAMA_API float *mama_model_grads(mama_model *m);
+
+/* Load weights (names of SPEC A.8) from safetensors; every tensor of the
+ * model must be present with the right shape unless allow_missing (then
+ * missing tensors keep their initial values and are counted). Returns the
+ * number of tensors loaded in *loaded when non-NULL. */
+MAMA_API mama_status mama_model_load_weights(mama_model *m, const char *path, int allow_missing, int *loaded);
+/* Create a model from a safetensors file whose metadata holds mama_config. */
+MAMA_API mama_status mama_model_load(mama_model **m, const char *path, mama_backend *be, int max_batch);
+/* Save all parameters and buffers (and the config) as safetensors, atomically. */
+MAMA_API mama_status mama_model_save(const mama_model *m, const char *path);
+
+/* ---- 1.9 A batch and one training step. */
+typedef struct mama_batch {
+    int B;                      /* samples */
+    const float *images;        /* host [B, in_chans, S, S], normalised */
+    const float *ext_images;    /* host, same shape; used when late */
+    const int *input_ids;       /* host [B, context] */
+    const int *attention_mask;  /* host [B, context], 1 real / 0 pad */
+} mama_batch;
+
+typedef struct mama_step_opts {
+    int late;                   /* compute multi-view, symmetric CLIP and SLA */
+    int use_mv, use_sym, use_sla; /* each late term on/off (ablations); default 1 */
+    int train;                  /* BatchNorm batch statistics and dropout */
+    int dropout;                /* dropout active (train must be set too) */
+    uint64_t seed;              /* dropout masks for this step */
+} mama_step_opts;
+MAMA_API void mama_step_opts_default(mama_step_opts *o);
+
+typedef struct mama_losses {
+    float loss, clip, mv, sym, sla;
+} mama_losses;
+
+/* Forward, all requested losses, and backward: gradients are written
+ * (overwritten, not accumulated) into the gradient buffer, unless
+ * accumulate != 0, then added.  Embeddings of the last forward can be read
+ * with mama_model_embeddings. */
+MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const mama_step_opts *o,
+                                     int accumulate, mama_losses *out);
+/* Forward only in eval mode (running statistics, no dropout). */
+MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama_losses *out);
+/* Copy the last forward's image / text embeddings [B, E] to host. */
+MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb);
+/* Encode images / texts only (eval mode): outputs [B, E] on host. */
+MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
+MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb);
+
+/* Verification (`mama forward`): load weights W (with mama_config metadata)
+ * and a batch B (images, ext_images, input_ids, attention_mask), run one
+ * forward and backward in train mode with every dropout off, and write O
+ * with img_emb, txt_emb, loss, loss_clip, loss_mv, loss_sym, loss_sla
+ * (shape [1]), grad.<name> for every trainable parameter and buf.<name>
+ * for the BatchNorm running statistics after the step. */
+MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch, const char *out, int late,
+                                         mama_backend *be);
+
+/* ---- 1.10 The optimiser: AdamW over the gradient buffer (SPEC A.5).
+ * The `train` group steps from step 0; the `late` group only when late is
+ * set, with its own step count for the bias correction, so parameters that
+ * start training at the late-loss step are neither moved nor decayed
+ * before it. */
+typedef struct mama_adamw {
+    float beta1, beta2, eps, weight_decay;
+    long step_train, step_late;   /* steps taken by each group */
+    float *m, *v;                 /* device buffers over [train | late] */
+    mama_backend *be;
+    size_t n_train, n_late;
+} mama_adamw;
+MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay);
+MAMA_API void mama_adamw_free(mama_adamw *o);
+MAMA_API void mama_adamw_step(mama_adamw *o, mama_model *m, float lr, int late);
+/* Intermediate features of the last mama_encode_images / mama_encode_texts
+ * call (for parity checks against other implementations):
+ * prenorm [B, 1+R+N, D] (all tokens after the last block), patch_norm
+ * [B, N, D] (patch tokens after the final norm), text hidden [B, T, Dt]
+ * (after ln_f).  Any output may be NULL. */
+MAMA_API mama_status mama_model_vision_tokens(mama_model *m, int B, float *prenorm, float *patch_norm);
+MAMA_API mama_status mama_model_text_hidden(mama_model *m, int B, float *hidden);
+/* exp(logit_scale): the temperature the global CLIP scores are multiplied by. */
+MAMA_API float mama_model_logit_scale(mama_model *m);
+
+/* ---- 1.11 Datasets: a manifest, a tokenizer and the image pipeline ------ */
+typedef struct mama_dataset mama_dataset;
+
+typedef struct mama_dataset_opts {
+    const char *manifest;        /* CSV (SPEC part B) */
+    const char *tokenizer;       /* directory with vocab.json + merges.txt, or tokenizer.json */
+    int skip_bad_rows;           /* skip (and count) malformed rows and unreadable images */
+    int cache;                   /* keep the prepared (letterboxed, cropped, stretched) images in memory */
+    int only_2d;                 /* keep image_type "2D" (or unknown) only (SPEC A.6) */
+} mama_dataset_opts;
+MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o);
+/* Open a dataset for a model config (image size, channels, context). */
+MAMA_API mama_status mama_dataset_open(mama_dataset **d, const mama_dataset_opts *o, const mama_config *c);
+MAMA_API void mama_dataset_free(mama_dataset *d);
+MAMA_API const mama_manifest *mama_dataset_manifest(const mama_dataset *d);
+MAMA_API const mama_tokenizer *mama_dataset_tokenizer(const mama_dataset *d);
+/* Record indices of one split (train/val/test), and their count. */
+MAMA_API int mama_dataset_split(const mama_dataset *d, mama_split s, const int **indices);
+/* Images that could not be decoded and were skipped (skip_bad_rows). */
+MAMA_API int mama_dataset_skipped(const mama_dataset *d);
+/* A record's metadata as caption fields (strings point into the manifest). */
+MAMA_API void mama_record_caption_fields(const mama_record *r, mama_caption_fields *f);
+/* One image through the pipeline into out [in_chans, S, S]: train != 0
+ * applies the augmentations of SPEC A.5 with `rng`. */
+MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, mama_rng *rng, float *out);
+/* One caption as token ids and mask [context]: masked with probability
+ * mask_p per field when mask_p > 0 (SPEC A.5). */
+MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mask_p, mama_rng *rng, int *ids,
+                                          int *mask);
+
+/* ---- 1.12 Pretraining (SPEC A.4, A.5) ----------------------------------- */
+typedef struct mama_pretrain_opts {
+    long steps;                  /* optimiser steps (40000); the schedule spans them */
+    long stop_at;                /* stop (and checkpoint) after this step; 0 = run to `steps` */
+    int batch;                   /* per step and micro-batch (36) */
+    int accum;                   /* micro-batches per optimiser step (2) */
+    float lr, lr_floor;          /* 4e-5, 1e-8 */
+    long warmup;                 /* 4000 */
+    float weight_decay;          /* 0.1 */
+    long late_loss;              /* 8000: multi-view, symmetric and local losses from here */
+    int use_mv, use_sym, use_sla;/* the late terms (ablations) */
+    float ext_other_view_p;      /* 0.5: ext = another image of the study */
+    float caption_mask_p;        /* 0.8 */
+    float clip_grad;             /* 0 = none */
+    uint64_t seed;
+    int max_bad_steps;           /* consecutive non-finite steps before stopping (5) */
+    const char *checkpoint;      /* path; written every checkpoint_every steps and at the end */
+    long checkpoint_every;       /* 0: only at the end */
+    const char *log_csv;         /* a row per step, or NULL */
+    int resume;                  /* continue from `checkpoint` if it exists */
+    int quiet;                   /* no progress output */
+    mama_augment_opts aug;       /* image augmentation (size set from the model) */
+} mama_pretrain_opts;
+MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o);
+
+typedef struct mama_pretrain_result {
+    long steps_done, skipped_steps;
+    mama_losses last;            /* losses of the last step */
+    double seconds, images_per_s;
+} mama_pretrain_result;
+
+MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o,
+                                   mama_pretrain_result *res);
+/* Checkpoints: weights + AdamW moments + step + seed + config, written
+ * atomically (temporary file, fsync, rename). */
+MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
+                                          uint64_t seed);
+MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_adamw *opt, long *step,
+                                          uint64_t *seed);
+
+/* ---- 1.13 Evaluation: metrics, zero-shot, linear probe (SPEC A.7) ------- */
+#define MAMA_MAX_CLASSES 8
+typedef struct mama_metrics {
+    int n, K;
+    double accuracy, balanced_accuracy, auc;   /* auc: macro one-vs-rest over classes with both outcomes */
+    double class_auc[MAMA_MAX_CLASSES];        /* NaN where undefined */
+    int confusion[MAMA_MAX_CLASSES][MAMA_MAX_CLASSES]; /* [true][predicted] */
+    /* binary tasks (K == 2, class 1 positive) */
+    double sensitivity, specificity, ppv, npv, f1, spec_at_80_sens, pf1;
+} mama_metrics;
+/* probs [n, K] (rows need not be normalised for AUC; argmax predicts). */
+MAMA_API mama_status mama_metrics_compute(const float *probs, const int *labels, int n, int K, mama_metrics *out);
+MAMA_API const char *mama_task_name(mama_zeroshot_task t);
+/* The class of a record for a task (-1 when it has none: unknown BI-RADS,
+ * density 5 or unknown, unknown cancer). */
+MAMA_API int mama_task_label(mama_zeroshot_task t, const mama_record *r);
+
+typedef struct mama_eval_result {
+    int n, K;
+    float *probs;                /* [n, K] (mama_alloc'ed) */
+    int *labels;                 /* [n] */
+    int *records;                /* [n] record indices */
+    mama_metrics metrics;
+} mama_eval_result;
+MAMA_API void mama_eval_result_free(mama_eval_result *r);
+
+/* Zero-shot classification of every image of `split` that has a label for
+ * `task`: per-image captions (the image's own metadata + each class's
+ * text), scores exp(logit_scale) I.T, softmax.  ref_text_feature selects
+ * the reference code's text feature (A.7b) instead of the training one. */
+MAMA_API mama_status mama_zero_shot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
+                                    int ref_text_feature, mama_eval_result *out);
+
+typedef struct mama_probe_opts {
+    long steps;                  /* 8000 */
+    int batch;                   /* 32 */
+    float lr, lr_floor;          /* 5e-4, 1e-5 */
+    long warmup;                 /* 100 */
+    float momentum, weight_decay;/* 0.9, 1e-3 */
+    int augment;                 /* 1: augmented training images each step (A.7); 0: precomputed features */
+    uint64_t seed;
+    int quiet;
+} mama_probe_opts;
+MAMA_API void mama_probe_opts_default(mama_probe_opts *o);
+/* Linear probe on the frozen image encoder's pooled feature: train on the
+ * train split with class-balanced sampling, evaluate on `eval_split`. */
+MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
+                                       const mama_probe_opts *o, mama_split eval_split, mama_eval_result *out);
+
+/* Retrieval over a split: image->text and text->image recall@1/5/10 with
+ * each image's own (unmasked) caption as its match. */
+typedef struct mama_retrieval { int n; double i2t[3], t2i[3]; } mama_retrieval;
+MAMA_API mama_status mama_retrieval_eval(mama_model *m, mama_dataset *d, mama_split split, int max_items,
+                                         mama_retrieval *out);
+/* Metrics as a JSON object appended to `out`, and as a text table on `f`. */
+MAMA_API mama_status mama_metrics_json(const mama_metrics *m, mama_buf *out);
+MAMA_API void mama_metrics_print(const mama_metrics *m, const char *title, FILE *f);
+
+/* ---- 1.14 Explaining a prediction: SLA similarity maps ------------------
+ * For one image [in_chans, S, S] and its caption (ids, mask [context]),
+ * maps[s * N + k] = similarity (local embeddings, eval mode) between
+ * sentence s and patch k (N = (S/P)^2, row-major grid).  *nsent receives
+ * the number of sentences (at most max_sent are written). */
+MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int *ids, const int *mask, float *maps,
+                                   int max_sent, int *nsent);
+
 
 #ifdef __cplusplus
 }
@@ -516,17 +1705,11973 @@ MAMA_API void mama_set_num_threads(int n) {
  * 3. BACKEND TABLE AND ITS CPU IMPLEMENTATION
  * ========================================================================== */
 
-#include "wip/gemm_impl.h"
-#include "wip/ops_impl.h"
-#include "wip/ops_extra.h"
-#include "wip/cpu_backend.h"
+/* ---------------------------------------------------------------------------
+ * 3.2 GEMM: C = alpha * op(A) op(B) + beta * C, row-major float32.
+ *
+ * The classic GotoBLAS / BLIS decomposition.  For a C of M x N and an inner
+ * dimension K, five loops around a tiny "micro-kernel":
+ *
+ *   for jc in N step NC:                      (B panel: KC x NC, in L3)
+ *     for pc in K step KC:
+ *       for ic in M step MC:                  (A block: MC x KC, in L2)
+ *         pack alpha*op(A)[ic:ic+mc, pc:pc+kc] -> Ap, MR-row micro-panels
+ *         for jr in nc step NR:               (B micro-panel KC x NR, in L1)
+ *           if first ic: pack op(B)[pc:pc+kc, jc+jr:+NR] -> Bp_jr
+ *           for ir in mc step MR:
+ *             C[ir:ir+MR, jr:jr+NR] (+)= Ap_ir (MR x kc) * Bp_jr (kc x NR)
+ *
+ * The micro-kernel keeps the MR x NR tile of C in vector registers for the
+ * whole kc loop: each step loads one row of NR floats of B, broadcasts MR
+ * floats of A and does MR*NR/W fused multiply-adds (W = floats per vector).
+ * AVX2: 6 x 16 (12 accumulators of 8 floats), AVX-512: 12 x 32 (24
+ * accumulators of 16).  Packing makes both operands contiguous in exactly
+ * the order the kernel reads them, handles the transposes (op) once per
+ * element instead of in the kernel, folds alpha into A, and pads edges with
+ * zeros so the kernel always runs a full tile; edge tiles of C (M or N not a
+ * multiple of MR / NR) are computed into a small temporary and merged.
+ *
+ * beta is applied on the first kc block only (later blocks accumulate with
+ * beta = 1); beta == 0 stores without reading C, so NaN in C is ignored, as
+ * BLAS promises.
+ *
+ * Threads: C is cut into tm x tn rectangles (tm * tn = threads, chosen to
+ * minimise the largest rectangle's work), and every thread runs the blocked
+ * algorithm on its own rectangle with its own packing buffers: no barriers,
+ * no sharing.  The price, packing B (or A) once per thread, is about one
+ * element move per few hundred multiply-adds.  Small products stay on one
+ * thread; tiny ones (M*N*K < 32768) skip packing altogether.
+ *
+ * No allocation: packing buffers are static, one A and one B buffer per
+ * thread slot (MAMA_GEMM_MAX_THREADS of them, default 32; more threads are
+ * capped).  That is 1.2 MB of .bss per slot, but only the slots that run
+ * ever get touched, i.e. backed by memory.  A
+ * lock protects them; a GEMM that finds them busy (a call from another
+ * thread, or from inside a parallel region of the caller) runs on one
+ * thread with small buffers on its own stack instead.  So the GEMM never
+ * fails and is safe to call concurrently.
+ * ------------------------------------------------------------------------- */
 
-#include "wip/formats_impl.h"
-#include "wip/text_impl.h"
-#include "wip/image_impl.h"
-#include "wip/plot_impl.h"
-#include "wip/model_impl.h"
-#include "wip/train_impl.h"
+#ifdef MAMA_USE_CBLAS
+#include <cblas.h>
+#endif
+
+#ifndef MAMA_GEMM_MAX_THREADS
+#define MAMA_GEMM_MAX_THREADS 32
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MAMA__GEMM_UNUSED __attribute__((unused))
+#else
+#define MAMA__GEMM_UNUSED
+#endif
+
+/* Largest block sizes of any kernel, in floats (see mama__gemm_kernels). */
+#define MAMA__GEMM_ABUF (144 * 256)      /* MC x KC               */
+#define MAMA__GEMM_BBUF (256 * 1024)     /* KC x NC               */
+#define MAMA__GEMM_PAD 32                /* align to 64 B + spill */
+/* Stack fallback blocks: KC_S x (NC_S) of B, one MR x KC_S sliver of A. */
+#define MAMA__GEMM_KC_S 64
+#define MAMA__GEMM_NC_S 128
+#define MAMA__GEMM_MAXTILE (12 * 32)     /* largest MR x NR       */
+
+/* A micro-kernel: c[MR x NR] (row stride ldc) = beta*c + a*b over kc steps,
+ * a packed MR-interleaved (a[k*MR + i]), b packed NR-interleaved
+ * (b[k*NR + j]).  beta == 0 never reads c. */
+typedef void (*mama__gemm_ukernel)(long kc, const float *a, const float *b,
+                                   float *c, long ldc, float beta);
+
+/* Packs op(B)[k0:k0+kc, j0:j0+nc] (see mama__gemm_pack_b). */
+struct mama__gemm_args;
+typedef void (*mama__gemm_packer)(const struct mama__gemm_args *g, int k0, int kc, int j0, int nc,
+                                  int nr, float *dst);
+
+typedef struct mama__gemm_kinfo {
+    const char *name;
+    mama__gemm_ukernel kern;
+    mama__gemm_packer pack_b;
+    mama__gemm_packer pack_a; /* (g, i0, mc, k0, kc, mr, dst) */
+    int mr, nr;     /* register tile                            */
+    int mc, kc, nc; /* cache blocks (mc % mr == 0, nc % nr == 0) */
+} mama__gemm_kinfo;
+
+/* The arguments of one GEMM, so helpers take one pointer. */
+typedef struct mama__gemm_args {
+    int ta, tb, M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    ptrdiff_t lda, ldb, ldc;
+} mama__gemm_args;
+
+/* ---- packing ---- */
+
+/* Pack alpha * op(A)[i0:i0+mc, k0:k0+kc] into micro-panels of mr rows:
+ * dst[p*mr*kc + k*mr + i] = alpha * op(A)[i0 + p*mr + i, k0 + k]; rows
+ * past mc are zero. */
+static void mama__gemm_pack_a(const mama__gemm_args *g, int i0, int mc, int k0, int kc,
+                              int mr, float *dst) {
+    int ir, i, k;
+    float alpha = g->alpha;
+    for (ir = 0; ir < mc; ir += mr) {
+        int m = mc - ir < mr ? mc - ir : mr;
+        if (!g->ta) {
+            /* A is M x K: row i is contiguous in k */
+            for (i = 0; i < m; i++) {
+                const float *src = g->A + (ptrdiff_t)(i0 + ir + i) * g->lda + k0;
+                for (k = 0; k < kc; k++) dst[k * mr + i] = alpha * src[k];
+            }
+        } else {
+            /* A is K x M: column k of op(A) is contiguous in i */
+            for (k = 0; k < kc; k++) {
+                const float *src = g->A + (ptrdiff_t)(k0 + k) * g->lda + i0 + ir;
+                for (i = 0; i < m; i++) dst[k * mr + i] = alpha * src[i];
+            }
+        }
+        if (m < mr)
+            for (k = 0; k < kc; k++)
+                for (i = m; i < mr; i++) dst[k * mr + i] = 0.0f;
+        dst += (ptrdiff_t)mr * kc;
+    }
+}
+
+/* Pack op(B)[k0:k0+kc, j0:j0+nc] into micro-panels of nr columns:
+ * dst[p*nr*kc + k*nr + j] = op(B)[k0 + k, j0 + p*nr + j]; columns past nc
+ * are zero. */
+static void mama__gemm_pack_b(const mama__gemm_args *g, int k0, int kc, int j0, int nc,
+                              int nr, float *dst) {
+    int jr, j, k;
+    for (jr = 0; jr < nc; jr += nr) {
+        int n = nc - jr < nr ? nc - jr : nr;
+        if (!g->tb) {
+            /* B is K x N: row k is contiguous in j (the common NN case) */
+            for (k = 0; k < kc; k++) {
+                const float *src = g->B + (ptrdiff_t)(k0 + k) * g->ldb + j0 + jr;
+                float *d = dst + k * nr;
+                for (j = 0; j < n; j++) d[j] = src[j];
+                for (; j < nr; j++) d[j] = 0.0f;
+            }
+        } else {
+            /* B is N x K (a linear layer's W): row j is contiguous in k.
+             * Four rows at a time keeps four read streams going while the
+             * writes fill the same cache lines of dst. */
+            for (j = 0; j + 4 <= n; j += 4) {
+                const float *s0 = g->B + (ptrdiff_t)(j0 + jr + j) * g->ldb + k0;
+                const float *s1 = s0 + g->ldb, *s2 = s1 + g->ldb, *s3 = s2 + g->ldb;
+                float *d = dst + j;
+                for (k = 0; k < kc; k++) {
+                    d[k * nr + 0] = s0[k];
+                    d[k * nr + 1] = s1[k];
+                    d[k * nr + 2] = s2[k];
+                    d[k * nr + 3] = s3[k];
+                }
+            }
+            for (; j < n; j++) {
+                const float *s = g->B + (ptrdiff_t)(j0 + jr + j) * g->ldb + k0;
+                for (k = 0; k < kc; k++) dst[k * nr + j] = s[k];
+            }
+            if (n < nr)
+                for (k = 0; k < kc; k++)
+                    for (j = n; j < nr; j++) dst[k * nr + j] = 0.0f;
+        }
+        dst += (ptrdiff_t)nr * kc;
+    }
+}
+
+/* ---- portable kernel, 4 x 8, no intrinsics ----
+ * With GCC / clang the tile is 8 vectors of 4 floats (GNU vector
+ * extensions: SSE2 on any x86-64, NEON on ARM), 11 registers in all; other
+ * compilers get plain loops. */
+#if defined(__GNUC__) || defined(__clang__)
+typedef float mama__v4 __attribute__((vector_size(16)));
+#define MAMA__V4_SPLAT(v, x) { float mama__x = (x); mama__v4 mama__t = {mama__x, mama__x, mama__x, mama__x}; v = mama__t; }
+
+static void mama__gemm_v4_store(float *cr, mama__v4 x0, mama__v4 x1, float beta) {
+    float t[8];
+    int j;
+    memcpy(t, &x0, sizeof x0);
+    memcpy(t + 4, &x1, sizeof x1);
+    if (beta == 0.0f)
+        for (j = 0; j < 8; j++) cr[j] = t[j];
+    else if (beta == 1.0f)
+        for (j = 0; j < 8; j++) cr[j] += t[j];
+    else
+        for (j = 0; j < 8; j++) cr[j] = beta * cr[j] + t[j];
+}
+
+static void mama__gemm_kernel_scalar(long kc, const float *a, const float *b, float *c, long ldc,
+                                     float beta) {
+    mama__v4 z = {0.0f, 0.0f, 0.0f, 0.0f};
+    mama__v4 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+    long k;
+    for (k = 0; k < kc; k++) {
+        mama__v4 b0, b1, av;
+        memcpy(&b0, b, sizeof b0);
+        memcpy(&b1, b + 4, sizeof b1);
+        MAMA__V4_SPLAT(av, a[0]); c00 += av * b0; c01 += av * b1;
+        MAMA__V4_SPLAT(av, a[1]); c10 += av * b0; c11 += av * b1;
+        MAMA__V4_SPLAT(av, a[2]); c20 += av * b0; c21 += av * b1;
+        MAMA__V4_SPLAT(av, a[3]); c30 += av * b0; c31 += av * b1;
+        a += 4;
+        b += 8;
+    }
+    mama__gemm_v4_store(c, c00, c01, beta);
+    mama__gemm_v4_store(c + ldc, c10, c11, beta);
+    mama__gemm_v4_store(c + 2 * ldc, c20, c21, beta);
+    mama__gemm_v4_store(c + 3 * ldc, c30, c31, beta);
+}
+#else
+static void mama__gemm_kernel_scalar(long kc, const float *a, const float *b, float *c, long ldc,
+                                     float beta) {
+    float acc[4][8];
+    long k;
+    int i, j;
+    for (i = 0; i < 4; i++)
+        for (j = 0; j < 8; j++) acc[i][j] = 0.0f;
+    for (k = 0; k < kc; k++) {
+        for (i = 0; i < 4; i++)
+            for (j = 0; j < 8; j++) acc[i][j] += a[i] * b[j];
+        a += 4;
+        b += 8;
+    }
+    for (i = 0; i < 4; i++) {
+        float *cr = c + i * ldc;
+        for (j = 0; j < 8; j++)
+            cr[j] = beta == 0.0f ? acc[i][j] : beta == 1.0f ? cr[j] + acc[i][j] : beta * cr[j] + acc[i][j];
+    }
+}
+#endif
+
+#ifdef MAMA_X86_SIMD
+/* ---- AVX2 + FMA kernel, 6 x 16 ----
+ * 12 ymm accumulators c<i>a, c<i>b (row i, columns 0-7 and 8-15), two for
+ * the B row, one for the broadcast A value: 15 of the 16 ymm registers. */
+#define MAMA__AVX2_DECL(i) __m256 c##i##a = _mm256_setzero_ps(), c##i##b = _mm256_setzero_ps();
+#define MAMA__AVX2_FMA(i, u)                                            \
+    {                                                                   \
+        __m256 av = _mm256_broadcast_ss(a + (u) * 6 + (i));             \
+        c##i##a = _mm256_fmadd_ps(av, b0, c##i##a);                     \
+        c##i##b = _mm256_fmadd_ps(av, b1, c##i##b);                     \
+    }
+#define MAMA__AVX2_STEP(u)                                              \
+    {                                                                   \
+        __m256 b0 = _mm256_loadu_ps(b + (u) * 16);                      \
+        __m256 b1 = _mm256_loadu_ps(b + (u) * 16 + 8);                  \
+        MAMA__AVX2_FMA(0, u) MAMA__AVX2_FMA(1, u) MAMA__AVX2_FMA(2, u)  \
+        MAMA__AVX2_FMA(3, u) MAMA__AVX2_FMA(4, u) MAMA__AVX2_FMA(5, u)  \
+    }
+#define MAMA__GEMM_PREFETCH_C(i)                                        \
+    _mm_prefetch((const char *)(c + (i) * ldc), _MM_HINT_T0);           \
+    _mm_prefetch((const char *)(c + (i) * ldc + 15), _MM_HINT_T0);
+#define MAMA__AVX2_STORE(i) mama__gemm_avx2_store(c + (i) * ldc, c##i##a, c##i##b, beta);
+
+__attribute__((target("avx2,fma"))) static inline void
+mama__gemm_avx2_store(float *cr, __m256 x0, __m256 x1, float beta) {
+    if (beta == 0.0f) {
+        _mm256_storeu_ps(cr, x0);
+        _mm256_storeu_ps(cr + 8, x1);
+    } else if (beta == 1.0f) {
+        _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), x0));
+        _mm256_storeu_ps(cr + 8, _mm256_add_ps(_mm256_loadu_ps(cr + 8), x1));
+    } else {
+        __m256 bv = _mm256_set1_ps(beta);
+        _mm256_storeu_ps(cr, _mm256_fmadd_ps(bv, _mm256_loadu_ps(cr), x0));
+        _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(bv, _mm256_loadu_ps(cr + 8), x1));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void
+mama__gemm_kernel_avx2(long kc, const float *a, const float *b, float *c, long ldc, float beta) {
+    long k;
+    MAMA__AVX2_DECL(0) MAMA__AVX2_DECL(1) MAMA__AVX2_DECL(2)
+    MAMA__AVX2_DECL(3) MAMA__AVX2_DECL(4) MAMA__AVX2_DECL(5)
+    /* start fetching the C tile now; it is needed only after the kc loop */
+    MAMA__GEMM_PREFETCH_C(0) MAMA__GEMM_PREFETCH_C(1) MAMA__GEMM_PREFETCH_C(2)
+    MAMA__GEMM_PREFETCH_C(3) MAMA__GEMM_PREFETCH_C(4) MAMA__GEMM_PREFETCH_C(5)
+    /* unrolled by 4: the loop overhead then hides behind 48 FMAs */
+    for (k = 0; k + 4 <= kc; k += 4) {
+        MAMA__AVX2_STEP(0) MAMA__AVX2_STEP(1) MAMA__AVX2_STEP(2) MAMA__AVX2_STEP(3)
+        a += 4 * 6;
+        b += 4 * 16;
+    }
+    for (; k < kc; k++) {
+        MAMA__AVX2_STEP(0)
+        a += 6;
+        b += 16;
+    }
+    MAMA__AVX2_STORE(0) MAMA__AVX2_STORE(1) MAMA__AVX2_STORE(2)
+    MAMA__AVX2_STORE(3) MAMA__AVX2_STORE(4) MAMA__AVX2_STORE(5)
+}
+
+/* In-register transpose of the 8 x 8 block whose rows are r0..r7: after
+ * it, r<c> holds column c (unpack pairs, shuffle quads, swap 128-bit
+ * halves). */
+#define MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)                                  \
+    {                                                                                     \
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);          \
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);          \
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);          \
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);          \
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE); \
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE); \
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE); \
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE); \
+        r0 = _mm256_permute2f128_ps(u0, u4, 0x20);                                        \
+        r1 = _mm256_permute2f128_ps(u1, u5, 0x20);                                        \
+        r2 = _mm256_permute2f128_ps(u2, u6, 0x20);                                        \
+        r3 = _mm256_permute2f128_ps(u3, u7, 0x20);                                        \
+        r4 = _mm256_permute2f128_ps(u0, u4, 0x31);                                        \
+        r5 = _mm256_permute2f128_ps(u1, u5, 0x31);                                        \
+        r6 = _mm256_permute2f128_ps(u2, u6, 0x31);                                        \
+        r7 = _mm256_permute2f128_ps(u3, u7, 0x31);                                        \
+    }
+
+/* alpha * op(A) packing for the 6-row kernel when A is not transposed
+ * (rows of A contiguous in k): 6 rows x 8 k are loaded, scaled, padded to
+ * 8 rows and transposed; column c (6 values + 2 junk) is stored at
+ * dst + (k+c)*6, each store's 2 junk floats being overwritten by the next
+ * one (the last store of the buffer may spill 2 floats into
+ * MAMA__GEMM_PAD).  Other cases use the portable loop. */
+__attribute__((target("avx2,fma"))) static void
+mama__gemm_pack_a_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc, int mr,
+                       float *dst) {
+    int ir, k, i;
+    if (g->ta || mr != 6) {
+        mama__gemm_pack_a(g, i0, mc, k0, kc, mr, dst);
+        return;
+    }
+    for (ir = 0; ir + 6 <= mc; ir += 6) {
+        const float *s = g->A + (ptrdiff_t)(i0 + ir) * g->lda + k0;
+        ptrdiff_t ld = g->lda;
+        __m256 al = _mm256_set1_ps(g->alpha);
+        for (k = 0; k + 8 <= kc; k += 8) {
+            __m256 r0 = _mm256_mul_ps(al, _mm256_loadu_ps(s + k));
+            __m256 r1 = _mm256_mul_ps(al, _mm256_loadu_ps(s + ld + k));
+            __m256 r2 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 2 * ld + k));
+            __m256 r3 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 3 * ld + k));
+            __m256 r4 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 4 * ld + k));
+            __m256 r5 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 5 * ld + k));
+            __m256 r6 = _mm256_setzero_ps(), r7 = _mm256_setzero_ps();
+            float *d = dst + (ptrdiff_t)k * 6;
+            MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
+            _mm256_storeu_ps(d + 0, r0);
+            _mm256_storeu_ps(d + 6, r1);
+            _mm256_storeu_ps(d + 12, r2);
+            _mm256_storeu_ps(d + 18, r3);
+            _mm256_storeu_ps(d + 24, r4);
+            _mm256_storeu_ps(d + 30, r5);
+            _mm256_storeu_ps(d + 36, r6);
+            _mm256_storeu_ps(d + 42, r7);
+        }
+        for (; k < kc; k++)
+            for (i = 0; i < 6; i++) dst[(ptrdiff_t)k * 6 + i] = g->alpha * s[i * ld + k];
+        dst += (ptrdiff_t)6 * kc;
+    }
+    if (ir < mc) mama__gemm_pack_a(g, i0 + ir, mc - ir, k0, kc, mr, dst);
+}
+
+/* op(B) packing with AVX2: full panels (nc a multiple of nr, nr a multiple
+ * of 8) by vectors, anything else by the portable loop.  NN: each k row of
+ * the panel is nr contiguous floats; the rows are ldb apart, so the
+ * hardware prefetcher cannot follow them: we prefetch the same rows' next
+ * nr floats, which the next panel will need.  NT: 8 x 8 blocks are loaded
+ * along k (contiguous) and transposed in registers. */
+__attribute__((target("avx2,fma"))) static void
+mama__gemm_pack_b_avx2(const mama__gemm_args *g, int k0, int kc, int j0, int nc, int nr,
+                       float *dst) {
+    int jr, j, k, v;
+    if (nr % 8) {
+        mama__gemm_pack_b(g, k0, kc, j0, nc, nr, dst);
+        return;
+    }
+    for (jr = 0; jr + nr <= nc; jr += nr) {
+        if (!g->tb) {
+            const float *src = g->B + (ptrdiff_t)k0 * g->ldb + j0 + jr;
+            for (k = 0; k < kc; k++) {
+                float *d = dst + (ptrdiff_t)k * nr;
+                _mm_prefetch((const char *)(src + nr), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + 2 * nr - 1), _MM_HINT_T0);
+                for (v = 0; v < nr; v += 8) _mm256_storeu_ps(d + v, _mm256_loadu_ps(src + v));
+                src += g->ldb;
+            }
+        } else {
+            for (j = 0; j < nr; j += 8) {
+                const float *s = g->B + (ptrdiff_t)(j0 + jr + j) * g->ldb + k0;
+                ptrdiff_t ld = g->ldb;
+                for (k = 0; k + 8 <= kc; k += 8) {
+                    __m256 r0 = _mm256_loadu_ps(s + k), r1 = _mm256_loadu_ps(s + ld + k);
+                    __m256 r2 = _mm256_loadu_ps(s + 2 * ld + k), r3 = _mm256_loadu_ps(s + 3 * ld + k);
+                    __m256 r4 = _mm256_loadu_ps(s + 4 * ld + k), r5 = _mm256_loadu_ps(s + 5 * ld + k);
+                    __m256 r6 = _mm256_loadu_ps(s + 6 * ld + k), r7 = _mm256_loadu_ps(s + 7 * ld + k);
+                    float *d = dst + (ptrdiff_t)k * nr + j;
+                    MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
+                    /* column c of the 8 x 8 block = row k+c of the panel */
+                    _mm256_storeu_ps(d + 0 * nr, r0);
+                    _mm256_storeu_ps(d + 1 * nr, r1);
+                    _mm256_storeu_ps(d + 2 * nr, r2);
+                    _mm256_storeu_ps(d + 3 * nr, r3);
+                    _mm256_storeu_ps(d + 4 * nr, r4);
+                    _mm256_storeu_ps(d + 5 * nr, r5);
+                    _mm256_storeu_ps(d + 6 * nr, r6);
+                    _mm256_storeu_ps(d + 7 * nr, r7);
+                }
+                for (; k < kc; k++)
+                    for (v = 0; v < 8; v++) dst[(ptrdiff_t)k * nr + j + v] = s[v * ld + k];
+            }
+        }
+        dst += (ptrdiff_t)nr * kc;
+    }
+    if (jr < nc) mama__gemm_pack_b(g, k0, kc, j0 + jr, nc - jr, nr, dst);
+}
+
+/* ---- AVX-512F kernel, 12 x 32 ----
+ * The same scheme with 16-float zmm vectors: 24 accumulators, two B
+ * vectors, one broadcast (27 of the 32 zmm registers). */
+#define MAMA__AVX512_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
+#define MAMA__AVX512_FMA(i, u)                                          \
+    {                                                                   \
+        __m512 av = _mm512_set1_ps(a[(u) * 12 + (i)]);                  \
+        c##i##a = _mm512_fmadd_ps(av, b0, c##i##a);                     \
+        c##i##b = _mm512_fmadd_ps(av, b1, c##i##b);                     \
+    }
+#define MAMA__AVX512_STEP(u)                                                     \
+    {                                                                            \
+        __m512 b0 = _mm512_loadu_ps(b + (u) * 32);                               \
+        __m512 b1 = _mm512_loadu_ps(b + (u) * 32 + 16);                          \
+        MAMA__AVX512_FMA(0, u) MAMA__AVX512_FMA(1, u) MAMA__AVX512_FMA(2, u)     \
+        MAMA__AVX512_FMA(3, u) MAMA__AVX512_FMA(4, u) MAMA__AVX512_FMA(5, u)     \
+        MAMA__AVX512_FMA(6, u) MAMA__AVX512_FMA(7, u) MAMA__AVX512_FMA(8, u)     \
+        MAMA__AVX512_FMA(9, u) MAMA__AVX512_FMA(10, u) MAMA__AVX512_FMA(11, u)   \
+    }
+#define MAMA__AVX512_STORE(i) mama__gemm_avx512_store(c + (i) * ldc, c##i##a, c##i##b, beta);
+
+__attribute__((target("avx512f"))) static inline void
+mama__gemm_avx512_store(float *cr, __m512 x0, __m512 x1, float beta) {
+    if (beta == 0.0f) {
+        _mm512_storeu_ps(cr, x0);
+        _mm512_storeu_ps(cr + 16, x1);
+    } else if (beta == 1.0f) {
+        _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), x0));
+        _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), x1));
+    } else {
+        __m512 bv = _mm512_set1_ps(beta);
+        _mm512_storeu_ps(cr, _mm512_fmadd_ps(bv, _mm512_loadu_ps(cr), x0));
+        _mm512_storeu_ps(cr + 16, _mm512_fmadd_ps(bv, _mm512_loadu_ps(cr + 16), x1));
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+mama__gemm_kernel_avx512(long kc, const float *a, const float *b, float *c, long ldc, float beta) {
+    long k;
+    MAMA__AVX512_DECL(0) MAMA__AVX512_DECL(1) MAMA__AVX512_DECL(2)
+    MAMA__AVX512_DECL(3) MAMA__AVX512_DECL(4) MAMA__AVX512_DECL(5)
+    MAMA__AVX512_DECL(6) MAMA__AVX512_DECL(7) MAMA__AVX512_DECL(8)
+    MAMA__AVX512_DECL(9) MAMA__AVX512_DECL(10) MAMA__AVX512_DECL(11)
+    for (k = 0; k + 2 <= kc; k += 2) {
+        MAMA__AVX512_STEP(0) MAMA__AVX512_STEP(1)
+        a += 2 * 12;
+        b += 2 * 32;
+    }
+    for (; k < kc; k++) {
+        MAMA__AVX512_STEP(0)
+        a += 12;
+        b += 32;
+    }
+    MAMA__AVX512_STORE(0) MAMA__AVX512_STORE(1) MAMA__AVX512_STORE(2)
+    MAMA__AVX512_STORE(3) MAMA__AVX512_STORE(4) MAMA__AVX512_STORE(5)
+    MAMA__AVX512_STORE(6) MAMA__AVX512_STORE(7) MAMA__AVX512_STORE(8)
+    MAMA__AVX512_STORE(9) MAMA__AVX512_STORE(10) MAMA__AVX512_STORE(11)
+}
+#endif /* MAMA_X86_SIMD */
+
+/* The kernels and their block sizes.  Cache blocks: the A block mc x kc
+ * (x4 bytes) sits in L2, the B micro-panel kc x nr in L1, the B panel
+ * kc x nc in L3.  Tuned on AMD Zen 3 (32 KB L1d, 512 KB L2 per core). */
+enum { MAMA__GEMM_K_SCALAR = 0, MAMA__GEMM_K_AVX2 = 1, MAMA__GEMM_K_AVX512 = 2 };
+static mama__gemm_kinfo mama__gemm_kernels[3] = { /* not const: tuning harnesses adjust it */
+    {"scalar", mama__gemm_kernel_scalar, mama__gemm_pack_b, mama__gemm_pack_a, 4, 8, 128, 256, 1024},
+#ifdef MAMA_X86_SIMD
+    {"avx2", mama__gemm_kernel_avx2, mama__gemm_pack_b_avx2, mama__gemm_pack_a_avx2, 6, 16, 144, 256, 1024},
+    {"avx512", mama__gemm_kernel_avx512, mama__gemm_pack_b_avx2, mama__gemm_pack_a_avx2, 12, 32, 144, 256, 1024},
+#else
+    {"avx2", NULL, NULL, NULL, 0, 0, 0, 0, 0},
+    {"avx512", NULL, NULL, NULL, 0, 0, 0, 0, 0},
+#endif
+};
+
+/* -1: run-time dispatch; otherwise the kernel index forced by a test. */
+static int mama__gemm_forced = -1;
+
+static int mama__gemm_cpu_runs(int k) {
+    if (k == MAMA__GEMM_K_SCALAR) return 1;
+#ifdef MAMA_X86_SIMD
+    if (k == MAMA__GEMM_K_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (k == MAMA__GEMM_K_AVX512) return __builtin_cpu_supports("avx512f") ? 1 : 0;
+#endif
+    return 0;
+}
+
+static const mama__gemm_kinfo *mama__gemm_pick(void) {
+    if (mama__gemm_forced >= 0) return &mama__gemm_kernels[mama__gemm_forced];
+    if (mama__gemm_cpu_runs(MAMA__GEMM_K_AVX512)) return &mama__gemm_kernels[MAMA__GEMM_K_AVX512];
+    if (mama__gemm_cpu_runs(MAMA__GEMM_K_AVX2)) return &mama__gemm_kernels[MAMA__GEMM_K_AVX2];
+    return &mama__gemm_kernels[MAMA__GEMM_K_SCALAR];
+}
+
+MAMA_API const char *mama_gemm_kernel_name(void) {
+#ifdef MAMA_USE_CBLAS
+    return "cblas";
+#else
+    return mama__gemm_pick()->name;
+#endif
+}
+
+MAMA_API int mama_gemm_force_kernel(const char *name) {
+    int k;
+    if (!name || !name[0] || strcmp(name, "auto") == 0) {
+        mama__gemm_forced = -1;
+        return 1;
+    }
+    for (k = 0; k < 3; k++)
+        if (strcmp(name, mama__gemm_kernels[k].name) == 0 && mama__gemm_kernels[k].kern &&
+            mama__gemm_cpu_runs(k)) {
+            mama__gemm_forced = k;
+            return 1;
+        }
+    return 0;
+}
+
+/* ---- the macro-kernel: one packed A block times one packed B panel ---- */
+
+/* C[ic:ic+mc, jc:jc+nc] = beta*C + Ap * Bp.  Full tiles go straight to C;
+ * edge tiles are computed into tmp (beta 0) and merged.  With pack_b set
+ * (the first A block of a B panel), each B micro-panel op(B)[pc:pc+kc,
+ * jc+jr:jc+jr+nr] is packed just before its first use: it is then still in
+ * L1/L2 for the kernel, and the memory traffic of packing overlaps the
+ * arithmetic instead of preceding it (this matters when M is small and the
+ * panel would otherwise be written to L3 and read back once). */
+static void mama__gemm_macro(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int ic, int mc,
+                             int jc, int nc, int pc, int kc, const float *ap, float *bp,
+                             float beta, int pack_b) {
+    float tmp[MAMA__GEMM_MAXTILE];
+    int mr = ki->mr, nr = ki->nr, ir, jr, i, j;
+    for (jr = 0; jr < nc; jr += nr) {
+        int n = nc - jr < nr ? nc - jr : nr;
+        float *b = bp + (ptrdiff_t)jr * kc;
+        if (pack_b) ki->pack_b(g, pc, kc, jc + jr, n, nr, b);
+        for (ir = 0; ir < mc; ir += mr) {
+            int m = mc - ir < mr ? mc - ir : mr;
+            const float *a = ap + (ptrdiff_t)ir * kc;
+            float *c = g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr;
+            if (m == mr && n == nr) {
+                ki->kern(kc, a, b, c, (long)g->ldc, beta);
+                continue;
+            }
+            ki->kern(kc, a, b, tmp, nr, 0.0f);
+            for (i = 0; i < m; i++) {
+                float *cr = c + (ptrdiff_t)i * g->ldc;
+                const float *t = tmp + i * nr;
+                if (beta == 0.0f)
+                    for (j = 0; j < n; j++) cr[j] = t[j];
+                else
+                    for (j = 0; j < n; j++) cr[j] = beta * cr[j] + t[j];
+            }
+        }
+    }
+}
+
+/* Split `total` into `parts` nearly equal pieces, each a multiple of `unit`
+ * except the last; returns the piece size. */
+static int mama__gemm_even(int total, int cap, int unit) {
+    int parts = (total + cap - 1) / cap, size;
+    if (parts < 1) parts = 1;
+    size = (total + parts - 1) / parts;
+    size = (size + unit - 1) / unit * unit;
+    return size < cap ? size : cap;
+}
+
+/* The blocked algorithm on C[m0:m1, n0:n1] with the given buffers and block
+ * sizes (one thread). */
+static void mama__gemm_blocked(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int m0, int m1,
+                               int n0, int n1, float *abuf, float *bbuf, int MC, int KC,
+                               int NC) {
+    int jc, pc, ic;
+    /* even out the blocks so the last one is not a sliver */
+    int nc_blk = mama__gemm_even(n1 - n0, NC, ki->nr);
+    int kc_blk = mama__gemm_even(g->K, KC, 1);
+    int mc_blk = mama__gemm_even(m1 - m0, MC, ki->mr);
+    for (jc = n0; jc < n1; jc += nc_blk) {
+        int nc = n1 - jc < nc_blk ? n1 - jc : nc_blk;
+        for (pc = 0; pc < g->K; pc += kc_blk) {
+            int kc = g->K - pc < kc_blk ? g->K - pc : kc_blk;
+            float beta = pc == 0 ? g->beta : 1.0f;
+            for (ic = m0; ic < m1; ic += mc_blk) {
+                int mc = m1 - ic < mc_blk ? m1 - ic : mc_blk;
+                ki->pack_a(g, ic, mc, pc, kc, ki->mr, abuf);
+                mama__gemm_macro(ki, g, ic, mc, jc, nc, pc, kc, abuf, bbuf, beta, ic == m0);
+            }
+        }
+    }
+}
+
+/* Align a static buffer to 64 bytes (they are declared MAMA__GEMM_PAD
+ * floats larger). */
+static float *mama__gemm_align(float *p) {
+    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+/* Static per-slot packing buffers (zero-initialised: .bss, so untouched
+ * slots cost address space only). */
+static float mama__gemm_abuf[MAMA_GEMM_MAX_THREADS][MAMA__GEMM_ABUF + MAMA__GEMM_PAD];
+static float mama__gemm_bbuf[MAMA_GEMM_MAX_THREADS][MAMA__GEMM_BBUF + MAMA__GEMM_PAD];
+
+/* One thread's part of a GEMM on slot `slot`. */
+static void mama__gemm_slot(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int slot,
+                            int m0, int m1, int n0, int n1) {
+    mama__gemm_blocked(ki, g, m0, m1, n0, n1, mama__gemm_align(mama__gemm_abuf[slot]),
+                       mama__gemm_align(mama__gemm_bbuf[slot]), ki->mc, ki->kc, ki->nc);
+}
+
+/* The fallback when the slots are busy: one thread, buffers on the stack
+ * (~36 KB), A packed one mr-row sliver at a time. */
+static void mama__gemm_stack(const mama__gemm_kinfo *ki, const mama__gemm_args *g) {
+    float abuf[12 * MAMA__GEMM_KC_S + MAMA__GEMM_PAD];
+    float bbuf[MAMA__GEMM_KC_S * MAMA__GEMM_NC_S + MAMA__GEMM_PAD];
+    mama__gemm_blocked(ki, g, 0, g->M, 0, g->N, mama__gemm_align(abuf), mama__gemm_align(bbuf),
+                       ki->mr, MAMA__GEMM_KC_S, MAMA__GEMM_NC_S);
+}
+
+/* The slot lock: a spin-free try-lock (GCC/clang atomics).  Other
+ * compilers always take the stack path. */
+static int mama__gemm_lock_word = 0;
+static int mama__gemm_trylock(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_exchange_n(&mama__gemm_lock_word, 1, __ATOMIC_ACQUIRE) == 0;
+#else
+    return 0;
+#endif
+}
+static void mama__gemm_unlock(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(&mama__gemm_lock_word, 0, __ATOMIC_RELEASE);
+#endif
+}
+
+/* ---- small and degenerate cases ---- */
+
+/* C = beta * C (K == 0 or alpha == 0); beta == 0 writes zeros. */
+static void mama__gemm_scale_c(const mama__gemm_args *g) {
+    int i, j;
+    if (g->beta == 1.0f) return;
+    for (i = 0; i < g->M; i++) {
+        float *c = g->C + (ptrdiff_t)i * g->ldc;
+        if (g->beta == 0.0f)
+            for (j = 0; j < g->N; j++) c[j] = 0.0f;
+        else
+            for (j = 0; j < g->N; j++) c[j] *= g->beta;
+    }
+}
+
+/* Tiny products: plain loops, no packing.  Row i of C is built 64 columns
+ * at a time in a local accumulator. */
+static void mama__gemm_tiny(const mama__gemm_args *g) {
+    float acc[64];
+    int i, j0, j, k;
+    for (i = 0; i < g->M; i++) {
+        float *c = g->C + (ptrdiff_t)i * g->ldc;
+        for (j0 = 0; j0 < g->N; j0 += 64) {
+            int nb = g->N - j0 < 64 ? g->N - j0 : 64;
+            for (j = 0; j < nb; j++) acc[j] = 0.0f;
+            if (!g->tb) {
+                for (k = 0; k < g->K; k++) {
+                    float a = g->ta ? g->A[(ptrdiff_t)k * g->lda + i] : g->A[(ptrdiff_t)i * g->lda + k];
+                    const float *b = g->B + (ptrdiff_t)k * g->ldb + j0;
+                    for (j = 0; j < nb; j++) acc[j] += a * b[j];
+                }
+            } else {
+                for (j = 0; j < nb; j++) {
+                    const float *b = g->B + (ptrdiff_t)(j0 + j) * g->ldb;
+                    float s = 0.0f;
+                    if (g->ta)
+                        for (k = 0; k < g->K; k++) s += g->A[(ptrdiff_t)k * g->lda + i] * b[k];
+                    else
+                        for (k = 0; k < g->K; k++) s += g->A[(ptrdiff_t)i * g->lda + k] * b[k];
+                    acc[j] = s;
+                }
+            }
+            for (j = 0; j < nb; j++)
+                c[j0 + j] = g->beta == 0.0f ? g->alpha * acc[j] : g->alpha * acc[j] + g->beta * c[j0 + j];
+        }
+    }
+}
+
+/* ---- threading ---- */
+
+/* How many threads a product of this size deserves: about 256k
+ * multiply-adds (a few microseconds) per thread at least. */
+static int mama__gemm_threads_for(const mama__gemm_args *g) {
+    double work = (double)g->M * g->N * g->K;
+    int nt = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) nt = omp_get_max_threads();
+#endif
+    if (nt > MAMA_GEMM_MAX_THREADS) nt = MAMA_GEMM_MAX_THREADS;
+    if (work / 262144.0 < nt) nt = (int)(work / 262144.0);
+    return nt < 1 ? 1 : nt;
+}
+
+#ifdef _OPENMP
+/* Choose the tm x tn grid of C rectangles for nt threads: the smallest
+ * largest-rectangle work, counting packing at ~16 multiply-adds per
+ * element moved (A is packed once per NC columns, B once per thread). */
+static void mama__gemm_grid(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int nt, int *tm,
+                            int *tn) {
+    int mt = (g->M + ki->mr - 1) / ki->mr, nt_ = (g->N + ki->nr - 1) / ki->nr, d;
+    double best = -1;
+    *tm = 1;
+    *tn = nt;
+    for (d = 1; d <= nt; d++) {
+        double ms, ns, cost;
+        if (nt % d) continue;
+        ms = (double)((mt + d - 1) / d) * ki->mr;
+        ns = (double)((nt_ + nt / d - 1) / (nt / d)) * ki->nr;
+        cost = ms * ns * g->K + 16.0 * g->K * (ms * ceil(ns / ki->nc) + ns);
+        if (best < 0 || cost < best) {
+            best = cost;
+            *tm = d;
+            *tn = nt / d;
+        }
+    }
+}
+
+/* Thread `tid` of a tm x tn grid: its rectangle of C (may be empty). */
+static void mama__gemm_part(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int tid, int tm,
+                            int tn) {
+    int mt = (g->M + ki->mr - 1) / ki->mr, nt_ = (g->N + ki->nr - 1) / ki->nr;
+    int im = tid / tn, in = tid % tn;
+    int m0 = (int)((long long)mt * im / tm) * ki->mr, m1 = (int)((long long)mt * (im + 1) / tm) * ki->mr;
+    int n0 = (int)((long long)nt_ * in / tn) * ki->nr, n1 = (int)((long long)nt_ * (in + 1) / tn) * ki->nr;
+    if (m1 > g->M) m1 = g->M;
+    if (n1 > g->N) n1 = g->N;
+    if (m0 < m1 && n0 < n1) mama__gemm_slot(ki, g, tid, m0, m1, n0, n1);
+}
+#endif
+
+/* A GEMM on the slots (lock held) with up to nt threads. */
+static void mama__gemm_locked(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int nt) {
+    if (nt <= 1) {
+        mama__gemm_slot(ki, g, 0, 0, g->M, 0, g->N);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        int team = omp_get_num_threads(), tm, tn;
+        if (team > MAMA_GEMM_MAX_THREADS) team = MAMA_GEMM_MAX_THREADS;
+        mama__gemm_grid(ki, g, team, &tm, &tn);
+        if (omp_get_thread_num() < team) mama__gemm_part(ki, g, omp_get_thread_num(), tm, tn);
+    }
+#else
+    mama__gemm_slot(ki, g, 0, 0, g->M, 0, g->N);
+#endif
+}
+
+/* Returns 1 when the product is degenerate or tiny and has been done. */
+static int mama__gemm_easy(const mama__gemm_args *g) {
+    if (g->M <= 0 || g->N <= 0) return 1;
+    if (g->K <= 0 || g->alpha == 0.0f) {
+        mama__gemm_scale_c(g);
+        return 1;
+    }
+    if ((double)g->M * g->N * g->K < 32768.0) {
+        mama__gemm_tiny(g);
+        return 1;
+    }
+    return 0;
+}
+
+static void mama__gemm_fill(mama__gemm_args *g, int trans_a, int trans_b, int M, int N, int K,
+                            float alpha, const float *A, int lda, const float *B, int ldb,
+                            float beta, float *C, int ldc) {
+    g->ta = trans_a != 0;
+    g->tb = trans_b != 0;
+    g->M = M;
+    g->N = N;
+    g->K = K;
+    g->alpha = alpha;
+    g->beta = beta;
+    g->A = A;
+    g->B = B;
+    g->C = C;
+    g->lda = lda;
+    g->ldb = ldb;
+    g->ldc = ldc;
+}
+
+MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                         int ldc) {
+    mama__gemm_args g;
+    const mama__gemm_kinfo *ki;
+    mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (mama__gemm_easy(&g)) return;
+#ifdef MAMA_USE_CBLAS
+    cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans,
+                M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+#endif
+    ki = mama__gemm_pick();
+    if (mama__gemm_trylock()) {
+        mama__gemm_locked(ki, &g, mama__gemm_threads_for(&g));
+        mama__gemm_unlock();
+    } else {
+        mama__gemm_stack(ki, &g);
+    }
+}
+
+MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                 const float *A, int lda, long long sa, const float *B, int ldb,
+                                 long long sb, float beta, float *C, int ldc, long long sc,
+                                 int batch) {
+    const mama__gemm_kinfo *ki;
+    mama__gemm_args g;
+    int b, nt, nt_batch;
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    ki = mama__gemm_pick();
+    nt = mama__gemm_threads_for(&g); /* threads one matrix deserves */
+    /* threads the whole batch deserves */
+    g.M = (int)(M * (long long)batch > INT_MAX ? INT_MAX : M * (long long)batch);
+    nt_batch = mama__gemm_threads_for(&g);
+    g.M = M;
+#ifdef MAMA_USE_CBLAS
+    nt = nt_batch = 1;
+#endif
+#ifdef _OPENMP
+    if (nt_batch > 1 && nt < nt_batch && batch >= 2 && mama__gemm_trylock()) {
+        /* Small matrices: one matrix per thread, each on its own slot. */
+        if (nt_batch > batch) nt_batch = batch;
+#pragma omp parallel num_threads(nt_batch)
+        {
+            int tid = omp_get_thread_num(), team = omp_get_num_threads(), i;
+            if (team > MAMA_GEMM_MAX_THREADS) team = MAMA_GEMM_MAX_THREADS;
+            if (tid < team)
+                for (i = tid; i < batch; i += team) {
+                    mama__gemm_args gi = g;
+                    gi.A = A + i * sa;
+                    gi.B = B + i * sb;
+                    gi.C = C + i * sc;
+                    if (!mama__gemm_easy(&gi)) mama__gemm_slot(ki, &gi, tid, 0, M, 0, N);
+                }
+        }
+        mama__gemm_unlock();
+        return;
+    }
+#else
+    (void)ki;
+    (void)nt;
+    (void)nt_batch;
+#endif
+    for (b = 0; b < batch; b++)
+        mama_sgemm(trans_a, trans_b, M, N, K, alpha, A + b * sa, lda, B + b * sb, ldb, beta,
+                   C + b * sc, ldc);
+}
+
+/* Backend-table adapters (section 1.5 signatures). */
+static MAMA__GEMM_UNUSED void mama__cpu_gemm(mama_backend *be, int trans_a, int trans_b, int M,
+                                             int N, int K, float alpha, const float *A, int lda,
+                                             const float *B, int ldb, float beta, float *C,
+                                             int ldc) {
+    (void)be;
+    mama_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+static MAMA__GEMM_UNUSED void mama__cpu_gemm_batched(mama_backend *be, int trans_a, int trans_b,
+                                                     int M, int N, int K, float alpha,
+                                                     const float *A, int lda, long long sa,
+                                                     const float *B, int ldb, long long sb,
+                                                     float beta, float *C, int ldc, long long sc,
+                                                     int batch) {
+    (void)be;
+    mama_sgemm_batched(trans_a, trans_b, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc,
+                       batch);
+}
+
+/* ---------------------------------------------------------------------------
+ * 3.3 CPU kernels: elementwise, normalisation, attention, pooling, losses
+ * 3.4 optimisers and schedules
+ *
+ * Every function here is `mama__cpu_<member>` for one member of struct
+ * mama_backend (same parameters), so the CPU table is a list of names.
+ * Conventions (see section 1.5): row-major float32; every *_backward
+ * ACCUMULATES (+=) into the gradients it writes.
+ *
+ * Threads: OpenMP on the loops that are large enough to pay for a parallel
+ * region (the `if` clauses); the pragmas vanish without -fopenmp.  Loops
+ * that reduce over rows into a per-column result (bias, LayerNorm weight,
+ * BatchNorm statistics, embedding scatter-add) are split over chunks of
+ * columns instead of rows, so no two threads ever write the same float and
+ * no per-call scratch memory is needed.
+ * ------------------------------------------------------------------------- */
+
+#ifdef _OPENMP
+#define MAMA__OPS_PRAGMA(x) _Pragma(#x)
+#else
+#define MAMA__OPS_PRAGMA(x)
+#endif
+/* parallel loop over independent iterations when `cond` says it is worth it */
+#define MAMA__OPS_PAR_FOR(cond) MAMA__OPS_PRAGMA(omp parallel for schedule(static) if(cond))
+#define MAMA__OPS_PAR_FOR_DYN(cond) MAMA__OPS_PRAGMA(omp parallel for schedule(dynamic, 1) if(cond))
+/* ask for vectorisation of a short inner loop (-O2 alone often declines) */
+#define MAMA__OPS_SIMD MAMA__OPS_PRAGMA(omp simd)
+#define MAMA__OPS_SIMD_SUM(v) MAMA__OPS_PRAGMA(omp simd reduction(+:v))
+
+#define MAMA__OPS_MIN_PAR 32768 /* elements below which threads cost more than they save */
+#define MAMA__OPS_CCH 64        /* columns per chunk in column-split reductions */
+
+static int mama__ops_min_i(int a, int b) { return a < b ? a : b; }
+
+/* ===== elementwise ===================================================== */
+
+static void mama__cpu_bias_add_forward(mama_backend *be, float *y, const float *b, int rows, int cols) {
+    int r;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (r = 0; r < rows; r++) {
+        float *yr = y + (size_t)r * cols;
+        int c;
+        MAMA__OPS_SIMD
+        for (c = 0; c < cols; c++) yr[c] += b[c];
+    }
+}
+
+/* db[c] += sum_r dy[r, c]: each thread owns a chunk of columns and walks
+ * all rows, summing into a small stack array. */
+static void mama__cpu_bias_add_backward(mama_backend *be, float *db, const float *dy, int rows, int cols) {
+    int nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH, ch;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (ch = 0; ch < nch; ch++) {
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), r, c;
+        float acc[MAMA__OPS_CCH];
+        for (c = 0; c < nc; c++) acc[c] = 0.0f;
+        for (r = 0; r < rows; r++) {
+            const float *d = dy + (size_t)r * cols + c0;
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) acc[c] += d[c];
+        }
+        for (c = 0; c < nc; c++) db[c0 + c] += acc[c];
+    }
+}
+
+static void mama__cpu_add(mama_backend *be, float *y, const float *a, const float *b, size_t n) {
+    long long i, nn = (long long)n;
+    (void)be;
+    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < nn; i++) y[i] = a[i] + b[i];
+}
+
+static void mama__cpu_accumulate(mama_backend *be, float *y, const float *x, float alpha, size_t n) {
+    long long i, nn = (long long)n;
+    (void)be;
+    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < nn; i++) y[i] += alpha * x[i];
+}
+
+static void mama__cpu_scale(mama_backend *be, float *y, float s, size_t n) {
+    long long i, nn = (long long)n;
+    (void)be;
+    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < nn; i++) y[i] *= s;
+}
+
+/* GELU.  Exact: y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)),
+ *   dy/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2/2) / sqrt(2 pi).
+ * Tanh form (GPT-2): u = sqrt(2/pi) (x + 0.044715 x^3), y = 0.5 x (1 + tanh u),
+ *   dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715 x^2). */
+#define MAMA__SQRT1_2 0.70710678118654752440f
+#define MAMA__SQRT_2_OVER_PI 0.79788456080286535588f
+#define MAMA__INV_SQRT_2PI 0.39894228040143267794f
+#define MAMA__GELU_C 0.044715f
+
+static int mama__ops_have_avx2(void);
+
+/* GELU on 8 lanes at a time.  tanh(u) = 1 - 2 / (exp(2u) + 1) and the erf
+ * of Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7) reduce both forms to one
+ * exp, computed by range reduction x = n ln2 + r and a degree-6 polynomial
+ * (Cephes' expf coefficients), with 2^n built in the exponent bits.  libm's
+ * tanhf/erff are scalar calls and dominated the text tower's time. */
+#if defined(MAMA_X86_SIMD)
+__attribute__((target("avx2,fma"))) static __m256 mama__exp256(__m256 x) {
+    __m256 n, r, p;
+    __m256i e;
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+/* tanh(k (x + c x^3)) for the tanh form */
+__attribute__((target("avx2,fma"))) static __m256 mama__gelu_tanh256(__m256 v) {
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(MAMA__SQRT_2_OVER_PI),
+                             _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(MAMA__GELU_C), _mm256_mul_ps(v, v)), v, v));
+    __m256 e = mama__exp256(_mm256_add_ps(u, u)), one = _mm256_set1_ps(1.0f);
+    return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+}
+/* Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x), from A&S 7.1.26 */
+__attribute__((target("avx2,fma"))) static void mama__gelu_cdf256(__m256 v, __m256 *cdf, __m256 *pdf) {
+    __m256 z = _mm256_mul_ps(_mm256_set1_ps(MAMA__SQRT1_2), v);
+    __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z), one = _mm256_set1_ps(1.0f);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, one));
+    __m256 ez = mama__exp256(_mm256_mul_ps(_mm256_set1_ps(-1.0f), _mm256_mul_ps(z, z)));
+    __m256 poly = _mm256_set1_ps(1.061405429f), erf_abs, erf;
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+    poly = _mm256_mul_ps(poly, t);
+    erf_abs = _mm256_fnmadd_ps(poly, ez, one);
+    erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, _mm256_set1_ps(-0.0f))); /* sign of z */
+    *cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(one, erf));
+    *pdf = _mm256_mul_ps(_mm256_set1_ps(MAMA__INV_SQRT_2PI), ez); /* exp(-x^2/2) = exp(-z^2) */
+}
+/* n/8 vectors, serially; callers split the work across threads (an OpenMP
+ * region inside a target("avx2") function is outlined without the target,
+ * which clang rejects for vector arguments) */
+__attribute__((target("avx2,fma"))) static void mama__gelu_forward_avx2(float *y, const float *x, long long n, int tanh_approx) {
+    long long i;
+    for (i = 0; i < n / 8; i++) {
+        __m256 v = _mm256_loadu_ps(x + 8 * i), half_v = _mm256_mul_ps(_mm256_set1_ps(0.5f), v), g;
+        if (tanh_approx) {
+            g = _mm256_fmadd_ps(half_v, mama__gelu_tanh256(v), half_v);
+        } else {
+            __m256 cdf, pdf;
+            mama__gelu_cdf256(v, &cdf, &pdf);
+            g = _mm256_mul_ps(v, cdf);
+        }
+        _mm256_storeu_ps(y + 8 * i, g);
+    }
+}
+__attribute__((target("avx2,fma"))) static void mama__gelu_backward_avx2(float *dx, const float *dy, const float *x,
+                                                                         long long n, int tanh_approx) {
+    long long i;
+    for (i = 0; i < n / 8; i++) {
+        __m256 v = _mm256_loadu_ps(x + 8 * i), d, one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+        if (tanh_approx) {
+            __m256 t = mama__gelu_tanh256(v), v2 = _mm256_mul_ps(v, v);
+            __m256 du = _mm256_mul_ps(_mm256_set1_ps(MAMA__SQRT_2_OVER_PI),
+                                      _mm256_fmadd_ps(_mm256_set1_ps(3.0f * MAMA__GELU_C), v2, one));
+            /* 0.5 (1 + t) + 0.5 v (1 - t^2) du */
+            d = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_fnmadd_ps(t, t, one)), du,
+                                _mm256_mul_ps(half, _mm256_add_ps(one, t)));
+        } else {
+            __m256 cdf, pdf;
+            mama__gelu_cdf256(v, &cdf, &pdf);
+            d = _mm256_fmadd_ps(v, pdf, cdf);
+        }
+        _mm256_storeu_ps(dx + 8 * i, _mm256_fmadd_ps(_mm256_loadu_ps(dy + 8 * i), d, _mm256_loadu_ps(dx + 8 * i)));
+    }
+}
+#endif
+
+static void mama__cpu_gelu_forward(mama_backend *be, float *y, const float *x, size_t n, int tanh_approx) {
+    long long i, nn = (long long)n, start = 0;
+    (void)be;
+#if defined(MAMA_X86_SIMD)
+    if (mama__ops_have_avx2()) {
+        long long c, chunks = (nn / 8 * 8 + 4095) / 4096;
+        MAMA__OPS_PAR_FOR(nn > 4 * 4096)
+        for (c = 0; c < chunks; c++) {
+            long long lo = c * 4096, len = nn / 8 * 8 - lo < 4096 ? nn / 8 * 8 - lo : 4096;
+            mama__gelu_forward_avx2(y + lo, x + lo, len, tanh_approx);
+        }
+        start = nn / 8 * 8;
+    }
+#endif
+    if (tanh_approx) {
+        MAMA__OPS_PAR_FOR(nn - start > 4096)
+        for (i = start; i < nn; i++) {
+            float v = x[i], u = MAMA__SQRT_2_OVER_PI * (v + MAMA__GELU_C * v * v * v);
+            y[i] = 0.5f * v * (1.0f + tanhf(u));
+        }
+    } else {
+        MAMA__OPS_PAR_FOR(nn - start > 4096)
+        for (i = start; i < nn; i++) {
+            float v = x[i];
+            y[i] = 0.5f * v * (1.0f + erff(v * MAMA__SQRT1_2));
+        }
+    }
+}
+
+static void mama__cpu_gelu_backward(mama_backend *be, float *dx, const float *dy, const float *x, size_t n,
+                                    int tanh_approx) {
+    long long i, nn = (long long)n, start = 0;
+    (void)be;
+#if defined(MAMA_X86_SIMD)
+    if (mama__ops_have_avx2()) {
+        long long c, chunks = (nn / 8 * 8 + 4095) / 4096;
+        MAMA__OPS_PAR_FOR(nn > 4 * 4096)
+        for (c = 0; c < chunks; c++) {
+            long long lo = c * 4096, len = nn / 8 * 8 - lo < 4096 ? nn / 8 * 8 - lo : 4096;
+            mama__gelu_backward_avx2(dx + lo, dy + lo, x + lo, len, tanh_approx);
+        }
+        start = nn / 8 * 8;
+    }
+#endif
+    if (tanh_approx) {
+        MAMA__OPS_PAR_FOR(nn - start > 4096)
+        for (i = start; i < nn; i++) {
+            float v = x[i], v2 = v * v;
+            float t = tanhf(MAMA__SQRT_2_OVER_PI * (v + MAMA__GELU_C * v2 * v));
+            float du = MAMA__SQRT_2_OVER_PI * (1.0f + 3.0f * MAMA__GELU_C * v2);
+            dx[i] += dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+        }
+    } else {
+        MAMA__OPS_PAR_FOR(nn - start > 4096)
+        for (i = start; i < nn; i++) {
+            float v = x[i];
+            float cdf = 0.5f * (1.0f + erff(v * MAMA__SQRT1_2));
+            float pdf = MAMA__INV_SQRT_2PI * expf(-0.5f * v * v);
+            dx[i] += dy[i] * (cdf + v * pdf);
+        }
+    }
+}
+
+static void mama__cpu_relu_forward(mama_backend *be, float *y, const float *x, size_t n) {
+    long long i, nn = (long long)n;
+    (void)be;
+    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < nn; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* the output decides: y > 0 exactly where x > 0, so x need not be kept */
+static void mama__cpu_relu_backward(mama_backend *be, float *dx, const float *dy, const float *y, size_t n) {
+    long long i, nn = (long long)n;
+    (void)be;
+    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < nn; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* Inverted dropout: keep element i iff hash(seed, i) >= p and scale the
+ * kept ones by 1/(1-p), so the expectation is unchanged and evaluation
+ * needs no rescaling.  p <= 0 is an exact copy, p >= 1 drops everything. */
+static void mama__cpu_dropout_forward(mama_backend *be, float *y, const float *x, size_t n, float p, uint64_t seed) {
+    long long i, nn = (long long)n;
+    (void)be;
+    if (p <= 0.0f) {
+        if (y != x) memmove(y, x, n * sizeof(float));
+        return;
+    }
+    if (p >= 1.0f) {
+        memset(y, 0, n * sizeof(float));
+        return;
+    }
+    {
+        float s = 1.0f / (1.0f - p);
+        MAMA__OPS_PAR_FOR(nn > 4096)
+        for (i = 0; i < nn; i++) y[i] = mama_hash_uniform(seed, (uint64_t)i) >= p ? x[i] * s : 0.0f;
+    }
+}
+
+static void mama__cpu_dropout_backward(mama_backend *be, float *dx, const float *dy, size_t n, float p,
+                                       uint64_t seed) {
+    long long i, nn = (long long)n;
+    (void)be;
+    if (p >= 1.0f) return;
+    if (p <= 0.0f) {
+        MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+        for (i = 0; i < nn; i++) dx[i] += dy[i];
+        return;
+    }
+    {
+        float s = 1.0f / (1.0f - p);
+        MAMA__OPS_PAR_FOR(nn > 4096)
+        for (i = 0; i < nn; i++)
+            if (mama_hash_uniform(seed, (uint64_t)i) >= p) dx[i] += dy[i] * s;
+    }
+}
+
+static void mama__cpu_layerscale_forward(mama_backend *be, float *y, const float *x, const float *gamma, int rows,
+                                         int cols) {
+    int r;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        float *yr = y + (size_t)r * cols;
+        int c;
+        MAMA__OPS_SIMD
+        for (c = 0; c < cols; c++) yr[c] = xr[c] * gamma[c];
+    }
+}
+
+/* dx += dy * gamma;  dgamma[c] += sum_r dy[r,c] x[r,c] (column chunks). */
+static void mama__cpu_layerscale_backward(mama_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
+                                          const float *gamma, int rows, int cols) {
+    int r, ch, nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH;
+    (void)be;
+    if (dx) {
+        MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+        for (r = 0; r < rows; r++) {
+            const float *d = dy + (size_t)r * cols;
+            float *o = dx + (size_t)r * cols;
+            int c;
+            MAMA__OPS_SIMD
+            for (c = 0; c < cols; c++) o[c] += d[c] * gamma[c];
+        }
+    }
+    if (!dgamma) return;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (ch = 0; ch < nch; ch++) {
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c;
+        float acc[MAMA__OPS_CCH];
+        for (c = 0; c < nc; c++) acc[c] = 0.0f;
+        for (rr = 0; rr < rows; rr++) {
+            const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) acc[c] += d[c] * xr[c];
+        }
+        for (c = 0; c < nc; c++) dgamma[c0 + c] += acc[c];
+    }
+}
+
+/* ===== normalisation =================================================== */
+
+/* LayerNorm over each row: xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps)
+ * with the biased variance (PyTorch), y = xhat * w + b.  Two passes (mean,
+ * then squared deviations) avoid the cancellation of E[x^2] - E[x]^2.
+ * w, b may be NULL (no affine); mean, rstd may be NULL (not saved). */
+static void mama__cpu_layernorm_forward(mama_backend *be, float *y, float *mean, float *rstd, const float *x,
+                                        const float *w, const float *b, int rows, int cols, float eps) {
+    int r;
+    (void)be;
+    if (cols <= 0) return;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > 8192)
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        float *yr = y + (size_t)r * cols;
+        float m = 0.0f, v = 0.0f, rs;
+        int c;
+        MAMA__OPS_SIMD_SUM(m)
+        for (c = 0; c < cols; c++) m += xr[c];
+        m /= (float)cols;
+        MAMA__OPS_SIMD_SUM(v)
+        for (c = 0; c < cols; c++) {
+            float d = xr[c] - m;
+            v += d * d;
+        }
+        v /= (float)cols;
+        rs = 1.0f / sqrtf(v + eps);
+        if (w && b) {
+            MAMA__OPS_SIMD
+            for (c = 0; c < cols; c++) yr[c] = (xr[c] - m) * rs * w[c] + b[c];
+        } else {
+            for (c = 0; c < cols; c++) {
+                float n = (xr[c] - m) * rs;
+                yr[c] = n * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f);
+            }
+        }
+        if (mean) mean[r] = m;
+        if (rstd) rstd[r] = rs;
+    }
+}
+
+/* LayerNorm backward.  With g = dy * w (gradient at xhat):
+ *   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+ *   dw += sum_rows dy * xhat,  db += sum_rows dy.
+ * Pass 1 (rows in parallel) writes dx; pass 2 (column chunks in parallel)
+ * the parameter sums, re-deriving xhat from the saved mean and rstd. */
+static void mama__cpu_layernorm_backward(mama_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                         const float *x, const float *w, const float *mean, const float *rstd,
+                                         int rows, int cols) {
+    int r, ch, nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH;
+    (void)be;
+    if (cols <= 0) return;
+    if (dx) {
+        MAMA__OPS_PAR_FOR((long long)rows * cols > 8192)
+        for (r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * cols, *d = dy + (size_t)r * cols;
+            float *o = dx + (size_t)r * cols;
+            float m = mean[r], rs = rstd[r], gm = 0.0f, gxm = 0.0f;
+            int c;
+            if (w) {
+                MAMA__OPS_SIMD_SUM(gm)
+                for (c = 0; c < cols; c++) gm += d[c] * w[c];
+                MAMA__OPS_SIMD_SUM(gxm)
+                for (c = 0; c < cols; c++) gxm += d[c] * w[c] * (xr[c] - m) * rs;
+                gm /= (float)cols;
+                gxm /= (float)cols;
+                MAMA__OPS_SIMD
+                for (c = 0; c < cols; c++) o[c] += rs * (d[c] * w[c] - gm - (xr[c] - m) * rs * gxm);
+            } else {
+                MAMA__OPS_SIMD_SUM(gm)
+                for (c = 0; c < cols; c++) gm += d[c];
+                MAMA__OPS_SIMD_SUM(gxm)
+                for (c = 0; c < cols; c++) gxm += d[c] * (xr[c] - m) * rs;
+                gm /= (float)cols;
+                gxm /= (float)cols;
+                MAMA__OPS_SIMD
+                for (c = 0; c < cols; c++) o[c] += rs * (d[c] - gm - (xr[c] - m) * rs * gxm);
+            }
+        }
+    }
+    if (!dw && !db) return;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (ch = 0; ch < nch; ch++) {
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c;
+        float aw[MAMA__OPS_CCH], ab[MAMA__OPS_CCH];
+        for (c = 0; c < nc; c++) aw[c] = ab[c] = 0.0f;
+        for (rr = 0; rr < rows; rr++) {
+            const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
+            float m = mean[rr], rs = rstd[rr];
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) {
+                aw[c] += d[c] * (xr[c] - m) * rs;
+                ab[c] += d[c];
+            }
+        }
+        for (c = 0; c < nc; c++) {
+            if (dw) dw[c0 + c] += aw[c];
+            if (db) db[c0 + c] += ab[c];
+        }
+    }
+}
+
+/* BatchNorm over the rows of each column (channel), PyTorch semantics.
+ *   train: mean, biased var of the batch normalise; the running statistics
+ *          move by `momentum` towards the batch mean and the UNBIASED
+ *          variance (var * n/(n-1); with one row the biased one, 0):
+ *          running = (1 - momentum) * running + momentum * batch.
+ *          running_mean/var may be NULL (no tracking).
+ *   eval:  the running statistics normalise (batch statistics if they are
+ *          NULL); nothing is updated.
+ * Saved for the backward: mean[c] and rstd[c] = 1/sqrt(var + eps).  In eval
+ * mode rstd is stored NEGATED: the sign tells batchnorm_backward (whose
+ * signature has no train flag) that the statistics were constants, so it
+ * back-propagates dx = dy * w * |rstd| only.  Statistics are accumulated in
+ * double (a channel may span ~50k rows). */
+static void mama__cpu_batchnorm_forward(mama_backend *be, float *y, float *mean, float *rstd, float *running_mean,
+                                        float *running_var, const float *x, const float *w, const float *b, int rows,
+                                        int cols, float eps, float momentum, int train) {
+    int ch, nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH;
+    int use_batch = train || !running_mean || !running_var;
+    (void)be;
+    if (rows <= 0 || cols <= 0) return;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (ch = 0; ch < nch; ch++) {
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), r, c;
+        float mu[MAMA__OPS_CCH], rs[MAMA__OPS_CCH], sc[MAMA__OPS_CCH], sh[MAMA__OPS_CCH];
+        if (use_batch) {
+            double s[MAMA__OPS_CCH], q[MAMA__OPS_CCH];
+            for (c = 0; c < nc; c++) s[c] = q[c] = 0.0;
+            for (r = 0; r < rows; r++) {
+                const float *xr = x + (size_t)r * cols + c0;
+                for (c = 0; c < nc; c++) s[c] += xr[c];
+            }
+            for (c = 0; c < nc; c++) s[c] /= rows; /* s is now the mean */
+            for (r = 0; r < rows; r++) {
+                const float *xr = x + (size_t)r * cols + c0;
+                for (c = 0; c < nc; c++) {
+                    double d = xr[c] - s[c];
+                    q[c] += d * d;
+                }
+            }
+            for (c = 0; c < nc; c++) {
+                double var = q[c] / rows;
+                mu[c] = (float)s[c];
+                rs[c] = (float)(1.0 / sqrt(var + eps));
+                if (train && running_mean && running_var) {
+                    double unb = rows > 1 ? q[c] / (rows - 1) : var;
+                    running_mean[c0 + c] = (float)((1.0 - momentum) * running_mean[c0 + c] + momentum * s[c]);
+                    running_var[c0 + c] = (float)((1.0 - momentum) * running_var[c0 + c] + momentum * unb);
+                }
+            }
+        } else {
+            for (c = 0; c < nc; c++) {
+                mu[c] = running_mean[c0 + c];
+                rs[c] = (float)(1.0 / sqrt((double)running_var[c0 + c] + eps));
+            }
+        }
+        /* y = (x - mu) * rs * w + b = x * sc + sh */
+        for (c = 0; c < nc; c++) {
+            float wc = w ? w[c0 + c] : 1.0f, bc = b ? b[c0 + c] : 0.0f;
+            sc[c] = rs[c] * wc;
+            sh[c] = bc - mu[c] * sc[c];
+            if (mean) mean[c0 + c] = mu[c];
+            if (rstd) rstd[c0 + c] = train ? rs[c] : -rs[c];
+        }
+        for (r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * cols + c0;
+            float *yr = y + (size_t)r * cols + c0;
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) yr[c] = xr[c] * sc[c] + sh[c];
+        }
+    }
+}
+
+/* BatchNorm backward.  Train (rstd > 0), with xhat = (x - mean) rstd:
+ *   dx = w rstd (dy - mean_rows(dy) - xhat mean_rows(dy xhat))
+ * (the full gradient through the batch mean and variance).  Eval (rstd
+ * stored negated, see the forward): the statistics are constants,
+ *   dx = dy w |rstd|.
+ * Both: dw += sum_rows dy xhat, db += sum_rows dy.  dx, dw, db may be NULL. */
+static void mama__cpu_batchnorm_backward(mama_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                         const float *x, const float *w, const float *mean, const float *rstd,
+                                         int rows, int cols) {
+    int ch, nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH;
+    (void)be;
+    if (rows <= 0 || cols <= 0) return;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (ch = 0; ch < nch; ch++) {
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), r, c;
+        double sd[MAMA__OPS_CCH], sdx[MAMA__OPS_CCH];
+        float mu[MAMA__OPS_CCH], rs[MAMA__OPS_CCH], k1[MAMA__OPS_CCH], k2[MAMA__OPS_CCH], wr[MAMA__OPS_CCH];
+        int ev[MAMA__OPS_CCH];
+        for (c = 0; c < nc; c++) {
+            sd[c] = sdx[c] = 0.0;
+            mu[c] = mean[c0 + c];
+            ev[c] = rstd[c0 + c] < 0.0f;
+            rs[c] = ev[c] ? -rstd[c0 + c] : rstd[c0 + c];
+        }
+        for (r = 0; r < rows; r++) {
+            const float *d = dy + (size_t)r * cols + c0, *xr = x + (size_t)r * cols + c0;
+            for (c = 0; c < nc; c++) {
+                sd[c] += d[c];
+                sdx[c] += (double)d[c] * ((xr[c] - mu[c]) * rs[c]);
+            }
+        }
+        for (c = 0; c < nc; c++) {
+            if (dw) dw[c0 + c] += (float)sdx[c];
+            if (db) db[c0 + c] += (float)sd[c];
+            wr[c] = (w ? w[c0 + c] : 1.0f) * rs[c];
+            /* dx = wr * (dy - k1 - xhat * k2); eval: k1 = k2 = 0 */
+            k1[c] = ev[c] ? 0.0f : (float)(sd[c] / rows);
+            k2[c] = ev[c] ? 0.0f : (float)(sdx[c] / rows);
+        }
+        if (!dx) continue;
+        for (r = 0; r < rows; r++) {
+            const float *d = dy + (size_t)r * cols + c0, *xr = x + (size_t)r * cols + c0;
+            float *o = dx + (size_t)r * cols + c0;
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) o[c] += wr[c] * (d[c] - k1[c] - (xr[c] - mu[c]) * rs[c] * k2[c]);
+        }
+    }
+}
+
+/* L2 normalisation (F.normalize): y = x / max(||x||, 1e-12), norm = ||x||.
+ * Backward, n = ||x|| > 1e-12:  dx = (dy - y (dy . y)) / n;
+ * below the clamp the denominator is a constant: dx = dy / 1e-12. */
+#define MAMA__L2_EPS 1e-12f
+static void mama__cpu_l2norm_forward(mama_backend *be, float *y, float *norm, const float *x, int rows, int cols) {
+    int r;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > 8192)
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        float *yr = y + (size_t)r * cols;
+        float s = 0.0f, n, inv;
+        int c;
+        MAMA__OPS_SIMD_SUM(s)
+        for (c = 0; c < cols; c++) s += xr[c] * xr[c];
+        n = sqrtf(s);
+        inv = 1.0f / (n > MAMA__L2_EPS ? n : MAMA__L2_EPS);
+        MAMA__OPS_SIMD
+        for (c = 0; c < cols; c++) yr[c] = xr[c] * inv;
+        if (norm) norm[r] = n;
+    }
+}
+
+static void mama__cpu_l2norm_backward(mama_backend *be, float *dx, const float *dy, const float *y, const float *norm,
+                                      int rows, int cols) {
+    int r;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > 8192)
+    for (r = 0; r < rows; r++) {
+        const float *d = dy + (size_t)r * cols, *yr = y + (size_t)r * cols;
+        float *o = dx + (size_t)r * cols;
+        float n = norm[r], dot = 0.0f, inv;
+        int c;
+        if (n > MAMA__L2_EPS) {
+            MAMA__OPS_SIMD_SUM(dot)
+            for (c = 0; c < cols; c++) dot += d[c] * yr[c];
+            inv = 1.0f / n;
+        } else {
+            inv = 1.0f / MAMA__L2_EPS;
+        }
+        MAMA__OPS_SIMD
+        for (c = 0; c < cols; c++) o[c] += (d[c] - yr[c] * dot) * inv;
+    }
+}
+
+/* ===== attention ======================================================== */
+/* Fused multi-head attention, FlashAttention-2 style, on the CPU.
+ *
+ * Forward, per (batch b, head h, tile of up to 64 queries), all in stack
+ * tiles: walk the keys in blocks of BK = 64; S = scale * Q K^T for the
+ * block; keep for each query a running max m and running sum l of
+ * exp(s - m) ("online softmax"); when the max grows by d, rescale l and the
+ * output accumulator O by exp(-d).  At the end O /= l and lse = m + log l.
+ * Dropout multiplies the normalised weights that meet V (inverted:
+ * keep / (1-p)), so l and lse are those of the undropped softmax.
+ *
+ * Backward, per (b, h) (one thread owns that head's columns of dqkv, so
+ * dQ, dK and dV accumulate in place without races), per key block (its K
+ * and V are transposed once), per query tile, recomputing P = exp(S - lse):
+ *   dPd = dO V^T (gradient of the dropped weights), dP = dPd * z (z = keep/(1-p))
+ *   D_i = sum_j P_ij dP_ij = dO_i . out_i,  dS = P (dP - D_i)
+ *   dQ += scale dS K,  dK += scale dS^T Q,  dV += (P z)^T dO.
+ * Nothing of size T x T is ever stored; no heap is used.
+ *
+ * Masks: key j is visible to query i iff key_valid[b*T+j] (when given) and,
+ * if causal, j <= i.  A query that sees no key gets out = 0, lse = -inf, and
+ * no gradient (the backward skips rows whose lse is not finite).
+ *
+ * The matrix pieces are two micro-kernels: qk (rows of A times a transposed
+ * block, 64 outputs per row) and pv (C += A B, B read row by row), plus a
+ * vectorised exp; AVX2/FMA versions are chosen at run time, with portable
+ * fallbacks. */
+#define MAMA__ATT_BK 64      /* keys per block (fixed: the kernels unroll it) */
+#define MAMA__ATT_BQF 64     /* queries per forward tile */
+#define MAMA__ATT_BQB 32     /* queries per backward tile */
+#define MAMA__ATT_DC 256     /* head-dim columns transposed at a time */
+#define MAMA__ATT_OBUF 16384 /* floats in the forward's [rows][hd] accumulator */
+
+static int mama__ops_have_avx2(void) {
+#if defined(MAMA_X86_SIMD)
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+/* S[r][j] (+)= sum_{d<dc} A[r*lda + d] * Kt[d*BK + j] for r < nr, j < BK. */
+static void mama__att_qk_scalar(float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc) {
+    int r, d, j;
+    for (r = 0; r < nr; r++) {
+        float *s = S + r * MAMA__ATT_BK;
+        const float *q = A + (size_t)r * lda;
+        if (!acc)
+            for (j = 0; j < MAMA__ATT_BK; j++) s[j] = 0.0f;
+        for (d = 0; d < dc; d++) {
+            float qd = q[d];
+            const float *kt = Kt + d * MAMA__ATT_BK;
+            MAMA__OPS_SIMD
+            for (j = 0; j < MAMA__ATT_BK; j++) s[j] += qd * kt[j];
+        }
+    }
+}
+
+/* C[r*ldc + c] += sum_{s<ns} A[r*lda + s] * B[s*ldb + c] for r < nr, c < n. */
+static void mama__att_pv_scalar(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int nr, int ns,
+                                int n) {
+    int r, s, c;
+    for (r = 0; r < nr; r++) {
+        float *cr = C + (size_t)r * ldc;
+        for (s = 0; s < ns; s++) {
+            float a = A[(size_t)r * lda + s];
+            const float *br = B + (size_t)s * ldb;
+            if (a == 0.0f) continue; /* masked / causal / dropped weights */
+            MAMA__OPS_SIMD
+            for (c = 0; c < n; c++) cr[c] += a * br[c];
+        }
+    }
+}
+
+/* s[j] = exp(s[j] - m) for j < n; returns the sum (exp(-inf) = 0). */
+static float mama__att_exp_sum_scalar(float *s, int n, float m) {
+    float sum = 0.0f;
+    int j;
+    for (j = 0; j < n; j++) {
+        float e = expf(s[j] - m);
+        s[j] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+#if defined(MAMA_X86_SIMD)
+/* two rows x 32 outputs per pass: 8 accumulators, 6 loads per 8 FMAs */
+__attribute__((target("avx2,fma"))) static void mama__att_qk_avx2(float *S, const float *A, int lda, const float *Kt,
+                                                                    int nr, int dc, int acc) {
+    int r, d, h;
+    for (r = 0; r + 2 <= nr; r += 2) {
+        const float *q0 = A + (size_t)r * lda, *q1 = q0 + lda;
+        for (h = 0; h < MAMA__ATT_BK; h += 32) {
+            float *s0 = S + r * MAMA__ATT_BK + h, *s1 = s0 + MAMA__ATT_BK;
+            __m256 x0, x1, x2, x3, y0, y1, y2, y3;
+            if (acc) {
+                x0 = _mm256_loadu_ps(s0); x1 = _mm256_loadu_ps(s0 + 8);
+                x2 = _mm256_loadu_ps(s0 + 16); x3 = _mm256_loadu_ps(s0 + 24);
+                y0 = _mm256_loadu_ps(s1); y1 = _mm256_loadu_ps(s1 + 8);
+                y2 = _mm256_loadu_ps(s1 + 16); y3 = _mm256_loadu_ps(s1 + 24);
+            } else {
+                x0 = x1 = x2 = x3 = y0 = y1 = y2 = y3 = _mm256_setzero_ps();
+            }
+            for (d = 0; d < dc; d++) {
+                const float *kt = Kt + d * MAMA__ATT_BK + h;
+                __m256 k0 = _mm256_loadu_ps(kt), k1 = _mm256_loadu_ps(kt + 8);
+                __m256 k2 = _mm256_loadu_ps(kt + 16), k3 = _mm256_loadu_ps(kt + 24);
+                __m256 a = _mm256_set1_ps(q0[d]), b = _mm256_set1_ps(q1[d]);
+                x0 = _mm256_fmadd_ps(a, k0, x0); x1 = _mm256_fmadd_ps(a, k1, x1);
+                x2 = _mm256_fmadd_ps(a, k2, x2); x3 = _mm256_fmadd_ps(a, k3, x3);
+                y0 = _mm256_fmadd_ps(b, k0, y0); y1 = _mm256_fmadd_ps(b, k1, y1);
+                y2 = _mm256_fmadd_ps(b, k2, y2); y3 = _mm256_fmadd_ps(b, k3, y3);
+            }
+            _mm256_storeu_ps(s0, x0); _mm256_storeu_ps(s0 + 8, x1);
+            _mm256_storeu_ps(s0 + 16, x2); _mm256_storeu_ps(s0 + 24, x3);
+            _mm256_storeu_ps(s1, y0); _mm256_storeu_ps(s1 + 8, y1);
+            _mm256_storeu_ps(s1 + 16, y2); _mm256_storeu_ps(s1 + 24, y3);
+        }
+    }
+    if (r < nr) mama__att_qk_scalar(S + r * MAMA__ATT_BK, A + (size_t)r * lda, lda, Kt, nr - r, dc, acc);
+}
+
+/* four rows x 16 columns per pass: 8 accumulators, 6 loads per 8 FMAs */
+__attribute__((target("avx2,fma"))) static void mama__att_pv_avx2(float *C, int ldc, const float *A, int lda,
+                                                                    const float *B, int ldb, int nr, int ns, int n) {
+    int r, s, c0;
+    for (r = 0; r + 4 <= nr; r += 4) {
+        float *c_0 = C + (size_t)r * ldc, *c_1 = c_0 + ldc, *c_2 = c_1 + ldc, *c_3 = c_2 + ldc;
+        const float *a0 = A + (size_t)r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        for (c0 = 0; c0 + 16 <= n; c0 += 16) {
+            __m256 x00 = _mm256_loadu_ps(c_0 + c0), x01 = _mm256_loadu_ps(c_0 + c0 + 8);
+            __m256 x10 = _mm256_loadu_ps(c_1 + c0), x11 = _mm256_loadu_ps(c_1 + c0 + 8);
+            __m256 x20 = _mm256_loadu_ps(c_2 + c0), x21 = _mm256_loadu_ps(c_2 + c0 + 8);
+            __m256 x30 = _mm256_loadu_ps(c_3 + c0), x31 = _mm256_loadu_ps(c_3 + c0 + 8);
+            for (s = 0; s < ns; s++) {
+                const float *br = B + (size_t)s * ldb + c0;
+                __m256 b0 = _mm256_loadu_ps(br), b1 = _mm256_loadu_ps(br + 8), a;
+                a = _mm256_set1_ps(a0[s]);
+                x00 = _mm256_fmadd_ps(a, b0, x00); x01 = _mm256_fmadd_ps(a, b1, x01);
+                a = _mm256_set1_ps(a1[s]);
+                x10 = _mm256_fmadd_ps(a, b0, x10); x11 = _mm256_fmadd_ps(a, b1, x11);
+                a = _mm256_set1_ps(a2[s]);
+                x20 = _mm256_fmadd_ps(a, b0, x20); x21 = _mm256_fmadd_ps(a, b1, x21);
+                a = _mm256_set1_ps(a3[s]);
+                x30 = _mm256_fmadd_ps(a, b0, x30); x31 = _mm256_fmadd_ps(a, b1, x31);
+            }
+            _mm256_storeu_ps(c_0 + c0, x00); _mm256_storeu_ps(c_0 + c0 + 8, x01);
+            _mm256_storeu_ps(c_1 + c0, x10); _mm256_storeu_ps(c_1 + c0 + 8, x11);
+            _mm256_storeu_ps(c_2 + c0, x20); _mm256_storeu_ps(c_2 + c0 + 8, x21);
+            _mm256_storeu_ps(c_3 + c0, x30); _mm256_storeu_ps(c_3 + c0 + 8, x31);
+        }
+        for (; c0 + 8 <= n; c0 += 8) {
+            __m256 x0 = _mm256_loadu_ps(c_0 + c0), x1 = _mm256_loadu_ps(c_1 + c0);
+            __m256 x2 = _mm256_loadu_ps(c_2 + c0), x3 = _mm256_loadu_ps(c_3 + c0);
+            for (s = 0; s < ns; s++) {
+                __m256 b0 = _mm256_loadu_ps(B + (size_t)s * ldb + c0);
+                x0 = _mm256_fmadd_ps(_mm256_set1_ps(a0[s]), b0, x0);
+                x1 = _mm256_fmadd_ps(_mm256_set1_ps(a1[s]), b0, x1);
+                x2 = _mm256_fmadd_ps(_mm256_set1_ps(a2[s]), b0, x2);
+                x3 = _mm256_fmadd_ps(_mm256_set1_ps(a3[s]), b0, x3);
+            }
+            _mm256_storeu_ps(c_0 + c0, x0); _mm256_storeu_ps(c_1 + c0, x1);
+            _mm256_storeu_ps(c_2 + c0, x2); _mm256_storeu_ps(c_3 + c0, x3);
+        }
+        if (c0 < n) mama__att_pv_scalar(C + (size_t)r * ldc + c0, ldc, A + (size_t)r * lda, lda, B + c0, ldb, 4, ns,
+                                        n - c0);
+    }
+    if (r < nr) mama__att_pv_scalar(C + (size_t)r * ldc, ldc, A + (size_t)r * lda, lda, B, ldb, nr - r, ns, n);
+}
+
+/* exp by range reduction: x = n ln2 + r, |r| <= ln2/2, exp(r) by the
+ * Cephes degree-6 polynomial (~1 ulp), 2^n built in the exponent bits.
+ * x is clamped to [-88, 88]; below -87.3 the result is 0 (so -inf -> 0),
+ * and NaN stays NaN (max/min return their second operand on NaN). */
+__attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m), lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.0f);
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 acc = _mm256_setzero_ps();
+    float tmp[8], sum;
+    int j;
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 x = _mm256_sub_ps(_mm256_loadu_ps(s + j), vm), fx, r, y;
+        __m256i e;
+        x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+        fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm256_fnmadd_ps(fx, ln2hi, x);
+        r = _mm256_fnmadd_ps(fx, ln2lo, r);
+        y = _mm256_set1_ps(1.9875691500e-4f);
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+        y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
+        e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+        y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+        _mm256_storeu_ps(s + j, y);
+        acc = _mm256_add_ps(acc, y);
+    }
+    _mm256_storeu_ps(tmp, acc);
+    sum = ((tmp[0] + tmp[1]) + (tmp[2] + tmp[3])) + ((tmp[4] + tmp[5]) + (tmp[6] + tmp[7]));
+    return sum + mama__att_exp_sum_scalar(s + j, n - j, m);
+}
+#endif
+
+static void mama__att_qk(int simd, float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc) {
+#if defined(MAMA_X86_SIMD)
+    if (simd) {
+        mama__att_qk_avx2(S, A, lda, Kt, nr, dc, acc);
+        return;
+    }
+#endif
+    (void)simd;
+    mama__att_qk_scalar(S, A, lda, Kt, nr, dc, acc);
+}
+
+static void mama__att_pv(int simd, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int nr, int ns,
+                         int n) {
+#if defined(MAMA_X86_SIMD)
+    if (simd) {
+        mama__att_pv_avx2(C, ldc, A, lda, B, ldb, nr, ns, n);
+        return;
+    }
+#endif
+    (void)simd;
+    mama__att_pv_scalar(C, ldc, A, lda, B, ldb, nr, ns, n);
+}
+
+static float mama__att_exp_sum(int simd, float *s, int n, float m) {
+#if defined(MAMA_X86_SIMD)
+    if (simd) return mama__att_exp_sum_avx2(s, n, m);
+#endif
+    (void)simd;
+    return mama__att_exp_sum_scalar(s, n, m);
+}
+
+/* Kt[d][j] = K[j*ldk + d0 + d] for d < dc, j < nk; zero for nk <= j < BK.
+ * Walks 8 keys at a time so each Kt row gets 8 consecutive stores. */
+static void mama__att_transpose(float *Kt, const float *K, int ldk, int nk, int d0, int dc) {
+    int j, d, jj;
+    for (j = 0; j + 8 <= nk; j += 8) {
+        const float *k = K + (size_t)j * ldk + d0;
+        for (d = 0; d < dc; d++) {
+            float *o = Kt + d * MAMA__ATT_BK + j;
+            for (jj = 0; jj < 8; jj++) o[jj] = k[(size_t)jj * ldk + d];
+        }
+    }
+    for (; j < nk; j++)
+        for (d = 0; d < dc; d++) Kt[d * MAMA__ATT_BK + j] = K[(size_t)j * ldk + d0 + d];
+    for (; j < MAMA__ATT_BK; j++)
+        for (d = 0; d < dc; d++) Kt[d * MAMA__ATT_BK + j] = 0.0f;
+}
+
+/* S = A K^T for rows of A and one key block, head-dim chunk by chunk
+ * (the K rows, stride ldk, are transposed into the Kt scratch). */
+static void mama__att_scores(int simd, float *S, float *Kt, const float *A, int lda, const float *K, int ldk, int nr,
+                             int nk, int hd) {
+    int d0;
+    for (d0 = 0; d0 < hd; d0 += MAMA__ATT_DC) {
+        int dc = mama__ops_min_i(MAMA__ATT_DC, hd - d0);
+        mama__att_transpose(Kt, K, ldk, nk, d0, dc);
+        mama__att_qk(simd, S, A + d0, lda, Kt, nr, dc, d0 > 0);
+    }
+}
+
+/* forward query-tile rows: at most BQF, and rows*hd must fit the accumulator */
+static int mama__att_tile_rows(int hd) {
+    int bq = MAMA__ATT_OBUF / (hd > 0 ? hd : 1);
+    return bq < MAMA__ATT_BQF ? bq : MAMA__ATT_BQF;
+}
+
+static void mama__att_forward_tile(int simd, float *out, float *lse, const float *qkv, const int *key_valid, int b,
+                                   int h, int i0, int nq, int T, int H, int hd, int causal, float scale, float p,
+                                   uint64_t seed) {
+    float Kt[MAMA__ATT_DC * MAMA__ATT_BK];
+    float S[MAMA__ATT_BQF * MAMA__ATT_BK];
+    float O[MAMA__ATT_OBUF];
+    float m[MAMA__ATT_BQF], l[MAMA__ATT_BQF];
+    const int D = H * hd, ld = 3 * D;
+    const float *Q = qkv + (size_t)(b * T + i0) * ld + h * hd;
+    const float *K = qkv + (size_t)b * T * ld + D + h * hd;
+    const float *V = K + D;
+    const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
+    int kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
+    float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
+    int r, j0, jj, c;
+    for (r = 0; r < nq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    memset(O, 0, sizeof(float) * (size_t)nq * hd);
+    for (j0 = 0; j0 < kend; j0 += MAMA__ATT_BK) {
+        int nk = mama__ops_min_i(MAMA__ATT_BK, kend - j0);
+        mama__att_scores(simd, S, Kt, Q, ld, K + (size_t)j0 * ld, ld, nq, nk, hd);
+        for (r = 0; r < nq; r++) {
+            float *s = S + r * MAMA__ATT_BK;
+            int i = i0 + r, jmax = causal ? mama__ops_min_i(nk, i - j0 + 1) : nk;
+            float bmax = -INFINITY, mnew, alpha;
+            if (jmax < 0) jmax = 0;
+            /* scale and mask: invisible keys get -inf (weight exactly 0) */
+            for (jj = 0; jj < jmax; jj++) {
+                float v = (kv && !kv[j0 + jj]) ? -INFINITY : s[jj] * scale;
+                s[jj] = v;
+                bmax = v > bmax ? v : bmax;
+            }
+            if (bmax == -INFINITY) { /* nothing visible in this block */
+                memset(s, 0, sizeof(float) * MAMA__ATT_BK);
+                continue;
+            }
+            mnew = m[r] > bmax ? m[r] : bmax;
+            alpha = expf(m[r] - mnew); /* 0 on the first visible block */
+            if (alpha != 1.0f) {
+                float *o = O + (size_t)r * hd;
+                l[r] *= alpha;
+                MAMA__OPS_SIMD
+                for (c = 0; c < hd; c++) o[c] *= alpha;
+            }
+            l[r] += mama__att_exp_sum(simd, s, jmax, mnew);
+            for (jj = jmax; jj < MAMA__ATT_BK; jj++) s[jj] = 0.0f;
+            m[r] = mnew;
+            if (p > 0.0f) {
+                uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T + (uint64_t)j0;
+                for (jj = 0; jj < jmax; jj++)
+                    s[jj] = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? s[jj] * zscale : 0.0f;
+            }
+        }
+        mama__att_pv(simd, O, hd, S, MAMA__ATT_BK, V + (size_t)j0 * ld, ld, nq, nk, hd);
+    }
+    for (r = 0; r < nq; r++) {
+        float *o = out + (size_t)(b * T + i0 + r) * D + h * hd;
+        const float *acc = O + (size_t)r * hd;
+        float *ls = lse + ((size_t)b * H + h) * T + i0 + r;
+        if (l[r] > 0.0f) {
+            float inv = 1.0f / l[r];
+            for (c = 0; c < hd; c++) o[c] = acc[c] * inv;
+            *ls = m[r] + logf(l[r]);
+        } else {
+            for (c = 0; c < hd; c++) o[c] = 0.0f;
+            *ls = -INFINITY;
+        }
+    }
+}
+
+static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse, const float *qkv,
+                                        const int *key_valid, int B, int T, int H, int hd, int causal, float scale,
+                                        float dropout_p, uint64_t dropout_seed) {
+    int simd = mama__ops_have_avx2();
+    int bq, ntile, ntask, t;
+    (void)be;
+    if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
+    if (hd > MAMA__ATT_OBUF) { /* not representable in the fixed tiles */
+        MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "attention_forward: head dim %d > %d", hd, MAMA__ATT_OBUF);
+        return;
+    }
+    bq = mama__att_tile_rows(hd);
+    ntile = (T + bq - 1) / bq;
+    ntask = B * H * ntile;
+    MAMA__OPS_PAR_FOR_DYN(ntask > 1 && (long long)T * T * H * B * hd > 200000)
+    for (t = 0; t < ntask; t++) {
+        int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
+        mama__att_forward_tile(simd, out, lse, qkv, key_valid, bh / H, bh % H, i0, mama__ops_min_i(bq, T - i0), T, H,
+                               hd, causal, scale, dropout_p, dropout_seed);
+    }
+}
+
+/* One (b, h): for each key block (K, V transposed once when hd <= DC), for
+ * each query tile that can see it, recompute P and accumulate dQ, dK, dV
+ * straight into dqkv (this thread owns those columns of batch b). */
+static void mama__att_backward_head(int simd, float *dqkv, const float *dout, const float *out, const float *lse,
+                                    const float *qkv, const int *key_valid, int b, int h, int T, int H, int hd,
+                                    int causal, float scale, float p, uint64_t seed) {
+    float Kt[MAMA__ATT_DC * MAMA__ATT_BK], Vt[MAMA__ATT_DC * MAMA__ATT_BK];
+    float S[MAMA__ATT_BQB * MAMA__ATT_BK], dP[MAMA__ATT_BQB * MAMA__ATT_BK];
+    float dSt[MAMA__ATT_BK * MAMA__ATT_BQB], Pzt[MAMA__ATT_BK * MAMA__ATT_BQB];
+    float Di[MAMA__ATT_BQB], Li[MAMA__ATT_BQB];
+    const int D = H * hd, ld = 3 * D, bq = MAMA__ATT_BQB, whole = hd <= MAMA__ATT_DC;
+    const float *Qb = qkv + (size_t)b * T * ld + h * hd, *Kb = Qb + D, *Vb = Kb + D;
+    float *dQb = dqkv + (size_t)b * T * ld + h * hd, *dKb = dQb + D, *dVb = dKb + D;
+    const float *dOb = dout + (size_t)b * T * D + h * hd, *Ob = out + (size_t)b * T * D + h * hd;
+    const float *Lb = lse + ((size_t)b * H + h) * T;
+    const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
+    float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
+    int i0, r, c, j0, jj;
+    for (j0 = 0; j0 < T; j0 += MAMA__ATT_BK) {
+        int nk = mama__ops_min_i(MAMA__ATT_BK, T - j0), any_key = 0;
+        const float *Kj = Kb + (size_t)j0 * ld, *Vj = Vb + (size_t)j0 * ld;
+        for (jj = 0; jj < nk && !any_key; jj++) any_key = !kv || kv[j0 + jj];
+        if (!any_key) continue; /* a block of padding keys: P = 0 throughout */
+        if (whole) {
+            mama__att_transpose(Kt, Kj, ld, nk, 0, hd);
+            mama__att_transpose(Vt, Vj, ld, nk, 0, hd);
+        }
+        /* under the causal mask, queries before j0 see none of these keys */
+        for (i0 = causal ? j0 : 0; i0 < T; i0 += bq) {
+            int nq = mama__ops_min_i(bq, T - i0), any = 0;
+            const float *Q = Qb + (size_t)i0 * ld, *dO = dOb + (size_t)i0 * D;
+            for (r = 0; r < nq; r++) {
+                const float *o = Ob + (size_t)(i0 + r) * D, *g = dO + (size_t)r * D;
+                float s = 0.0f;
+                for (c = 0; c < hd; c++) s += g[c] * o[c];
+                Di[r] = s;
+                Li[r] = Lb[i0 + r];
+                if (Li[r] > -FLT_MAX && Li[r] < FLT_MAX) any = 1;
+                else Li[r] = INFINITY; /* no visible key: P = exp(s - inf) = 0 */
+            }
+            if (!any) continue;
+            if (whole) {
+                mama__att_qk(simd, S, Q, ld, Kt, nq, hd, 0);
+                mama__att_qk(simd, dP, dO, D, Vt, nq, hd, 0);
+            } else {
+                mama__att_scores(simd, S, Kt, Q, ld, Kj, ld, nq, nk, hd);
+                mama__att_scores(simd, dP, Vt, dO, D, Vj, ld, nq, nk, hd);
+            }
+            for (r = 0; r < nq; r++) {
+                float *s = S + r * MAMA__ATT_BK, *dp = dP + r * MAMA__ATT_BK;
+                int i = i0 + r, jmax = causal ? mama__ops_min_i(nk, i - j0 + 1) : nk;
+                uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T + (uint64_t)j0;
+                if (jmax < 0) jmax = 0;
+                /* P = exp(scale * s - lse) on the visible keys */
+                for (jj = 0; jj < jmax; jj++) s[jj] = (kv && !kv[j0 + jj]) ? -INFINITY : s[jj] * scale - Li[r];
+                mama__att_exp_sum(simd, s, jmax, 0.0f);
+                for (jj = 0; jj < jmax; jj++) {
+                    float pij = s[jj], z = 1.0f, ds;
+                    if (p > 0.0f) z = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? zscale : 0.0f;
+                    ds = pij * (dp[jj] * z - Di[r]) * scale;
+                    s[jj] = ds; /* S now holds scale * dS */
+                    dSt[jj * MAMA__ATT_BQB + r] = ds;
+                    Pzt[jj * MAMA__ATT_BQB + r] = pij * z;
+                }
+                for (; jj < nk; jj++) {
+                    s[jj] = 0.0f;
+                    dSt[jj * MAMA__ATT_BQB + r] = 0.0f;
+                    Pzt[jj * MAMA__ATT_BQB + r] = 0.0f;
+                }
+            }
+            /* dQ += dS K;  dK += dS^T Q;  dV += (P z)^T dO */
+            mama__att_pv(simd, dQb + (size_t)i0 * ld, ld, S, MAMA__ATT_BK, Kj, ld, nq, nk, hd);
+            mama__att_pv(simd, dKb + (size_t)j0 * ld, ld, dSt, MAMA__ATT_BQB, Q, ld, nk, nq, hd);
+            mama__att_pv(simd, dVb + (size_t)j0 * ld, ld, Pzt, MAMA__ATT_BQB, dO, D, nk, nq, hd);
+        }
+    }
+}
+
+static void mama__cpu_attention_backward(mama_backend *be, float *dqkv, const float *dout, const float *out,
+                                         const float *lse, const float *qkv, const int *key_valid, int B, int T,
+                                         int H, int hd, int causal, float scale, float dropout_p,
+                                         uint64_t dropout_seed) {
+    int simd = mama__ops_have_avx2();
+    int t, ntask = B * H;
+    (void)be;
+    if (B <= 0 || T <= 0 || H <= 0 || hd <= 0 || dropout_p >= 1.0f) return;
+    MAMA__OPS_PAR_FOR_DYN(ntask > 1 && (long long)T * T * H * B * hd > 200000)
+    for (t = 0; t < ntask; t++)
+        mama__att_backward_head(simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H, T, H, hd, causal, scale,
+                                dropout_p, dropout_seed);
+}
+
+/* ===== pooling, embedding, patches ====================================== */
+
+/* Weighted mean over tokens: y[b,c] = sum_t w[b,t] x[b,t,c] / sum_t w[b,t]
+ * (w = mask, or all ones).  A sequence whose weights sum to 0 gives y = 0.
+ * Parallel over (b, column chunk) so one long sequence still splits. */
+#define MAMA__POOL_CCH 256
+static float mama__pool_inv_weight(const float *mask, int b, int T) {
+    double s = 0.0;
+    int t;
+    if (!mask) return T > 0 ? 1.0f / (float)T : 0.0f;
+    for (t = 0; t < T; t++) s += mask[(size_t)b * T + t];
+    return s != 0.0 ? (float)(1.0 / s) : 0.0f;
+}
+
+static void mama__cpu_meanpool_forward(mama_backend *be, float *y, const float *x, const float *mask, int B, int T,
+                                       int C) {
+    int nch = (C + MAMA__POOL_CCH - 1) / MAMA__POOL_CCH, task;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)B * T * C > MAMA__OPS_MIN_PAR)
+    for (task = 0; task < B * nch; task++) {
+        int b = task / nch, c0 = (task % nch) * MAMA__POOL_CCH, nc = mama__ops_min_i(MAMA__POOL_CCH, C - c0), t, c;
+        float inv = mama__pool_inv_weight(mask, b, T);
+        float *yr = y + (size_t)b * C + c0;
+        for (c = 0; c < nc; c++) yr[c] = 0.0f;
+        for (t = 0; t < T; t++) {
+            float wt = mask ? mask[(size_t)b * T + t] : 1.0f;
+            const float *xr = x + ((size_t)b * T + t) * C + c0;
+            if (wt == 0.0f) continue;
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) yr[c] += wt * xr[c];
+        }
+        for (c = 0; c < nc; c++) yr[c] *= inv;
+    }
+}
+
+/* dx[b,t,c] += dy[b,c] w[b,t] / sum_t w[b,t] */
+static void mama__cpu_meanpool_backward(mama_backend *be, float *dx, const float *dy, const float *mask, int B, int T,
+                                        int C) {
+    int row;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)B * T * C > MAMA__OPS_MIN_PAR)
+    for (row = 0; row < B * T; row++) {
+        int b = row / T, c;
+        float k = (mask ? mask[row] : 1.0f) * mama__pool_inv_weight(mask, b, T);
+        const float *d = dy + (size_t)b * C;
+        float *o = dx + (size_t)row * C;
+        if (k == 0.0f) continue;
+        MAMA__OPS_SIMD
+        for (c = 0; c < C; c++) o[c] += k * d[c];
+    }
+}
+
+/* y[i,:] = table[ids[i],:].  The table's row count is not passed: ids must
+ * index it (a negative id yields a zero row and no gradient). */
+static void mama__cpu_embedding_forward(mama_backend *be, float *y, const int *ids, const float *table, int n, int C) {
+    int i;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)n * C > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < n; i++) {
+        float *yr = y + (size_t)i * C;
+        if (ids[i] < 0) memset(yr, 0, sizeof(float) * (size_t)C);
+        else memcpy(yr, table + (size_t)ids[i] * C, sizeof(float) * (size_t)C);
+    }
+}
+
+/* dtable[ids[i],:] += dy[i,:].  Repeated ids would race if rows were split
+ * over threads, so the columns are split instead. */
+static void mama__cpu_embedding_backward(mama_backend *be, float *dtable, const float *dy, const int *ids, int n,
+                                         int C) {
+    int nch = (C + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH, ch;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)n * C > MAMA__OPS_MIN_PAR)
+    for (ch = 0; ch < nch; ch++) {
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, C - c0), i, c;
+        for (i = 0; i < n; i++) {
+            float *o;
+            const float *d = dy + (size_t)i * C + c0;
+            if (ids[i] < 0) continue;
+            o = dtable + (size_t)ids[i] * C + c0;
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) o[c] += d[c];
+        }
+    }
+}
+
+/* Patch extraction: patch (b, gy, gx) becomes row (b*GH + gy)*GW + gx with
+ * column (c*P + py)*P + px = images[b, c, gy*P + py, gx*P + px], the layout
+ * of a conv weight [D, Cin, P, P] flattened.  Rows/columns of pixels beyond
+ * the last whole patch are ignored (as a stride-P conv does). */
+static void mama__cpu_im2col_patches(mama_backend *be, float *cols, const float *images, int B, int Cin, int H, int W,
+                                     int P) {
+    int GH, GW, K, row;
+    (void)be;
+    if (P <= 0) return;
+    GH = H / P;
+    GW = W / P;
+    K = Cin * P * P;
+    MAMA__OPS_PAR_FOR((long long)B * GH * GW * K > MAMA__OPS_MIN_PAR)
+    for (row = 0; row < B * GH * GW; row++) {
+        int b = row / (GH * GW), g = row % (GH * GW), gy = g / GW, gx = g % GW, c, py;
+        float *o = cols + (size_t)row * K;
+        for (c = 0; c < Cin; c++)
+            for (py = 0; py < P; py++)
+                memcpy(o + (c * P + py) * P, images + (((size_t)b * Cin + c) * H + (size_t)gy * P + py) * W + (size_t)gx * P,
+                       sizeof(float) * (size_t)P);
+    }
+}
+
+/* ===== losses =========================================================== */
+
+/* loss[r] = logsumexp(l[r,:]) - l[r, t[r]], probs = softmax(l[r,:]) with the
+ * max subtracted first.  A target outside [0, cols) (e.g. -100, PyTorch's
+ * ignore_index) gives loss 0 and no gradient; the probs are still written. */
+static void mama__cpu_cross_entropy_forward(mama_backend *be, float *loss, float *probs, const float *logits,
+                                            const int *targets, int rows, int cols) {
+    int r;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > 8192)
+    for (r = 0; r < rows; r++) {
+        const float *l = logits + (size_t)r * cols;
+        float *pr = probs + (size_t)r * cols;
+        float mx = -INFINITY, inv;
+        double sum = 0.0;
+        int c, t = targets[r];
+        for (c = 0; c < cols; c++) mx = l[c] > mx ? l[c] : mx;
+        for (c = 0; c < cols; c++) {
+            float e = expf(l[c] - mx);
+            pr[c] = e;
+            sum += e;
+        }
+        inv = (float)(1.0 / sum);
+        for (c = 0; c < cols; c++) pr[c] *= inv;
+        if (loss) loss[r] = (t >= 0 && t < cols) ? (float)(log(sum) + mx - l[t]) : 0.0f;
+    }
+}
+
+/* dlogits[r,c] += dloss[r] (p[r,c] - [c == t[r]]); dloss NULL means 1. */
+static void mama__cpu_cross_entropy_backward(mama_backend *be, float *dlogits, const float *probs, const int *targets,
+                                             const float *dloss, int rows, int cols) {
+    int r;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (r = 0; r < rows; r++) {
+        const float *pr = probs + (size_t)r * cols;
+        float *d = dlogits + (size_t)r * cols;
+        float g = dloss ? dloss[r] : 1.0f;
+        int c, t = targets[r];
+        if (t < 0 || t >= cols) continue;
+        MAMA__OPS_SIMD
+        for (c = 0; c < cols; c++) d[c] += g * pr[c];
+        d[t] -= g;
+    }
+}
+
+/* out[r*nseg + s] = max of row r over columns [seg[s], seg[s+1]) and arg the
+ * column holding it (first one on ties).  An empty segment gives out = 0 and
+ * arg = -1 (callers skip it in their backward). */
+static void mama__cpu_segment_max_forward(mama_backend *be, float *out, int *arg, const float *x, int rows, int cols,
+                                          const int *seg, int nseg) {
+    int r;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        int s;
+        for (s = 0; s < nseg; s++) {
+            int a = seg[s] < 0 ? 0 : seg[s], e = seg[s + 1] > cols ? cols : seg[s + 1], c, best = -1;
+            float mx = 0.0f;
+            for (c = a; c < e; c++)
+                if (best < 0 || xr[c] > mx) {
+                    mx = xr[c];
+                    best = c;
+                }
+            out[(size_t)r * nseg + s] = mx;
+            if (arg) arg[(size_t)r * nseg + s] = best;
+        }
+    }
+}
+
+/* ===== 3.4 optimisers and schedules ===================================== */
+
+/* AdamW exactly as torch.optim.AdamW (amsgrad off):
+ *   p *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ *   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+ * t counts this parameter's steps from 1 (t < 1 is treated as 1). */
+static void mama__cpu_adamw_step(mama_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                                 float beta1, float beta2, float eps, float weight_decay, int t) {
+    long long i, nn = (long long)n;
+    double bc1, bc2;
+    float step_size, bc2_sqrt, decay, omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
+    (void)be;
+    if (t < 1) t = 1;
+    bc1 = 1.0 - pow((double)beta1, (double)t);
+    bc2 = 1.0 - pow((double)beta2, (double)t);
+    step_size = (float)(lr / bc1);
+    bc2_sqrt = (float)sqrt(bc2);
+    decay = 1.0f - lr * weight_decay;
+    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < nn; i++) {
+        float gi = g[i], mi, vi;
+        mi = beta1 * m[i] + omb1 * gi;
+        vi = beta2 * v[i] + omb2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    }
+}
+
+/* torch.optim.SGD (dampening 0, no Nesterov): d = g + wd p;
+ * buf = d on the first step, else momentum buf + d;  p -= lr buf.
+ * momentum == 0 (or buf NULL) is plain SGD. */
+static void mama__cpu_sgd_step(mama_backend *be, float *p, const float *g, float *buf, size_t n, float lr,
+                               float momentum, float weight_decay, int first) {
+    long long i, nn = (long long)n;
+    int use_buf = momentum != 0.0f && buf != NULL;
+    (void)be;
+    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < nn; i++) {
+        float d = g[i] + weight_decay * p[i];
+        if (use_buf) {
+            d = first ? d : momentum * buf[i] + d;
+            buf[i] = d;
+        }
+        p[i] -= lr * d;
+    }
+}
+
+/* sum of squares in double; a NaN or Inf anywhere makes the result NaN/Inf */
+static double mama__cpu_sum_squares(mama_backend *be, const float *x, size_t n) {
+    long long i, nn = (long long)n;
+    double s = 0.0;
+    (void)be;
+    MAMA__OPS_PRAGMA(omp parallel for schedule(static) reduction(+:s) if(nn > MAMA__OPS_MIN_PAR))
+    for (i = 0; i < nn; i++) s += (double)x[i] * (double)x[i];
+    return s;
+}
+
+/* Linear warm-up then half-cosine decay (SPEC A.5):
+ *   step < warmup:  floor + (peak - floor) * step / warmup
+ *   else:           floor + (peak - floor) * (1 + cos(pi (step - warmup) / (total - warmup))) / 2
+ *   step >= total:  floor. */
+MAMA_API float mama_lr_cosine(long step, long warmup, long total, float lr_peak, float lr_floor) {
+    double span = (double)lr_peak - (double)lr_floor;
+    if (step < 0) step = 0;
+    if (step < warmup) return (float)(lr_floor + span * (double)step / (double)warmup);
+    if (step >= total) return lr_floor;
+    return (float)(lr_floor +
+                   span * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)(step - warmup) / (double)(total - warmup))));
+}
+
+/* torch.nn.utils.clip_grad_norm_: norm = ||grad||_2 (double sums); when it
+ * exceeds max_norm, grad *= max_norm / (norm + 1e-6).  A non-finite norm is
+ * returned without touching the gradient, so the caller can skip the step. */
+MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, float max_norm) {
+    double norm = sqrt(be ? be->sum_squares(be, grad, n) : mama__cpu_sum_squares(be, grad, n));
+    if (max_norm > 0.0f && norm == norm && norm <= DBL_MAX) {
+        double coef = (double)max_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            if (be) be->scale(be, grad, (float)coef, n);
+            else mama__cpu_scale(be, grad, (float)coef, n);
+        }
+    }
+    return norm;
+}
+
+/* ---- 3.3b Small ops used by the losses: transposes, segment-max scatter,
+ * diagonal masks, dot products.  None is hot; they are kept simple. */
+static void mama__cpu_segment_max_backward(mama_backend *be, float *dx, const float *dout, const int *arg,
+                                           int rows, int cols, int nseg) {
+    int r, s;
+    (void)be;
+    /* The max picks one element per (row, segment); only it gets gradient
+     * (subgradient of max, matching PyTorch's max() which routes to the
+     * first maximal index). */
+    for (r = 0; r < rows; r++)
+        for (s = 0; s < nseg; s++) {
+            int c = arg[(size_t)r * nseg + s];
+            if (c >= 0 && c < cols) dx[(size_t)r * cols + c] += dout[(size_t)r * nseg + s];
+        }
+}
+static void mama__cpu_transpose(mama_backend *be, float *y, const float *x, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+}
+static void mama__cpu_fill_diagonal(mama_backend *be, float *x, int n, int ld, float value) {
+    int i;
+    (void)be;
+    for (i = 0; i < n; i++) x[(size_t)i * ld + i] = value;
+}
+static double mama__cpu_dot(mama_backend *be, const float *a, const float *b, size_t n) {
+    double s = 0;
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+/* ViT token assembly: position embeddings go to cls and patches only; the
+ * registers are inserted after (DINOv2 with registers). */
+static void mama__cpu_vit_tokens_forward(mama_backend *be, float *x, const float *patches, const float *cls,
+                                         const float *reg, const float *pos, int B, int N, int R, int D) {
+    int b, t, c, T = 1 + R + N;
+    (void)be;
+    for (b = 0; b < B; b++) {
+        float *xb = x + (size_t)b * T * D;
+        for (c = 0; c < D; c++) xb[c] = cls[c] + pos[c];
+        for (t = 0; t < R; t++) memcpy(xb + (size_t)(1 + t) * D, reg + (size_t)t * D, sizeof(float) * (size_t)D);
+        for (t = 0; t < N; t++) {
+            float *row = xb + (size_t)(1 + R + t) * D;
+            const float *p = patches + ((size_t)b * N + t) * D, *pe = pos + (size_t)(1 + t) * D;
+            for (c = 0; c < D; c++) row[c] = p[c] + pe[c];
+        }
+    }
+}
+static void mama__cpu_vit_tokens_backward(mama_backend *be, float *dpatches, float *dcls, float *dreg, float *dpos,
+                                          const float *dx, int B, int N, int R, int D) {
+    int b, t, c, T = 1 + R + N;
+    (void)be;
+    for (b = 0; b < B; b++) {
+        const float *db = dx + (size_t)b * T * D;
+        for (c = 0; c < D; c++) {
+            if (dcls) dcls[c] += db[c];
+            if (dpos) dpos[c] += db[c];
+        }
+        if (dreg)
+            for (t = 0; t < R; t++)
+                for (c = 0; c < D; c++) dreg[(size_t)t * D + c] += db[(size_t)(1 + t) * D + c];
+        for (t = 0; t < N; t++) {
+            const float *row = db + (size_t)(1 + R + t) * D;
+            float *dp = dpatches + ((size_t)b * N + t) * D;
+            for (c = 0; c < D; c++) dp[c] += row[c];
+            if (dpos)
+                for (c = 0; c < D; c++) dpos[(size_t)(1 + t) * D + c] += row[c];
+        }
+    }
+}
+
+/* ---- 3.5 The CPU table.  Device memory is host memory, so copies are memcpy. */
+static mama_status mama__cpu_alloc(mama_backend *be, void **ptr, size_t bytes) {
+    (void)be;
+    return mama_alloc(ptr, bytes ? bytes : 1, "cpu backend buffer");
+}
+static void mama__cpu_free(mama_backend *be, void *ptr) { (void)be; mama_free(ptr); }
+static mama_status mama__cpu_memcpy(mama_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes && (!dst || !src)) return MAMA_FAIL(MAMA_ERR_INVALID, "cpu copy of %zu bytes with a NULL pointer", bytes);
+    if (bytes) memmove(dst, src, bytes);
+    return MAMA_OK;
+}
+static mama_status mama__cpu_zero(mama_backend *be, void *dst, size_t bytes) {
+    (void)be;
+    if (bytes && !dst) return MAMA_FAIL(MAMA_ERR_INVALID, "cpu zero of %zu bytes at NULL", bytes);
+    if (bytes) memset(dst, 0, bytes);
+    return MAMA_OK;
+}
+static mama_status mama__cpu_sync(mama_backend *be) { (void)be; return MAMA_OK; }
+
+/* The table is filled member by member (not with a positional initialiser)
+ * so that it reads the same in C and C++ and survives reordering. */
+static mama_backend mama__cpu_table;
+static int mama__cpu_table_ready = 0;
+
+MAMA_API mama_backend *mama_cpu_backend(void) {
+    mama_backend *t = &mama__cpu_table;
+    if (mama__cpu_table_ready) return t;
+    t->name = "cpu";
+    t->impl = NULL;
+    t->alloc = mama__cpu_alloc;
+    t->free = mama__cpu_free;
+    t->to_device = mama__cpu_memcpy;
+    t->to_host = mama__cpu_memcpy;
+    t->copy = mama__cpu_memcpy;
+    t->zero = mama__cpu_zero;
+    t->sync = mama__cpu_sync;
+    t->gemm = mama__cpu_gemm;
+    t->gemm_batched = mama__cpu_gemm_batched;
+    t->bias_add_forward = mama__cpu_bias_add_forward;
+    t->bias_add_backward = mama__cpu_bias_add_backward;
+    t->add = mama__cpu_add;
+    t->accumulate = mama__cpu_accumulate;
+    t->scale = mama__cpu_scale;
+    t->gelu_forward = mama__cpu_gelu_forward;
+    t->gelu_backward = mama__cpu_gelu_backward;
+    t->relu_forward = mama__cpu_relu_forward;
+    t->relu_backward = mama__cpu_relu_backward;
+    t->dropout_forward = mama__cpu_dropout_forward;
+    t->dropout_backward = mama__cpu_dropout_backward;
+    t->layerscale_forward = mama__cpu_layerscale_forward;
+    t->layerscale_backward = mama__cpu_layerscale_backward;
+    t->layernorm_forward = mama__cpu_layernorm_forward;
+    t->layernorm_backward = mama__cpu_layernorm_backward;
+    t->batchnorm_forward = mama__cpu_batchnorm_forward;
+    t->batchnorm_backward = mama__cpu_batchnorm_backward;
+    t->l2norm_forward = mama__cpu_l2norm_forward;
+    t->l2norm_backward = mama__cpu_l2norm_backward;
+    t->attention_forward = mama__cpu_attention_forward;
+    t->attention_backward = mama__cpu_attention_backward;
+    t->meanpool_forward = mama__cpu_meanpool_forward;
+    t->meanpool_backward = mama__cpu_meanpool_backward;
+    t->embedding_forward = mama__cpu_embedding_forward;
+    t->embedding_backward = mama__cpu_embedding_backward;
+    t->im2col_patches = mama__cpu_im2col_patches;
+    t->vit_tokens_forward = mama__cpu_vit_tokens_forward;
+    t->vit_tokens_backward = mama__cpu_vit_tokens_backward;
+    t->cross_entropy_forward = mama__cpu_cross_entropy_forward;
+    t->cross_entropy_backward = mama__cpu_cross_entropy_backward;
+    t->segment_max_forward = mama__cpu_segment_max_forward;
+    t->segment_max_backward = mama__cpu_segment_max_backward;
+    t->transpose = mama__cpu_transpose;
+    t->fill_diagonal = mama__cpu_fill_diagonal;
+    t->dot = mama__cpu_dot;
+    t->adamw_step = mama__cpu_adamw_step;
+    t->sgd_step = mama__cpu_sgd_step;
+    t->sum_squares = mama__cpu_sum_squares;
+    mama__cpu_table_ready = 1;
+    return t;
+}
+
+/* ==========================================================================
+ * 4. MODEL STATE: configuration, parameters, initialisation, activation arena
+ * ========================================================================== */
+
+/* ---- 4.1 Configuration presets ---------------------------------------- */
+
+MAMA_API mama_status mama_config_preset(mama_config *c, const char *name) {
+    memset(c, 0, sizeof *c);
+    c->patch_size = 14;
+    c->registers = 4;
+    c->in_chans = 3;
+    c->lora_rank = 8;
+    c->lora_alpha = 32.0f;
+    c->lora_dropout = 0.0f;
+    c->text_dropout = 0.0f;
+    c->embed_dim = 512;
+    c->local_hidden = 2048;
+    if (!name) return MAMA_FAIL(MAMA_ERR_INVALID, "config preset name is NULL");
+    if (!strcmp(name, "tiny")) {
+        c->image_size = 112; c->vision_dim = 192; c->vision_depth = 4; c->vision_heads = 3;
+        c->text_dim = 192; c->text_depth = 4; c->text_heads = 3; c->vocab_size = 2048; c->context = 128;
+        c->embed_dim = 128; c->local_hidden = 512; c->text_mode = MAMA_TEXT_FULL;
+        /* from-scratch text tower: pool real tokens only (SPEC A.2) */
+        c->text_pool_real_only = 1;
+    } else if (!strcmp(name, "small")) {
+        c->image_size = 224; c->vision_dim = 384; c->vision_depth = 12; c->vision_heads = 6;
+        c->text_dim = 768; c->text_depth = 12; c->text_heads = 12; c->vocab_size = 50263; c->context = 144;
+        c->text_mode = MAMA_TEXT_LORA;
+    } else if (!strcmp(name, "base")) {
+        c->image_size = 518; c->vision_dim = 768; c->vision_depth = 12; c->vision_heads = 12;
+        c->text_dim = 2560; c->text_depth = 32; c->text_heads = 20; c->vocab_size = 28902; c->context = 144;
+        c->text_attn_layer_scale = 1; c->text_dropout = 0.1f; c->lora_dropout = 0.1f;
+        c->text_mode = MAMA_TEXT_LORA;
+    } else {
+        return MAMA_FAIL(MAMA_ERR_INVALID, "unknown config preset '%s' (expected tiny, small or base)", name);
+    }
+    /* Special tokens follow the base vocabulary (SPEC A.2): the six added
+     * tokens are the last six ids; eos is the base vocabulary's last one. */
+    c->bos_id = c->vocab_size - 6;
+    c->pad_id = c->vocab_size - 5;
+    c->sep_id = c->vocab_size - 3;
+    c->eos_id = c->vocab_size - 7;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_config_validate(const mama_config *c) {
+#define MAMA__CHECK(cond, ...) do { if (!(cond)) return MAMA_FAIL(MAMA_ERR_INVALID, __VA_ARGS__); } while (0)
+    MAMA__CHECK(c->patch_size > 0 && c->image_size > 0 && c->image_size % c->patch_size == 0,
+                "config: image_size %d must be a positive multiple of patch_size %d", c->image_size, c->patch_size);
+    MAMA__CHECK(c->vision_dim > 0 && c->vision_heads > 0 && c->vision_dim % c->vision_heads == 0,
+                "config: vision_dim %d must be divisible by vision_heads %d", c->vision_dim, c->vision_heads);
+    MAMA__CHECK(c->text_dim > 0 && c->text_heads > 0 && c->text_dim % c->text_heads == 0,
+                "config: text_dim %d must be divisible by text_heads %d", c->text_dim, c->text_heads);
+    MAMA__CHECK(c->vision_dim / c->vision_heads <= 256 && c->text_dim / c->text_heads <= 256,
+                "config: head dimension above 256 is not supported");
+    MAMA__CHECK(c->vision_depth >= 1 && c->text_depth >= 1, "config: depths must be >= 1");
+    MAMA__CHECK(c->registers >= 0, "config: registers must be >= 0");
+    MAMA__CHECK(c->in_chans == 1 || c->in_chans == 3, "config: in_chans must be 1 or 3 (got %d)", c->in_chans);
+    MAMA__CHECK(c->vocab_size > 0 && c->context > 0, "config: vocab_size and context must be positive");
+    MAMA__CHECK(c->embed_dim > 0 && c->local_hidden > 0, "config: embed_dim and local_hidden must be positive");
+    MAMA__CHECK(c->text_mode >= MAMA_TEXT_FULL && c->text_mode <= MAMA_TEXT_FROZEN, "config: bad text_mode %d", (int)c->text_mode);
+    MAMA__CHECK(c->text_mode != MAMA_TEXT_LORA || c->lora_rank > 0, "config: lora_rank must be positive in lora mode");
+    MAMA__CHECK(c->text_dropout >= 0 && c->text_dropout < 1 && c->lora_dropout >= 0 && c->lora_dropout < 1,
+                "config: dropout probabilities must be in [0, 1)");
+    MAMA__CHECK(c->bos_id >= 0 && c->bos_id < c->vocab_size && c->eos_id >= 0 && c->eos_id < c->vocab_size &&
+                c->pad_id >= 0 && c->pad_id < c->vocab_size && c->sep_id >= 0 && c->sep_id < c->vocab_size,
+                "config: special token ids (bos %d eos %d pad %d sep %d) must lie in the vocabulary of %d",
+                c->bos_id, c->eos_id, c->pad_id, c->sep_id, c->vocab_size);
+#undef MAMA__CHECK
+    return MAMA_OK;
+}
+
+static const char *mama__text_mode_name(mama_text_mode m) {
+    return m == MAMA_TEXT_LORA ? "lora" : m == MAMA_TEXT_FROZEN ? "frozen" : "full";
+}
+
+MAMA_API mama_status mama_config_to_json(const mama_config *c, char *out, size_t cap) {
+    int n = snprintf(out, cap,
+        "{\"image_size\":%d,\"patch_size\":%d,\"vision_dim\":%d,\"vision_depth\":%d,\"vision_heads\":%d,"
+        "\"registers\":%d,\"in_chans\":%d,\"text_dim\":%d,\"text_depth\":%d,\"text_heads\":%d,\"vocab_size\":%d,"
+        "\"context\":%d,\"embed_dim\":%d,\"local_hidden\":%d,\"lora_rank\":%d,\"lora_alpha\":%.9g,"
+        "\"lora_dropout\":%.9g,\"text_dropout\":%.9g,\"text_attn_layer_scale\":%d,\"text_mode\":\"%s\","
+        "\"text_pool\":\"%s\",\"bos_id\":%d,\"eos_id\":%d,\"pad_id\":%d,\"sep_id\":%d}",
+        c->image_size, c->patch_size, c->vision_dim, c->vision_depth, c->vision_heads, c->registers, c->in_chans,
+        c->text_dim, c->text_depth, c->text_heads, c->vocab_size, c->context, c->embed_dim, c->local_hidden,
+        c->lora_rank, (double)c->lora_alpha, (double)c->lora_dropout, (double)c->text_dropout,
+        c->text_attn_layer_scale, mama__text_mode_name(c->text_mode),
+        c->text_pool_real_only ? "real" : "all", c->bos_id, c->eos_id, c->pad_id, c->sep_id);
+    if (n < 0 || (size_t)n >= cap) return MAMA_FAIL(MAMA_ERR_INVALID, "config JSON does not fit in %zu bytes", cap);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, const char *source) {
+    static const char *const int_keys[] = {"image_size", "patch_size", "vision_dim", "vision_depth", "vision_heads",
+        "registers", "in_chans", "text_dim", "text_depth", "text_heads", "vocab_size", "context", "embed_dim",
+        "local_hidden", "lora_rank", "text_attn_layer_scale", "bos_id", "eos_id", "pad_id", "sep_id"};
+    int *const int_slots[] = {&c->image_size, &c->patch_size, &c->vision_dim, &c->vision_depth, &c->vision_heads,
+        &c->registers, &c->in_chans, &c->text_dim, &c->text_depth, &c->text_heads, &c->vocab_size, &c->context,
+        &c->embed_dim, &c->local_hidden, &c->lora_rank, &c->text_attn_layer_scale, &c->bos_id, &c->eos_id,
+        &c->pad_id, &c->sep_id};
+    static const char *const float_keys[] = {"lora_alpha", "lora_dropout", "text_dropout"};
+    float *const float_slots[] = {&c->lora_alpha, &c->lora_dropout, &c->text_dropout};
+    mama_json *root = NULL;
+    const mama_json *v;
+    size_t i;
+    MAMA_TRY(mama_json_parse(json, strlen(json), source, &root));
+    if (root->type != MAMA_JSON_OBJECT) {
+        mama_json_free(root);
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config is not a JSON object", source ? source : "config");
+    }
+    for (i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
+        v = mama_json_get(root, int_keys[i]);
+        if (!v) continue;
+        if (v->type != MAMA_JSON_NUMBER && v->type != MAMA_JSON_BOOL) {
+            mama_json_free(root);
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field '%s' is not a number", source ? source : "config", int_keys[i]);
+        }
+        *int_slots[i] = (int)v->number;
+    }
+    for (i = 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
+        v = mama_json_get(root, float_keys[i]);
+        if (!v) continue;
+        if (v->type != MAMA_JSON_NUMBER) {
+            mama_json_free(root);
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field '%s' is not a number", source ? source : "config", float_keys[i]);
+        }
+        *float_slots[i] = (float)v->number;
+    }
+    v = mama_json_get(root, "text_mode");
+    if (v) {
+        if (v->type == MAMA_JSON_STRING && !strcmp(v->string, "full")) c->text_mode = MAMA_TEXT_FULL;
+        else if (v->type == MAMA_JSON_STRING && !strcmp(v->string, "lora")) c->text_mode = MAMA_TEXT_LORA;
+        else if (v->type == MAMA_JSON_STRING && !strcmp(v->string, "frozen")) c->text_mode = MAMA_TEXT_FROZEN;
+        else {
+            mama_json_free(root);
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field 'text_mode' must be \"full\", \"lora\" or \"frozen\"", source ? source : "config");
+        }
+    }
+    v = mama_json_get(root, "text_pool");
+    if (v && v->type == MAMA_JSON_STRING) c->text_pool_real_only = !strcmp(v->string, "real");
+    mama_json_free(root);
+    return mama_config_validate(c);
+}
+
+/* ---- 4.2 Parameter pointers.  One struct of pointers for the weights and a
+ * second, identical one for the gradients (NULL where a tensor does not
+ * train), both carved out of single buffers. */
+typedef struct mama__vit_block {
+    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
+    float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+} mama__vit_block;
+
+typedef struct mama__gpt_block {
+    float *ln1_w, *ln1_b, *attn_w, *attn_b, *lora_a, *lora_b, *attn_proj_w, *attn_proj_b;
+    float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;
+} mama__gpt_block;
+
+/* local embedding head: conv1x1 -> BN -> ReLU -> conv1x1 -> BN (no affine) */
+typedef struct mama__local_head {
+    float *w1, *b1, *bn1_w, *bn1_b, *bn1_mean, *bn1_var, *w2, *b2, *bn2_mean, *bn2_var;
+} mama__local_head;
+
+/* SimCLR projection: linear -> BN -> ReLU -> linear -> BN */
+typedef struct mama__simclr_head {
+    float *w1, *bn1_w, *bn1_b, *bn1_mean, *bn1_var, *w2, *bn2_w, *bn2_b, *bn2_mean, *bn2_var;
+} mama__simclr_head;
+
+typedef struct mama__weights {
+    /* vision */
+    float *cls_token, *register_tokens, *pos_embed, *mask_token, *patch_w, *patch_b;
+    mama__vit_block *vit;
+    float *norm_w, *norm_b, *img_global_w, *img_global_b;
+    mama__local_head img_local;
+    /* text */
+    float *wte, *wpe;
+    mama__gpt_block *gpt;
+    float *ln_f_w, *ln_f_b, *txt_global_w, *txt_global_b;
+    mama__local_head txt_local;
+    /* joint */
+    mama__simclr_head simclr;
+    float *logit_scale, *local_scale;
+} mama__weights;
+
+/* The parameter visitor: the single place that lists every tensor, its
+ * A.8 name, shape and group.  It runs three times: to count, to assign
+ * offsets, and to bind pointers.  `slot` is the address of the pointer in
+ * the weight struct; the gradient struct has the same layout, so its slot is
+ * found by the same offset. */
+/* Where the visitor binds pointers: the weight struct `w` gets
+ * wbase + offset, the gradient struct `g` gets gbase + offset for tensors
+ * that train (NULL otherwise; g may be NULL). */
+typedef struct mama__bind {
+    mama__weights *w, *g;
+    float *wbase, *gbase;
+} mama__bind;
+
+#define MAMA_MAX_PARAMS_NAME 128
+#define MAMA_MAX_SENTENCES 32 /* sentences (sep tokens) per caption */
+
+/* Saved activations of one transformer block (both towers use it; unused
+ * fields stay NULL).  With gradient checkpointing every block shares one of
+ * these and the backward recomputes the block from its saved input. */
+typedef struct mama__block_acts {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *lora_in, *lora_u, *att, *lse, *proj, *xmid;
+    float *ln2, *ln2_mean, *ln2_rstd, *fc, *gelu, *fc2;
+} mama__block_acts;
+
+/* Everything one step needs, carved from one arena sized at creation. */
+typedef struct mama__acts {
+    /* vision: Bv = 2 * max_batch images (main + ext) */
+    float *images, *cols, *patch_out;
+    float **vres;               /* depth+1 residual streams [Bv*Tv, D] */
+    mama__block_acts *vblk;     /* depth (or 1 with checkpointing) */
+    float *vpooled, *img_g, *img_emb, *img_gnorm;
+    float *vnorm, *vnorm_mean, *vnorm_rstd, *patches;
+    int *patch_idx;
+    /* image local head */
+    float *il_h1, *il_bn1, *il_bn1_mean, *il_bn1_rstd, *il_relu, *il_h2, *il_bn2, *il_bn2_mean,
+          *il_bn2_rstd, *p_emb, *p_norm;
+    /* text */
+    int *ids, *pos_ids, *key_valid;
+    float *pool_mask;
+    float **tres;
+    mama__block_acts *tblk;
+    float *hidden, *lnf_mean, *lnf_rstd, *tpool, *txt_g, *txt_emb, *txt_gnorm;
+    int *sent_idx, *sent_seg, *img_seg;
+    float *sent, *tl_h1, *tl_bn1, *tl_bn1_mean, *tl_bn1_rstd, *tl_relu, *tl_h2, *tl_bn2, *tl_bn2_mean,
+          *tl_bn2_rstd, *s_emb, *s_norm;
+    /* simclr on [image; ext] pooled features */
+    float *sc_h1, *sc_bn1, *sc_bn1_mean, *sc_bn1_rstd, *sc_relu, *sc_h2, *sc_z, *sc_bn2_mean,
+          *sc_bn2_rstd, *sc_zn, *sc_norm;
+    /* losses */
+    float *logits, *logits_t, *ce_loss, *ce_probs, *ce_probs_t, *dlogits, *dlogits_t, *ce_dloss;
+    int *targets_diag, *targets_ntx;
+    float *ntx_sim, *ntx_probs, *ntx_loss, *ntx_dsim, *ntx_dloss;
+    float *sla_sim, *sla_simt, *sla_rowmax, *sla_colmax, *sla_avg, *sla_t2i, *sla_t2i_t, *sla_i2t;
+    int *sla_rowarg, *sla_colarg;
+    float *sla_dsim, *sla_dsimt, *sla_drowmax, *sla_dcolmax, *sla_dt2i, *sla_dt2i_t, *sla_di2t;
+    /* gradient scratch */
+    float *d_img_emb, *d_img_g, *d_vpooled, *d_vx, *d_vx2, *d_vnorm, *d_patches, *d_patch_out;
+    float *d_rows_d, *d_rows_d2, *d_rows_3d, *d_rows_4d, *d_rows_4d2, *d_rows_r;
+    float *d_txt_emb, *d_txt_g, *d_tpool, *d_hidden, *d_tx, *d_tx2;
+    float *d_il_a, *d_il_b, *d_il_e, *d_il_e2, *d_p_emb;
+    float *d_tl_a, *d_tl_b, *d_tl_e, *d_tl_e2, *d_s_emb, *d_sent;
+    float *d_sc_zn, *d_sc_z, *d_sc_e, *d_sc_a, *d_sc_b;
+} mama__acts;
+
+struct mama_model {
+    mama_config cfg;
+    mama_backend *be;
+    int max_batch;
+    int n_vtok, n_patches;       /* Tv = 1 + R + N, N */
+    /* parameters */
+    int nparams;
+    mama_param_info *info;
+    size_t group_numel[4], group_offset[4];
+    float *params, *grads;
+    mama__weights w, g;
+    int64_t bn_batches[6];       /* num_batches_tracked of the six BatchNorms */
+    /* activations */
+    float *arena;
+    size_t arena_floats;
+    mama__acts a;
+    /* host staging for one batch's small index arrays */
+    int *h_ints;
+    float *h_floats;
+    int *h_sent_seg;             /* [max_batch + 1] caption sentence offsets */
+    int last_B, last_S, last_late;
+};
+
+MAMA_API const mama_config *mama_model_config(const mama_model *m) { return &m->cfg; }
+MAMA_API int mama_model_param_count(const mama_model *m) { return m->nparams; }
+MAMA_API const mama_param_info *mama_model_param(const mama_model *m, int i) {
+    return (i >= 0 && i < m->nparams) ? &m->info[i] : NULL;
+}
+MAMA_API const mama_param_info *mama_model_find_param(const mama_model *m, const char *name) {
+    int i;
+    for (i = 0; i < m->nparams; i++)
+        if (!strcmp(m->info[i].name, name)) return &m->info[i];
+    return NULL;
+}
+MAMA_API size_t mama_model_numel(const mama_model *m, mama_param_group g) { return m->group_numel[g]; }
+MAMA_API float *mama_model_params(mama_model *m) { return m->params; }
+MAMA_API float *mama_model_grads(mama_model *m) { return m->grads; }
+
+/* One tensor for the visitor.  Without a bind context (counting pass) it
+ * adds up group sizes; with one it records the tensor's info and binds
+ * the pointers. */
+static void mama__param(mama_model *m, const mama__bind *bind, size_t *cursor, const char *name,
+                        mama_param_group group, float **wslot, float **gslot, int ndim,
+                        int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    size_t numel = 1;
+    int64_t dims[4];
+    int i;
+    mama_param_info *p;
+    dims[0] = d0; dims[1] = d1; dims[2] = d2; dims[3] = d3;
+    for (i = 0; i < ndim; i++) numel *= (size_t)dims[i];
+    if (!bind) {
+        m->group_numel[group] += numel;
+        m->nparams++;
+        return;
+    }
+    p = &m->info[m->nparams++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    for (i = 0; i < 4; i++) p->shape[i] = i < ndim ? dims[i] : 1;
+    p->numel = numel;
+    p->group = group;
+    p->offset = m->group_offset[group] + cursor[group];
+    cursor[group] += numel;
+    *wslot = bind->wbase + p->offset;
+    if (gslot) *gslot = (bind->gbase && group <= MAMA_GROUP_LATE) ? bind->gbase + p->offset : NULL;
+}
+
+static void mama__visit_local_head(mama_model *m, const mama__bind *bind, size_t *cur, const char *prefix,
+                                   int in, mama__local_head *w, mama__local_head *g) {
+    char n[MAMA_MAX_PARAMS_NAME];
+    int H = m->cfg.local_hidden, E = m->cfg.embed_dim;
+    float *unused = NULL;
+#define MAMA__P(suffix, grp, field, ...) \
+    (snprintf(n, sizeof n, "%s%s", prefix, suffix), \
+     mama__param(m, bind, cur, n, grp, &w->field, g ? &g->field : NULL, __VA_ARGS__))
+    MAMA__P("head.0.weight", MAMA_GROUP_LATE, w1, 3, H, in, 1, 1);
+    MAMA__P("head.0.bias", MAMA_GROUP_LATE, b1, 1, H, 1, 1, 1);
+    MAMA__P("head.1.weight", MAMA_GROUP_LATE, bn1_w, 1, H, 1, 1, 1);
+    MAMA__P("head.1.bias", MAMA_GROUP_LATE, bn1_b, 1, H, 1, 1, 1);
+    MAMA__P("head.1.running_mean", MAMA_GROUP_BUFFER, bn1_mean, 1, H, 1, 1, 1);
+    MAMA__P("head.1.running_var", MAMA_GROUP_BUFFER, bn1_var, 1, H, 1, 1, 1);
+    MAMA__P("head.3.weight", MAMA_GROUP_LATE, w2, 3, E, H, 1, 1);
+    MAMA__P("head.3.bias", MAMA_GROUP_LATE, b2, 1, E, 1, 1, 1);
+    MAMA__P("head.4.running_mean", MAMA_GROUP_BUFFER, bn2_mean, 1, E, 1, 1, 1);
+    MAMA__P("head.4.running_var", MAMA_GROUP_BUFFER, bn2_var, 1, E, 1, 1, 1);
+#undef MAMA__P
+    (void)unused;
+}
+
+/* Every tensor of the model, in A.8 names.  The order inside a group is the
+ * order here; the groups themselves are laid out train | late | frozen |
+ * buffers. */
+static void mama__visit_params(mama_model *m, const mama__bind *bind) {
+    mama_config *c = &m->cfg;
+    mama__weights *w = bind ? bind->w : &m->w, *g = bind ? bind->g : NULL;
+    size_t cur[4] = {0, 0, 0, 0};
+    char n[MAMA_MAX_PARAMS_NAME];
+    int D = c->vision_dim, Dt = c->text_dim, E = c->embed_dim, P = c->patch_size;
+    int N = m->n_patches, l;
+    mama_param_group tg = c->text_mode == MAMA_TEXT_FULL ? MAMA_GROUP_TRAIN : MAMA_GROUP_FROZEN;
+    const char *vp = "img_encoder_q.model.";
+    const char *tp = "text_encoder_q.model.base_model.model.transformer.";
+    m->nparams = 0;
+#define MAMA__P(grp, field, ...) mama__param(m, bind, cur, n, grp, &w->field, g ? &g->field : NULL, __VA_ARGS__)
+#define MAMA__NAME(...) snprintf(n, sizeof n, __VA_ARGS__)
+    MAMA__NAME("%scls_token", vp); MAMA__P(MAMA_GROUP_TRAIN, cls_token, 3, 1, 1, D, 1);
+    MAMA__NAME("%sregister_tokens", vp); MAMA__P(MAMA_GROUP_TRAIN, register_tokens, 3, 1, c->registers, D, 1);
+    MAMA__NAME("%spos_embed", vp); MAMA__P(MAMA_GROUP_TRAIN, pos_embed, 3, 1, 1 + N, D, 1);
+    MAMA__NAME("%smask_token", vp); MAMA__P(MAMA_GROUP_FROZEN, mask_token, 2, 1, D, 1, 1);
+    MAMA__NAME("%spatch_embed.proj.weight", vp); MAMA__P(MAMA_GROUP_TRAIN, patch_w, 4, D, c->in_chans, P, P);
+    MAMA__NAME("%spatch_embed.proj.bias", vp); MAMA__P(MAMA_GROUP_TRAIN, patch_b, 1, D, 1, 1, 1);
+    for (l = 0; l < c->vision_depth; l++) {
+        mama__vit_block *wb = &w->vit[l], *gb = g ? &g->vit[l] : NULL;
+#define MAMA__B(suffix, field, ...) (MAMA__NAME("%sblocks.%d.%s", vp, l, suffix), \
+        mama__param(m, bind, cur, n, MAMA_GROUP_TRAIN, &wb->field, gb ? &gb->field : NULL, __VA_ARGS__))
+        MAMA__B("norm1.weight", ln1_w, 1, D, 1, 1, 1);
+        MAMA__B("norm1.bias", ln1_b, 1, D, 1, 1, 1);
+        MAMA__B("attn.qkv.weight", qkv_w, 2, 3 * D, D, 1, 1);
+        MAMA__B("attn.qkv.bias", qkv_b, 1, 3 * D, 1, 1, 1);
+        MAMA__B("attn.proj.weight", proj_w, 2, D, D, 1, 1);
+        MAMA__B("attn.proj.bias", proj_b, 1, D, 1, 1, 1);
+        MAMA__B("ls1.gamma", ls1, 1, D, 1, 1, 1);
+        MAMA__B("norm2.weight", ln2_w, 1, D, 1, 1, 1);
+        MAMA__B("norm2.bias", ln2_b, 1, D, 1, 1, 1);
+        MAMA__B("mlp.fc1.weight", fc1_w, 2, 4 * D, D, 1, 1);
+        MAMA__B("mlp.fc1.bias", fc1_b, 1, 4 * D, 1, 1, 1);
+        MAMA__B("mlp.fc2.weight", fc2_w, 2, D, 4 * D, 1, 1);
+        MAMA__B("mlp.fc2.bias", fc2_b, 1, D, 1, 1, 1);
+        MAMA__B("ls2.gamma", ls2, 1, D, 1, 1, 1);
+#undef MAMA__B
+    }
+    /* `norm` only feeds the local branch and is frozen (SPEC A.1) */
+    MAMA__NAME("%snorm.weight", vp); MAMA__P(MAMA_GROUP_FROZEN, norm_w, 1, D, 1, 1, 1);
+    MAMA__NAME("%snorm.bias", vp); MAMA__P(MAMA_GROUP_FROZEN, norm_b, 1, D, 1, 1, 1);
+    MAMA__NAME("img_encoder_q.global_embed.weight"); MAMA__P(MAMA_GROUP_TRAIN, img_global_w, 2, E, D, 1, 1);
+    MAMA__NAME("img_encoder_q.global_embed.bias"); MAMA__P(MAMA_GROUP_TRAIN, img_global_b, 1, E, 1, 1, 1);
+    mama__visit_local_head(m, bind, cur, "img_encoder_q.local_embed.", D, &w->img_local, g ? &g->img_local : NULL);
+    /* text tower */
+    MAMA__NAME("%swte.weight", tp); MAMA__P(tg, wte, 2, c->vocab_size, Dt, 1, 1);
+    MAMA__NAME("%swpe.weight", tp); MAMA__P(tg, wpe, 2, c->context, Dt, 1, 1);
+    for (l = 0; l < c->text_depth; l++) {
+        mama__gpt_block *wb = &w->gpt[l], *gb = g ? &g->gpt[l] : NULL;
+#define MAMA__B(grp, suffix, field, ...) (MAMA__NAME("%sh.%d.%s", tp, l, suffix), \
+        mama__param(m, bind, cur, n, grp, &wb->field, gb ? &gb->field : NULL, __VA_ARGS__))
+        MAMA__B(tg, "ln_1.weight", ln1_w, 1, Dt, 1, 1, 1);
+        MAMA__B(tg, "ln_1.bias", ln1_b, 1, Dt, 1, 1, 1);
+        MAMA__B(tg, "attn.c_attn.weight", attn_w, 2, Dt, 3 * Dt, 1, 1);
+        MAMA__B(tg, "attn.c_attn.bias", attn_b, 1, 3 * Dt, 1, 1, 1);
+        if (c->text_mode == MAMA_TEXT_LORA) {
+            MAMA__B(MAMA_GROUP_TRAIN, "attn.c_attn.lora_A.default.weight", lora_a, 2, c->lora_rank, Dt, 1, 1);
+            MAMA__B(MAMA_GROUP_TRAIN, "attn.c_attn.lora_B.default.weight", lora_b, 2, 3 * Dt, c->lora_rank, 1, 1);
+        }
+        MAMA__B(tg, "attn.c_proj.weight", attn_proj_w, 2, Dt, Dt, 1, 1);
+        MAMA__B(tg, "attn.c_proj.bias", attn_proj_b, 1, Dt, 1, 1, 1);
+        MAMA__B(tg, "ln_2.weight", ln2_w, 1, Dt, 1, 1, 1);
+        MAMA__B(tg, "ln_2.bias", ln2_b, 1, Dt, 1, 1, 1);
+        MAMA__B(tg, "mlp.c_fc.weight", fc_w, 2, Dt, 4 * Dt, 1, 1);
+        MAMA__B(tg, "mlp.c_fc.bias", fc_b, 1, 4 * Dt, 1, 1, 1);
+        MAMA__B(tg, "mlp.c_proj.weight", mlp_proj_w, 2, 4 * Dt, Dt, 1, 1);
+        MAMA__B(tg, "mlp.c_proj.bias", mlp_proj_b, 1, Dt, 1, 1, 1);
+#undef MAMA__B
+    }
+    MAMA__NAME("%sln_f.weight", tp); MAMA__P(tg, ln_f_w, 1, Dt, 1, 1, 1);
+    MAMA__NAME("%sln_f.bias", tp); MAMA__P(tg, ln_f_b, 1, Dt, 1, 1, 1);
+    MAMA__NAME("text_encoder_q.global_embed.weight"); MAMA__P(MAMA_GROUP_TRAIN, txt_global_w, 2, E, Dt, 1, 1);
+    MAMA__NAME("text_encoder_q.global_embed.bias"); MAMA__P(MAMA_GROUP_TRAIN, txt_global_b, 1, E, 1, 1, 1);
+    mama__visit_local_head(m, bind, cur, "text_encoder_q.local_embed.", Dt, &w->txt_local, g ? &g->txt_local : NULL);
+    /* SimCLR projection (multi-view branch) */
+    MAMA__NAME("simclr_proj.layers.0.weight"); MAMA__P(MAMA_GROUP_LATE, simclr.w1, 2, D, D, 1, 1);
+    MAMA__NAME("simclr_proj.layers.1.weight"); MAMA__P(MAMA_GROUP_LATE, simclr.bn1_w, 1, D, 1, 1, 1);
+    MAMA__NAME("simclr_proj.layers.1.bias"); MAMA__P(MAMA_GROUP_LATE, simclr.bn1_b, 1, D, 1, 1, 1);
+    MAMA__NAME("simclr_proj.layers.1.running_mean"); MAMA__P(MAMA_GROUP_BUFFER, simclr.bn1_mean, 1, D, 1, 1, 1);
+    MAMA__NAME("simclr_proj.layers.1.running_var"); MAMA__P(MAMA_GROUP_BUFFER, simclr.bn1_var, 1, D, 1, 1, 1);
+    MAMA__NAME("simclr_proj.layers.3.weight"); MAMA__P(MAMA_GROUP_LATE, simclr.w2, 2, E, D, 1, 1);
+    MAMA__NAME("simclr_proj.layers.4.weight"); MAMA__P(MAMA_GROUP_LATE, simclr.bn2_w, 1, E, 1, 1, 1);
+    MAMA__NAME("simclr_proj.layers.4.bias"); MAMA__P(MAMA_GROUP_LATE, simclr.bn2_b, 1, E, 1, 1, 1);
+    MAMA__NAME("simclr_proj.layers.4.running_mean"); MAMA__P(MAMA_GROUP_BUFFER, simclr.bn2_mean, 1, E, 1, 1, 1);
+    MAMA__NAME("simclr_proj.layers.4.running_var"); MAMA__P(MAMA_GROUP_BUFFER, simclr.bn2_var, 1, E, 1, 1, 1);
+    MAMA__NAME("logit_scale"); MAMA__P(MAMA_GROUP_TRAIN, logit_scale, 0, 1, 1, 1, 1);
+    MAMA__NAME("local_scale"); MAMA__P(MAMA_GROUP_LATE, local_scale, 0, 1, 1, 1, 1);
+#undef MAMA__P
+#undef MAMA__NAME
+}
+
+/* ---- 4.3 Initialisation (SPEC A.5, training from scratch) -------------- */
+
+static void mama__fill_normal(float *x, size_t n, float std, mama_rng *r) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        /* timm's trunc_normal_ cuts at the absolute values -2 and 2 */
+        float v;
+        do { v = std * mama_rng_normal(r); } while (v < -2.0f || v > 2.0f);
+        x[i] = v;
+    }
+}
+static void mama__fill_uniform(float *x, size_t n, float bound, mama_rng *r) {
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = bound * (2.0f * mama_rng_uniform(r) - 1.0f);
+}
+static void mama__fill_const(float *x, size_t n, float v) {
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = v;
+}
+/* PyTorch's default nn.Linear / nn.Conv1d init: kaiming_uniform(a=sqrt 5)
+ * gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight, and the same
+ * bound for the bias. */
+static void mama__torch_default_linear(float *w, float *b, int out, int in, mama_rng *r) {
+    float bound = 1.0f / sqrtf((float)in);
+    mama__fill_uniform(w, (size_t)out * in, bound, r);
+    if (b) mama__fill_uniform(b, (size_t)out, bound, r);
+}
+static void mama__init_local_head(const mama__local_head *h, int in, int H, int E, mama_rng *r) {
+    mama__torch_default_linear(h->w1, h->b1, H, in, r);
+    mama__fill_const(h->bn1_w, (size_t)H, 1.0f);
+    mama__fill_const(h->bn1_b, (size_t)H, 0.0f);
+    mama__fill_const(h->bn1_mean, (size_t)H, 0.0f);
+    mama__fill_const(h->bn1_var, (size_t)H, 1.0f);
+    mama__torch_default_linear(h->w2, h->b2, E, H, r);
+    mama__fill_const(h->bn2_mean, (size_t)E, 0.0f);
+    mama__fill_const(h->bn2_var, (size_t)E, 1.0f);
+}
+
+/* Initialise every tensor of `w` (host pointers; the caller uploads). */
+static void mama__init_weights(const mama_config *c, const mama__weights *w, int N, uint64_t seed) {
+    mama_rng r;
+    int D = c->vision_dim, Dt = c->text_dim, E = c->embed_dim, H = c->local_hidden, l;
+    int pdim = c->in_chans * c->patch_size * c->patch_size;
+    float logit0 = logf(1.0f / 0.07f);
+    mama_rng_seed(&r, seed);
+    mama__fill_normal(w->cls_token, (size_t)D, 1e-6f, &r);
+    mama__fill_normal(w->register_tokens, (size_t)c->registers * D, 1e-6f, &r);
+    mama__fill_normal(w->pos_embed, (size_t)(1 + N) * D, 0.02f, &r);
+    mama__fill_const(w->mask_token, (size_t)D, 0.0f);
+    mama__fill_normal(w->patch_w, (size_t)D * pdim, 0.02f, &r);
+    mama__fill_const(w->patch_b, (size_t)D, 0.0f);
+    for (l = 0; l < c->vision_depth; l++) {
+        const mama__vit_block *b = &w->vit[l];
+        mama__fill_const(b->ln1_w, (size_t)D, 1.0f); mama__fill_const(b->ln1_b, (size_t)D, 0.0f);
+        mama__fill_normal(b->qkv_w, (size_t)3 * D * D, 0.02f, &r); mama__fill_const(b->qkv_b, (size_t)3 * D, 0.0f);
+        mama__fill_normal(b->proj_w, (size_t)D * D, 0.02f, &r); mama__fill_const(b->proj_b, (size_t)D, 0.0f);
+        mama__fill_const(b->ls1, (size_t)D, 1.0f);
+        mama__fill_const(b->ln2_w, (size_t)D, 1.0f); mama__fill_const(b->ln2_b, (size_t)D, 0.0f);
+        mama__fill_normal(b->fc1_w, (size_t)4 * D * D, 0.02f, &r); mama__fill_const(b->fc1_b, (size_t)4 * D, 0.0f);
+        mama__fill_normal(b->fc2_w, (size_t)4 * D * D, 0.02f, &r); mama__fill_const(b->fc2_b, (size_t)D, 0.0f);
+        mama__fill_const(b->ls2, (size_t)D, 1.0f);
+    }
+    mama__fill_const(w->norm_w, (size_t)D, 1.0f);
+    mama__fill_const(w->norm_b, (size_t)D, 0.0f);
+    mama__torch_default_linear(w->img_global_w, w->img_global_b, E, D, &r);
+    mama__init_local_head(&w->img_local, D, H, E, &r);
+    /* GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 depth) */
+    mama__fill_normal(w->wte, (size_t)c->vocab_size * Dt, 0.02f, &r);
+    mama__fill_normal(w->wpe, (size_t)c->context * Dt, 0.02f, &r);
+    for (l = 0; l < c->text_depth; l++) {
+        const mama__gpt_block *b = &w->gpt[l];
+        float proj_std = 0.02f / sqrtf(2.0f * (float)c->text_depth);
+        mama__fill_const(b->ln1_w, (size_t)Dt, 1.0f); mama__fill_const(b->ln1_b, (size_t)Dt, 0.0f);
+        mama__fill_normal(b->attn_w, (size_t)3 * Dt * Dt, 0.02f, &r); mama__fill_const(b->attn_b, (size_t)3 * Dt, 0.0f);
+        if (b->lora_a) {
+            mama__fill_uniform(b->lora_a, (size_t)c->lora_rank * Dt, 1.0f / sqrtf((float)Dt), &r);
+            mama__fill_const(b->lora_b, (size_t)3 * Dt * c->lora_rank, 0.0f);
+        }
+        mama__fill_normal(b->attn_proj_w, (size_t)Dt * Dt, proj_std, &r); mama__fill_const(b->attn_proj_b, (size_t)Dt, 0.0f);
+        mama__fill_const(b->ln2_w, (size_t)Dt, 1.0f); mama__fill_const(b->ln2_b, (size_t)Dt, 0.0f);
+        mama__fill_normal(b->fc_w, (size_t)4 * Dt * Dt, 0.02f, &r); mama__fill_const(b->fc_b, (size_t)4 * Dt, 0.0f);
+        mama__fill_normal(b->mlp_proj_w, (size_t)4 * Dt * Dt, proj_std, &r); mama__fill_const(b->mlp_proj_b, (size_t)Dt, 0.0f);
+    }
+    mama__fill_const(w->ln_f_w, (size_t)Dt, 1.0f);
+    mama__fill_const(w->ln_f_b, (size_t)Dt, 0.0f);
+    mama__torch_default_linear(w->txt_global_w, w->txt_global_b, E, Dt, &r);
+    mama__init_local_head(&w->txt_local, Dt, H, E, &r);
+    mama__torch_default_linear(w->simclr.w1, NULL, D, D, &r);
+    mama__fill_const(w->simclr.bn1_w, (size_t)D, 1.0f); mama__fill_const(w->simclr.bn1_b, (size_t)D, 0.0f);
+    mama__fill_const(w->simclr.bn1_mean, (size_t)D, 0.0f); mama__fill_const(w->simclr.bn1_var, (size_t)D, 1.0f);
+    mama__torch_default_linear(w->simclr.w2, NULL, E, D, &r);
+    mama__fill_const(w->simclr.bn2_w, (size_t)E, 1.0f); mama__fill_const(w->simclr.bn2_b, (size_t)E, 0.0f);
+    mama__fill_const(w->simclr.bn2_mean, (size_t)E, 0.0f); mama__fill_const(w->simclr.bn2_var, (size_t)E, 1.0f);
+    *w->logit_scale = logit0;
+    *w->local_scale = logit0;
+}
+
+/* ---- 4.4 The activation arena.  One function lays it out; called with
+ * base == NULL it only measures, so size and layout cannot disagree. */
+static size_t mama__round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static size_t mama__layout_acts(mama_model *m, float *base) {
+    const mama_config *c = &m->cfg;
+    mama__acts *a = &m->a;
+    size_t off = 0;
+    int B = m->max_batch, Bv = 2 * m->max_batch, Tv = m->n_vtok, N = m->n_patches, T = c->context;
+    int D = c->vision_dim, Dt = c->text_dim, E = c->embed_dim, Hd = c->local_hidden;
+    int Hv = c->vision_heads, Ht = c->text_heads, r = c->lora_rank;
+    int S = B * MAMA_MAX_SENTENCES, l;
+    int pdim = c->in_chans * c->patch_size * c->patch_size;
+    size_t Rv = (size_t)Bv * Tv, Rt = (size_t)B * T;
+    int vblocks = c->grad_checkpoint ? 1 : c->vision_depth;
+    int tblocks = c->grad_checkpoint ? 1 : c->text_depth;
+    size_t Rmax = Rv > Rt ? Rv : Rt;
+    int Dmax = D > Dt ? D : Dt;
+#define MAMA__F(ptr, n) do { (ptr) = base ? base + off : NULL; off += mama__round16((size_t)(n)); } while (0)
+#define MAMA__I(ptr, n) do { (ptr) = base ? (int *)(void *)(base + off) : NULL; off += mama__round16((size_t)(n)); } while (0)
+    MAMA__F(a->images, (size_t)Bv * c->in_chans * c->image_size * c->image_size);
+    MAMA__F(a->cols, (size_t)Bv * N * pdim);
+    MAMA__F(a->patch_out, (size_t)Bv * N * D);
+    for (l = 0; l <= c->vision_depth; l++) MAMA__F(a->vres[l], Rv * D);
+    for (l = 0; l < vblocks; l++) {
+        mama__block_acts *k = &a->vblk[l];
+        MAMA__F(k->ln1, Rv * D); MAMA__F(k->ln1_mean, Rv); MAMA__F(k->ln1_rstd, Rv);
+        MAMA__F(k->qkv, Rv * 3 * D); MAMA__F(k->att, Rv * D); MAMA__F(k->lse, (size_t)Bv * Hv * Tv);
+        MAMA__F(k->proj, Rv * D); MAMA__F(k->xmid, Rv * D);
+        MAMA__F(k->ln2, Rv * D); MAMA__F(k->ln2_mean, Rv); MAMA__F(k->ln2_rstd, Rv);
+        MAMA__F(k->fc, Rv * 4 * D); MAMA__F(k->gelu, Rv * 4 * D); MAMA__F(k->fc2, Rv * D);
+    }
+    MAMA__F(a->vpooled, (size_t)Bv * D); MAMA__F(a->img_g, (size_t)Bv * E); MAMA__F(a->img_emb, (size_t)Bv * E);
+    MAMA__F(a->img_gnorm, Bv);
+    MAMA__F(a->vnorm, (size_t)B * Tv * D); MAMA__F(a->vnorm_mean, (size_t)B * Tv); MAMA__F(a->vnorm_rstd, (size_t)B * Tv);
+    MAMA__F(a->patches, (size_t)B * N * D); MAMA__I(a->patch_idx, (size_t)B * N);
+    MAMA__F(a->il_h1, (size_t)B * N * Hd); MAMA__F(a->il_bn1, (size_t)B * N * Hd);
+    MAMA__F(a->il_bn1_mean, Hd); MAMA__F(a->il_bn1_rstd, Hd); MAMA__F(a->il_relu, (size_t)B * N * Hd);
+    MAMA__F(a->il_h2, (size_t)B * N * E); MAMA__F(a->il_bn2, (size_t)B * N * E);
+    MAMA__F(a->il_bn2_mean, E); MAMA__F(a->il_bn2_rstd, E);
+    MAMA__F(a->p_emb, (size_t)B * N * E); MAMA__F(a->p_norm, (size_t)B * N);
+    /* text */
+    MAMA__I(a->ids, Rt); MAMA__I(a->pos_ids, Rt); MAMA__I(a->key_valid, Rt); MAMA__F(a->pool_mask, Rt);
+    for (l = 0; l <= c->text_depth; l++) MAMA__F(a->tres[l], Rt * Dt);
+    for (l = 0; l < tblocks; l++) {
+        mama__block_acts *k = &a->tblk[l];
+        MAMA__F(k->ln1, Rt * Dt); MAMA__F(k->ln1_mean, Rt); MAMA__F(k->ln1_rstd, Rt);
+        MAMA__F(k->qkv, Rt * 3 * Dt);
+        if (c->text_mode == MAMA_TEXT_LORA) { MAMA__F(k->lora_in, Rt * Dt); MAMA__F(k->lora_u, Rt * r); }
+        MAMA__F(k->att, Rt * Dt); MAMA__F(k->lse, (size_t)B * Ht * T);
+        MAMA__F(k->xmid, Rt * Dt);
+        MAMA__F(k->ln2, Rt * Dt); MAMA__F(k->ln2_mean, Rt); MAMA__F(k->ln2_rstd, Rt);
+        MAMA__F(k->fc, Rt * 4 * Dt); MAMA__F(k->gelu, Rt * 4 * Dt);
+    }
+    MAMA__F(a->hidden, Rt * Dt); MAMA__F(a->lnf_mean, Rt); MAMA__F(a->lnf_rstd, Rt);
+    MAMA__F(a->tpool, (size_t)B * Dt); MAMA__F(a->txt_g, (size_t)B * E); MAMA__F(a->txt_emb, (size_t)B * E);
+    MAMA__F(a->txt_gnorm, B);
+    MAMA__I(a->sent_idx, S); MAMA__I(a->sent_seg, B + 1); MAMA__I(a->img_seg, B + 1);
+    MAMA__F(a->sent, (size_t)S * Dt);
+    MAMA__F(a->tl_h1, (size_t)S * Hd); MAMA__F(a->tl_bn1, (size_t)S * Hd);
+    MAMA__F(a->tl_bn1_mean, (size_t)B * Hd); MAMA__F(a->tl_bn1_rstd, (size_t)B * Hd);
+    MAMA__F(a->tl_relu, (size_t)S * Hd); MAMA__F(a->tl_h2, (size_t)S * E); MAMA__F(a->tl_bn2, (size_t)S * E);
+    MAMA__F(a->tl_bn2_mean, (size_t)B * E); MAMA__F(a->tl_bn2_rstd, (size_t)B * E);
+    MAMA__F(a->s_emb, (size_t)S * E); MAMA__F(a->s_norm, S);
+    /* simclr */
+    MAMA__F(a->sc_h1, (size_t)Bv * D); MAMA__F(a->sc_bn1, (size_t)Bv * D);
+    MAMA__F(a->sc_bn1_mean, 2 * D); MAMA__F(a->sc_bn1_rstd, 2 * D); MAMA__F(a->sc_relu, (size_t)Bv * D);
+    MAMA__F(a->sc_h2, (size_t)Bv * E); MAMA__F(a->sc_z, (size_t)Bv * E);
+    MAMA__F(a->sc_bn2_mean, 2 * E); MAMA__F(a->sc_bn2_rstd, 2 * E);
+    MAMA__F(a->sc_zn, (size_t)Bv * E); MAMA__F(a->sc_norm, Bv);
+    /* losses */
+    MAMA__F(a->logits, B * B); MAMA__F(a->logits_t, B * B); MAMA__F(a->ce_loss, 2 * Bv);
+    MAMA__F(a->ce_probs, B * B); MAMA__F(a->ce_probs_t, B * B);
+    MAMA__F(a->dlogits, B * B); MAMA__F(a->dlogits_t, B * B); MAMA__F(a->ce_dloss, Bv);
+    MAMA__I(a->targets_diag, B); MAMA__I(a->targets_ntx, Bv);
+    MAMA__F(a->ntx_sim, Bv * Bv); MAMA__F(a->ntx_probs, Bv * Bv); MAMA__F(a->ntx_loss, Bv);
+    MAMA__F(a->ntx_dsim, Bv * Bv); MAMA__F(a->ntx_dloss, Bv);
+    MAMA__F(a->sla_sim, (size_t)B * N * S); MAMA__F(a->sla_simt, (size_t)B * N * S);
+    MAMA__F(a->sla_rowmax, (size_t)B * N * B); MAMA__I(a->sla_rowarg, (size_t)B * N * B);
+    MAMA__F(a->sla_colmax, (size_t)S * B); MAMA__I(a->sla_colarg, (size_t)S * B);
+    MAMA__F(a->sla_avg, (size_t)B * S);
+    MAMA__F(a->sla_t2i, B * B); MAMA__F(a->sla_t2i_t, B * B); MAMA__F(a->sla_i2t, B * B);
+    MAMA__F(a->sla_dsim, (size_t)B * N * S); MAMA__F(a->sla_dsimt, (size_t)B * N * S);
+    MAMA__F(a->sla_drowmax, (size_t)B * N * B); MAMA__F(a->sla_dcolmax, (size_t)S * B);
+    MAMA__F(a->sla_dt2i, B * B); MAMA__F(a->sla_dt2i_t, B * B); MAMA__F(a->sla_di2t, B * B);
+    /* gradient scratch, shared by both towers where shapes allow */
+    MAMA__F(a->d_img_emb, (size_t)Bv * E); MAMA__F(a->d_img_g, (size_t)Bv * E); MAMA__F(a->d_vpooled, (size_t)Bv * D);
+    MAMA__F(a->d_vx, Rv * D); MAMA__F(a->d_vx2, Rv * D);
+    MAMA__F(a->d_vnorm, (size_t)B * Tv * D); MAMA__F(a->d_patches, (size_t)B * N * D);
+    MAMA__F(a->d_patch_out, (size_t)Bv * N * D);
+    MAMA__F(a->d_rows_d, Rmax * Dmax); MAMA__F(a->d_rows_d2, Rmax * Dmax); MAMA__F(a->d_rows_3d, Rmax * 3 * Dmax);
+    MAMA__F(a->d_rows_4d, Rmax * 4 * Dmax); MAMA__F(a->d_rows_4d2, Rmax * 4 * Dmax);
+    MAMA__F(a->d_rows_r, Rt * (size_t)(r > 0 ? r : 1) + Rt * Dt);
+    MAMA__F(a->d_txt_emb, (size_t)B * E); MAMA__F(a->d_txt_g, (size_t)B * E); MAMA__F(a->d_tpool, (size_t)B * Dt);
+    MAMA__F(a->d_hidden, Rt * Dt); MAMA__F(a->d_tx, Rt * Dt); MAMA__F(a->d_tx2, Rt * Dt);
+    MAMA__F(a->d_il_a, (size_t)B * N * Hd); MAMA__F(a->d_il_b, (size_t)B * N * Hd);
+    MAMA__F(a->d_il_e, (size_t)B * N * E); MAMA__F(a->d_il_e2, (size_t)B * N * E); MAMA__F(a->d_p_emb, (size_t)B * N * E);
+    MAMA__F(a->d_tl_a, (size_t)S * Hd); MAMA__F(a->d_tl_b, (size_t)S * Hd);
+    MAMA__F(a->d_tl_e, (size_t)S * E); MAMA__F(a->d_tl_e2, (size_t)S * E); MAMA__F(a->d_s_emb, (size_t)S * E);
+    MAMA__F(a->d_sent, (size_t)S * Dt);
+    MAMA__F(a->d_sc_zn, (size_t)Bv * E); MAMA__F(a->d_sc_z, (size_t)Bv * E); MAMA__F(a->d_sc_e, (size_t)Bv * E);
+    MAMA__F(a->d_sc_a, (size_t)Bv * D); MAMA__F(a->d_sc_b, (size_t)Bv * D);
+#undef MAMA__F
+#undef MAMA__I
+    return off;
+}
+
+/* ---- 4.5 Creating and freeing a model ---------------------------------- */
+
+MAMA_API void mama_model_free(mama_model *m) {
+    if (!m) return;
+    if (m->be) {
+        if (m->params) m->be->free(m->be, m->params);
+        if (m->grads) m->be->free(m->be, m->grads);
+        if (m->arena) m->be->free(m->be, m->arena);
+    }
+    mama_free(m->info);
+    mama_free(m->w.vit); mama_free(m->g.vit);
+    mama_free(m->w.gpt); mama_free(m->g.gpt);
+    mama_free(m->a.vres); mama_free(m->a.tres);
+    mama_free(m->a.vblk); mama_free(m->a.tblk);
+    mama_free(m->h_ints); mama_free(m->h_floats); mama_free(m->h_sent_seg);
+    mama_free(m);
+}
+
+/* Host copies of the tiny constant index arrays (targets, positions). */
+static mama_status mama__upload_constants(mama_model *m) {
+    mama_backend *be = m->be;
+    int B = m->max_batch, T = m->cfg.context, i;
+    int *tmp;
+    MAMA_TRY(mama_alloc((void **)&tmp, sizeof(int) * (size_t)(B * T > 2 * B ? B * T : 2 * B), "model constants"));
+    for (i = 0; i < B * T; i++) tmp[i] = i % T;
+    if (be->to_device(be, m->a.pos_ids, tmp, sizeof(int) * (size_t)B * T) != MAMA_OK) goto fail;
+    mama_free(tmp);
+    return MAMA_OK;
+fail:
+    mama_free(tmp);
+    return MAMA_ERR_BACKEND;
+}
+
+static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mama_backend *be, int max_batch) {
+    mama_model *m;
+    mama__bind bind;
+    size_t total = 0;
+    int g;
+    *out = NULL;
+    MAMA_TRY(mama_config_validate(c));
+    if (!be) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_create: backend is NULL");
+    if (max_batch < 1 || max_batch > 4096)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_create: max_batch %d out of range 1..4096", max_batch);
+    MAMA_TRY(mama_calloc((void **)&m, sizeof *m, "model"));
+    m->cfg = *c;
+    m->be = be;
+    m->max_batch = max_batch;
+    m->n_patches = (c->image_size / c->patch_size) * (c->image_size / c->patch_size);
+    m->n_vtok = 1 + c->registers + m->n_patches;
+#define MAMA__ALLOC(ptr, n, what) \
+    if (mama_calloc((void **)&(ptr), sizeof(*(ptr)) * (size_t)(n), what) != MAMA_OK) goto fail
+    MAMA__ALLOC(m->w.vit, c->vision_depth, "vision block table");
+    MAMA__ALLOC(m->g.vit, c->vision_depth, "vision block table");
+    MAMA__ALLOC(m->w.gpt, c->text_depth, "text block table");
+    MAMA__ALLOC(m->g.gpt, c->text_depth, "text block table");
+    MAMA__ALLOC(m->a.vres, c->vision_depth + 1, "vision residual table");
+    MAMA__ALLOC(m->a.tres, c->text_depth + 1, "text residual table");
+    MAMA__ALLOC(m->a.vblk, c->vision_depth, "vision activation table");
+    MAMA__ALLOC(m->a.tblk, c->text_depth, "text activation table");
+    MAMA__ALLOC(m->h_sent_seg, max_batch + 1, "sentence offsets");
+    /* pass 0: count tensors and group sizes */
+    mama__visit_params(m, NULL);
+    MAMA__ALLOC(m->info, m->nparams, "parameter table");
+    for (g = 0; g < 4; g++) { m->group_offset[g] = total; total += m->group_numel[g]; }
+    if (be->alloc(be, (void **)&m->params, sizeof(float) * total) != MAMA_OK) goto fail;
+    if (be->alloc(be, (void **)&m->grads, sizeof(float) * (total - m->group_numel[2] - m->group_numel[3] + 1)) != MAMA_OK) goto fail;
+    /* pass 1: record names and offsets, bind pointers */
+    bind.w = &m->w; bind.g = &m->g; bind.wbase = m->params; bind.gbase = m->grads;
+    m->nparams = 0;
+    mama__visit_params(m, &bind);
+    m->arena_floats = mama__layout_acts(m, NULL);
+    if (be->alloc(be, (void **)&m->arena, sizeof(float) * m->arena_floats) != MAMA_OK) goto fail;
+    if (be->zero(be, m->arena, sizeof(float) * m->arena_floats) != MAMA_OK) goto fail;
+    mama__layout_acts(m, m->arena);
+    if (c->grad_checkpoint) {
+        int l;
+        for (l = 1; l < c->vision_depth; l++) m->a.vblk[l] = m->a.vblk[0];
+        for (l = 1; l < c->text_depth; l++) m->a.tblk[l] = m->a.tblk[0];
+    }
+    MAMA__ALLOC(m->h_ints, (size_t)max_batch * c->context * 4 + 8 * (size_t)max_batch * m->n_patches, "host staging");
+    MAMA__ALLOC(m->h_floats, (size_t)max_batch * c->context + (size_t)max_batch * max_batch * MAMA_MAX_SENTENCES, "host staging");
+#undef MAMA__ALLOC
+    if (mama__upload_constants(m) != MAMA_OK) goto fail;
+    *out = m;
+    return MAMA_OK;
+fail:
+    mama_model_free(m);
+    return mama_last_error()[0] ? MAMA_ERR_NOMEM : MAMA_FAIL(MAMA_ERR_NOMEM, "mama_model_create failed");
+}
+
+/* Host-side view of the weights: the same visitor bound to a host buffer,
+ * so initialisation and loading can work on host memory and upload once
+ * (the backend may be a GPU). */
+typedef struct mama__host_weights {
+    float *data;
+    size_t numel;
+    mama__weights w;
+} mama__host_weights;
+
+static void mama__host_weights_free(mama__host_weights *h) {
+    mama_free(h->data);
+    mama_free(h->w.vit);
+    mama_free(h->w.gpt);
+    memset(h, 0, sizeof *h);
+}
+static mama_status mama__host_weights_init(mama_model *m, mama__host_weights *h) {
+    mama__bind bind;
+    int saved = m->nparams;
+    memset(h, 0, sizeof *h);
+    h->numel = m->group_offset[3] + m->group_numel[3];
+    if (mama_calloc((void **)&h->data, sizeof(float) * h->numel, "host weights") != MAMA_OK ||
+        mama_calloc((void **)&h->w.vit, sizeof(mama__vit_block) * (size_t)m->cfg.vision_depth, "host weights") != MAMA_OK ||
+        mama_calloc((void **)&h->w.gpt, sizeof(mama__gpt_block) * (size_t)m->cfg.text_depth, "host weights") != MAMA_OK) {
+        mama__host_weights_free(h);
+        return MAMA_ERR_NOMEM;
+    }
+    bind.w = &h->w; bind.g = NULL; bind.wbase = h->data; bind.gbase = NULL;
+    m->nparams = 0;
+    mama__visit_params(m, &bind); /* rewrites the same info again */
+    m->nparams = saved;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_model_create(mama_model **out, const mama_config *c, mama_backend *be, int max_batch,
+                                       uint64_t seed) {
+    mama_model *m;
+    mama__host_weights h;
+    mama_status s;
+    MAMA_TRY(mama__model_alloc(&m, c, be, max_batch));
+    if (mama__host_weights_init(m, &h) != MAMA_OK) {
+        mama_model_free(m);
+        return MAMA_ERR_NOMEM;
+    }
+    mama__init_weights(c, &h.w, m->n_patches, seed);
+    s = be->to_device(be, m->params, h.data, sizeof(float) * h.numel);
+    mama__host_weights_free(&h);
+    if (s != MAMA_OK) { mama_model_free(m); return s; }
+    *out = m;
+    return MAMA_OK;
+}
+
+/* ==========================================================================
+ * 5. LAYERS AND TOWERS (forward beside backward): ViT (A.1), GPT-2 + LoRA
+ *    (A.2), heads (A.3).  Thin compositions of backend ops.
+ * ========================================================================== */
+
+/* Linear in PyTorch's layout, W [out, in]:  y = x W^T + b.
+ * Backward: dx += dy W,  dW += dy^T x,  db += sum_rows dy.  Any of dx, dW,
+ * db may be NULL (frozen weights still pass gradient to their input). */
+static void mama__linear_forward(mama_backend *be, float *y, const float *x, const float *W, const float *b,
+                                 int M, int in, int out) {
+    be->gemm(be, 0, 1, M, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+    if (b) be->bias_add_forward(be, y, b, M, out);
+}
+static void mama__linear_backward(mama_backend *be, float *dx, float *dW, float *db, const float *dy,
+                                  const float *x, const float *W, int M, int in, int out) {
+    if (dx) be->gemm(be, 0, 0, M, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
+    if (dW) be->gemm(be, 1, 0, out, in, M, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    if (db) be->bias_add_backward(be, db, dy, M, out);
+}
+/* GPT-2's Conv1D stores W as [in, out]:  y = x W + b.
+ * Backward: dx += dy W^T,  dW += x^T dy. */
+static void mama__conv1d_forward(mama_backend *be, float *y, const float *x, const float *W, const float *b,
+                                 int M, int in, int out) {
+    be->gemm(be, 0, 0, M, out, in, 1.0f, x, in, W, out, 0.0f, y, out);
+    if (b) be->bias_add_forward(be, y, b, M, out);
+}
+static void mama__conv1d_backward(mama_backend *be, float *dx, float *dW, float *db, const float *dy,
+                                  const float *x, const float *W, int M, int in, int out) {
+    if (dx) be->gemm(be, 0, 1, M, in, out, 1.0f, dy, out, W, out, 1.0f, dx, in);
+    if (dW) be->gemm(be, 1, 0, in, out, M, 1.0f, x, in, dy, out, 1.0f, dW, out);
+    if (db) be->bias_add_backward(be, db, dy, M, out);
+}
+static void mama__zero(mama_backend *be, float *x, size_t n) { be->zero(be, x, n * sizeof(float)); }
+
+/* A distinct dropout seed per (step, layer, site), so masks never repeat
+ * across sites and the backward regenerates exactly the forward's mask. */
+static uint64_t mama__dropout_seed(uint64_t step_seed, int layer, int site) {
+    uint64_t x = step_seed ^ ((uint64_t)(layer + 1) << 32) ^ (uint64_t)(site + 1);
+    return mama__splitmix64(&x);
+}
+
+/* ---- 5.1 ViT block (pre-norm, LayerScale; SPEC A.1) -------------------
+ *   xmid = x + ls1 * proj(attn(LN1(x)));   out = xmid + ls2 * fc2(gelu(fc1(LN2(xmid)))) */
+static void mama__vit_block_forward(mama_model *m, const mama__vit_block *w, mama__block_acts *k,
+                                    const float *x, float *out, int Bv) {
+    mama_backend *be = m->be;
+    int D = m->cfg.vision_dim, H = m->cfg.vision_heads, hd = D / H, T = m->n_vtok, rows = Bv * T;
+    size_t n = (size_t)rows * D;
+    be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, x, w->ln1_w, w->ln1_b, rows, D, 1e-6f);
+    mama__linear_forward(be, k->qkv, k->ln1, w->qkv_w, w->qkv_b, rows, D, 3 * D);
+    be->attention_forward(be, k->att, k->lse, k->qkv, NULL, Bv, T, H, hd, 0, 1.0f / sqrtf((float)hd), 0.0f, 0);
+    mama__linear_forward(be, k->proj, k->att, w->proj_w, w->proj_b, rows, D, D);
+    be->layerscale_forward(be, k->xmid, k->proj, w->ls1, rows, D);
+    be->accumulate(be, k->xmid, x, 1.0f, n);
+    be->layernorm_forward(be, k->ln2, k->ln2_mean, k->ln2_rstd, k->xmid, w->ln2_w, w->ln2_b, rows, D, 1e-6f);
+    mama__linear_forward(be, k->fc, k->ln2, w->fc1_w, w->fc1_b, rows, D, 4 * D);
+    be->gelu_forward(be, k->gelu, k->fc, (size_t)rows * 4 * D, 0);
+    mama__linear_forward(be, k->fc2, k->gelu, w->fc2_w, w->fc2_b, rows, 4 * D, D);
+    be->layerscale_forward(be, out, k->fc2, w->ls2, rows, D);
+    be->accumulate(be, out, k->xmid, 1.0f, n);
+}
+
+/* dout -> dx (dx is overwritten); parameter gradients accumulate into gw. */
+static void mama__vit_block_backward(mama_model *m, const mama__vit_block *w, const mama__vit_block *gw,
+                                     const mama__block_acts *k, const float *x, const float *dout, float *dx, int Bv) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    int D = m->cfg.vision_dim, H = m->cfg.vision_heads, hd = D / H, T = m->n_vtok, rows = Bv * T;
+    size_t n = (size_t)rows * D, n4 = (size_t)rows * 4 * D;
+    float *d_a = a->d_rows_d, *d_b = a->d_rows_d2, *d_4a = a->d_rows_4d, *d_4b = a->d_rows_4d2, *d_qkv = a->d_rows_3d;
+    /* MLP branch: out = xmid + ls2 * fc2 */
+    mama__zero(be, d_a, n);
+    be->layerscale_backward(be, d_a, gw->ls2, dout, k->fc2, w->ls2, rows, D);
+    mama__zero(be, d_4a, n4);
+    mama__linear_backward(be, d_4a, gw->fc2_w, gw->fc2_b, d_a, k->gelu, w->fc2_w, rows, 4 * D, D);
+    mama__zero(be, d_4b, n4);
+    be->gelu_backward(be, d_4b, d_4a, k->fc, n4, 0);
+    mama__zero(be, d_b, n);
+    mama__linear_backward(be, d_b, gw->fc1_w, gw->fc1_b, d_4b, k->ln2, w->fc1_w, rows, D, 4 * D);
+    be->copy(be, dx, dout, n * sizeof(float));
+    be->layernorm_backward(be, dx, gw->ln2_w, gw->ln2_b, d_b, k->xmid, w->ln2_w, k->ln2_mean, k->ln2_rstd, rows, D);
+    /* attention branch: xmid = x + ls1 * proj */
+    mama__zero(be, d_a, n);
+    be->layerscale_backward(be, d_a, gw->ls1, dx, k->proj, w->ls1, rows, D);
+    mama__zero(be, d_b, n);
+    mama__linear_backward(be, d_b, gw->proj_w, gw->proj_b, d_a, k->att, w->proj_w, rows, D, D);
+    mama__zero(be, d_qkv, 3 * n);
+    be->attention_backward(be, d_qkv, d_b, k->att, k->lse, k->qkv, NULL, Bv, T, H, hd, 0,
+                           1.0f / sqrtf((float)hd), 0.0f, 0);
+    mama__zero(be, d_a, n);
+    mama__linear_backward(be, d_a, gw->qkv_w, gw->qkv_b, d_qkv, k->ln1, w->qkv_w, rows, D, 3 * D);
+    be->layernorm_backward(be, dx, gw->ln1_w, gw->ln1_b, d_a, x, w->ln1_w, k->ln1_mean, k->ln1_rstd, rows, D);
+}
+
+/* ---- 5.2 GPT-2 block with LoRA on c_attn (SPEC A.2) -------------------
+ *   qkv = LN1(x) W + b + (alpha/r) drop(LN1(x)) A^T B^T
+ *   xmid = x + drop(c_proj(attn(qkv)));  out = xmid + drop(mlp(LN2(xmid))) */
+typedef struct mama__text_step {
+    int train_dropout;         /* dropout active this step */
+    uint64_t seed;
+    int pool_masked;           /* pool with pool_mask (real tokens, or a one-hot position) */
+} mama__text_step;
+
+static float mama__text_attn_scale(const mama_config *c, int layer) {
+    float s = 1.0f / sqrtf((float)(c->text_dim / c->text_heads));
+    return c->text_attn_layer_scale ? s / (float)(layer + 1) : s;
+}
+
+static void mama__gpt_block_forward(mama_model *m, int l, const mama__block_acts *k, const float *x, float *out,
+                                    int B, const mama__text_step *ts) {
+    mama_backend *be = m->be;
+    const mama_config *c = &m->cfg;
+    const mama__gpt_block *w = &m->w.gpt[l];
+    int D = c->text_dim, H = c->text_heads, hd = D / H, T = c->context, rows = B * T, r = c->lora_rank;
+    size_t n = (size_t)rows * D;
+    float p = ts->train_dropout ? c->text_dropout : 0.0f;
+    be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, x, w->ln1_w, w->ln1_b, rows, D, 1e-5f);
+    mama__conv1d_forward(be, k->qkv, k->ln1, w->attn_w, w->attn_b, rows, D, 3 * D);
+    if (w->lora_a) {
+        float lp = ts->train_dropout ? c->lora_dropout : 0.0f;
+        be->dropout_forward(be, k->lora_in, k->ln1, n, lp, mama__dropout_seed(ts->seed, l, 0));
+        be->gemm(be, 0, 1, rows, r, D, 1.0f, k->lora_in, D, w->lora_a, D, 0.0f, k->lora_u, r);
+        be->gemm(be, 0, 1, rows, 3 * D, r, c->lora_alpha / (float)r, k->lora_u, r, w->lora_b, r, 1.0f, k->qkv, 3 * D);
+    }
+    be->attention_forward(be, k->att, k->lse, k->qkv, m->a.key_valid, B, T, H, hd, 1, mama__text_attn_scale(c, l),
+                          p, mama__dropout_seed(ts->seed, l, 1));
+    mama__conv1d_forward(be, k->xmid, k->att, w->attn_proj_w, w->attn_proj_b, rows, D, D);
+    if (p > 0) be->dropout_forward(be, k->xmid, k->xmid, n, p, mama__dropout_seed(ts->seed, l, 2));
+    be->accumulate(be, k->xmid, x, 1.0f, n);
+    be->layernorm_forward(be, k->ln2, k->ln2_mean, k->ln2_rstd, k->xmid, w->ln2_w, w->ln2_b, rows, D, 1e-5f);
+    mama__conv1d_forward(be, k->fc, k->ln2, w->fc_w, w->fc_b, rows, D, 4 * D);
+    be->gelu_forward(be, k->gelu, k->fc, (size_t)rows * 4 * D, 1);
+    mama__conv1d_forward(be, out, k->gelu, w->mlp_proj_w, w->mlp_proj_b, rows, 4 * D, D);
+    if (p > 0) be->dropout_forward(be, out, out, n, p, mama__dropout_seed(ts->seed, l, 3));
+    be->accumulate(be, out, k->xmid, 1.0f, n);
+}
+
+static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_acts *k, const float *x,
+                                     const float *dout, float *dx, int B, const mama__text_step *ts) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    const mama__gpt_block *w = &m->w.gpt[l], *gw = &m->g.gpt[l];
+    int D = c->text_dim, H = c->text_heads, hd = D / H, T = c->context, rows = B * T, r = c->lora_rank;
+    size_t n = (size_t)rows * D, n4 = (size_t)rows * 4 * D;
+    float p = ts->train_dropout ? c->text_dropout : 0.0f;
+    float *d_a = a->d_rows_d, *d_b = a->d_rows_d2, *d_4a = a->d_rows_4d, *d_4b = a->d_rows_4d2, *d_qkv = a->d_rows_3d;
+    /* MLP branch */
+    mama__zero(be, d_a, n);
+    be->dropout_backward(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
+    mama__zero(be, d_4a, n4);
+    mama__conv1d_backward(be, d_4a, gw->mlp_proj_w, gw->mlp_proj_b, d_a, k->gelu, w->mlp_proj_w, rows, 4 * D, D);
+    mama__zero(be, d_4b, n4);
+    be->gelu_backward(be, d_4b, d_4a, k->fc, n4, 1);
+    mama__zero(be, d_b, n);
+    mama__conv1d_backward(be, d_b, gw->fc_w, gw->fc_b, d_4b, k->ln2, w->fc_w, rows, D, 4 * D);
+    be->copy(be, dx, dout, n * sizeof(float));
+    be->layernorm_backward(be, dx, gw->ln2_w, gw->ln2_b, d_b, k->xmid, w->ln2_w, k->ln2_mean, k->ln2_rstd, rows, D);
+    /* attention branch */
+    mama__zero(be, d_a, n);
+    be->dropout_backward(be, d_a, dx, n, p, mama__dropout_seed(ts->seed, l, 2));
+    mama__zero(be, d_b, n);
+    mama__conv1d_backward(be, d_b, gw->attn_proj_w, gw->attn_proj_b, d_a, k->att, w->attn_proj_w, rows, D, D);
+    mama__zero(be, d_qkv, 3 * n);
+    be->attention_backward(be, d_qkv, d_b, k->att, k->lse, k->qkv, a->key_valid, B, T, H, hd, 1,
+                           mama__text_attn_scale(c, l), p, mama__dropout_seed(ts->seed, l, 1));
+    mama__zero(be, d_a, n);
+    mama__conv1d_backward(be, d_a, gw->attn_w, gw->attn_b, d_qkv, k->ln1, w->attn_w, rows, D, 3 * D);
+    if (w->lora_a) {
+        /* qkv += s u B^T with u = drop(ln1) A^T:  dB += s dqkv^T u;
+         * du = s dqkv B;  dA += du^T drop(ln1);  d ln1 += drop'(du A) */
+        float s = c->lora_alpha / (float)r, lp = ts->train_dropout ? c->lora_dropout : 0.0f;
+        float *du = a->d_rows_r, *dlin = a->d_rows_r + (size_t)rows * r;
+        be->gemm(be, 1, 0, 3 * D, r, rows, s, d_qkv, 3 * D, k->lora_u, r, 1.0f, gw->lora_b, r);
+        be->gemm(be, 0, 0, rows, r, 3 * D, s, d_qkv, 3 * D, w->lora_b, r, 0.0f, du, r);
+        be->gemm(be, 1, 0, r, D, rows, 1.0f, du, r, k->lora_in, D, 1.0f, gw->lora_a, D);
+        be->gemm(be, 0, 0, rows, D, r, 1.0f, du, r, w->lora_a, D, 0.0f, dlin, D);
+        be->dropout_backward(be, d_a, dlin, n, lp, mama__dropout_seed(ts->seed, l, 0));
+    }
+    be->layernorm_backward(be, dx, gw->ln1_w, gw->ln1_b, d_a, x, w->ln1_w, k->ln1_mean, k->ln1_rstd, rows, D);
+}
+
+/* ---- 5.3 BatchNorm heads ------------------------------------------------
+ * Local embedding head (A.3): per token, linear -> BN -> ReLU -> linear ->
+ * BN (no affine).  `segs` (host, nseg+1 offsets) gives the row groups whose
+ * BatchNorm statistics are computed together: all patches of the batch for
+ * images (one segment), each caption's sentences for text. */
+typedef struct mama__local_acts {
+    float *h1, *bn1, *bn1_mean, *bn1_rstd, *relu, *h2, *bn2, *bn2_mean, *bn2_rstd, *emb, *norm;
+} mama__local_acts;
+
+static void mama__local_head_forward(mama_model *m, const mama__local_head *w, const mama__local_acts *k,
+                                     const float *x, int rows, int in, const int *segs, int nseg, int train,
+                                     int64_t *tracked) {
+    mama_backend *be = m->be;
+    int Hd = m->cfg.local_hidden, E = m->cfg.embed_dim, s;
+    mama__linear_forward(be, k->h1, x, w->w1, w->b1, rows, in, Hd);
+    for (s = 0; s < nseg; s++) {
+        int r0 = segs[s], nr = segs[s + 1] - segs[s];
+        if (nr <= 0) continue;
+        be->batchnorm_forward(be, k->bn1 + (size_t)r0 * Hd, k->bn1_mean + (size_t)s * Hd, k->bn1_rstd + (size_t)s * Hd,
+                              w->bn1_mean, w->bn1_var, k->h1 + (size_t)r0 * Hd, w->bn1_w, w->bn1_b, nr, Hd,
+                              1e-5f, 0.1f, train);
+        if (train) tracked[0]++;
+    }
+    be->relu_forward(be, k->relu, k->bn1, (size_t)rows * Hd);
+    mama__linear_forward(be, k->h2, k->relu, w->w2, w->b2, rows, Hd, E);
+    for (s = 0; s < nseg; s++) {
+        int r0 = segs[s], nr = segs[s + 1] - segs[s];
+        if (nr <= 0) continue;
+        be->batchnorm_forward(be, k->bn2 + (size_t)r0 * E, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E,
+                              w->bn2_mean, w->bn2_var, k->h2 + (size_t)r0 * E, NULL, NULL, nr, E, 1e-5f, 0.1f, train);
+        if (train) tracked[1]++;
+    }
+    be->l2norm_forward(be, k->emb, k->norm, k->bn2, rows, E);
+}
+
+/* demb -> dx (accumulated); scratch: da, db (rows x Hd), de, de2 (rows x E) */
+static void mama__local_head_backward(mama_model *m, const mama__local_head *w, const mama__local_head *gw,
+                                      const mama__local_acts *k, const float *x, const float *demb, float *dx,
+                                      int rows, int in, const int *segs, int nseg,
+                                      float *da, float *db, float *de, float *de2) {
+    mama_backend *be = m->be;
+    int Hd = m->cfg.local_hidden, E = m->cfg.embed_dim, s;
+    mama__zero(be, de, (size_t)rows * E);
+    be->l2norm_backward(be, de, demb, k->emb, k->norm, rows, E);
+    mama__zero(be, de2, (size_t)rows * E);
+    for (s = 0; s < nseg; s++) {
+        int r0 = segs[s], nr = segs[s + 1] - segs[s];
+        if (nr <= 0) continue;
+        be->batchnorm_backward(be, de2 + (size_t)r0 * E, NULL, NULL, de + (size_t)r0 * E, k->h2 + (size_t)r0 * E,
+                               NULL, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E, nr, E);
+    }
+    mama__zero(be, da, (size_t)rows * Hd);
+    mama__linear_backward(be, da, gw->w2, gw->b2, de2, k->relu, w->w2, rows, Hd, E);
+    mama__zero(be, db, (size_t)rows * Hd);
+    be->relu_backward(be, db, da, k->relu, (size_t)rows * Hd);
+    mama__zero(be, da, (size_t)rows * Hd);
+    for (s = 0; s < nseg; s++) {
+        int r0 = segs[s], nr = segs[s + 1] - segs[s];
+        if (nr <= 0) continue;
+        be->batchnorm_backward(be, da + (size_t)r0 * Hd, gw->bn1_w, gw->bn1_b, db + (size_t)r0 * Hd,
+                               k->h1 + (size_t)r0 * Hd, w->bn1_w, k->bn1_mean + (size_t)s * Hd,
+                               k->bn1_rstd + (size_t)s * Hd, nr, Hd);
+    }
+    mama__linear_backward(be, dx, gw->w1, gw->b1, da, x, w->w1, rows, in, Hd);
+}
+
+/* ---- 5.4 Tower forward and backward ------------------------------------ */
+
+static mama__local_acts mama__img_local_acts(mama__acts *a) {
+    mama__local_acts k;
+    k.h1 = a->il_h1; k.bn1 = a->il_bn1; k.bn1_mean = a->il_bn1_mean; k.bn1_rstd = a->il_bn1_rstd;
+    k.relu = a->il_relu; k.h2 = a->il_h2; k.bn2 = a->il_bn2; k.bn2_mean = a->il_bn2_mean;
+    k.bn2_rstd = a->il_bn2_rstd; k.emb = a->p_emb; k.norm = a->p_norm;
+    return k;
+}
+static mama__local_acts mama__txt_local_acts(mama__acts *a) {
+    mama__local_acts k;
+    k.h1 = a->tl_h1; k.bn1 = a->tl_bn1; k.bn1_mean = a->tl_bn1_mean; k.bn1_rstd = a->tl_bn1_rstd;
+    k.relu = a->tl_relu; k.h2 = a->tl_h2; k.bn2 = a->tl_bn2; k.bn2_mean = a->tl_bn2_mean;
+    k.bn2_rstd = a->tl_bn2_rstd; k.emb = a->s_emb; k.norm = a->s_norm;
+    return k;
+}
+
+/* Vision tower over Bv images in a->images: patch embedding (as a GEMM over
+ * im2col rows), tokens, blocks; then the pooled feature (mean of the
+ * pre-norm tokens over ALL tokens) and the global embedding. */
+static void mama__vision_forward(mama_model *m, int Bv) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    int D = c->vision_dim, E = c->embed_dim, N = m->n_patches, T = m->n_vtok, l;
+    int pdim = c->in_chans * c->patch_size * c->patch_size;
+    be->im2col_patches(be, a->cols, a->images, Bv, c->in_chans, c->image_size, c->image_size, c->patch_size);
+    mama__linear_forward(be, a->patch_out, a->cols, m->w.patch_w, m->w.patch_b, Bv * N, pdim, D);
+    be->vit_tokens_forward(be, a->vres[0], a->patch_out, m->w.cls_token, m->w.register_tokens, m->w.pos_embed,
+                           Bv, N, c->registers, D);
+    for (l = 0; l < c->vision_depth; l++)
+        mama__vit_block_forward(m, &m->w.vit[l], &a->vblk[l], a->vres[l], a->vres[l + 1], Bv);
+    be->meanpool_forward(be, a->vpooled, a->vres[c->vision_depth], NULL, Bv, T, D);
+    mama__linear_forward(be, a->img_g, a->vpooled, m->w.img_global_w, m->w.img_global_b, Bv, D, E);
+    be->l2norm_forward(be, a->img_emb, a->img_gnorm, a->img_g, Bv, E);
+}
+
+/* Patch tokens after the (frozen) final norm, for the first B images, and
+ * their local embeddings. */
+static void mama__vision_local_forward(mama_model *m, int B, int train) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    int D = c->vision_dim, N = m->n_patches, T = m->n_vtok;
+    int segs[2];
+    mama__local_acts k = mama__img_local_acts(a);
+    be->layernorm_forward(be, a->vnorm, a->vnorm_mean, a->vnorm_rstd, a->vres[c->vision_depth], m->w.norm_w,
+                          m->w.norm_b, B * T, D, 1e-6f);
+    be->embedding_forward(be, a->patches, a->patch_idx, a->vnorm, B * N, D);
+    segs[0] = 0; segs[1] = B * N;
+    mama__local_head_forward(m, &m->w.img_local, &k, a->patches, B * N, D, segs, 1, train, &m->bn_batches[0]);
+}
+
+/* Backward of the vision tower from d_img_emb (Bv rows), d_vpooled
+ * (accumulated by the SimCLR branch) and d_patches (local branch, first B
+ * images; may be skipped with has_local = 0). */
+static void mama__vision_backward(mama_model *m, int Bv, int B, int has_local) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    int D = c->vision_dim, E = c->embed_dim, N = m->n_patches, T = m->n_vtok, l;
+    int pdim = c->in_chans * c->patch_size * c->patch_size;
+    size_t rows = (size_t)Bv * T;
+    float *dx = a->d_vx, *dx2 = a->d_vx2, *tmp;
+    mama__zero(be, a->d_img_g, (size_t)Bv * E);
+    be->l2norm_backward(be, a->d_img_g, a->d_img_emb, a->img_emb, a->img_gnorm, Bv, E);
+    mama__linear_backward(be, a->d_vpooled, m->g.img_global_w, m->g.img_global_b, a->d_img_g, a->vpooled,
+                          m->w.img_global_w, Bv, D, E);
+    mama__zero(be, dx, rows * D);
+    be->meanpool_backward(be, dx, a->d_vpooled, NULL, Bv, T, D);
+    if (has_local) {
+        /* norm is frozen: only the input gradient, scattered back to rows */
+        mama__zero(be, a->d_vnorm, (size_t)B * T * D);
+        be->embedding_backward(be, a->d_vnorm, a->d_patches, a->patch_idx, B * N, D);
+        be->layernorm_backward(be, dx, NULL, NULL, a->d_vnorm, a->vres[c->vision_depth], m->w.norm_w,
+                               a->vnorm_mean, a->vnorm_rstd, B * T, D);
+    }
+    for (l = c->vision_depth - 1; l >= 0; l--) {
+        if (c->grad_checkpoint) /* recompute this block's activations */
+            mama__vit_block_forward(m, &m->w.vit[l], &a->vblk[l], a->vres[l], a->vres[l + 1], Bv);
+        mama__vit_block_backward(m, &m->w.vit[l], &m->g.vit[l], &a->vblk[l], a->vres[l], dx, dx2, Bv);
+        tmp = dx; dx = dx2; dx2 = tmp;
+    }
+    /* tokens -> patch rows, cls, registers, pos_embed; then the patch GEMM */
+    mama__zero(be, a->d_patch_out, (size_t)Bv * N * D);
+    be->vit_tokens_backward(be, a->d_patch_out, m->g.cls_token, m->g.register_tokens, m->g.pos_embed, dx,
+                            Bv, N, c->registers, D);
+    mama__linear_backward(be, NULL, m->g.patch_w, m->g.patch_b, a->d_patch_out, a->cols, m->w.patch_w,
+                          Bv * N, pdim, D);
+}
+
+/* Text tower over B captions (ids, key_valid, pool_mask, sentence indices
+ * already uploaded). */
+static void mama__text_forward(mama_model *m, int B, int S, const mama__text_step *ts, int train, int with_local) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    int D = c->text_dim, E = c->embed_dim, T = c->context, rows = B * T, l;
+    float p = ts->train_dropout ? c->text_dropout : 0.0f;
+    be->embedding_forward(be, a->tres[0], a->ids, m->w.wte, rows, D);
+    be->embedding_forward(be, a->d_tx, a->pos_ids, m->w.wpe, rows, D);
+    be->accumulate(be, a->tres[0], a->d_tx, 1.0f, (size_t)rows * D);
+    if (p > 0) be->dropout_forward(be, a->tres[0], a->tres[0], (size_t)rows * D, p, mama__dropout_seed(ts->seed, -1, 0));
+    for (l = 0; l < c->text_depth; l++) mama__gpt_block_forward(m, l, &a->tblk[l], a->tres[l], a->tres[l + 1], B, ts);
+    be->layernorm_forward(be, a->hidden, a->lnf_mean, a->lnf_rstd, a->tres[c->text_depth], m->w.ln_f_w, m->w.ln_f_b,
+                          rows, D, 1e-5f);
+    be->meanpool_forward(be, a->tpool, a->hidden, ts->pool_masked ? a->pool_mask : NULL, B, T, D);
+    mama__linear_forward(be, a->txt_g, a->tpool, m->w.txt_global_w, m->w.txt_global_b, B, D, E);
+    be->l2norm_forward(be, a->txt_emb, a->txt_gnorm, a->txt_g, B, E);
+    if (with_local && S > 0) {
+        mama__local_acts k = mama__txt_local_acts(a);
+        be->embedding_forward(be, a->sent, a->sent_idx, a->hidden, S, D);
+        mama__local_head_forward(m, &m->w.txt_local, &k, a->sent, S, D, m->h_sent_seg, B, train, &m->bn_batches[2]);
+    }
+}
+
+static void mama__text_backward(mama_model *m, int B, int S, const mama__text_step *ts, int has_local) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    int D = c->text_dim, E = c->embed_dim, T = c->context, rows = B * T, l;
+    float p = ts->train_dropout ? c->text_dropout : 0.0f;
+    float *dx = a->d_tx, *dx2 = a->d_tx2, *tmp;
+    mama__zero(be, a->d_txt_g, (size_t)B * E);
+    be->l2norm_backward(be, a->d_txt_g, a->d_txt_emb, a->txt_emb, a->txt_gnorm, B, E);
+    mama__zero(be, a->d_tpool, (size_t)B * D);
+    mama__linear_backward(be, a->d_tpool, m->g.txt_global_w, m->g.txt_global_b, a->d_txt_g, a->tpool,
+                          m->w.txt_global_w, B, D, E);
+    mama__zero(be, a->d_hidden, (size_t)rows * D);
+    be->meanpool_backward(be, a->d_hidden, a->d_tpool, ts->pool_masked ? a->pool_mask : NULL, B, T, D);
+    if (has_local && S > 0) {
+        mama__local_acts k = mama__txt_local_acts(a);
+        mama__zero(be, a->d_sent, (size_t)S * D);
+        mama__local_head_backward(m, &m->w.txt_local, &m->g.txt_local, &k, a->sent, a->d_s_emb, a->d_sent, S, D,
+                                  m->h_sent_seg, B, a->d_tl_a, a->d_tl_b, a->d_tl_e, a->d_tl_e2);
+        be->embedding_backward(be, a->d_hidden, a->d_sent, a->sent_idx, S, D);
+    }
+    if (c->text_mode == MAMA_TEXT_FROZEN) return; /* nothing below trains */
+    mama__zero(be, dx, (size_t)rows * D);
+    be->layernorm_backward(be, dx, m->g.ln_f_w, m->g.ln_f_b, a->d_hidden, a->tres[c->text_depth], m->w.ln_f_w,
+                           a->lnf_mean, a->lnf_rstd, rows, D);
+    for (l = c->text_depth - 1; l >= 0; l--) {
+        if (c->grad_checkpoint)
+            mama__gpt_block_forward(m, l, &a->tblk[l], a->tres[l], a->tres[l + 1], B, ts);
+        mama__gpt_block_backward(m, l, &a->tblk[l], a->tres[l], dx, dx2, B, ts);
+        tmp = dx; dx = dx2; dx2 = tmp;
+    }
+    if (c->text_mode == MAMA_TEXT_FULL) {
+        mama__zero(be, dx2, (size_t)rows * D);
+        be->dropout_backward(be, dx2, dx, (size_t)rows * D, p, mama__dropout_seed(ts->seed, -1, 0));
+        be->embedding_backward(be, m->g.wte, dx2, a->ids, rows, D);
+        be->embedding_backward(be, m->g.wpe, dx2, a->pos_ids, rows, D);
+    }
+}
+
+/* SimCLR projection, called separately on the image half and the ext half
+ * of the pooled features (each half its own BatchNorm statistics). */
+static void mama__simclr_forward(mama_model *m, int B, int train) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama__simclr_head *w = &m->w.simclr;
+    int D = m->cfg.vision_dim, E = m->cfg.embed_dim, h;
+    for (h = 0; h < 2; h++) {
+        size_t oD = (size_t)h * B * D, oE = (size_t)h * B * E;
+        mama__linear_forward(be, a->sc_h1 + oD, a->vpooled + oD, w->w1, NULL, B, D, D);
+        be->batchnorm_forward(be, a->sc_bn1 + oD, a->sc_bn1_mean + h * D, a->sc_bn1_rstd + h * D, w->bn1_mean,
+                              w->bn1_var, a->sc_h1 + oD, w->bn1_w, w->bn1_b, B, D, 1e-5f, 0.1f, train);
+        be->relu_forward(be, a->sc_relu + oD, a->sc_bn1 + oD, (size_t)B * D);
+        mama__linear_forward(be, a->sc_h2 + oE, a->sc_relu + oD, w->w2, NULL, B, D, E);
+        be->batchnorm_forward(be, a->sc_z + oE, a->sc_bn2_mean + h * E, a->sc_bn2_rstd + h * E, w->bn2_mean,
+                              w->bn2_var, a->sc_h2 + oE, w->bn2_w, w->bn2_b, B, E, 1e-5f, 0.1f, train);
+        if (train) { m->bn_batches[4]++; m->bn_batches[5]++; }
+    }
+}
+
+/* d_sc_z (2B x E) -> d_vpooled (accumulated) */
+static void mama__simclr_backward(mama_model *m, int B) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama__simclr_head *w = &m->w.simclr, *gw = &m->g.simclr;
+    int D = m->cfg.vision_dim, E = m->cfg.embed_dim, h;
+    mama__zero(be, a->d_sc_e, (size_t)2 * B * E);
+    mama__zero(be, a->d_sc_a, (size_t)2 * B * D);
+    mama__zero(be, a->d_sc_b, (size_t)2 * B * D);
+    for (h = 0; h < 2; h++) {
+        size_t oD = (size_t)h * B * D, oE = (size_t)h * B * E;
+        be->batchnorm_backward(be, a->d_sc_e + oE, gw->bn2_w, gw->bn2_b, a->d_sc_z + oE, a->sc_h2 + oE, w->bn2_w,
+                               a->sc_bn2_mean + h * E, a->sc_bn2_rstd + h * E, B, E);
+        mama__linear_backward(be, a->d_sc_a + oD, gw->w2, NULL, a->d_sc_e + oE, a->sc_relu + oD, w->w2, B, D, E);
+        be->relu_backward(be, a->d_sc_b + oD, a->d_sc_a + oD, a->sc_relu + oD, (size_t)B * D);
+        mama__zero(be, a->d_sc_a + oD, (size_t)B * D);
+        be->batchnorm_backward(be, a->d_sc_a + oD, gw->bn1_w, gw->bn1_b, a->d_sc_b + oD, a->sc_h1 + oD, w->bn1_w,
+                               a->sc_bn1_mean + h * D, a->sc_bn1_rstd + h * D, B, D);
+        mama__linear_backward(be, a->d_vpooled + oD, gw->w1, NULL, a->d_sc_a + oD, a->vpooled + oD, w->w1, B, D, D);
+    }
+}
+
+/* ==========================================================================
+ * 6. LOSSES AND THE TRAINING STEP (SPEC A.4)
+ * ========================================================================== */
+
+static float mama__read_scalar(mama_model *m, const float *dev) {
+    float v = 0;
+    m->be->to_host(m->be, &v, dev, sizeof v);
+    return v;
+}
+static void mama__add_scalar(mama_model *m, float *dev, double delta) {
+    float v = mama__read_scalar(m, dev);
+    v += (float)delta;
+    m->be->to_device(m->be, dev, &v, sizeof v);
+}
+static double mama__sum_host(mama_model *m, const float *dev, int n) {
+    float buf[256];
+    double s = 0;
+    int i, done = 0;
+    while (done < n) {
+        int k = n - done < 256 ? n - done : 256;
+        m->be->to_host(m->be, buf, dev + done, sizeof(float) * (size_t)k);
+        for (i = 0; i < k; i++) s += buf[i];
+        done += k;
+    }
+    return s;
+}
+
+/* The CLIP objective on a B x B logit matrix L (rows: images, columns:
+ * texts, matched pairs on the diagonal): CE over rows plus CE over columns,
+ * each a mean over the batch.  dL receives the whole gradient (overwritten). */
+static double mama__ce_both(mama_model *m, const float *L, float *dL, int B) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    double loss;
+    be->transpose(be, a->logits_t, L, B, B);
+    be->cross_entropy_forward(be, a->ce_loss, a->ce_probs, L, a->targets_diag, B, B);
+    be->cross_entropy_forward(be, a->ce_loss + B, a->ce_probs_t, a->logits_t, a->targets_diag, B, B);
+    loss = mama__sum_host(m, a->ce_loss, 2 * B) / B;
+    mama__zero(be, dL, (size_t)B * B);
+    mama__zero(be, a->dlogits_t, (size_t)B * B);
+    be->cross_entropy_backward(be, dL, a->ce_probs, a->targets_diag, a->ce_dloss, B, B);
+    be->cross_entropy_backward(be, a->dlogits_t, a->ce_probs_t, a->targets_diag, a->ce_dloss, B, B);
+    be->transpose(be, a->logits_t, a->dlogits_t, B, B); /* reuse as scratch */
+    be->accumulate(be, dL, a->logits_t, 1.0f, (size_t)B * B);
+    return loss;
+}
+
+/* Global CLIP loss between image embeddings I and text embeddings Tx
+ * (B x E each, L2-normalised): S = exp(logit_scale) I Tx^T.  Gradients
+ * accumulate into dI, dT and the log-scale's gradient (if dscale). */
+static double mama__clip_loss(mama_model *m, const float *I, const float *Tx, float *dI, float *dT,
+                              const float *log_scale, float *dscale, int B) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    int E = m->cfg.embed_dim;
+    float scale = expf(mama__read_scalar(m, log_scale));
+    double loss;
+    be->gemm(be, 0, 1, B, B, E, scale, I, E, Tx, E, 0.0f, a->logits, B);
+    loss = mama__ce_both(m, a->logits, a->dlogits, B);
+    if (!dI) return loss;
+    if (dscale) mama__add_scalar(m, dscale, be->dot(be, a->dlogits, a->logits, (size_t)B * B));
+    be->gemm(be, 0, 0, B, E, B, scale, a->dlogits, B, Tx, E, 1.0f, dI, E);
+    be->gemm(be, 1, 0, B, E, B, scale, a->dlogits, B, I, E, 1.0f, dT, E);
+    return loss;
+}
+
+/* Multi-view NT-Xent (SimCLR, temperature 0.5) between the projections of
+ * the image half and the ext half of sc_z; 2B-2 negatives per anchor. */
+static double mama__ntxent_loss(mama_model *m, int B, int backward) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    int E = m->cfg.embed_dim, n2 = 2 * B;
+    double loss;
+    be->l2norm_forward(be, a->sc_zn, a->sc_norm, a->sc_z, n2, E);
+    be->gemm(be, 0, 1, n2, n2, E, 2.0f, a->sc_zn, E, a->sc_zn, E, 0.0f, a->ntx_sim, n2);
+    be->fill_diagonal(be, a->ntx_sim, n2, n2, -1e30f); /* an anchor is not its own negative */
+    be->cross_entropy_forward(be, a->ntx_loss, a->ntx_probs, a->ntx_sim, a->targets_ntx, n2, n2);
+    loss = mama__sum_host(m, a->ntx_loss, n2) / n2;
+    if (!backward) return loss;
+    mama__zero(be, a->ntx_dsim, (size_t)n2 * n2);
+    be->cross_entropy_backward(be, a->ntx_dsim, a->ntx_probs, a->targets_ntx, a->ntx_dloss, n2, n2);
+    /* sim = 2 zn zn^T  =>  dzn = 2 (dsim + dsim^T) zn */
+    be->gemm(be, 0, 0, n2, E, n2, 2.0f, a->ntx_dsim, n2, a->sc_zn, E, 0.0f, a->d_sc_zn, E);
+    be->gemm(be, 1, 0, n2, E, n2, 2.0f, a->ntx_dsim, n2, a->sc_zn, E, 1.0f, a->d_sc_zn, E);
+    mama__zero(be, a->d_sc_z, (size_t)n2 * E);
+    be->l2norm_backward(be, a->d_sc_z, a->d_sc_zn, a->sc_zn, a->sc_norm, n2, E);
+    return loss;
+}
+
+/* Symmetric local alignment.  sim = p s^T between every patch of every
+ * image and every sentence of every caption (one GEMM).  For image i and
+ * caption j:  t2i = mean over j's sentences of the max over i's patches;
+ * i2t = mean over i's patches of the max over j's sentences.  The maxima
+ * are segment maxima (rows of sim grouped by caption, rows of sim^T grouped
+ * by image); the sentence mean is a GEMM with an averaging matrix. */
+static double mama__sla_loss(mama_model *m, int B, int S, int backward) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    int E = m->cfg.embed_dim, N = m->n_patches, BN = B * N;
+    float scale = expf(mama__read_scalar(m, m->w.local_scale));
+    double loss;
+    be->gemm(be, 0, 1, BN, S, E, 1.0f, a->p_emb, E, a->s_emb, E, 0.0f, a->sla_sim, S);
+    be->transpose(be, a->sla_simt, a->sla_sim, BN, S);
+    be->segment_max_forward(be, a->sla_rowmax, a->sla_rowarg, a->sla_sim, BN, S, a->sent_seg, B);
+    be->meanpool_forward(be, a->sla_i2t, a->sla_rowmax, NULL, B, N, B);        /* i2t[i, j] */
+    be->segment_max_forward(be, a->sla_colmax, a->sla_colarg, a->sla_simt, S, BN, a->img_seg, B);
+    be->gemm(be, 0, 0, B, B, S, 1.0f, a->sla_avg, S, a->sla_colmax, B, 0.0f, a->sla_t2i_t, B); /* t2i[i,j] at [j,i] */
+    be->scale(be, a->sla_t2i_t, scale, (size_t)B * B);
+    be->scale(be, a->sla_i2t, scale, (size_t)B * B);
+    /* CE in both directions is symmetric in the orientation of the matrix */
+    loss = mama__ce_both(m, a->sla_t2i_t, a->sla_dt2i_t, B);
+    loss += mama__ce_both(m, a->sla_i2t, a->sla_di2t, B);
+    if (!backward) return loss;
+    if (m->g.local_scale)
+        mama__add_scalar(m, m->g.local_scale, be->dot(be, a->sla_dt2i_t, a->sla_t2i_t, (size_t)B * B) +
+                                              be->dot(be, a->sla_di2t, a->sla_i2t, (size_t)B * B));
+    be->scale(be, a->sla_dt2i_t, scale, (size_t)B * B);
+    be->scale(be, a->sla_di2t, scale, (size_t)B * B);
+    /* back through the averaging and the maxima to sim and sim^T */
+    be->gemm(be, 1, 0, S, B, B, 1.0f, a->sla_avg, S, a->sla_dt2i_t, B, 0.0f, a->sla_dcolmax, B);
+    mama__zero(be, a->sla_dsimt, (size_t)S * BN);
+    be->segment_max_backward(be, a->sla_dsimt, a->sla_dcolmax, a->sla_colarg, S, BN, B);
+    mama__zero(be, a->sla_drowmax, (size_t)BN * B);
+    be->meanpool_backward(be, a->sla_drowmax, a->sla_di2t, NULL, B, N, B);
+    mama__zero(be, a->sla_dsim, (size_t)BN * S);
+    be->segment_max_backward(be, a->sla_dsim, a->sla_drowmax, a->sla_rowarg, BN, S, B);
+    /* sim = p s^T, simt = s p^T */
+    be->gemm(be, 0, 0, BN, E, S, 1.0f, a->sla_dsim, S, a->s_emb, E, 1.0f, a->d_p_emb, E);
+    be->gemm(be, 1, 0, BN, E, S, 1.0f, a->sla_dsimt, BN, a->s_emb, E, 1.0f, a->d_p_emb, E);
+    be->gemm(be, 1, 0, S, E, BN, 1.0f, a->sla_dsim, S, a->p_emb, E, 1.0f, a->d_s_emb, E);
+    be->gemm(be, 0, 0, S, E, BN, 1.0f, a->sla_dsimt, BN, a->p_emb, E, 1.0f, a->d_s_emb, E);
+    return loss;
+}
+
+/* ---- 6.1 Uploading a batch --------------------------------------------- */
+
+static mama_status mama__upload_batch(mama_model *m, const mama_batch *b, int late, int need_sentences, int *S_out) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    int B = b->B, T = c->context, N = m->n_patches, Tv = m->n_vtok, i, t, S = 0;
+    size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
+    int *hi = m->h_ints;
+    float *hf = m->h_floats;
+    if (B < 1 || B > m->max_batch)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "batch of %d samples; this model was created for 1..%d", B, m->max_batch);
+    if (!b->images || !b->input_ids || !b->attention_mask)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "batch: images, input_ids and attention_mask are required");
+    if (late && !b->ext_images)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "batch: ext_images are required for the late losses");
+    for (i = 0; i < B * T; i++)
+        if (b->input_ids[i] < 0 || b->input_ids[i] >= c->vocab_size)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "batch: input_ids[%d][%d] = %d is outside the vocabulary (0..%d)",
+                             i / T, i % T, b->input_ids[i], c->vocab_size - 1);
+    MAMA_TRY(be->to_device(be, a->images, b->images, sizeof(float) * img * (size_t)B));
+    if (late) MAMA_TRY(be->to_device(be, a->images + img * (size_t)B, b->ext_images, sizeof(float) * img * (size_t)B));
+    MAMA_TRY(be->to_device(be, a->ids, b->input_ids, sizeof(int) * (size_t)B * T));
+    for (i = 0; i < B * T; i++) hi[i] = b->attention_mask[i] != 0;
+    MAMA_TRY(be->to_device(be, a->key_valid, hi, sizeof(int) * (size_t)B * T));
+    for (i = 0; i < B * T; i++) hf[i] = b->attention_mask[i] != 0 ? 1.0f : 0.0f;
+    MAMA_TRY(be->to_device(be, a->pool_mask, hf, sizeof(float) * (size_t)B * T));
+    /* sentence rows: every sep position, caption by caption */
+    m->h_sent_seg[0] = 0;
+    for (i = 0; i < B; i++) {
+        int count = 0;
+        for (t = 0; t < T; t++)
+            if (b->input_ids[i * T + t] == c->sep_id) {
+                if (count == MAMA_MAX_SENTENCES)
+                    return MAMA_FAIL(MAMA_ERR_INVALID, "batch: caption %d has more than %d sentence separators", i,
+                                     MAMA_MAX_SENTENCES);
+                hi[S++] = i * T + t;
+                count++;
+            }
+        if (need_sentences && count == 0)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "batch: caption %d has no sentence separator (id %d), which the "
+                             "local alignment needs", i, c->sep_id);
+        m->h_sent_seg[i + 1] = S;
+    }
+    if (S > 0) MAMA_TRY(be->to_device(be, a->sent_idx, hi, sizeof(int) * (size_t)S));
+    MAMA_TRY(be->to_device(be, a->sent_seg, m->h_sent_seg, sizeof(int) * (size_t)(B + 1)));
+    for (i = 0; i <= B; i++) hi[i] = i * N;
+    MAMA_TRY(be->to_device(be, a->img_seg, hi, sizeof(int) * (size_t)(B + 1)));
+    /* patch rows of the first B images inside the token matrix */
+    for (i = 0; i < B; i++)
+        for (t = 0; t < N; t++) hi[i * N + t] = i * Tv + 1 + c->registers + t;
+    MAMA_TRY(be->to_device(be, a->patch_idx, hi, sizeof(int) * (size_t)B * N));
+    /* sentence averaging matrix [B captions, S] for t2i */
+    if (S > 0) {
+        memset(hf, 0, sizeof(float) * (size_t)B * S);
+        for (i = 0; i < B; i++)
+            for (t = m->h_sent_seg[i]; t < m->h_sent_seg[i + 1]; t++)
+                hf[(size_t)i * S + t] = 1.0f / (float)(m->h_sent_seg[i + 1] - m->h_sent_seg[i]);
+        MAMA_TRY(be->to_device(be, a->sla_avg, hf, sizeof(float) * (size_t)B * S));
+    }
+    /* targets and per-row loss weights */
+    for (i = 0; i < B; i++) hi[i] = i;
+    MAMA_TRY(be->to_device(be, a->targets_diag, hi, sizeof(int) * (size_t)B));
+    for (i = 0; i < 2 * B; i++) hi[i] = (i + B) % (2 * B);
+    MAMA_TRY(be->to_device(be, a->targets_ntx, hi, sizeof(int) * (size_t)(2 * B)));
+    for (i = 0; i < B; i++) hf[i] = 1.0f / (float)B;
+    MAMA_TRY(be->to_device(be, a->ce_dloss, hf, sizeof(float) * (size_t)B));
+    for (i = 0; i < 2 * B; i++) hf[i] = 1.0f / (float)(2 * B);
+    MAMA_TRY(be->to_device(be, a->ntx_dloss, hf, sizeof(float) * (size_t)(2 * B)));
+    *S_out = S;
+    return MAMA_OK;
+}
+
+MAMA_API void mama_step_opts_default(mama_step_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->use_mv = o->use_sym = o->use_sla = 1;
+    o->train = 1;
+    o->dropout = 1;
+}
+
+/* ---- 6.2 One step: forward, the four losses, backward ------------------ */
+static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_step_opts *o, int backward,
+                              int accumulate, mama_losses *out) {
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a;
+    const mama_config *c = &m->cfg;
+    int B = b->B, S = 0, late = o->late, train = o->train;
+    int use_mv = late && o->use_mv, use_sym = late && o->use_sym, use_sla = late && o->use_sla;
+    int Bv = (use_mv || use_sym) ? 2 * B : B;
+    int E = c->embed_dim, D = c->vision_dim, N = m->n_patches;
+    mama__text_step ts;
+    mama_losses L;
+    size_t ngrad = m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE];
+    memset(&L, 0, sizeof L);
+    MAMA_TRY(mama__upload_batch(m, b, Bv == 2 * B, use_sla, &S));
+    ts.train_dropout = train && o->dropout;
+    ts.seed = o->seed;
+    ts.pool_masked = c->text_pool_real_only;
+    /* forward */
+    mama__vision_forward(m, Bv);
+    if (use_sla) mama__vision_local_forward(m, B, train);
+    mama__text_forward(m, B, S, &ts, train, use_sla);
+    if (use_mv) mama__simclr_forward(m, B, train);
+    if (backward) {
+        if (!accumulate) MAMA_TRY(be->zero(be, m->grads, sizeof(float) * ngrad));
+        mama__zero(be, a->d_img_emb, (size_t)Bv * E);
+        mama__zero(be, a->d_txt_emb, (size_t)B * E);
+        mama__zero(be, a->d_vpooled, (size_t)Bv * D);
+    }
+    /* losses (each also writes its gradients; cheap next to the towers) */
+    L.clip = (float)mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb,
+                                    m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
+    if (use_sym)
+        L.sym = (float)mama__clip_loss(m, a->img_emb + (size_t)B * E, a->txt_emb,
+                                       backward ? a->d_img_emb + (size_t)B * E : NULL, a->d_txt_emb,
+                                       m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
+    if (use_mv) L.mv = (float)mama__ntxent_loss(m, B, backward);
+    if (use_sla) {
+        if (backward) {
+            mama__zero(be, a->d_p_emb, (size_t)B * N * E);
+            mama__zero(be, a->d_s_emb, (size_t)S * E);
+        }
+        L.sla = (float)mama__sla_loss(m, B, S, backward);
+    }
+    L.loss = L.clip + L.mv + L.sym + L.sla;
+    if (out) *out = L;
+    m->last_B = B; m->last_S = S; m->last_late = late;
+    if (!backward) return MAMA_OK;
+    /* backward: heads first, then the towers */
+    if (use_mv) mama__simclr_backward(m, B);
+    if (use_sla) {
+        mama__local_acts k = mama__img_local_acts(a);
+        int segs[2];
+        segs[0] = 0; segs[1] = B * N;
+        mama__zero(be, a->d_patches, (size_t)B * N * D);
+        mama__local_head_backward(m, &m->w.img_local, &m->g.img_local, &k, a->patches, a->d_p_emb, a->d_patches,
+                                  B * N, D, segs, 1, a->d_il_a, a->d_il_b, a->d_il_e, a->d_il_e2);
+    }
+    mama__vision_backward(m, Bv, B, use_sla);
+    mama__text_backward(m, B, S, &ts, use_sla);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const mama_step_opts *o, int accumulate,
+                                     mama_losses *out) {
+    mama_step_opts def;
+    if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: model and batch are required");
+    if (!o) { mama_step_opts_default(&def); o = &def; }
+    return mama__step(m, b, o, 1, accumulate, out);
+}
+
+MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama_losses *out) {
+    mama_step_opts o;
+    mama_step_opts_default(&o);
+    o.train = 0;
+    o.dropout = 0;
+    o.late = b && b->ext_images != NULL;
+    if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: model and batch are required");
+    return mama__step(m, b, &o, 0, 0, out);
+}
+
+MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb) {
+    size_t n = (size_t)m->last_B * m->cfg.embed_dim * sizeof(float);
+    if (img_emb) MAMA_TRY(m->be->to_host(m->be, img_emb, m->a.img_emb, n));
+    if (txt_emb) MAMA_TRY(m->be->to_host(m->be, txt_emb, m->a.txt_emb, n));
+    return MAMA_OK;
+}
+
+/* ---- 6.3 Encoding only (evaluation mode) ------------------------------- */
+
+MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled) {
+    mama_backend *be = m->be;
+    const mama_config *c = &m->cfg;
+    size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
+    if (B < 1 || B > 2 * m->max_batch)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_encode_images: %d images; at most %d per call for this model", B,
+                         2 * m->max_batch);
+    MAMA_TRY(be->to_device(be, m->a.images, images, sizeof(float) * img * (size_t)B));
+    mama__vision_forward(m, B);
+    if (emb) MAMA_TRY(be->to_host(be, emb, m->a.img_emb, sizeof(float) * (size_t)B * c->embed_dim));
+    if (pooled) MAMA_TRY(be->to_host(be, pooled, m->a.vpooled, sizeof(float) * (size_t)B * c->vision_dim));
+    return MAMA_OK;
+}
+
+/* ref_feature (SPEC A.7b): the reference's zero-shot text feature, the
+ * hidden state at the first padding position (position 0 when the caption
+ * fills the context), instead of the training pooling.  Both go through
+ * the same masked mean: a one-hot mask picks that single position. */
+static mama_status mama__encode_texts_ex(mama_model *m, const int *ids, const int *mask, int B, float *emb,
+                                         int ref_feature) {
+    mama_backend *be = m->be;
+    const mama_config *c = &m->cfg;
+    int T = c->context, i, b;
+    mama__text_step ts;
+    if (B < 1 || B > m->max_batch)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_encode_texts: %d texts; at most %d per call for this model", B,
+                         m->max_batch);
+    for (i = 0; i < B * T; i++) {
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "mama_encode_texts: ids[%d][%d] = %d outside the vocabulary",
+                             i / T, i % T, ids[i]);
+        m->h_ints[i] = mask[i] != 0;
+        m->h_floats[i] = mask[i] != 0 ? 1.0f : 0.0f;
+    }
+    if (ref_feature)
+        for (b = 0; b < B; b++) {
+            int first_pad = 0;
+            for (i = 0; i < T; i++) if (!mask[b * T + i]) { first_pad = i; break; }
+            for (i = 0; i < T; i++) m->h_floats[b * T + i] = i == first_pad ? 1.0f : 0.0f;
+        }
+    MAMA_TRY(be->to_device(be, m->a.ids, ids, sizeof(int) * (size_t)B * T));
+    MAMA_TRY(be->to_device(be, m->a.key_valid, m->h_ints, sizeof(int) * (size_t)B * T));
+    MAMA_TRY(be->to_device(be, m->a.pool_mask, m->h_floats, sizeof(float) * (size_t)B * T));
+    ts.train_dropout = 0;
+    ts.seed = 0;
+    ts.pool_masked = ref_feature || c->text_pool_real_only;
+    mama__text_forward(m, B, 0, &ts, 0, 0);
+    return be->to_host(be, emb, m->a.txt_emb, sizeof(float) * (size_t)B * c->embed_dim);
+}
+
+MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb) {
+    return mama__encode_texts_ex(m, ids, mask, B, emb, 0);
+}
+
+/* ---- 6.4 Model weights in safetensors (names of SPEC A.8) -------------- */
+
+/* BatchNorm step counters, saved as num_batches_tracked (int64). */
+static const char *const mama__bn_tracked_names[6] = {
+    "img_encoder_q.local_embed.head.1.num_batches_tracked", "img_encoder_q.local_embed.head.4.num_batches_tracked",
+    "text_encoder_q.local_embed.head.1.num_batches_tracked", "text_encoder_q.local_embed.head.4.num_batches_tracked",
+    "simclr_proj.layers.1.num_batches_tracked", "simclr_proj.layers.4.num_batches_tracked"};
+
+/* Find a tensor under its A.8 name or a known alias: newer PEFT stores the
+ * LoRA-wrapped base weight as c_attn.base_layer.weight. */
+static const mama_st_tensor *mama__find_tensor(const mama_safetensors *st, const char *name, char *alias, size_t cap) {
+    const mama_st_tensor *t = mama_st_find(st, name);
+    const char *p;
+    if (t) { snprintf(alias, cap, "%s", name); return t; }
+    p = strstr(name, "c_attn.");
+    if (p && (!strcmp(p, "c_attn.weight") || !strcmp(p, "c_attn.bias"))) {
+        snprintf(alias, cap, "%.*sc_attn.base_layer.%s", (int)(p - name), name, p + 7);
+        return mama_st_find(st, alias);
+    }
+    return NULL;
+}
+
+/* Shapes agree when the dims match, allowing a 1x1 conv [out,in,1] to be
+ * given as [out,in] and a scalar as [] or [1]. */
+static int mama__shape_matches(const mama_param_info *p, const mama_st_tensor *t) {
+    int i, pd = p->ndim, td = t->ndim;
+    while (pd > 0 && p->shape[pd - 1] == 1 && pd > td) pd--;
+    while (td > 0 && t->shape[td - 1] == 1 && td > pd) td--;
+    if (pd != td) return 0;
+    for (i = 0; i < pd; i++)
+        if (p->shape[i] != t->shape[i]) return 0;
+    return 1;
+}
+
+static void mama__shape_string(char *out, size_t cap, int ndim, const int64_t *shape) {
+    int i, n = snprintf(out, cap, "[");
+    for (i = 0; i < ndim && n > 0 && (size_t)n < cap; i++)
+        n += snprintf(out + n, cap - (size_t)n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n > 0 && (size_t)n < cap) snprintf(out + n, cap - (size_t)n, "]");
+}
+
+/* ---- Resampling the position embedding (SPEC A.1, A.7b) ----------------
+ * When the stored patch grid differs from the config's, the patch part of
+ * pos_embed is resampled once, here, the way DINOv2 does on every forward:
+ * PyTorch's F.interpolate(mode="bicubic", antialias=True,
+ * align_corners=False) to the target size.  That filter is separable; for
+ * output index i with scale = in/out, centre = scale (i + 0.5), support =
+ * 2 max(scale, 1); the taps j in [centre - support, centre + support) clipped
+ * to the input get weights cubic((j - centre + 0.5) / max(scale, 1)) with
+ * Keys' a = -0.5, normalised to sum 1 (so borders need no padding). */
+static double mama__cubic_keys(double x) {
+    const double a = -0.5;
+    x = fabs(x);
+    if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+    if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0;
+}
+/* Resample along one axis: in [outer, n_in, inner] -> out [outer, n_out, inner]. */
+static void mama__resample_axis(const float *in, float *out, int outer, int n_in, int n_out, int inner) {
+    double scale = (double)n_in / n_out, support = 2.0 * (scale >= 1 ? scale : 1), inv = scale >= 1 ? 1 / scale : 1;
+    int i, j, o, k;
+    for (i = 0; i < n_out; i++) {
+        double centre = scale * (i + 0.5), w[64], total = 0;
+        int lo = (int)(centre - support + 0.5), hi = (int)(centre + support + 0.5), nw;
+        if (lo < 0) lo = 0;
+        if (hi > n_in) hi = n_in;
+        nw = hi - lo;
+        if (nw > 64) nw = 64;
+        for (j = 0; j < nw; j++) { w[j] = mama__cubic_keys((j + lo - centre + 0.5) * inv); total += w[j]; }
+        for (j = 0; j < nw; j++) w[j] = total != 0 ? w[j] / total : 0;
+        for (o = 0; o < outer; o++)
+            for (k = 0; k < inner; k++) {
+                double acc = 0;
+                for (j = 0; j < nw; j++) acc += w[j] * in[((size_t)o * n_in + lo + j) * inner + k];
+                out[((size_t)o * n_out + i) * inner + k] = (float)acc;
+            }
+    }
+}
+/* pos [(1 + g0*g0), D] -> [(1 + g*g), D]: the cls row is kept. */
+static mama_status mama__resample_pos_embed(const float *src, int g0, float *dst, int g, int D) {
+    float *tmp;
+    MAMA_TRY(mama_alloc((void **)&tmp, sizeof(float) * (size_t)g0 * g * D, "pos_embed resampling"));
+    memcpy(dst, src, sizeof(float) * (size_t)D);
+    mama__resample_axis(src + D, tmp, g0, g0, g, D);          /* width:  [g0][g0][D] -> [g0][g][D] */
+    mama__resample_axis(tmp, dst + D, 1, g0, g, g * D);       /* height: [g0][g*D]  -> [g][g*D]    */
+    mama_free(tmp);
+    return MAMA_OK;
+}
+
+static mama_status mama__load_pos_embed(mama_model *m, const mama_safetensors *st, const mama_param_info *p,
+                                        const mama_st_tensor *t, float *dst) {
+    int D = m->cfg.vision_dim, g = m->cfg.image_size / m->cfg.patch_size, g0;
+    size_t n0;
+    float *src;
+    mama_status s;
+    if (t->ndim < 2 || t->shape[t->ndim - 1] != D)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' must end in the vision width %d", st->path, p->name, D);
+    n0 = t->numel / (size_t)D;
+    g0 = (int)(sqrt((double)(n0 - 1)) + 0.5);
+    if ((size_t)g0 * g0 + 1 != n0)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: '%s' has %zu positions, not 1 + a square grid", st->path, p->name, n0);
+    MAMA_TRY(mama_alloc((void **)&src, sizeof(float) * t->numel, "pos_embed"));
+    s = mama_st_read_f32(st, p->name, src, t->numel);
+    if (s == MAMA_OK) s = mama__resample_pos_embed(src, g0, dst, g, D);
+    mama_free(src);
+    return s;
+}
+
+static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *st, float *host, int allow_missing,
+                                        int *loaded) {
+    int i, count = 0;
+    char alias[256], s1[96], s2[96];
+    for (i = 0; i < m->nparams; i++) {
+        const mama_param_info *p = &m->info[i];
+        const mama_st_tensor *t = mama__find_tensor(st, p->name, alias, sizeof alias);
+        if (!t) {
+            if (allow_missing) continue;
+            return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' is missing", st->path, p->name);
+        }
+        if (p->ndim == 3 && !strcmp(p->name, "img_encoder_q.model.pos_embed") && !mama__shape_matches(p, t)) {
+            MAMA_TRY(mama__load_pos_embed(m, st, p, t, host + p->offset)); /* another grid: resample once */
+            count++;
+            continue;
+        }
+        if (!mama__shape_matches(p, t)) {
+            mama__shape_string(s1, sizeof s1, t->ndim, t->shape);
+            mama__shape_string(s2, sizeof s2, p->ndim, p->shape);
+            return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has shape %s, the config needs %s", st->path, alias, s1, s2);
+        }
+        if (t->dtype != MAMA_F32 && t->dtype != MAMA_F16 && t->dtype != MAMA_BF16)
+            return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16", st->path,
+                             alias, mama_dtype_name(t->dtype));
+        MAMA_TRY(mama_st_read_f32(st, alias, host + p->offset, p->numel));
+        count++;
+    }
+    for (i = 0; i < 6; i++) {
+        const mama_st_tensor *t = mama_st_find(st, mama__bn_tracked_names[i]);
+        int64_t v;
+        if (t && t->numel == 1 && (t->dtype == MAMA_I64 || t->dtype == MAMA_I32) &&
+            mama_st_read_i64(st, mama__bn_tracked_names[i], &v, 1) == MAMA_OK)
+            m->bn_batches[i] = v;
+    }
+    if (loaded) *loaded = count;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_model_load_weights(mama_model *m, const char *path, int allow_missing, int *loaded) {
+    mama_safetensors st;
+    mama__host_weights h;
+    mama_status s;
+    memset(&st, 0, sizeof st);
+    MAMA_TRY(mama_st_open(&st, path));
+    s = mama__host_weights_init(m, &h);
+    if (s == MAMA_OK) {
+        /* start from the current values so that allow_missing keeps them */
+        s = m->be->to_host(m->be, h.data, m->params, sizeof(float) * h.numel);
+        if (s == MAMA_OK) s = mama__load_into_host(m, &st, h.data, allow_missing, loaded);
+        if (s == MAMA_OK) s = m->be->to_device(m->be, m->params, h.data, sizeof(float) * h.numel);
+        mama__host_weights_free(&h);
+    }
+    mama_st_close(&st);
+    return s;
+}
+
+MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_backend *be, int max_batch) {
+    mama_safetensors st;
+    mama_config c;
+    const char *json;
+    mama_status s;
+    char src[512];
+    *out = NULL;
+    memset(&st, 0, sizeof st);
+    MAMA_TRY(mama_st_open(&st, path));
+    json = mama_st_meta(&st, "mama_config");
+    if (!json) {
+        mama_st_close(&st);
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: no 'mama_config' in the safetensors metadata (convert the weights "
+                         "with weights/convert_*.py, or create the model from a preset and use load_weights)", path);
+    }
+    /* fields absent from the metadata take the reference's defaults */
+    mama_config_preset(&c, "base");
+    c.text_pool_real_only = 0;
+    snprintf(src, sizeof src, "%s:__metadata__.mama_config", path);
+    s = mama_config_from_json(&c, json, src);
+    mama_st_close(&st);
+    MAMA_TRY(s);
+    MAMA_TRY(mama_model_create(out, &c, be, max_batch, 0));
+    s = mama_model_load_weights(*out, path, 0, NULL);
+    if (s != MAMA_OK) { mama_model_free(*out); *out = NULL; }
+    return s;
+}
+
+/* Add every tensor of the model (host copy in `host`, which must stay alive
+ * until the writer is written) and the config metadata to a writer. */
+static mama_status mama__writer_add_model(mama_st_writer *w, const mama_model *m, float *host) {
+    char json[2048];
+    int i;
+    size_t total = m->group_offset[3] + m->group_numel[3];
+    MAMA_TRY(mama_config_to_json(&m->cfg, json, sizeof json));
+    MAMA_TRY(m->be->to_host(m->be, host, m->params, sizeof(float) * total));
+    MAMA_TRY(mama_st_writer_meta(w, "mama_config", json));
+    for (i = 0; i < m->nparams; i++) {
+        const mama_param_info *p = &m->info[i];
+        MAMA_TRY(mama_st_writer_add(w, p->name, MAMA_F32, p->ndim, p->shape, host + p->offset));
+    }
+    for (i = 0; i < 6; i++) MAMA_TRY(mama_st_writer_add(w, mama__bn_tracked_names[i], MAMA_I64, 0, NULL, &m->bn_batches[i]));
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
+    mama_st_writer *w = NULL;
+    float *host = NULL;
+    mama_status s;
+    MAMA_TRY(mama_alloc((void **)&host, sizeof(float) * (m->group_offset[3] + m->group_numel[3] + 1), "weights for saving"));
+    s = mama_st_writer_init(&w);
+    if (s == MAMA_OK) s = mama__writer_add_model(w, m, host);
+    if (s == MAMA_OK) s = mama_st_writer_write(w, path);
+    mama_st_writer_free(w);
+    mama_free(host);
+    return s;
+}
+
+/* ---- 6.5 The verification step (`mama forward`) ------------------------- */
+
+static mama_status mama__read_int_tensor(const mama_safetensors *st, const char *name, int *dst, size_t count) {
+    const mama_st_tensor *t = mama_st_find(st, name);
+    if (!t) return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' is missing", st->path, name);
+    if (t->numel != count)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has %zu elements, expected %zu", st->path, name, t->numel, count);
+    return mama_st_read_i32(st, name, (int32_t *)dst, count);
+}
+
+MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch, const char *out, int late,
+                                         mama_backend *be) {
+    mama_safetensors st;
+    const mama_st_tensor *ti;
+    mama_model *m = NULL;
+    mama_batch b;
+    mama_step_opts o;
+    mama_losses L;
+    mama_st_writer *w = NULL;
+    float *images = NULL, *ext = NULL, *host = NULL, *emb = NULL;
+    int *ids = NULL, *mask = NULL, B, i, T;
+    int64_t shp[2], one = 1;
+    float lv[5];
+    static const char *const loss_names[5] = {"loss", "loss_clip", "loss_mv", "loss_sym", "loss_sla"};
+    char name[256];
+    size_t img, total;
+    mama_status s;
+    if (!be) be = mama_cpu_backend();
+    memset(&st, 0, sizeof st);
+    MAMA_TRY(mama_st_open(&st, batch));
+    ti = mama_st_find(&st, "images");
+    if (!ti || ti->ndim != 4) {
+        mama_st_close(&st);
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: 'images' must be a [B, C, H, W] tensor", batch);
+    }
+    B = (int)ti->shape[0];
+    img = ti->numel / (size_t)B;
+    s = mama_model_load(&m, weights, be, B);
+    if (s != MAMA_OK) { mama_st_close(&st); return s; }
+    T = m->cfg.context;
+    if ((int)ti->shape[1] != m->cfg.in_chans || (int)ti->shape[2] != m->cfg.image_size || (int)ti->shape[3] != m->cfg.image_size) {
+        s = MAMA_FAIL(MAMA_ERR_SHAPE, "%s: 'images' is [%lld, %lld, %lld, %lld]; the model needs [B, %d, %d, %d]", batch,
+                      (long long)ti->shape[0], (long long)ti->shape[1], (long long)ti->shape[2], (long long)ti->shape[3],
+                      m->cfg.in_chans, m->cfg.image_size, m->cfg.image_size);
+        goto done;
+    }
+#define MAMA__A(p, n) if ((s = mama_alloc((void **)&(p), (n), "verify buffers")) != MAMA_OK) goto done
+    MAMA__A(images, sizeof(float) * img * B);
+    MAMA__A(ext, sizeof(float) * img * B);
+    MAMA__A(ids, sizeof(int) * (size_t)B * T);
+    MAMA__A(mask, sizeof(int) * (size_t)B * T);
+    MAMA__A(emb, sizeof(float) * (size_t)2 * B * m->cfg.embed_dim);
+    total = m->group_offset[3] + m->group_numel[3];
+    MAMA__A(host, sizeof(float) * total);
+#undef MAMA__A
+    if ((s = mama_st_read_f32(&st, "images", images, img * B)) != MAMA_OK) goto done;
+    if (late && (s = mama_st_read_f32(&st, "ext_images", ext, img * B)) != MAMA_OK) goto done;
+    if ((s = mama__read_int_tensor(&st, "input_ids", ids, (size_t)B * T)) != MAMA_OK) goto done;
+    if ((s = mama__read_int_tensor(&st, "attention_mask", mask, (size_t)B * T)) != MAMA_OK) goto done;
+    b.B = B; b.images = images; b.ext_images = late ? ext : NULL; b.input_ids = ids; b.attention_mask = mask;
+    mama_step_opts_default(&o);
+    o.late = late;
+    o.dropout = 0;
+    if ((s = mama_model_step(m, &b, &o, 0, &L)) != MAMA_OK) goto done;
+    if ((s = be->to_host(be, host, m->params, sizeof(float) * m->group_offset[2])) != MAMA_OK) goto done;
+    if ((s = be->to_host(be, host + m->group_offset[3], m->params + m->group_offset[3],
+                         sizeof(float) * m->group_numel[3])) != MAMA_OK) goto done;
+    /* gradients reuse the front of `host`'s [train|late] region layout */
+    if ((s = mama_st_writer_init(&w)) != MAMA_OK) goto done;
+    if ((s = mama_model_embeddings(m, emb, emb + (size_t)B * m->cfg.embed_dim)) != MAMA_OK) goto done;
+    shp[0] = B; shp[1] = m->cfg.embed_dim;
+    if ((s = mama_st_writer_add(w, "img_emb", MAMA_F32, 2, shp, emb)) != MAMA_OK) goto done;
+    if ((s = mama_st_writer_add(w, "txt_emb", MAMA_F32, 2, shp, emb + (size_t)B * m->cfg.embed_dim)) != MAMA_OK) goto done;
+    lv[0] = L.loss; lv[1] = L.clip; lv[2] = L.mv; lv[3] = L.sym; lv[4] = L.sla;
+    for (i = 0; i < 5; i++)
+        if ((s = mama_st_writer_add(w, loss_names[i], MAMA_F32, 1, &one, &lv[i])) != MAMA_OK) goto done;
+    /* grads: copy the gradient buffer over the [train|late] part of host */
+    if ((s = be->to_host(be, host, m->grads, sizeof(float) * m->group_offset[2])) != MAMA_OK) goto done;
+    for (i = 0; i < m->nparams && s == MAMA_OK; i++) {
+        const mama_param_info *p = &m->info[i];
+        if (p->group == MAMA_GROUP_TRAIN || p->group == MAMA_GROUP_LATE) {
+            snprintf(name, sizeof name, "grad.%s", p->name);
+            s = mama_st_writer_add(w, name, MAMA_F32, p->ndim, p->shape, host + p->offset);
+        } else if (p->group == MAMA_GROUP_BUFFER) {
+            snprintf(name, sizeof name, "buf.%s", p->name);
+            s = mama_st_writer_add(w, name, MAMA_F32, p->ndim, p->shape, host + p->offset);
+        }
+    }
+    if (s == MAMA_OK) s = mama_st_writer_write(w, out);
+done:
+    mama_st_writer_free(w);
+    mama_st_close(&st);
+    mama_model_free(m);
+    mama_free(images); mama_free(ext); mama_free(ids); mama_free(mask); mama_free(emb); mama_free(host);
+    return s;
+}
+
+/* ---- 6.6 AdamW over the parameter groups ------------------------------- */
+MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay) {
+    size_t n;
+    memset(o, 0, sizeof *o);
+    o->beta1 = 0.9f; o->beta2 = 0.999f; o->eps = 1e-8f; o->weight_decay = weight_decay;
+    o->be = m->be;
+    o->n_train = m->group_numel[MAMA_GROUP_TRAIN];
+    o->n_late = m->group_numel[MAMA_GROUP_LATE];
+    n = o->n_train + o->n_late;
+    MAMA_TRY(m->be->alloc(m->be, (void **)&o->m, sizeof(float) * (n ? n : 1)));
+    if (m->be->alloc(m->be, (void **)&o->v, sizeof(float) * (n ? n : 1)) != MAMA_OK) {
+        m->be->free(m->be, o->m);
+        o->m = NULL;
+        return MAMA_ERR_NOMEM;
+    }
+    m->be->zero(m->be, o->m, sizeof(float) * n);
+    m->be->zero(m->be, o->v, sizeof(float) * n);
+    return MAMA_OK;
+}
+MAMA_API void mama_adamw_free(mama_adamw *o) {
+    if (o->be) { o->be->free(o->be, o->m); o->be->free(o->be, o->v); }
+    memset(o, 0, sizeof *o);
+}
+MAMA_API void mama_adamw_step(mama_adamw *o, mama_model *m, float lr, int late) {
+    mama_backend *be = m->be;
+    /* the [train] group is at offset 0 of params, grads and moments; [late]
+     * follows it directly in all four buffers */
+    o->step_train++;
+    be->adamw_step(be, m->params, m->grads, o->m, o->v, o->n_train, lr, o->beta1, o->beta2, o->eps,
+                   o->weight_decay, (int)o->step_train);
+    if (late && o->n_late) {
+        size_t off = o->n_train;
+        o->step_late++;
+        be->adamw_step(be, m->params + off, m->grads + off, o->m + off, o->v + off, o->n_late, lr, o->beta1,
+                       o->beta2, o->eps, o->weight_decay, (int)o->step_late);
+    }
+}
+
+MAMA_API mama_status mama_model_vision_tokens(mama_model *m, int B, float *prenorm, float *patch_norm) {
+    mama_backend *be = m->be;
+    const mama_config *c = &m->cfg;
+    int D = c->vision_dim, T = m->n_vtok, N = m->n_patches, b;
+    const float *x = m->a.vres[c->vision_depth];
+    if (B < 1 || B > m->max_batch) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_vision_tokens: B %d out of 1..%d", B, m->max_batch);
+    if (prenorm) MAMA_TRY(be->to_host(be, prenorm, x, sizeof(float) * (size_t)B * T * D));
+    if (patch_norm) {
+        be->layernorm_forward(be, m->a.vnorm, m->a.vnorm_mean, m->a.vnorm_rstd, x, m->w.norm_w, m->w.norm_b, B * T, D, 1e-6f);
+        for (b = 0; b < B; b++)
+            MAMA_TRY(be->to_host(be, patch_norm + (size_t)b * N * D, m->a.vnorm + ((size_t)b * T + 1 + c->registers) * D,
+                                 sizeof(float) * (size_t)N * D));
+    }
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_model_text_hidden(mama_model *m, int B, float *hidden) {
+    if (B < 1 || B > m->max_batch) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_text_hidden: B %d out of 1..%d", B, m->max_batch);
+    return m->be->to_host(m->be, hidden, m->a.hidden, sizeof(float) * (size_t)B * m->cfg.context * m->cfg.text_dim);
+}
+
+MAMA_API float mama_model_logit_scale(mama_model *m) { return expf(mama__read_scalar(m, m->w.logit_scale)); }
+
+/* ==========================================================================
+ * 7. FORMATS: JSON, text buffers, atomic files, half floats, safetensors,
+ *    manifest CSV
+ * ========================================================================== */
+
+#include <locale.h>
+
+#if defined(__unix__) || defined(__APPLE__)
+#define MAMA__POSIX 1
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/mman.h>
+#endif
+
+/* ---- 7.1 Text buffer ------------------------------------------------------ */
+
+/* Grow to hold `need` bytes plus the NUL.  Doubling keeps appends O(1)
+ * amortised; mama_alloc has no realloc, so we copy. */
+static mama_status mama__buf_reserve(mama_buf *b, size_t need) {
+    size_t cap;
+    char *p;
+    if (need < b->cap) return MAMA_OK;
+    if (need >= SIZE_MAX / 2 - 64) return MAMA_FAIL(MAMA_ERR_NOMEM, "text buffer of %zu bytes overflows", need);
+    cap = b->cap ? b->cap : 64;
+    while (cap <= need) cap *= 2;
+    MAMA_TRY(mama_alloc((void **)&p, cap, "text buffer"));
+    if (b->len) memcpy(p, b->data, b->len);
+    p[b->len] = 0;
+    mama_free(b->data);
+    b->data = p;
+    b->cap = cap;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_buf_append(mama_buf *b, const void *s, size_t n) {
+    if (n > SIZE_MAX / 4 || b->len > SIZE_MAX / 4)
+        return MAMA_FAIL(MAMA_ERR_NOMEM, "text buffer append of %zu bytes overflows", n);
+    MAMA_TRY(mama__buf_reserve(b, b->len + n));
+    if (n) memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = 0;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_buf_puts(mama_buf *b, const char *s) { return mama_buf_append(b, s, strlen(s)); }
+
+MAMA_API mama_status mama_buf_printf(mama_buf *b, const char *fmt, ...) {
+    va_list ap;
+    int n;
+    char small[256];
+    va_start(ap, fmt);
+    n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return MAMA_FAIL(MAMA_ERR_INVALID, "bad format string \"%s\"", fmt);
+    if ((size_t)n < sizeof small) return mama_buf_append(b, small, (size_t)n);
+    MAMA_TRY(mama__buf_reserve(b, b->len + (size_t)n));
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return MAMA_OK;
+}
+
+MAMA_API void mama_buf_free(mama_buf *b) {
+    mama_free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one.
+ * Rejects overlong forms, surrogates (U+D800..DFFF) and code points above
+ * U+10FFFF, as RFC 3629 requires.  `n` bytes are available. */
+static int mama__utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+        if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
+        if (c == 0xF4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+/* Escape into `b` (if non-NULL) and return the escaped length; one pass
+ * serves both the growable and the fixed-size forms. */
+static size_t mama__json_escape_to(mama_buf *b, const char *str, mama_status *st) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t n = strlen(str), i = 0, total = 2;
+    *st = MAMA_OK;
+    if (b) *st = mama_buf_append(b, "\"", 1);
+    while (i < n && *st == MAMA_OK) {
+        char esc[8];
+        const char *piece = esc;
+        size_t plen;
+        unsigned c = s[i];
+        int ul;
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; plen = 2; i++; }
+        else if (c == '\n') { piece = "\\n"; plen = 2; i++; }
+        else if (c == '\r') { piece = "\\r"; plen = 2; i++; }
+        else if (c == '\t') { piece = "\\t"; plen = 2; i++; }
+        else if (c == '\b') { piece = "\\b"; plen = 2; i++; }
+        else if (c == '\f') { piece = "\\f"; plen = 2; i++; }
+        else if (c < 0x20 || c == 0x7f) {
+            esc[0] = '\\'; esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
+            esc[4] = hex[c >> 4]; esc[5] = hex[c & 15]; plen = 6; i++;
+        } else if ((ul = mama__utf8_len(s + i, n - i)) > 0) {
+            piece = (const char *)s + i; plen = (size_t)ul; i += (size_t)ul;
+        } else {
+            piece = "\xEF\xBF\xBD"; plen = 3; i++; /* U+FFFD for a bad byte */
+        }
+        total += plen;
+        if (b) *st = mama_buf_append(b, piece, plen);
+    }
+    if (b && *st == MAMA_OK) *st = mama_buf_append(b, "\"", 1);
+    return total;
+}
+
+MAMA_API mama_status mama_buf_json_string(mama_buf *b, const char *s) {
+    mama_status st;
+    size_t before = b->len;
+    mama__json_escape_to(b, s, &st);
+    if (st != MAMA_OK && b->data) { b->len = before; b->data[before] = 0; }
+    return st;
+}
+
+MAMA_API mama_status mama_json_escape(const char *s, char *out, size_t cap) {
+    mama_status st;
+    mama_buf b = {NULL, 0, 0};
+    size_t need = mama__json_escape_to(NULL, s, &st);
+    if (cap) out[0] = 0;
+    if (need + 1 > cap)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "escaped JSON string needs %zu bytes, buffer has %zu", need + 1, cap);
+    MAMA_TRY(mama_buf_json_string(&b, s));
+    memcpy(out, b.data, b.len + 1);
+    mama_buf_free(&b);
+    return MAMA_OK;
+}
+
+/* %.17g round-trips every double; try shorter precisions first so that 0.1
+ * prints as 0.1.  printf follows the locale's decimal point, so a ',' is
+ * turned back into '.'. */
+MAMA_API mama_status mama_buf_json_number(mama_buf *b, double x) {
+    char tmp[40];
+    int prec;
+    char *p;
+    if (x != x || x > DBL_MAX || x < -DBL_MAX) return mama_buf_append(b, "null", 4);
+    for (prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, x);
+        for (p = tmp; *p; p++) if (*p == ',') *p = '.';
+        if (strtod(tmp, NULL) == x) break; /* strtod also reads ',' only in such locales: see below */
+    }
+    /* In a ',' locale strtod stops at '.', so the loop may run to 17, which
+     * is exact anyway. */
+    return mama_buf_append(b, tmp, strlen(tmp));
+}
+
+/* ---- 7.2 JSON parser ------------------------------------------------------- */
+
+typedef struct mama__json_parser {
+    const char *s;      /* text */
+    size_t n, i;        /* length, cursor */
+    const char *name;   /* source name for messages */
+    int depth;
+} mama__json_parser;
+
+/* Line and column (1-based, bytes) of offset `at`: computed only when an
+ * error is reported, so parsing does not pay for it. */
+static mama_status mama__json_error(const mama__json_parser *p, size_t at, const char *what) {
+    size_t k, line = 1, col = 1;
+    if (at > p->n) at = p->n;
+    for (k = 0; k < at; k++) {
+        if (p->s[k] == '\n') { line++; col = 1; } else col++;
+    }
+    if (at >= p->n)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%zu:%zu: %s (at end of input)", p->name, line, col, what);
+    {
+        unsigned char c = (unsigned char)p->s[at];
+        if (c >= 0x20 && c < 0x7f)
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%zu:%zu: %s (found '%c')", p->name, line, col, what, c);
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%zu:%zu: %s (found byte 0x%02x)", p->name, line, col, what, c);
+    }
+}
+
+static void mama__json_ws(mama__json_parser *p) {
+    while (p->i < p->n) {
+        char c = p->s[p->i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') p->i++;
+        else break;
+    }
+}
+
+/* Free what a node owns (not the node itself). */
+static void mama__json_clear(mama_json *j) {
+    size_t k;
+    if (j->type == MAMA_JSON_STRING) mama_free(j->string);
+    if (j->type == MAMA_JSON_ARRAY || j->type == MAMA_JSON_OBJECT) {
+        for (k = 0; k < j->length; k++) {
+            mama__json_clear(&j->children[k]);
+            if (j->keys) mama_free(j->keys[k]);
+        }
+        mama_free(j->children);
+        mama_free(j->keys);
+    }
+    memset(j, 0, sizeof *j);
+}
+
+MAMA_API void mama_json_free(mama_json *j) {
+    if (!j) return;
+    mama__json_clear(j);
+    mama_free(j);
+}
+
+MAMA_API const mama_json *mama_json_get(const mama_json *object, const char *key) {
+    size_t k;
+    if (!object || object->type != MAMA_JSON_OBJECT || !key) return NULL;
+    for (k = 0; k < object->length; k++)
+        if (strcmp(object->keys[k], key) == 0) return &object->children[k];
+    return NULL;
+}
+
+static int mama__hex4(const char *s, unsigned *out) {
+    unsigned v = 0;
+    int k;
+    for (k = 0; k < 4; k++) {
+        char c = s[k];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+static size_t mama__utf8_put(char *o, unsigned cp) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 63)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 63));
+        o[2] = (char)(0x80 | (cp & 63)); return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 63));
+    o[2] = (char)(0x80 | ((cp >> 6) & 63)); o[3] = (char)(0x80 | (cp & 63)); return 4;
+}
+
+/* Parse a string at p->i (which is at the opening quote).  Two passes: the
+ * first validates and measures, the second decodes into an exact buffer;
+ * a decoded string is never longer than its source, so the measure is
+ * the source span. */
+static mama_status mama__json_string(mama__json_parser *p, char **out, size_t *out_len) {
+    size_t start = ++p->i, k, o = 0, end;
+    char *buf;
+    const unsigned char *s = (const unsigned char *)p->s;
+    *out = NULL;
+    for (k = start;; ) {
+        unsigned c;
+        if (k >= p->n) return mama__json_error(p, start - 1, "unterminated string");
+        c = s[k];
+        if (c == '"') break;
+        if (c < 0x20) return mama__json_error(p, k, "control character in string (must be escaped)");
+        if (c == '\\') {
+            unsigned cp;
+            if (k + 1 >= p->n) return mama__json_error(p, start - 1, "unterminated string");
+            c = s[k + 1];
+            if (c == 'u') {
+                if (k + 6 > p->n || !mama__hex4(p->s + k + 2, &cp))
+                    return mama__json_error(p, k, "bad \\u escape (needs 4 hex digits)");
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return mama__json_error(p, k, "lone low surrogate in \\u escape");
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    unsigned lo;
+                    if (k + 12 > p->n || s[k + 6] != '\\' || s[k + 7] != 'u' || !mama__hex4(p->s + k + 8, &lo) ||
+                        lo < 0xDC00 || lo > 0xDFFF)
+                        return mama__json_error(p, k, "high surrogate not followed by a low surrogate \\u escape");
+                    k += 12;
+                } else {
+                    k += 6;
+                }
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
+                k += 2;
+            } else {
+                return mama__json_error(p, k, "invalid escape in string");
+            }
+        } else {
+            int ul = mama__utf8_len(s + k, p->n - k);
+            if (!ul) return mama__json_error(p, k, "invalid UTF-8 in string");
+            k += (size_t)ul;
+        }
+    }
+    end = k;
+    MAMA_TRY(mama_alloc((void **)&buf, end - start + 1, "JSON string"));
+    for (k = start; k < end; ) {
+        unsigned c = s[k];
+        if (c != '\\') { buf[o++] = (char)c; k++; continue; }
+        c = s[k + 1];
+        switch (c) {
+        case 'b': buf[o++] = '\b'; k += 2; break;
+        case 'f': buf[o++] = '\f'; k += 2; break;
+        case 'n': buf[o++] = '\n'; k += 2; break;
+        case 'r': buf[o++] = '\r'; k += 2; break;
+        case 't': buf[o++] = '\t'; k += 2; break;
+        case 'u': {
+            unsigned cp, lo;
+            mama__hex4(p->s + k + 2, &cp);
+            k += 6;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                mama__hex4(p->s + k + 2, &lo);
+                k += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            o += mama__utf8_put(buf + o, cp);
+            break;
+        }
+        default: buf[o++] = (char)c; k += 2; break; /* " \ / */
+        }
+    }
+    buf[o] = 0;
+    p->i = end + 1;
+    *out = buf;
+    *out_len = o;
+    return MAMA_OK;
+}
+
+/* Number grammar of RFC 8259: -? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?
+ * Validated by hand; the value comes from strtod on a copy with the '.'
+ * replaced by the locale's decimal point (strtod is locale-dependent). */
+static mama_status mama__json_number(mama__json_parser *p, double *out) {
+    size_t start = p->i, k = p->i, len;
+    const char *s = p->s;
+    char tmp[64], *heap = NULL, *txt, *endp;
+    const char *dp;
+    double v;
+    if (k < p->n && s[k] == '-') k++;
+    if (k >= p->n || !(s[k] >= '0' && s[k] <= '9')) return mama__json_error(p, k, "expected a digit");
+    if (s[k] == '0') {
+        k++;
+        if (k < p->n && s[k] >= '0' && s[k] <= '9') return mama__json_error(p, k, "leading zero in number");
+    } else {
+        while (k < p->n && s[k] >= '0' && s[k] <= '9') k++;
+    }
+    if (k < p->n && s[k] == '.') {
+        k++;
+        if (k >= p->n || !(s[k] >= '0' && s[k] <= '9')) return mama__json_error(p, k, "expected a digit after '.'");
+        while (k < p->n && s[k] >= '0' && s[k] <= '9') k++;
+    }
+    if (k < p->n && (s[k] == 'e' || s[k] == 'E')) {
+        k++;
+        if (k < p->n && (s[k] == '+' || s[k] == '-')) k++;
+        if (k >= p->n || !(s[k] >= '0' && s[k] <= '9')) return mama__json_error(p, k, "expected a digit in exponent");
+        while (k < p->n && s[k] >= '0' && s[k] <= '9') k++;
+    }
+    len = k - start;
+    if (len < sizeof tmp) txt = tmp;
+    else { MAMA_TRY(mama_alloc((void **)&heap, len + 1, "JSON number")); txt = heap; }
+    memcpy(txt, s + start, len);
+    txt[len] = 0;
+    dp = localeconv()->decimal_point;
+    if (dp && dp[0] && dp[0] != '.' && !dp[1]) {
+        char *q = strchr(txt, '.');
+        if (q) *q = dp[0];
+    }
+    errno = 0;
+    v = strtod(txt, &endp);
+    mama_free(heap);
+    if (v > DBL_MAX || v < -DBL_MAX) return mama__json_error(p, start, "number out of range for a double");
+    *out = v;
+    p->i = k;
+    return MAMA_OK;
+}
+
+static mama_status mama__json_value(mama__json_parser *p, mama_json *out);
+
+/* Collect children in a doubling scratch array, then keep it (exact size is
+ * not worth a second copy). */
+static mama_status mama__json_grow(mama_json **ch, char ***keys, size_t *cap, size_t len, int with_keys) {
+    size_t ncap;
+    mama_json *nc;
+    char **nk = NULL;
+    if (len < *cap) return MAMA_OK;
+    ncap = *cap ? *cap * 2 : 4;
+    if (ncap > SIZE_MAX / sizeof(mama_json)) return MAMA_FAIL(MAMA_ERR_NOMEM, "JSON container too large");
+    MAMA_TRY(mama_alloc((void **)&nc, ncap * sizeof(mama_json), "JSON children"));
+    if (with_keys) {
+        mama_status st = mama_alloc((void **)&nk, ncap * sizeof(char *), "JSON keys");
+        if (st != MAMA_OK) { mama_free(nc); return st; }
+        if (len) memcpy(nk, *keys, len * sizeof(char *));
+        mama_free(*keys);
+        *keys = nk;
+    }
+    if (len) memcpy(nc, *ch, len * sizeof(mama_json));
+    mama_free(*ch);
+    *ch = nc;
+    *cap = ncap;
+    return MAMA_OK;
+}
+
+static mama_status mama__json_container(mama__json_parser *p, mama_json *out, int is_object) {
+    size_t cap = 0, open = p->i;
+    mama_status st = MAMA_OK;
+    char close = is_object ? '}' : ']';
+    out->type = is_object ? MAMA_JSON_OBJECT : MAMA_JSON_ARRAY;
+    out->length = 0;
+    if (++p->depth > MAMA_JSON_MAX_DEPTH) return mama__json_error(p, open, "nesting deeper than MAMA_JSON_MAX_DEPTH (512) levels");
+    p->i++;
+    mama__json_ws(p);
+    if (p->i < p->n && p->s[p->i] == close) { p->i++; p->depth--; return MAMA_OK; }
+    for (;;) {
+        char *key = NULL;
+        size_t klen;
+        mama__json_ws(p);
+        if (is_object) {
+            if (p->i >= p->n || p->s[p->i] != '"') { st = mama__json_error(p, p->i, "expected a string key"); break; }
+            if ((st = mama__json_string(p, &key, &klen)) != MAMA_OK) break;
+            mama__json_ws(p);
+            if (p->i >= p->n || p->s[p->i] != ':') { mama_free(key); st = mama__json_error(p, p->i, "expected ':' after key"); break; }
+            p->i++;
+            mama__json_ws(p);
+        }
+        if ((st = mama__json_grow(&out->children, &out->keys, &cap, out->length, is_object)) != MAMA_OK) { mama_free(key); break; }
+        memset(&out->children[out->length], 0, sizeof(mama_json));
+        if (is_object) out->keys[out->length] = key;
+        out->length++; /* counted now so that cleanup frees the key */
+        if ((st = mama__json_value(p, &out->children[out->length - 1])) != MAMA_OK) break;
+        mama__json_ws(p);
+        if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
+        if (p->i < p->n && p->s[p->i] == close) { p->i++; break; }
+        st = mama__json_error(p, p->i, is_object ? "expected ',' or '}' in object" : "expected ',' or ']' in array");
+        break;
+    }
+    p->depth--;
+    return st;
+}
+
+static int mama__json_lit(mama__json_parser *p, const char *lit) {
+    size_t l = strlen(lit);
+    if (p->n - p->i >= l && memcmp(p->s + p->i, lit, l) == 0) { p->i += l; return 1; }
+    return 0;
+}
+
+/* On failure `out` may be partly built; the caller clears it. */
+static mama_status mama__json_value(mama__json_parser *p, mama_json *out) {
+    char c;
+    mama__json_ws(p);
+    if (p->i >= p->n) return mama__json_error(p, p->i, "expected a value");
+    c = p->s[p->i];
+    switch (c) {
+    case '{': return mama__json_container(p, out, 1);
+    case '[': return mama__json_container(p, out, 0);
+    case '"':
+        out->type = MAMA_JSON_STRING;
+        return mama__json_string(p, &out->string, &out->length);
+    case 't':
+        if (mama__json_lit(p, "true")) { out->type = MAMA_JSON_BOOL; out->number = 1; return MAMA_OK; }
+        break;
+    case 'f':
+        if (mama__json_lit(p, "false")) { out->type = MAMA_JSON_BOOL; out->number = 0; return MAMA_OK; }
+        break;
+    case 'n':
+        if (mama__json_lit(p, "null")) { out->type = MAMA_JSON_NULL; return MAMA_OK; }
+        break;
+    default:
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            out->type = MAMA_JSON_NUMBER;
+            return mama__json_number(p, &out->number);
+        }
+    }
+    return mama__json_error(p, p->i, "expected a value");
+}
+
+MAMA_API mama_status mama_json_parse(const char *text, size_t len, const char *source_name, mama_json **out) {
+    mama__json_parser p;
+    mama_json *root;
+    mama_status st;
+    *out = NULL;
+    p.s = text ? text : "";
+    p.n = text ? len : 0;
+    p.i = 0;
+    p.name = source_name ? source_name : "<json>";
+    p.depth = 0;
+    MAMA_TRY(mama_calloc((void **)&root, sizeof *root, "JSON root"));
+    st = mama__json_value(&p, root);
+    if (st == MAMA_OK) {
+        mama__json_ws(&p);
+        if (p.i != p.n) st = mama__json_error(&p, p.i, "unexpected text after the JSON value");
+    }
+    if (st != MAMA_OK) { mama_json_free(root); return st; }
+    *out = root;
+    return MAMA_OK;
+}
+
+/* ---- 7.3 Files ------------------------------------------------------------ */
+
+static mama_status mama__strdup(char **out, const char *s, const char *what) {
+    size_t n = strlen(s);
+    MAMA_TRY(mama_alloc((void **)out, n + 1, what));
+    memcpy(*out, s, n + 1);
+    return MAMA_OK;
+}
+
+/* Reads in a loop rather than trusting ftell alone, so pipes and files
+ * whose size is not known in advance (/proc, FIFOs) work too; the size
+ * from ftell is only the first guess for the buffer. */
+MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size_t *size) {
+    FILE *f;
+    long end;
+    size_t cap = 4096, len = 0;
+    unsigned char *buf;
+    *data = NULL;
+    *size = 0;
+#ifdef MAMA__POSIX
+    {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return MAMA_FAIL(MAMA_ERR_IO, "%s: is a directory, not a file", path);
+    }
+#endif
+    f = fopen(path, "rb");
+    if (!f) return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) == 0 && (end = ftell(f)) >= 0 && (unsigned long)end < ((unsigned long)1 << 30) * 64) {
+        if (fseek(f, 0, SEEK_SET) != 0) { fclose(f); return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot seek", path); }
+        if ((size_t)end + 1 > cap) cap = (size_t)end + 1;
+    } else {
+        clearerr(f);
+        rewind(f);
+    }
+    if (mama_alloc((void **)&buf, cap, path) != MAMA_OK) { fclose(f); return MAMA_ERR_NOMEM; }
+    for (;;) {
+        size_t got = fread(buf + len, 1, cap - 1 - len, f);
+        len += got;
+        if (len < cap - 1) {
+            if (ferror(f)) {
+                mama_status st = MAMA_FAIL(MAMA_ERR_IO, "%s: read failed after %zu bytes: %s", path, len, strerror(errno));
+                fclose(f);
+                mama_free(buf);
+                return st;
+            }
+            if (feof(f)) break;
+            continue;
+        }
+        {
+            /* full: the file grew or the size was unknown; double */
+            unsigned char *nb;
+            if (cap > SIZE_MAX / 2) { fclose(f); mama_free(buf); return MAMA_FAIL(MAMA_ERR_NOMEM, "%s: file too large", path); }
+            if (mama_alloc((void **)&nb, cap * 2, path) != MAMA_OK) { fclose(f); mama_free(buf); return MAMA_ERR_NOMEM; }
+            memcpy(nb, buf, len);
+            mama_free(buf);
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    buf[len] = 0;
+    *data = buf;
+    *size = len;
+    return MAMA_OK;
+}
+
+static void mama__atomic_release(mama_atomic_file *af) {
+    mama_free(af->path);
+    mama_free(af->tmp_path);
+    memset(af, 0, sizeof *af);
+    af->fd = -1;
+}
+
+/* POSIX: raw descriptors (open/write/fsync/close from <unistd.h>), which
+ * needs no feature macros even under -std=c99, unlike fdopen/fileno.
+ * Elsewhere: stdio, without fsync. */
+MAMA_API mama_status mama_atomic_open(mama_atomic_file *af, const char *path) {
+    /* The temporary name carries the pid and a per-process counter so that
+     * concurrent writers (threads or processes) never share one; creation
+     * is exclusive, so a clash only costs a retry. */
+    static unsigned long counter = 0;
+    unsigned long pid = 0, k;
+    size_t n = strlen(path) + 64;
+    int attempt, opened = 0;
+    memset(af, 0, sizeof *af);
+    af->fd = -1;
+#ifdef MAMA__POSIX
+    pid = (unsigned long)getpid();
+#endif
+    MAMA_TRY(mama__strdup(&af->path, path, "atomic file path"));
+    if (mama_alloc((void **)&af->tmp_path, n, "atomic temp path") != MAMA_OK) { mama__atomic_release(af); return MAMA_ERR_NOMEM; }
+    for (attempt = 0; attempt < 100 && !opened; attempt++) {
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+        k = counter++;
+        snprintf(af->tmp_path, n, "%s.tmp.%lu.%lu", path, pid, k);
+#ifdef MAMA__POSIX
+        /* O_EXCL: never clobber (or follow a symlink to) an existing file */
+        af->fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (af->fd >= 0) opened = 1;
+        else if (errno != EEXIST) break;
+#else
+        {
+            FILE *probe = fopen(af->tmp_path, "rb");
+            if (probe) { fclose(probe); continue; }
+            af->fp = fopen(af->tmp_path, "wb");
+            if (!af->fp) break;
+            opened = 1;
+        }
+#endif
+    }
+    if (!opened) {
+        mama_status st = MAMA_FAIL(MAMA_ERR_IO, "%s: cannot create temporary file %s: %s", path, af->tmp_path, strerror(errno));
+        mama__atomic_release(af);
+        return st;
+    }
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_atomic_write(mama_atomic_file *af, const void *data, size_t n) {
+    if (!af->path) return MAMA_FAIL(MAMA_ERR_INVALID, "atomic write on a closed file");
+    if (af->failed) return MAMA_FAIL(MAMA_ERR_IO, "%s: an earlier write failed", af->path);
+#ifdef MAMA__POSIX
+    {
+        const char *p = (const char *)data;
+        while (n > 0) {
+            size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
+            ssize_t w = write(af->fd, p, chunk);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                af->failed = 1;
+                return MAMA_FAIL(MAMA_ERR_IO, "%s: write to %s failed: %s", af->path, af->tmp_path,
+                                 w < 0 ? strerror(errno) : "no progress");
+            }
+            p += w;
+            n -= (size_t)w;
+        }
+    }
+#else
+    if (n && fwrite(data, 1, n, (FILE *)af->fp) != n) {
+        af->failed = 1;
+        return MAMA_FAIL(MAMA_ERR_IO, "%s: write of %zu bytes to %s failed: %s", af->path, n, af->tmp_path, strerror(errno));
+    }
+#endif
+    return MAMA_OK;
+}
+
+MAMA_API void mama_atomic_abort(mama_atomic_file *af) {
+    if (af->path) {
+#ifdef MAMA__POSIX
+        if (af->fd >= 0) close(af->fd);
+#else
+        if (af->fp) fclose((FILE *)af->fp);
+#endif
+        remove(af->tmp_path);
+    }
+    mama__atomic_release(af);
+}
+
+#ifdef MAMA__POSIX
+/* After rename the new directory entry must reach the disk too, or a crash
+ * can bring back the old name.  Best effort: some filesystems refuse. */
+static void mama__fsync_dir(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    int fd;
+    if (!slash) { dir[0] = '.'; dir[1] = 0; }
+    else if (slash == path) { dir[0] = '/'; dir[1] = 0; }
+    else {
+        size_t l = (size_t)(slash - path);
+        if (l >= sizeof dir) return;
+        memcpy(dir, path, l);
+        dir[l] = 0;
+    }
+    fd = open(dir, O_RDONLY);
+    if (fd >= 0) { (void)fsync(fd); close(fd); }
+}
+#endif
+
+MAMA_API mama_status mama_atomic_commit(mama_atomic_file *af) {
+    int bad;
+    if (!af->path) return MAMA_FAIL(MAMA_ERR_INVALID, "atomic commit on a closed file");
+    bad = af->failed;
+#ifdef MAMA__POSIX
+    /* fsync before rename: otherwise the rename can reach the disk before
+     * the data, and a crash leaves an empty file under the final name */
+    if (!bad && fsync(af->fd) != 0) bad = 1;
+    if (close(af->fd) != 0) bad = 1;
+    af->fd = -1;
+#else
+    if (fflush((FILE *)af->fp) != 0 || ferror((FILE *)af->fp)) bad = 1;
+    if (fclose((FILE *)af->fp) != 0) bad = 1;
+    af->fp = NULL;
+#endif
+    if (bad) {
+        mama_status st = MAMA_FAIL(MAMA_ERR_IO, "%s: writing %s failed: %s", af->path, af->tmp_path, strerror(errno));
+        remove(af->tmp_path);
+        mama__atomic_release(af);
+        return st;
+    }
+#ifndef MAMA__POSIX
+    remove(af->path); /* rename() does not replace on Windows */
+#endif
+    if (rename(af->tmp_path, af->path) != 0) {
+        mama_status st = MAMA_FAIL(MAMA_ERR_IO, "%s: cannot rename %s into place: %s", af->path, af->tmp_path, strerror(errno));
+        remove(af->tmp_path);
+        mama__atomic_release(af);
+        return st;
+    }
+#ifdef MAMA__POSIX
+    mama__fsync_dir(af->path);
+#endif
+    mama__atomic_release(af);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_write_file_atomic(const char *path, const void *data, size_t n) {
+    mama_atomic_file af;
+    mama_status st;
+    MAMA_TRY(mama_atomic_open(&af, path));
+    st = mama_atomic_write(&af, data, n);
+    if (st != MAMA_OK) { mama_atomic_abort(&af); return st; }
+    return mama_atomic_commit(&af);
+}
+
+/* ---- 7.4 Half precision ---------------------------------------------------
+ * binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits.  bfloat16: the
+ * top 16 bits of a float32 (8 exponent bits, 7 mantissa), so widening is a
+ * shift and narrowing is rounding away the low 16 bits. */
+
+static float mama__f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint32_t mama__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+MAMA_API float mama_bf16_to_f32(uint16_t h) { return mama__f32_from_bits((uint32_t)h << 16); }
+
+MAMA_API uint16_t mama_f32_to_bf16(float f) {
+    uint32_t u = mama__f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN: keep it quiet */
+    /* round to nearest even: add 0x7fff plus the lowest kept bit, truncate */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+MAMA_API float mama_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f) return mama__f32_from_bits(sign | 0x7f800000u | (man << 13)); /* Inf / NaN */
+    if (exp == 0) {
+        /* zero or subnormal: man * 2^-24, exact in float */
+        float v = (float)man * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    return mama__f32_from_bits(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+MAMA_API uint16_t mama_f32_to_f16(float f) {
+    uint32_t u = mama__f32_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to Inf */
+    if (a < 0x38800000u) {
+        /* below the smallest normal 2^-14: result is subnormal, value/2^-24
+         * rounded to nearest even.  a < 2^-25 rounds to zero. */
+        uint32_t man, shift, r, half, rem;
+        if (a < 0x33000000u) return (uint16_t)sign;
+        man = (a & 0x7fffffu) | 0x800000u;
+        shift = 126u - (a >> 23); /* 14..24: bits to drop to reach units of 2^-24 */
+        r = man >> shift;
+        rem = man & ((1u << shift) - 1u);
+        half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    /* normal: rebias exponent (127 -> 15), round the 13 dropped bits to even;
+     * a carry into the exponent is the correct rounding up. */
+    a += 0x0fffu + ((a >> 13) & 1u);
+    return (uint16_t)(sign | ((a - 0x38000000u) >> 13));
+}
+
+/* ---- 7.5 safetensors ------------------------------------------------------- */
+
+static const char *const mama__dtype_names[] = {"F32", "F16", "BF16", "I32", "I64", "U8", "F64", "I8", "I16", "BOOL"};
+static const size_t mama__dtype_sizes[] = {4, 2, 2, 4, 8, 1, 8, 1, 2, 1};
+#define MAMA__NDTYPES 10
+
+MAMA_API size_t mama_dtype_size(mama_dtype dt) {
+    return ((unsigned)dt < MAMA__NDTYPES) ? mama__dtype_sizes[dt] : 0;
+}
+MAMA_API const char *mama_dtype_name(mama_dtype dt) {
+    return ((unsigned)dt < MAMA__NDTYPES) ? mama__dtype_names[dt] : "?";
+}
+MAMA_API int mama_dtype_parse(const char *name, mama_dtype *dt) {
+    int k;
+    for (k = 0; k < MAMA__NDTYPES; k++)
+        if (strcmp(name, mama__dtype_names[k]) == 0) { *dt = (mama_dtype)k; return 0; }
+    return -1;
+}
+
+/* Little-endian loads that work on any host and any alignment; compilers
+ * turn them into single moves on x86. */
+static uint16_t mama__le16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t mama__le32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t mama__le64(const unsigned char *p) { return (uint64_t)mama__le32(p) | ((uint64_t)mama__le32(p + 4) << 32); }
+static int mama__host_is_le(void) { const uint16_t one = 1; unsigned char b; memcpy(&b, &one, 1); return b == 1; }
+
+static MAMA_THREAD_LOCAL const mama_safetensors *mama__st_sort_ctx; /* qsort has no context argument */
+static int mama__st_cmp_name(const void *a, const void *b) {
+    const mama_st_tensor *t = mama__st_sort_ctx->tensors;
+    return strcmp(t[*(const int *)a].name, t[*(const int *)b].name);
+}
+static int mama__st_cmp_offset(const void *a, const void *b) {
+    const mama_st_tensor *t = mama__st_sort_ctx->tensors;
+    size_t x = t[*(const int *)a].offset, y = t[*(const int *)b].offset;
+    size_t xe = x + t[*(const int *)a].nbytes, ye = y + t[*(const int *)b].nbytes;
+    if (x != y) return x < y ? -1 : 1;
+    if (xe != ye) return xe < ye ? -1 : 1;
+    return 0;
+}
+
+MAMA_API void mama_st_close(mama_safetensors *st) {
+    int k;
+    if (!st) return;
+    for (k = 0; k < st->count; k++) mama_free(st->tensors[k].name);
+    for (k = 0; k < st->meta_count; k++) { mama_free(st->meta_keys[k]); mama_free(st->meta_values[k]); }
+    mama_free(st->tensors);
+    mama_free(st->meta_keys);
+    mama_free(st->meta_values);
+    mama_free(st->sorted_);
+    if (st->storage_ == 1) mama_free(st->data);
+#ifdef MAMA__POSIX
+    if (st->storage_ == 2 && st->data) munmap(st->data, st->size);
+#endif
+    mama_free(st->path);
+    memset(st, 0, sizeof *st);
+}
+
+/* A JSON number that is a non-negative integer exactly representable
+ * (<= 2^53), as size_t; 0 on failure. */
+static int mama__json_uint(const mama_json *j, uint64_t *out) {
+    if (!j || j->type != MAMA_JSON_NUMBER) return 0;
+    if (!(j->number >= 0) || j->number > 9007199254740992.0 || j->number != floor(j->number)) return 0;
+    *out = (uint64_t)j->number;
+    return 1;
+}
+
+/* Parse one tensor entry of the header into t (name already set). */
+static mama_status mama__st_entry(const mama_safetensors *st, const char *name, const mama_json *e,
+                                  size_t data_size, mama_st_tensor *t) {
+    const mama_json *dt = mama_json_get(e, "dtype"), *shape = mama_json_get(e, "shape"),
+                    *offs = mama_json_get(e, "data_offsets");
+    size_t k, elem;
+    uint64_t numel = 1, begin, end;
+    if (e->type != MAMA_JSON_OBJECT)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": header entry is not an object", st->path, name);
+    if (!dt || dt->type != MAMA_JSON_STRING)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": missing \"dtype\" string", st->path, name);
+    if (mama_dtype_parse(dt->string, &t->dtype) != 0)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": unsupported dtype \"%.32s\"", st->path, name, dt->string);
+    if (!shape || shape->type != MAMA_JSON_ARRAY)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": missing \"shape\" array", st->path, name);
+    if (shape->length > MAMA_ST_MAX_DIMS)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": %zu dimensions (at most %d supported)", st->path, name,
+                         shape->length, MAMA_ST_MAX_DIMS);
+    t->ndim = (int)shape->length;
+    for (k = 0; k < shape->length; k++) {
+        uint64_t d;
+        if (!mama__json_uint(&shape->children[k], &d))
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": shape[%zu] is not a non-negative integer", st->path, name, k);
+        t->shape[k] = (int64_t)d;
+        /* overflow-safe product: numel * d <= data size, else it cannot fit */
+        if (d && numel > (uint64_t)data_size / d)
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": shape has more elements than the file holds bytes", st->path, name);
+        numel *= d;
+    }
+    if (!offs || offs->type != MAMA_JSON_ARRAY || offs->length != 2 || !mama__json_uint(&offs->children[0], &begin) ||
+        !mama__json_uint(&offs->children[1], &end))
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": \"data_offsets\" must be [begin, end] integers", st->path, name);
+    if (begin > end)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": data_offsets begin %llu > end %llu", st->path, name,
+                         (unsigned long long)begin, (unsigned long long)end);
+    if (end > data_size)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": data_offsets end %llu is past the data section (%zu bytes; file truncated?)",
+                         st->path, name, (unsigned long long)end, data_size);
+    elem = mama__dtype_sizes[t->dtype];
+    if (numel * elem != end - begin)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": %s shape holds %llu bytes but data_offsets span %llu", st->path,
+                         name, mama__dtype_names[t->dtype], (unsigned long long)(numel * elem),
+                         (unsigned long long)(end - begin));
+    t->numel = (size_t)numel;
+    t->offset = (size_t)begin;
+    t->nbytes = (size_t)(end - begin);
+    return MAMA_OK;
+}
+
+/* Parse the header of st->data[0..size) (path, data, size already set). */
+static mama_status mama__st_parse(mama_safetensors *st) {
+    uint64_t hlen;
+    size_t data_size, k, nt = 0, expect;
+    mama_json *root = NULL;
+    const mama_json *meta;
+    mama_status s = MAMA_OK;
+    if (st->size < 8)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: %zu bytes is too short for a safetensors file (needs 8-byte header length)", st->path, st->size);
+    hlen = mama__le64(st->data);
+    /* the reference refuses headers over 100 MB: a garbage length would
+     * otherwise make us try to parse gigabytes */
+    if (hlen > 100000000u)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: header length %llu exceeds the 100,000,000-byte limit (not a safetensors file?)",
+                         st->path, (unsigned long long)hlen);
+    if (hlen > st->size - 8)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: header length %llu but the file has only %zu bytes after it (truncated?)",
+                         st->path, (unsigned long long)hlen, st->size - 8);
+    if (hlen < 2 || st->data[8] != '{')
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: header does not start with '{' (not a safetensors file?)", st->path);
+    st->data_start = 8 + (size_t)hlen;
+    data_size = st->size - st->data_start;
+    MAMA_TRY(mama_json_parse((const char *)st->data + 8, (size_t)hlen, st->path, &root));
+    if (root->type != MAMA_JSON_OBJECT) { mama_json_free(root); return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: header is not a JSON object", st->path); }
+    meta = mama_json_get(root, "__metadata__");
+    for (k = 0; k < root->length; k++) if (strcmp(root->keys[k], "__metadata__") != 0) nt++;
+    if (meta && root->length - nt > 1) {
+        mama_json_free(root);
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: __metadata__ appears twice in the header", st->path);
+    }
+    if (nt > (size_t)INT_MAX / 2 || (meta && meta->length > (size_t)INT_MAX / 2)) {
+        mama_json_free(root);
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: too many header entries", st->path);
+    }
+    if ((s = mama_calloc((void **)&st->tensors, (nt ? nt : 1) * sizeof(mama_st_tensor), "safetensors tensors")) != MAMA_OK) goto done;
+    if ((s = mama_calloc((void **)&st->sorted_, (nt ? nt : 1) * sizeof(int), "safetensors index")) != MAMA_OK) goto done;
+    if (meta) {
+        size_t m = meta->length ? meta->length : 1;
+        if (meta->type != MAMA_JSON_OBJECT) { s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: __metadata__ is not an object", st->path); goto done; }
+        if ((s = mama_calloc((void **)&st->meta_keys, m * sizeof(char *), "safetensors metadata")) != MAMA_OK) goto done;
+        if ((s = mama_calloc((void **)&st->meta_values, m * sizeof(char *), "safetensors metadata")) != MAMA_OK) goto done;
+        for (k = 0; k < meta->length; k++) {
+            const mama_json *v = &meta->children[k];
+            if (v->type != MAMA_JSON_STRING) {
+                s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: __metadata__ \"%s\" is not a string", st->path, meta->keys[k]);
+                goto done;
+            }
+            if ((s = mama__strdup(&st->meta_keys[k], meta->keys[k], "metadata key")) != MAMA_OK) goto done;
+            st->meta_count = (int)k + 1;
+            if ((s = mama__strdup(&st->meta_values[k], v->string, "metadata value")) != MAMA_OK) goto done;
+        }
+    }
+    for (k = 0; k < root->length; k++) {
+        mama_st_tensor *t;
+        if (strcmp(root->keys[k], "__metadata__") == 0) continue;
+        t = &st->tensors[st->count];
+        if ((s = mama__strdup(&t->name, root->keys[k], "tensor name")) != MAMA_OK) goto done;
+        st->sorted_[st->count] = st->count;
+        st->count++;
+        if ((s = mama__st_entry(st, root->keys[k], &root->children[k], data_size, t)) != MAMA_OK) goto done;
+    }
+    /* Tiling check: sorted by offset, each tensor starts where the previous
+     * ended and the last ends at the end of the file. */
+    mama__st_sort_ctx = st;
+    qsort(st->sorted_, (size_t)st->count, sizeof(int), mama__st_cmp_offset);
+    expect = 0;
+    for (k = 0; k < (size_t)st->count; k++) {
+        const mama_st_tensor *t = &st->tensors[st->sorted_[k]];
+        if (t->offset != expect) {
+            s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\": data_offsets begin %zu, expected %zu (%s)", st->path, t->name,
+                          t->offset, expect, t->offset < expect ? "overlaps the previous tensor" : "gap before it");
+            goto done;
+        }
+        expect = t->offset + t->nbytes;
+    }
+    if (expect != data_size) {
+        s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensors cover %zu bytes of a %zu-byte data section (trailing bytes)", st->path,
+                      expect, data_size);
+        goto done;
+    }
+    for (k = 0; k < (size_t)st->count; k++) st->sorted_[k] = (int)k;
+    qsort(st->sorted_, (size_t)st->count, sizeof(int), mama__st_cmp_name);
+    for (k = 1; k < (size_t)st->count; k++)
+        if (strcmp(st->tensors[st->sorted_[k - 1]].name, st->tensors[st->sorted_[k]].name) == 0) {
+            s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: tensor \"%s\" appears twice in the header", st->path, st->tensors[st->sorted_[k]].name);
+            goto done;
+        }
+    for (k = 0; k < (size_t)st->meta_count; k++) {
+        size_t q;
+        for (q = 0; q < k; q++)
+            if (strcmp(st->meta_keys[q], st->meta_keys[k]) == 0) {
+                s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: __metadata__ key \"%s\" appears twice", st->path, st->meta_keys[k]);
+                goto done;
+            }
+    }
+done:
+    mama_json_free(root);
+    return s;
+}
+
+MAMA_API mama_status mama_st_open_memory(mama_safetensors *st, const void *data, size_t size, const char *name) {
+    mama_status s;
+    memset(st, 0, sizeof *st);
+    MAMA_TRY(mama__strdup(&st->path, name ? name : "<memory>", "safetensors name"));
+    st->data = (unsigned char *)data;
+    st->size = size;
+    st->storage_ = 0;
+    s = mama__st_parse(st);
+    if (s != MAMA_OK) mama_st_close(st);
+    return s;
+}
+
+MAMA_API mama_status mama_st_open(mama_safetensors *st, const char *path) {
+    mama_status s;
+    memset(st, 0, sizeof *st);
+    MAMA_TRY(mama__strdup(&st->path, path, "safetensors path"));
+#ifdef MAMA__POSIX
+    {
+        /* mmap: weights are paged in on first touch and shared with the
+         * page cache, so a 5 GB checkpoint costs no copy. */
+        int fd = open(path, O_RDONLY);
+        struct stat sb;
+        if (fd < 0) {
+            s = MAMA_FAIL(MAMA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+            mama_st_close(st);
+            return s;
+        }
+        if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 && (uint64_t)sb.st_size <= (uint64_t)SIZE_MAX) {
+            void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (m != MAP_FAILED) {
+                st->data = (unsigned char *)m;
+                st->size = (size_t)sb.st_size;
+                st->storage_ = 2;
+            }
+        }
+        close(fd);
+    }
+#endif
+    if (!st->data) {
+        s = mama_read_file(path, &st->data, &st->size);
+        if (s != MAMA_OK) { mama_st_close(st); return s; }
+        st->storage_ = 1;
+    }
+    s = mama__st_parse(st);
+    if (s != MAMA_OK) mama_st_close(st);
+    return s;
+}
+
+MAMA_API const mama_st_tensor *mama_st_find(const mama_safetensors *st, const char *name) {
+    int lo = 0, hi = st->count - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        const mama_st_tensor *t = &st->tensors[st->sorted_[mid]];
+        int c = strcmp(name, t->name);
+        if (c == 0) return t;
+        if (c < 0) hi = mid - 1; else lo = mid + 1;
+    }
+    return NULL;
+}
+
+MAMA_API const char *mama_st_meta(const mama_safetensors *st, const char *key) {
+    int k;
+    for (k = 0; k < st->meta_count; k++)
+        if (strcmp(st->meta_keys[k], key) == 0) return st->meta_values[k];
+    return NULL;
+}
+
+MAMA_API const void *mama_st_data(const mama_safetensors *st, const mama_st_tensor *t) {
+    return st->data + st->data_start + t->offset;
+}
+
+static mama_status mama__st_lookup(const mama_safetensors *st, const char *name, size_t count, const mama_st_tensor **out) {
+    const mama_st_tensor *t = mama_st_find(st, name);
+    *out = t;
+    if (!t) return MAMA_FAIL(MAMA_ERR_INVALID, "%s: no tensor \"%s\"", st->path, name);
+    if (t->numel != count)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor \"%s\" has %zu elements, caller expects %zu", st->path, name, t->numel, count);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_st_read_f32(const mama_safetensors *st, const char *name, float *dst, size_t count) {
+    const mama_st_tensor *t;
+    const unsigned char *p;
+    size_t i;
+    MAMA_TRY(mama__st_lookup(st, name, count, &t));
+    p = (const unsigned char *)mama_st_data(st, t);
+    switch (t->dtype) {
+    case MAMA_F32:
+        if (mama__host_is_le()) { if (count) memcpy(dst, p, count * 4); }
+        else for (i = 0; i < count; i++) dst[i] = mama__f32_from_bits(mama__le32(p + 4 * i));
+        return MAMA_OK;
+    case MAMA_F16:
+    case MAMA_BF16: {
+        /* widening a multi-GB half-precision checkpoint is memory-bound but
+         * still worth a few threads; small tensors stay serial */
+        long long j, n = (long long)count;
+        int bf = t->dtype == MAMA_BF16;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+#endif
+        for (j = 0; j < n; j++) {
+            uint16_t h = mama__le16(p + 2 * j);
+            dst[j] = bf ? mama_bf16_to_f32(h) : mama_f16_to_f32(h);
+        }
+        return MAMA_OK;
+    }
+    case MAMA_F64:
+        for (i = 0; i < count; i++) { uint64_t u = mama__le64(p + 8 * i); double d; memcpy(&d, &u, 8); dst[i] = (float)d; }
+        return MAMA_OK;
+    default:
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor \"%s\" has dtype %s, not a float type", st->path, name, mama_dtype_name(t->dtype));
+    }
+}
+
+MAMA_API mama_status mama_st_read_bf16(const mama_safetensors *st, const char *name, uint16_t *dst, size_t count) {
+    const mama_st_tensor *t;
+    const unsigned char *p;
+    size_t i;
+    MAMA_TRY(mama__st_lookup(st, name, count, &t));
+    p = (const unsigned char *)mama_st_data(st, t);
+    if (t->dtype == MAMA_BF16) {
+        for (i = 0; i < count; i++) dst[i] = mama__le16(p + 2 * i);
+        return MAMA_OK;
+    }
+    if (t->dtype != MAMA_F32 && t->dtype != MAMA_F16 && t->dtype != MAMA_F64)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor \"%s\" has dtype %s, not a float type", st->path, name, mama_dtype_name(t->dtype));
+    for (i = 0; i < count; i++) {
+        float f;
+        if (t->dtype == MAMA_F32) f = mama__f32_from_bits(mama__le32(p + 4 * i));
+        else if (t->dtype == MAMA_F16) f = mama_f16_to_f32(mama__le16(p + 2 * i));
+        else { uint64_t u = mama__le64(p + 8 * i); double d; memcpy(&d, &u, 8); f = (float)d; }
+        dst[i] = mama_f32_to_bf16(f);
+    }
+    return MAMA_OK;
+}
+
+/* Element i of an integer tensor as int64 (0 for non-integer dtypes). */
+static int64_t mama__st_int_at(mama_dtype dt, const unsigned char *p, size_t i) {
+    switch (dt) {
+    case MAMA_I64: return (int64_t)mama__le64(p + 8 * i);
+    case MAMA_I32: return (int32_t)mama__le32(p + 4 * i);
+    case MAMA_I16: return (int16_t)mama__le16(p + 2 * i);
+    case MAMA_I8: return (signed char)p[i];
+    case MAMA_U8: case MAMA_BOOL: return p[i];
+    default: return 0;
+    }
+}
+static int mama__dtype_is_int(mama_dtype dt) {
+    return dt == MAMA_I64 || dt == MAMA_I32 || dt == MAMA_I16 || dt == MAMA_I8 || dt == MAMA_U8 || dt == MAMA_BOOL;
+}
+
+MAMA_API mama_status mama_st_read_i64(const mama_safetensors *st, const char *name, int64_t *dst, size_t count) {
+    const mama_st_tensor *t;
+    const unsigned char *p;
+    size_t i;
+    MAMA_TRY(mama__st_lookup(st, name, count, &t));
+    if (!mama__dtype_is_int(t->dtype))
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor \"%s\" has dtype %s, not an integer type", st->path, name, mama_dtype_name(t->dtype));
+    p = (const unsigned char *)mama_st_data(st, t);
+    for (i = 0; i < count; i++) dst[i] = mama__st_int_at(t->dtype, p, i);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_st_read_i32(const mama_safetensors *st, const char *name, int32_t *dst, size_t count) {
+    const mama_st_tensor *t;
+    const unsigned char *p;
+    size_t i;
+    MAMA_TRY(mama__st_lookup(st, name, count, &t));
+    if (!mama__dtype_is_int(t->dtype))
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor \"%s\" has dtype %s, not an integer type", st->path, name, mama_dtype_name(t->dtype));
+    p = (const unsigned char *)mama_st_data(st, t);
+    for (i = 0; i < count; i++) {
+        int64_t v = mama__st_int_at(t->dtype, p, i);
+        if (v < INT32_MIN || v > INT32_MAX)
+            return MAMA_FAIL(MAMA_ERR_NUMERIC, "%s: tensor \"%s\" element %zu = %lld does not fit in int32", st->path, name, i, (long long)v);
+        dst[i] = (int32_t)v;
+    }
+    return MAMA_OK;
+}
+
+/* ---- safetensors writer ---- */
+
+typedef struct mama__st_wentry {
+    char *name;
+    mama_dtype dtype;
+    int ndim;
+    int64_t shape[MAMA_ST_MAX_DIMS];
+    size_t nbytes;
+    const void *data;
+} mama__st_wentry;
+
+struct mama_st_writer {
+    mama__st_wentry *e;
+    int count, cap;
+    char **meta_keys, **meta_values;
+    int meta_count, meta_cap;
+};
+
+MAMA_API mama_status mama_st_writer_init(mama_st_writer **w) {
+    return mama_calloc((void **)w, sizeof(mama_st_writer), "safetensors writer");
+}
+
+MAMA_API void mama_st_writer_free(mama_st_writer *w) {
+    int k;
+    if (!w) return;
+    for (k = 0; k < w->count; k++) mama_free(w->e[k].name);
+    for (k = 0; k < w->meta_count; k++) { mama_free(w->meta_keys[k]); mama_free(w->meta_values[k]); }
+    mama_free(w->e);
+    mama_free(w->meta_keys);
+    mama_free(w->meta_values);
+    mama_free(w);
+}
+
+static int mama__utf8_valid(const char *s) {
+    size_t n = strlen(s), i = 0;
+    while (i < n) {
+        int l = mama__utf8_len((const unsigned char *)s + i, n - i);
+        if (!l) return 0;
+        i += (size_t)l;
+    }
+    return 1;
+}
+
+/* Grow a pointer-sized-element array by doubling (mama_alloc + copy). */
+static mama_status mama__grow(void **arr, int *cap, int len, size_t elem, const char *what) {
+    void *n;
+    int nc;
+    if (len < *cap) return MAMA_OK;
+    if (*cap > INT_MAX / 2 - 8) return MAMA_FAIL(MAMA_ERR_NOMEM, "too many %s", what);
+    nc = *cap ? *cap * 2 : 16;
+    MAMA_TRY(mama_alloc(&n, (size_t)nc * elem, what));
+    if (len) memcpy(n, *arr, (size_t)len * elem);
+    mama_free(*arr);
+    *arr = n;
+    *cap = nc;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_st_writer_add(mama_st_writer *w, const char *name, mama_dtype dt, int ndim,
+                                        const int64_t *shape, const void *data) {
+    mama__st_wentry *e;
+    uint64_t numel = 1;
+    int k;
+    if (!name || !name[0]) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: empty tensor name");
+    if (strncmp(name, "__", 2) == 0) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor name \"%s\" starts with \"__\" (reserved)", name);
+    if (!mama__utf8_valid(name)) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor name is not valid UTF-8");
+    if ((unsigned)dt >= MAMA__NDTYPES) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor \"%s\": bad dtype %d", name, (int)dt);
+    if (ndim < 0 || ndim > MAMA_ST_MAX_DIMS || (ndim && !shape))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor \"%s\": %d dimensions (0..%d allowed)", name, ndim, MAMA_ST_MAX_DIMS);
+    for (k = 0; k < ndim; k++) {
+        if (shape[k] < 0) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor \"%s\": negative dim %lld", name, (long long)shape[k]);
+        if (shape[k] && numel > ((uint64_t)1 << 53) / (uint64_t)shape[k])
+            return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor \"%s\": too many elements", name);
+        numel *= (uint64_t)shape[k];
+    }
+    if (numel * mama__dtype_sizes[dt] > (uint64_t)SIZE_MAX / 2)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor \"%s\": too large", name);
+    if (numel && !data) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor \"%s\": NULL data", name);
+    for (k = 0; k < w->count; k++)
+        if (strcmp(w->e[k].name, name) == 0) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: tensor \"%s\" added twice", name);
+    MAMA_TRY(mama__grow((void **)&w->e, &w->cap, w->count, sizeof(mama__st_wentry), "safetensors writer entries"));
+    e = &w->e[w->count];
+    memset(e, 0, sizeof *e);
+    MAMA_TRY(mama__strdup(&e->name, name, "tensor name"));
+    e->dtype = dt;
+    e->ndim = ndim;
+    for (k = 0; k < ndim; k++) e->shape[k] = shape[k];
+    e->nbytes = (size_t)(numel * mama__dtype_sizes[dt]);
+    e->data = data;
+    w->count++;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_st_writer_meta(mama_st_writer *w, const char *key, const char *value) {
+    int k;
+    char *v;
+    if (!key || !value) return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: NULL metadata key or value");
+    if (!mama__utf8_valid(key) || !mama__utf8_valid(value))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "safetensors writer: metadata \"%s\" is not valid UTF-8", key);
+    MAMA_TRY(mama__strdup(&v, value, "metadata value"));
+    for (k = 0; k < w->meta_count; k++)
+        if (strcmp(w->meta_keys[k], key) == 0) { mama_free(w->meta_values[k]); w->meta_values[k] = v; return MAMA_OK; }
+    /* both arrays share meta_cap: grow them as a pair */
+    if (w->meta_count == w->meta_cap) {
+        int cap = w->meta_cap, cap2;
+        mama_status s = mama__grow((void **)&w->meta_keys, &cap, w->meta_count, sizeof(char *), "metadata");
+        cap2 = w->meta_cap;
+        if (s == MAMA_OK) s = mama__grow((void **)&w->meta_values, &cap2, w->meta_count, sizeof(char *), "metadata");
+        if (s != MAMA_OK) { mama_free(v); return s; }
+        w->meta_cap = cap;
+    }
+    if (mama__strdup(&w->meta_keys[w->meta_count], key, "metadata key") != MAMA_OK) { mama_free(v); return MAMA_ERR_NOMEM; }
+    w->meta_values[w->meta_count++] = v;
+    return MAMA_OK;
+}
+
+static MAMA_THREAD_LOCAL mama_st_writer *mama__st_wctx;
+static int mama__st_wcmp(const void *a, const void *b) {
+    const mama__st_wentry *x = &mama__st_wctx->e[*(const int *)a], *y = &mama__st_wctx->e[*(const int *)b];
+    size_t sx = mama__dtype_sizes[x->dtype], sy = mama__dtype_sizes[y->dtype];
+    if (sx != sy) return sx > sy ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Build the padded header (including the 8-byte length) and the write
+ * order of the entries. */
+static mama_status mama__st_header(mama_st_writer *w, mama_buf *h, int **order_out) {
+    int *order = NULL, k, d;
+    size_t off = 0, hlen;
+    uint64_t le = 0;
+    unsigned char len8[8];
+    mama_status s = MAMA_OK;
+    *order_out = NULL;
+    MAMA_TRY(mama_alloc((void **)&order, (size_t)(w->count ? w->count : 1) * sizeof(int), "safetensors order"));
+    for (k = 0; k < w->count; k++) order[k] = k;
+    mama__st_wctx = w;
+    qsort(order, (size_t)w->count, sizeof(int), mama__st_wcmp);
+#define MAMA__H(call) do { if ((s = (call)) != MAMA_OK) goto fail; } while (0)
+    MAMA__H(mama_buf_append(h, "\0\0\0\0\0\0\0\0{", 9));
+    if (w->meta_count) {
+        MAMA__H(mama_buf_puts(h, "\"__metadata__\":{"));
+        for (k = 0; k < w->meta_count; k++) {
+            if (k) MAMA__H(mama_buf_puts(h, ","));
+            MAMA__H(mama_buf_json_string(h, w->meta_keys[k]));
+            MAMA__H(mama_buf_puts(h, ":"));
+            MAMA__H(mama_buf_json_string(h, w->meta_values[k]));
+        }
+        MAMA__H(mama_buf_puts(h, "}"));
+    }
+    for (k = 0; k < w->count; k++) {
+        const mama__st_wentry *e = &w->e[order[k]];
+        if (k || w->meta_count) MAMA__H(mama_buf_puts(h, ","));
+        MAMA__H(mama_buf_json_string(h, e->name));
+        MAMA__H(mama_buf_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", mama__dtype_names[e->dtype]));
+        for (d = 0; d < e->ndim; d++) MAMA__H(mama_buf_printf(h, d ? ",%lld" : "%lld", (long long)e->shape[d]));
+        MAMA__H(mama_buf_printf(h, "],\"data_offsets\":[%zu,%zu]}", off, off + e->nbytes));
+        off += e->nbytes;
+    }
+    MAMA__H(mama_buf_puts(h, "}"));
+    /* pad with spaces so the data section starts 8-byte aligned */
+    while (h->len % 8) MAMA__H(mama_buf_puts(h, " "));
+#undef MAMA__H
+    hlen = h->len - 8;
+    le = (uint64_t)hlen;
+    for (k = 0; k < 8; k++) len8[k] = (unsigned char)(le >> (8 * k));
+    memcpy(h->data, len8, 8);
+    *order_out = order;
+    return MAMA_OK;
+fail:
+    mama_free(order);
+    mama_buf_free(h);
+    return s;
+}
+
+/* Emit one tensor's bytes in little-endian order through `emit`. */
+typedef mama_status (*mama__emit_fn)(void *ctx, const void *p, size_t n);
+static mama_status mama__st_emit_tensor(const mama__st_wentry *e, mama__emit_fn emit, void *ctx) {
+    size_t es = mama__dtype_sizes[e->dtype];
+    unsigned char tmp[4096];
+    const unsigned char *src = (const unsigned char *)e->data;
+    size_t done = 0;
+    if (es == 1 || mama__host_is_le()) return e->nbytes ? emit(ctx, e->data, e->nbytes) : MAMA_OK;
+    /* big-endian host: swap each element in chunks */
+    while (done < e->nbytes) {
+        size_t n = e->nbytes - done, i, b;
+        if (n > sizeof tmp) n = sizeof tmp;
+        for (i = 0; i < n; i += es)
+            for (b = 0; b < es; b++) tmp[i + b] = src[done + i + es - 1 - b];
+        MAMA_TRY(emit(ctx, tmp, n));
+        done += n;
+    }
+    return MAMA_OK;
+}
+
+static mama_status mama__emit_buf(void *ctx, const void *p, size_t n) { return mama_buf_append((mama_buf *)ctx, p, n); }
+static mama_status mama__emit_file(void *ctx, const void *p, size_t n) { return mama_atomic_write((mama_atomic_file *)ctx, p, n); }
+
+MAMA_API mama_status mama_st_writer_serialize(mama_st_writer *w, mama_buf *out) {
+    int *order, k;
+    mama_status s;
+    mama_buf h = {NULL, 0, 0};
+    MAMA_TRY(mama__st_header(w, &h, &order));
+    s = mama_buf_append(out, h.data, h.len);
+    for (k = 0; k < w->count && s == MAMA_OK; k++) s = mama__st_emit_tensor(&w->e[order[k]], mama__emit_buf, out);
+    mama_free(order);
+    mama_buf_free(&h);
+    return s;
+}
+
+MAMA_API mama_status mama_st_writer_write(mama_st_writer *w, const char *path) {
+    int *order, k;
+    mama_status s;
+    mama_buf h = {NULL, 0, 0};
+    mama_atomic_file af;
+    MAMA_TRY(mama__st_header(w, &h, &order));
+    s = mama_atomic_open(&af, path);
+    if (s != MAMA_OK) { mama_free(order); mama_buf_free(&h); return s; }
+    s = mama_atomic_write(&af, h.data, h.len);
+    for (k = 0; k < w->count && s == MAMA_OK; k++) s = mama__st_emit_tensor(&w->e[order[k]], mama__emit_file, &af);
+    mama_free(order);
+    mama_buf_free(&h);
+    if (s != MAMA_OK) { mama_atomic_abort(&af); return s; }
+    return mama_atomic_commit(&af);
+}
+
+/* ==========================================================================
+ * 7.6 The manifest CSV, splits, studies (the data of section 10)
+ * ========================================================================== */
+
+/* String storage: records hold many short, repeated strings (side, view,
+ * race ...), and a million separate allocations would cost more in
+ * bookkeeping than in text.  So strings live in chunks freed together, and
+ * a small direct-mapped cache returns the same copy for a repeated value. */
+typedef struct mama__arena_chunk { struct mama__arena_chunk *next; size_t cap, used; } mama__arena_chunk;
+#define MAMA__INTERN_SLOTS 4096
+typedef struct mama__arena {
+    mama__arena_chunk *head;
+    char *intern[MAMA__INTERN_SLOTS];
+    char *unknown;
+} mama__arena;
+
+static uint64_t mama__fnv1a(const char *s, size_t n) {
+    uint64_t h = 14695981039346656037ull;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static mama_status mama__arena_str(mama__arena *a, const char *s, size_t n, int intern, char **out) {
+    mama__arena_chunk *c = a->head;
+    size_t slot = 0;
+    char *p;
+    if (intern) {
+        slot = (size_t)(mama__fnv1a(s, n) % MAMA__INTERN_SLOTS);
+        p = a->intern[slot];
+        if (p && strlen(p) == n && memcmp(p, s, n) == 0) { *out = p; return MAMA_OK; }
+    }
+    if (!c || c->cap - c->used < n + 1) {
+        size_t cap = n + 1 > 65536 ? n + 1 : 65536;
+        MAMA_TRY(mama_alloc((void **)&c, sizeof(mama__arena_chunk) + cap, "manifest strings"));
+        c->cap = cap;
+        c->used = 0;
+        c->next = a->head;
+        a->head = c;
+    }
+    p = (char *)(c + 1) + c->used;
+    memcpy(p, s, n);
+    p[n] = 0;
+    c->used += n + 1;
+    if (intern) a->intern[slot] = p;
+    *out = p;
+    return MAMA_OK;
+}
+
+static void mama__arena_free(mama__arena *a) {
+    mama__arena_chunk *c, *next;
+    if (!a) return;
+    for (c = a->head; c; c = next) { next = c->next; mama_free(c); }
+    mama_free(a);
+}
+
+MAMA_API void mama_manifest_init(mama_manifest *m) { memset(m, 0, sizeof *m); }
+
+MAMA_API void mama_manifest_free(mama_manifest *m) {
+    if (!m) return;
+    mama_free(m->records);
+    mama_free(m->studies);
+    mama_free(m->study_members);
+    mama__arena_free((mama__arena *)m->arena_);
+    mama_free(m->path);
+    mama_free(m->dir);
+    memset(m, 0, sizeof *m);
+}
+
+static mama_status mama__manifest_arena(mama_manifest *m, mama__arena **out) {
+    mama__arena *a = (mama__arena *)m->arena_;
+    if (!a) {
+        MAMA_TRY(mama_calloc((void **)&a, sizeof *a, "manifest arena"));
+        m->arena_ = a;
+    }
+    if (!a->unknown) MAMA_TRY(mama__arena_str(a, "unknown", 7, 0, &a->unknown));
+    *out = a;
+    return MAMA_OK;
+}
+
+MAMA_API const char *mama_split_name(int split) {
+    switch (split) {
+    case MAMA_SPLIT_TRAIN: return "train";
+    case MAMA_SPLIT_VAL: return "val";
+    case MAMA_SPLIT_TEST: return "test";
+    }
+    return "unknown";
+}
+
+/* FNV-1a is cheap and stable across platforms, but its low bits mix poorly
+ * for ids that differ only in the last character ("P0001", "P0002"), so the
+ * splitmix64 finaliser spreads them before taking % 100. */
+static mama_split mama__split_hash(const char *s) {
+    uint64_t h = mama__fnv1a(s, strlen(s));
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    h ^= h >> 31;
+    h %= 100;
+    return h < 70 ? MAMA_SPLIT_TRAIN : h < 80 ? MAMA_SPLIT_VAL : MAMA_SPLIT_TEST;
+}
+MAMA_API mama_split mama_split_of_patient(const char *patient) { return mama__split_hash(patient ? patient : ""); }
+
+static int mama__is_unknown(const char *s) { return !s || strcmp(s, "unknown") == 0; }
+
+/* Copy a record's strings into the arena (NULL -> "unknown"). */
+MAMA_API mama_status mama_manifest_add(mama_manifest *m, const mama_record *r) {
+    mama__arena *a;
+    mama_record *d;
+    char **dst[14];
+    char *const *src[14];
+    int k;
+    if (!r->path || !r->path[0]) return MAMA_FAIL(MAMA_ERR_INVALID, "manifest record without a path");
+    if (r->split < -1 || r->split > 2) return MAMA_FAIL(MAMA_ERR_INVALID, "manifest record %s: split %d (use -1..2)", r->path, r->split);
+    MAMA_TRY(mama__manifest_arena(m, &a));
+    MAMA_TRY(mama__grow((void **)&m->records, &m->cap_, m->count, sizeof(mama_record), "manifest records"));
+    d = &m->records[m->count];
+    *d = *r;
+    dst[0] = &d->path; dst[1] = &d->patient; dst[2] = &d->study; dst[3] = &d->side; dst[4] = &d->view;
+    dst[5] = &d->procedure; dst[6] = &d->race; dst[7] = &d->ethnicity; dst[8] = &d->image_type;
+    dst[9] = &d->birads; dst[10] = &d->mass_shape; dst[11] = &d->mass_density; dst[12] = &d->calc_type;
+    dst[13] = &d->calc_distribution;
+    src[0] = &r->path; src[1] = &r->patient; src[2] = &r->study; src[3] = &r->side; src[4] = &r->view;
+    src[5] = &r->procedure; src[6] = &r->race; src[7] = &r->ethnicity; src[8] = &r->image_type;
+    src[9] = &r->birads; src[10] = &r->mass_shape; src[11] = &r->mass_density; src[12] = &r->calc_type;
+    src[13] = &r->calc_distribution;
+    for (k = 0; k < 14; k++) {
+        const char *s = *src[k];
+        if (!s || !s[0] || strcmp(s, "unknown") == 0) *dst[k] = a->unknown;
+        else MAMA_TRY(mama__arena_str(a, s, strlen(s), k != 0, dst[k]));
+    }
+    d->study_index = -1;
+    m->count++;
+    return MAMA_OK;
+}
+
+/* Studies: sort record indices by (patient, study, index); equal keys form
+ * a study.  A record with an unknown study stands alone. */
+static MAMA_THREAD_LOCAL const mama_manifest *mama__mf_ctx;
+static int mama__mf_cmp(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b, c;
+    const mama_record *x = &mama__mf_ctx->records[i], *y = &mama__mf_ctx->records[j];
+    int xs = mama__is_unknown(x->study), ys = mama__is_unknown(y->study);
+    if (xs != ys) return xs - ys;
+    if (!xs) {
+        if ((c = strcmp(x->patient, y->patient)) != 0) return c;
+        if ((c = strcmp(x->study, y->study)) != 0) return c;
+    }
+    return (i > j) - (i < j);
+}
+static MAMA_THREAD_LOCAL const int *mama__mf_first;
+static int mama__mf_cmp_first(const void *a, const void *b) {
+    int x = mama__mf_first[*(const int *)a], y = mama__mf_first[*(const int *)b];
+    return (x > y) - (x < y);
+}
+
+MAMA_API mama_status mama_manifest_index(mama_manifest *m) {
+    int *sorted = NULL, *gstart = NULL, *gfirst = NULL, *gorder = NULL, ng = 0, i, g, n = m->count, o;
+    mama_status s = MAMA_OK;
+    mama_free(m->studies);
+    mama_free(m->study_members);
+    m->studies = NULL;
+    m->study_members = NULL;
+    m->study_count = 0;
+    m->split_counts[0] = m->split_counts[1] = m->split_counts[2] = 0;
+    for (i = 0; i < n; i++) {
+        mama_record *r = &m->records[i];
+        if (r->split < 0 || r->split > 2) r->split = (int)mama__split_hash(mama__is_unknown(r->patient) ? r->path : r->patient);
+        m->split_counts[r->split]++;
+    }
+    if (n == 0) return MAMA_OK;
+    if ((s = mama_alloc((void **)&sorted, (size_t)n * sizeof(int), "study index")) != MAMA_OK) goto done;
+    if ((s = mama_alloc((void **)&gstart, (size_t)n * sizeof(int), "study index")) != MAMA_OK) goto done;
+    if ((s = mama_alloc((void **)&gfirst, (size_t)n * sizeof(int), "study index")) != MAMA_OK) goto done;
+    if ((s = mama_alloc((void **)&gorder, (size_t)n * sizeof(int), "study index")) != MAMA_OK) goto done;
+    if ((s = mama_alloc((void **)&m->studies, (size_t)n * sizeof(mama_study), "studies")) != MAMA_OK) goto done;
+    if ((s = mama_alloc((void **)&m->study_members, (size_t)n * sizeof(int), "study members")) != MAMA_OK) goto done;
+    for (i = 0; i < n; i++) sorted[i] = i;
+    mama__mf_ctx = m;
+    qsort(sorted, (size_t)n, sizeof(int), mama__mf_cmp);
+    /* groups in sorted order; each group's first member is its smallest index */
+    for (i = 0; i < n; i++) {
+        if (i == 0 || mama__mf_cmp(&sorted[i - 1], &sorted[i]) != 0) {
+            const mama_record *x = &m->records[sorted[i]];
+            int same = i > 0 && !mama__is_unknown(x->study) && !mama__is_unknown(m->records[sorted[i - 1]].study) &&
+                       strcmp(x->patient, m->records[sorted[i - 1]].patient) == 0 &&
+                       strcmp(x->study, m->records[sorted[i - 1]].study) == 0;
+            if (!same) { gstart[ng] = i; gfirst[ng] = sorted[i]; gorder[ng] = ng; ng++; }
+        }
+    }
+    /* number studies in order of first appearance in the file */
+    mama__mf_first = gfirst;
+    qsort(gorder, (size_t)ng, sizeof(int), mama__mf_cmp_first);
+    o = 0;
+    for (g = 0; g < ng; g++) {
+        int grp = gorder[g], start = gstart[grp], end = grp + 1 < ng ? gstart[grp + 1] : n;
+        m->studies[g].first = o;
+        m->studies[g].count = end - start;
+        for (i = start; i < end; i++) {
+            m->study_members[o++] = sorted[i];
+            m->records[sorted[i]].study_index = g;
+        }
+    }
+    m->study_count = ng;
+done:
+    mama_free(sorted);
+    mama_free(gstart);
+    mama_free(gfirst);
+    mama_free(gorder);
+    if (s != MAMA_OK) {
+        mama_free(m->studies);
+        mama_free(m->study_members);
+        m->studies = NULL;
+        m->study_members = NULL;
+    }
+    return s;
+}
+
+MAMA_API const int *mama_manifest_study_of(const mama_manifest *m, int i, int *n) {
+    const mama_study *s;
+    *n = 0;
+    if (i < 0 || i >= m->count || !m->studies || m->records[i].study_index < 0) return NULL;
+    s = &m->studies[m->records[i].study_index];
+    *n = s->count;
+    return m->study_members + s->first;
+}
+
+MAMA_API int mama_manifest_other_view(const mama_manifest *m, int i, mama_rng *rng) {
+    int n, k;
+    const int *mem = mama_manifest_study_of(m, i, &n);
+    if (!mem || n < 2) return -1;
+    k = (int)mama_rng_below(rng, (uint32_t)(n - 1));
+    /* the k-th member skipping i itself */
+    return mem[k] == i || (k > 0 && mem[k - 1] >= i) ? mem[k + 1] : mem[k];
+}
+
+/* ---- CSV reading ---- */
+
+typedef struct mama__csv {
+    const char *s;
+    size_t n, i;
+    int line;              /* current physical line (1-based) */
+    mama_buf field;        /* unquoted bytes of the current row's fields, NUL-separated */
+    size_t *starts;        /* field start offsets into field.data */
+    int nfields, cap;
+    const char *name;
+} mama__csv;
+
+/* Read one row.  Returns MAMA_OK with nfields >= 1, or nfields == 0 at end
+ * of input; MAMA_ERR_FORMAT for a malformed row (*fatal set when the rest
+ * of the input cannot be resynchronised, i.e. an unterminated quote).
+ * On a recoverable error the cursor is moved past the row's line. */
+static mama_status mama__csv_row(mama__csv *c, int *fatal, int *row_line) {
+    mama_status s;
+    *fatal = 0;
+    c->nfields = 0;
+    c->field.len = 0;
+    *row_line = c->line;
+    if (c->i >= c->n) return MAMA_OK;
+    for (;;) {
+        int cap = c->cap;
+        if (c->nfields == cap) {
+            MAMA_TRY(mama__grow((void **)&c->starts, &cap, c->nfields, sizeof(size_t), "CSV fields"));
+            c->cap = cap;
+        }
+        c->starts[c->nfields++] = c->field.len;
+        if (c->i < c->n && c->s[c->i] == '"') {
+            size_t open_line = (size_t)c->line;
+            c->i++;
+            for (;;) {
+                size_t j = c->i;
+                if (c->i >= c->n) {
+                    *fatal = 1;
+                    return MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%zu: unterminated quoted field", c->name, open_line);
+                }
+                /* copy a run of ordinary bytes at once */
+                while (j < c->n && c->s[j] != '"') { if (c->s[j] == '\n') c->line++; j++; }
+                MAMA_TRY(mama_buf_append(&c->field, c->s + c->i, j - c->i));
+                c->i = j;
+                if (j >= c->n) continue;
+                if (j + 1 < c->n && c->s[j + 1] == '"') { MAMA_TRY(mama_buf_append(&c->field, "\"", 1)); c->i = j + 2; continue; }
+                c->i = j + 1;
+                break;
+            }
+            if (c->i < c->n && c->s[c->i] != ',' && c->s[c->i] != '\n' && c->s[c->i] != '\r') {
+                s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%d: text after a closing quote", c->name, c->line);
+                goto skip_line;
+            }
+        } else {
+            size_t j = c->i;
+            while (j < c->n && c->s[j] != ',' && c->s[j] != '\n' && c->s[j] != '\r') {
+                if (c->s[j] == '"') {
+                    c->i = j;
+                    s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%d: quote inside an unquoted field (quote the whole field)", c->name, c->line);
+                    goto skip_line;
+                }
+                j++;
+            }
+            MAMA_TRY(mama_buf_append(&c->field, c->s + c->i, j - c->i));
+            c->i = j;
+        }
+        MAMA_TRY(mama_buf_append(&c->field, "", 1)); /* NUL separator */
+        if (c->i >= c->n) return MAMA_OK;
+        if (c->s[c->i] == ',') { c->i++; continue; }
+        /* line end: \r\n, \n or a lone \r */
+        if (c->s[c->i] == '\r') c->i++;
+        if (c->i < c->n && c->s[c->i] == '\n') c->i++;
+        c->line++;
+        return MAMA_OK;
+    }
+skip_line:
+    while (c->i < c->n && c->s[c->i] != '\n') c->i++;
+    if (c->i < c->n) c->i++;
+    c->line++;
+    return s;
+}
+
+static const char *mama__csv_field(const mama__csv *c, int k) { return c->field.data + c->starts[k]; }
+
+/* Column names the manifest understands, in the writer's order. */
+enum {
+    MAMA__C_PATH, MAMA__C_PATIENT, MAMA__C_STUDY, MAMA__C_SIDE, MAMA__C_VIEW, MAMA__C_PROCEDURE, MAMA__C_AGE,
+    MAMA__C_RACE, MAMA__C_ETHNICITY, MAMA__C_IMAGE_TYPE, MAMA__C_DENSITY, MAMA__C_BIRADS, MAMA__C_MASS_SHAPE,
+    MAMA__C_MASS_DENSITY, MAMA__C_CALC_TYPE, MAMA__C_CALC_DISTRIBUTION, MAMA__C_CANCER, MAMA__C_SPLIT, MAMA__NCOLS
+};
+static const char *const mama__col_names[MAMA__NCOLS] = {
+    "path", "patient", "study", "side", "view", "procedure", "age", "race", "ethnicity", "image_type",
+    "density", "birads", "mass_shape", "mass_density", "calc_type", "calc_distribution", "cancer", "split"};
+
+static int mama__lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+static int mama__ieq(const char *a, const char *b) {
+    while (*a && *b && mama__lower((unsigned char)*a) == mama__lower((unsigned char)*b)) { a++; b++; }
+    return *a == 0 && *b == 0;
+}
+
+/* Trim spaces/tabs into tmp[cap]; returns tmp (truncated if long). */
+static const char *mama__trim(const char *s, char *tmp, size_t cap) {
+    size_t n;
+    while (*s == ' ' || *s == '\t') s++;
+    n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    if (n >= cap) n = cap - 1;
+    memcpy(tmp, s, n);
+    tmp[n] = 0;
+    return tmp;
+}
+
+static int mama__missing(const char *t) {
+    static const char *const miss[] = {"", "unknown", "nan", "na", "n/a", "none", "null"};
+    size_t k;
+    for (k = 0; k < sizeof miss / sizeof miss[0]; k++) if (mama__ieq(t, miss[k])) return 1;
+    return 0;
+}
+
+/* Locale-free decimal: digits [. digits]; -1 on anything else. */
+static int mama__decimal(const char *t, double *out) {
+    double v = 0, scale = 1;
+    int digits = 0;
+    if (!*t) return -1;
+    while (*t >= '0' && *t <= '9') { v = v * 10 + (*t++ - '0'); digits++; if (v > 1e9) return -1; }
+    if (*t == '.') {
+        t++;
+        while (*t >= '0' && *t <= '9') { scale /= 10; v += (*t++ - '0') * scale; digits++; }
+    }
+    if (*t || !digits) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Parse the numeric/enum fields of row `c` into r; NULL or message. */
+static const char *mama__mf_number(const char *raw, int col, int *out) {
+    char tmp[64];
+    const char *t = mama__trim(raw, tmp, sizeof tmp);
+    double v;
+    *out = -1;
+    if (mama__missing(t) || strcmp(t, "-1") == 0) return NULL;
+    if (col == MAMA__C_CANCER) {
+        if (mama__ieq(t, "1") || mama__ieq(t, "true") || mama__ieq(t, "yes") || mama__ieq(t, "1.0")) { *out = 1; return NULL; }
+        if (mama__ieq(t, "0") || mama__ieq(t, "false") || mama__ieq(t, "no") || mama__ieq(t, "0.0")) { *out = 0; return NULL; }
+        return "cancer must be 0/1/true/false/yes/no";
+    }
+    if (mama__decimal(t, &v) != 0) return col == MAMA__C_AGE ? "age is not a number" : "density is not a number";
+    if (col == MAMA__C_AGE) {
+        if (v > 200) return "age out of range (0..200)";
+        *out = (int)v;
+        return NULL;
+    }
+    if (v != floor(v) || v < 1 || v > 5) return "density must be 1..5";
+    *out = (int)v;
+    return NULL;
+}
+
+static mama_status mama__mf_row(mama_manifest *m, mama__arena *a, const mama__csv *c, const int *col_of, int line,
+                                const char *base_dir, const char **why, char *why_buf, size_t why_cap) {
+    mama_record r;
+    char tmp[256];
+    const char *f[MAMA__NCOLS];
+    char *path = NULL;
+    const char *t;
+    mama_status s;
+    int k;
+    static const char letters[] = "ANBPSMK";
+    *why = NULL;
+    memset(&r, 0, sizeof r);
+    for (k = 0; k < MAMA__NCOLS; k++) f[k] = col_of[k] >= 0 ? mama__csv_field(c, col_of[k]) : "";
+    /* strings */
+    {
+        char **dst[13];
+        int cols[13] = {MAMA__C_PATIENT, MAMA__C_STUDY, MAMA__C_SIDE, MAMA__C_VIEW, MAMA__C_PROCEDURE, MAMA__C_RACE,
+                        MAMA__C_ETHNICITY, MAMA__C_IMAGE_TYPE, MAMA__C_BIRADS, MAMA__C_MASS_SHAPE, MAMA__C_MASS_DENSITY,
+                        MAMA__C_CALC_TYPE, MAMA__C_CALC_DISTRIBUTION};
+        dst[0] = &r.patient; dst[1] = &r.study; dst[2] = &r.side; dst[3] = &r.view; dst[4] = &r.procedure;
+        dst[5] = &r.race; dst[6] = &r.ethnicity; dst[7] = &r.image_type; dst[8] = &r.birads; dst[9] = &r.mass_shape;
+        dst[10] = &r.mass_density; dst[11] = &r.calc_type; dst[12] = &r.calc_distribution;
+        for (k = 0; k < 13; k++) {
+            const char *v = f[cols[k]];
+            size_t n;
+            while (*v == ' ' || *v == '\t') v++;
+            n = strlen(v);
+            while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+            if (n < sizeof tmp) { memcpy(tmp, v, n); tmp[n] = 0; if (mama__missing(tmp)) { *dst[k] = a->unknown; continue; } }
+            if (cols[k] == MAMA__C_SIDE && n < sizeof tmp) {
+                if (mama__ieq(tmp, "l") || mama__ieq(tmp, "left")) { v = "left"; n = 4; }
+                else if (mama__ieq(tmp, "r") || mama__ieq(tmp, "right")) { v = "right"; n = 5; }
+                else if (mama__ieq(tmp, "b") || mama__ieq(tmp, "bilateral") || mama__ieq(tmp, "both")) { v = "bilateral"; n = 9; }
+            }
+            if (cols[k] == MAMA__C_BIRADS) {
+                const char *hit;
+                char L[2];
+                if (n != 1) { *why = "BI-RADS must be one of A N B P S M K or 0..6"; return MAMA_OK; }
+                L[0] = (char)(v[0] >= 'a' && v[0] <= 'z' ? v[0] - 32 : v[0]);
+                L[1] = 0;
+                if (L[0] >= '0' && L[0] <= '6') L[0] = letters[L[0] - '0'];
+                hit = L[0] ? strchr(letters, L[0]) : NULL;
+                if (!hit) { *why = "BI-RADS must be one of A N B P S M K or 0..6"; return MAMA_OK; }
+                v = hit;
+                n = 1;
+            }
+            MAMA_TRY(mama__arena_str(a, v, n, 1, dst[k]));
+        }
+    }
+    /* numbers */
+    if ((*why = mama__mf_number(f[MAMA__C_AGE], MAMA__C_AGE, &r.age)) != NULL) return MAMA_OK;
+    if ((*why = mama__mf_number(f[MAMA__C_DENSITY], MAMA__C_DENSITY, &r.density)) != NULL) return MAMA_OK;
+    if ((*why = mama__mf_number(f[MAMA__C_CANCER], MAMA__C_CANCER, &r.cancer)) != NULL) return MAMA_OK;
+    t = mama__trim(f[MAMA__C_SPLIT], tmp, sizeof tmp);
+    if (mama__missing(t)) r.split = -1;
+    else if (mama__ieq(t, "train")) r.split = MAMA_SPLIT_TRAIN;
+    else if (mama__ieq(t, "val") || mama__ieq(t, "valid") || mama__ieq(t, "validation")) r.split = MAMA_SPLIT_VAL;
+    else if (mama__ieq(t, "test")) r.split = MAMA_SPLIT_TEST;
+    else { snprintf(why_buf, why_cap, "split \"%.40s\" is not train/val/test", t); *why = why_buf; return MAMA_OK; }
+    /* path: required, resolved against the manifest's directory */
+    {
+        const char *p = f[MAMA__C_PATH];
+        size_t n, bl = base_dir ? strlen(base_dir) : 0;
+        int abs_;
+        while (*p == ' ' || *p == '\t') p++;
+        n = strlen(p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+        if (n == 0) { *why = "empty path"; return MAMA_OK; }
+        abs_ = p[0] == '/' || p[0] == '\\' || (n >= 2 && p[1] == ':' && ((p[0] | 32) >= 'a' && (p[0] | 32) <= 'z'));
+        if (abs_ || bl == 0) {
+            MAMA_TRY(mama__arena_str(a, p, n, 0, &path));
+        } else {
+            mama_buf pb = {NULL, 0, 0};
+            int sep = base_dir[bl - 1] == '/' || base_dir[bl - 1] == '\\';
+            s = mama_buf_append(&pb, base_dir, bl);
+            if (s == MAMA_OK && !sep) s = mama_buf_append(&pb, "/", 1);
+            if (s == MAMA_OK) s = mama_buf_append(&pb, p, n);
+            if (s == MAMA_OK) s = mama__arena_str(a, pb.data, pb.len, 0, &path);
+            mama_buf_free(&pb);
+            MAMA_TRY(s);
+        }
+    }
+    r.path = path;
+    r.line = line;
+    r.study_index = -1;
+    /* append directly: strings are already in the arena */
+    MAMA_TRY(mama__grow((void **)&m->records, &m->cap_, m->count, sizeof(mama_record), "manifest records"));
+    m->records[m->count++] = r;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_manifest_parse(mama_manifest *m, const char *text, size_t len, const char *source_name,
+                                         const char *base_dir, int skip_bad_rows) {
+    mama__csv c;
+    mama__arena *a;
+    mama_status s;
+    int col_of[MAMA__NCOLS], k, fatal, line, header_fields;
+    const char *name = source_name ? source_name : "<manifest>";
+    mama_manifest_init(m);
+    memset(&c, 0, sizeof c);
+    c.s = text ? text : "";
+    c.n = text ? len : 0;
+    c.line = 1;
+    c.name = name;
+    if (c.n >= 3 && memcmp(c.s, "\xEF\xBB\xBF", 3) == 0) c.i = 3; /* UTF-8 BOM */
+#define MAMA__P(call) do { if ((s = (call)) != MAMA_OK) goto fail; } while (0)
+    MAMA__P(mama__strdup(&m->path, name, "manifest path"));
+    MAMA__P(mama__strdup(&m->dir, base_dir ? base_dir : "", "manifest dir"));
+    MAMA__P(mama__manifest_arena(m, &a));
+    /* header (skipping leading blank lines) */
+    do {
+        MAMA__P(mama__csv_row(&c, &fatal, &line));
+    } while (c.nfields == 1 && mama__csv_field(&c, 0)[0] == 0 && c.i < c.n);
+    if (c.nfields == 0 || (c.nfields == 1 && mama__csv_field(&c, 0)[0] == 0)) {
+        s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: empty manifest (a header row with a \"path\" column is required)", name);
+        goto fail;
+    }
+    header_fields = c.nfields;
+    for (k = 0; k < MAMA__NCOLS; k++) col_of[k] = -1;
+    for (k = 0; k < c.nfields; k++) {
+        char norm[64];
+        const char *h = mama__csv_field(&c, k);
+        int q, j = 0;
+        while (*h == ' ' || *h == '\t') h++;
+        for (; *h && j < (int)sizeof norm - 1; h++) norm[j++] = (char)(*h == ' ' || *h == '-' ? '_' : mama__lower((unsigned char)*h));
+        while (j && norm[j - 1] == '_') j--; /* trailing spaces */
+        norm[j] = 0;
+        for (q = 0; q < MAMA__NCOLS; q++)
+            if (strcmp(norm, mama__col_names[q]) == 0) {
+                if (col_of[q] >= 0) {
+                    s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%d: column \"%s\" appears twice in the header", name, line, mama__col_names[q]);
+                    goto fail;
+                }
+                col_of[q] = k;
+            }
+    }
+    if (col_of[MAMA__C_PATH] < 0) {
+        s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%d: header has no \"path\" column", name, line);
+        goto fail;
+    }
+    for (;;) {
+        const char *why = NULL;
+        char why_buf[128];
+        s = mama__csv_row(&c, &fatal, &line);
+        if (s == MAMA_ERR_FORMAT && !fatal && skip_bad_rows) { m->skipped++; continue; }
+        if (s != MAMA_OK) goto fail;
+        if (c.nfields == 0) break;
+        if (c.nfields == 1 && mama__csv_field(&c, 0)[0] == 0 && header_fields != 1) continue; /* blank line */
+        if (c.nfields != header_fields) {
+            snprintf(why_buf, sizeof why_buf, "%d fields, the header has %d", c.nfields, header_fields);
+            why = why_buf;
+        } else {
+            MAMA__P(mama__mf_row(m, a, &c, col_of, line, base_dir, &why, why_buf, sizeof why_buf));
+        }
+        if (why) {
+            if (skip_bad_rows) { m->skipped++; continue; }
+            s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%d: bad row: %s", name, line, why);
+            goto fail;
+        }
+    }
+#undef MAMA__P
+    mama_buf_free(&c.field);
+    mama_free(c.starts);
+    s = mama_manifest_index(m);
+    if (s != MAMA_OK) mama_manifest_free(m);
+    return s;
+fail:
+    mama_buf_free(&c.field);
+    mama_free(c.starts);
+    mama_manifest_free(m);
+    return s;
+}
+
+MAMA_API mama_status mama_manifest_load(mama_manifest *m, const char *path, int skip_bad_rows) {
+    unsigned char *data;
+    size_t size, dl;
+    char *dir;
+    const char *slash = strrchr(path, '/'), *bslash = strrchr(path, '\\');
+    mama_status s;
+    mama_manifest_init(m);
+    if (bslash && (!slash || bslash > slash)) slash = bslash;
+    dl = slash ? (size_t)(slash - path) : 0;
+    if (slash == path) dl = 1; /* "/m.csv": the root */
+    MAMA_TRY(mama_read_file(path, &data, &size));
+    if (mama_alloc((void **)&dir, dl + 1, "manifest dir") != MAMA_OK) { mama_free(data); return MAMA_ERR_NOMEM; }
+    memcpy(dir, path, dl);
+    dir[dl] = 0;
+    s = mama_manifest_parse(m, (const char *)data, size, path, dir, skip_bad_rows);
+    mama_free(data);
+    mama_free(dir);
+    return s;
+}
+
+/* ---- CSV writing ---- */
+
+static mama_status mama__csv_put(mama_buf *b, const char *v) {
+    size_t n = strlen(v);
+    int quote = n && (v[0] == ' ' || v[n - 1] == ' ' || v[0] == '\t' || v[n - 1] == '\t');
+    const char *p;
+    if (!quote) quote = strpbrk(v, ",\"\r\n") != NULL;
+    if (!quote) return mama_buf_append(b, v, n);
+    MAMA_TRY(mama_buf_append(b, "\"", 1));
+    for (p = v; *p; p++) {
+        if (*p == '"') MAMA_TRY(mama_buf_append(b, "\"\"", 2));
+        else MAMA_TRY(mama_buf_append(b, p, 1));
+    }
+    return mama_buf_append(b, "\"", 1);
+}
+
+static mama_status mama__manifest_serialize(const mama_manifest *m, const char *path, mama_buf *b) {
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    int i, k;
+    for (k = 0; k < MAMA__NCOLS; k++) {
+        if (k) MAMA_TRY(mama_buf_append(b, ",", 1));
+        MAMA_TRY(mama_buf_puts(b, mama__col_names[k]));
+    }
+    MAMA_TRY(mama_buf_append(b, "\r\n", 2));
+    for (i = 0; i < m->count; i++) {
+        const mama_record *r = &m->records[i];
+        const char *p = r->path;
+        char num[3][16];
+        const char *v[MAMA__NCOLS];
+        int nums[3];
+        if (dl && strncmp(p, path, dl) == 0 && p[dl] == '/') p += dl + 1;
+        nums[0] = r->age; nums[1] = r->density; nums[2] = r->cancer;
+        for (k = 0; k < 3; k++) {
+            if (nums[k] < 0) num[k][0] = 0;
+            else snprintf(num[k], sizeof num[k], "%d", nums[k]);
+        }
+        v[MAMA__C_PATH] = p; v[MAMA__C_PATIENT] = r->patient; v[MAMA__C_STUDY] = r->study; v[MAMA__C_SIDE] = r->side;
+        v[MAMA__C_VIEW] = r->view; v[MAMA__C_PROCEDURE] = r->procedure; v[MAMA__C_AGE] = num[0];
+        v[MAMA__C_RACE] = r->race; v[MAMA__C_ETHNICITY] = r->ethnicity; v[MAMA__C_IMAGE_TYPE] = r->image_type;
+        v[MAMA__C_DENSITY] = num[1]; v[MAMA__C_BIRADS] = r->birads; v[MAMA__C_MASS_SHAPE] = r->mass_shape;
+        v[MAMA__C_MASS_DENSITY] = r->mass_density; v[MAMA__C_CALC_TYPE] = r->calc_type;
+        v[MAMA__C_CALC_DISTRIBUTION] = r->calc_distribution; v[MAMA__C_CANCER] = num[2];
+        v[MAMA__C_SPLIT] = (r->split >= 0 && r->split <= 2) ? mama_split_name(r->split) : "";
+        for (k = 0; k < MAMA__NCOLS; k++) {
+            if (k) MAMA_TRY(mama_buf_append(b, ",", 1));
+            MAMA_TRY(mama__csv_put(b, v[k] ? v[k] : "unknown"));
+        }
+        MAMA_TRY(mama_buf_append(b, "\r\n", 2));
+    }
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_manifest_write(const mama_manifest *m, const char *path) {
+    mama_buf b = {NULL, 0, 0};
+    mama_status s = mama__manifest_serialize(m, path, &b);
+    if (s == MAMA_OK) s = mama_write_file_atomic(path, b.data, b.len);
+    mama_buf_free(&b);
+    return s;
+}
+
+/* ==========================================================================
+ * 8. TEXT: captions (A.5-A.7), GPT-2 byte-level BPE tokenizer, BPE trainer
+ * ========================================================================== */
+
+/* ---- 8.1 Unicode classes for the GPT-2 pre-tokenizer ----------------------
+ * The pattern needs three classes beyond "other": \p{L} (letters), \p{N}
+ * (numbers) and \s (White_Space).  Letters and numbers come from the tables
+ * below (binary search; ASCII is answered without them). */
+/* Generated by tests/gen_text_fixtures.py --unicode-tables from Python's
+ * unicodedata (Unicode 14.0.0): code point ranges of general category L*
+ * (letters) and N* (numbers), sorted, inclusive. */
+static const uint32_t mama__uni_letters[648][2] = {
+    {0x41,0x5a}, {0x61,0x7a}, {0xaa,0xaa}, {0xb5,0xb5}, {0xba,0xba}, {0xc0,0xd6}, {0xd8,0xf6},
+    {0xf8,0x2c1}, {0x2c6,0x2d1}, {0x2e0,0x2e4}, {0x2ec,0x2ec}, {0x2ee,0x2ee}, {0x370,0x374},
+    {0x376,0x377}, {0x37a,0x37d}, {0x37f,0x37f}, {0x386,0x386}, {0x388,0x38a}, {0x38c,0x38c},
+    {0x38e,0x3a1}, {0x3a3,0x3f5}, {0x3f7,0x481}, {0x48a,0x52f}, {0x531,0x556}, {0x559,0x559},
+    {0x560,0x588}, {0x5d0,0x5ea}, {0x5ef,0x5f2}, {0x620,0x64a}, {0x66e,0x66f}, {0x671,0x6d3},
+    {0x6d5,0x6d5}, {0x6e5,0x6e6}, {0x6ee,0x6ef}, {0x6fa,0x6fc}, {0x6ff,0x6ff}, {0x710,0x710},
+    {0x712,0x72f}, {0x74d,0x7a5}, {0x7b1,0x7b1}, {0x7ca,0x7ea}, {0x7f4,0x7f5}, {0x7fa,0x7fa},
+    {0x800,0x815}, {0x81a,0x81a}, {0x824,0x824}, {0x828,0x828}, {0x840,0x858}, {0x860,0x86a},
+    {0x870,0x887}, {0x889,0x88e}, {0x8a0,0x8c9}, {0x904,0x939}, {0x93d,0x93d}, {0x950,0x950},
+    {0x958,0x961}, {0x971,0x980}, {0x985,0x98c}, {0x98f,0x990}, {0x993,0x9a8}, {0x9aa,0x9b0},
+    {0x9b2,0x9b2}, {0x9b6,0x9b9}, {0x9bd,0x9bd}, {0x9ce,0x9ce}, {0x9dc,0x9dd}, {0x9df,0x9e1},
+    {0x9f0,0x9f1}, {0x9fc,0x9fc}, {0xa05,0xa0a}, {0xa0f,0xa10}, {0xa13,0xa28}, {0xa2a,0xa30},
+    {0xa32,0xa33}, {0xa35,0xa36}, {0xa38,0xa39}, {0xa59,0xa5c}, {0xa5e,0xa5e}, {0xa72,0xa74},
+    {0xa85,0xa8d}, {0xa8f,0xa91}, {0xa93,0xaa8}, {0xaaa,0xab0}, {0xab2,0xab3}, {0xab5,0xab9},
+    {0xabd,0xabd}, {0xad0,0xad0}, {0xae0,0xae1}, {0xaf9,0xaf9}, {0xb05,0xb0c}, {0xb0f,0xb10},
+    {0xb13,0xb28}, {0xb2a,0xb30}, {0xb32,0xb33}, {0xb35,0xb39}, {0xb3d,0xb3d}, {0xb5c,0xb5d},
+    {0xb5f,0xb61}, {0xb71,0xb71}, {0xb83,0xb83}, {0xb85,0xb8a}, {0xb8e,0xb90}, {0xb92,0xb95},
+    {0xb99,0xb9a}, {0xb9c,0xb9c}, {0xb9e,0xb9f}, {0xba3,0xba4}, {0xba8,0xbaa}, {0xbae,0xbb9},
+    {0xbd0,0xbd0}, {0xc05,0xc0c}, {0xc0e,0xc10}, {0xc12,0xc28}, {0xc2a,0xc39}, {0xc3d,0xc3d},
+    {0xc58,0xc5a}, {0xc5d,0xc5d}, {0xc60,0xc61}, {0xc80,0xc80}, {0xc85,0xc8c}, {0xc8e,0xc90},
+    {0xc92,0xca8}, {0xcaa,0xcb3}, {0xcb5,0xcb9}, {0xcbd,0xcbd}, {0xcdd,0xcde}, {0xce0,0xce1},
+    {0xcf1,0xcf2}, {0xd04,0xd0c}, {0xd0e,0xd10}, {0xd12,0xd3a}, {0xd3d,0xd3d}, {0xd4e,0xd4e},
+    {0xd54,0xd56}, {0xd5f,0xd61}, {0xd7a,0xd7f}, {0xd85,0xd96}, {0xd9a,0xdb1}, {0xdb3,0xdbb},
+    {0xdbd,0xdbd}, {0xdc0,0xdc6}, {0xe01,0xe30}, {0xe32,0xe33}, {0xe40,0xe46}, {0xe81,0xe82},
+    {0xe84,0xe84}, {0xe86,0xe8a}, {0xe8c,0xea3}, {0xea5,0xea5}, {0xea7,0xeb0}, {0xeb2,0xeb3},
+    {0xebd,0xebd}, {0xec0,0xec4}, {0xec6,0xec6}, {0xedc,0xedf}, {0xf00,0xf00}, {0xf40,0xf47},
+    {0xf49,0xf6c}, {0xf88,0xf8c}, {0x1000,0x102a}, {0x103f,0x103f}, {0x1050,0x1055},
+    {0x105a,0x105d}, {0x1061,0x1061}, {0x1065,0x1066}, {0x106e,0x1070}, {0x1075,0x1081},
+    {0x108e,0x108e}, {0x10a0,0x10c5}, {0x10c7,0x10c7}, {0x10cd,0x10cd}, {0x10d0,0x10fa},
+    {0x10fc,0x1248}, {0x124a,0x124d}, {0x1250,0x1256}, {0x1258,0x1258}, {0x125a,0x125d},
+    {0x1260,0x1288}, {0x128a,0x128d}, {0x1290,0x12b0}, {0x12b2,0x12b5}, {0x12b8,0x12be},
+    {0x12c0,0x12c0}, {0x12c2,0x12c5}, {0x12c8,0x12d6}, {0x12d8,0x1310}, {0x1312,0x1315},
+    {0x1318,0x135a}, {0x1380,0x138f}, {0x13a0,0x13f5}, {0x13f8,0x13fd}, {0x1401,0x166c},
+    {0x166f,0x167f}, {0x1681,0x169a}, {0x16a0,0x16ea}, {0x16f1,0x16f8}, {0x1700,0x1711},
+    {0x171f,0x1731}, {0x1740,0x1751}, {0x1760,0x176c}, {0x176e,0x1770}, {0x1780,0x17b3},
+    {0x17d7,0x17d7}, {0x17dc,0x17dc}, {0x1820,0x1878}, {0x1880,0x1884}, {0x1887,0x18a8},
+    {0x18aa,0x18aa}, {0x18b0,0x18f5}, {0x1900,0x191e}, {0x1950,0x196d}, {0x1970,0x1974},
+    {0x1980,0x19ab}, {0x19b0,0x19c9}, {0x1a00,0x1a16}, {0x1a20,0x1a54}, {0x1aa7,0x1aa7},
+    {0x1b05,0x1b33}, {0x1b45,0x1b4c}, {0x1b83,0x1ba0}, {0x1bae,0x1baf}, {0x1bba,0x1be5},
+    {0x1c00,0x1c23}, {0x1c4d,0x1c4f}, {0x1c5a,0x1c7d}, {0x1c80,0x1c88}, {0x1c90,0x1cba},
+    {0x1cbd,0x1cbf}, {0x1ce9,0x1cec}, {0x1cee,0x1cf3}, {0x1cf5,0x1cf6}, {0x1cfa,0x1cfa},
+    {0x1d00,0x1dbf}, {0x1e00,0x1f15}, {0x1f18,0x1f1d}, {0x1f20,0x1f45}, {0x1f48,0x1f4d},
+    {0x1f50,0x1f57}, {0x1f59,0x1f59}, {0x1f5b,0x1f5b}, {0x1f5d,0x1f5d}, {0x1f5f,0x1f7d},
+    {0x1f80,0x1fb4}, {0x1fb6,0x1fbc}, {0x1fbe,0x1fbe}, {0x1fc2,0x1fc4}, {0x1fc6,0x1fcc},
+    {0x1fd0,0x1fd3}, {0x1fd6,0x1fdb}, {0x1fe0,0x1fec}, {0x1ff2,0x1ff4}, {0x1ff6,0x1ffc},
+    {0x2071,0x2071}, {0x207f,0x207f}, {0x2090,0x209c}, {0x2102,0x2102}, {0x2107,0x2107},
+    {0x210a,0x2113}, {0x2115,0x2115}, {0x2119,0x211d}, {0x2124,0x2124}, {0x2126,0x2126},
+    {0x2128,0x2128}, {0x212a,0x212d}, {0x212f,0x2139}, {0x213c,0x213f}, {0x2145,0x2149},
+    {0x214e,0x214e}, {0x2183,0x2184}, {0x2c00,0x2ce4}, {0x2ceb,0x2cee}, {0x2cf2,0x2cf3},
+    {0x2d00,0x2d25}, {0x2d27,0x2d27}, {0x2d2d,0x2d2d}, {0x2d30,0x2d67}, {0x2d6f,0x2d6f},
+    {0x2d80,0x2d96}, {0x2da0,0x2da6}, {0x2da8,0x2dae}, {0x2db0,0x2db6}, {0x2db8,0x2dbe},
+    {0x2dc0,0x2dc6}, {0x2dc8,0x2dce}, {0x2dd0,0x2dd6}, {0x2dd8,0x2dde}, {0x2e2f,0x2e2f},
+    {0x3005,0x3006}, {0x3031,0x3035}, {0x303b,0x303c}, {0x3041,0x3096}, {0x309d,0x309f},
+    {0x30a1,0x30fa}, {0x30fc,0x30ff}, {0x3105,0x312f}, {0x3131,0x318e}, {0x31a0,0x31bf},
+    {0x31f0,0x31ff}, {0x3400,0x4dbf}, {0x4e00,0xa48c}, {0xa4d0,0xa4fd}, {0xa500,0xa60c},
+    {0xa610,0xa61f}, {0xa62a,0xa62b}, {0xa640,0xa66e}, {0xa67f,0xa69d}, {0xa6a0,0xa6e5},
+    {0xa717,0xa71f}, {0xa722,0xa788}, {0xa78b,0xa7ca}, {0xa7d0,0xa7d1}, {0xa7d3,0xa7d3},
+    {0xa7d5,0xa7d9}, {0xa7f2,0xa801}, {0xa803,0xa805}, {0xa807,0xa80a}, {0xa80c,0xa822},
+    {0xa840,0xa873}, {0xa882,0xa8b3}, {0xa8f2,0xa8f7}, {0xa8fb,0xa8fb}, {0xa8fd,0xa8fe},
+    {0xa90a,0xa925}, {0xa930,0xa946}, {0xa960,0xa97c}, {0xa984,0xa9b2}, {0xa9cf,0xa9cf},
+    {0xa9e0,0xa9e4}, {0xa9e6,0xa9ef}, {0xa9fa,0xa9fe}, {0xaa00,0xaa28}, {0xaa40,0xaa42},
+    {0xaa44,0xaa4b}, {0xaa60,0xaa76}, {0xaa7a,0xaa7a}, {0xaa7e,0xaaaf}, {0xaab1,0xaab1},
+    {0xaab5,0xaab6}, {0xaab9,0xaabd}, {0xaac0,0xaac0}, {0xaac2,0xaac2}, {0xaadb,0xaadd},
+    {0xaae0,0xaaea}, {0xaaf2,0xaaf4}, {0xab01,0xab06}, {0xab09,0xab0e}, {0xab11,0xab16},
+    {0xab20,0xab26}, {0xab28,0xab2e}, {0xab30,0xab5a}, {0xab5c,0xab69}, {0xab70,0xabe2},
+    {0xac00,0xd7a3}, {0xd7b0,0xd7c6}, {0xd7cb,0xd7fb}, {0xf900,0xfa6d}, {0xfa70,0xfad9},
+    {0xfb00,0xfb06}, {0xfb13,0xfb17}, {0xfb1d,0xfb1d}, {0xfb1f,0xfb28}, {0xfb2a,0xfb36},
+    {0xfb38,0xfb3c}, {0xfb3e,0xfb3e}, {0xfb40,0xfb41}, {0xfb43,0xfb44}, {0xfb46,0xfbb1},
+    {0xfbd3,0xfd3d}, {0xfd50,0xfd8f}, {0xfd92,0xfdc7}, {0xfdf0,0xfdfb}, {0xfe70,0xfe74},
+    {0xfe76,0xfefc}, {0xff21,0xff3a}, {0xff41,0xff5a}, {0xff66,0xffbe}, {0xffc2,0xffc7},
+    {0xffca,0xffcf}, {0xffd2,0xffd7}, {0xffda,0xffdc}, {0x10000,0x1000b}, {0x1000d,0x10026},
+    {0x10028,0x1003a}, {0x1003c,0x1003d}, {0x1003f,0x1004d}, {0x10050,0x1005d}, {0x10080,0x100fa},
+    {0x10280,0x1029c}, {0x102a0,0x102d0}, {0x10300,0x1031f}, {0x1032d,0x10340}, {0x10342,0x10349},
+    {0x10350,0x10375}, {0x10380,0x1039d}, {0x103a0,0x103c3}, {0x103c8,0x103cf}, {0x10400,0x1049d},
+    {0x104b0,0x104d3}, {0x104d8,0x104fb}, {0x10500,0x10527}, {0x10530,0x10563}, {0x10570,0x1057a},
+    {0x1057c,0x1058a}, {0x1058c,0x10592}, {0x10594,0x10595}, {0x10597,0x105a1}, {0x105a3,0x105b1},
+    {0x105b3,0x105b9}, {0x105bb,0x105bc}, {0x10600,0x10736}, {0x10740,0x10755}, {0x10760,0x10767},
+    {0x10780,0x10785}, {0x10787,0x107b0}, {0x107b2,0x107ba}, {0x10800,0x10805}, {0x10808,0x10808},
+    {0x1080a,0x10835}, {0x10837,0x10838}, {0x1083c,0x1083c}, {0x1083f,0x10855}, {0x10860,0x10876},
+    {0x10880,0x1089e}, {0x108e0,0x108f2}, {0x108f4,0x108f5}, {0x10900,0x10915}, {0x10920,0x10939},
+    {0x10980,0x109b7}, {0x109be,0x109bf}, {0x10a00,0x10a00}, {0x10a10,0x10a13}, {0x10a15,0x10a17},
+    {0x10a19,0x10a35}, {0x10a60,0x10a7c}, {0x10a80,0x10a9c}, {0x10ac0,0x10ac7}, {0x10ac9,0x10ae4},
+    {0x10b00,0x10b35}, {0x10b40,0x10b55}, {0x10b60,0x10b72}, {0x10b80,0x10b91}, {0x10c00,0x10c48},
+    {0x10c80,0x10cb2}, {0x10cc0,0x10cf2}, {0x10d00,0x10d23}, {0x10e80,0x10ea9}, {0x10eb0,0x10eb1},
+    {0x10f00,0x10f1c}, {0x10f27,0x10f27}, {0x10f30,0x10f45}, {0x10f70,0x10f81}, {0x10fb0,0x10fc4},
+    {0x10fe0,0x10ff6}, {0x11003,0x11037}, {0x11071,0x11072}, {0x11075,0x11075}, {0x11083,0x110af},
+    {0x110d0,0x110e8}, {0x11103,0x11126}, {0x11144,0x11144}, {0x11147,0x11147}, {0x11150,0x11172},
+    {0x11176,0x11176}, {0x11183,0x111b2}, {0x111c1,0x111c4}, {0x111da,0x111da}, {0x111dc,0x111dc},
+    {0x11200,0x11211}, {0x11213,0x1122b}, {0x11280,0x11286}, {0x11288,0x11288}, {0x1128a,0x1128d},
+    {0x1128f,0x1129d}, {0x1129f,0x112a8}, {0x112b0,0x112de}, {0x11305,0x1130c}, {0x1130f,0x11310},
+    {0x11313,0x11328}, {0x1132a,0x11330}, {0x11332,0x11333}, {0x11335,0x11339}, {0x1133d,0x1133d},
+    {0x11350,0x11350}, {0x1135d,0x11361}, {0x11400,0x11434}, {0x11447,0x1144a}, {0x1145f,0x11461},
+    {0x11480,0x114af}, {0x114c4,0x114c5}, {0x114c7,0x114c7}, {0x11580,0x115ae}, {0x115d8,0x115db},
+    {0x11600,0x1162f}, {0x11644,0x11644}, {0x11680,0x116aa}, {0x116b8,0x116b8}, {0x11700,0x1171a},
+    {0x11740,0x11746}, {0x11800,0x1182b}, {0x118a0,0x118df}, {0x118ff,0x11906}, {0x11909,0x11909},
+    {0x1190c,0x11913}, {0x11915,0x11916}, {0x11918,0x1192f}, {0x1193f,0x1193f}, {0x11941,0x11941},
+    {0x119a0,0x119a7}, {0x119aa,0x119d0}, {0x119e1,0x119e1}, {0x119e3,0x119e3}, {0x11a00,0x11a00},
+    {0x11a0b,0x11a32}, {0x11a3a,0x11a3a}, {0x11a50,0x11a50}, {0x11a5c,0x11a89}, {0x11a9d,0x11a9d},
+    {0x11ab0,0x11af8}, {0x11c00,0x11c08}, {0x11c0a,0x11c2e}, {0x11c40,0x11c40}, {0x11c72,0x11c8f},
+    {0x11d00,0x11d06}, {0x11d08,0x11d09}, {0x11d0b,0x11d30}, {0x11d46,0x11d46}, {0x11d60,0x11d65},
+    {0x11d67,0x11d68}, {0x11d6a,0x11d89}, {0x11d98,0x11d98}, {0x11ee0,0x11ef2}, {0x11fb0,0x11fb0},
+    {0x12000,0x12399}, {0x12480,0x12543}, {0x12f90,0x12ff0}, {0x13000,0x1342e}, {0x14400,0x14646},
+    {0x16800,0x16a38}, {0x16a40,0x16a5e}, {0x16a70,0x16abe}, {0x16ad0,0x16aed}, {0x16b00,0x16b2f},
+    {0x16b40,0x16b43}, {0x16b63,0x16b77}, {0x16b7d,0x16b8f}, {0x16e40,0x16e7f}, {0x16f00,0x16f4a},
+    {0x16f50,0x16f50}, {0x16f93,0x16f9f}, {0x16fe0,0x16fe1}, {0x16fe3,0x16fe3}, {0x17000,0x187f7},
+    {0x18800,0x18cd5}, {0x18d00,0x18d08}, {0x1aff0,0x1aff3}, {0x1aff5,0x1affb}, {0x1affd,0x1affe},
+    {0x1b000,0x1b122}, {0x1b150,0x1b152}, {0x1b164,0x1b167}, {0x1b170,0x1b2fb}, {0x1bc00,0x1bc6a},
+    {0x1bc70,0x1bc7c}, {0x1bc80,0x1bc88}, {0x1bc90,0x1bc99}, {0x1d400,0x1d454}, {0x1d456,0x1d49c},
+    {0x1d49e,0x1d49f}, {0x1d4a2,0x1d4a2}, {0x1d4a5,0x1d4a6}, {0x1d4a9,0x1d4ac}, {0x1d4ae,0x1d4b9},
+    {0x1d4bb,0x1d4bb}, {0x1d4bd,0x1d4c3}, {0x1d4c5,0x1d505}, {0x1d507,0x1d50a}, {0x1d50d,0x1d514},
+    {0x1d516,0x1d51c}, {0x1d51e,0x1d539}, {0x1d53b,0x1d53e}, {0x1d540,0x1d544}, {0x1d546,0x1d546},
+    {0x1d54a,0x1d550}, {0x1d552,0x1d6a5}, {0x1d6a8,0x1d6c0}, {0x1d6c2,0x1d6da}, {0x1d6dc,0x1d6fa},
+    {0x1d6fc,0x1d714}, {0x1d716,0x1d734}, {0x1d736,0x1d74e}, {0x1d750,0x1d76e}, {0x1d770,0x1d788},
+    {0x1d78a,0x1d7a8}, {0x1d7aa,0x1d7c2}, {0x1d7c4,0x1d7cb}, {0x1df00,0x1df1e}, {0x1e100,0x1e12c},
+    {0x1e137,0x1e13d}, {0x1e14e,0x1e14e}, {0x1e290,0x1e2ad}, {0x1e2c0,0x1e2eb}, {0x1e7e0,0x1e7e6},
+    {0x1e7e8,0x1e7eb}, {0x1e7ed,0x1e7ee}, {0x1e7f0,0x1e7fe}, {0x1e800,0x1e8c4}, {0x1e900,0x1e943},
+    {0x1e94b,0x1e94b}, {0x1ee00,0x1ee03}, {0x1ee05,0x1ee1f}, {0x1ee21,0x1ee22}, {0x1ee24,0x1ee24},
+    {0x1ee27,0x1ee27}, {0x1ee29,0x1ee32}, {0x1ee34,0x1ee37}, {0x1ee39,0x1ee39}, {0x1ee3b,0x1ee3b},
+    {0x1ee42,0x1ee42}, {0x1ee47,0x1ee47}, {0x1ee49,0x1ee49}, {0x1ee4b,0x1ee4b}, {0x1ee4d,0x1ee4f},
+    {0x1ee51,0x1ee52}, {0x1ee54,0x1ee54}, {0x1ee57,0x1ee57}, {0x1ee59,0x1ee59}, {0x1ee5b,0x1ee5b},
+    {0x1ee5d,0x1ee5d}, {0x1ee5f,0x1ee5f}, {0x1ee61,0x1ee62}, {0x1ee64,0x1ee64}, {0x1ee67,0x1ee6a},
+    {0x1ee6c,0x1ee72}, {0x1ee74,0x1ee77}, {0x1ee79,0x1ee7c}, {0x1ee7e,0x1ee7e}, {0x1ee80,0x1ee89},
+    {0x1ee8b,0x1ee9b}, {0x1eea1,0x1eea3}, {0x1eea5,0x1eea9}, {0x1eeab,0x1eebb}, {0x20000,0x2a6df},
+    {0x2a700,0x2b738}, {0x2b740,0x2b81d}, {0x2b820,0x2cea1}, {0x2ceb0,0x2ebe0}, {0x2f800,0x2fa1d},
+    {0x30000,0x3134a},
+};
+static const uint32_t mama__uni_numbers[134][2] = {
+    {0x30,0x39}, {0xb2,0xb3}, {0xb9,0xb9}, {0xbc,0xbe}, {0x660,0x669}, {0x6f0,0x6f9}, {0x7c0,0x7c9},
+    {0x966,0x96f}, {0x9e6,0x9ef}, {0x9f4,0x9f9}, {0xa66,0xa6f}, {0xae6,0xaef}, {0xb66,0xb6f},
+    {0xb72,0xb77}, {0xbe6,0xbf2}, {0xc66,0xc6f}, {0xc78,0xc7e}, {0xce6,0xcef}, {0xd58,0xd5e},
+    {0xd66,0xd78}, {0xde6,0xdef}, {0xe50,0xe59}, {0xed0,0xed9}, {0xf20,0xf33}, {0x1040,0x1049},
+    {0x1090,0x1099}, {0x1369,0x137c}, {0x16ee,0x16f0}, {0x17e0,0x17e9}, {0x17f0,0x17f9},
+    {0x1810,0x1819}, {0x1946,0x194f}, {0x19d0,0x19da}, {0x1a80,0x1a89}, {0x1a90,0x1a99},
+    {0x1b50,0x1b59}, {0x1bb0,0x1bb9}, {0x1c40,0x1c49}, {0x1c50,0x1c59}, {0x2070,0x2070},
+    {0x2074,0x2079}, {0x2080,0x2089}, {0x2150,0x2182}, {0x2185,0x2189}, {0x2460,0x249b},
+    {0x24ea,0x24ff}, {0x2776,0x2793}, {0x2cfd,0x2cfd}, {0x3007,0x3007}, {0x3021,0x3029},
+    {0x3038,0x303a}, {0x3192,0x3195}, {0x3220,0x3229}, {0x3248,0x324f}, {0x3251,0x325f},
+    {0x3280,0x3289}, {0x32b1,0x32bf}, {0xa620,0xa629}, {0xa6e6,0xa6ef}, {0xa830,0xa835},
+    {0xa8d0,0xa8d9}, {0xa900,0xa909}, {0xa9d0,0xa9d9}, {0xa9f0,0xa9f9}, {0xaa50,0xaa59},
+    {0xabf0,0xabf9}, {0xff10,0xff19}, {0x10107,0x10133}, {0x10140,0x10178}, {0x1018a,0x1018b},
+    {0x102e1,0x102fb}, {0x10320,0x10323}, {0x10341,0x10341}, {0x1034a,0x1034a}, {0x103d1,0x103d5},
+    {0x104a0,0x104a9}, {0x10858,0x1085f}, {0x10879,0x1087f}, {0x108a7,0x108af}, {0x108fb,0x108ff},
+    {0x10916,0x1091b}, {0x109bc,0x109bd}, {0x109c0,0x109cf}, {0x109d2,0x109ff}, {0x10a40,0x10a48},
+    {0x10a7d,0x10a7e}, {0x10a9d,0x10a9f}, {0x10aeb,0x10aef}, {0x10b58,0x10b5f}, {0x10b78,0x10b7f},
+    {0x10ba9,0x10baf}, {0x10cfa,0x10cff}, {0x10d30,0x10d39}, {0x10e60,0x10e7e}, {0x10f1d,0x10f26},
+    {0x10f51,0x10f54}, {0x10fc5,0x10fcb}, {0x11052,0x1106f}, {0x110f0,0x110f9}, {0x11136,0x1113f},
+    {0x111d0,0x111d9}, {0x111e1,0x111f4}, {0x112f0,0x112f9}, {0x11450,0x11459}, {0x114d0,0x114d9},
+    {0x11650,0x11659}, {0x116c0,0x116c9}, {0x11730,0x1173b}, {0x118e0,0x118f2}, {0x11950,0x11959},
+    {0x11c50,0x11c6c}, {0x11d50,0x11d59}, {0x11da0,0x11da9}, {0x11fc0,0x11fd4}, {0x12400,0x1246e},
+    {0x16a60,0x16a69}, {0x16ac0,0x16ac9}, {0x16b50,0x16b59}, {0x16b5b,0x16b61}, {0x16e80,0x16e96},
+    {0x1d2e0,0x1d2f3}, {0x1d360,0x1d378}, {0x1d7ce,0x1d7ff}, {0x1e140,0x1e149}, {0x1e2f0,0x1e2f9},
+    {0x1e8c7,0x1e8cf}, {0x1e950,0x1e959}, {0x1ec71,0x1ecab}, {0x1ecad,0x1ecaf}, {0x1ecb1,0x1ecb4},
+    {0x1ed01,0x1ed2d}, {0x1ed2f,0x1ed3d}, {0x1f100,0x1f10c}, {0x1fbf0,0x1fbf9},
+};
+
+
+enum { MAMA__UC_OTHER = 0, MAMA__UC_LETTER = 1, MAMA__UC_NUMBER = 2, MAMA__UC_SPACE = 3 };
+
+static int mama__tx_in_ranges(const uint32_t (*r)[2], int n, uint32_t cp) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+/* White_Space (what Oniguruma's \s matches on Unicode text): note that
+ * U+001C..U+001F, which Python's str.isspace accepts, are not in it. */
+static int mama__tx_is_space(uint32_t cp) {
+    if (cp <= 0x20) return cp == 0x20 || (cp >= 0x09 && cp <= 0x0D);
+    if (cp < 0x85) return 0;
+    return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+           cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+static int mama__tx_uclass(uint32_t cp) {
+    if (cp < 0x80) {
+        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return MAMA__UC_LETTER;
+        if (cp >= '0' && cp <= '9') return MAMA__UC_NUMBER;
+        return mama__tx_is_space(cp) ? MAMA__UC_SPACE : MAMA__UC_OTHER;
+    }
+    if (mama__tx_is_space(cp)) return MAMA__UC_SPACE;
+    if (mama__tx_in_ranges(mama__uni_letters, (int)(sizeof mama__uni_letters / sizeof mama__uni_letters[0]), cp))
+        return MAMA__UC_LETTER;
+    if (mama__tx_in_ranges(mama__uni_numbers, (int)(sizeof mama__uni_numbers / sizeof mama__uni_numbers[0]), cp))
+        return MAMA__UC_NUMBER;
+    return MAMA__UC_OTHER;
+}
+
+/* Decode one UTF-8 character at s[0..n).  Returns its byte length (>= 1);
+ * *cp receives the code point, or 0xFFFFFFFF for a byte that does not start
+ * a valid sequence (overlong forms and surrogates are invalid too); such a
+ * byte is then a one-byte "other" character. */
+static size_t mama__tx_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
+    uint32_t c = s[0], min;
+    size_t len, i;
+    if (c < 0x80) { *cp = c; return 1; }
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; c &= 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; c &= 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; c &= 0x07; min = 0x10000; }
+    else { *cp = 0xFFFFFFFFu; return 1; }
+    if (len > n) { *cp = 0xFFFFFFFFu; return 1; }
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) { *cp = 0xFFFFFFFFu; return 1; }
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) { *cp = 0xFFFFFFFFu; return 1; }
+    *cp = c;
+    return len;
+}
+
+static size_t mama__tx_utf8_encode(uint32_t cp, unsigned char *out) {
+    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (unsigned char)(0xC0 | (cp >> 6)); out[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (unsigned char)(0xE0 | (cp >> 12)); out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    out[0] = (unsigned char)(0xF0 | (cp >> 18)); out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Class of the character at s[i]; *nb receives its byte length. */
+static int mama__tx_class_at(const unsigned char *s, size_t len, size_t i, size_t *nb) {
+    uint32_t cp;
+    *nb = mama__tx_utf8_decode(s + i, len - i, &cp);
+    return cp == 0xFFFFFFFFu ? MAMA__UC_OTHER : mama__tx_uclass(cp);
+}
+
+/* ---- 8.2 The GPT-2 pre-tokenizer ------------------------------------------
+ * The pattern
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * is matched by hand.  At each position the alternatives are tried in
+ * order, as a backtracking regex engine would:
+ *  - a contraction if the text starts with one (case-sensitive);
+ *  - an optional ' ' (U+0020 only) then a maximal run of letters, or of
+ *    numbers, or of "other" characters (the class of the first character
+ *    after the optional space decides which);
+ *  - otherwise we are on whitespace.  \s+(?!\S) takes the whole run if it
+ *    reaches the end of the text, else the run minus its last character
+ *    (the regex backtracks one character so that the lookahead sees
+ *    whitespace); a single whitespace character before a non-space falls
+ *    through to \s+ and is taken alone.  This is why "a  b" splits as
+ *    "a", " ", " b": the last space of a run stays with the next word. */
+static size_t mama__pretok_next(const unsigned char *s, size_t len, size_t i) {
+    size_t j, k, nb, last;
+    int cls;
+    if (s[i] == '\'' && i + 1 < len) {
+        unsigned char c1 = s[i + 1];
+        if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
+        if (i + 2 < len) {
+            unsigned char c2 = s[i + 2];
+            if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) return i + 3;
+        }
+    }
+    j = (s[i] == ' ') ? i + 1 : i;
+    if (j < len) {
+        cls = mama__tx_class_at(s, len, j, &nb);
+        if (cls != MAMA__UC_SPACE) {
+            size_t nb2;
+            k = j + nb;
+            while (k < len && mama__tx_class_at(s, len, k, &nb2) == cls) k += nb2;
+            return k;
+        }
+    }
+    /* whitespace run starting at i */
+    k = i;
+    last = i;
+    while (k < len && mama__tx_class_at(s, len, k, &nb) == MAMA__UC_SPACE) { last = k; k += nb; }
+    if (k == len) return k;
+    if (last > i) return last;
+    return k;
+}
+
+MAMA_API void mama_pretokenize(const char *text, size_t len, void (*fn)(const char *piece, size_t len, void *user),
+                               void *user) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+    while (i < len) {
+        size_t e = mama__pretok_next(s, len, i);
+        fn(text + i, e - i, user);
+        i = e;
+    }
+}
+
+/* ---- 8.3 Byte-level alphabet ----------------------------------------------
+ * GPT-2 maps each byte to a printable code point so that vocabulary files
+ * are text: the printable Latin-1 bytes '!'..'~', 0xA1..0xAC, 0xAE..0xFF map
+ * to themselves; the other 68 bytes (controls, space, 0x7F..0xA0, 0xAD)
+ * map, in byte order, to U+0100, U+0101, ...  (so ' ' is 'Ġ' U+0120 and
+ * '\n' is 'Ċ' U+010A).  `order` lists the bytes in the order of GPT-2's
+ * first 256 vocabulary ids: the printable ones first, then the others. */
+typedef struct mama__bytelevel {
+    uint16_t to_cp[256];
+    int16_t from_cp[324]; /* -1: not a byte-level code point */
+    unsigned char order[256];
+} mama__bytelevel;
+
+static int mama__byte_printable(int b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE); }
+
+static void mama__bytelevel_init(mama__bytelevel *bl) {
+    int b, n = 0, k = 0;
+    for (b = 0; b < 324; b++) bl->from_cp[b] = -1;
+    for (b = 0; b < 256; b++)
+        if (mama__byte_printable(b)) { bl->to_cp[b] = (uint16_t)b; bl->order[k++] = (unsigned char)b; }
+    for (b = 0; b < 256; b++)
+        if (!mama__byte_printable(b)) { bl->to_cp[b] = (uint16_t)(256 + n++); bl->order[k++] = (unsigned char)b; }
+    for (b = 0; b < 256; b++) bl->from_cp[bl->to_cp[b]] = (int16_t)b;
+}
+
+/* Byte-level text (as in vocab.json / merges.txt) -> raw bytes, appended to
+ * b.  A character outside the byte-level alphabet keeps its UTF-8 bytes
+ * (some vocabularies hold such tokens; they can then only be matched as
+ * added tokens). */
+static mama_status mama__bytelevel_decode(const mama__bytelevel *bl, const char *s, size_t n, mama_buf *b) {
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = mama__tx_utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        if (cp < 324 && bl->from_cp[cp] >= 0) {
+            unsigned char c = (unsigned char)bl->from_cp[cp];
+            MAMA_TRY(mama_buf_append(b, &c, 1));
+        } else {
+            MAMA_TRY(mama_buf_append(b, s + i, k));
+        }
+        i += k;
+    }
+    return MAMA_OK;
+}
+
+/* Raw bytes -> byte-level text, appended to b. */
+static mama_status mama__bytelevel_encode(const mama__bytelevel *bl, const char *s, size_t n, mama_buf *b) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char u[4];
+        size_t k = mama__tx_utf8_encode(bl->to_cp[(unsigned char)s[i]], u);
+        MAMA_TRY(mama_buf_append(b, u, k));
+    }
+    return MAMA_OK;
+}
+
+/* ---- 8.4 Hash maps ------------------------------------------------------------
+ * Open addressing, linear probing, power-of-two capacity at most half full.
+ * FNV-1a for byte strings; a 64-bit mix for id pairs. */
+static uint64_t mama__tx_fnv1a(const void *p, size_t n) {
+    const unsigned char *s = (const unsigned char *)p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= s[i]; h *= 0x100000001b3ull; }
+    return h;
+}
+static uint64_t mama__tx_mix64(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+static size_t mama__tx_pow2_at_least(size_t n) {
+    size_t c = 16;
+    while (c < n) c <<= 1;
+    return c;
+}
+
+/* Grow an array to hold `need` elements (doubling). */
+static mama_status mama__tx_grow(void **p, size_t *cap, size_t need, size_t elem, const char *what) {
+    void *q;
+    size_t nc;
+    if (need <= *cap) return MAMA_OK;
+    nc = *cap ? *cap : 16;
+    while (nc < need) nc *= 2;
+    MAMA_TRY(mama_alloc(&q, nc * elem, what));
+    if (*p) { memcpy(q, *p, *cap * elem); mama_free(*p); }
+    *p = q;
+    *cap = nc;
+    return MAMA_OK;
+}
+
+/* ---- 8.5 The tokenizer ----------------------------------------------------------- */
+#define MAMA__N_SPECIAL 7
+static const char *const mama__special_text[MAMA__N_SPECIAL] = {
+    "<|startoftext|>", "<|padtext|>", "<|masktext|>", "<|separatetext|>",
+    "<|unknowntext|>", "<|keytext|>", "<|endoftext|>"};
+
+MAMA_API const char *mama_special_token_text(mama_special_token which) {
+    return ((int)which >= 0 && (int)which < MAMA__N_SPECIAL) ? mama__special_text[which] : NULL;
+}
+
+enum { MAMA__TOK_ADDED = 1, MAMA__TOK_SPECIAL = 2 };
+
+struct mama_tokenizer {
+    int n_vocab;               /* largest id + 1 */
+    int n_merges;
+    char *pool;                /* raw bytes of every token, back to back */
+    size_t *tok_off;           /* per id: offset into pool */
+    int *tok_len;              /* per id: byte length, -1 = no token with this id */
+    unsigned char *tok_flags;  /* per id: MAMA__TOK_ADDED | MAMA__TOK_SPECIAL */
+    int *smap;                 /* raw bytes -> id (slot holds an id or -1) */
+    size_t smap_cap;
+    uint64_t *pkey;            /* (left id << 32 | right id) -> merge; UINT64_MAX = empty */
+    int *prank, *pnew;
+    size_t pmap_cap;
+    int byte_id[256];          /* raw byte -> id of its one-byte token, -1 if none */
+    int *added;                /* ids of added tokens, longest text first */
+    int n_added;
+    unsigned char added_first[256]; /* first bytes of added tokens */
+    int special[MAMA__N_SPECIAL];
+    mama__bytelevel bl;
+};
+
+static int mama__smap_find(const mama_tokenizer *t, const char *s, size_t n) {
+    size_t mask = t->smap_cap - 1, i = (size_t)mama__tx_fnv1a(s, n) & mask;
+    for (;;) {
+        int id = t->smap[i];
+        if (id < 0) return -1;
+        if ((size_t)t->tok_len[id] == n && memcmp(t->pool + t->tok_off[id], s, n) == 0) return id;
+        i = (i + 1) & mask;
+    }
+}
+static void mama__smap_insert(mama_tokenizer *t, int id) {
+    const char *s = t->pool + t->tok_off[id];
+    size_t n = (size_t)t->tok_len[id], mask = t->smap_cap - 1, i = (size_t)mama__tx_fnv1a(s, n) & mask;
+    for (;;) {
+        int o = t->smap[i];
+        if (o < 0) { t->smap[i] = id; return; }
+        if ((size_t)t->tok_len[o] == n && memcmp(t->pool + t->tok_off[o], s, n) == 0) return; /* first wins */
+        i = (i + 1) & mask;
+    }
+}
+
+static size_t mama__pmap_slot(const mama_tokenizer *t, uint64_t key) {
+    size_t mask = t->pmap_cap - 1, i = (size_t)mama__tx_mix64(key) & mask;
+    while (t->pkey[i] != UINT64_MAX && t->pkey[i] != key) i = (i + 1) & mask;
+    return i;
+}
+
+MAMA_API void mama_tokenizer_free(mama_tokenizer *t) {
+    if (!t) return;
+    mama_free(t->pool); mama_free(t->tok_off); mama_free(t->tok_len); mama_free(t->tok_flags);
+    mama_free(t->smap); mama_free(t->pkey); mama_free(t->prank); mama_free(t->pnew); mama_free(t->added);
+    mama_free(t);
+}
+
+/* Loading goes through a staging list of (raw bytes, id, flags) entries:
+ * the vocabulary, then added tokens, then the special tokens that are still
+ * missing.  mama__tok_finish turns it into the tables above. */
+typedef struct mama__tok_stage {
+    mama_buf bytes;      /* raw bytes of all entries */
+    size_t *off;         /* per entry */
+    size_t *len;
+    int *id;
+    unsigned char *flags;
+    size_t n, cap;
+    int max_id;
+} mama__tok_stage;
+
+static void mama__stage_free(mama__tok_stage *st) {
+    mama_buf_free(&st->bytes);
+    mama_free(st->off); mama_free(st->len); mama_free(st->id); mama_free(st->flags);
+    memset(st, 0, sizeof *st);
+}
+
+static mama_status mama__stage_reserve(mama__tok_stage *st, size_t need) {
+    size_t c;
+    if (need <= st->cap) return MAMA_OK;
+    c = st->cap;
+    MAMA_TRY(mama__tx_grow((void **)&st->off, &c, need, sizeof(size_t), "tokenizer staging"));
+    c = st->cap;
+    MAMA_TRY(mama__tx_grow((void **)&st->len, &c, need, sizeof(size_t), "tokenizer staging"));
+    c = st->cap;
+    MAMA_TRY(mama__tx_grow((void **)&st->id, &c, need, sizeof(int), "tokenizer staging"));
+    c = st->cap;
+    MAMA_TRY(mama__tx_grow((void **)&st->flags, &c, need, 1, "tokenizer staging"));
+    st->cap = c;
+    return MAMA_OK;
+}
+
+/* Add an entry whose raw bytes are already in st->bytes from `off`. */
+static mama_status mama__stage_commit(mama__tok_stage *st, size_t off, int id, int flags) {
+    MAMA_TRY(mama__stage_reserve(st, st->n + 1));
+    st->off[st->n] = off;
+    st->len[st->n] = st->bytes.len - off;
+    st->id[st->n] = id;
+    st->flags[st->n] = (unsigned char)flags;
+    st->n++;
+    if (id > st->max_id) st->max_id = id;
+    return MAMA_OK;
+}
+
+/* Entry index whose raw bytes equal s, or -1 (linear: used for the seven
+ * special tokens only). */
+static long mama__stage_find(const mama__tok_stage *st, const char *s, size_t n) {
+    size_t i;
+    for (i = st->n; i-- > 0;)
+        if (st->len[i] == n && memcmp(st->bytes.data + st->off[i], s, n) == 0) return (long)i;
+    return -1;
+}
+
+/* Largest id we accept: the table of ids is dense, so an absurd id in a
+ * file would otherwise make us allocate gigabytes. */
+#define MAMA__MAX_TOKEN_ID 16777215
+
+static int mama__added_cmp_len(const mama_tokenizer *t, int a, int b) {
+    if (t->tok_len[a] != t->tok_len[b]) return t->tok_len[a] > t->tok_len[b] ? -1 : 1;
+    return a < b ? -1 : (a > b);
+}
+
+static mama_status mama__tok_finish(mama__tok_stage *st, mama_tokenizer *t, size_t n_merges, const char *src) {
+    size_t i, k;
+    int id;
+    /* the special tokens: keep the ids the files give them, else append */
+    for (k = 0; k < MAMA__N_SPECIAL; k++) {
+        /* eos (index 6) is appended after the six only if missing */
+        const char *s = mama__special_text[k];
+        long e = mama__stage_find(st, s, strlen(s));
+        if (e >= 0) {
+            st->flags[e] |= MAMA__TOK_ADDED | MAMA__TOK_SPECIAL;
+            t->special[k] = st->id[e];
+        } else {
+            size_t off = st->bytes.len;
+            if (st->max_id >= MAMA__MAX_TOKEN_ID)
+                return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: too many tokens", src);
+            t->special[k] = st->max_id + 1;
+            MAMA_TRY(mama_buf_append(&st->bytes, s, strlen(s)));
+            MAMA_TRY(mama__stage_commit(st, off, st->max_id + 1, MAMA__TOK_ADDED | MAMA__TOK_SPECIAL));
+        }
+    }
+    t->n_vocab = st->max_id + 1;
+    MAMA_TRY(mama_alloc((void **)&t->pool, st->bytes.len + 1, "tokenizer strings"));
+    if (st->bytes.len) memcpy(t->pool, st->bytes.data, st->bytes.len);
+    MAMA_TRY(mama_alloc((void **)&t->tok_off, (size_t)t->n_vocab * sizeof(size_t), "tokenizer offsets"));
+    MAMA_TRY(mama_alloc((void **)&t->tok_len, (size_t)t->n_vocab * sizeof(int), "tokenizer lengths"));
+    MAMA_TRY(mama_calloc((void **)&t->tok_flags, (size_t)t->n_vocab, "tokenizer flags"));
+    for (id = 0; id < t->n_vocab; id++) { t->tok_len[id] = -1; t->tok_off[id] = 0; }
+    /* later entries (added tokens) override the vocabulary's text of an id */
+    for (i = 0; i < st->n; i++) {
+        id = st->id[i];
+        if (st->len[i] > (size_t)INT_MAX) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: token %d too long", src, id);
+        if (t->tok_len[id] >= 0 && !(st->flags[i] & MAMA__TOK_ADDED) && !(t->tok_flags[id] & MAMA__TOK_ADDED))
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: id %d is given to two tokens", src, id);
+        if (t->tok_len[id] >= 0 && (t->tok_flags[id] & MAMA__TOK_ADDED) && !(st->flags[i] & MAMA__TOK_ADDED))
+            continue;
+        t->tok_off[id] = st->off[i];
+        t->tok_len[id] = (int)st->len[i];
+        t->tok_flags[id] = (unsigned char)(t->tok_flags[id] | st->flags[i]);
+    }
+    /* the string map: added tokens first so that they win a clash */
+    t->smap_cap = mama__tx_pow2_at_least(2 * (size_t)t->n_vocab + 2);
+    MAMA_TRY(mama_alloc((void **)&t->smap, t->smap_cap * sizeof(int), "tokenizer vocabulary map"));
+    for (i = 0; i < t->smap_cap; i++) t->smap[i] = -1;
+    for (id = 0; id < t->n_vocab; id++)
+        if (t->tok_len[id] >= 0 && (t->tok_flags[id] & MAMA__TOK_ADDED)) mama__smap_insert(t, id);
+    for (id = 0; id < t->n_vocab; id++)
+        if (t->tok_len[id] >= 0 && !(t->tok_flags[id] & MAMA__TOK_ADDED)) mama__smap_insert(t, id);
+    for (k = 0; k < 256; k++) {
+        char c = (char)k;
+        t->byte_id[k] = mama__smap_find(t, &c, 1);
+    }
+    /* added tokens, longest first (leftmost-longest matching) */
+    t->n_added = 0;
+    for (id = 0; id < t->n_vocab; id++)
+        if (t->tok_len[id] > 0 && (t->tok_flags[id] & MAMA__TOK_ADDED)) t->n_added++;
+    MAMA_TRY(mama_alloc((void **)&t->added, (size_t)(t->n_added ? t->n_added : 1) * sizeof(int), "added tokens"));
+    t->n_added = 0;
+    memset(t->added_first, 0, sizeof t->added_first);
+    for (id = 0; id < t->n_vocab; id++)
+        if (t->tok_len[id] > 0 && (t->tok_flags[id] & MAMA__TOK_ADDED)) {
+            int j = t->n_added++;
+            /* insertion sort: few added tokens */
+            while (j > 0 && mama__added_cmp_len(t, id, t->added[j - 1]) < 0) { t->added[j] = t->added[j - 1]; j--; }
+            t->added[j] = id;
+            t->added_first[(unsigned char)t->pool[t->tok_off[id]]] = 1;
+        }
+    /* the merge map, filled by the caller */
+    t->pmap_cap = mama__tx_pow2_at_least(2 * n_merges + 2);
+    MAMA_TRY(mama_alloc((void **)&t->pkey, t->pmap_cap * sizeof(uint64_t), "merge map"));
+    MAMA_TRY(mama_alloc((void **)&t->prank, t->pmap_cap * sizeof(int), "merge map"));
+    MAMA_TRY(mama_alloc((void **)&t->pnew, t->pmap_cap * sizeof(int), "merge map"));
+    for (i = 0; i < t->pmap_cap; i++) t->pkey[i] = UINT64_MAX;
+    t->n_merges = 0;
+    return MAMA_OK;
+}
+
+/* Add merge `a b` (byte-level text) with the next rank.  The merged token
+ * must be in the vocabulary (Hugging Face refuses such files too).  A
+ * repeated pair keeps its first rank. */
+static mama_status mama__tok_add_merge(mama_tokenizer *t, const char *a, size_t na, const char *b, size_t nb,
+                                       mama_buf *scratch, const char *src, size_t line) {
+    int ia, ib, im;
+    size_t split, slot;
+    uint64_t key;
+    scratch->len = 0;
+    MAMA_TRY(mama__bytelevel_decode(&t->bl, a, na, scratch));
+    split = scratch->len;
+    MAMA_TRY(mama__bytelevel_decode(&t->bl, b, nb, scratch));
+    ia = mama__smap_find(t, scratch->data, split);
+    ib = mama__smap_find(t, scratch->data + split, scratch->len - split);
+    im = mama__smap_find(t, scratch->data, scratch->len);
+    if (ia < 0 || ib < 0 || im < 0)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: merge %zu (\"%.*s %.*s\"): %s not in the vocabulary", src, line,
+                         (int)(na > 64 ? 64 : na), a, (int)(nb > 64 ? 64 : nb), b,
+                         ia < 0 ? "left token" : ib < 0 ? "right token" : "merged token");
+    key = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
+    slot = mama__pmap_slot(t, key);
+    if (t->pkey[slot] == key) return MAMA_OK;
+    t->pkey[slot] = key;
+    t->prank[slot] = t->n_merges++;
+    t->pnew[slot] = im;
+    return MAMA_OK;
+}
+
+/* Stage the entries of a JSON object {token: id}. */
+static mama_status mama__stage_vocab(mama__tok_stage *st, const mama__bytelevel *bl, const mama_json *vocab,
+                                     const char *src) {
+    size_t i;
+    if (!vocab || vocab->type != MAMA_JSON_OBJECT)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: the vocabulary is not a JSON object", src);
+    MAMA_TRY(mama__stage_reserve(st, st->n + vocab->length));
+    for (i = 0; i < vocab->length; i++) {
+        const mama_json *v = &vocab->children[i];
+        size_t off = st->bytes.len;
+        if (v->type != MAMA_JSON_NUMBER || v->number < 0 || v->number > MAMA__MAX_TOKEN_ID ||
+            v->number != (double)(int)v->number)
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: vocabulary entry \"%.64s\" has no valid id (0..%d)", src,
+                             vocab->keys[i], MAMA__MAX_TOKEN_ID);
+        MAMA_TRY(mama__bytelevel_decode(bl, vocab->keys[i], strlen(vocab->keys[i]), &st->bytes));
+        MAMA_TRY(mama__stage_commit(st, off, (int)v->number, 0));
+    }
+    return MAMA_OK;
+}
+
+static mama_status mama__tok_new(mama_tokenizer **out) {
+    mama_tokenizer *t;
+    *out = NULL;
+    MAMA_TRY(mama_calloc((void **)&t, sizeof *t, "tokenizer"));
+    mama__bytelevel_init(&t->bl);
+    *out = t;
+    return MAMA_OK;
+}
+
+/* Count merge lines (skipping "#version" headers and blank lines). */
+static int mama__merge_line_skip(const char *l, size_t n, size_t lineno) {
+    if (n == 0) return 1;
+    if (lineno == 1 && n >= 8 && memcmp(l, "#version", 8) == 0) return 1;
+    return 0;
+}
+
+static mama_status mama__tok_load_merges_text(mama_tokenizer *t, const char *txt, size_t len, mama_buf *scratch,
+                                              const char *src) {
+    size_t pos = 0, lineno = 0;
+    while (pos < len) {
+        size_t e = pos, n, sp;
+        const char *l = txt + pos;
+        while (e < len && txt[e] != '\n') e++;
+        n = e - pos;
+        if (n && l[n - 1] == '\r') n--;
+        lineno++;
+        pos = e + 1;
+        if (mama__merge_line_skip(l, n, lineno)) continue;
+        for (sp = 0; sp < n && l[sp] != ' '; sp++) {}
+        if (sp == 0 || sp >= n - 1 || memchr(l + sp + 1, ' ', n - sp - 1))
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s:%zu: a merge line must be two tokens separated by one space",
+                             src, lineno);
+        MAMA_TRY(mama__tok_add_merge(t, l, sp, l + sp + 1, n - sp - 1, scratch, src, lineno));
+    }
+    return MAMA_OK;
+}
+
+static size_t mama__count_merge_lines(const char *txt, size_t len) {
+    size_t pos = 0, lineno = 0, n = 0;
+    while (pos < len) {
+        size_t e = pos, m;
+        while (e < len && txt[e] != '\n') e++;
+        m = e - pos;
+        if (m && txt[e - 1] == '\r') m--;
+        lineno++;
+        if (!mama__merge_line_skip(txt + pos, m, lineno)) n++;
+        pos = e + 1;
+    }
+    return n;
+}
+
+MAMA_API mama_status mama_tokenizer_load_memory(mama_tokenizer **out, const char *vocab_json, size_t vocab_len,
+                                                const char *merges_txt, size_t merges_len,
+                                                const char *source_name) {
+    mama_tokenizer *t = NULL;
+    mama_json *vj = NULL;
+    mama__tok_stage st;
+    mama_buf scratch;
+    mama_status s;
+    const char *src = source_name ? source_name : "<tokenizer>";
+    memset(&st, 0, sizeof st);
+    memset(&scratch, 0, sizeof scratch);
+    st.max_id = -1;
+    if (!out || !vocab_json || (!merges_txt && merges_len))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_load_memory: NULL argument");
+    *out = NULL;
+    s = mama__tok_new(&t);
+    if (s == MAMA_OK) s = mama_json_parse(vocab_json, vocab_len, src, &vj);
+    if (s == MAMA_OK) s = mama__stage_vocab(&st, &t->bl, vj, src);
+    if (s == MAMA_OK) s = mama__tok_finish(&st, t, mama__count_merge_lines(merges_txt, merges_len), src);
+    if (s == MAMA_OK) s = mama__tok_load_merges_text(t, merges_txt, merges_len, &scratch, src);
+    mama_json_free(vj);
+    mama_buf_free(&scratch);
+    mama__stage_free(&st);
+    if (s != MAMA_OK) { mama_tokenizer_free(t); return s; }
+    *out = t;
+    return MAMA_OK;
+}
+
+/* tokenizer.json: {"added_tokens": [{"id", "content", "special"}...],
+ * "model": {"type": "BPE", "vocab": {...}, "merges": ["a b" | ["a","b"]]}} */
+static mama_status mama__tok_from_json(mama_tokenizer *t, const mama_json *root, const char *src) {
+    mama__tok_stage st;
+    mama_buf scratch;
+    mama_status s = MAMA_OK;
+    const mama_json *model = mama_json_get(root, "model"), *type, *vocab, *merges, *added;
+    size_t i;
+    memset(&st, 0, sizeof st);
+    memset(&scratch, 0, sizeof scratch);
+    st.max_id = -1;
+    if (!model || model->type != MAMA_JSON_OBJECT)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: no \"model\" object", src);
+    type = mama_json_get(model, "type");
+    if (type && (type->type != MAMA_JSON_STRING || strcmp(type->string, "BPE") != 0))
+        return MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "%s: model type \"%.32s\" (only BPE is supported)", src,
+                         type->type == MAMA_JSON_STRING ? type->string : "?");
+    vocab = mama_json_get(model, "vocab");
+    merges = mama_json_get(model, "merges");
+    added = mama_json_get(root, "added_tokens");
+    if (!merges || merges->type != MAMA_JSON_ARRAY)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: model.merges is not an array", src);
+    if (added && added->type != MAMA_JSON_ARRAY && added->type != MAMA_JSON_NULL)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: added_tokens is not an array", src);
+    s = mama__stage_vocab(&st, &t->bl, vocab, src);
+    for (i = 0; s == MAMA_OK && added && added->type == MAMA_JSON_ARRAY && i < added->length; i++) {
+        const mama_json *a = &added->children[i], *id = mama_json_get(a, "id"), *content = mama_json_get(a, "content");
+        const mama_json *special = mama_json_get(a, "special");
+        size_t off = st.bytes.len;
+        if (!id || id->type != MAMA_JSON_NUMBER || id->number < 0 || id->number > MAMA__MAX_TOKEN_ID ||
+            id->number != (double)(int)id->number || !content || content->type != MAMA_JSON_STRING ||
+            content->length == 0) {
+            s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: added_tokens[%zu] needs an integer id and a non-empty content",
+                          src, i);
+            break;
+        }
+        s = mama_buf_append(&st.bytes, content->string, content->length);
+        if (s == MAMA_OK)
+            s = mama__stage_commit(&st, off, (int)id->number,
+                                   MAMA__TOK_ADDED |
+                                       ((special && special->type == MAMA_JSON_BOOL && special->number != 0)
+                                            ? MAMA__TOK_SPECIAL : 0));
+    }
+    if (s == MAMA_OK) s = mama__tok_finish(&st, t, merges->length, src);
+    for (i = 0; s == MAMA_OK && i < merges->length; i++) {
+        const mama_json *m = &merges->children[i];
+        if (m->type == MAMA_JSON_STRING) {
+            const char *sp = (const char *)memchr(m->string, ' ', m->length);
+            if (!sp || sp == m->string || (size_t)(sp - m->string) + 1 >= m->length ||
+                memchr(sp + 1, ' ', m->length - (size_t)(sp - m->string) - 1)) {
+                s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: model.merges[%zu] is not \"a b\"", src, i);
+                break;
+            }
+            s = mama__tok_add_merge(t, m->string, (size_t)(sp - m->string), sp + 1,
+                                    m->length - (size_t)(sp - m->string) - 1, &scratch, src, i);
+        } else if (m->type == MAMA_JSON_ARRAY && m->length == 2 && m->children[0].type == MAMA_JSON_STRING &&
+                   m->children[1].type == MAMA_JSON_STRING) {
+            s = mama__tok_add_merge(t, m->children[0].string, m->children[0].length, m->children[1].string,
+                                    m->children[1].length, &scratch, src, i);
+        } else {
+            s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", src, i);
+        }
+    }
+    mama_buf_free(&scratch);
+    mama__stage_free(&st);
+    return s;
+}
+
+MAMA_API mama_status mama_tokenizer_load_json_memory(mama_tokenizer **out, const char *json, size_t len,
+                                                     const char *source_name) {
+    mama_tokenizer *t = NULL;
+    mama_json *root = NULL;
+    mama_status s;
+    const char *src = source_name ? source_name : "<tokenizer.json>";
+    if (!out || !json) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_load_json_memory: NULL argument");
+    *out = NULL;
+    s = mama__tok_new(&t);
+    if (s == MAMA_OK) s = mama_json_parse(json, len, src, &root);
+    if (s == MAMA_OK) s = mama__tok_from_json(t, root, src);
+    mama_json_free(root);
+    if (s != MAMA_OK) { mama_tokenizer_free(t); return s; }
+    *out = t;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_tokenizer_load_files(mama_tokenizer **out, const char *vocab_json_path,
+                                               const char *merges_txt_path) {
+    unsigned char *v = NULL, *m = NULL;
+    size_t nv = 0, nm = 0;
+    mama_status s;
+    if (!out || !vocab_json_path || !merges_txt_path)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_load_files: NULL argument");
+    *out = NULL;
+    s = mama_read_file(vocab_json_path, &v, &nv);
+    if (s == MAMA_OK) s = mama_read_file(merges_txt_path, &m, &nm);
+    if (s == MAMA_OK) s = mama_tokenizer_load_memory(out, (const char *)v, nv, (const char *)m, nm, vocab_json_path);
+    mama_free(v);
+    mama_free(m);
+    return s;
+}
+
+static int mama__tx_file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    fclose(f);
+    return 1;
+}
+
+/* dir + "/" + name into a mama_alloc'ed string */
+static mama_status mama__tx_path_join(const char *dir, const char *name, char **out) {
+    size_t nd = strlen(dir), nn = strlen(name);
+    int slash = nd > 0 && dir[nd - 1] != '/' && dir[nd - 1] != '\\';
+    MAMA_TRY(mama_alloc((void **)out, nd + nn + 2, "path"));
+    memcpy(*out, dir, nd);
+    if (slash) (*out)[nd] = '/';
+    memcpy(*out + nd + (size_t)slash, name, nn + 1);
+    return MAMA_OK;
+}
+
+static int mama__tx_ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+MAMA_API mama_status mama_tokenizer_load(mama_tokenizer **out, const char *path) {
+    char *a = NULL, *b = NULL;
+    mama_status s;
+    if (!out || !path) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_load: NULL argument");
+    *out = NULL;
+    if (mama__tx_ends_with(path, "vocab.json")) {
+        /* merges.txt lives in the vocabulary's directory */
+        const char *slash = strrchr(path, '/');
+        size_t n = slash ? (size_t)(slash - path) + 1 : 0;
+        MAMA_TRY(mama_alloc((void **)&a, n + strlen("merges.txt") + 1, "path"));
+        memcpy(a, path, n);
+        memcpy(a + n, "merges.txt", strlen("merges.txt") + 1);
+        s = mama_tokenizer_load_files(out, path, a);
+        mama_free(a);
+        return s;
+    }
+    if (mama__tx_ends_with(path, ".json")) {
+        unsigned char *j = NULL;
+        size_t nj = 0;
+        MAMA_TRY(mama_read_file(path, &j, &nj));
+        s = mama_tokenizer_load_json_memory(out, (const char *)j, nj, path);
+        mama_free(j);
+        return s;
+    }
+    MAMA_TRY(mama__tx_path_join(path, "tokenizer.json", &a));
+    if (mama__tx_file_exists(a)) {
+        s = mama_tokenizer_load(out, a);
+        mama_free(a);
+        return s;
+    }
+    mama_free(a);
+    a = NULL;
+    s = mama__tx_path_join(path, "vocab.json", &a);
+    if (s == MAMA_OK) s = mama__tx_path_join(path, "merges.txt", &b);
+    if (s == MAMA_OK) {
+        if (!mama__tx_file_exists(a))
+            s = MAMA_FAIL(MAMA_ERR_IO, "%s: no tokenizer.json or vocab.json + merges.txt there", path);
+        else
+            s = mama_tokenizer_load_files(out, a, b);
+    }
+    mama_free(a);
+    mama_free(b);
+    return s;
+}
+
+MAMA_API int mama_tokenizer_vocab_size(const mama_tokenizer *t) { return t ? t->n_vocab : 0; }
+MAMA_API int mama_tokenizer_num_merges(const mama_tokenizer *t) { return t ? t->n_merges : 0; }
+MAMA_API int mama_tokenizer_special_id(const mama_tokenizer *t, mama_special_token which) {
+    return (t && (int)which >= 0 && (int)which < MAMA__N_SPECIAL) ? t->special[which] : -1;
+}
+MAMA_API int mama_tokenizer_bos_id(const mama_tokenizer *t) { return mama_tokenizer_special_id(t, MAMA_TOKEN_BOS); }
+MAMA_API int mama_tokenizer_eos_id(const mama_tokenizer *t) { return mama_tokenizer_special_id(t, MAMA_TOKEN_EOS); }
+MAMA_API int mama_tokenizer_pad_id(const mama_tokenizer *t) { return mama_tokenizer_special_id(t, MAMA_TOKEN_PAD); }
+MAMA_API int mama_tokenizer_sep_id(const mama_tokenizer *t) { return mama_tokenizer_special_id(t, MAMA_TOKEN_SEP); }
+MAMA_API int mama_tokenizer_token_id(const mama_tokenizer *t, const char *token, size_t len) {
+    return (t && token) ? mama__smap_find(t, token, len) : -1;
+}
+MAMA_API const char *mama_tokenizer_token_bytes(const mama_tokenizer *t, int id, size_t *len) {
+    if (!t || id < 0 || id >= t->n_vocab || t->tok_len[id] < 0) { if (len) *len = 0; return NULL; }
+    if (len) *len = (size_t)t->tok_len[id];
+    return t->pool + t->tok_off[id];
+}
+
+/* ---- 8.6 Encoding ------------------------------------------------------------------
+ * BPE on one pre-tokenized word.  The word starts as one symbol per byte
+ * (the byte's token); symbols form a doubly linked list.  A min-heap holds
+ * candidate merges keyed by (rank, position): pop the best, skip it if
+ * either symbol has changed since it was pushed, else join the two symbols
+ * and push the pairs the new symbol forms with its neighbours.  Each merge
+ * removes a symbol, so there are at most n-1 merges and 3n pushes:
+ * O(n log n) per word even for a megabyte without spaces (the textbook
+ * "rescan all pairs after each merge" is O(n^2)).  Same result as Hugging
+ * Face's Word::merge_all (lowest rank first, leftmost first on ties). */
+typedef struct mama__bpe_cand { int rank, pos, left, right, merged; } mama__bpe_cand;
+
+typedef struct mama__bpe_work {
+    int *sym, *prev, *next;
+    size_t cap;
+    mama__bpe_cand *heap;
+    size_t heap_cap, heap_n;
+} mama__bpe_work;
+
+static void mama__bpe_work_free(mama__bpe_work *w) {
+    mama_free(w->sym); mama_free(w->prev); mama_free(w->next); mama_free(w->heap);
+    memset(w, 0, sizeof *w);
+}
+
+static mama_status mama__bpe_work_reserve(mama__bpe_work *w, size_t n) {
+    if (n > w->cap) {
+        size_t c = n < 64 ? 64 : n;
+        mama_free(w->sym); mama_free(w->prev); mama_free(w->next); mama_free(w->heap);
+        w->sym = w->prev = w->next = NULL;
+        w->heap = NULL;
+        w->cap = w->heap_cap = 0;
+        MAMA_TRY(mama_alloc((void **)&w->sym, c * sizeof(int), "BPE symbols"));
+        MAMA_TRY(mama_alloc((void **)&w->prev, c * sizeof(int), "BPE symbols"));
+        MAMA_TRY(mama_alloc((void **)&w->next, c * sizeof(int), "BPE symbols"));
+        MAMA_TRY(mama_alloc((void **)&w->heap, 3 * c * sizeof(mama__bpe_cand), "BPE heap"));
+        w->cap = c;
+        w->heap_cap = 3 * c;
+    }
+    return MAMA_OK;
+}
+
+static int mama__tx_cand_less(const mama__bpe_cand *a, const mama__bpe_cand *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
+}
+
+static void mama__tx_heap_push(mama__bpe_work *w, mama__bpe_cand c) {
+    size_t i = w->heap_n++;
+    MAMA_ASSERT(w->heap_n <= w->heap_cap);
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!mama__tx_cand_less(&c, &w->heap[p])) break;
+        w->heap[i] = w->heap[p];
+        i = p;
+    }
+    w->heap[i] = c;
+}
+
+static mama__bpe_cand mama__tx_heap_pop(mama__bpe_work *w) {
+    mama__bpe_cand top = w->heap[0], last = w->heap[--w->heap_n];
+    size_t i = 0, n = w->heap_n;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const mama__bpe_cand *best = &last;
+        if (l < n && mama__tx_cand_less(&w->heap[l], best)) { m = l; best = &w->heap[l]; }
+        if (r < n && mama__tx_cand_less(&w->heap[r], best)) { m = r; }
+        if (m == i) break;
+        w->heap[i] = w->heap[m];
+        i = m;
+    }
+    if (n) w->heap[i] = last;
+    return top;
+}
+
+/* Push the merge of symbols at p and next[p], if the pair has one. */
+static void mama__bpe_try_push(const mama_tokenizer *t, mama__bpe_work *w, int p) {
+    int q = w->next[p];
+    uint64_t key;
+    size_t slot;
+    if (q < 0) return;
+    key = ((uint64_t)(uint32_t)w->sym[p] << 32) | (uint32_t)w->sym[q];
+    slot = mama__pmap_slot(t, key);
+    if (t->pkey[slot] == key) {
+        mama__bpe_cand c;
+        c.rank = t->prank[slot]; c.pos = p; c.left = w->sym[p]; c.right = w->sym[q]; c.merged = t->pnew[slot];
+        mama__tx_heap_push(w, c);
+    }
+}
+
+typedef struct mama__tx_emit { int *ids; long cap, n; } mama__tx_emit;
+static void mama__tx_emit_id(mama__tx_emit *e, int id) {
+    if (e->n < e->cap) e->ids[e->n] = id;
+    e->n++;
+}
+
+static mama_status mama__bpe_word(const mama_tokenizer *t, const unsigned char *s, size_t n, mama__bpe_work *w,
+                                  mama__tx_emit *e) {
+    size_t i;
+    int m = 0, p;
+    if (n == 1) { /* the common short cut: one byte, one token */
+        if (t->byte_id[s[0]] >= 0) mama__tx_emit_id(e, t->byte_id[s[0]]);
+        return MAMA_OK;
+    }
+    MAMA_TRY(mama__bpe_work_reserve(w, n));
+    /* bytes without a token are dropped, as Hugging Face's BPE does
+     * without an unk token (a byte-level vocabulary has all 256) */
+    for (i = 0; i < n; i++) {
+        int id = t->byte_id[s[i]];
+        if (id < 0) continue;
+        w->sym[m] = id;
+        w->prev[m] = m - 1;
+        w->next[m] = m + 1;
+        m++;
+    }
+    if (m == 0) return MAMA_OK;
+    w->next[m - 1] = -1;
+    w->heap_n = 0;
+    for (p = 0; p + 1 < m; p++) mama__bpe_try_push(t, w, p);
+    while (w->heap_n) {
+        mama__bpe_cand c = mama__tx_heap_pop(w);
+        int q;
+        if (w->sym[c.pos] != c.left) continue;   /* left symbol merged away or changed */
+        q = w->next[c.pos];
+        if (q < 0 || w->sym[q] != c.right) continue;
+        /* join: c.pos takes the merged token, q leaves the list */
+        w->sym[c.pos] = c.merged;
+        w->next[c.pos] = w->next[q];
+        if (w->next[q] >= 0) w->prev[w->next[q]] = c.pos;
+        w->sym[q] = -1;
+        if (w->prev[c.pos] >= 0) mama__bpe_try_push(t, w, w->prev[c.pos]);
+        mama__bpe_try_push(t, w, c.pos);
+    }
+    for (p = 0; p >= 0; p = w->next[p]) mama__tx_emit_id(e, w->sym[p]);
+    return MAMA_OK;
+}
+
+typedef struct mama__enc_ctx {
+    const mama_tokenizer *t;
+    mama__bpe_work *w;
+    mama__tx_emit *e;
+    mama_status s;
+} mama__enc_ctx;
+
+static void mama__enc_piece(const char *piece, size_t len, void *user) {
+    mama__enc_ctx *c = (mama__enc_ctx *)user;
+    if (c->s == MAMA_OK) c->s = mama__bpe_word(c->t, (const unsigned char *)piece, len, c->w, c->e);
+}
+
+/* The added token starting at s[0] (longest), or -1; *n gets its length. */
+static int mama__match_added(const mama_tokenizer *t, const char *s, size_t remain, size_t *n) {
+    int k;
+    if (!t->added_first[(unsigned char)s[0]]) return -1;
+    for (k = 0; k < t->n_added; k++) {
+        int id = t->added[k];
+        size_t l = (size_t)t->tok_len[id];
+        if (l <= remain && memcmp(s, t->pool + t->tok_off[id], l) == 0) { *n = l; return id; }
+    }
+    return -1;
+}
+
+/* Added tokens first, then pre-tokenize and BPE what lies between them. */
+static mama_status mama__encode_text(const mama_tokenizer *t, const char *s, size_t n, mama__bpe_work *w,
+                                     mama__tx_emit *e) {
+    size_t start = 0, i = 0;
+    mama__enc_ctx c;
+    c.t = t; c.w = w; c.e = e; c.s = MAMA_OK;
+    while (i < n) {
+        size_t l = 0;
+        int id = mama__match_added(t, s + i, n - i, &l);
+        if (id < 0) { i++; continue; }
+        mama_pretokenize(s + start, i - start, mama__enc_piece, &c);
+        if (c.s != MAMA_OK) return c.s;
+        mama__tx_emit_id(e, id);
+        i += l;
+        start = i;
+    }
+    mama_pretokenize(s + start, n - start, mama__enc_piece, &c);
+    return c.s;
+}
+
+MAMA_API mama_status mama_tokenizer_encode(const mama_tokenizer *t, const char *text, int *ids, int max_ids,
+                                           int *n_total) {
+    mama__bpe_work w;
+    mama__tx_emit e;
+    mama_status s;
+    if (n_total) *n_total = 0;
+    if (!t || !text || max_ids < 0 || (!ids && max_ids > 0))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_encode: bad argument");
+    memset(&w, 0, sizeof w);
+    e.ids = ids; e.cap = max_ids; e.n = 0;
+    s = mama__encode_text(t, text, strlen(text), &w, &e);
+    mama__bpe_work_free(&w);
+    if (s != MAMA_OK) return s;
+    if (e.n > INT_MAX) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_encode: more than INT_MAX tokens");
+    if (n_total) *n_total = (int)e.n;
+    return MAMA_OK;
+}
+
+/* Right padding and the attention mask after `n` real ids. */
+static void mama__pad(const mama_tokenizer *t, long n, int context, int *ids, int *mask, int *n_real) {
+    int i, real = n < context ? (int)n : context;
+    for (i = real; i < context; i++) ids[i] = t->special[MAMA_TOKEN_PAD];
+    if (mask)
+        for (i = 0; i < context; i++) mask[i] = i < real;
+    if (n_real) *n_real = real;
+}
+
+MAMA_API mama_status mama_tokenizer_encode_padded(const mama_tokenizer *t, const char *text, int context,
+                                                  int *ids, int *mask, int *n_real) {
+    mama__bpe_work w;
+    mama__tx_emit e;
+    mama_status s;
+    if (n_real) *n_real = 0;
+    if (!t || !text || context <= 0 || !ids)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_encode_padded: bad argument (context %d)", context);
+    memset(&w, 0, sizeof w);
+    e.ids = ids; e.cap = context; e.n = 0;
+    s = mama__encode_text(t, text, strlen(text), &w, &e);
+    mama__bpe_work_free(&w);
+    if (s != MAMA_OK) return s;
+    mama__pad(t, e.n, context, ids, mask, n_real);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_tokenizer_encode_caption(const mama_tokenizer *t, const char *caption, int context,
+                                                   int *ids, int *mask, int *n_real) {
+    mama__bpe_work w;
+    mama__tx_emit e;
+    mama_status s = MAMA_OK;
+    size_t i, start = 0, n;
+    if (n_real) *n_real = 0;
+    if (!t || !caption || context <= 0 || !ids)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_encode_caption: bad argument (context %d)", context);
+    memset(&w, 0, sizeof w);
+    e.ids = ids; e.cap = context; e.n = 0;
+    n = strlen(caption);
+    mama__tx_emit_id(&e, t->special[MAMA_TOKEN_BOS]);
+    /* a sentence ends at '.' or ';', which becomes the sep token; the
+     * added-token split makes each piece independent, so this equals
+     * encoding the text with the sep token written in */
+    for (i = 0; i <= n && s == MAMA_OK; i++) {
+        if (i < n && caption[i] != '.' && caption[i] != ';') continue;
+        s = mama__encode_text(t, caption + start, i - start, &w, &e);
+        if (i < n) mama__tx_emit_id(&e, t->special[MAMA_TOKEN_SEP]);
+        start = i + 1;
+    }
+    mama__tx_emit_id(&e, t->special[MAMA_TOKEN_EOS]);
+    mama__bpe_work_free(&w);
+    if (s != MAMA_OK) return s;
+    mama__pad(t, e.n, context, ids, mask, n_real);
+    return MAMA_OK;
+}
+
+/* ---- 8.7 Decoding ------------------------------------------------------------------ */
+MAMA_API mama_status mama_tokenizer_decode(const mama_tokenizer *t, const int *ids, int n, int skip_special,
+                                           char *out, size_t cap, size_t *len) {
+    size_t total = 0, w = 0;
+    int i;
+    if (len) *len = 0;
+    if (!t || n < 0 || (!ids && n > 0) || (!out && cap))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_decode: bad argument");
+    for (i = 0; i < n; i++) {
+        int id = ids[i];
+        size_t l;
+        if (id < 0 || id >= t->n_vocab || t->tok_len[id] < 0) {
+            if (cap) out[0] = 0;
+            return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_decode: ids[%d] = %d is not a token (vocabulary %d)",
+                             i, id, t->n_vocab);
+        }
+        if (skip_special && (t->tok_flags[id] & MAMA__TOK_SPECIAL)) continue;
+        l = (size_t)t->tok_len[id];
+        if (cap && w + 1 < cap) {
+            size_t k = l < cap - 1 - w ? l : cap - 1 - w;
+            memcpy(out + w, t->pool + t->tok_off[id], k);
+            w += k;
+        }
+        total += l;
+    }
+    if (cap) out[w] = 0;
+    if (len) *len = total;
+    if (!out && !cap) return MAMA_OK;
+    if (total + 1 > cap)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_decode: %zu bytes do not fit a buffer of %zu", total + 1, cap);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_tokenizer_decode_alloc(const mama_tokenizer *t, const int *ids, int n, int skip_special,
+                                                 char **out) {
+    size_t len = 0;
+    mama_status s;
+    if (!out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_decode_alloc: NULL out");
+    *out = NULL;
+    MAMA_TRY(mama_tokenizer_decode(t, ids, n, skip_special, NULL, 0, &len));
+    MAMA_TRY(mama_alloc((void **)out, len + 1, "decoded text"));
+    s = mama_tokenizer_decode(t, ids, n, skip_special, *out, len + 1, NULL);
+    if (s != MAMA_OK) { mama_free(*out); *out = NULL; }
+    return s;
+}
+
+/* ---- 8.8 Captions (A.6) ---------------------------------------------------------------
+ * A fixed-buffer writer that keeps counting past the end, so one pass
+ * both measures and writes (snprintf's contract). */
+typedef struct mama__tx_sb { char *out; size_t cap, len; } mama__tx_sb;
+
+static void mama__tx_sb_putn(mama__tx_sb *b, const char *s, size_t n) {
+    if (b->cap && b->len + 1 < b->cap) {
+        size_t k = n < b->cap - 1 - b->len ? n : b->cap - 1 - b->len;
+        memcpy(b->out + b->len, s, k);
+    }
+    b->len += n;
+}
+static void mama__tx_sb_put(mama__tx_sb *b, const char *s) { mama__tx_sb_putn(b, s, strlen(s)); }
+
+static mama_status mama__tx_sb_finish(mama__tx_sb *b, size_t *len, const char *what) {
+    if (len) *len = b->len;
+    if (b->cap) b->out[b->len < b->cap ? b->len : b->cap - 1] = 0;
+    if (!b->out && !b->cap) return MAMA_OK;
+    if (b->len + 1 > b->cap)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: %zu bytes do not fit a buffer of %zu", what, b->len + 1, b->cap);
+    return MAMA_OK;
+}
+
+static const char mama__birads_letters[8] = "ANBPSMK";
+static const char *const mama__finding[7] = {
+    "an additional imaging is recommended. ",
+    "no significant masses, calcification, or other abnormalities are present. ",
+    "a benign finding is present. ",
+    "a probably benign finding is present. ",
+    "a suspicious abnormality is present. ",
+    "a highly suggestive of malignancy is present, a biopsy is recommended. ",
+    "a known biopsy-proven malignant mass is present. "};
+static const char *const mama__birads_desc[7] = {
+    "additional imaging required", "negative", "benign finding", "probably benign finding",
+    "suspicious abnormality", "highly suggestive of malignancy", "known biopsy-proven malignancy"};
+static const char *const mama__assessment[7] = {
+    "Additional imaging is recommended. ", "Negative. ", "Benign. ", "Probably benign. ",
+    "Suspicious abnormality. ", "Highly suggestive of malignancy. ", "Known biopsy-proven malignancy. "};
+static const char *const mama__density_text[5] = {
+    "almost entirely fat", "scattered fibroglandular densities", "heterogeneously dense", "extremely dense",
+    "normal male dense"};
+static const char mama__tx_unknown[] = "unknown";
+
+MAMA_API void mama_caption_fields_init(mama_caption_fields *f) {
+    memset(f, 0, sizeof *f);
+    f->age = -1;
+    f->density = -1;
+    f->birads = 0;
+}
+
+static int mama__tx_known(const char *s) { return s && s[0]; }
+static const char *mama__tx_or_unknown(const char *s) { return mama__tx_known(s) ? s : mama__tx_unknown; }
+
+static int mama__tx_lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+static int mama__tx_ieq(const char *a, const char *b) {
+    for (; *a && *b; a++, b++)
+        if (mama__tx_lower((unsigned char)*a) != mama__tx_lower((unsigned char)*b)) return 0;
+    return *a == *b;
+}
+static int mama__tx_icontains(const char *hay, const char *needle) {
+    size_t n = strlen(needle), i, k;
+    for (i = 0; hay[i]; i++) {
+        for (k = 0; k < n && hay[i + k] && mama__tx_lower((unsigned char)hay[i + k]) == needle[k]; k++) {}
+        if (k == n) return 1;
+    }
+    return 0;
+}
+
+/* BI-RADS letter -> category 0..6; -1 missing; -2 invalid. */
+static int mama__birads_category(char letter) {
+    const char *p;
+    if (letter == 0) return -1;
+    p = strchr(mama__birads_letters, (letter >= 'a' && letter <= 'z') ? letter - 32 : letter);
+    return p ? (int)(p - mama__birads_letters) : -2;
+}
+
+static const char *mama__side_text(const char *side) {
+    if (!mama__tx_known(side)) return mama__tx_unknown;
+    if (mama__tx_ieq(side, "L") || mama__tx_ieq(side, "left")) return "left";
+    if (mama__tx_ieq(side, "R") || mama__tx_ieq(side, "right")) return "right";
+    if (mama__tx_ieq(side, "B") || mama__tx_ieq(side, "bilateral")) return "bilateral";
+    return side;
+}
+
+static const char *mama__ethnicity_text(const char *e) {
+    if (e && strcmp(e, mama__tx_unknown) == 0) return mama__tx_unknown;
+    if (e && mama__tx_ieq(e, "Hispanic or Latino")) return "Hispanic or Latino";
+    return "Non-Hispanic or Latino";
+}
+
+static mama_status mama__check_fields(const mama_caption_fields *f) {
+    if (!f) return MAMA_FAIL(MAMA_ERR_INVALID, "caption: NULL metadata");
+    if (f->density < -1 || f->density > 5)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "caption: density %d is not 1..5 (or -1 for missing)", f->density);
+    if (mama__birads_category(f->birads) == -2)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "caption: BI-RADS letter '%c' is not one of A N B P S M K", f->birads);
+    return MAMA_OK;
+}
+
+/* Sections "Procedure reported" .. "Image info" (shared by the caption
+ * and the zero-shot captions). */
+static void mama__caption_prefix(mama__tx_sb *b, const mama_caption_fields *f) {
+    char age[32];
+    const char *proc = f->procedure;
+    mama__tx_sb_put(b, "Procedure reported: ");
+    mama__tx_sb_put(b, mama__tx_or_unknown(proc));
+    mama__tx_sb_put(b, "; Reason for procedure: ");
+    if (mama__tx_known(proc) && mama__tx_icontains(proc, "screen")) mama__tx_sb_put(b, "screening");
+    else if (mama__tx_known(proc) && mama__tx_icontains(proc, "diag")) mama__tx_sb_put(b, "diagnostic");
+    mama__tx_sb_put(b, "; Patient info: This patient is ");
+    mama__tx_sb_put(b, mama__tx_or_unknown(f->race));
+    mama__tx_sb_put(b, ", ");
+    mama__tx_sb_put(b, mama__ethnicity_text(f->ethnicity));
+    mama__tx_sb_put(b, ", and ");
+    if (f->age >= 0) { snprintf(age, sizeof age, "%d", f->age); mama__tx_sb_put(b, age); }
+    else mama__tx_sb_put(b, mama__tx_unknown);
+    mama__tx_sb_put(b, " years old.  Image info: This is a ");
+    mama__tx_sb_put(b, mama__tx_or_unknown(f->image_type));
+    mama__tx_sb_put(b, " full-field digital mammogram of the ");
+    mama__tx_sb_put(b, mama__side_text(f->side));
+    mama__tx_sb_put(b, " breast with ");
+    mama__tx_sb_put(b, mama__tx_or_unknown(f->view));
+    mama__tx_sb_put(b, " view.  ");
+}
+
+/* "Breast composition: The breast is X. " [+ extra sentence] */
+static void mama__caption_density(mama__tx_sb *b, int density) {
+    mama__tx_sb_put(b, "Breast composition: The breast is ");
+    mama__tx_sb_put(b, density >= 1 && density <= 5 ? mama__density_text[density - 1] : mama__tx_unknown);
+    mama__tx_sb_put(b, ". ");
+    if (density == 3 || density == 4) mama__tx_sb_put(b, "This may lower the sensitivity of mammography. ");
+}
+
+/* "Impressions: BI-RADS Category c: description. Overall Assessment: ..." */
+static void mama__caption_impressions(mama__tx_sb *b, int cat) {
+    char num[16];
+    mama__tx_sb_put(b, "Impressions: BI-RADS Category ");
+    if (cat >= 0) { snprintf(num, sizeof num, "%d", cat); mama__tx_sb_put(b, num); }
+    else mama__tx_sb_put(b, mama__tx_unknown);
+    mama__tx_sb_put(b, ": ");
+    mama__tx_sb_put(b, cat >= 0 ? mama__birads_desc[cat] : mama__tx_unknown);
+    mama__tx_sb_put(b, ". Overall Assessment: ");
+    mama__tx_sb_put(b, cat >= 0 ? mama__assessment[cat] : "unknown. ");
+}
+
+MAMA_API mama_status mama_caption_build(const mama_caption_fields *f, char *out, size_t cap, size_t *len) {
+    mama__tx_sb b;
+    int cat;
+    if (len) *len = 0;
+    if (!out && cap) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_caption_build: NULL buffer");
+    MAMA_TRY(mama__check_fields(f));
+    b.out = out; b.cap = cap; b.len = 0;
+    cat = mama__birads_category(f->birads);
+    mama__caption_prefix(&b, f);
+    mama__caption_density(&b, f->density);
+    mama__tx_sb_put(&b, " Findings: The mammogram shows that ");
+    mama__tx_sb_put(&b, cat >= 0 ? mama__finding[cat] : "unknown. ");
+    if (mama__tx_known(f->mass_shape) && mama__tx_known(f->mass_density)) {
+        mama__tx_sb_put(&b, "The mass is ");
+        mama__tx_sb_put(&b, f->mass_shape);
+        mama__tx_sb_put(&b, " and ");
+        mama__tx_sb_put(&b, f->mass_density);
+        mama__tx_sb_put(&b, ". ");
+    }
+    mama__tx_sb_put(&b, " ");
+    if (mama__tx_known(f->calc_type) && mama__tx_known(f->calc_distribution)) {
+        mama__tx_sb_put(&b, "A ");
+        mama__tx_sb_put(&b, f->calc_distribution);
+        mama__tx_sb_put(&b, " ");
+        mama__tx_sb_put(&b, f->calc_type);
+        mama__tx_sb_put(&b, " calcification is present.  ");
+    }
+    mama__caption_impressions(&b, cat);
+    return mama__tx_sb_finish(&b, len, "mama_caption_build");
+}
+
+MAMA_API mama_status mama_caption_build_alloc(const mama_caption_fields *f, char **out) {
+    size_t len = 0;
+    mama_status s;
+    if (!out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_caption_build_alloc: NULL out");
+    *out = NULL;
+    MAMA_TRY(mama_caption_build(f, NULL, 0, &len));
+    MAMA_TRY(mama_alloc((void **)out, len + 1, "caption"));
+    s = mama_caption_build(f, *out, len + 1, NULL);
+    if (s != MAMA_OK) { mama_free(*out); *out = NULL; }
+    return s;
+}
+
+MAMA_API void mama_caption_mask(const mama_caption_fields *in, mama_caption_fields *out, float p, mama_rng *rng) {
+    float u[6];
+    int k;
+    for (k = 0; k < 6; k++) u[k] = mama_rng_uniform(rng); /* always six draws */
+    if (out != in) *out = *in;
+    if (u[0] < p) out->age = -1;
+    if (u[1] < p) out->race = mama__tx_unknown;
+    if (u[2] < p) out->ethnicity = mama__tx_unknown;
+    if (u[3] < p) out->image_type = mama__tx_unknown;
+    if (u[4] < p) out->side = mama__tx_unknown;
+    if (u[5] < p) out->view = mama__tx_unknown;
+}
+
+MAMA_API int mama_caption_count_sentences(const char *caption) {
+    int n = 0;
+    for (; caption && *caption; caption++) n += (*caption == '.' || *caption == ';');
+    return n;
+}
+
+MAMA_API mama_status mama_caption_tokenizer_input(const char *caption, char *out, size_t cap, size_t *len) {
+    mama__tx_sb b;
+    const char *p;
+    if (len) *len = 0;
+    if (!caption || (!out && cap)) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_caption_tokenizer_input: NULL argument");
+    b.out = out; b.cap = cap; b.len = 0;
+    mama__tx_sb_put(&b, mama__special_text[MAMA_TOKEN_BOS]);
+    for (p = caption; *p; p++) {
+        if (*p == '.' || *p == ';') mama__tx_sb_put(&b, mama__special_text[MAMA_TOKEN_SEP]);
+        else mama__tx_sb_putn(&b, p, 1);
+    }
+    mama__tx_sb_put(&b, mama__special_text[MAMA_TOKEN_EOS]);
+    return mama__tx_sb_finish(&b, len, "mama_caption_tokenizer_input");
+}
+
+/* ---- 8.9 Zero-shot caption sets (A.7) ------------------------------------------------ */
+MAMA_API int mama_zeroshot_num_classes(mama_zeroshot_task task) {
+    switch (task) {
+    case MAMA_ZEROSHOT_BIRADS: return 7;
+    case MAMA_ZEROSHOT_DENSITY: return 4;
+    case MAMA_ZEROSHOT_CANCER: return 2;
+    }
+    return 0;
+}
+
+MAMA_API mama_status mama_zeroshot_caption(mama_zeroshot_task task, int cls, const mama_caption_fields *f,
+                                           char *out, size_t cap, size_t *len) {
+    mama__tx_sb b;
+    int nc = mama_zeroshot_num_classes(task);
+    if (len) *len = 0;
+    if (nc == 0 || cls < 0 || cls >= nc)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_zeroshot_caption: class %d of task %d", cls, (int)task);
+    if (!out && cap) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_zeroshot_caption: NULL buffer");
+    if (task != MAMA_ZEROSHOT_CANCER) MAMA_TRY(mama__check_fields(f));
+    b.out = out; b.cap = cap; b.len = 0;
+    if (task == MAMA_ZEROSHOT_CANCER) {
+        /* RSNA-Mammo: no metadata prefix; the assessment has no period */
+        static const char *const fnd[2] = {
+            "Cancer negative: overall healthy or just benign finding",
+            "Cancer positive: screening image with known biopsy-proven malignancy or suspicious abnormality found"};
+        static const char *const cat[2] = {"N or B", "A"};
+        static const char *const desc[2] = {
+            "Negative or Benign",
+            "Additional imaging required with biopsy-proven malignancy or suspicious abnormality found"};
+        mama__tx_sb_put(&b, "Findings: The mammogram shows that ");
+        mama__tx_sb_put(&b, fnd[cls]);
+        mama__tx_sb_put(&b, " Impressions: BI-RADS Category ");
+        mama__tx_sb_put(&b, cat[cls]);
+        mama__tx_sb_put(&b, ": ");
+        mama__tx_sb_put(&b, desc[cls]);
+        mama__tx_sb_put(&b, ". Overall Assessment: ");
+        mama__tx_sb_put(&b, desc[cls]);
+    } else {
+        mama__caption_prefix(&b, f);
+        if (task == MAMA_ZEROSHOT_DENSITY) {
+            mama__caption_density(&b, cls + 1);
+        } else {
+            mama__tx_sb_put(&b, "Findings: The mammogram shows that ");
+            mama__tx_sb_put(&b, mama__finding[cls]);
+            mama__tx_sb_put(&b, " ");
+            mama__caption_impressions(&b, cls);
+        }
+    }
+    return mama__tx_sb_finish(&b, len, "mama_zeroshot_caption");
+}
+
+MAMA_API mama_status mama_zeroshot_caption_alloc(mama_zeroshot_task task, int cls, const mama_caption_fields *f,
+                                                 char **out) {
+    size_t len = 0;
+    mama_status s;
+    if (!out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_zeroshot_caption_alloc: NULL out");
+    *out = NULL;
+    MAMA_TRY(mama_zeroshot_caption(task, cls, f, NULL, 0, &len));
+    MAMA_TRY(mama_alloc((void **)out, len + 1, "zero-shot caption"));
+    s = mama_zeroshot_caption(task, cls, f, *out, len + 1, NULL);
+    if (s != MAMA_OK) { mama_free(*out); *out = NULL; }
+    return s;
+}
+
+/* ---- 8.10 BPE trainer ---------------------------------------------------------------
+ * 1. Count the distinct pre-tokenized words of the corpus (special-token
+ *    strings cut out first, as in encoding).
+ * 2. Every word starts as its bytes' tokens.  Repeat: count every adjacent
+ *    pair over the distinct words, weighted by word count; merge the most
+ *    frequent pair everywhere (ties: smallest (left id, right id)); the
+ *    joined bytes become a new token unless an earlier merge already made
+ *    the same bytes (("ab","c") and ("a","bc") both give "abc": one token,
+ *    two merges, as Hugging Face's trainer does).
+ * Recounting all pairs per merge costs O(symbols of the distinct words),
+ * which is what a caption vocabulary needs; a large-corpus trainer would
+ * update pair counts incrementally instead. */
+typedef struct mama__trainer {
+    /* distinct words */
+    mama_buf wbytes;
+    size_t *woff, *wlen;
+    long long *wcount;
+    size_t nw, wcap;
+    long *wslot;
+    size_t wslot_cap;
+    /* tokens */
+    mama_buf tbytes;
+    size_t *toff, *tlen;
+    size_t ntok, tcap;
+    long *tslot;
+    size_t tslot_cap;
+    int byte_id[256];
+    /* merges */
+    int *mleft, *mright;
+    size_t nmerge, mcap;
+    mama_status s;
+} mama__trainer;
+
+static void mama__trainer_free(mama__trainer *tr) {
+    mama_buf_free(&tr->wbytes); mama_buf_free(&tr->tbytes);
+    mama_free(tr->woff); mama_free(tr->wlen); mama_free(tr->wcount); mama_free(tr->wslot);
+    mama_free(tr->toff); mama_free(tr->tlen); mama_free(tr->tslot);
+    mama_free(tr->mleft); mama_free(tr->mright);
+    memset(tr, 0, sizeof *tr);
+}
+
+static mama_status mama__tx_slots_new(long **slots, size_t cap) {
+    size_t i;
+    MAMA_TRY(mama_alloc((void **)slots, cap * sizeof(long), "trainer hash table"));
+    for (i = 0; i < cap; i++) (*slots)[i] = -1;
+    return MAMA_OK;
+}
+
+/* Find bytes s in a table whose entries live in (bytes, off, len). */
+static size_t mama__tx_slots_probe(const long *slots, size_t cap, const mama_buf *bytes, const size_t *off,
+                                const size_t *len, const char *s, size_t n) {
+    size_t mask = cap - 1, i = (size_t)mama__tx_fnv1a(s, n) & mask;
+    while (slots[i] >= 0 && !(len[slots[i]] == n && memcmp(bytes->data + off[slots[i]], s, n) == 0))
+        i = (i + 1) & mask;
+    return i;
+}
+
+static mama_status mama__tx_slots_rehash(long **slots, size_t *cap, const mama_buf *bytes, const size_t *off,
+                                      const size_t *len, size_t n) {
+    long *ns;
+    size_t nc = *cap * 2, i;
+    MAMA_TRY(mama__tx_slots_new(&ns, nc));
+    for (i = 0; i < n; i++) {
+        size_t k = mama__tx_slots_probe(ns, nc, bytes, off, len, bytes->data + off[i], len[i]);
+        ns[k] = (long)i;
+    }
+    mama_free(*slots);
+    *slots = ns;
+    *cap = nc;
+    return MAMA_OK;
+}
+
+static mama_status mama__trainer_count_word(mama__trainer *tr, const char *s, size_t n) {
+    size_t k;
+    if (2 * (tr->nw + 1) > tr->wslot_cap)
+        MAMA_TRY(mama__tx_slots_rehash(&tr->wslot, &tr->wslot_cap, &tr->wbytes, tr->woff, tr->wlen, tr->nw));
+    k = mama__tx_slots_probe(tr->wslot, tr->wslot_cap, &tr->wbytes, tr->woff, tr->wlen, s, n);
+    if (tr->wslot[k] >= 0) { tr->wcount[tr->wslot[k]]++; return MAMA_OK; }
+    if (tr->nw + 1 > tr->wcap) {
+        size_t c = tr->wcap;
+        MAMA_TRY(mama__tx_grow((void **)&tr->woff, &c, tr->nw + 1, sizeof(size_t), "trainer words"));
+        c = tr->wcap;
+        MAMA_TRY(mama__tx_grow((void **)&tr->wlen, &c, tr->nw + 1, sizeof(size_t), "trainer words"));
+        c = tr->wcap;
+        MAMA_TRY(mama__tx_grow((void **)&tr->wcount, &c, tr->nw + 1, sizeof(long long), "trainer words"));
+        tr->wcap = c;
+    }
+    tr->woff[tr->nw] = tr->wbytes.len;
+    tr->wlen[tr->nw] = n;
+    tr->wcount[tr->nw] = 1;
+    MAMA_TRY(mama_buf_append(&tr->wbytes, s, n));
+    tr->wslot[k] = (long)tr->nw++;
+    return MAMA_OK;
+}
+
+static void mama__trainer_piece(const char *piece, size_t len, void *user) {
+    mama__trainer *tr = (mama__trainer *)user;
+    if (tr->s == MAMA_OK) tr->s = mama__trainer_count_word(tr, piece, len);
+}
+
+/* The id of token bytes s (adding it if new). */
+static mama_status mama__trainer_token(mama__trainer *tr, const char *s, size_t n, int *id) {
+    size_t k;
+    if (2 * (tr->ntok + 1) > tr->tslot_cap)
+        MAMA_TRY(mama__tx_slots_rehash(&tr->tslot, &tr->tslot_cap, &tr->tbytes, tr->toff, tr->tlen, tr->ntok));
+    k = mama__tx_slots_probe(tr->tslot, tr->tslot_cap, &tr->tbytes, tr->toff, tr->tlen, s, n);
+    if (tr->tslot[k] >= 0) { *id = (int)tr->tslot[k]; return MAMA_OK; }
+    if (tr->ntok + 1 > tr->tcap) {
+        size_t c = tr->tcap;
+        MAMA_TRY(mama__tx_grow((void **)&tr->toff, &c, tr->ntok + 1, sizeof(size_t), "trainer tokens"));
+        c = tr->tcap;
+        MAMA_TRY(mama__tx_grow((void **)&tr->tlen, &c, tr->ntok + 1, sizeof(size_t), "trainer tokens"));
+        tr->tcap = c;
+    }
+    tr->toff[tr->ntok] = tr->tbytes.len;
+    tr->tlen[tr->ntok] = n;
+    /* s must not point into tbytes: the append may move it */
+    MAMA_TRY(mama_buf_append(&tr->tbytes, s, n));
+    tr->tslot[k] = (long)tr->ntok;
+    *id = (int)tr->ntok++;
+    return MAMA_OK;
+}
+
+/* Cut the seven special-token strings out of a text and count its words. */
+static void mama__trainer_text(mama__trainer *tr, const char *text) {
+    size_t n = strlen(text), i = 0, start = 0;
+    while (i < n && tr->s == MAMA_OK) {
+        size_t l = 0;
+        int k;
+        for (k = 0; k < MAMA__N_SPECIAL; k++) {
+            size_t m = strlen(mama__special_text[k]);
+            if (m <= n - i && memcmp(text + i, mama__special_text[k], m) == 0) { l = m; break; }
+        }
+        if (!l) { i++; continue; }
+        mama_pretokenize(text + start, i - start, mama__trainer_piece, tr);
+        i += l;
+        start = i;
+    }
+    if (tr->s == MAMA_OK) mama_pretokenize(text + start, n - start, mama__trainer_piece, tr);
+}
+
+/* The merge loop over distinct words: sym holds each word's current token
+ * ids at woff-like offsets soff[w], slen[w] of them. */
+static mama_status mama__trainer_merge(mama__trainer *tr, size_t target_tokens, int *sym, const size_t *soff,
+                                       size_t *slen, size_t total) {
+    size_t cap = mama__tx_pow2_at_least(2 * total + 2), mask = cap - 1, i, w;
+    uint64_t *key = NULL;
+    long long *cnt = NULL;
+    mama_status s = mama_alloc((void **)&key, cap * sizeof(uint64_t), "trainer pair counts");
+    if (s == MAMA_OK) s = mama_alloc((void **)&cnt, cap * sizeof(long long), "trainer pair counts");
+    while (s == MAMA_OK && tr->ntok < target_tokens) {
+        uint64_t best = UINT64_MAX;
+        long long best_count = 0;
+        int a, b, id;
+        for (i = 0; i < cap; i++) key[i] = UINT64_MAX;
+        for (w = 0; w < tr->nw; w++) {
+            const int *p = sym + soff[w];
+            size_t j;
+            for (j = 0; j + 1 < slen[w]; j++) {
+                uint64_t k = ((uint64_t)(uint32_t)p[j] << 32) | (uint32_t)p[j + 1];
+                size_t h = (size_t)mama__tx_mix64(k) & mask;
+                while (key[h] != UINT64_MAX && key[h] != k) h = (h + 1) & mask;
+                if (key[h] == UINT64_MAX) { key[h] = k; cnt[h] = 0; }
+                cnt[h] += tr->wcount[w];
+            }
+        }
+        for (i = 0; i < cap; i++)
+            if (key[i] != UINT64_MAX && (cnt[i] > best_count || (cnt[i] == best_count && key[i] < best))) {
+                best = key[i];
+                best_count = cnt[i];
+            }
+        if (best_count < 2) break; /* nothing repeats: no merge can help */
+        a = (int)(best >> 32);
+        b = (int)(best & 0xFFFFFFFFu);
+        {
+            /* joined bytes: copy out first, tbytes may move while appending */
+            size_t la = tr->tlen[a], lb = tr->tlen[b];
+            char *tmp = NULL;
+            s = mama_alloc((void **)&tmp, la + lb + 1, "trainer token");
+            if (s != MAMA_OK) break;
+            memcpy(tmp, tr->tbytes.data + tr->toff[a], la);
+            memcpy(tmp + la, tr->tbytes.data + tr->toff[b], lb);
+            s = mama__trainer_token(tr, tmp, la + lb, &id);
+            mama_free(tmp);
+            if (s != MAMA_OK) break;
+        }
+        if (tr->nmerge + 1 > tr->mcap) {
+            size_t c = tr->mcap;
+            s = mama__tx_grow((void **)&tr->mleft, &c, tr->nmerge + 1, sizeof(int), "trainer merges");
+            if (s != MAMA_OK) break;
+            c = tr->mcap;
+            s = mama__tx_grow((void **)&tr->mright, &c, tr->nmerge + 1, sizeof(int), "trainer merges");
+            if (s != MAMA_OK) break;
+            tr->mcap = c;
+        }
+        tr->mleft[tr->nmerge] = a;
+        tr->mright[tr->nmerge] = b;
+        tr->nmerge++;
+        /* apply it, left to right, in place */
+        for (w = 0; w < tr->nw; w++) {
+            int *p = sym + soff[w];
+            size_t j, o = 0, n = slen[w];
+            for (j = 0; j < n; j++) {
+                if (j + 1 < n && p[j] == a && p[j + 1] == b) { p[o++] = id; j++; }
+                else p[o++] = p[j];
+            }
+            slen[w] = o;
+        }
+    }
+    mama_free(key);
+    mama_free(cnt);
+    return s;
+}
+
+static mama_status mama__trainer_write(const mama__trainer *tr, int eos_id, mama_buf *vj, mama_buf *mt) {
+    mama__bytelevel bl;
+    mama_buf tmp;
+    size_t i;
+    mama_status s = MAMA_OK;
+    mama__bytelevel_init(&bl);
+    memset(&tmp, 0, sizeof tmp);
+    s = mama_buf_puts(vj, "{\n");
+    for (i = 0; s == MAMA_OK && i <= tr->ntok; i++) {
+        tmp.len = 0;
+        if (i < tr->ntok) s = mama__bytelevel_encode(&bl, tr->tbytes.data + tr->toff[i], tr->tlen[i], &tmp);
+        else s = mama_buf_puts(&tmp, mama__special_text[MAMA_TOKEN_EOS]);
+        if (s == MAMA_OK) s = mama_buf_puts(vj, "  ");
+        if (s == MAMA_OK) s = mama_buf_json_string(vj, tmp.data);
+        if (s == MAMA_OK) s = mama_buf_printf(vj, ": %d%s\n", i < tr->ntok ? (int)i : eos_id, i < tr->ntok ? "," : "");
+    }
+    if (s == MAMA_OK) s = mama_buf_puts(vj, "}\n");
+    if (s == MAMA_OK) s = mama_buf_puts(mt, "#version: 0.2\n");
+    for (i = 0; s == MAMA_OK && i < tr->nmerge; i++) {
+        int a = tr->mleft[i], b = tr->mright[i];
+        s = mama__bytelevel_encode(&bl, tr->tbytes.data + tr->toff[a], tr->tlen[a], mt);
+        if (s == MAMA_OK) s = mama_buf_append(mt, " ", 1);
+        if (s == MAMA_OK) s = mama__bytelevel_encode(&bl, tr->tbytes.data + tr->toff[b], tr->tlen[b], mt);
+        if (s == MAMA_OK) s = mama_buf_append(mt, "\n", 1);
+    }
+    mama_buf_free(&tmp);
+    return s;
+}
+
+MAMA_API mama_status mama_tokenizer_train_memory(const char *const *texts, int n, int vocab_size,
+                                                 char **vocab_json, size_t *vocab_len, char **merges_txt,
+                                                 size_t *merges_len, int *n_merges) {
+    mama__trainer tr;
+    mama__bytelevel bl;
+    mama_buf vj, mt;
+    int *sym = NULL, i;
+    size_t *soff = NULL, *slen = NULL, total = 0, w;
+    mama_status s = MAMA_OK;
+    if (n_merges) *n_merges = 0;
+    if (!vocab_json || !merges_txt || (!texts && n > 0) || n < 0)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_train: NULL argument");
+    *vocab_json = *merges_txt = NULL;
+    if (vocab_size < 257)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_train: vocab_size %d < 257 (256 bytes + <|endoftext|>)",
+                         vocab_size);
+    memset(&tr, 0, sizeof tr);
+    memset(&vj, 0, sizeof vj);
+    memset(&mt, 0, sizeof mt);
+    mama__bytelevel_init(&bl);
+    s = mama__tx_slots_new(&tr.wslot, 1024);
+    tr.wslot_cap = 1024;
+    if (s == MAMA_OK) { s = mama__tx_slots_new(&tr.tslot, 1024); tr.tslot_cap = 1024; }
+    /* ids 0..255: the bytes in GPT-2's order */
+    for (i = 0; s == MAMA_OK && i < 256; i++) {
+        char c = (char)bl.order[i];
+        s = mama__trainer_token(&tr, &c, 1, &tr.byte_id[bl.order[i]]);
+    }
+    for (i = 0; s == MAMA_OK && i < n; i++) {
+        if (!texts[i]) { s = MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_train: texts[%d] is NULL", i); break; }
+        tr.s = MAMA_OK;
+        mama__trainer_text(&tr, texts[i]);
+        s = tr.s;
+    }
+    for (w = 0; w < tr.nw; w++) total += tr.wlen[w];
+    if (s == MAMA_OK) s = mama_alloc((void **)&sym, (total ? total : 1) * sizeof(int), "trainer symbols");
+    if (s == MAMA_OK) s = mama_alloc((void **)&soff, (tr.nw ? tr.nw : 1) * sizeof(size_t), "trainer symbols");
+    if (s == MAMA_OK) s = mama_alloc((void **)&slen, (tr.nw ? tr.nw : 1) * sizeof(size_t), "trainer symbols");
+    if (s == MAMA_OK) {
+        size_t o = 0, j;
+        for (w = 0; w < tr.nw; w++) {
+            soff[w] = o;
+            slen[w] = tr.wlen[w];
+            for (j = 0; j < tr.wlen[w]; j++) sym[o++] = tr.byte_id[(unsigned char)tr.wbytes.data[tr.woff[w] + j]];
+        }
+        s = mama__trainer_merge(&tr, (size_t)vocab_size - 1, sym, soff, slen, total);
+    }
+    /* out of repeated pairs before the size is reached: fill the remaining
+     * ids with placeholders that no merge produces, so that the vocabulary
+     * (and so the model's embedding table) has exactly vocab_size rows */
+    for (i = 0; s == MAMA_OK && tr.ntok < (size_t)vocab_size - 1; i++) {
+        char name[48];
+        int id;
+        snprintf(name, sizeof name, "<|reserved_%d|>", i);
+        s = mama__trainer_token(&tr, name, strlen(name), &id);
+    }
+    if (s == MAMA_OK) s = mama__trainer_write(&tr, (int)tr.ntok, &vj, &mt);
+    if (s == MAMA_OK) {
+        if (n_merges) *n_merges = (int)tr.nmerge;
+        *vocab_json = vj.data; *vocab_len = vj.len;
+        *merges_txt = mt.data; *merges_len = mt.len;
+        memset(&vj, 0, sizeof vj);
+        memset(&mt, 0, sizeof mt);
+    }
+    mama_buf_free(&vj);
+    mama_buf_free(&mt);
+    mama_free(sym); mama_free(soff); mama_free(slen);
+    mama__trainer_free(&tr);
+    return s;
+}
+
+MAMA_API mama_status mama_tokenizer_train(const char *const *texts, int n, int vocab_size, const char *out_dir,
+                                          int *n_merges) {
+    char *vj = NULL, *mt = NULL, *pv = NULL, *pm = NULL;
+    size_t nv = 0, nm = 0;
+    mama_status s;
+    if (!out_dir) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_train: NULL out_dir");
+    s = mama_tokenizer_train_memory(texts, n, vocab_size, &vj, &nv, &mt, &nm, n_merges);
+    if (s == MAMA_OK) s = mama__tx_path_join(out_dir, "vocab.json", &pv);
+    if (s == MAMA_OK) s = mama__tx_path_join(out_dir, "merges.txt", &pm);
+    if (s == MAMA_OK) s = mama_write_file_atomic(pv, vj, nv);
+    if (s == MAMA_OK) s = mama_write_file_atomic(pm, mt, nm);
+    mama_free(vj); mama_free(mt); mama_free(pv); mama_free(pm);
+    return s;
+}
+
+/* ==========================================================================
+ * 9. IMAGES: decoding, Otsu crop, resize, augmentation, synthetic phantoms
+ * ==========================================================================
+ *
+ * stb_image decodes and stb_image_write encodes.  Unless MAMA_NO_STB_IMAGE
+ * is defined, this section compiles both implementations as `static`
+ * functions private to this translation unit (so they cannot clash with
+ * another copy of stb in the program) whose allocations go through
+ * MAMA_MALLOC.  A program that includes stb_image.h itself in the same
+ * translation unit, or wants to link its own implementation, defines
+ * MAMA_STB_IMAGE_EXTERNAL: then only the headers are included here.
+ * stb is third-party code that does not build warning-free under
+ * -Wall -Wextra -Wpedantic, so its warnings are silenced around the include.
+ */
+#ifndef MAMA_NO_STB_IMAGE
+#ifdef __cplusplus
+} /* the stb headers carry their own extern "C" */
+#endif
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wunused-function"
+#pragma clang diagnostic ignored "-Wunused-parameter"
+#pragma clang diagnostic ignored "-Wunused-but-set-variable"
+#pragma clang diagnostic ignored "-Wsign-compare"
+#pragma clang diagnostic ignored "-Wmissing-field-initializers"
+#pragma clang diagnostic ignored "-Wimplicit-fallthrough"
+#pragma clang diagnostic ignored "-Wcast-qual"
+#pragma clang diagnostic ignored "-Wdouble-promotion"
+#pragma clang diagnostic ignored "-Wshadow"
+#pragma clang diagnostic ignored "-Wconversion"
+#pragma clang diagnostic ignored "-Wpedantic"
+#pragma clang diagnostic ignored "-Wcomma"
+#pragma clang diagnostic ignored "-Wdeprecated-declarations"
+#elif defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wcast-qual"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wconversion"
+#pragma GCC diagnostic ignored "-Wpedantic"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#elif defined(_MSC_VER)
+#pragma warning(push)
+#pragma warning(disable : 4996 4244 4267 4456 4457 4100)
+#endif
+#ifndef MAMA_STB_IMAGE_EXTERNAL
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_MALLOC(sz) MAMA_MALLOC(sz)
+#define STBI_REALLOC(p, sz) MAMA_REALLOC(p, sz)
+#define STBI_FREE(p) MAMA_FREE(p)
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STBIW_MALLOC(sz) MAMA_MALLOC(sz)
+#define STBIW_REALLOC(p, sz) MAMA_REALLOC(p, sz)
+#define STBIW_FREE(p) MAMA_FREE(p)
+#endif
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__GNUC__)
+#pragma GCC diagnostic pop
+#elif defined(_MSC_VER)
+#pragma warning(pop)
+#endif
+#ifdef __cplusplus
+extern "C" {
+#endif
+#endif /* MAMA_NO_STB_IMAGE */
+
+#ifdef __cplusplus
+}
+#endif
+#include <sys/types.h>
+#include <sys/stat.h>
+#ifdef _WIN32
+#include <direct.h>
+#define mama__mkdir(p) _mkdir(p)
+#ifndef S_ISDIR
+#define S_ISDIR(m) (((m) & _S_IFMT) == _S_IFDIR)
+#endif
+#else
+#define mama__mkdir(p) mkdir(p, 0755)
+#endif
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --------------------------------------------------------------------------
+ * 9.1 The image type
+ * ------------------------------------------------------------------------ */
+MAMA_API mama_status mama_image_alloc(mama_image *im, int w, int h) {
+    im->w = im->h = 0;
+    im->pix = NULL;
+    if (w <= 0 || h <= 0 || (size_t)w > SIZE_MAX / (size_t)h)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "image size %d x %d is invalid", w, h);
+    MAMA_TRY(mama_calloc((void **)&im->pix, (size_t)w * (size_t)h, "image pixels"));
+    im->w = w;
+    im->h = h;
+    return MAMA_OK;
+}
+MAMA_API void mama_image_free(mama_image *im) {
+    if (!im) return;
+    mama_free(im->pix);
+    im->pix = NULL;
+    im->w = im->h = 0;
+}
+MAMA_API mama_status mama_image_copy(const mama_image *src, mama_image *dst) {
+    MAMA_TRY(mama_image_alloc(dst, src->w, src->h));
+    memcpy(dst->pix, src->pix, (size_t)src->w * (size_t)src->h);
+    return MAMA_OK;
+}
+/* Replace *dst by *src (taking ownership), freeing what dst held. */
+static void mama__image_move(mama_image *dst, mama_image *src) {
+    mama_image_free(dst);
+    *dst = *src;
+    src->pix = NULL;
+    src->w = src->h = 0;
+}
+
+/* --------------------------------------------------------------------------
+ * 9.2 Decoding and encoding
+ * ------------------------------------------------------------------------ */
+
+/* PIL's convert("L"): fixed-point ITU-R 601 luma, 16 fractional bits. */
+static uint8_t mama__luma8(int r, int g, int b) {
+    return (uint8_t)((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16);
+}
+
+MAMA_API void mama_rgb_to_grey(const uint8_t *src, int w, int h, int channels, uint8_t *grey) {
+    size_t i, n = (size_t)w * (size_t)h;
+    for (i = 0; i < n; i++) {
+        const uint8_t *p = src + i * (size_t)channels;
+        grey[i] = channels >= 3 ? mama__luma8(p[0], p[1], p[2]) : p[0];
+    }
+}
+
+#ifndef MAMA_NO_STB_IMAGE
+/* 16-bit to 8-bit: round(v / 257).  v = 257 k + r (0 <= r <= 256) rounds to
+ * k for r <= 128 and to k + 1 above, which (v + 128) / 257 computes. */
+static uint8_t mama__to8(unsigned v) { return (uint8_t)((v + 128u) / 257u); }
+
+/* Decode with stb into 8-bit grey.  16-bit files are read at 16 bits and
+ * reduced here (stb's own 16->8 is v >> 8, its own RGB->grey uses coarser
+ * weights than PIL; both would shift values by one grey level). */
+static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, mama_image *out) {
+    int w = 0, h = 0, c = 0;
+    size_t i, n;
+    out->w = out->h = 0;
+    out->pix = NULL;
+    if (stbi_is_16_bit_from_memory(buf, len)) {
+        stbi_us *p = stbi_load_16_from_memory(buf, len, &w, &h, &c, 0);
+        if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());
+        if (mama_image_alloc(out, w, h) != MAMA_OK) { stbi_image_free(p); return MAMA_ERR_NOMEM; }
+        n = (size_t)w * (size_t)h;
+        for (i = 0; i < n; i++) {
+            const stbi_us *q = p + i * (size_t)c;
+            double y = c >= 3 ? 0.299 * q[0] + 0.587 * q[1] + 0.114 * q[2] : (double)q[0];
+            out->pix[i] = mama__to8((unsigned)(y + 0.5));
+        }
+        stbi_image_free(p);
+    } else {
+        stbi_uc *p = stbi_load_from_memory(buf, len, &w, &h, &c, 0);
+        if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());
+        if (mama_image_alloc(out, w, h) != MAMA_OK) { stbi_image_free(p); return MAMA_ERR_NOMEM; }
+        mama_rgb_to_grey(p, w, h, c, out->pix);
+        stbi_image_free(p);
+    }
+    return MAMA_OK;
+}
+#endif
+
+MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, const char *name, mama_image *out) {
+    if (!name) name = "<memory>";
+    out->w = out->h = 0;
+    out->pix = NULL;
+    if (!data || bytes == 0 || bytes > (size_t)INT_MAX)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: empty or oversized image buffer (%zu bytes)", name, bytes);
+#ifdef MAMA_NO_STB_IMAGE
+    return MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "%s: built with MAMA_NO_STB_IMAGE, cannot decode", name);
+#else
+    return mama__decode((const stbi_uc *)data, (int)bytes, name, out);
+#endif
+}
+
+/* Read a whole file with mama_alloc (so the decoder sees one buffer and
+ * allocation failures are reported like every other). */
+static mama_status mama__read_file(const char *path, unsigned char **data, size_t *bytes) {
+    FILE *f = fopen(path, "rb");
+    long n;
+    *data = NULL;
+    *bytes = 0;
+    if (!f) return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot seek", path);
+    }
+    if (mama_alloc((void **)data, (size_t)n + 1, path) != MAMA_OK) { fclose(f); return MAMA_ERR_NOMEM; }
+    if (fread(*data, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        mama_free(*data);
+        *data = NULL;
+        return MAMA_FAIL(MAMA_ERR_IO, "%s: short read", path);
+    }
+    fclose(f);
+    *bytes = (size_t)n;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_image_load(const char *path, mama_image *out) {
+    unsigned char *data;
+    size_t n;
+    mama_status s;
+    out->w = out->h = 0;
+    out->pix = NULL;
+    MAMA_TRY(mama__read_file(path, &data, &n));
+    if (n == 0) { mama_free(data); return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: empty file", path); }
+    s = mama_image_load_memory(data, n, path, out);
+    mama_free(data);
+    return s;
+}
+
+/* A minimal PNG encoder (8 or 16 bit): zlib "stored" blocks (no
+ * compression), filter 0 on every row.  Used for 16-bit files and when stb
+ * is compiled out.  PNG wants CRC-32 per chunk and
+ * Adler-32 over the zlib payload; both are computed bytewise. */
+static uint32_t mama__crc32(uint32_t crc, const unsigned char *p, size_t n) {
+    size_t i;
+    int k;
+    crc = ~crc;
+    for (i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+static void mama__be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+}
+static int mama__png_chunk(FILE *f, const char *type, const unsigned char *data, size_t n) {
+    unsigned char hdr[8], crcb[4];
+    uint32_t crc;
+    mama__be32(hdr, (uint32_t)n);
+    memcpy(hdr + 4, type, 4);
+    crc = mama__crc32(0, hdr + 4, 4);
+    crc = mama__crc32(crc, data, n);
+    mama__be32(crcb, crc);
+    return fwrite(hdr, 1, 8, f) == 8 && (n == 0 || fwrite(data, 1, n, f) == n) && fwrite(crcb, 1, 4, f) == 4;
+}
+/* Write `channels` (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) samples of `depth`
+ * bits (8: bytes; 16: host-order uint16) per pixel. */
+static mama_status mama__png_write_stored(const char *path, const void *pix, int w, int h, int channels, int depth) {
+    static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    static const unsigned char ctype[5] = {0, 0, 4, 2, 6};
+    unsigned char ihdr[13], *raw = NULL, *z = NULL;
+    size_t row, rawn, nblocks, zn, i, pos, bps = (size_t)depth / 8;
+    uint32_t a = 1, b = 0;
+    FILE *f;
+    int x, y, ok;
+    row = 1 + (size_t)w * (size_t)channels * bps;
+    rawn = row * (size_t)h;
+    nblocks = rawn / 65535 + 1;
+    zn = 2 + rawn + 5 * nblocks + 4;
+    MAMA_TRY(mama_alloc((void **)&raw, rawn, "png rows"));
+    if (mama_alloc((void **)&z, zn, "png zlib stream") != MAMA_OK) { mama_free(raw); return MAMA_ERR_NOMEM; }
+    for (y = 0; y < h; y++) {
+        unsigned char *r = raw + (size_t)y * row;
+        size_t base = (size_t)y * (size_t)w * (size_t)channels;
+        r[0] = 0; /* filter: none */
+        for (x = 0; x < w * channels; x++) {
+            if (depth == 16) {
+                uint16_t v = ((const uint16_t *)pix)[base + (size_t)x];
+                r[1 + 2 * x] = (unsigned char)(v >> 8); /* PNG is big-endian */
+                r[2 + 2 * x] = (unsigned char)v;
+            } else {
+                r[1 + x] = ((const uint8_t *)pix)[base + (size_t)x];
+            }
+        }
+    }
+    /* zlib header 0x78 0x01, then stored blocks of at most 65535 bytes. */
+    pos = 0;
+    z[pos++] = 0x78; z[pos++] = 0x01;
+    i = 0;
+    do {
+        size_t len = rawn - i < 65535 ? rawn - i : 65535;
+        z[pos++] = (unsigned char)(i + len >= rawn ? 1 : 0); /* BFINAL, BTYPE=00 */
+        z[pos++] = (unsigned char)len; z[pos++] = (unsigned char)(len >> 8);
+        z[pos++] = (unsigned char)~len; z[pos++] = (unsigned char)(~len >> 8);
+        memcpy(z + pos, raw + i, len);
+        pos += len;
+        i += len;
+    } while (i < rawn);
+    for (i = 0; i < rawn; i++) { a = (a + raw[i]) % 65521u; b = (b + a) % 65521u; }
+    mama__be32(z + pos, (b << 16) | a);
+    pos += 4;
+    mama__be32(ihdr, (uint32_t)w);
+    mama__be32(ihdr + 4, (uint32_t)h);
+    ihdr[8] = (unsigned char)depth;
+    ihdr[9] = ctype[channels];
+    ihdr[10] = ihdr[11] = ihdr[12] = 0;    /* deflate, adaptive filter, no interlace */
+    f = fopen(path, "wb");
+    if (!f) { mama_free(raw); mama_free(z); return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot create: %s", path, strerror(errno)); }
+    ok = fwrite(sig, 1, 8, f) == 8 && mama__png_chunk(f, "IHDR", ihdr, 13) &&
+         mama__png_chunk(f, "IDAT", z, pos) && mama__png_chunk(f, "IEND", NULL, 0);
+    ok = (fclose(f) == 0) && ok;
+    mama_free(raw);
+    mama_free(z);
+    if (!ok) return MAMA_FAIL(MAMA_ERR_IO, "%s: write failed", path);
+    return MAMA_OK;
+}
+MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels) {
+    if (!path || !pix || w <= 0 || h <= 0 || channels < 1 || channels > 4)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: bad arguments (%d x %d x %d)", path ? path : "?", w, h, channels);
+#ifdef MAMA_NO_STB_IMAGE
+    return mama__png_write_stored(path, pix, w, h, channels, 8); /* uncompressed */
+#else
+    if (!stbi_write_png(path, w, h, channels, pix, w * channels))
+        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot write PNG (directory missing, disk full, or out of memory)", path);
+    return MAMA_OK;
+#endif
+}
+MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path) {
+    return mama_png_write(path, im->pix, im->w, im->h, 1);
+}
+
+MAMA_API mama_status mama_png_write16(const char *path, const uint16_t *pix, int w, int h, int channels) {
+    if (!path || !pix || w <= 0 || h <= 0 || (channels != 1 && channels != 3))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "png16 write %s: bad arguments", path ? path : "?");
+    return mama__png_write_stored(path, pix, w, h, channels, 16);
+}
+
+/* --------------------------------------------------------------------------
+ * 9.3 Resampling
+ *
+ * Both resamplers are separable: out(x, y) = sum_j wy[y][j] sum_i wx[x][i]
+ * in(i, j).  A tap table gives, per output index, the first input index and
+ * `taps` weights (zero-padded).  The tables differ:
+ *  area:     weight of input cell i = |[i, i+1) n [o*s, (o+1)*s)| / s,
+ *            s = in/out >= 1 (the fraction of the output cell it covers);
+ *  bilinear: PIL's triangle: centre c = (o + 0.5) s, support r = max(s, 1),
+ *            taps i in [int(c - r + 0.5), int(c + r + 0.5)) clipped to the
+ *            input, weight tri((i - c + 0.5) / max(s, 1)), renormalised.
+ *            For s <= 1 this is the half-pixel bilinear interpolation at
+ *            src = (o + 0.5) s - 0.5 with edge clamping.
+ * ------------------------------------------------------------------------ */
+typedef struct mama__taps {
+    int n, taps;
+    int *start;
+    double *w; /* n * taps */
+} mama__taps;
+
+static void mama__taps_free(mama__taps *t) {
+    mama_free(t->start);
+    mama_free(t->w);
+    t->start = NULL;
+    t->w = NULL;
+}
+static mama_status mama__taps_alloc(mama__taps *t, int n, int taps) {
+    t->n = n;
+    t->taps = taps;
+    t->start = NULL;
+    t->w = NULL;
+    MAMA_TRY(mama_alloc((void **)&t->start, (size_t)n * sizeof(int), "resample tap starts"));
+    if (mama_calloc((void **)&t->w, (size_t)n * (size_t)taps * sizeof(double), "resample weights") != MAMA_OK) {
+        mama__taps_free(t);
+        return MAMA_ERR_NOMEM;
+    }
+    return MAMA_OK;
+}
+
+/* Area taps for in -> out with out < in. */
+static mama_status mama__taps_area(mama__taps *t, int in, int out) {
+    double s = (double)in / (double)out;
+    int o, taps = (int)ceil(s) + 2;
+    MAMA_TRY(mama__taps_alloc(t, out, taps));
+    for (o = 0; o < out; o++) {
+        /* exact rational borders: o*in/out */
+        double f0 = (double)o * in / out, f1 = (double)(o + 1) * in / out;
+        int i0 = (int)floor(f0), i, k = 0;
+        t->start[o] = i0;
+        for (i = i0; i < in && (double)i < f1 && k < taps; i++, k++) {
+            double lo = f0 > i ? f0 : (double)i, hi = f1 < i + 1 ? f1 : (double)(i + 1);
+            t->w[(size_t)o * taps + k] = hi > lo ? (hi - lo) / s : 0.0;
+        }
+    }
+    return MAMA_OK;
+}
+
+/* PIL bilinear taps for in -> out (any ratio). */
+static mama_status mama__taps_bilinear(mama__taps *t, int in, int out) {
+    double s = (double)in / (double)out, fs = s > 1.0 ? s : 1.0, support = fs;
+    int o, taps = (int)ceil(support) * 2 + 1;
+    MAMA_TRY(mama__taps_alloc(t, out, taps));
+    for (o = 0; o < out; o++) {
+        double c = (o + 0.5) * s, sum = 0;
+        int lo = (int)(c - support + 0.5), hi = (int)(c + support + 0.5), i, k;
+        if (lo < 0) lo = 0;
+        if (hi > in) hi = in;
+        if (hi - lo > taps) hi = lo + taps;
+        t->start[o] = lo;
+        for (i = lo, k = 0; i < hi; i++, k++) {
+            double x = fabs((i - c + 0.5) / fs);
+            double wgt = x < 1.0 ? 1.0 - x : 0.0;
+            t->w[(size_t)o * taps + k] = wgt;
+            sum += wgt;
+        }
+        if (sum > 0)
+            for (k = 0; k < hi - lo; k++) t->w[(size_t)o * taps + k] /= sum;
+    }
+    return MAMA_OK;
+}
+
+static uint8_t mama__round_u8(double v) { /* round half up, clamp */
+    if (!(v > 0.0)) return 0;
+    if (v >= 255.0) return 255;
+    return (uint8_t)(v + 0.5);
+}
+
+/* Apply tap tables to the box (x0, y0, bw, bh) of src.  round_between: the
+ * horizontal pass is rounded to uint8 before the vertical one (PIL). */
+static mama_status mama__resample(const mama_image *src, int x0, int y0, const mama__taps *tx,
+                                  const mama__taps *ty, int bh, int round_between, mama_image *dst) {
+    float *tmp = NULL;
+    int W = tx->n, H = ty->n, x, y, k;
+    mama_image out;
+    MAMA_TRY(mama_alloc((void **)&tmp, (size_t)W * (size_t)bh * sizeof(float), "resample rows"));
+    if (mama_image_alloc(&out, W, H) != MAMA_OK) { mama_free(tmp); return MAMA_ERR_NOMEM; }
+    /* horizontal: box rows -> W columns */
+    for (y = 0; y < bh; y++) {
+        const uint8_t *row = src->pix + (size_t)(y0 + y) * src->w + x0;
+        for (x = 0; x < W; x++) {
+            const double *w = tx->w + (size_t)x * tx->taps;
+            const uint8_t *p = row + tx->start[x];
+            double acc = 0;
+            for (k = 0; k < tx->taps; k++)
+                if (w[k] != 0.0) acc += w[k] * p[k];
+            tmp[(size_t)y * W + x] = round_between ? (float)mama__round_u8(acc) : (float)acc;
+        }
+    }
+    /* vertical */
+    for (y = 0; y < H; y++) {
+        const double *w = ty->w + (size_t)y * ty->taps;
+        const float *col = tmp + (size_t)ty->start[y] * W;
+        for (x = 0; x < W; x++) {
+            double acc = 0;
+            for (k = 0; k < ty->taps; k++)
+                if (w[k] != 0.0) acc += w[k] * col[(size_t)k * W + x];
+            out.pix[(size_t)y * W + x] = mama__round_u8(acc);
+        }
+    }
+    mama_free(tmp);
+    mama__image_move(dst, &out);
+    return MAMA_OK;
+}
+
+static mama_status mama__check_image(const mama_image *im, const char *what) {
+    if (!im || !im->pix || im->w <= 0 || im->h <= 0)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: empty image", what);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_image_resize_area(const mama_image *src, int w, int h, mama_image *dst) {
+    mama__taps tx, ty;
+    mama_status s;
+    MAMA_TRY(mama__check_image(src, "resize_area"));
+    if (w <= 0 || h <= 0) return MAMA_FAIL(MAMA_ERR_INVALID, "resize_area: output %d x %d", w, h);
+    s = w < src->w ? mama__taps_area(&tx, src->w, w) : mama__taps_bilinear(&tx, src->w, w);
+    if (s != MAMA_OK) return s;
+    s = h < src->h ? mama__taps_area(&ty, src->h, h) : mama__taps_bilinear(&ty, src->h, h);
+    if (s != MAMA_OK) { mama__taps_free(&tx); return s; }
+    s = mama__resample(src, 0, 0, &tx, &ty, src->h, 0, dst);
+    mama__taps_free(&tx);
+    mama__taps_free(&ty);
+    return s;
+}
+
+MAMA_API mama_status mama_image_resize_bilinear(const mama_image *src, int x0, int y0, int bw, int bh,
+                                                int w, int h, mama_image *dst) {
+    mama__taps tx, ty;
+    mama_status s;
+    MAMA_TRY(mama__check_image(src, "resize_bilinear"));
+    if (w <= 0 || h <= 0 || bw <= 0 || bh <= 0 || x0 < 0 || y0 < 0 || x0 + bw > src->w || y0 + bh > src->h)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "resize_bilinear: box (%d,%d %dx%d) of %dx%d to %dx%d", x0, y0,
+                         bw, bh, src->w, src->h, w, h);
+    MAMA_TRY(mama__taps_bilinear(&tx, bw, w));
+    s = mama__taps_bilinear(&ty, bh, h);
+    if (s != MAMA_OK) { mama__taps_free(&tx); return s; }
+    s = mama__resample(src, x0, y0, &tx, &ty, bh, 1, dst);
+    mama__taps_free(&tx);
+    mama__taps_free(&ty);
+    return s;
+}
+
+/* --------------------------------------------------------------------------
+ * 9.4 The deterministic steps: letterbox, Otsu crop, stretch
+ * ------------------------------------------------------------------------ */
+MAMA_API mama_status mama_image_letterbox(const mama_image *src, int S, mama_image *dst, int placed[4]) {
+    int nw, nh, px, py, y;
+    mama_image small = {0, 0, NULL}, out;
+    MAMA_TRY(mama__check_image(src, "letterbox"));
+    if (S <= 0) return MAMA_FAIL(MAMA_ERR_INVALID, "letterbox: size %d", S);
+    /* long side -> S; short side truncated (integer arithmetic, exact) */
+    if (src->w >= src->h) { nw = S; nh = (int)((long long)src->h * S / src->w); }
+    else { nh = S; nw = (int)((long long)src->w * S / src->h); }
+    if (nw < 1) nw = 1;
+    if (nh < 1) nh = 1;
+    MAMA_TRY(mama_image_resize_area(src, nw, nh, &small));
+    if (mama_image_alloc(&out, S, S) != MAMA_OK) { mama_image_free(&small); return MAMA_ERR_NOMEM; }
+    px = (S - nw) / 2; /* floor on the left/top, the rest (ceil) right/bottom */
+    py = (S - nh) / 2;
+    for (y = 0; y < nh; y++) memcpy(out.pix + (size_t)(py + y) * S + px, small.pix + (size_t)y * nw, (size_t)nw);
+    mama_image_free(&small);
+    if (placed) { placed[0] = px; placed[1] = py; placed[2] = nw; placed[3] = nh; }
+    mama__image_move(dst, &out);
+    return MAMA_OK;
+}
+
+MAMA_API int mama_otsu_threshold(const mama_image *im) {
+    /* Between-class variance of split t (class 0 = values <= t):
+     *   w0 w1 (mu0 - mu1)^2 = (S0 N - S n0)^2 / (N^2 n0 n1)
+     * with n0, S0 the count and sum of class 0 and N, S of the image.  The
+     * N^2 is common to all t and dropped.  S0*N is exact in double for
+     * images below ~6 Mpixel.  "First maximiser": a later t must beat the
+     * best by a relative 1e-12, so rounding cannot break exact ties. */
+    size_t hist[256], i, n = (size_t)im->w * (size_t)im->h, n0 = 0;
+    double S = 0, S0 = 0, best = -1.0;
+    int t, thr = -1;
+    memset(hist, 0, sizeof hist);
+    for (i = 0; i < n; i++) hist[im->pix[i]]++;
+    for (t = 0; t < 256; t++) S += (double)t * (double)hist[t];
+    for (t = 0; t < 255; t++) {
+        double d, v;
+        size_t n1;
+        n0 += hist[t];
+        S0 += (double)t * (double)hist[t];
+        n1 = n - n0;
+        if (n0 == 0 || n1 == 0) continue;
+        d = S0 * (double)n - S * (double)n0;
+        v = d * d / ((double)n0 * (double)n1);
+        if (v > best * (1.0 + 1e-12) || best < 0) { best = v; thr = t; }
+    }
+    return thr;
+}
+
+MAMA_API int mama_foreground_box(const mama_image *im, int thr, int box[4]) {
+    int x, y, x0 = im->w, y0 = im->h, x1 = -1, y1 = -1;
+    for (y = 0; y < im->h; y++) {
+        const uint8_t *r = im->pix + (size_t)y * im->w;
+        for (x = 0; x < im->w; x++)
+            if ((int)r[x] > thr) {
+                if (x < x0) x0 = x;
+                if (x > x1) x1 = x;
+                if (y < y0) y0 = y;
+                y1 = y;
+            }
+    }
+    if (x1 < 0) return 0;
+    box[0] = x0; box[1] = y0; box[2] = x1; box[3] = y1;
+    return 1;
+}
+
+/* Box of step 2 (whole image when there is no threshold or no foreground). */
+static void mama__otsu_box(const mama_image *im, int box[4]) {
+    int thr = mama_otsu_threshold(im);
+    if (thr < 0 || !mama_foreground_box(im, thr, box)) {
+        box[0] = 0; box[1] = 0; box[2] = im->w - 1; box[3] = im->h - 1;
+    }
+}
+
+MAMA_API mama_status mama_image_otsu_crop(const mama_image *src, mama_image *dst, int box[4]) {
+    int b[4], y, cw, ch;
+    mama_image out;
+    MAMA_TRY(mama__check_image(src, "otsu_crop"));
+    mama__otsu_box(src, b);
+    cw = b[2] - b[0] + 1;
+    ch = b[3] - b[1] + 1;
+    MAMA_TRY(mama_image_alloc(&out, cw, ch));
+    for (y = 0; y < ch; y++) memcpy(out.pix + (size_t)y * cw, src->pix + (size_t)(b[1] + y) * src->w + b[0], (size_t)cw);
+    if (box) memcpy(box, b, sizeof b);
+    mama__image_move(dst, &out);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_image_prepare(const mama_image *src, int S, mama_image *dst) {
+    mama_image lb = {0, 0, NULL};
+    int b[4];
+    mama_status s;
+    MAMA_TRY(mama_image_letterbox(src, S, &lb, NULL));
+    mama__otsu_box(&lb, b);
+    /* crop + stretch in one resample: taps never leave the box */
+    s = mama_image_resize_bilinear(&lb, b[0], b[1], b[2] - b[0] + 1, b[3] - b[1] + 1, S, S, dst);
+    mama_image_free(&lb);
+    return s;
+}
+
+/* --------------------------------------------------------------------------
+ * 9.5 The random steps
+ * ------------------------------------------------------------------------ */
+static double mama__round_half_even(double x) { /* Python's round() */
+    double f = floor(x), d = x - f;
+    if (d > 0.5) return f + 1;
+    if (d < 0.5) return f;
+    return fmod(f, 2.0) == 0.0 ? f : f + 1;
+}
+static float mama__uniform_in(mama_rng *r, float a, float b) { return a + (b - a) * mama_rng_uniform(r); }
+
+MAMA_API void mama_rrc_box(mama_rng *rng, int w, int h, float scale0, float scale1, float ratio0,
+                           float ratio1, int attempts, int box[4]) {
+    double area = (double)w * h, lr0 = log(ratio0), lr1 = log(ratio1), in_ratio;
+    int a, cw, ch;
+    for (a = 0; a < attempts; a++) {
+        double target = area * mama__uniform_in(rng, scale0, scale1);
+        double aspect = exp(lr0 + (lr1 - lr0) * mama_rng_uniform(rng));
+        cw = (int)mama__round_half_even(sqrt(target * aspect));
+        ch = (int)mama__round_half_even(sqrt(target / aspect));
+        if (cw > 0 && cw <= w && ch > 0 && ch <= h) {
+            box[1] = (int)mama_rng_below(rng, (uint32_t)(h - ch + 1));
+            box[0] = (int)mama_rng_below(rng, (uint32_t)(w - cw + 1));
+            box[2] = cw;
+            box[3] = ch;
+            return;
+        }
+    }
+    /* fallback: centre crop with the aspect clamped into the ratio range */
+    in_ratio = (double)w / h;
+    if (in_ratio < ratio0) { cw = w; ch = (int)mama__round_half_even(cw / (double)ratio0); }
+    else if (in_ratio > ratio1) { ch = h; cw = (int)mama__round_half_even(ch * (double)ratio1); }
+    else { cw = w; ch = h; }
+    if (cw < 1) cw = 1;
+    if (ch < 1) ch = 1;
+    box[0] = (w - cw) / 2;
+    box[1] = (h - ch) / 2;
+    box[2] = cw;
+    box[3] = ch;
+}
+
+MAMA_API void mama_image_hflip(mama_image *im) {
+    int x, y;
+    for (y = 0; y < im->h; y++) {
+        uint8_t *r = im->pix + (size_t)y * im->w;
+        for (x = 0; x < im->w / 2; x++) { uint8_t t = r[x]; r[x] = r[im->w - 1 - x]; r[im->w - 1 - x] = t; }
+    }
+}
+MAMA_API void mama_image_vflip(mama_image *im) {
+    int x, y;
+    for (y = 0; y < im->h / 2; y++) {
+        uint8_t *a = im->pix + (size_t)y * im->w, *b = im->pix + (size_t)(im->h - 1 - y) * im->w;
+        for (x = 0; x < im->w; x++) { uint8_t t = a[x]; a[x] = b[x]; b[x] = t; }
+    }
+}
+
+/* PIL's ImagingBlend(in1, in2, alpha) per pixel: in1 + alpha (in2 - in1) in
+ * single precision, truncated; clipped only when alpha is outside [0, 1]
+ * (inside, the result cannot leave the range). */
+static uint8_t mama__pil_blend(int in1, int in2, float alpha) {
+    float v = (float)in1 + alpha * (float)(in2 - in1);
+    if (alpha >= 0.0f && alpha <= 1.0f) return (uint8_t)v;
+    if (v <= 0.0f) return 0;
+    if (v >= 255.0f) return 255;
+    return (uint8_t)v;
+}
+MAMA_API void mama_image_brightness(mama_image *im, float f) {
+    size_t i, n = (size_t)im->w * (size_t)im->h;
+    uint8_t lut[256];
+    int v;
+    for (v = 0; v < 256; v++) lut[v] = mama__pil_blend(0, v, f);
+    for (i = 0; i < n; i++) im->pix[i] = lut[im->pix[i]];
+}
+MAMA_API void mama_image_contrast(mama_image *im, float f) {
+    size_t i, n = (size_t)im->w * (size_t)im->h;
+    double sum = 0;
+    uint8_t lut[256];
+    int v, mean;
+    for (i = 0; i < n; i++) sum += im->pix[i];
+    mean = (int)(sum / (double)n + 0.5); /* PIL: int(ImageStat.mean + 0.5) */
+    for (v = 0; v < 256; v++) lut[v] = mama__pil_blend(mean, v, f);
+    for (i = 0; i < n; i++) im->pix[i] = lut[im->pix[i]];
+}
+
+MAMA_API void mama_gaussian_kernel1d(int k, float sigma, float *w) {
+    double half = (k - 1) * 0.5, sum = 0, tmp;
+    int i;
+    for (i = 0; i < k; i++) {
+        /* torch.linspace(-half, half, k) in float32, pdf in float32 */
+        double x = -half + (k > 1 ? (2.0 * half) * i / (k - 1) : 0.0);
+        tmp = exp(-0.5 * (x / sigma) * (x / sigma));
+        w[i] = (float)tmp;
+        sum += tmp;
+    }
+    for (i = 0; i < k; i++) w[i] = (float)((double)w[i] / sum);
+}
+
+/* reflect index into [0, n): -1 -> 1, n -> n-2 (no edge repeat) */
+static int mama__reflect(int i, int n) {
+    if (n == 1) return 0;
+    while (i < 0 || i >= n) {
+        if (i < 0) i = -i;
+        if (i >= n) i = 2 * (n - 1) - i;
+    }
+    return i;
+}
+static uint8_t mama__round_even_u8(double v) {
+    double r;
+    if (!(v > 0.0)) return 0;
+    if (v >= 255.0) return 255;
+    r = mama__round_half_even(v);
+    return (uint8_t)r;
+}
+
+MAMA_API mama_status mama_image_gaussian_blur(mama_image *im, int k, float sigma) {
+    float *wk = NULL, *tmp = NULL;
+    int W = im->w, H = im->h, x, y, j, half = k / 2;
+    MAMA_TRY(mama__check_image(im, "gaussian_blur"));
+    if (k < 1 || (k & 1) == 0 || !(sigma > 0))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "gaussian_blur: kernel %d must be odd and positive, sigma %g > 0", k, (double)sigma);
+    MAMA_TRY(mama_alloc((void **)&wk, (size_t)k * sizeof(float), "blur kernel"));
+    if (mama_alloc((void **)&tmp, (size_t)W * (size_t)H * sizeof(float), "blur rows") != MAMA_OK) {
+        mama_free(wk);
+        return MAMA_ERR_NOMEM;
+    }
+    mama_gaussian_kernel1d(k, sigma, wk);
+    for (y = 0; y < H; y++) {
+        const uint8_t *r = im->pix + (size_t)y * W;
+        for (x = 0; x < W; x++) {
+            double acc = 0;
+            for (j = 0; j < k; j++) acc += (double)wk[j] * r[mama__reflect(x + j - half, W)];
+            tmp[(size_t)y * W + x] = (float)acc;
+        }
+    }
+    for (y = 0; y < H; y++)
+        for (x = 0; x < W; x++) {
+            double acc = 0;
+            for (j = 0; j < k; j++) acc += (double)wk[j] * tmp[(size_t)mama__reflect(y + j - half, H) * W + x];
+            im->pix[(size_t)y * W + x] = mama__round_even_u8(acc);
+        }
+    mama_free(wk);
+    mama_free(tmp);
+    return MAMA_OK;
+}
+
+MAMA_API void mama_image_to_tensor(const mama_image *im, float mean, float std, int channels, float *out) {
+    size_t i, n = (size_t)im->w * (size_t)im->h;
+    float lut[256];
+    int v, c;
+    for (v = 0; v < 256; v++) lut[v] = ((float)v / 255.0f - mean) / std;
+    for (i = 0; i < n; i++) out[i] = lut[im->pix[i]];
+    for (c = 1; c < channels; c++) memcpy(out + (size_t)c * n, out, n * sizeof(float));
+}
+
+MAMA_API mama_augment_opts mama_augment_defaults(void) {
+    mama_augment_opts o;
+    memset(&o, 0, sizeof o);
+    o.size = 518;
+    o.rrc = 1;
+    o.rrc_scale[0] = 0.1f; o.rrc_scale[1] = 1.0f;
+    o.rrc_ratio[0] = 3.0f / 4.0f; o.rrc_ratio[1] = 4.0f / 3.0f;
+    o.rrc_attempts = 10;
+    o.hflip_p = 0.5f; o.vflip_p = 0.5f;
+    o.jitter = 1; o.jitter_p = 0.8f;
+    o.brightness[0] = 0.2f; o.brightness[1] = 1.8f;
+    o.contrast[0] = 0.2f; o.contrast[1] = 1.8f;
+    o.jitter_random_order = 1;
+    o.blur = 1; o.blur_p = 0.4f; o.blur_kernel = 7;
+    o.blur_sigma[0] = 0.1f; o.blur_sigma[1] = 2.0f;
+    o.mean = 0.5f; o.std = 0.5f;
+    return o;
+}
+
+MAMA_API mama_status mama_image_augment(const mama_image *prepared, const mama_augment_opts *o,
+                                        mama_rng *rng, mama_image *dst) {
+    int S = o->size, box[4];
+    mama_image cur = {0, 0, NULL};
+    MAMA_TRY(mama__check_image(prepared, "augment"));
+    if (!rng) return MAMA_FAIL(MAMA_ERR_INVALID, "augment: rng is NULL");
+    /* 4. RandomResizedCrop (or a plain copy/resize to S when disabled) */
+    if (o->rrc) {
+        mama_rrc_box(rng, prepared->w, prepared->h, o->rrc_scale[0], o->rrc_scale[1], o->rrc_ratio[0],
+                     o->rrc_ratio[1], o->rrc_attempts, box);
+        MAMA_TRY(mama_image_resize_bilinear(prepared, box[0], box[1], box[2], box[3], S, S, &cur));
+    } else if (prepared->w == S && prepared->h == S) {
+        MAMA_TRY(mama_image_copy(prepared, &cur));
+    } else {
+        MAMA_TRY(mama_image_resize_bilinear(prepared, 0, 0, prepared->w, prepared->h, S, S, &cur));
+    }
+    /* 5. flips */
+    if (o->hflip_p > 0 && mama_rng_uniform(rng) < o->hflip_p) mama_image_hflip(&cur);
+    if (o->vflip_p > 0 && mama_rng_uniform(rng) < o->vflip_p) mama_image_vflip(&cur);
+    /* 6. jitter: RandomApply(ColorJitter) */
+    if (o->jitter && mama_rng_uniform(rng) < o->jitter_p) {
+        int contrast_first = o->jitter_random_order ? (int)mama_rng_below(rng, 2) : 0;
+        float fb = mama__uniform_in(rng, o->brightness[0], o->brightness[1]);
+        float fc = mama__uniform_in(rng, o->contrast[0], o->contrast[1]);
+        if (contrast_first) { mama_image_contrast(&cur, fc); mama_image_brightness(&cur, fb); }
+        else { mama_image_brightness(&cur, fb); mama_image_contrast(&cur, fc); }
+    }
+    /* 7. blur */
+    if (o->blur && mama_rng_uniform(rng) < o->blur_p) {
+        float sigma = mama__uniform_in(rng, o->blur_sigma[0], o->blur_sigma[1]);
+        mama_status s = mama_image_gaussian_blur(&cur, o->blur_kernel, sigma);
+        if (s != MAMA_OK) { mama_image_free(&cur); return s; }
+    }
+    mama__image_move(dst, &cur);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_image_pipeline(const mama_image *src, const mama_augment_opts *o, int train,
+                                         mama_rng *rng, int channels, float *out) {
+    mama_image prep = {0, 0, NULL}, aug = {0, 0, NULL};
+    mama_status s;
+    if (!o || !out || channels < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "image_pipeline: bad arguments");
+    MAMA_TRY(mama_image_prepare(src, o->size, &prep));
+    if (train) {
+        s = mama_image_augment(&prep, o, rng, &aug);
+        mama_image_free(&prep);
+        if (s != MAMA_OK) return s;
+        mama_image_to_tensor(&aug, o->mean, o->std, channels, out);
+        mama_image_free(&aug);
+    } else {
+        mama_image_to_tensor(&prep, o->mean, o->std, channels, out);
+        mama_image_free(&prep);
+    }
+    return MAMA_OK;
+}
+
+/* --------------------------------------------------------------------------
+ * 9.6 Synthetic mammograms
+ *
+ * A breast is drawn in "chest-wall coordinates": u = depth from the chest
+ * wall (image x for left breasts, W-1-x for right ones), y = image row.
+ * Outline: (u/a)^2 + ((y - c(u))/b)^2 < 1, a half ellipse whose centre line
+ * c(u) runs from c0 at the chest wall to c1 at the nipple (CC: straight;
+ * MLO: starts high, the axillary tail leaves the top of the image, and
+ * droops to the nipple).  rho = sqrt(that form) is 0 on the centre line at
+ * the chest wall and 1 on the skin.
+ * Tissue: a smooth score field (isotropic value noise plus noise in polar
+ * coordinates around the nipple, which makes ducts streak towards it, plus a
+ * central prior) is thresholded at the quantile that makes the breast's
+ * dense fraction match its density class (1: ~5%, 2: ~25%, 3: ~55%,
+ * 4: ~85%), with a soft edge; dense tissue is bright, fat is grey.
+ * A finding lives at one 3-D place of the breast (distance q from the
+ * nipple as a fraction of the depth, lateral-medial m, superior-inferior s)
+ * and is projected into both views: CC rows follow m, MLO rows the oblique
+ * mix (0.8 s + 0.45 m)/0.92; the depth is shared.
+ * ------------------------------------------------------------------------ */
+
+static const char *const mama__letters = "ANBPSMK";
+static const char *const mama__shape_names[4] = {"round", "oval", "irregular", "spiculated"};
+static const char *const mama__mdens_names[3] = {"low density", "equal density", "high density"};
+static const char *const mama__calc_names[5] = {"punctate", "amorphous", "coarse heterogeneous",
+                                                "pleomorphic", "fine linear branching"};
+static const char *const mama__dist_names[4] = {"grouped", "segmental", "regional", "linear"};
+
+#define MAMA__MAXCALC 48
+#define MAMA__MAXSPIC 16
+typedef struct mama__breast {
+    int letter;                 /* index into "ANBPSMK"                   */
+    int density;                /* 1..4                                   */
+    float depth, halfh;         /* a / W, b / H of the CC outline          */
+    float fat, dense;           /* grey levels of fat and dense tissue     */
+    float dense_frac;
+    uint64_t tex_seed;
+    /* finding */
+    int mass, calc, asym, clip; /* what is present                         */
+    int shape, mdens;           /* mass shape 0..3, density 0..2           */
+    int ctype, cdist;           /* calcification type 0..4, distribution   */
+    int cancer;
+    float q, m, s;              /* place: distance from nipple, clock      */
+    float r0;                   /* mass radius / image height              */
+    float harm[5], phase[5];    /* radial harmonics of irregular outlines  */
+    float oval, angle;          /* oval axis ratio and orientation         */
+    int nspic;
+    float spic_ang[MAMA__MAXSPIC], spic_len[MAMA__MAXSPIC];
+    int ncalc;                  /* calcification offsets (image heights)   */
+    float cdu[MAMA__MAXCALC], cdm[MAMA__MAXCALC], cds[MAMA__MAXCALC];
+    float crad[MAMA__MAXCALC], camp[MAMA__MAXCALC], celong[MAMA__MAXCALC], cang[MAMA__MAXCALC];
+    float clip_du, clip_dm, clip_ds, clip_ang;
+} mama__breast;
+
+typedef struct mama__view {
+    int W, H, mlo, right;
+    float a, b, c0, c1;   /* outline */
+    float pw, ph;         /* pectoral muscle extent (MLO) */
+    float pect_level;
+} mama__view;
+
+static float mama__smooth(float t) { /* smoothstep on [0,1] */
+    if (t <= 0) return 0;
+    if (t >= 1) return 1;
+    return t * t * (3 - 2 * t);
+}
+
+/* Value noise on a lattice of random values, smooth (C1) interpolation. */
+typedef struct mama__grid { int gw, gh; float *v; } mama__grid;
+static mama_status mama__grid_make(mama__grid *g, int gw, int gh, mama_rng *r) {
+    int i;
+    g->gw = gw;
+    g->gh = gh;
+    MAMA_TRY(mama_alloc((void **)&g->v, (size_t)gw * (size_t)gh * sizeof(float), "noise lattice"));
+    /* uniform values with unit variance: as smooth as Gaussian ones once
+     * interpolated, and far cheaper to draw */
+    for (i = 0; i < gw * gh; i++) g->v[i] = 3.4641016f * (mama_rng_uniform(r) - 0.5f);
+    return MAMA_OK;
+}
+/* sample at lattice coordinates (gx, gy); wrap_x makes x periodic (angles) */
+static float mama__grid_at(const mama__grid *g, float gx, float gy, int wrap_x) {
+    int x0, y0, x1, y1;
+    float fx, fy, a, b, c, d, top, bot;
+    if (gy < 0) gy = 0;
+    if (gy > (float)(g->gh - 1)) gy = (float)(g->gh - 1);
+    if (wrap_x) {
+        if (gx < 0) gx += (float)g->gw * (float)(1 + (int)(-gx / (float)g->gw));
+    } else {
+        if (gx < 0) gx = 0;
+        if (gx > (float)(g->gw - 1)) gx = (float)(g->gw - 1);
+    }
+    x0 = (int)gx; /* gx, gy >= 0 here: truncation is floor */
+    y0 = (int)gy;
+    fx = gx - (float)x0;
+    fy = gy - (float)y0;
+    fx = fx * fx * (3 - 2 * fx);
+    fy = fy * fy * (3 - 2 * fy);
+    if (wrap_x) {
+        x0 %= g->gw;
+        x1 = x0 + 1 == g->gw ? 0 : x0 + 1;
+    } else {
+        x1 = x0 + 1 < g->gw ? x0 + 1 : x0;
+    }
+    y1 = y0 + 1 < g->gh ? y0 + 1 : y0;
+    a = g->v[y0 * g->gw + x0]; b = g->v[y0 * g->gw + x1];
+    c = g->v[y1 * g->gw + x0]; d = g->v[y1 * g->gw + x1];
+    top = a + (b - a) * fx;
+    bot = c + (d - c) * fx;
+    return top + (bot - top) * fy;
+}
+
+static float mama__view_center(const mama__view *v, float u) { return v->c0 + (v->c1 - v->c0) * (u / v->a); }
+/* rho^2 of the outline form at (u, y) */
+static float mama__view_rho2(const mama__view *v, float u, float y) {
+    float du = u / v->a, dy = (y - mama__view_center(v, u)) / v->b;
+    return du * du + dy * dy;
+}
+static float mama__view_xf(const mama__view *v, float u) { return v->right ? (float)(v->W - 1) - u : u; }
+/* Pectoral: inside when (u/pw)^1.25 + (y/ph)^1.25 < 1 (slightly convex);
+ * x^1.25 = x sqrt(sqrt(x)).  Values >= 1.3 are reported as 2 (outside). */
+static float mama__pect_form(const mama__view *v, float u, float y) {
+    float a, b;
+    if (!v->mlo || u < 0 || y < 0 || u > 1.3f * v->pw || y > 1.3f * v->ph) return 2.0f;
+    a = u / v->pw;
+    b = y / v->ph;
+    return a * sqrtf(sqrtf(a)) + b * sqrtf(sqrtf(b));
+}
+
+/* Image position (x, y) of a 3-D breast place in a view. */
+static void mama__project(const mama__view *v, float q, float m, float s, float *x, float *y) {
+    float u = v->a * (1.0f - q), t = u / v->a, hw = v->b * sqrtf(1.0f - t * t > 0 ? 1.0f - t * t : 0.0f);
+    float across = v->mlo ? (0.8f * s + 0.45f * m) / 0.92f : m;
+    if (across > 1) across = 1;
+    if (across < -1) across = -1;
+    *x = mama__view_xf(v, u);
+    *y = mama__view_center(v, u) - across * hw * 0.75f;
+}
+
+static void mama__view_setup(mama__view *v, const mama__breast *br, int W, int H, int mlo, int right, mama_rng *r) {
+    v->W = W; v->H = H; v->mlo = mlo; v->right = right;
+    if (!mlo) {
+        v->a = br->depth * (float)W;
+        v->b = br->halfh * (float)H;
+        v->c0 = v->c1 = (0.5f + 0.04f * (mama_rng_uniform(r) - 0.5f)) * (float)H;
+        v->pw = v->ph = 0;
+    } else {
+        v->a = br->depth * (float)W * 1.06f;
+        v->b = br->halfh * (float)H * 1.25f;
+        v->c0 = (0.36f + 0.06f * mama_rng_uniform(r)) * (float)H;
+        v->c1 = (0.56f + 0.06f * mama_rng_uniform(r)) * (float)H;
+        v->pw = (0.22f + 0.12f * mama_rng_uniform(r)) * (float)W;
+        v->ph = (0.36f + 0.18f * mama_rng_uniform(r)) * (float)H;
+    }
+    v->pect_level = 150.0f + 25.0f * mama_rng_uniform(r);
+}
+
+static int mama__pick(mama_rng *r, const float *p, int n) {
+    float u = mama_rng_uniform(r), c = 0;
+    int i;
+    for (i = 0; i < n; i++) { c += p[i]; if (u < c) return i; }
+    return n - 1;
+}
+
+/* Draw one breast: tissue parameters and its finding from the letter. */
+static void mama__breast_draw(mama__breast *br, int letter, int density, mama_rng *r) {
+    static const float dfrac[5] = {0, 0.05f, 0.25f, 0.55f, 0.85f};
+    int i;
+    memset(br, 0, sizeof *br);
+    br->letter = letter;
+    br->density = density;
+    br->depth = 0.62f + 0.22f * mama_rng_uniform(r);
+    br->halfh = 0.33f + 0.09f * mama_rng_uniform(r);
+    br->fat = 78.0f + 16.0f * mama_rng_uniform(r);
+    br->dense = 168.0f + 18.0f * mama_rng_uniform(r);
+    br->dense_frac = dfrac[density] * (0.85f + 0.3f * mama_rng_uniform(r));
+    if (br->dense_frac > 0.95f) br->dense_frac = 0.95f;
+    br->tex_seed = mama_rng_u64(r);
+    /* place of the finding: 15-70% of the way from the nipple, inside a
+     * disc of the cross-section */
+    br->q = 0.15f + 0.5f * mama_rng_uniform(r);
+    {
+        float ang = 6.2831853f * mama_rng_uniform(r), rad = 0.65f * sqrtf(mama_rng_uniform(r));
+        br->m = rad * cosf(ang);
+        br->s = rad * sinf(ang);
+    }
+    br->r0 = 0.018f + 0.016f * mama_rng_uniform(r);
+    br->oval = 1.0f;
+    br->angle = 3.14159265f * mama_rng_uniform(r);
+    switch (mama__letters[letter]) {
+    case 'N': break;
+    case 'A': br->asym = 1; br->r0 = 0.05f + 0.03f * mama_rng_uniform(r); break;
+    case 'B':
+        if (mama_rng_uniform(r) < 0.45f) {
+            br->mass = 1; br->shape = mama_rng_uniform(r) < 0.5f ? 0 : 1;
+            br->mdens = mama_rng_uniform(r) < 0.5f ? 0 : 1;
+        } else {
+            br->calc = 1; br->ctype = mama_rng_uniform(r) < 0.6f ? 0 : 2; br->cdist = 2;
+        }
+        break;
+    case 'P':
+        if (mama_rng_uniform(r) < 0.7f) { br->mass = 1; br->shape = 1; br->mdens = 1; }
+        else { br->calc = 1; br->ctype = 0; br->cdist = 0; }
+        break;
+    case 'S': {
+        float u = mama_rng_uniform(r);
+        if (u < 0.6f) { br->mass = 1; br->shape = 2; br->mdens = mama_rng_uniform(r) < 0.5f ? 1 : 2; }
+        if (u >= 0.4f) {
+            br->calc = 1;
+            br->ctype = mama_rng_uniform(r) < 0.6f ? 3 : 1;
+            br->cdist = mama_rng_uniform(r) < 0.7f ? 0 : 3;
+        }
+        /* the visible high-risk patterns are the cancers among S */
+        br->cancer = (br->mass && br->mdens == 2) || (br->calc && br->ctype == 3 && br->cdist == 3);
+        break;
+    }
+    case 'M': case 'K':
+        br->mass = 1; br->shape = 3; br->mdens = 2; br->cancer = 1;
+        if (mama_rng_uniform(r) < 0.35f) { br->calc = 1; br->ctype = 4; br->cdist = mama_rng_uniform(r) < 0.5f ? 3 : 1; }
+        br->clip = mama__letters[letter] == 'K';
+        break;
+    }
+    if (br->mass && br->shape == 1) { br->oval = 1.4f + 0.4f * mama_rng_uniform(r); }
+    for (i = 0; i < 5; i++) {
+        br->harm[i] = br->mass && br->shape >= 2 ? (0.08f + 0.10f * mama_rng_uniform(r)) / (1.0f + 0.4f * i) : 0.0f;
+        br->phase[i] = 6.2831853f * mama_rng_uniform(r);
+    }
+    if (br->mass && br->shape == 3) {
+        br->nspic = 8 + (int)mama_rng_below(r, 8);
+        for (i = 0; i < br->nspic; i++) {
+            br->spic_ang[i] = 6.2831853f * ((float)i + 0.6f * mama_rng_uniform(r)) / (float)br->nspic;
+            br->spic_len[i] = 1.6f + 1.4f * mama_rng_uniform(r);
+        }
+    }
+    if (br->calc) {
+        /* offsets in units of the image height */
+        int n = br->cdist == 2 ? 14 + (int)mama_rng_below(r, 14) : 6 + (int)mama_rng_below(r, 10);
+        float spread = br->cdist == 2 ? 0.09f : 0.018f;
+        float dir = 6.2831853f * mama_rng_uniform(r);
+        br->ncalc = n;
+        for (i = 0; i < n; i++) {
+            float t = mama_rng_uniform(r) - 0.5f;
+            switch (br->cdist) {
+            case 0: case 2: /* grouped / regional: a blob */
+                br->cdu[i] = spread * mama_rng_normal(r) * 0.6f;
+                br->cdm[i] = spread * mama_rng_normal(r) * 0.6f;
+                br->cds[i] = spread * mama_rng_normal(r) * 0.6f;
+                break;
+            case 3: /* linear: along a line through the place */
+                br->cdu[i] = 0.07f * t * cosf(dir) + 0.002f * mama_rng_normal(r);
+                br->cdm[i] = 0.07f * t * sinf(dir) + 0.002f * mama_rng_normal(r);
+                br->cds[i] = 0.07f * t * sinf(dir) + 0.002f * mama_rng_normal(r);
+                break;
+            default: /* segmental: a wedge opening away from the nipple */
+                br->cdu[i] = -0.06f * (t + 0.5f);
+                br->cdm[i] = (0.01f + 0.3f * (t + 0.5f) * 0.08f) * mama_rng_normal(r);
+                br->cds[i] = (0.01f + 0.3f * (t + 0.5f) * 0.08f) * mama_rng_normal(r);
+                break;
+            }
+            switch (br->ctype) {
+            case 0: br->crad[i] = 0.7f; br->camp[i] = 80; br->celong[i] = 1; break;        /* punctate */
+            case 1: br->crad[i] = 0.9f; br->camp[i] = 40; br->celong[i] = 1; break;        /* amorphous: faint */
+            case 2: br->crad[i] = 1.6f; br->camp[i] = 90; br->celong[i] = 1.3f; break;     /* coarse */
+            case 3: br->crad[i] = 0.6f + 0.8f * mama_rng_uniform(r); br->camp[i] = 70 + 30 * mama_rng_uniform(r);
+                    br->celong[i] = 1.0f + 1.5f * mama_rng_uniform(r); break;              /* pleomorphic */
+            default: br->crad[i] = 0.6f; br->camp[i] = 80; br->celong[i] = 3.0f; break;   /* fine linear */
+            }
+            br->cang[i] = br->ctype == 4 ? dir : 3.14159265f * mama_rng_uniform(r);
+        }
+    }
+    if (br->clip) {
+        br->clip_du = 0.02f * mama_rng_normal(r);
+        br->clip_dm = 0.02f * mama_rng_normal(r);
+        br->clip_ds = 0.02f * mama_rng_normal(r);
+        br->clip_ang = 3.14159265f * mama_rng_uniform(r);
+    }
+}
+
+static void mama__box_add(int box[4], int x, int y) {
+    if (box[0] < 0 || x < box[0]) box[0] = x;
+    if (box[1] < 0 || y < box[1]) box[1] = y;
+    if (x > box[2]) box[2] = x;
+    if (y > box[3]) box[3] = y;
+}
+
+/* Mass outline radius (pixels) in direction th: harmonics make irregular
+ * outlines; an oval stretches along `angle`. */
+static float mama__mass_radius(const mama__breast *br, float r0, float th) {
+    float rr = 1.0f, c, s;
+    int i;
+    for (i = 0; i < 5; i++) rr += br->harm[i] * cosf((float)(i + 2) * th + br->phase[i]);
+    c = cosf(th - br->angle);
+    s = sinf(th - br->angle);
+    if (br->oval != 1.0f) rr *= 1.0f / sqrtf(c * c / (br->oval * br->oval) + s * s) / sqrtf(br->oval);
+    return r0 * rr;
+}
+
+/* Add the breast's finding to image f (float grey levels) of view v. */
+static void mama__draw_finding(float *f, const mama__view *v, const mama__breast *br, float view_rot, int box[4]) {
+    int W = v->W, H = v->H, x, y, i;
+    float cx, cy, scale = (float)H / 256.0f;
+    mama__project(v, br->q, br->m, br->s, &cx, &cy);
+    if (br->asym) {
+        float R = br->r0 * (float)H, amp = (br->dense - br->fat) * 0.55f;
+        int x0 = (int)(cx - 2 * R), x1 = (int)(cx + 2 * R), y0 = (int)(cy - 2 * R), y1 = (int)(cy + 2 * R);
+        for (y = y0 < 0 ? 0 : y0; y <= y1 && y < H; y++)
+            for (x = x0 < 0 ? 0 : x0; x <= x1 && x < W; x++) {
+                float dx = ((float)x - cx) / R, dy = ((float)y - cy) / (R * 0.8f), d2 = dx * dx + dy * dy;
+                float g = expf(-1.5f * d2 * d2);
+                if (g > 0.05f) {
+                    /* adds tissue, most where there was fat: no saturation */
+                    float room = (br->dense + 15.0f - f[(size_t)y * W + x]) / (br->dense - br->fat);
+                    f[(size_t)y * W + x] += amp * g * (room < 0 ? 0 : room > 1 ? 1 : room);
+                    if (g > 0.3f) mama__box_add(box, x, y);
+                }
+            }
+    }
+    if (br->mass) {
+        static const float amp_of[3] = {28, 48, 72};
+        float R = br->r0 * (float)H, amp = amp_of[br->mdens], reach = R * (br->nspic ? 3.2f : 1.6f);
+        float edge = br->shape <= 1 ? 0.9f : 2.2f; /* circumscribed: sharp edge */
+        int x0 = (int)(cx - reach) - 1, x1 = (int)(cx + reach) + 1, y0 = (int)(cy - reach) - 1, y1 = (int)(cy + reach) + 1;
+        for (y = y0 < 0 ? 0 : y0; y <= y1 && y < H; y++)
+            for (x = x0 < 0 ? 0 : x0; x <= x1 && x < W; x++) {
+                float dx = (float)x - cx, dy = (float)y - cy, d = sqrtf(dx * dx + dy * dy);
+                float th = atan2f(dy, dx) + view_rot, rad = mama__mass_radius(br, R, th);
+                float g = mama__smooth((rad - d) / edge + 0.5f), add;
+                add = amp * g * (0.85f + 0.15f * (1.0f - (d * d) / (rad * rad + 1e-6f)));
+                for (i = 0; i < br->nspic; i++) {
+                    /* a spicule: a thin line tapering from the outline */
+                    float ca = cosf(br->spic_ang[i] - view_rot), sa = sinf(br->spic_ang[i] - view_rot);
+                    float along = dx * ca + dy * sa, perp = fabsf(-dx * sa + dy * ca), len = br->spic_len[i] * R;
+                    if (along > 0 && along < len) {
+                        float wdt = 0.9f * scale * (1.2f - along / len), s;
+                        s = mama__smooth(1.0f - perp / (wdt > 0.35f ? wdt : 0.35f)) * (1.0f - 0.7f * along / len);
+                        if (amp * 0.75f * s > add) add = amp * 0.75f * s;
+                    }
+                }
+                if (add > 0.5f) {
+                    f[(size_t)y * W + x] += add;
+                    if (add > amp * 0.3f) mama__box_add(box, x, y);
+                }
+            }
+    }
+    if (br->calc) {
+        for (i = 0; i < br->ncalc; i++) {
+            float px, py, rr = br->crad[i] * (scale > 1 ? scale : 1.0f), reach, ca = cosf(br->cang[i]), sa = sinf(br->cang[i]);
+            float across = v->mlo ? (0.8f * br->cds[i] + 0.45f * br->cdm[i]) / 0.92f : br->cdm[i];
+            px = cx + (v->right ? -1.0f : 1.0f) * br->cdu[i] * (float)H;
+            py = cy - across * (float)H;
+            reach = rr * br->celong[i] + 1.5f;
+            for (y = (int)(py - reach); y <= (int)(py + reach) + 1; y++)
+                for (x = (int)(px - reach); x <= (int)(px + reach) + 1; x++) {
+                    float dx, dy, a1, a2, d, cov;
+                    if (x < 0 || y < 0 || x >= W || y >= H) continue;
+                    dx = (float)x - px; dy = (float)y - py;
+                    a1 = (dx * ca + dy * sa) / br->celong[i];
+                    a2 = -dx * sa + dy * ca;
+                    d = sqrtf(a1 * a1 + a2 * a2);
+                    cov = br->ctype == 1 ? expf(-d * d / (2 * rr * rr)) : mama__smooth(rr + 0.5f - d);
+                    if (cov > 0.02f) {
+                        f[(size_t)y * W + x] += br->camp[i] * cov;
+                        if (cov > 0.3f && mama__view_rho2(v, v->right ? (float)(W - 1 - x) : (float)x, (float)y) < 1)
+                            mama__box_add(box, x, y);
+                    }
+                }
+        }
+    }
+    if (br->clip) {
+        /* a metal biopsy marker: a short bright bar with a hook, saturating */
+        float px = cx + (v->right ? -1.0f : 1.0f) * br->clip_du * (float)H, py, len = 3.0f * scale + 1.5f;
+        float across = v->mlo ? (0.8f * br->clip_ds + 0.45f * br->clip_dm) / 0.92f : br->clip_dm;
+        float ca = cosf(br->clip_ang + view_rot), sa = sinf(br->clip_ang + view_rot);
+        py = cy - across * (float)H;
+        for (y = (int)(py - len) - 2; y <= (int)(py + len) + 2; y++)
+            for (x = (int)(px - len) - 2; x <= (int)(px + len) + 2; x++) {
+                float dx, dy, along, perp, cov;
+                if (x < 0 || y < 0 || x >= W || y >= H) continue;
+                dx = (float)x - px; dy = (float)y - py;
+                along = dx * ca + dy * sa;
+                perp = -dx * sa + dy * ca;
+                cov = mama__smooth(len - fabsf(along) + 0.5f) * mama__smooth(0.6f * scale + 0.5f - fabsf(perp));
+                if (along > len * 0.4f && perp > 0) /* the hook */
+                    cov = fmaxf(cov, mama__smooth(1.6f * scale + 0.5f - perp) * mama__smooth(0.6f * scale + 0.5f - fabsf(along - len)));
+                if (cov > 0.05f) {
+                    f[(size_t)y * W + x] = f[(size_t)y * W + x] * (1 - cov) + 255.0f * cov + 40.0f * cov;
+                    mama__box_add(box, x, y);
+                }
+            }
+    }
+}
+
+/* Fractal (fBm) value noise: octaves of lattice noise, each rotated by its
+ * own angle about the image centre so that no lattice axis shows. */
+#define MAMA__OCT 5
+typedef struct mama__fbm {
+    mama__grid g[MAMA__OCT];
+    float cell[MAMA__OCT], c[MAMA__OCT], s[MAMA__OCT], cx, cy, half;
+} mama__fbm;
+static void mama__fbm_free(mama__fbm *f) {
+    int o;
+    for (o = 0; o < MAMA__OCT; o++) { mama_free(f->g[o].v); f->g[o].v = NULL; }
+}
+static mama_status mama__fbm_make(mama__fbm *f, int W, int H, float coarse, mama_rng *r) {
+    int o;
+    float diag = sqrtf((float)W * W + (float)H * H);
+    memset(f, 0, sizeof *f);
+    f->cx = 0.5f * (float)W;
+    f->cy = 0.5f * (float)H;
+    f->half = 0.5f * diag;
+    for (o = 0; o < MAMA__OCT; o++) {
+        float ang = 6.2831853f * mama_rng_uniform(r);
+        int n;
+        f->cell[o] = coarse / (float)(1 << o);
+        if (f->cell[o] < 1.5f) f->cell[o] = 1.5f;
+        f->c[o] = cosf(ang);
+        f->s[o] = sinf(ang);
+        n = (int)(diag / f->cell[o]) + 3;
+        if (mama__grid_make(&f->g[o], n, n, r) != MAMA_OK) { mama__fbm_free(f); return MAMA_ERR_NOMEM; }
+    }
+    return MAMA_OK;
+}
+/* octave o of the noise at pixel (x, y) */
+static float mama__fbm_oct(const mama__fbm *f, int o, float x, float y) {
+    float dx = x - f->cx, dy = y - f->cy;
+    float xr = f->c[o] * dx - f->s[o] * dy + f->half, yr = f->s[o] * dx + f->c[o] * dy + f->half;
+    return mama__grid_at(&f->g[o], xr / f->cell[o], yr / f->cell[o], 0);
+}
+
+/* Render one view into img (allocated here).  mlo: 0 CC, 1 MLO. */
+static mama_status mama__render_view(const mama__breast *br, int W, int H, int mlo, int right,
+                                     uint64_t view_seed, mama_image *img, int box[4]) {
+    mama_rng r;
+    mama__view v;
+    mama__fbm fb;
+    mama__grid g_pol = {0, 0, NULL}, g_pol2 = {0, 0, NULL};
+    float *f = NULL, *score = NULL, nx, ny, smin = 1e30f, smax = -1e30f, thr, soft;
+    double ssum = 0, ssq = 0;
+    int x, y, nb = 0, bins[1024], i, umax;
+    size_t npix = (size_t)W * (size_t)H;
+    mama_status st = MAMA_OK;
+    box[0] = box[1] = box[2] = box[3] = -1;
+    img->pix = NULL;
+    memset(&fb, 0, sizeof fb);
+    mama_rng_seed(&r, view_seed);
+    mama__view_setup(&v, br, W, H, mlo, right, &r);
+    /* nipple position in image coordinates */
+    nx = mama__view_xf(&v, v.a);
+    ny = v.c1;
+    if ((st = mama_image_alloc(img, W, H)) != MAMA_OK) goto done;
+    if ((st = mama_alloc((void **)&f, npix * sizeof(float), "synthetic image")) != MAMA_OK) goto done;
+    if ((st = mama_alloc((void **)&score, npix * sizeof(float), "synthetic tissue score")) != MAMA_OK) goto done;
+    {
+        mama_rng tr;
+        mama_rng_seed(&tr, br->tex_seed ^ (view_seed * 0x9E3779B97F4A7C15ull));
+        if ((st = mama__fbm_make(&fb, W, H, (float)H / 5.0f, &tr)) != MAMA_OK) goto done;
+        if ((st = mama__grid_make(&g_pol, 40, 10, &tr)) != MAMA_OK) goto done;   /* angle x radius */
+        if ((st = mama__grid_make(&g_pol2, 150, 30, &tr)) != MAMA_OK) goto done;
+    }
+    /* pass 1: outline and tissue score */
+    umax = (int)v.a + 2;
+    for (y = 0; y < H; y++)
+        for (x = 0; x < W; x++) {
+            size_t k = (size_t)y * W + x;
+            float u = right ? (float)(W - 1 - x) : (float)x, rho2, sc, dx, dy, rad, ang, fx = (float)x, fy = (float)y;
+            score[k] = -1e30f;
+            if ((int)u > umax) continue;
+            rho2 = mama__view_rho2(&v, u, fy);
+            if (rho2 >= 1.0f) continue;
+            dx = (fx - nx) / v.a;
+            dy = (fy - ny) / v.a;
+            rad = sqrtf(dx * dx + dy * dy);
+            ang = atan2f(dy, right ? dx : -dx); /* mirror so both sides streak alike */
+            /* ducts streak towards the nipple, fading out right at it */
+            sc = 0.60f * mama__fbm_oct(&fb, 0, fx, fy) + 0.38f * mama__fbm_oct(&fb, 1, fx, fy) +
+                 0.22f * mama__fbm_oct(&fb, 2, fx, fy) +
+                 mama__smooth((rad - 0.08f) / 0.45f) * (0.40f * mama__grid_at(&g_pol, ang / 6.2831853f * 40.0f, rad * 9.0f, 1) +
+                                            0.20f * mama__grid_at(&g_pol2, ang / 6.2831853f * 90.0f, rad * 29.0f, 1));
+            /* glandular tissue sits centrally, behind the nipple */
+            sc -= 1.2f * rho2;
+            score[k] = sc;
+            /* the pectoral muscle is not breast: it stays out of the quantile */
+            if (mlo && mama__pect_form(&v, u, fy) < 1.0f) continue;
+            img->pix[k] = 1;
+            if (sc < smin) smin = sc;
+            if (sc > smax) smax = sc;
+            ssum += sc;
+            ssq += (double)sc * sc;
+            nb++;
+        }
+    /* threshold at the (1 - dense_frac) quantile of the breast's scores */
+    thr = smax;
+    soft = 0.1f;
+    if (nb > 0 && smax > smin) {
+        long need = (long)((double)br->dense_frac * nb), acc = 0;
+        double mean = ssum / nb, var = ssq / nb - mean * mean;
+        memset(bins, 0, sizeof bins);
+        for (i = 0; i < (int)npix; i++)
+            if (img->pix[i]) {
+                int b = (int)((score[i] - smin) / (smax - smin) * 1023.0f);
+                bins[b < 0 ? 0 : b > 1023 ? 1023 : b]++;
+            }
+        for (i = 1023; i >= 0; i--) {
+            acc += bins[i];
+            if (acc >= need) break;
+        }
+        thr = smin + (smax - smin) * ((float)(i < 0 ? 0 : i) + 0.5f) / 1023.0f;
+        soft = 0.9f * (float)sqrt(var > 0 ? var : 0);
+    }
+    /* pass 2: grey levels */
+    for (y = 0; y < H; y++)
+        for (x = 0; x < W; x++) {
+            size_t k = (size_t)y * W + x;
+            float u = right ? (float)(W - 1 - x) : (float)x, rho2, val, g, fine, fine2, edge_px, rho, pf, fx = (float)x, fy = (float)y;
+            f[k] = 0.0f;
+            if ((int)u > umax) continue;
+            rho2 = mama__view_rho2(&v, u, fy);
+            if (rho2 >= 1.0f) continue;
+            rho = sqrtf(rho2);
+            fine = mama__fbm_oct(&fb, 3, fx, fy);
+            fine2 = mama__fbm_oct(&fb, 4, fx, fy);
+            pf = mama__pect_form(&v, u, fy);
+            if (score[k] > -1e29f) {
+                /* dense where the score passes the threshold; the finer
+                 * octaves leave fat lobules inside and strands outside */
+                float z = score[k] - thr + 0.30f * soft * (0.8f * fine + 0.6f * fine2), cloud;
+                g = mama__smooth(z / soft + 0.5f);
+                cloud = mama__smooth(z / (4.0f * soft) + 0.5f); /* wide, cloudy transition */
+                val = br->fat + 7.0f * fine + 4.0f * fine2 + (br->dense - br->fat) * (0.6f * g + 0.4f * cloud);
+            } else {
+                val = br->fat;
+            }
+            if (mlo && pf < 1.25f) {
+                /* pectoral muscle: bright, brighter towards the corner, soft edge, faint striation */
+                float m = mama__smooth((1.0f - pf) / 0.06f + 0.5f);
+                float pv = v.pect_level + 20.0f * (1.0f - pf) + 5.0f * fine + 3.0f * fine2;
+                val = val * (1 - m) + pv * m;
+            }
+            /* thinner tissue towards the skin: darker periphery */
+            edge_px = (1.0f - rho) * (v.a < v.b ? v.a : v.b);
+            val *= 0.60f + 0.40f * mama__smooth(edge_px / (0.10f * (float)H));
+            /* skin line: a thin brighter band */
+            if (edge_px < 0.006f * (float)H + 0.8f) val += 26.0f;
+            f[k] = val;
+        }
+    mama__draw_finding(f, &v, br, mlo ? 0.6f : 0.0f, box);
+    /* acquisition noise, nearly Gaussian: the sum of four 16-bit uniforms
+     * (Irwin-Hall, variance 4/12) from one 64-bit draw; the background keeps
+     * a faint noise floor */
+    for (i = 0; i < (int)npix; i++) {
+        uint64_t z = mama_rng_u64(&r);
+        float val = f[i], nz = ((float)((z & 0xFFFF) + ((z >> 16) & 0xFFFF) + ((z >> 32) & 0xFFFF) + (z >> 48)) *
+                                    (1.0f / 65536.0f) - 2.0f) * 1.7320508f;
+        if (val > 0) val += 2.5f * nz;
+        else val = fabsf(1.2f * nz);
+        img->pix[i] = mama__round_u8(val);
+    }
+done:
+    mama_free(f);
+    mama_free(score);
+    mama__fbm_free(&fb);
+    mama_free(g_pol.v);
+    mama_free(g_pol2.v);
+    if (st != MAMA_OK) mama_image_free(img);
+    return st;
+}
+
+static uint64_t mama__study_seed(uint64_t seed, uint64_t index) {
+    uint64_t x = seed ^ ((index + 1) * 0xD1B54A32D192ED03ull);
+    return mama__splitmix64(&x);
+}
+
+MAMA_API mama_status mama_synth_study(uint64_t seed, int index, int size, int balanced, mama_synth_image views[4]) {
+    static const float p_letter[7] = {0.10f, 0.50f, 0.22f, 0.06f, 0.06f, 0.035f, 0.025f}; /* A N B P S M K */
+    static const float p_density[4] = {0.10f, 0.40f, 0.40f, 0.10f};
+    static const char *const races[6] = {"Caucasian or White", "African American or Black", "Asian",
+                                         "Native Hawaiian or Other Pacific Islander",
+                                         "American Indian or Alaskan Native", "Unknown"};
+    static const float p_race[6] = {0.45f, 0.38f, 0.07f, 0.01f, 0.01f, 0.08f};
+    mama_rng r;
+    mama__breast br[2];
+    int side, view, i, age, race, hisp, density, W, H;
+    const char *proc, *split;
+    uint64_t sseed = mama__study_seed(seed, (uint64_t)index);
+    float u;
+    for (i = 0; i < 4; i++) memset(&views[i], 0, sizeof views[i]);
+    if (size < 32 || size > 16384 || index < 0)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "synth_study: size %d (32..16384) or index %d invalid", size, index);
+    H = size;
+    W = (size * 13 + 8) / 16;
+    mama_rng_seed(&r, sseed);
+    age = 40 + (int)mama_rng_below(&r, 41);
+    race = mama__pick(&r, p_race, 6);
+    hisp = mama_rng_uniform(&r) < 0.06f;
+    density = balanced ? 1 + (int)mama_rng_below(&r, 4) : 1 + mama__pick(&r, p_density, 4);
+    for (side = 0; side < 2; side++) {
+        int letter = balanced ? (int)mama_rng_below(&r, 7) : mama__pick(&r, p_letter, 7);
+        mama__breast_draw(&br[side], letter, density, &r);
+        /* both breasts of a patient look alike */
+        if (side == 1) {
+            br[1].depth = br[0].depth * (0.96f + 0.08f * mama_rng_uniform(&r));
+            br[1].halfh = br[0].halfh * (0.96f + 0.08f * mama_rng_uniform(&r));
+            br[1].fat = br[0].fat;
+            br[1].dense = br[0].dense;
+            br[1].dense_frac = br[0].dense_frac;
+        }
+    }
+    u = mama_rng_uniform(&r);
+    if (u < 0.85f) proc = "MG Screening Bilateral";
+    else {
+        int fl = br[0].letter != 1, fr = br[1].letter != 1;
+        proc = fl && !fr ? "MG Diagnostic Left" : fr && !fl ? "MG Diagnostic Right" : "MG Diagnostic Bilateral";
+    }
+    u = mama_hash_uniform(seed ^ 0x5EEDull, (uint64_t)index);
+    split = u < 0.7f ? "train" : u < 0.8f ? "val" : "test";
+    for (side = 0; side < 2; side++)
+        for (view = 0; view < 2; view++) {
+            mama_synth_image *o = &views[side * 2 + view];
+            const mama__breast *b = &br[side];
+            mama_status st = mama__render_view(b, W, H, view, side, mama__study_seed(sseed, (uint64_t)(side * 2 + view)),
+                                               &o->img, o->box);
+            if (st != MAMA_OK) {
+                for (i = 0; i < 4; i++) mama_image_free(&views[i].img);
+                return st;
+            }
+            snprintf(o->path, sizeof o->path, "images/p%05d_%c_%s.png", index + 1, side ? 'R' : 'L', view ? "MLO" : "CC");
+            snprintf(o->patient, sizeof o->patient, "p%05d", index + 1);
+            snprintf(o->study, sizeof o->study, "s%05d", index + 1);
+            snprintf(o->side, sizeof o->side, "%s", side ? "right" : "left");
+            snprintf(o->view, sizeof o->view, "%s", view ? "MLO" : "CC");
+            snprintf(o->procedure, sizeof o->procedure, "%s", proc);
+            o->age = age;
+            snprintf(o->race, sizeof o->race, "%s", races[race]);
+            snprintf(o->ethnicity, sizeof o->ethnicity, "%s", hisp ? "Hispanic or Latino" : "Non-Hispanic or Latino");
+            snprintf(o->image_type, sizeof o->image_type, "2D");
+            o->density = density;
+            o->birads[0] = mama__letters[b->letter];
+            o->birads[1] = 0;
+            if (b->mass) {
+                snprintf(o->mass_shape, sizeof o->mass_shape, "%s", mama__shape_names[b->shape]);
+                snprintf(o->mass_density, sizeof o->mass_density, "%s", mama__mdens_names[b->mdens]);
+            }
+            if (b->calc) {
+                snprintf(o->calc_type, sizeof o->calc_type, "%s", mama__calc_names[b->ctype]);
+                snprintf(o->calc_distribution, sizeof o->calc_distribution, "%s", mama__dist_names[b->cdist]);
+            }
+            o->cancer = b->cancer;
+            snprintf(o->split, sizeof o->split, "%s", split);
+        }
+    return MAMA_OK;
+}
+
+/* One CSV field, quoted (RFC 4180) when it holds a comma, quote or newline. */
+static void mama__synth_csv_field(FILE *f, const char *s, int last) {
+    if (strpbrk(s, ",\"\r\n")) {
+        fputc('"', f);
+        for (; *s; s++) {
+            if (*s == '"') fputc('"', f);
+            fputc(*s, f);
+        }
+        fputc('"', f);
+    } else {
+        fputs(s, f);
+    }
+    fputc(last ? '\n' : ',', f);
+}
+
+static mama_status mama__write_manifest(const char *path, const mama_synth_image *m, long n) {
+    FILE *f = fopen(path, "wb");
+    long i;
+    char num[32];
+    int ok;
+    if (!f) return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    fputs("path,patient,study,side,view,procedure,age,race,ethnicity,image_type,density,birads,"
+          "mass_shape,mass_density,calc_type,calc_distribution,cancer,split\n", f);
+    for (i = 0; i < n; i++) {
+        const mama_synth_image *o = &m[i];
+        mama__synth_csv_field(f, o->path, 0);
+        mama__synth_csv_field(f, o->patient, 0);
+        mama__synth_csv_field(f, o->study, 0);
+        mama__synth_csv_field(f, o->side, 0);
+        mama__synth_csv_field(f, o->view, 0);
+        mama__synth_csv_field(f, o->procedure, 0);
+        snprintf(num, sizeof num, "%d", o->age);
+        mama__synth_csv_field(f, num, 0);
+        mama__synth_csv_field(f, o->race, 0);
+        mama__synth_csv_field(f, o->ethnicity, 0);
+        mama__synth_csv_field(f, o->image_type, 0);
+        snprintf(num, sizeof num, "%d", o->density);
+        mama__synth_csv_field(f, num, 0);
+        mama__synth_csv_field(f, o->birads, 0);
+        mama__synth_csv_field(f, o->mass_shape, 0);
+        mama__synth_csv_field(f, o->mass_density, 0);
+        mama__synth_csv_field(f, o->calc_type, 0);
+        mama__synth_csv_field(f, o->calc_distribution, 0);
+        snprintf(num, sizeof num, "%d", o->cancer);
+        mama__synth_csv_field(f, num, 0);
+        mama__synth_csv_field(f, o->split, 1);
+    }
+    ok = !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) return MAMA_FAIL(MAMA_ERR_IO, "%s: write failed", path);
+    return MAMA_OK;
+}
+
+static mama_status mama__ensure_dir(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) return MAMA_OK;
+        return MAMA_FAIL(MAMA_ERR_IO, "%s exists and is not a directory", path);
+    }
+    if (mama__mkdir(path) != 0 && errno != EEXIST)
+        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_synth_write(const char *out_dir, int studies, int size, uint64_t seed, int balanced) {
+    mama_synth_image *meta = NULL;
+    char dir[1024], err[1024];
+    mama_status first = MAMA_OK;
+    int i;
+    err[0] = 0;
+    if (!out_dir || studies <= 0 || strlen(out_dir) > 900)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "synth_write: bad out_dir or study count %d", studies);
+    MAMA_TRY(mama__ensure_dir(out_dir));
+    snprintf(dir, sizeof dir, "%s/images", out_dir);
+    MAMA_TRY(mama__ensure_dir(dir));
+    MAMA_TRY(mama_calloc((void **)&meta, (size_t)studies * 4 * sizeof *meta, "synthetic manifest rows"));
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 4)
+#endif
+    for (i = 0; i < studies; i++) {
+        mama_synth_image v[4];
+        char path[1024];
+        int k;
+        mama_status st;
+        if (first != MAMA_OK) continue; /* racy read is fine: only skips work */
+        st = mama_synth_study(seed, i, size, balanced, v);
+        for (k = 0; k < 4 && st == MAMA_OK; k++) {
+            snprintf(path, sizeof path, "%s/%s", out_dir, v[k].path);
+            st = mama_image_save_png(&v[k].img, path);
+        }
+        for (k = 0; k < 4; k++) {
+            mama_image_free(&v[k].img);
+            meta[(size_t)i * 4 + k] = v[k];
+        }
+        if (st != MAMA_OK) {
+#ifdef _OPENMP
+#pragma omp critical(mama_synth_error)
+#endif
+            {
+                if (first == MAMA_OK) {
+                    first = st;
+                    snprintf(err, sizeof err, "%s", mama_last_error());
+                }
+            }
+        }
+    }
+    if (first != MAMA_OK) {
+        mama_free(meta);
+        return MAMA_FAIL(first, "synth_write: %s", err);
+    }
+    snprintf(dir, sizeof dir, "%s/manifest.csv", out_dir);
+    first = mama__write_manifest(dir, meta, (long)studies * 4);
+    mama_free(meta);
+    return first;
+}
+
+/* ==========================================================================
+ * 10. DATA: datasets, batches, the loader thread
+ * ========================================================================== */
+
+#if !defined(MAMA_NO_THREADS) && (defined(__unix__) || defined(__APPLE__))
+#include <pthread.h>
+#include <unistd.h>
+#define MAMA_HAVE_PTHREADS 1
+#endif
+
+struct mama_dataset {
+    mama_manifest man;
+    mama_tokenizer *tok;
+    mama_dataset_opts opts;
+    int image_size, in_chans, context;
+    int *split_idx[3], split_n[3];
+    mama_image *cache;           /* prepared images, when opts.cache */
+    unsigned char *bad;          /* 1: image could not be decoded (skipped) */
+    int skipped;
+};
+
+MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->cache = 1;
+    o->only_2d = 1;
+}
+MAMA_API const mama_manifest *mama_dataset_manifest(const mama_dataset *d) { return &d->man; }
+MAMA_API const mama_tokenizer *mama_dataset_tokenizer(const mama_dataset *d) { return d->tok; }
+MAMA_API int mama_dataset_skipped(const mama_dataset *d) { return d->skipped + d->man.skipped; }
+MAMA_API int mama_dataset_split(const mama_dataset *d, mama_split s, const int **indices) {
+    if (indices) *indices = d->split_idx[s];
+    return d->split_n[s];
+}
+
+MAMA_API void mama_dataset_free(mama_dataset *d) {
+    int i;
+    if (!d) return;
+    if (d->cache)
+        for (i = 0; i < d->man.count; i++) mama_image_free(&d->cache[i]);
+    mama_free(d->cache);
+    mama_free(d->bad);
+    for (i = 0; i < 3; i++) mama_free(d->split_idx[i]);
+    mama_tokenizer_free(d->tok);
+    mama_manifest_free(&d->man);
+    mama_free(d);
+}
+
+/* Steps 1-3 of the pipeline (decode, letterbox, Otsu crop, stretch). */
+static mama_status mama__prepare_record(mama_dataset *d, int i, mama_image *out) {
+    mama_image raw;
+    mama_status s;
+    memset(&raw, 0, sizeof raw);
+    MAMA_TRY(mama_image_load(d->man.records[i].path, &raw));
+    s = mama_image_prepare(&raw, d->image_size, out);
+    mama_image_free(&raw);
+    return s;
+}
+
+MAMA_API mama_status mama_dataset_open(mama_dataset **out, const mama_dataset_opts *o, const mama_config *c) {
+    mama_dataset *d;
+    int i, n, sp;
+    mama_status s = MAMA_OK;
+    char first_error[1024] = "";
+    *out = NULL;
+    if (!o || !o->manifest) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_dataset_open: no manifest given");
+    MAMA_TRY(mama_calloc((void **)&d, sizeof *d, "dataset"));
+    d->opts = *o;
+    d->image_size = c->image_size;
+    d->in_chans = c->in_chans;
+    d->context = c->context;
+    if ((s = mama_manifest_load(&d->man, o->manifest, o->skip_bad_rows)) != MAMA_OK) goto fail;
+    if (o->tokenizer && (s = mama_tokenizer_load(&d->tok, o->tokenizer)) != MAMA_OK) goto fail;
+    if (d->tok && mama_tokenizer_vocab_size(d->tok) > c->vocab_size) {
+        s = MAMA_FAIL(MAMA_ERR_SHAPE, "tokenizer %s has %d tokens but the model's vocabulary has %d", o->tokenizer,
+                      mama_tokenizer_vocab_size(d->tok), c->vocab_size);
+        goto fail;
+    }
+    n = d->man.count;
+    if ((s = mama_calloc((void **)&d->bad, (size_t)n + 1, "dataset flags")) != MAMA_OK) goto fail;
+    if (o->cache) {
+        if ((s = mama_calloc((void **)&d->cache, sizeof(mama_image) * (size_t)(n + 1), "image cache")) != MAMA_OK) goto fail;
+        /* Decode and prepare every image once, in parallel.  Errors are
+         * collected per image so that the first failing file is reported. */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8)
+#endif
+        for (i = 0; i < n; i++) {
+            if (mama__prepare_record(d, i, &d->cache[i]) != MAMA_OK) {
+                d->bad[i] = 1;
+#ifdef _OPENMP
+#pragma omp critical(mama_dataset_error)
+#endif
+                if (!first_error[0]) snprintf(first_error, sizeof first_error, "%s", mama_last_error());
+            }
+        }
+        for (i = 0; i < n; i++) d->skipped += d->bad[i];
+        if (d->skipped && !o->skip_bad_rows) {
+            s = MAMA_FAIL(MAMA_ERR_IO, "%s: %d image(s) could not be read; first: %s (skip them with skip_bad_rows)",
+                          o->manifest, d->skipped, first_error);
+            goto fail;
+        }
+    }
+    for (sp = 0; sp < 3; sp++) {
+        if ((s = mama_alloc((void **)&d->split_idx[sp], sizeof(int) * (size_t)(n + 1), "split index")) != MAMA_OK) goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        const mama_record *r = &d->man.records[i];
+        if (d->bad[i]) continue;
+        if (o->only_2d && strcmp(r->image_type, "2D") && strcmp(r->image_type, "unknown")) continue;
+        if (r->split >= 0 && r->split < 3) d->split_idx[r->split][d->split_n[r->split]++] = i;
+    }
+    *out = d;
+    return MAMA_OK;
+fail:
+    mama_dataset_free(d);
+    return s;
+}
+
+/* The manifest stores a missing value as "unknown"; the caption builder
+ * wants NULL for "not in the record" (so that the mass and calcification
+ * sentences appear only when both of their fields are known, SPEC A.6). */
+static const char *mama__known(const char *s) { return s && strcmp(s, "unknown") ? s : NULL; }
+
+MAMA_API void mama_record_caption_fields(const mama_record *r, mama_caption_fields *f) {
+    mama_caption_fields_init(f);
+    f->procedure = mama__known(r->procedure);
+    f->race = mama__known(r->race);
+    f->ethnicity = mama__known(r->ethnicity);
+    f->image_type = mama__known(r->image_type);
+    f->side = mama__known(r->side);
+    f->view = mama__known(r->view);
+    f->mass_shape = mama__known(r->mass_shape);
+    f->mass_density = mama__known(r->mass_density);
+    f->calc_type = mama__known(r->calc_type);
+    f->calc_distribution = mama__known(r->calc_distribution);
+    f->birads = strlen(r->birads) == 1 ? r->birads[0] : 0;
+    f->age = r->age;
+    f->density = r->density;
+}
+
+MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, mama_rng *rng, float *out) {
+    mama_image prepared, aug;
+    const mama_image *src;
+    mama_augment_opts o = mama_augment_defaults();
+    mama_status s = MAMA_OK;
+    if (record < 0 || record >= d->man.count)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "dataset image index %d out of range (0..%d)", record, d->man.count - 1);
+    memset(&prepared, 0, sizeof prepared);
+    memset(&aug, 0, sizeof aug);
+    o.size = d->image_size;
+    if (d->cache && d->cache[record].pix) {
+        src = &d->cache[record];
+    } else {
+        MAMA_TRY(mama__prepare_record(d, record, &prepared));
+        src = &prepared;
+    }
+    if (train) {
+        s = mama_image_augment(src, &o, rng, &aug);
+        if (s == MAMA_OK) mama_image_to_tensor(&aug, o.mean, o.std, d->in_chans, out);
+    } else {
+        mama_image_to_tensor(src, o.mean, o.std, d->in_chans, out);
+    }
+    mama_image_free(&aug);
+    mama_image_free(&prepared);
+    return s;
+}
+
+MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mask_p, mama_rng *rng, int *ids,
+                                          int *mask) {
+    mama_caption_fields f;
+    char *caption = NULL;
+    mama_status s;
+    if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "dataset has no tokenizer");
+    mama_record_caption_fields(&d->man.records[record], &f);
+    if (mask_p > 0) mama_caption_mask(&f, &f, mask_p, rng);
+    MAMA_TRY(mama_caption_build_alloc(&f, &caption));
+    s = mama_tokenizer_encode_caption(d->tok, caption, d->context, ids, mask, NULL);
+    mama_free(caption);
+    return s;
+}
+
+/* ---- 10.1 Training batches.  Micro-batch k holds the samples at positions
+ * k*B .. k*B+B-1 of an endless sequence of epochs, each a permutation of
+ * the train split seeded by (seed, epoch); each sample's randomness comes
+ * from (seed, position).  So a batch is a pure function of (seed, k):
+ * resuming and threading cannot change it. */
+static uint64_t mama__mix2(uint64_t a, uint64_t b) {
+    uint64_t x = a ^ (b * 0x9E3779B97F4A7C15ull);
+    return mama__splitmix64(&x);
+}
+
+typedef struct mama__batch_buf {
+    float *images, *ext;
+    int *ids, *mask;
+} mama__batch_buf;
+
+typedef struct mama__loader {
+    mama_dataset *d;
+    const mama_pretrain_opts *o;
+    int B, n, accum;
+    size_t img;
+    int *perm;                   /* permutation of the current epoch */
+    long perm_epoch;
+    mama__batch_buf slot[2];
+    long slot_job[2];            /* job held by a slot, -1 when empty */
+    mama_status slot_status[2];
+    char slot_error[2][1024];
+    long next_job, last_job;     /* worker: next job to build; jobs < last_job only */
+    long released;               /* jobs the trainer is done with */
+#ifdef MAMA_HAVE_PTHREADS
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started;
+#endif
+    int stop;
+} mama__loader;
+
+static void mama__loader_epoch(mama__loader *L, long epoch) {
+    mama_rng r;
+    const int *idx;
+    int i;
+    mama_dataset_split(L->d, MAMA_SPLIT_TRAIN, &idx);
+    mama_rng_seed(&r, mama__mix2(L->o->seed, (uint64_t)epoch + 0x51ull));
+    for (i = 0; i < L->n; i++) L->perm[i] = idx[i];
+    for (i = L->n - 1; i > 0; i--) { /* Fisher-Yates */
+        int j = (int)mama_rng_below(&r, (uint32_t)(i + 1)), t = L->perm[i];
+        L->perm[i] = L->perm[j]; L->perm[j] = t;
+    }
+    L->perm_epoch = epoch;
+}
+
+/* Build micro-batch `job` into `b`.  The ext image (SPEC A.4): with
+ * probability ext_other_view_p another image of the same study, otherwise
+ * (or when the study has one image) a second augmentation of the image. */
+static mama_status mama__build_batch(mama__loader *L, long job, mama__batch_buf *b) {
+    const mama_pretrain_opts *o = L->o;
+    mama_dataset *d = L->d;
+    long step = job / L->accum;
+    int late = step >= o->late_loss, i;
+    for (i = 0; i < L->B; i++) {
+        long pos = job * L->B + i, epoch = pos / L->n;
+        int rec, other = -1;
+        mama_rng r;
+        if (epoch != L->perm_epoch) mama__loader_epoch(L, epoch);
+        rec = L->perm[pos % L->n];
+        mama_rng_seed(&r, mama__mix2(o->seed, (uint64_t)pos));
+        MAMA_TRY(mama_dataset_image(d, rec, 1, &r, b->images + L->img * i));
+        MAMA_TRY(mama_dataset_caption(d, rec, o->caption_mask_p, &r, b->ids + (size_t)i * d->context,
+                                      b->mask + (size_t)i * d->context));
+        if (late) {
+            const mama_study *st = &d->man.studies[d->man.records[rec].study_index];
+            if (st->count > 1 && mama_rng_uniform(&r) < o->ext_other_view_p) {
+                int k = (int)mama_rng_below(&r, (uint32_t)(st->count - 1));
+                other = d->man.study_members[st->first + k];
+                if (other == rec) other = d->man.study_members[st->first + st->count - 1];
+                if (d->bad[other]) other = -1;
+            }
+            MAMA_TRY(mama_dataset_image(d, other >= 0 ? other : rec, 1, &r, b->ext + L->img * i));
+        }
+    }
+    return MAMA_OK;
+}
+
+#ifdef MAMA_HAVE_PTHREADS
+/* The worker builds job k into slot k % 2 as soon as the trainer has
+ * released job k - 2, so one batch is always being prepared while the
+ * model trains on the other. */
+static void *mama__loader_main(void *arg) {
+    mama__loader *L = (mama__loader *)arg;
+    for (;;) {
+        long job;
+        int slot;
+        mama_status s;
+        pthread_mutex_lock(&L->mu);
+        while (!L->stop && (L->next_job >= L->last_job || L->next_job - L->released >= 2))
+            pthread_cond_wait(&L->cv, &L->mu);
+        if (L->stop) { pthread_mutex_unlock(&L->mu); return NULL; }
+        job = L->next_job;
+        slot = (int)(job % 2);
+        pthread_mutex_unlock(&L->mu);
+        s = mama__build_batch(L, job, &L->slot[slot]);
+        pthread_mutex_lock(&L->mu);
+        L->slot_status[slot] = s;
+        if (s != MAMA_OK) snprintf(L->slot_error[slot], sizeof L->slot_error[slot], "%s", mama_last_error());
+        L->slot_job[slot] = job;
+        L->next_job++;
+        pthread_cond_broadcast(&L->cv);
+        pthread_mutex_unlock(&L->mu);
+    }
+}
+#endif
+
+static void mama__loader_free(mama__loader *L) {
+    int k;
+#ifdef MAMA_HAVE_PTHREADS
+    if (L->started) {
+        pthread_mutex_lock(&L->mu);
+        L->stop = 1;
+        pthread_cond_broadcast(&L->cv);
+        pthread_mutex_unlock(&L->mu);
+        pthread_join(L->thread, NULL);
+        pthread_mutex_destroy(&L->mu);
+        pthread_cond_destroy(&L->cv);
+        L->started = 0;
+    }
+#endif
+    for (k = 0; k < 2; k++) {
+        mama_free(L->slot[k].images); mama_free(L->slot[k].ext);
+        mama_free(L->slot[k].ids); mama_free(L->slot[k].mask);
+    }
+    mama_free(L->perm);
+    memset(L, 0, sizeof *L);
+}
+
+static mama_status mama__loader_init(mama__loader *L, mama_dataset *d, const mama_pretrain_opts *o, long first_job,
+                                     long last_job) {
+    int k;
+    memset(L, 0, sizeof *L);
+    L->d = d; L->o = o; L->B = o->batch; L->accum = o->accum;
+    L->n = d->split_n[MAMA_SPLIT_TRAIN];
+    L->img = (size_t)d->in_chans * d->image_size * d->image_size;
+    L->perm_epoch = -1;
+    L->next_job = L->released = first_job;
+    L->last_job = last_job;
+    L->slot_job[0] = L->slot_job[1] = -1;
+    if (L->n < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "%s: the train split is empty", d->man.path);
+    if (mama_alloc((void **)&L->perm, sizeof(int) * (size_t)L->n, "loader permutation") != MAMA_OK) return MAMA_ERR_NOMEM;
+    for (k = 0; k < 2; k++) {
+        if (mama_alloc((void **)&L->slot[k].images, sizeof(float) * L->img * L->B, "loader batch") != MAMA_OK ||
+            mama_alloc((void **)&L->slot[k].ext, sizeof(float) * L->img * L->B, "loader batch") != MAMA_OK ||
+            mama_alloc((void **)&L->slot[k].ids, sizeof(int) * (size_t)L->B * d->context, "loader batch") != MAMA_OK ||
+            mama_alloc((void **)&L->slot[k].mask, sizeof(int) * (size_t)L->B * d->context, "loader batch") != MAMA_OK) {
+            mama__loader_free(L);
+            return MAMA_ERR_NOMEM;
+        }
+    }
+#ifdef MAMA_HAVE_PTHREADS
+    pthread_mutex_init(&L->mu, NULL);
+    pthread_cond_init(&L->cv, NULL);
+    if (pthread_create(&L->thread, NULL, mama__loader_main, L) == 0) L->started = 1;
+    else { pthread_mutex_destroy(&L->mu); pthread_cond_destroy(&L->cv); }
+#endif
+    return MAMA_OK;
+}
+
+/* The batch of `job`, waiting for the worker if needed (or building it here
+ * when there is no worker thread). */
+static mama_status mama__loader_get(mama__loader *L, long job, mama__batch_buf **b) {
+    int slot = (int)(job % 2);
+#ifdef MAMA_HAVE_PTHREADS
+    if (L->started) {
+        mama_status s;
+        pthread_mutex_lock(&L->mu);
+        while (L->slot_job[slot] != job) pthread_cond_wait(&L->cv, &L->mu);
+        s = L->slot_status[slot];
+        pthread_mutex_unlock(&L->mu);
+        *b = &L->slot[slot];
+        if (s != MAMA_OK) return MAMA_FAIL(s, "data loader: %s", L->slot_error[slot]);
+        return MAMA_OK;
+    }
+#endif
+    *b = &L->slot[slot];
+    return mama__build_batch(L, job, *b);
+}
+
+static void mama__loader_release(mama__loader *L, long job) {
+#ifdef MAMA_HAVE_PTHREADS
+    if (L->started) {
+        pthread_mutex_lock(&L->mu);
+        L->released = job + 1;
+        pthread_cond_broadcast(&L->cv);
+        pthread_mutex_unlock(&L->mu);
+        return;
+    }
+#endif
+    L->released = job + 1;
+}
+
+/* ==========================================================================
+ * 11. LOOPS: pretraining, checkpoints
+ * ========================================================================== */
+
+MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->steps = 40000; o->batch = 36; o->accum = 2;
+    o->lr = 4e-5f; o->lr_floor = 1e-8f; o->warmup = 4000; o->weight_decay = 0.1f;
+    o->late_loss = 8000; o->use_mv = o->use_sym = o->use_sla = 1;
+    o->ext_other_view_p = 0.5f; o->caption_mask_p = 0.8f;
+    o->seed = 1; o->max_bad_steps = 5;
+    o->aug = mama_augment_defaults();
+}
+
+/* ---- 11.1 Checkpoints: the model's tensors (A.8 names), the AdamW moments
+ * as `optimizer.adam_m` / `optimizer.adam_v` over the [train | late]
+ * groups, and metadata: mama_config, step, seed, the optimiser's step
+ * counts.  Every random choice of training derives from (seed, step), so
+ * these restore the run exactly. */
+MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
+                                          uint64_t seed) {
+    mama_st_writer *w = NULL;
+    float *host = NULL, *moments = NULL;
+    size_t total = m->group_offset[3] + m->group_numel[3], n = opt ? opt->n_train + opt->n_late : 0;
+    int64_t shape = (int64_t)n;
+    char buf[64];
+    mama_status s;
+    MAMA_TRY(mama_alloc((void **)&host, sizeof(float) * (total + 1), "checkpoint"));
+    if ((s = mama_alloc((void **)&moments, sizeof(float) * (2 * n + 1), "checkpoint")) != MAMA_OK) { mama_free(host); return s; }
+    s = mama_st_writer_init(&w);
+    if (s == MAMA_OK) s = mama__writer_add_model(w, m, host);
+    if (s == MAMA_OK && opt) {
+        s = m->be->to_host(m->be, moments, opt->m, sizeof(float) * n);
+        if (s == MAMA_OK) s = m->be->to_host(m->be, moments + n, opt->v, sizeof(float) * n);
+        if (s == MAMA_OK) s = mama_st_writer_add(w, "optimizer.adam_m", MAMA_F32, 1, &shape, moments);
+        if (s == MAMA_OK) s = mama_st_writer_add(w, "optimizer.adam_v", MAMA_F32, 1, &shape, moments + n);
+        snprintf(buf, sizeof buf, "%ld", opt->step_train);
+        if (s == MAMA_OK) s = mama_st_writer_meta(w, "adam_step_train", buf);
+        snprintf(buf, sizeof buf, "%ld", opt->step_late);
+        if (s == MAMA_OK) s = mama_st_writer_meta(w, "adam_step_late", buf);
+    }
+    snprintf(buf, sizeof buf, "%ld", step);
+    if (s == MAMA_OK) s = mama_st_writer_meta(w, "step", buf);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
+    if (s == MAMA_OK) s = mama_st_writer_meta(w, "seed", buf);
+    if (s == MAMA_OK) s = mama_st_writer_meta(w, "format", "mama-checkpoint-1");
+    if (s == MAMA_OK) s = mama_st_writer_write(w, path); /* temporary file, fsync, rename */
+    mama_st_writer_free(w);
+    mama_free(host);
+    mama_free(moments);
+    return s;
+}
+
+static mama_status mama__meta_long(const mama_safetensors *st, const char *key, long *v) {
+    const char *s = mama_st_meta(st, key);
+    char *end;
+    if (!s) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: checkpoint metadata has no '%s'", st->path, key);
+    *v = strtol(s, &end, 10);
+    if (end == s || *end) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: checkpoint metadata '%s' is not an integer", st->path, key);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_adamw *opt, long *step,
+                                          uint64_t *seed) {
+    mama_safetensors st;
+    float *moments = NULL;
+    long v;
+    size_t n = opt ? opt->n_train + opt->n_late : 0;
+    mama_status s;
+    const char *sd;
+    MAMA_TRY(mama_model_load_weights(m, path, 0, NULL));
+    memset(&st, 0, sizeof st);
+    MAMA_TRY(mama_st_open(&st, path));
+    s = mama__meta_long(&st, "step", &v);
+    if (s == MAMA_OK) *step = v;
+    sd = mama_st_meta(&st, "seed");
+    if (s == MAMA_OK && seed && sd) *seed = (uint64_t)strtoull(sd, NULL, 10);
+    if (s == MAMA_OK && opt) {
+        s = mama_alloc((void **)&moments, sizeof(float) * (2 * n + 1), "checkpoint moments");
+        if (s == MAMA_OK) s = mama_st_read_f32(&st, "optimizer.adam_m", moments, n);
+        if (s == MAMA_OK) s = mama_st_read_f32(&st, "optimizer.adam_v", moments + n, n);
+        if (s == MAMA_OK) s = m->be->to_device(m->be, opt->m, moments, sizeof(float) * n);
+        if (s == MAMA_OK) s = m->be->to_device(m->be, opt->v, moments + n, sizeof(float) * n);
+        if (s == MAMA_OK) s = mama__meta_long(&st, "adam_step_train", &opt->step_train);
+        if (s == MAMA_OK) s = mama__meta_long(&st, "adam_step_late", &opt->step_late);
+    }
+    mama_free(moments);
+    mama_st_close(&st);
+    return s;
+}
+
+/* ---- 11.2 Progress: a live line on a terminal, plain lines otherwise. */
+static int mama__stderr_is_terminal(void) {
+#ifdef MAMA_HAVE_PTHREADS
+    return isatty(2);
+#else
+    return 0;
+#endif
+}
+
+static void mama__progress(const mama_pretrain_opts *o, long step, const mama_losses *L, float lr, double ips,
+                           double eta, int tty) {
+    long every = o->steps / 50 > 0 ? o->steps / 50 : 1;
+    if (o->quiet) return;
+    if (tty) {
+        fprintf(stderr, "\rstep %ld/%ld  loss %.4f (clip %.3f mv %.3f sym %.3f sla %.3f)  lr %.2e  %.1f img/s  ETA %.0fs   ",
+                step + 1, o->steps, L->loss, L->clip, L->mv, L->sym, L->sla, lr, ips, eta);
+        if (step + 1 == o->steps) fputc('\n', stderr);
+    } else if ((step + 1) % every == 0 || step + 1 == o->steps || step == 0) {
+        fprintf(stderr, "step %ld/%ld loss %.4f clip %.4f mv %.4f sym %.4f sla %.4f lr %.3e %.1f img/s ETA %.0fs\n",
+                step + 1, o->steps, L->loss, L->clip, L->mv, L->sym, L->sla, lr, ips, eta);
+    }
+    fflush(stderr);
+}
+
+static int mama__file_exists(const char *path) {
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o,
+                                   mama_pretrain_result *res) {
+    mama_backend *be = m->be;
+    mama_adamw opt;
+    mama__loader L;
+    mama_pretrain_result r;
+    FILE *log = NULL;
+    long step = 0, bad_run = 0;
+    uint64_t seed = o->seed;
+    size_t ngrad = m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE];
+    double t0 = mama_time_seconds(), t_step0;
+    int tty = mama__stderr_is_terminal(), k;
+    mama_status s = MAMA_OK;
+    memset(&r, 0, sizeof r);
+    if (o->batch < 1 || o->batch > m->max_batch)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: batch %d does not fit the model's max_batch %d", o->batch, m->max_batch);
+    if (o->accum < 1 || o->steps < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps and accum must be >= 1");
+    if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: the dataset has no tokenizer");
+    MAMA_TRY(mama_adamw_init(&opt, m, o->weight_decay));
+    if (o->resume && o->checkpoint && mama__file_exists(o->checkpoint)) {
+        if ((s = mama_checkpoint_load(o->checkpoint, m, &opt, &step, &seed)) != MAMA_OK) { mama_adamw_free(&opt); return s; }
+        if (seed != o->seed) {
+            mama_adamw_free(&opt);
+            return MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with seed %llu, not %llu", o->checkpoint,
+                             (unsigned long long)seed, (unsigned long long)o->seed);
+        }
+        if (!o->quiet) fprintf(stderr, "resuming from %s at step %ld\n", o->checkpoint, step);
+    }
+    if (o->log_csv) {
+        log = fopen(o->log_csv, step > 0 ? "ab" : "wb");
+        if (!log) { mama_adamw_free(&opt); return MAMA_FAIL(MAMA_ERR_IO, "cannot open log %s: %s", o->log_csv, strerror(errno)); }
+        if (step == 0) fprintf(log, "step,lr,loss,clip,mv,sym,sla,grad_norm,skipped,images_per_s,seconds\n");
+    }
+    if ((s = mama__loader_init(&L, d, o, step * o->accum, o->steps * o->accum)) != MAMA_OK) {
+        if (log) fclose(log);
+        mama_adamw_free(&opt);
+        return s;
+    }
+    t_step0 = mama_time_seconds();
+    for (r.steps_done = 0; step < o->steps && (o->stop_at <= 0 || step < o->stop_at); step++) {
+        int late = step >= o->late_loss;
+        float lr = mama_lr_cosine(step, o->warmup, o->steps, o->lr, o->lr_floor);
+        mama_losses sum, Lk;
+        mama_step_opts so;
+        double gnorm, ips, eta;
+        memset(&sum, 0, sizeof sum);
+        mama_step_opts_default(&so);
+        so.late = late; so.use_mv = o->use_mv; so.use_sym = o->use_sym; so.use_sla = o->use_sla;
+        for (k = 0; k < o->accum; k++) {
+            long job = step * o->accum + k;
+            mama__batch_buf *b;
+            mama_batch batch;
+            if ((s = mama__loader_get(&L, job, &b)) != MAMA_OK) goto done;
+            batch.B = o->batch; batch.images = b->images; batch.ext_images = late ? b->ext : NULL;
+            batch.input_ids = b->ids; batch.attention_mask = b->mask;
+            so.seed = mama__mix2(seed, (uint64_t)job);
+            s = mama_model_step(m, &batch, &so, k > 0, &Lk);
+            mama__loader_release(&L, job);
+            if (s != MAMA_OK) goto done;
+            sum.loss += Lk.loss / o->accum; sum.clip += Lk.clip / o->accum; sum.mv += Lk.mv / o->accum;
+            sum.sym += Lk.sym / o->accum; sum.sla += Lk.sla / o->accum;
+        }
+        /* the reference averages the micro-batch losses: so do the gradients */
+        if (o->accum > 1) be->scale(be, m->grads, 1.0f / (float)o->accum, ngrad);
+        gnorm = mama_clip_grad_norm(be, m->grads, ngrad, o->clip_grad);
+        if (!isfinite(gnorm) || !isfinite(sum.loss)) {
+            r.skipped_steps++;
+            if (++bad_run >= o->max_bad_steps) {
+                s = MAMA_FAIL(MAMA_ERR_NUMERIC, "pretrain: %ld non-finite steps in a row at step %ld (loss %g, gradient "
+                              "norm %g); stopped, the last checkpoint (%s) is kept", bad_run, step, sum.loss, gnorm,
+                              o->checkpoint ? o->checkpoint : "none");
+                goto done;
+            }
+        } else {
+            bad_run = 0;
+            mama_adamw_step(&opt, m, lr, late);
+        }
+        r.last = sum;
+        r.steps_done++;
+        ips = (double)r.steps_done * o->batch * o->accum / (mama_time_seconds() - t_step0);
+        eta = (double)(o->steps - step - 1) * o->batch * o->accum / (ips > 0 ? ips : 1);
+        if (log) {
+            fprintf(log, "%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g,%ld,%.3f,%.3f\n", step + 1, lr, sum.loss, sum.clip,
+                    sum.mv, sum.sym, sum.sla, gnorm, r.skipped_steps, ips, mama_time_seconds() - t0);
+            fflush(log);
+        }
+        mama__progress(o, step, &sum, lr, ips, eta, tty);
+        /* never checkpoint inside a run of non-finite steps: the last good one stays */
+        if (o->checkpoint && o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps &&
+            bad_run == 0)
+            if ((s = mama_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed)) != MAMA_OK) goto done;
+    }
+    if (o->checkpoint && bad_run == 0) s = mama_checkpoint_save(o->checkpoint, m, &opt, step, seed);
+done:
+    mama__loader_free(&L);
+    if (log) fclose(log);
+    mama_adamw_free(&opt);
+    r.seconds = mama_time_seconds() - t0;
+    r.images_per_s = r.seconds > 0 ? (double)r.steps_done * o->batch * o->accum / r.seconds : 0;
+    if (res) *res = r;
+    return s;
+}
+
+/* ==========================================================================
+ * 11.3 Metrics (SPEC A.7)
+ * ========================================================================== */
+
+/* AUC of scores s (with stride) for "label == cls" by the Mann-Whitney
+ * statistic, tied scores sharing their average rank; NaN when one class is
+ * absent.  `order` receives the sample indices sorted by ascending score. */
+typedef struct mama__scored { float s; int i; } mama__scored;
+static int mama__scored_cmp(const void *a, const void *b) {
+    const mama__scored *x = (const mama__scored *)a, *y = (const mama__scored *)b;
+    if (x->s != y->s) return x->s < y->s ? -1 : 1;
+    return x->i - y->i;
+}
+static double mama__auc(const float *s, int stride, const int *y, int cls, int n, mama__scored *order) {
+    long pos = 0, neg = 0;
+    double rank_sum = 0;
+    int i, j;
+    for (i = 0; i < n; i++) { order[i].s = s[(size_t)i * stride]; order[i].i = i; }
+    qsort(order, (size_t)n, sizeof *order, mama__scored_cmp);
+    for (i = 0; i < n; ) {
+        int k = i;
+        double avg;
+        while (k + 1 < n && order[k + 1].s == order[i].s) k++;
+        avg = 0.5 * (double)(i + k) + 1.0;
+        for (j = i; j <= k; j++)
+            if (y[order[j].i] == cls) rank_sum += avg;
+        i = k + 1;
+    }
+    for (i = 0; i < n; i++) { if (y[i] == cls) pos++; else neg++; }
+    if (!pos || !neg) return NAN;
+    return (rank_sum - (double)pos * (pos + 1) / 2.0) / ((double)pos * neg);
+}
+
+MAMA_API mama_status mama_metrics_compute(const float *probs, const int *labels, int n, int K, mama_metrics *out) {
+    int i, k, present = 0;
+    mama__scored *order;
+    double recall_sum = 0, auc_sum = 0;
+    int auc_n = 0;
+    memset(out, 0, sizeof *out);
+    if (K < 2 || K > MAMA_MAX_CLASSES) return MAMA_FAIL(MAMA_ERR_INVALID, "metrics: %d classes (2..%d)", K, MAMA_MAX_CLASSES);
+    if (n < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "metrics: no samples");
+    out->n = n; out->K = K;
+    for (i = 0; i < n; i++) {
+        int best = 0;
+        if (labels[i] < 0 || labels[i] >= K) return MAMA_FAIL(MAMA_ERR_INVALID, "metrics: label %d of sample %d outside 0..%d", labels[i], i, K - 1);
+        for (k = 1; k < K; k++) if (probs[(size_t)i * K + k] > probs[(size_t)i * K + best]) best = k;
+        out->confusion[labels[i]][best]++;
+        if (best == labels[i]) out->accuracy += 1;
+    }
+    out->accuracy /= n;
+    for (k = 0; k < K; k++) {
+        int row = 0, j;
+        for (j = 0; j < K; j++) row += out->confusion[k][j];
+        if (row) { recall_sum += (double)out->confusion[k][k] / row; present++; }
+    }
+    out->balanced_accuracy = present ? recall_sum / present : NAN;
+    MAMA_TRY(mama_alloc((void **)&order, sizeof(mama__scored) * (size_t)n, "metrics"));
+    for (k = 0; k < K; k++) {
+        out->class_auc[k] = mama__auc(probs + k, K, labels, k, n, order);
+        if (out->class_auc[k] == out->class_auc[k]) { auc_sum += out->class_auc[k]; auc_n++; }
+        if (K == 2) break; /* binary: the AUC of the positive score */
+    }
+    if (K == 2) {
+        out->class_auc[1] = mama__auc(probs + 1, 2, labels, 1, n, order);
+        out->class_auc[0] = out->class_auc[1];
+        out->auc = out->class_auc[1];
+    } else {
+        out->auc = auc_n ? auc_sum / auc_n : NAN;
+    }
+    if (K == 2) {
+        double tp = out->confusion[1][1], fn = out->confusion[1][0], fp = out->confusion[0][1], tn = out->confusion[0][0];
+        double ptp = 0, pfp = 0, npos = tp + fn, best_gap = 1e30, prec, rec;
+        out->sensitivity = npos ? tp / npos : NAN;
+        out->specificity = (tn + fp) ? tn / (tn + fp) : NAN;
+        out->ppv = (tp + fp) ? tp / (tp + fp) : NAN;
+        out->npv = (tn + fn) ? tn / (tn + fn) : NAN;
+        out->f1 = (2 * tp + fp + fn) ? 2 * tp / (2 * tp + fp + fn) : NAN;
+        /* ROC points: predicting positive when score >= t, for each
+         * distinct t in ascending order (order[] holds the positive-class
+         * scores sorted by the AUC call above); the point whose sensitivity
+         * is nearest 0.8, no interpolation. */
+        out->spec_at_80_sens = NAN;
+        {
+            double below_pos = 0, below_neg = 0; /* samples with score < t */
+            for (i = 0; i < n; i++) {
+                if (i == 0 || order[i].s != order[i - 1].s) {
+                    double sn = npos > 0 ? (npos - below_pos) / npos : 0;
+                    /* ties in sensitivity: the ROC point is the one with the best specificity */
+                    if (npos > 0 && n - npos > 0 &&
+                        (fabs(sn - 0.8) < best_gap - 1e-12 ||
+                         (fabs(fabs(sn - 0.8) - best_gap) <= 1e-12 && below_neg / (n - npos) > out->spec_at_80_sens))) {
+                        best_gap = fabs(sn - 0.8);
+                        out->spec_at_80_sens = below_neg / (n - npos);
+                    }
+                }
+                if (labels[order[i].i] == 1) below_pos++; else below_neg++;
+            }
+        }
+        /* probabilistic F1 (RSNA screening challenge): soft counts */
+        for (i = 0; i < n; i++) {
+            double p = probs[(size_t)i * 2 + 1] / (probs[(size_t)i * 2] + probs[(size_t)i * 2 + 1] + 1e-30);
+            if (labels[i] == 1) ptp += p; else pfp += p;
+        }
+        prec = (ptp + pfp) > 0 ? ptp / (ptp + pfp) : 0;
+        rec = npos > 0 ? ptp / npos : 0;
+        out->pf1 = (prec + rec) > 0 ? 2 * prec * rec / (prec + rec) : 0;
+    }
+    mama_free(order);
+    return MAMA_OK;
+}
+
+MAMA_API const char *mama_task_name(mama_zeroshot_task t) {
+    return t == MAMA_ZEROSHOT_BIRADS ? "birads" : t == MAMA_ZEROSHOT_DENSITY ? "density" : "cancer";
+}
+
+MAMA_API int mama_task_label(mama_zeroshot_task t, const mama_record *r) {
+    static const char letters[] = "ANBPSMK";
+    if (t == MAMA_ZEROSHOT_BIRADS) {
+        const char *p = strlen(r->birads) == 1 ? strchr(letters, r->birads[0]) : NULL;
+        return p ? (int)(p - letters) : -1;
+    }
+    if (t == MAMA_ZEROSHOT_DENSITY) return r->density >= 1 && r->density <= 4 ? r->density - 1 : -1;
+    return r->cancer == 0 || r->cancer == 1 ? r->cancer : -1;
+}
+
+MAMA_API void mama_eval_result_free(mama_eval_result *r) {
+    mama_free(r->probs); mama_free(r->labels); mama_free(r->records);
+    memset(r, 0, sizeof *r);
+}
+
+/* The labelled records of a split for a task. */
+static mama_status mama__eval_items(mama_dataset *d, mama_split split, mama_zeroshot_task task, mama_eval_result *out) {
+    const int *idx;
+    int n = mama_dataset_split(d, split, &idx), i, K = mama_zeroshot_num_classes(task);
+    memset(out, 0, sizeof *out);
+    out->K = K;
+    MAMA_TRY(mama_alloc((void **)&out->records, sizeof(int) * (size_t)(n + 1), "eval items"));
+    if (mama_alloc((void **)&out->labels, sizeof(int) * (size_t)(n + 1), "eval items") != MAMA_OK ||
+        mama_alloc((void **)&out->probs, sizeof(float) * (size_t)(n + 1) * K, "eval items") != MAMA_OK) {
+        mama_eval_result_free(out);
+        return MAMA_ERR_NOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        int y = mama_task_label(task, &d->man.records[idx[i]]);
+        if (y < 0) continue;
+        out->records[out->n] = idx[i];
+        out->labels[out->n++] = y;
+    }
+    if (out->n == 0) {
+        mama_eval_result_free(out);
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: no %s images with a %s label", d->man.path, mama_split_name(split),
+                         mama_task_name(task));
+    }
+    return MAMA_OK;
+}
+
+/* Image embeddings (and pooled features) of records, eval pipeline, in
+ * chunks the model can take. */
+static mama_status mama__encode_records(mama_model *m, mama_dataset *d, const int *records, int n, float *emb,
+                                        float *pooled, int train_aug, uint64_t seed) {
+    const mama_config *c = mama_model_config(m);
+    size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
+    int chunk = 2 * m->max_batch, i, j;
+    float *buf;
+    mama_status s = MAMA_OK;
+    MAMA_TRY(mama_alloc((void **)&buf, sizeof(float) * img * (size_t)chunk, "encode buffer"));
+    for (i = 0; i < n && s == MAMA_OK; i += chunk) {
+        int nb = n - i < chunk ? n - i : chunk;
+#ifdef _OPENMP
+#pragma omp parallel for
+#endif
+        for (j = 0; j < nb; j++) {
+            mama_rng r;
+            mama_rng_seed(&r, mama__mix2(seed, (uint64_t)(i + j)));
+            if (mama_dataset_image(d, records[i + j], train_aug, &r, buf + img * j) != MAMA_OK) s = MAMA_ERR_IO;
+        }
+        if (s != MAMA_OK) break;
+        s = mama_encode_images(m, buf, nb, emb ? emb + (size_t)i * c->embed_dim : NULL,
+                               pooled ? pooled + (size_t)i * c->vision_dim : NULL);
+    }
+    mama_free(buf);
+    if (s == MAMA_ERR_IO) return MAMA_FAIL(s, "encoding images: %s", mama_last_error());
+    return s;
+}
+
+/* ---- 11.4 Zero-shot ---------------------------------------------------- */
+MAMA_API mama_status mama_zero_shot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
+                                    int ref_text_feature, mama_eval_result *out) {
+    const mama_config *c = mama_model_config(m);
+    int E = c->embed_dim, T = c->context, K, i, k, B = m->max_batch, queued = 0;
+    float *img_emb = NULL, *txt_emb = NULL, scale;
+    int *ids = NULL, *mask = NULL, *owner = NULL;
+    char *caption = NULL;
+    mama_status s;
+    if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "zero-shot needs a tokenizer");
+    MAMA_TRY(mama__eval_items(d, split, task, out));
+    K = out->K;
+    scale = expf(mama__read_scalar(m, m->w.logit_scale));
+#define MAMA__A(p, n) if ((s = mama_alloc((void **)&(p), (n), "zero-shot buffers")) != MAMA_OK) goto done
+    MAMA__A(img_emb, sizeof(float) * (size_t)out->n * E);
+    MAMA__A(txt_emb, sizeof(float) * (size_t)B * E);
+    MAMA__A(ids, sizeof(int) * (size_t)B * T);
+    MAMA__A(mask, sizeof(int) * (size_t)B * T);
+    MAMA__A(owner, sizeof(int) * (size_t)B * 2);
+#undef MAMA__A
+    if ((s = mama__encode_records(m, d, out->records, out->n, img_emb, NULL, 0, 0)) != MAMA_OK) goto done;
+    /* every (image, class) caption, batched B at a time */
+    for (i = 0; i < out->n; i++) {
+        mama_caption_fields f;
+        mama_record_caption_fields(&d->man.records[out->records[i]], &f);
+        for (k = 0; k < K; k++) {
+            if ((s = mama_zeroshot_caption_alloc(task, k, &f, &caption)) != MAMA_OK) goto done;
+            s = mama_tokenizer_encode_caption(d->tok, caption, T, ids + (size_t)queued * T, mask + (size_t)queued * T, NULL);
+            mama_free(caption);
+            caption = NULL;
+            if (s != MAMA_OK) goto done;
+            owner[2 * queued] = i; owner[2 * queued + 1] = k;
+            if (++queued == B || (i == out->n - 1 && k == K - 1)) {
+                int q, e;
+                if ((s = mama__encode_texts_ex(m, ids, mask, queued, txt_emb, ref_text_feature)) != MAMA_OK) goto done;
+                for (q = 0; q < queued; q++) {
+                    double dot = 0;
+                    const float *a = img_emb + (size_t)owner[2 * q] * E, *b = txt_emb + (size_t)q * E;
+                    for (e = 0; e < E; e++) dot += (double)a[e] * b[e];
+                    out->probs[(size_t)owner[2 * q] * K + owner[2 * q + 1]] = (float)(scale * dot);
+                }
+                queued = 0;
+            }
+        }
+    }
+    for (i = 0; i < out->n; i++) { /* softmax over the classes */
+        float *p = out->probs + (size_t)i * K, mx = p[0], sum = 0;
+        for (k = 1; k < K; k++) if (p[k] > mx) mx = p[k];
+        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
+        for (k = 0; k < K; k++) p[k] /= sum;
+    }
+    s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
+done:
+    mama_free(img_emb); mama_free(txt_emb); mama_free(ids); mama_free(mask); mama_free(owner);
+    if (s != MAMA_OK) mama_eval_result_free(out);
+    return s;
+}
+
+/* ---- 11.5 Linear probe (SPEC A.7) -------------------------------------- */
+MAMA_API void mama_probe_opts_default(mama_probe_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->steps = 8000; o->batch = 32; o->lr = 5e-4f; o->lr_floor = 1e-5f; o->warmup = 100;
+    o->momentum = 0.9f; o->weight_decay = 1e-3f; o->augment = 1; o->seed = 1;
+}
+
+/* One SGD step of the linear classifier (W [K, D], b [K]) on a batch of
+ * features x [n, D]: softmax cross-entropy, mean over the batch. */
+static double mama__probe_step(float *W, float *b, float *gW, float *gb, float *mW, float *mb, const float *x,
+                               const int *y, int n, int K, int D, float lr, const mama_probe_opts *o, int first) {
+    double loss = 0;
+    int i, k, j;
+    float logits[MAMA_MAX_CLASSES];
+    memset(gW, 0, sizeof(float) * (size_t)K * D);
+    memset(gb, 0, sizeof(float) * (size_t)K);
+    for (i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        float mx = -1e30f, sum = 0;
+        for (k = 0; k < K; k++) {
+            double z = b[k];
+            for (j = 0; j < D; j++) z += (double)W[(size_t)k * D + j] * xi[j];
+            logits[k] = (float)z;
+            if (logits[k] > mx) mx = logits[k];
+        }
+        for (k = 0; k < K; k++) { logits[k] = expf(logits[k] - mx); sum += logits[k]; }
+        loss -= log(logits[y[i]] / sum) / n;
+        for (k = 0; k < K; k++) {
+            float g = (logits[k] / sum - (k == y[i] ? 1.0f : 0.0f)) / (float)n;
+            gb[k] += g;
+            for (j = 0; j < D; j++) gW[(size_t)k * D + j] += g * xi[j];
+        }
+    }
+    /* PyTorch SGD: g += wd p; buf = mu buf + g (buf = g at first); p -= lr buf */
+    mama_cpu_backend()->sgd_step(mama_cpu_backend(), W, gW, mW, (size_t)K * D, lr, o->momentum, o->weight_decay, first);
+    mama_cpu_backend()->sgd_step(mama_cpu_backend(), b, gb, mb, (size_t)K, lr, o->momentum, o->weight_decay, first);
+    return loss;
+}
+
+MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
+                                       const mama_probe_opts *o, mama_split eval_split, mama_eval_result *out) {
+    const mama_config *c = mama_model_config(m);
+    mama_eval_result tr;
+    int D = c->vision_dim, K = mama_zeroshot_num_classes(task), i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
+    int cls_start[MAMA_MAX_CLASSES + 1], present[MAMA_MAX_CLASSES], npresent = 0, *batch_rec = NULL, *batch_y = NULL;
+    float *W = NULL, *b = NULL, *gW = NULL, *gb = NULL, *mW = NULL, *mb = NULL, *feat = NULL, *bx = NULL, *tf = NULL;
+    long step;
+    mama_rng rng;
+    mama_status s;
+    double t0 = mama_time_seconds();
+    memset(out, 0, sizeof *out);
+    MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &tr));
+#define MAMA__A(p, n) if ((s = mama_calloc((void **)&(p), (n), "linear probe")) != MAMA_OK) goto done
+    MAMA__A(W, sizeof(float) * (size_t)K * D); MAMA__A(b, sizeof(float) * K);
+    MAMA__A(gW, sizeof(float) * (size_t)K * D); MAMA__A(gb, sizeof(float) * K);
+    MAMA__A(mW, sizeof(float) * (size_t)K * D); MAMA__A(mb, sizeof(float) * K);
+    MAMA__A(by_class, sizeof(int) * (size_t)tr.n);
+    MAMA__A(batch_rec, sizeof(int) * (size_t)o->batch); MAMA__A(batch_y, sizeof(int) * (size_t)o->batch);
+    MAMA__A(bx, sizeof(float) * (size_t)o->batch * D);
+    if (!o->augment) MAMA__A(feat, sizeof(float) * (size_t)tr.n * D);
+#undef MAMA__A
+    /* class-balanced sampling: each draw picks a class uniformly among the
+     * present ones, then an image of it: P(image) proportional to 1/count */
+    memset(n_cls, 0, sizeof n_cls);
+    for (i = 0; i < tr.n; i++) n_cls[tr.labels[i]]++;
+    cls_start[0] = 0;
+    for (k = 0; k < K; k++) { cls_start[k + 1] = cls_start[k] + n_cls[k]; if (n_cls[k]) present[npresent++] = k; }
+    {
+        int fill[MAMA_MAX_CLASSES];
+        for (k = 0; k < K; k++) fill[k] = cls_start[k];
+        for (i = 0; i < tr.n; i++) by_class[fill[tr.labels[i]]++] = i;
+    }
+    mama_rng_seed(&rng, o->seed);
+    {   /* PyTorch's nn.Linear initialisation */
+        float bound = 1.0f / sqrtf((float)D);
+        for (i = 0; i < K * D; i++) W[i] = bound * (2 * mama_rng_uniform(&rng) - 1);
+        for (k = 0; k < K; k++) b[k] = bound * (2 * mama_rng_uniform(&rng) - 1);
+    }
+    if (!o->augment && (s = mama__encode_records(m, d, tr.records, tr.n, NULL, feat, 0, 0)) != MAMA_OK) goto done;
+    for (step = 0; step < o->steps; step++) {
+        float lr = mama_lr_cosine(step, o->warmup, o->steps, o->lr, o->lr_floor);
+        double loss;
+        for (i = 0; i < o->batch; i++) {
+            int cls = present[mama_rng_below(&rng, (uint32_t)npresent)];
+            int item = by_class[cls_start[cls] + (int)mama_rng_below(&rng, (uint32_t)n_cls[cls])];
+            batch_rec[i] = tr.records[item];
+            batch_y[i] = cls;
+            if (!o->augment) memcpy(bx + (size_t)i * D, feat + (size_t)item * D, sizeof(float) * D);
+        }
+        if (o->augment && (s = mama__encode_records(m, d, batch_rec, o->batch, NULL, bx, 1,
+                                                    mama__mix2(o->seed, (uint64_t)step))) != MAMA_OK) goto done;
+        loss = mama__probe_step(W, b, gW, gb, mW, mb, bx, batch_y, o->batch, K, D, lr, o, step == 0);
+        if (!o->quiet && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
+            fprintf(stderr, "probe %s: step %ld/%ld loss %.4f lr %.2e (%.0fs)\n", mama_task_name(task), step + 1,
+                    o->steps, loss, lr, mama_time_seconds() - t0);
+    }
+    /* evaluation on the held-out split */
+    if ((s = mama__eval_items(d, eval_split, task, out)) != MAMA_OK) goto done;
+    if ((s = mama_alloc((void **)&tf, sizeof(float) * (size_t)out->n * D, "linear probe")) != MAMA_OK) goto done;
+    if ((s = mama__encode_records(m, d, out->records, out->n, NULL, tf, 0, 0)) != MAMA_OK) goto done;
+    for (i = 0; i < out->n; i++) {
+        float *p = out->probs + (size_t)i * K, mx = -1e30f, sum = 0;
+        int j;
+        for (k = 0; k < K; k++) {
+            double z = b[k];
+            for (j = 0; j < D; j++) z += (double)W[(size_t)k * D + j] * tf[(size_t)i * D + j];
+            p[k] = (float)z;
+            if (p[k] > mx) mx = p[k];
+        }
+        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
+        for (k = 0; k < K; k++) p[k] /= sum;
+    }
+    s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
+done:
+    mama_eval_result_free(&tr);
+    mama_free(W); mama_free(b); mama_free(gW); mama_free(gb); mama_free(mW); mama_free(mb);
+    mama_free(by_class); mama_free(batch_rec); mama_free(batch_y); mama_free(bx); mama_free(feat); mama_free(tf);
+    if (s != MAMA_OK) mama_eval_result_free(out);
+    return s;
+}
+
+/* ---- 11.6 Retrieval ---------------------------------------------------- */
+MAMA_API mama_status mama_retrieval_eval(mama_model *m, mama_dataset *d, mama_split split, int max_items,
+                                         mama_retrieval *out) {
+    const mama_config *c = mama_model_config(m);
+    const int *idx;
+    int n = mama_dataset_split(d, split, &idx), E = c->embed_dim, T = c->context, B = m->max_batch, i, j, r;
+    float *ie = NULL, *te = NULL;
+    int *ids = NULL, *mask = NULL;
+    static const int ks[3] = {1, 5, 10};
+    mama_status s;
+    memset(out, 0, sizeof *out);
+    if (max_items > 0 && n > max_items) n = max_items;
+    if (n < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "retrieval: the %s split is empty", mama_split_name(split));
+#define MAMA__A(p, sz) if ((s = mama_alloc((void **)&(p), (sz), "retrieval")) != MAMA_OK) goto done
+    MAMA__A(ie, sizeof(float) * (size_t)n * E); MAMA__A(te, sizeof(float) * (size_t)n * E);
+    MAMA__A(ids, sizeof(int) * (size_t)B * T); MAMA__A(mask, sizeof(int) * (size_t)B * T);
+#undef MAMA__A
+    if ((s = mama__encode_records(m, d, idx, n, ie, NULL, 0, 0)) != MAMA_OK) goto done;
+    for (i = 0; i < n; i += B) {
+        int nb = n - i < B ? n - i : B;
+        for (j = 0; j < nb; j++)
+            if ((s = mama_dataset_caption(d, idx[i + j], 0.0f, NULL, ids + (size_t)j * T, mask + (size_t)j * T)) != MAMA_OK) goto done;
+        if ((s = mama_encode_texts(m, ids, mask, nb, te + (size_t)i * E)) != MAMA_OK) goto done;
+    }
+    /* rank of the true match among all candidates, both directions */
+    for (i = 0; i < n; i++) {
+        for (r = 0; r < 2; r++) {
+            const float *q = (r == 0 ? ie : te) + (size_t)i * E, *cands = r == 0 ? te : ie;
+            double own = 0, sc;
+            int rank = 0, e;
+            for (e = 0; e < E; e++) own += (double)q[e] * cands[(size_t)i * E + e];
+            for (j = 0; j < n; j++) {
+                if (j == i) continue;
+                sc = 0;
+                for (e = 0; e < E; e++) sc += (double)q[e] * cands[(size_t)j * E + e];
+                if (sc > own) rank++;
+            }
+            for (e = 0; e < 3; e++)
+                if (rank < ks[e]) (r == 0 ? out->i2t : out->t2i)[e] += 1.0 / n;
+        }
+    }
+    out->n = n;
+done:
+    mama_free(ie); mama_free(te); mama_free(ids); mama_free(mask);
+    return s;
+}
+
+/* ---- 11.7 Reporting metrics -------------------------------------------- */
+MAMA_API mama_status mama_metrics_json(const mama_metrics *m, mama_buf *out) {
+    int i, j;
+    MAMA_TRY(mama_buf_printf(out, "{\"n\":%d,\"classes\":%d,\"accuracy\":", m->n, m->K));
+    MAMA_TRY(mama_buf_json_number(out, m->accuracy));
+    MAMA_TRY(mama_buf_puts(out, ",\"balanced_accuracy\":"));
+    MAMA_TRY(mama_buf_json_number(out, m->balanced_accuracy));
+    MAMA_TRY(mama_buf_puts(out, ",\"auc\":"));
+    MAMA_TRY(mama_buf_json_number(out, m->auc));
+    if (m->K == 2) {
+        const char *names[7] = {"sensitivity", "specificity", "ppv", "npv", "f1", "specificity_at_80_sensitivity", "pf1"};
+        double v[7];
+        v[0] = m->sensitivity; v[1] = m->specificity; v[2] = m->ppv; v[3] = m->npv; v[4] = m->f1;
+        v[5] = m->spec_at_80_sens; v[6] = m->pf1;
+        for (i = 0; i < 7; i++) {
+            MAMA_TRY(mama_buf_printf(out, ",\"%s\":", names[i]));
+            MAMA_TRY(mama_buf_json_number(out, v[i]));
+        }
+    }
+    MAMA_TRY(mama_buf_puts(out, ",\"confusion\":["));
+    for (i = 0; i < m->K; i++) {
+        MAMA_TRY(mama_buf_puts(out, i ? ",[" : "["));
+        for (j = 0; j < m->K; j++) MAMA_TRY(mama_buf_printf(out, "%s%d", j ? "," : "", m->confusion[i][j]));
+        MAMA_TRY(mama_buf_puts(out, "]"));
+    }
+    return mama_buf_puts(out, "]}");
+}
+
+MAMA_API void mama_metrics_print(const mama_metrics *m, const char *title, FILE *f) {
+    int i, j;
+    fprintf(f, "%s (n=%d, %d classes)\n", title, m->n, m->K);
+    fprintf(f, "  accuracy %.4f  balanced accuracy %.4f  AUC %.4f\n", m->accuracy, m->balanced_accuracy, m->auc);
+    if (m->K == 2)
+        fprintf(f, "  sensitivity %.4f  specificity %.4f  PPV %.4f  NPV %.4f  F1 %.4f  spec@80%%sens %.4f  pF1 %.4f\n",
+                m->sensitivity, m->specificity, m->ppv, m->npv, m->f1, m->spec_at_80_sens, m->pf1);
+    fprintf(f, "  confusion [true rows x predicted columns]:\n");
+    for (i = 0; i < m->K; i++) {
+        fprintf(f, "   ");
+        for (j = 0; j < m->K; j++) fprintf(f, " %6d", m->confusion[i][j]);
+        fprintf(f, "\n");
+    }
+}
+
+/* ---- 11.8 SLA maps ------------------------------------------------------ */
+MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int *ids, const int *mask, float *maps,
+                                   int max_sent, int *nsent) {
+    mama_batch b;
+    mama_step_opts o;
+    int N = m->n_patches, E = m->cfg.embed_dim, S, s, k, e;
+    float *p = NULL, *q = NULL;
+    mama_status st;
+    b.B = 1; b.images = image; b.ext_images = NULL; b.input_ids = ids; b.attention_mask = mask;
+    mama_step_opts_default(&o);
+    o.late = 1; o.use_mv = 0; o.use_sym = 0; o.use_sla = 1; o.train = 0; o.dropout = 0;
+    MAMA_TRY(mama__step(m, &b, &o, 0, 0, NULL));
+    S = m->last_S;
+    *nsent = S;
+    if (S > max_sent) S = max_sent;
+    MAMA_TRY(mama_alloc((void **)&p, sizeof(float) * (size_t)N * E, "sla maps"));
+    if ((st = mama_alloc((void **)&q, sizeof(float) * (size_t)(S + 1) * E, "sla maps")) != MAMA_OK) { mama_free(p); return st; }
+    st = m->be->to_host(m->be, p, m->a.p_emb, sizeof(float) * (size_t)N * E);
+    if (st == MAMA_OK) st = m->be->to_host(m->be, q, m->a.s_emb, sizeof(float) * (size_t)S * E);
+    for (s = 0; st == MAMA_OK && s < S; s++)
+        for (k = 0; k < N; k++) {
+            double dot = 0;
+            for (e = 0; e < E; e++) dot += (double)q[(size_t)s * E + e] * p[(size_t)k * E + e];
+            maps[(size_t)s * N + k] = (float)dot;
+        }
+    mama_free(p);
+    mama_free(q);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------
+ * 12. PLOTS: a raster canvas, a bitmap font and the report charts.
+ *
+ * Everything is drawn in 8-bit RGB on a canvas from mama_alloc and written
+ * with mama_png_write.  The charts are deliberately plain: white background,
+ * light grid at "nice" tick values (1-2-5 steps), thin anti-aliased curves,
+ * text in one built-in 5x8 font scaled by integers (crisp at any size).
+ * ------------------------------------------------------------------------- */
+#if defined(MAMA_IMPLEMENTATION) && !defined(MAMA_PLOT_IMPL_INCLUDED)
+#define MAMA_PLOT_IMPL_INCLUDED
+
+/* 12.1 The font.  95 glyphs (ASCII 32..126), 8 rows each, bit 4 = the
+ * leftmost of 5 columns.  Row 6 is the baseline; row 7 holds descenders.
+ * Drawn by hand for this file: capitals and digits are 7 rows high,
+ * lower case has a 5-row x-height (rows 2-6). */
+static const uint8_t mama__plot_font[95][8] = {
+    {0x00,0x00,0x00,0x00,0x00,0x00,0x00,0x00}, /* ' ' */
+    {0x04,0x04,0x04,0x04,0x04,0x00,0x04,0x00}, /* '!' */
+    {0x0A,0x0A,0x0A,0x00,0x00,0x00,0x00,0x00}, /* '"' */
+    {0x0A,0x0A,0x1F,0x0A,0x1F,0x0A,0x0A,0x00}, /* '#' */
+    {0x04,0x0F,0x14,0x0E,0x05,0x1E,0x04,0x00}, /* '$' */
+    {0x18,0x19,0x02,0x04,0x08,0x13,0x03,0x00}, /* '%' */
+    {0x0C,0x12,0x14,0x08,0x15,0x12,0x0D,0x00}, /* '&' */
+    {0x04,0x04,0x08,0x00,0x00,0x00,0x00,0x00}, /* '\'' */
+    {0x02,0x04,0x08,0x08,0x08,0x04,0x02,0x00}, /* '(' */
+    {0x08,0x04,0x02,0x02,0x02,0x04,0x08,0x00}, /* ')' */
+    {0x00,0x04,0x15,0x0E,0x15,0x04,0x00,0x00}, /* '*' */
+    {0x00,0x04,0x04,0x1F,0x04,0x04,0x00,0x00}, /* '+' */
+    {0x00,0x00,0x00,0x00,0x00,0x0C,0x04,0x08}, /* ',' */
+    {0x00,0x00,0x00,0x1F,0x00,0x00,0x00,0x00}, /* '-' */
+    {0x00,0x00,0x00,0x00,0x00,0x0C,0x0C,0x00}, /* '.' */
+    {0x00,0x01,0x02,0x04,0x08,0x10,0x00,0x00}, /* '/' */
+    {0x0E,0x11,0x13,0x15,0x19,0x11,0x0E,0x00}, /* '0' */
+    {0x04,0x0C,0x04,0x04,0x04,0x04,0x0E,0x00}, /* '1' */
+    {0x0E,0x11,0x01,0x02,0x04,0x08,0x1F,0x00}, /* '2' */
+    {0x1F,0x02,0x04,0x02,0x01,0x11,0x0E,0x00}, /* '3' */
+    {0x02,0x06,0x0A,0x12,0x1F,0x02,0x02,0x00}, /* '4' */
+    {0x1F,0x10,0x1E,0x01,0x01,0x11,0x0E,0x00}, /* '5' */
+    {0x06,0x08,0x10,0x1E,0x11,0x11,0x0E,0x00}, /* '6' */
+    {0x1F,0x01,0x02,0x04,0x08,0x08,0x08,0x00}, /* '7' */
+    {0x0E,0x11,0x11,0x0E,0x11,0x11,0x0E,0x00}, /* '8' */
+    {0x0E,0x11,0x11,0x0F,0x01,0x02,0x0C,0x00}, /* '9' */
+    {0x00,0x0C,0x0C,0x00,0x0C,0x0C,0x00,0x00}, /* ':' */
+    {0x00,0x0C,0x0C,0x00,0x0C,0x0C,0x04,0x08}, /* ';' */
+    {0x01,0x02,0x04,0x08,0x04,0x02,0x01,0x00}, /* '<' */
+    {0x00,0x00,0x1F,0x00,0x1F,0x00,0x00,0x00}, /* '=' */
+    {0x10,0x08,0x04,0x02,0x04,0x08,0x10,0x00}, /* '>' */
+    {0x0E,0x11,0x01,0x02,0x04,0x00,0x04,0x00}, /* '?' */
+    {0x0E,0x11,0x17,0x15,0x17,0x10,0x0F,0x00}, /* '@' */
+    {0x0E,0x11,0x11,0x1F,0x11,0x11,0x11,0x00}, /* 'A' */
+    {0x1E,0x11,0x11,0x1E,0x11,0x11,0x1E,0x00}, /* 'B' */
+    {0x0E,0x11,0x10,0x10,0x10,0x11,0x0E,0x00}, /* 'C' */
+    {0x1E,0x11,0x11,0x11,0x11,0x11,0x1E,0x00}, /* 'D' */
+    {0x1F,0x10,0x10,0x1E,0x10,0x10,0x1F,0x00}, /* 'E' */
+    {0x1F,0x10,0x10,0x1E,0x10,0x10,0x10,0x00}, /* 'F' */
+    {0x0E,0x11,0x10,0x17,0x11,0x11,0x0F,0x00}, /* 'G' */
+    {0x11,0x11,0x11,0x1F,0x11,0x11,0x11,0x00}, /* 'H' */
+    {0x0E,0x04,0x04,0x04,0x04,0x04,0x0E,0x00}, /* 'I' */
+    {0x07,0x02,0x02,0x02,0x02,0x12,0x0C,0x00}, /* 'J' */
+    {0x11,0x12,0x14,0x18,0x14,0x12,0x11,0x00}, /* 'K' */
+    {0x10,0x10,0x10,0x10,0x10,0x10,0x1F,0x00}, /* 'L' */
+    {0x11,0x1B,0x15,0x15,0x11,0x11,0x11,0x00}, /* 'M' */
+    {0x11,0x11,0x19,0x15,0x13,0x11,0x11,0x00}, /* 'N' */
+    {0x0E,0x11,0x11,0x11,0x11,0x11,0x0E,0x00}, /* 'O' */
+    {0x1E,0x11,0x11,0x1E,0x10,0x10,0x10,0x00}, /* 'P' */
+    {0x0E,0x11,0x11,0x11,0x15,0x12,0x0D,0x00}, /* 'Q' */
+    {0x1E,0x11,0x11,0x1E,0x14,0x12,0x11,0x00}, /* 'R' */
+    {0x0F,0x10,0x10,0x0E,0x01,0x01,0x1E,0x00}, /* 'S' */
+    {0x1F,0x04,0x04,0x04,0x04,0x04,0x04,0x00}, /* 'T' */
+    {0x11,0x11,0x11,0x11,0x11,0x11,0x0E,0x00}, /* 'U' */
+    {0x11,0x11,0x11,0x11,0x11,0x0A,0x04,0x00}, /* 'V' */
+    {0x11,0x11,0x11,0x15,0x15,0x15,0x0A,0x00}, /* 'W' */
+    {0x11,0x11,0x0A,0x04,0x0A,0x11,0x11,0x00}, /* 'X' */
+    {0x11,0x11,0x0A,0x04,0x04,0x04,0x04,0x00}, /* 'Y' */
+    {0x1F,0x01,0x02,0x04,0x08,0x10,0x1F,0x00}, /* 'Z' */
+    {0x0E,0x08,0x08,0x08,0x08,0x08,0x0E,0x00}, /* '[' */
+    {0x00,0x10,0x08,0x04,0x02,0x01,0x00,0x00}, /* '\\' */
+    {0x0E,0x02,0x02,0x02,0x02,0x02,0x0E,0x00}, /* ']' */
+    {0x04,0x0A,0x11,0x00,0x00,0x00,0x00,0x00}, /* '^' */
+    {0x00,0x00,0x00,0x00,0x00,0x00,0x00,0x1F}, /* '_' */
+    {0x08,0x04,0x02,0x00,0x00,0x00,0x00,0x00}, /* '`' */
+    {0x00,0x00,0x0E,0x01,0x0F,0x11,0x0F,0x00}, /* 'a' */
+    {0x10,0x10,0x1E,0x11,0x11,0x11,0x1E,0x00}, /* 'b' */
+    {0x00,0x00,0x0E,0x10,0x10,0x11,0x0E,0x00}, /* 'c' */
+    {0x01,0x01,0x0F,0x11,0x11,0x11,0x0F,0x00}, /* 'd' */
+    {0x00,0x00,0x0E,0x11,0x1F,0x10,0x0E,0x00}, /* 'e' */
+    {0x06,0x09,0x08,0x1C,0x08,0x08,0x08,0x00}, /* 'f' */
+    {0x00,0x00,0x0F,0x11,0x11,0x0F,0x01,0x0E}, /* 'g' */
+    {0x10,0x10,0x16,0x19,0x11,0x11,0x11,0x00}, /* 'h' */
+    {0x04,0x00,0x0C,0x04,0x04,0x04,0x0E,0x00}, /* 'i' */
+    {0x02,0x00,0x06,0x02,0x02,0x02,0x12,0x0C}, /* 'j' */
+    {0x10,0x10,0x12,0x14,0x18,0x14,0x12,0x00}, /* 'k' */
+    {0x0C,0x04,0x04,0x04,0x04,0x04,0x0E,0x00}, /* 'l' */
+    {0x00,0x00,0x1A,0x15,0x15,0x15,0x15,0x00}, /* 'm' */
+    {0x00,0x00,0x16,0x19,0x11,0x11,0x11,0x00}, /* 'n' */
+    {0x00,0x00,0x0E,0x11,0x11,0x11,0x0E,0x00}, /* 'o' */
+    {0x00,0x00,0x1E,0x11,0x11,0x1E,0x10,0x10}, /* 'p' */
+    {0x00,0x00,0x0F,0x11,0x11,0x0F,0x01,0x01}, /* 'q' */
+    {0x00,0x00,0x16,0x19,0x10,0x10,0x10,0x00}, /* 'r' */
+    {0x00,0x00,0x0F,0x10,0x0E,0x01,0x1E,0x00}, /* 's' */
+    {0x08,0x08,0x1C,0x08,0x08,0x09,0x06,0x00}, /* 't' */
+    {0x00,0x00,0x11,0x11,0x11,0x13,0x0D,0x00}, /* 'u' */
+    {0x00,0x00,0x11,0x11,0x11,0x0A,0x04,0x00}, /* 'v' */
+    {0x00,0x00,0x11,0x11,0x15,0x15,0x0A,0x00}, /* 'w' */
+    {0x00,0x00,0x11,0x0A,0x04,0x0A,0x11,0x00}, /* 'x' */
+    {0x00,0x00,0x11,0x11,0x11,0x0F,0x01,0x0E}, /* 'y' */
+    {0x00,0x00,0x1F,0x02,0x04,0x08,0x1F,0x00}, /* 'z' */
+    {0x03,0x04,0x04,0x08,0x04,0x04,0x03,0x00}, /* '{' */
+    {0x04,0x04,0x04,0x04,0x04,0x04,0x04,0x00}, /* '|' */
+    {0x18,0x04,0x04,0x02,0x04,0x04,0x18,0x00}, /* '}' */
+    {0x00,0x00,0x08,0x15,0x02,0x00,0x00,0x00}, /* '~' */
+};
+
+MAMA_API const uint8_t *mama_font_glyph(int ch) {
+    return (ch >= 32 && ch <= 126) ? mama__plot_font[ch - 32] : NULL;
+}
+
+static int mama__plot_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+static int mama__plot_maxi(int a, int b) { return a > b ? a : b; }
+
+/* 12.2 The canvas. */
+MAMA_API mama_status mama_canvas_alloc(mama_canvas *c, int w, int h, uint32_t bg) {
+    if (!c) return MAMA_FAIL(MAMA_ERR_INVALID, "canvas alloc: NULL canvas");
+    c->w = c->h = 0;
+    c->pix = NULL;
+    if (w < 1 || h < 1 || w > 32768 || h > 32768)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "canvas alloc: size %d x %d outside 1..32768", w, h);
+    MAMA_TRY(mama_alloc((void **)&c->pix, (size_t)w * (size_t)h * 3, "plot canvas"));
+    c->w = w;
+    c->h = h;
+    mama_canvas_fill(c, bg);
+    return MAMA_OK;
+}
+MAMA_API void mama_canvas_free(mama_canvas *c) {
+    if (!c) return;
+    mama_free(c->pix);
+    c->pix = NULL;
+    c->w = c->h = 0;
+}
+MAMA_API mama_status mama_canvas_save_png(const mama_canvas *c, const char *path) {
+    if (!c || !c->pix) return MAMA_FAIL(MAMA_ERR_INVALID, "canvas save %s: empty canvas", path ? path : "?");
+    return mama_png_write(path, c->pix, c->w, c->h, 3);
+}
+/* Inside test shared by every pixel write: one unsigned compare per axis. */
+static int mama__plot_inside(const mama_canvas *c, int x, int y) {
+    return c && c->pix && (unsigned)x < (unsigned)c->w && (unsigned)y < (unsigned)c->h;
+}
+MAMA_API void mama_canvas_fill(mama_canvas *c, uint32_t rgb) {
+    size_t i, n;
+    if (!c || !c->pix) return;
+    n = (size_t)c->w * (size_t)c->h;
+    for (i = 0; i < n; i++) {
+        c->pix[3 * i] = (uint8_t)(rgb >> 16);
+        c->pix[3 * i + 1] = (uint8_t)(rgb >> 8);
+        c->pix[3 * i + 2] = (uint8_t)rgb;
+    }
+}
+MAMA_API void mama_canvas_set(mama_canvas *c, int x, int y, uint32_t rgb) {
+    uint8_t *p;
+    if (!mama__plot_inside(c, x, y)) return;
+    p = c->pix + 3 * ((size_t)y * (size_t)c->w + (size_t)x);
+    p[0] = (uint8_t)(rgb >> 16);
+    p[1] = (uint8_t)(rgb >> 8);
+    p[2] = (uint8_t)rgb;
+}
+MAMA_API uint32_t mama_canvas_get(const mama_canvas *c, int x, int y) {
+    const uint8_t *p;
+    if (!mama__plot_inside(c, x, y)) return 0;
+    p = c->pix + 3 * ((size_t)y * (size_t)c->w + (size_t)x);
+    return MAMA_RGB(p[0], p[1], p[2]);
+}
+MAMA_API void mama_canvas_blend(mama_canvas *c, int x, int y, uint32_t rgb, float alpha) {
+    uint8_t *p;
+    int k;
+    if (!mama__plot_inside(c, x, y) || !(alpha > 0.0f)) return; /* NaN alpha: nothing */
+    if (alpha > 1.0f) alpha = 1.0f;
+    p = c->pix + 3 * ((size_t)y * (size_t)c->w + (size_t)x);
+    for (k = 0; k < 3; k++) {
+        float q = (float)((rgb >> (16 - 8 * k)) & 255u);
+        p[k] = (uint8_t)(p[k] + alpha * (q - p[k]) + 0.5f); /* stays in [0, 255.5) */
+    }
+}
+MAMA_API void mama_canvas_fill_rect(mama_canvas *c, int x, int y, int w, int h, uint32_t rgb) {
+    int x0, y0, x1, y1, i, j;
+    if (!c || !c->pix || w <= 0 || h <= 0) return;
+    /* clip in 64-bit so that x + w cannot overflow */
+    x0 = mama__plot_maxi(x, 0);
+    y0 = mama__plot_maxi(y, 0);
+    x1 = (int)((long long)x + w > c->w ? c->w : (long long)x + w);
+    y1 = (int)((long long)y + h > c->h ? c->h : (long long)y + h);
+    for (j = y0; j < y1; j++)
+        for (i = x0; i < x1; i++) mama_canvas_set(c, i, j, rgb);
+}
+MAMA_API void mama_canvas_rect(mama_canvas *c, int x, int y, int w, int h, uint32_t rgb) {
+    if (w <= 0 || h <= 0) return;
+    mama_canvas_fill_rect(c, x, y, w, 1, rgb);
+    mama_canvas_fill_rect(c, x, (int)((long long)y + h - 1 > INT_MAX ? INT_MAX : y + (long long)h - 1), w, 1, rgb);
+    mama_canvas_fill_rect(c, x, y, 1, h, rgb);
+    mama_canvas_fill_rect(c, (int)((long long)x + w - 1 > INT_MAX ? INT_MAX : x + (long long)w - 1), y, 1, h, rgb);
+}
+
+/* A segment much longer than the canvas (coordinates far outside it) is
+ * first clipped (Liang-Barsky, in double) to the canvas grown by the line
+ * thickness, so the walk below stays O(canvas size).  Ordinary segments are
+ * left alone so their pixels stay exactly Bresenham's.  Returns 1 when
+ * nothing is visible. */
+static int mama__plot_clip_long(const mama_canvas *c, int *x0, int *y0, int *x1, int *y1, int thick) {
+    double ax = *x0, ay = *y0, dx = (double)*x1 - *x0, dy = (double)*y1 - *y0;
+    double lo = -thick, hix = c->w - 1.0 + thick, hiy = c->h - 1.0 + thick, t0 = 0.0, t1 = 1.0;
+    double p[4], q[4];
+    int k;
+    if (fabs(dx) + fabs(dy) <= 4.0 * ((double)c->w + c->h + thick)) return 0;
+    p[0] = -dx; q[0] = ax - lo;
+    p[1] = dx;  q[1] = hix - ax;
+    p[2] = -dy; q[2] = ay - lo;
+    p[3] = dy;  q[3] = hiy - ay;
+    for (k = 0; k < 4; k++) {
+        if (p[k] == 0.0) { if (q[k] < 0.0) return 1; continue; }
+        if (p[k] < 0.0) { double r = q[k] / p[k]; if (r > t1) return 1; if (r > t0) t0 = r; }
+        else { double r = q[k] / p[k]; if (r < t0) return 1; if (r < t1) t1 = r; }
+    }
+    *x0 = (int)floor(ax + t0 * dx + 0.5);
+    *y0 = (int)floor(ay + t0 * dy + 0.5);
+    *x1 = (int)floor(ax + t1 * dx + 0.5);
+    *y1 = (int)floor(ay + t1 * dy + 0.5);
+    return 0;
+}
+
+/* 12.3 Lines.  Bresenham walks the major axis one pixel at a time and
+ * carries the error of the minor axis, so both end points are drawn and the
+ * pixels are exactly those nearest the ideal segment. */
+MAMA_API void mama_canvas_line(mama_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb, int thick) {
+    long long dx, dy, err, e2;
+    int sx, sy, o;
+    if (!c || !c->pix) return;
+    if (thick < 1) thick = 1;
+    if (thick > 64) thick = 64;
+    o = (thick - 1) / 2;
+    if (mama__plot_clip_long(c, &x0, &y0, &x1, &y1, thick)) return;
+    dx = x1 > x0 ? (long long)x1 - x0 : (long long)x0 - x1;
+    dy = y1 > y0 ? (long long)y0 - y1 : (long long)y1 - y0; /* -|dy| */
+    sx = x0 < x1 ? 1 : -1;
+    sy = y0 < y1 ? 1 : -1;
+    err = dx + dy;
+    for (;;) {
+        if (thick == 1) mama_canvas_set(c, x0, y0, rgb);
+        else mama_canvas_fill_rect(c, x0 - o, y0 - o, thick, thick, rgb);
+        if (x0 == x1 && y0 == y1) break;
+        e2 = 2 * err;
+        if (e2 >= dy) { err += dy; x0 += sx; }
+        if (e2 <= dx) { err += dx; y0 += sy; }
+    }
+}
+
+/* Coverage of pixel (px, py) by a segment of half-width r - 1/2: the
+ * distance d from the pixel centre to the nearest point of the segment
+ * gives coverage r - d, clamped to [0, 1]. */
+static float mama__plot_cover(float px, float py, float x0, float y0, float dx, float dy, float len2, float r) {
+    float t = len2 > 0.0f ? ((px - x0) * dx + (py - y0) * dy) / len2 : 0.0f;
+    float ex, ey, cov;
+    if (t < 0.0f) t = 0.0f;
+    if (t > 1.0f) t = 1.0f;
+    ex = px - (x0 + t * dx);
+    ey = py - (y0 + t * dy);
+    cov = r - sqrtf(ex * ex + ey * ey);
+    return cov < 0.0f ? 0.0f : (cov > 1.0f ? 1.0f : cov);
+}
+
+/* Anti-aliased segment clipped to the box [cx0, cx1] x [cy0, cy1].  Walk
+ * the major axis; across it, only a band of half-height r*sqrt(2) + 1
+ * around the centre line can be covered, so the cost is O(length * width)
+ * rather than the area of the bounding box. */
+static void mama__plot_line_aa(mama_canvas *c, float x0, float y0, float x1, float y1, uint32_t rgb,
+                               float width, int cx0, int cy0, int cx1, int cy1) {
+    float dx = x1 - x0, dy = y1 - y0, len2, r, band;
+    int steep, a, a0, a1, b, b0, b1;
+    if (!c || !c->pix || !(width > 0.0f)) return;
+    if (!isfinite(x0) || !isfinite(y0) || !isfinite(x1) || !isfinite(y1) || !isfinite(width)) return;
+    /* keep coordinates where float -> int is defined */
+    if (fabsf(x0) > 1e6f || fabsf(y0) > 1e6f || fabsf(x1) > 1e6f || fabsf(y1) > 1e6f || width > 1e3f) return;
+    cx0 = mama__plot_maxi(cx0, 0);
+    cy0 = mama__plot_maxi(cy0, 0);
+    if (cx1 > c->w - 1) cx1 = c->w - 1;
+    if (cy1 > c->h - 1) cy1 = c->h - 1;
+    len2 = dx * dx + dy * dy;
+    r = 0.5f * width + 0.5f;
+    band = r * 1.4143f + 1.0f;
+    steep = fabsf(dy) > fabsf(dx);
+    {
+        float lo = steep ? (y0 < y1 ? y0 : y1) : (x0 < x1 ? x0 : x1);
+        float hi = steep ? (y0 < y1 ? y1 : y0) : (x0 < x1 ? x1 : x0);
+        a0 = (int)floorf(lo - r);
+        a1 = (int)ceilf(hi + r);
+    }
+    if (steep) { a0 = mama__plot_maxi(a0, cy0); if (a1 > cy1) a1 = cy1; }
+    else       { a0 = mama__plot_maxi(a0, cx0); if (a1 > cx1) a1 = cx1; }
+    for (a = a0; a <= a1; a++) {
+        /* centre line position across the major axis at a (clamped to the
+         * segment so that the round caps are inside the band) */
+        float t, m;
+        if (steep) t = dy != 0.0f ? ((float)a - y0) / dy : 0.0f;
+        else t = dx != 0.0f ? ((float)a - x0) / dx : 0.0f;
+        if (t < 0.0f) t = 0.0f;
+        if (t > 1.0f) t = 1.0f;
+        m = steep ? x0 + t * dx : y0 + t * dy;
+        b0 = (int)floorf(m - band);
+        b1 = (int)ceilf(m + band);
+        if (steep) { b0 = mama__plot_maxi(b0, cx0); if (b1 > cx1) b1 = cx1; }
+        else       { b0 = mama__plot_maxi(b0, cy0); if (b1 > cy1) b1 = cy1; }
+        for (b = b0; b <= b1; b++) {
+            int px = steep ? b : a, py = steep ? a : b;
+            float cov = mama__plot_cover((float)px, (float)py, x0, y0, dx, dy, len2, r);
+            if (cov > 0.0f) mama_canvas_blend(c, px, py, rgb, cov);
+        }
+    }
+}
+MAMA_API void mama_canvas_line_aa(mama_canvas *c, float x0, float y0, float x1, float y1, uint32_t rgb,
+                                  float width) {
+    if (!c || !c->pix) return;
+    mama__plot_line_aa(c, x0, y0, x1, y1, rgb, width, 0, 0, c->w - 1, c->h - 1);
+}
+
+/* 12.4 Text.  Each set bit of a glyph becomes a scale x scale block. */
+MAMA_API int mama_text_width(const char *s, int scale) {
+    size_t n;
+    if (!s) return 0;
+    if (scale < 1) scale = 1;
+    n = strlen(s);
+    if (n > (size_t)(INT_MAX / (MAMA_FONT_ADVANCE * scale))) return INT_MAX;
+    return (int)n * MAMA_FONT_ADVANCE * scale;
+}
+static const uint8_t *mama__plot_glyph_or_q(unsigned char ch) {
+    const uint8_t *g = mama_font_glyph(ch);
+    return g ? g : mama_font_glyph('?');
+}
+MAMA_API void mama_canvas_text(mama_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale) {
+    long long cx = x;
+    int r, k;
+    if (!c || !c->pix || !s) return;
+    if (scale < 1) scale = 1;
+    if (scale > 64) scale = 64;
+    for (; *s && cx < c->w; s++, cx += MAMA_FONT_ADVANCE * scale) {
+        const uint8_t *g = mama__plot_glyph_or_q((unsigned char)*s);
+        if (cx + MAMA_FONT_W * scale <= 0) continue;
+        for (r = 0; r < MAMA_FONT_H; r++)
+            for (k = 0; k < MAMA_FONT_W; k++)
+                if (g[r] & (0x10 >> k))
+                    mama_canvas_fill_rect(c, (int)cx + k * scale, y + r * scale, scale, scale, rgb);
+    }
+}
+/* Rotated counter-clockwise: glyph column k of character i lands on row
+ * (bottom - i*advance - k), glyph row r on column x + r. */
+MAMA_API void mama_canvas_text_up(mama_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale) {
+    long long bottom, cy;
+    int r, k;
+    if (!c || !c->pix || !s) return;
+    if (scale < 1) scale = 1;
+    if (scale > 64) scale = 64;
+    bottom = (long long)y + mama_text_width(s, scale); /* one past the last row */
+    for (cy = bottom; *s && cy > 0; s++, cy -= MAMA_FONT_ADVANCE * scale) {
+        const uint8_t *g = mama__plot_glyph_or_q((unsigned char)*s);
+        if (cy - MAMA_FONT_W * scale >= c->h) continue;
+        for (r = 0; r < MAMA_FONT_H; r++)
+            for (k = 0; k < MAMA_FONT_W; k++)
+                if (g[r] & (0x10 >> k))
+                    mama_canvas_fill_rect(c, x + r * scale, (int)(cy - (long long)(k + 1) * scale), scale, scale, rgb);
+    }
+}
+/* Copy s into dst (cap bytes) keeping at most maxc characters; a cut text
+ * ends in "..".  NULL s gives "". */
+static void mama__plot_fit(char *dst, size_t cap, const char *s, int maxc) {
+    size_t n;
+    dst[0] = 0;
+    if (!s || cap < 1) return;
+    if (maxc < 0) maxc = 0;
+    if ((size_t)maxc > cap - 1) maxc = (int)(cap - 1);
+    n = strlen(s);
+    if (n <= (size_t)maxc) { memcpy(dst, s, n + 1); return; }
+    if (maxc >= 3) {
+        memcpy(dst, s, (size_t)maxc - 2);
+        dst[maxc - 2] = '.';
+        dst[maxc - 1] = '.';
+    } else {
+        memcpy(dst, s, (size_t)maxc);
+    }
+    dst[maxc] = 0;
+}
+/* Characters of scale `scale` that fit in `px` pixels (the last one needs
+ * only its 5 columns, not the full advance). */
+static int mama__plot_chars_fit(int px, int scale) {
+    int n = (px + (MAMA_FONT_ADVANCE - MAMA_FONT_W) * scale) / (MAMA_FONT_ADVANCE * scale);
+    return n < 0 ? 0 : n;
+}
+/* Centred text, cut to fit [x0, x0 + wmax). */
+static void mama__plot_text_centred(mama_canvas *c, int xmid, int y, const char *s, uint32_t rgb, int scale,
+                                    int wmax) {
+    char buf[256];
+    int tw;
+    if (!s || !*s) return;
+    mama__plot_fit(buf, sizeof buf, s, mama__plot_chars_fit(wmax, scale));
+    tw = mama_text_width(buf, scale) - (MAMA_FONT_ADVANCE - MAMA_FONT_W) * scale;
+    mama_canvas_text(c, xmid - tw / 2, y, buf, rgb, scale);
+}
+
+/* Greedy word wrap of s into at most maxlines lines of at most maxc
+ * characters; a word longer than a line is split; text left over after the
+ * last line marks the cut with "..".  Returns the number of lines. */
+#define MAMA__PLOT_WRAP 128
+static int mama__plot_is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; }
+static int mama__plot_wrap(const char *s, int maxc, int maxlines, char (*lines)[MAMA__PLOT_WRAP]) {
+    int n = 0, len = 0;
+    if (!s) return 0;
+    if (maxc > MAMA__PLOT_WRAP - 1) maxc = MAMA__PLOT_WRAP - 1;
+    if (maxc < 1) return 0;
+    while (mama__plot_is_space(*s)) s++;
+    while (*s && n < maxlines) {
+        char *L = lines[n];
+        len = 0;
+        while (*s) {
+            const char *e = s;
+            int wl, sep = len > 0;
+            while (*e && !mama__plot_is_space(*e)) e++;
+            wl = (int)(e - s);
+            if (len + sep + wl <= maxc) {
+                if (sep) L[len++] = ' ';
+                memcpy(L + len, s, (size_t)wl);
+                len += wl;
+                s = e;
+                while (mama__plot_is_space(*s)) s++;
+            } else {
+                if (len == 0) { /* a word longer than the line */
+                    memcpy(L, s, (size_t)maxc);
+                    len = maxc;
+                    s += maxc;
+                }
+                break;
+            }
+        }
+        L[len] = 0;
+        n++;
+    }
+    if (*s && n > 0 && maxc >= 3) {
+        char *L = lines[n - 1];
+        if (len + 2 > maxc) len = maxc - 2;
+        L[len] = '.';
+        L[len + 1] = '.';
+        L[len + 2] = 0;
+    }
+    return n;
+}
+
+/* 12.5 Nice ticks.  A tick step is m * 10^k with m in {1, 2, 5}.  Steps
+ * below span/(max_ticks+1) always give more than max_ticks multiples in
+ * [lo, hi], so the search starts at the power of ten under that and walks
+ * up: the first step that fits is the smallest. */
+static int mama__plot_range(double *lo, double *hi) {
+    if (!isfinite(*lo) || !isfinite(*hi)) return 0;
+    if (*lo > *hi) { double t = *lo; *lo = *hi; *hi = t; }
+    if (*hi == *lo) {
+        double d = *lo != 0.0 ? fabs(*lo) / 10.0 : 1.0;
+        *lo -= d;
+        *hi += d;
+    }
+    return isfinite(*hi - *lo);
+}
+/* Number of multiples of step in [lo, hi]; the 1e-9 slack absorbs the
+ * rounding of lo/step (0.3/0.1 = 2.9999999999999996). */
+static double mama__plot_first(double lo, double step) { return ceil(lo / step - 1e-9); }
+static double mama__plot_last(double hi, double step) { return floor(hi / step + 1e-9); }
+/* The ticks as (first + k) * step for k < count, count capped at 1000: an
+ * integer loop, so that a range far from zero (where first + 1 == first in
+ * double) cannot spin forever. */
+static int mama__plot_nticks(double lo, double hi, double step, double *first) {
+    double n;
+    *first = 0.0;
+    if (!(step > 0.0)) return 0;
+    *first = mama__plot_first(lo, step);
+    n = mama__plot_last(hi, step) - *first + 1.0;
+    if (!(n >= 1.0)) return 0;
+    return n > 1000.0 ? 1000 : (int)n;
+}
+MAMA_API double mama_nice_step(double lo, double hi, int max_ticks) {
+    static const double mult[3] = {1.0, 2.0, 5.0};
+    double p;
+    int k, m;
+    if (!mama__plot_range(&lo, &hi)) return 0.0;
+    if (max_ticks < 2) max_ticks = 2;
+    if (max_ticks > 1000) max_ticks = 1000;
+    p = pow(10.0, floor(log10((hi - lo) / (max_ticks + 1.0))));
+    for (k = 0; k < 40; k++, p *= 10.0)
+        for (m = 0; m < 3; m++) {
+            double step = mult[m] * p;
+            if (mama__plot_last(hi, step) - mama__plot_first(lo, step) + 1.0 <= (double)max_ticks) return step;
+        }
+    return hi - lo; /* not reached for finite input */
+}
+MAMA_API int mama_nice_ticks(double lo, double hi, int max_ticks, double *ticks, int cap) {
+    double step, first;
+    int n, k;
+    step = mama_nice_step(lo, hi, max_ticks);
+    if (!(step > 0.0) || !mama__plot_range(&lo, &hi)) return 0;
+    n = mama__plot_nticks(lo, hi, step, &first);
+    for (k = 0; ticks && k < n && k < cap; k++) ticks[k] = (first + k) * step;
+    return n;
+}
+/* Tick label with as many decimals as the step needs: 0.5 -> 1, 0.05 -> 2;
+ * %g for very large or very small values. */
+static void mama__plot_fmt_tick(char *buf, size_t cap, double v, double step) {
+    if (fabs(v) < step * 1e-6) v = 0.0; /* no "-0" */
+    if (fabs(v) >= 1e6 || step < 1e-4) snprintf(buf, cap, "%.4g", v);
+    else {
+        int dec = step >= 1.0 ? 0 : (int)ceil(-log10(step) - 1e-9);
+        snprintf(buf, cap, "%.*f", dec, v);
+    }
+}
+
+/* 12.6 Colour maps: piecewise linear through anchor colours. */
+static void mama__plot_ramp(const uint8_t (*anchors)[3], int n, float t, uint8_t rgb[3]) {
+    float f;
+    int i, k;
+    if (!(t > 0.0f)) t = 0.0f; /* NaN too */
+    if (t > 1.0f) t = 1.0f;
+    f = t * (float)(n - 1);
+    i = (int)f;
+    if (i >= n - 1) i = n - 2;
+    f -= (float)i;
+    for (k = 0; k < 3; k++)
+        rgb[k] = (uint8_t)(anchors[i][k] + f * ((float)anchors[i + 1][k] - anchors[i][k]) + 0.5f);
+}
+MAMA_API void mama_colormap_heat(float t, uint8_t rgb[3]) {
+    static const uint8_t a[6][3] = {
+        {12, 8, 52}, {80, 18, 124}, {160, 36, 116}, {224, 76, 64}, {250, 160, 36}, {252, 244, 150}};
+    mama__plot_ramp(a, 6, t, rgb);
+}
+MAMA_API void mama_colormap_blues(float t, uint8_t rgb[3]) {
+    static const uint8_t a[4][3] = {{248, 251, 255}, {182, 210, 234}, {70, 136, 196}, {10, 50, 112}};
+    mama__plot_ramp(a, 4, t, rgb);
+}
+MAMA_API uint32_t mama_plot_color(int k) {
+    static const uint32_t pal[10] = {0x1F5FB4, 0xE8731A, 0x2A9D3A, 0xD0303A, 0x8A5CC0,
+                                     0x8C564B, 0xD86FB8, 0x6E6E6E, 0xA6A620, 0x17B0C8};
+    if (k < 0) k = -k;
+    return pal[k % 10];
+}
+
+/* 12.7 Chart frame shared by line and bar charts: text sizes, margins, the
+ * plot rectangle and the y axis. */
+#define MAMA__PLOT_INK 0x222222u
+#define MAMA__PLOT_AXIS 0x444444u
+#define MAMA__PLOT_GRID 0xE4E4E4u
+#define MAMA__PLOT_MAXNAME 24
+typedef struct mama__plot_frame {
+    int s, fh, adv, pad, tick;  /* text scale; font height; advance; spacing; tick length */
+    int left, top, pw, ph;      /* plot rectangle */
+    double ylo, yhi, ystep;     /* y axis limits and tick step */
+    double xlo, xhi, xstep;     /* numeric x axis (line charts) */
+    int legend_w;               /* 0: no legend */
+} mama__plot_frame;
+
+/* Text scale, vertical margins and the plot height. */
+static void mama__plot_frame_v(mama__plot_frame *f, int width, int height, const char *title, int has_xlabel) {
+    f->s = (width >= 1200 && height >= 700) ? 2 : 1;
+    f->fh = MAMA_FONT_H * f->s;
+    f->adv = MAMA_FONT_ADVANCE * f->s;
+    f->pad = 10 * f->s;
+    f->tick = 4 * f->s;
+    f->top = f->pad + ((title && *title) ? 2 * f->fh + f->pad : 0);
+    f->ph = height - f->top - (f->tick + 4 * f->s + f->fh + f->pad + (has_xlabel ? f->fh + f->pad : 0));
+}
+/* An axis spans [lo, hi] exactly (the caller adds margins); its ticks are
+ * the multiples of a nice step inside, at most max_ticks of them.  (Limits
+ * rounded out to whole steps would waste up to a step of the plot.) */
+static void mama__plot_axis(double lo, double hi, int max_ticks, double *alo, double *ahi, double *astep) {
+    if (!mama__plot_range(&lo, &hi)) { lo = 0.0; hi = 1.0; }
+    *alo = lo;
+    *ahi = hi;
+    *astep = mama_nice_step(lo, hi, max_ticks);
+}
+/* Grow [lo, hi] by frac of its span on each side, so that extreme points
+ * do not sit on the frame, without crossing zero: data starting at 0 (steps,
+ * accuracies) keeps its axis at 0. */
+static void mama__plot_margin(double *lo, double *hi, double frac) {
+    double m = (*hi - *lo) * frac;
+    if (!(m > 0.0) || !isfinite(m)) return;
+    *lo = (*lo >= 0.0 && *lo - m < 0.0) ? 0.0 : *lo - m;
+    *hi = (*hi <= 0.0 && *hi + m > 0.0) ? 0.0 : *hi + m;
+}
+/* Widest tick label of an axis. */
+static int mama__plot_labels_w(double lo, double hi, double step, int s) {
+    char buf[64];
+    double first;
+    int w = 0, k, n = mama__plot_nticks(lo, hi, step, &first);
+    for (k = 0; k < n; k++) {
+        mama__plot_fmt_tick(buf, sizeof buf, (first + k) * step, step);
+        w = mama__plot_maxi(w, mama_text_width(buf, s));
+    }
+    return w;
+}
+/* y axis from the data range, then the left margin from its labels and the
+ * plot width from what the legend leaves. */
+static mama_status mama__plot_frame_h(mama__plot_frame *f, int width, double ylo, double yhi,
+                                      int has_ylabel, int legend_w) {
+    int ymax = mama__plot_clampi(f->ph / (5 * f->fh), 2, 10);
+    if (f->ph < 32) return MAMA_FAIL(MAMA_ERR_INVALID, "plot: height too small for title and labels");
+    mama__plot_axis(ylo, yhi, ymax, &f->ylo, &f->yhi, &f->ystep);
+    f->left = f->pad + (has_ylabel ? f->fh + f->pad : 0) +
+              mama__plot_labels_w(f->ylo, f->yhi, f->ystep, f->s) + f->tick + 3 * f->s;
+    f->legend_w = legend_w;
+    f->pw = width - f->left - f->pad - (legend_w > 0 ? legend_w + f->pad : 0);
+    if (f->pw < 32 && legend_w > 0) { /* a tiny chart: drop the legend */
+        f->legend_w = 0;
+        f->pw = width - f->left - f->pad;
+    }
+    if (f->pw < 32) return MAMA_FAIL(MAMA_ERR_INVALID, "plot: width %d too small for labels and legend", width);
+    return MAMA_OK;
+}
+static float mama__plot_px(const mama__plot_frame *f, double x) {
+    return (float)(f->left + (x - f->xlo) / (f->xhi - f->xlo) * (f->pw - 1));
+}
+static float mama__plot_py(const mama__plot_frame *f, double y) {
+    return (float)(f->top + f->ph - 1 - (y - f->ylo) / (f->yhi - f->ylo) * (f->ph - 1));
+}
+/* Horizontal grid lines at the y ticks (drawn under the data). */
+static void mama__plot_ygrid(mama_canvas *c, const mama__plot_frame *f) {
+    double first;
+    int k, n = mama__plot_nticks(f->ylo, f->yhi, f->ystep, &first);
+    for (k = 0; k < n; k++) {
+        int y = (int)floorf(mama__plot_py(f, (first + k) * f->ystep) + 0.5f);
+        mama_canvas_fill_rect(c, f->left, y, f->pw, 1, MAMA__PLOT_GRID);
+    }
+}
+/* Frame, y ticks and labels, axis titles and the chart title. */
+static void mama__plot_decorate(mama_canvas *c, const mama__plot_frame *f, const char *title, const char *xlabel,
+                                const char *ylabel) {
+    char buf[64];
+    double first;
+    int k, n = mama__plot_nticks(f->ylo, f->yhi, f->ystep, &first);
+    mama_canvas_rect(c, f->left - 1, f->top - 1, f->pw + 2, f->ph + 2, MAMA__PLOT_AXIS);
+    for (k = 0; k < n; k++) {
+        int y = (int)floorf(mama__plot_py(f, (first + k) * f->ystep) + 0.5f);
+        mama__plot_fmt_tick(buf, sizeof buf, (first + k) * f->ystep, f->ystep);
+        mama_canvas_fill_rect(c, f->left - 1 - f->tick, y, f->tick, 1, MAMA__PLOT_AXIS);
+        mama_canvas_text(c, f->left - 1 - f->tick - 2 * f->s - mama_text_width(buf, f->s) + f->s,
+                         y - (7 * f->s) / 2, buf, MAMA__PLOT_INK, f->s);
+    }
+    if (title && *title)
+        mama__plot_text_centred(c, c->w / 2, f->pad, title, MAMA__PLOT_INK, 2 * f->s, c->w - 2 * f->pad);
+    if (xlabel && *xlabel)
+        mama__plot_text_centred(c, f->left + f->pw / 2, c->h - f->pad - f->fh, xlabel, MAMA__PLOT_INK, f->s,
+                                c->w - 2 * f->pad);
+    if (ylabel && *ylabel) {
+        char yb[256];
+        int tw;
+        mama__plot_fit(yb, sizeof yb, ylabel, mama__plot_chars_fit(f->ph, f->s));
+        tw = mama_text_width(yb, f->s);
+        mama_canvas_text_up(c, f->pad, f->top + f->ph / 2 - tw / 2, yb, MAMA__PLOT_INK, f->s);
+    }
+}
+/* Legend: a box right of the plot, one row per entry: swatch then name.
+ * line_swatch: a short thick line (curves); else a filled square (bars). */
+static int mama__plot_legend_w(char (*names)[MAMA__PLOT_MAXNAME + 1], int n, int s) {
+    int i, w = 0;
+    for (i = 0; i < n; i++) w = mama__plot_maxi(w, mama_text_width(names[i], s));
+    return 8 * s + 16 * s + 6 * s + w + 6 * s;
+}
+static void mama__plot_legend(mama_canvas *c, const mama__plot_frame *f, char (*names)[MAMA__PLOT_MAXNAME + 1],
+                              int n, int line_swatch) {
+    int s = f->s, x = f->left + f->pw + f->pad, y = f->top, row = f->fh + 6 * s, i;
+    int h = n * row + 6 * s;
+    mama_canvas_fill_rect(c, x, y, f->legend_w, h, 0xFFFFFFu);
+    mama_canvas_rect(c, x, y, f->legend_w, h, 0xBBBBBBu);
+    for (i = 0; i < n; i++) {
+        int ty = y + 6 * s + i * row, cy = ty + (7 * s) / 2;
+        uint32_t col = mama_plot_color(i);
+        if (line_swatch)
+            mama_canvas_fill_rect(c, x + 8 * s, cy - s, 16 * s, 2 * s + 1, col);
+        else
+            mama_canvas_fill_rect(c, x + 8 * s + 3 * s, ty, 10 * s, 7 * s, col);
+        mama_canvas_text(c, x + 30 * s, ty, names[i], MAMA__PLOT_INK, s);
+    }
+}
+/* mama_png_write, then free the canvas either way. */
+static mama_status mama__plot_finish(mama_canvas *c, const char *path) {
+    mama_status st = mama_canvas_save_png(c, path);
+    mama_canvas_free(c);
+    return st;
+}
+static mama_status mama__plot_check_size(const char *what, int width, int height) {
+    if (width < 160 || width > 8192 || height < 120 || height > 8192)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: size %d x %d outside [160, 8192] x [120, 8192]", what, width, height);
+    return MAMA_OK;
+}
+
+/* 12.8 Line chart. */
+static void mama__plot_point(const mama_plot_series *sr, int i, double *x, double *y) {
+    *x = sr->x ? (double)sr->x[i] : (double)i;
+    *y = (double)sr->y[i];
+}
+static int mama__plot_point_ok(const mama_plot_series *sr, int i) {
+    double x, y;
+    if (i < 0 || i >= sr->n) return 0;
+    mama__plot_point(sr, i, &x, &y);
+    return isfinite(x) && isfinite(y);
+}
+MAMA_API mama_status mama_plot_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                                     const mama_plot_series *series, int nseries, int width, int height) {
+    char names[64][MAMA__PLOT_MAXNAME + 1];
+    char buf[64];
+    mama__plot_frame f;
+    mama_canvas c;
+    double xlo = HUGE_VAL, xhi = -HUGE_VAL, ylo = HUGE_VAL, yhi = -HUGE_VAL, xfirst;
+    int k, i, xmax, x0, x1, y0, y1, nx;
+    if (!path) return MAMA_FAIL(MAMA_ERR_INVALID, "plot lines: NULL path");
+    if (!series || nseries < 1 || nseries > 64)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot lines %s: %d series (need 1..64, non-NULL)", path, nseries);
+    MAMA_TRY(mama__plot_check_size("plot lines", width, height));
+    for (k = 0; k < nseries; k++) {
+        const mama_plot_series *sr = &series[k];
+        if (sr->n < 0 || (sr->n > 0 && !sr->y))
+            return MAMA_FAIL(MAMA_ERR_INVALID, "plot lines %s: series %d has n = %d and y %s", path, k, sr->n,
+                             sr->y ? "set" : "NULL");
+        if (sr->name) mama__plot_fit(names[k], sizeof names[k], sr->name, MAMA__PLOT_MAXNAME);
+        else snprintf(names[k], sizeof names[k], "series %d", k);
+        for (i = 0; i < sr->n; i++) {
+            double x, y;
+            mama__plot_point(sr, i, &x, &y);
+            if (!isfinite(x) || !isfinite(y)) continue;
+            if (x < xlo) xlo = x;
+            if (x > xhi) xhi = x;
+            if (y < ylo) ylo = y;
+            if (y > yhi) yhi = y;
+        }
+    }
+    if (xlo > xhi) { xlo = 0.0; xhi = 1.0; ylo = 0.0; yhi = 1.0; } /* no finite point: empty axes */
+    mama__plot_margin(&xlo, &xhi, 0.02);
+    mama__plot_margin(&ylo, &yhi, 0.04);
+
+    mama__plot_frame_v(&f, width, height, title, xlabel && *xlabel);
+    MAMA_TRY(mama__plot_frame_h(&f, width, ylo, yhi, ylabel && *ylabel, mama__plot_legend_w(names, nseries, f.s)));
+    /* x ticks: as many as fit with two characters of air between labels */
+    for (xmax = mama__plot_clampi(f.pw / (12 * f.adv), 2, 8);; xmax--) {
+        int n, lw;
+        mama__plot_axis(xlo, xhi, xmax, &f.xlo, &f.xhi, &f.xstep);
+        n = mama__plot_nticks(f.xlo, f.xhi, f.xstep, &xfirst);
+        lw = mama__plot_labels_w(f.xlo, f.xhi, f.xstep, f.s);
+        if (xmax <= 2 || (double)n * (lw + 2 * f.adv) <= (double)f.pw) break;
+    }
+
+    MAMA_TRY(mama_canvas_alloc(&c, width, height, 0xFFFFFFu));
+    mama__plot_ygrid(&c, &f);
+    nx = mama__plot_nticks(f.xlo, f.xhi, f.xstep, &xfirst);
+    for (k = 0; k < nx; k++)
+        mama_canvas_fill_rect(&c, (int)floorf(mama__plot_px(&f, (xfirst + k) * f.xstep) + 0.5f), f.top, 1, f.ph,
+                              MAMA__PLOT_GRID);
+
+    /* curves, clipped to the plot rectangle; a non-finite point breaks the
+     * line, an isolated finite point becomes a dot */
+    x0 = f.left; y0 = f.top; x1 = f.left + f.pw - 1; y1 = f.top + f.ph - 1;
+    for (k = 0; k < nseries; k++) {
+        const mama_plot_series *sr = &series[k];
+        uint32_t col = mama_plot_color(k);
+        float w = 1.5f * (float)f.s, px = 0.0f, py = 0.0f;
+        int prev = 0;
+        for (i = 0; i < sr->n; i++) {
+            double x, y;
+            float qx, qy;
+            if (!mama__plot_point_ok(sr, i)) { prev = 0; continue; }
+            mama__plot_point(sr, i, &x, &y);
+            qx = mama__plot_px(&f, x);
+            qy = mama__plot_py(&f, y);
+            if (prev) mama__plot_line_aa(&c, px, py, qx, qy, col, w, x0, y0, x1, y1);
+            else if (!mama__plot_point_ok(sr, i + 1))
+                mama__plot_line_aa(&c, qx, qy, qx, qy, col, 3.0f * (float)f.s, x0, y0, x1, y1);
+            px = qx; py = qy; prev = 1;
+        }
+    }
+
+    mama__plot_decorate(&c, &f, title, xlabel, ylabel);
+    for (k = 0; k < nx; k++) {
+        double t = (xfirst + k) * f.xstep;
+        int x = (int)floorf(mama__plot_px(&f, t) + 0.5f), tw;
+        mama__plot_fmt_tick(buf, sizeof buf, t, f.xstep);
+        tw = mama_text_width(buf, f.s) - f.s;
+        mama_canvas_fill_rect(&c, x, f.top + f.ph, 1, f.tick, MAMA__PLOT_AXIS);
+        mama_canvas_text(&c, mama__plot_clampi(x - tw / 2, 0, width - tw), f.top + f.ph + f.tick + 3 * f.s, buf,
+                         MAMA__PLOT_INK, f.s);
+    }
+    if (f.legend_w > 0) mama__plot_legend(&c, &f, names, nseries, 1);
+    return mama__plot_finish(&c, path);
+}
+
+/* 12.9 Confusion matrix. */
+MAMA_API mama_status mama_plot_confusion(const char *path, const char *title, const char *const *class_names, int K,
+                                         const int *matrix, int cell) {
+    char *names = NULL, buf[32];
+    const int nl = MAMA__PLOT_MAXNAME + 1;
+    mama_canvas c;
+    mama_status st;
+    int t, p, s, fh, pad = 10, gap = 6, namew = 0, upright, lab_h, gx, gy, grid, W, H, cs, has_title;
+    if (!path) return MAMA_FAIL(MAMA_ERR_INVALID, "plot confusion: NULL path");
+    if (!matrix || K < 1 || K > 256)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot confusion %s: K = %d (need 1..256) and a matrix", path, K);
+    if (cell < 12 || cell > 256 || K * cell > 8192)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot confusion %s: cell %d (need 12..256, K*cell <= 8192)", path, cell);
+    for (t = 0; t < K * K; t++)
+        if (matrix[t] < 0)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "plot confusion %s: matrix[%d][%d] = %d is negative", path, t / K,
+                             t % K, matrix[t]);
+    MAMA_TRY(mama_alloc((void **)&names, (size_t)K * (size_t)nl, "confusion class names"));
+    s = cell >= 40 ? 2 : 1;
+    fh = MAMA_FONT_H * s;
+    for (t = 0; t < K; t++) {
+        if (class_names && class_names[t]) mama__plot_fit(names + t * nl, (size_t)nl, class_names[t], MAMA__PLOT_MAXNAME);
+        else snprintf(names + t * nl, (size_t)nl, "%d", t);
+        namew = mama__plot_maxi(namew, mama_text_width(names + t * nl, s) - s);
+    }
+    /* column names upright when the widest does not fit a cell */
+    upright = namew > cell - 4;
+    lab_h = upright ? namew : fh;
+    has_title = title && *title;
+    grid = K * cell;
+    gx = pad + fh + pad + namew + gap;
+    gy = pad + (has_title ? 2 * MAMA_FONT_H + pad : 0);
+    /* the canvas is as wide as the grid block or the title, whichever is
+     * wider; the block is centred in it */
+    W = mama__plot_maxi(gx + grid + pad, 160);
+    if (has_title) W = mama__plot_maxi(W, mama__plot_clampi(mama_text_width(title, 2) - 2 + 2 * pad, 0, 4096));
+    gx += (W - (gx + grid + pad)) / 2;
+    H = gy + grid + gap + lab_h + gap + fh + pad;
+    /* counts at scale 2 when the widest fits comfortably */
+    cs = 1;
+    if (cell >= 28) {
+        int mx = 0;
+        for (t = 0; t < K * K; t++) mx = mama__plot_maxi(mx, matrix[t]);
+        snprintf(buf, sizeof buf, "%d", mx);
+        if (mama_text_width(buf, 2) <= cell - 6) cs = 2;
+    }
+    st = mama_canvas_alloc(&c, W, H, 0xFFFFFFu);
+    if (st != MAMA_OK) { mama_free(names); return st; }
+
+    for (t = 0; t < K; t++) {
+        long long rowsum = 0;
+        for (p = 0; p < K; p++) rowsum += matrix[t * K + p];
+        for (p = 0; p < K; p++) {
+            int v = matrix[t * K + p], x = gx + p * cell, y = gy + t * cell, tw;
+            uint8_t rgb[3];
+            float frac = rowsum > 0 ? (float)((double)v / (double)rowsum) : 0.0f;
+            uint32_t ink;
+            mama_colormap_blues(frac, rgb);
+            mama_canvas_fill_rect(&c, x, y, cell, cell, MAMA_RGB(rgb[0], rgb[1], rgb[2]));
+            /* text black on light cells, white on dark: ITU-R 601 luma */
+            ink = (299 * rgb[0] + 587 * rgb[1] + 114 * rgb[2]) / 1000 < 140 ? 0xFFFFFFu : 0x111111u;
+            snprintf(buf, sizeof buf, "%d", v);
+            if (mama_text_width(buf, cs) - cs > cell - 2) {
+                if (v >= 1000000) snprintf(buf, sizeof buf, "%dM", v / 1000000);
+                else snprintf(buf, sizeof buf, "%dk", v / 1000);
+            }
+            tw = mama_text_width(buf, cs) - cs;
+            if (tw <= cell - 2)
+                mama_canvas_text(&c, x + (cell - tw) / 2, y + (cell - 7 * cs) / 2, buf, ink, cs);
+        }
+    }
+    /* cell separators and the frame */
+    for (t = 1; t < K; t++) {
+        mama_canvas_fill_rect(&c, gx + t * cell, gy, 1, grid, 0xD8D8D8u);
+        mama_canvas_fill_rect(&c, gx, gy + t * cell, grid, 1, 0xD8D8D8u);
+    }
+    mama_canvas_rect(&c, gx - 1, gy - 1, grid + 2, grid + 2, MAMA__PLOT_AXIS);
+    /* row names (true) right-aligned, column names (predicted) below */
+    for (t = 0; t < K; t++) {
+        const char *nm = names + t * nl;
+        int tw = mama_text_width(nm, s) - s, mid = gx + t * cell + cell / 2;
+        mama_canvas_text(&c, gx - gap - tw, gy + t * cell + (cell - 7 * s) / 2, nm, MAMA__PLOT_INK, s);
+        if (upright)
+            mama_canvas_text_up(&c, mid - (7 * s) / 2, gy + grid + gap - s, nm, MAMA__PLOT_INK, s);
+        else
+            mama_canvas_text(&c, mid - tw / 2, gy + grid + gap, nm, MAMA__PLOT_INK, s);
+    }
+    mama__plot_text_centred(&c, mama__plot_clampi(gx + grid / 2, 0, W), H - pad - fh, "predicted", MAMA__PLOT_INK,
+                            s, W);
+    mama_canvas_text_up(&c, gx - gap - namew - pad - fh, mama__plot_maxi(gy + grid / 2 - mama_text_width("true", s) / 2, 0), "true",
+                        MAMA__PLOT_INK, s);
+    if (has_title) mama__plot_text_centred(&c, W / 2, pad, title, MAMA__PLOT_INK, 2, W - 2 * pad);
+    mama_free(names);
+    return mama__plot_finish(&c, path);
+}
+
+/* 12.10 Heatmap panels.  Bilinear taps with half-pixel centres, as
+ * F.interpolate(mode="bilinear", align_corners=False): output pixel x
+ * samples the grid at (x + 1/2) * g/w - 1/2, clamped to [0, g-1]. */
+static void mama__plot_taps(int out, int g, int *i0, float *fr) {
+    int x;
+    for (x = 0; x < out; x++) {
+        float src = ((float)x + 0.5f) * (float)g / (float)out - 0.5f;
+        int i;
+        if (src < 0.0f) src = 0.0f;
+        i = (int)src;
+        if (i >= g - 1) { i = g - 1; src = (float)i; }
+        i0[x] = i;
+        fr[x] = src - (float)i;
+    }
+}
+MAMA_API mama_status mama_plot_heatmaps(const char *path, const uint8_t *grey, int w, int h, const float *maps,
+                                        int gh, int gw, int nmaps, const char *const *titles, int cols) {
+    char lines[3][MAMA__PLOT_WRAP];
+    mama_canvas c;
+    mama_status st;
+    float *norm = NULL, *fx, *fy;
+    int *ix, *iy;
+    void *taps = NULL;
+    int s, fh, lh, pad = 8, maxc, maxlines = 0, title_h, rows, W, H, m, x, y;
+    if (!path) return MAMA_FAIL(MAMA_ERR_INVALID, "plot heatmaps: NULL path");
+    if (!grey || !maps) return MAMA_FAIL(MAMA_ERR_INVALID, "plot heatmaps %s: NULL image or maps", path);
+    if (w < 16 || h < 16 || w > 4096 || h > 4096)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot heatmaps %s: image %d x %d outside 16..4096", path, w, h);
+    if (gh < 1 || gw < 1 || gh > 1024 || gw > 1024)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot heatmaps %s: grid %d x %d outside 1..1024", path, gh, gw);
+    if (nmaps < 1 || nmaps > 256 || cols < 1)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot heatmaps %s: %d maps in %d columns (need 1..256, cols >= 1)", path,
+                         nmaps, cols);
+    if (cols > nmaps) cols = nmaps;
+    s = w >= 384 ? 2 : 1;
+    fh = MAMA_FONT_H * s;
+    lh = fh + 3 * s;
+    maxc = mama__plot_chars_fit(w, s);
+    for (m = 0; titles && m < nmaps; m++)
+        maxlines = mama__plot_maxi(maxlines, mama__plot_wrap(titles[m], maxc, 3, lines));
+    title_h = maxlines ? maxlines * lh + 3 * s : 0;
+    rows = (nmaps + cols - 1) / cols;
+    W = cols * w + (cols + 1) * pad;
+    H = rows * (title_h + h + pad) + pad;
+    if ((double)W * (double)H > 67108864.0)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot heatmaps %s: sheet %d x %d over 2^26 pixels", path, W, H);
+
+    MAMA_TRY(mama_alloc((void **)&norm, (size_t)gh * (size_t)gw * sizeof(float), "heatmap grid"));
+    st = mama_alloc(&taps, (size_t)(w + h) * (sizeof(int) + sizeof(float)), "heatmap taps");
+    if (st != MAMA_OK) { mama_free(norm); return st; }
+    ix = (int *)taps;
+    iy = ix + w;
+    fx = (float *)(iy + h);
+    fy = fx + w;
+    mama__plot_taps(w, gw, ix, fx);
+    mama__plot_taps(h, gh, iy, fy);
+    st = mama_canvas_alloc(&c, W, H, 0xFFFFFFu);
+    if (st != MAMA_OK) { mama_free(norm); mama_free(taps); return st; }
+
+    for (m = 0; m < nmaps; m++) {
+        const float *mp = maps + (size_t)m * (size_t)gh * (size_t)gw;
+        int ox = pad + (m % cols) * (w + pad), oy = pad + (m / cols) * (title_h + h + pad), i, n = gh * gw, nl;
+        float mn = HUGE_VALF, mx = -HUGE_VALF;
+        /* min-max over the finite cells; -1 marks a cell with no value */
+        for (i = 0; i < n; i++)
+            if (isfinite(mp[i])) { if (mp[i] < mn) mn = mp[i]; if (mp[i] > mx) mx = mp[i]; }
+        for (i = 0; i < n; i++)
+            norm[i] = !isfinite(mp[i]) ? -1.0f : (mx > mn ? (float)(((double)mp[i] - mn) / ((double)mx - mn)) : 0.0f);
+        for (y = 0; y < h; y++) {
+            const float *r0 = norm + (size_t)iy[y] * gw, *r1 = norm + (size_t)(iy[y] + (iy[y] < gh - 1)) * gw;
+            uint8_t *dst = c.pix + 3 * ((size_t)(oy + title_h + y) * (size_t)W + (size_t)ox);
+            for (x = 0; x < w; x++) {
+                int a = ix[x], b = a + (a < gw - 1);
+                float g = (float)grey[(size_t)y * w + x], v;
+                uint8_t rgb[3];
+                if (r0[a] < 0.0f || r0[b] < 0.0f || r1[a] < 0.0f || r1[b] < 0.0f) {
+                    dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = (uint8_t)g;
+                    continue;
+                }
+                v = (1.0f - fy[y]) * ((1.0f - fx[x]) * r0[a] + fx[x] * r0[b]) +
+                    fy[y] * ((1.0f - fx[x]) * r1[a] + fx[x] * r1[b]);
+                mama_colormap_heat(v, rgb);
+                dst[3 * x] = (uint8_t)(0.5f * g + 0.5f * rgb[0] + 0.5f);
+                dst[3 * x + 1] = (uint8_t)(0.5f * g + 0.5f * rgb[1] + 0.5f);
+                dst[3 * x + 2] = (uint8_t)(0.5f * g + 0.5f * rgb[2] + 0.5f);
+            }
+        }
+        nl = titles ? mama__plot_wrap(titles[m], maxc, 3, lines) : 0;
+        for (i = 0; i < nl; i++) /* bottom-aligned: the last line sits on its image */
+            mama__plot_text_centred(&c, ox + w / 2, oy + (maxlines - nl + i) * lh, lines[i], MAMA__PLOT_INK, s, w);
+    }
+    mama_free(norm);
+    mama_free(taps);
+    return mama__plot_finish(&c, path);
+}
+
+/* 12.11 Grouped bars. */
+MAMA_API mama_status mama_plot_bars(const char *path, const char *title, const char *ylabel,
+                                    const char *const *group_names, int ngroups, const char *const *series_names,
+                                    int nseries, const float *values, int width, int height) {
+    char names[16][MAMA__PLOT_MAXNAME + 1];
+    char buf[64];
+    mama__plot_frame f;
+    mama_canvas c;
+    double lo = 0.0, hi = 0.0, slot;
+    int g, k, barw, zero, legend;
+    if (!path) return MAMA_FAIL(MAMA_ERR_INVALID, "plot bars: NULL path");
+    if (!values || ngroups < 1 || ngroups > 256 || nseries < 1 || nseries > 16)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "plot bars %s: %d groups x %d series (need 1..256 x 1..16) and values",
+                         path, ngroups, nseries);
+    MAMA_TRY(mama__plot_check_size("plot bars", width, height));
+    legend = nseries > 1 || (series_names && series_names[0]);
+    for (k = 0; k < nseries; k++) {
+        if (series_names && series_names[k]) mama__plot_fit(names[k], sizeof names[k], series_names[k], MAMA__PLOT_MAXNAME);
+        else snprintf(names[k], sizeof names[k], "series %d", k);
+    }
+    for (g = 0; g < ngroups * nseries; g++)
+        if (isfinite(values[g])) {
+            if (values[g] < lo) lo = values[g];
+            if (values[g] > hi) hi = values[g];
+        }
+    if (lo == hi) hi = 1.0; /* all zero or none finite */
+    mama__plot_margin(&lo, &hi, 0.08); /* room for the value labels */
+
+    mama__plot_frame_v(&f, width, height, title, 0);
+    MAMA_TRY(mama__plot_frame_h(&f, width, lo, hi, ylabel && *ylabel,
+                                legend ? mama__plot_legend_w(names, nseries, f.s) : 0));
+    f.xlo = 0.0;
+    f.xhi = 1.0;
+    MAMA_TRY(mama_canvas_alloc(&c, width, height, 0xFFFFFFu));
+    mama__plot_ygrid(&c, &f);
+    slot = (double)f.pw / ngroups;
+    barw = mama__plot_maxi(1, (int)(slot * 0.8 / nseries));
+    zero = (int)floorf(mama__plot_py(&f, 0.0) + 0.5f);
+    for (g = 0; g < ngroups; g++) {
+        int x0 = f.left + (int)(g * slot + (slot - (double)barw * nseries) / 2.0);
+        char gname[256];
+        for (k = 0; k < nseries; k++) {
+            float v = values[g * nseries + k];
+            int x = x0 + k * barw, y, top, tw;
+            if (!isfinite(v)) continue;
+            y = (int)floorf(mama__plot_py(&f, v) + 0.5f);
+            top = y < zero ? y : zero;
+            mama_canvas_fill_rect(&c, x, top, barw - (barw > 3), (y < zero ? zero - y : y - zero) + 1,
+                                  mama_plot_color(k));
+            /* the value above a positive bar (below a negative one), or
+             * inside its end in white when there is no room outside */
+            snprintf(buf, sizeof buf, "%.3g", v);
+            tw = mama_text_width(buf, f.s) - f.s;
+            if (tw <= barw) {
+                int ty = v >= 0 ? y - 3 * f.s - 7 * f.s : y + 3 * f.s;
+                uint32_t ink = MAMA__PLOT_INK;
+                if (ty < f.top || ty + 7 * f.s > f.top + f.ph) {
+                    ty = v >= 0 ? y + 3 * f.s : y - 3 * f.s - 7 * f.s;
+                    ink = 0xFFFFFFu;
+                }
+                mama_canvas_text(&c, x + (barw - tw) / 2, ty, buf, ink, f.s);
+            }
+        }
+        if (group_names && group_names[g]) {
+            mama__plot_fit(gname, sizeof gname, group_names[g], 255);
+            mama__plot_text_centred(&c, f.left + (int)((g + 0.5) * slot), f.top + f.ph + f.tick + 3 * f.s, gname,
+                                    MAMA__PLOT_INK, f.s, (int)slot - 2 * f.s);
+        }
+    }
+    if (f.ylo < 0.0) mama_canvas_fill_rect(&c, f.left, zero, f.pw, 1, MAMA__PLOT_AXIS);
+    mama__plot_decorate(&c, &f, title, NULL, ylabel);
+    if (f.legend_w > 0) mama__plot_legend(&c, &f, names, nseries, 0);
+    return mama__plot_finish(&c, path);
+}
+
+#endif /* MAMA_PLOT_IMPL_INCLUDED */
+
+
 
 #ifdef __cplusplus
 }

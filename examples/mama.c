@@ -28,7 +28,7 @@ static const char *usage =
     "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
     "           [--tokenizer DIR] [--ref-text-feature] [--json OUT]\n"
     "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
-    "  demo [--out demo] [--studies 500] [--size 224] [--steps 300] [--batch 16] [--ablation]\n"
+    "  demo [--out demo] [--studies 500] [--size 224] [--steps 600] [--batch 16] [--ablation]\n"
     "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md\n"
     "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
     "  bench train --config tiny|small [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"

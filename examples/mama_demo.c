@@ -205,7 +205,7 @@ static int mama_demo_main(int argc, char **argv) {
     o.out = arg_value(argc, argv, "--out", "demo");
     o.studies = atoi(arg_value(argc, argv, "--studies", "500"));
     o.size = atoi(arg_value(argc, argv, "--size", "224"));
-    o.steps = atoi(arg_value(argc, argv, "--steps", "300"));
+    o.steps = atoi(arg_value(argc, argv, "--steps", "600"));
     o.batch = atoi(arg_value(argc, argv, "--batch", "16"));
     o.probe_steps = atoi(arg_value(argc, argv, "--probe-steps", "1000"));
     o.lr = (float)atof(arg_value(argc, argv, "--lr", "5e-4"));

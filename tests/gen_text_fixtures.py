@@ -2,7 +2,7 @@
 """Generate the tokenizer fixtures of tests/test_text.c with Hugging Face `tokenizers`.
 
     pip install tokenizers            (tested with 0.23.3)
-    make build/test_text              (or the gcc line of wip/HELPERS.md)
+    make build/test_text              (or: make build/test_text)
     python3 tests/gen_text_fixtures.py            # from the repository root
     python3 tests/gen_text_fixtures.py --unicode-tables > /tmp/unitab.h
 

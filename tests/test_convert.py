@@ -97,8 +97,6 @@ def build_c():
     """build/test_weights, rebuilt when a header or the test is newer; None without gcc."""
     srcs = [os.path.join(ROOT, "tests", "test_weights.c"), os.path.join(ROOT, "mama.h"),
             os.path.join(ROOT, "tests", "test_util.h")]
-    wip = os.path.join(ROOT, "wip")
-    srcs += [os.path.join(wip, f) for f in os.listdir(wip) if f.endswith(".h")]
     if os.path.exists(EXE) and os.path.getmtime(EXE) >= max(os.path.getmtime(s) for s in srcs):
         return EXE
     cc = shutil.which("gcc") or shutil.which("cc")

@@ -44,9 +44,6 @@ static void t_free(void *p) {
 #define MAMA_FREE(p) t_free(p)
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
-/* Until mama.h includes the plot section itself (both files are guarded). */
-#include "wip/plot_api.h"
-#include "wip/plot_impl.h"
 #include "tests/test_util.h"
 
 static char outdir[512] = "/tmp/mama_plot_test";

@@ -1,5 +1,5 @@
 """Shared helpers of the dataset converters: the manifest columns of mama.h
-(wip/formats_api.h, "Manifest CSV") and a CSV writer for them."""
+(mama.h, "Manifest CSV") and a CSV writer for them."""
 import csv
 import os
 import re
