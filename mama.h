@@ -1026,6 +1026,9 @@ MAMA_API void mama_atomic_abort(mama_atomic_file *af);
  * data, not counted in *size); free with mama_free.  Works on pipes and
  * files of unknown size; a directory is MAMA_ERR_IO. */
 MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size_t *size);
+/* A float32 matrix [rows, cols] as a NumPy .npy file (format 1.0, little
+ * endian, C order), written atomically. */
+MAMA_API mama_status mama_npy_write(const char *path, const float *data, int rows, int cols);
 
 /* ---- Half precision --------------------------------------------------------
  * IEEE binary16 and bfloat16 (the top half of a float32) as raw uint16_t.
@@ -6620,6 +6623,34 @@ MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size
     *data = buf;
     *size = len;
     return MAMA_OK;
+}
+
+MAMA_API mama_status mama_npy_write(const char *path, const float *data, int rows, int cols) {
+    mama_atomic_file af;
+    char header[128];
+    int n, pad;
+    if (rows < 0 || cols < 0 || (!data && rows * cols > 0))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: bad .npy shape [%d, %d]", path, rows, cols);
+    /* magic, version 1.0, header length (uint16 LE), then a Python dict
+     * padded with spaces so that magic + length + dict + '\n' is a multiple of 64 */
+    n = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols);
+    pad = 64 - (10 + n + 1) % 64;
+    if (pad == 64) pad = 0;
+    memset(header + n, ' ', (size_t)pad);
+    header[n + pad] = '\n';
+    n += pad + 1;
+    MAMA_TRY(mama_atomic_open(&af, path));
+    {
+        unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
+        pre[8] = (unsigned char)(n & 0xff);
+        pre[9] = (unsigned char)(n >> 8);
+        if (mama_atomic_write(&af, pre, 10) != MAMA_OK || mama_atomic_write(&af, header, (size_t)n) != MAMA_OK ||
+            mama_atomic_write(&af, data, sizeof(float) * (size_t)rows * cols) != MAMA_OK) {
+            mama_atomic_abort(&af);
+            return MAMA_ERR_IO;
+        }
+    }
+    return mama_atomic_commit(&af);
 }
 
 static void mama__atomic_release(mama_atomic_file *af) {

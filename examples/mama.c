@@ -30,6 +30,13 @@ static const char *usage =
     "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
     "  demo [--out demo] [--studies 500] [--size 224] [--steps 600] [--batch 16] [--ablation]\n"
     "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md\n"
+    "  caption --manifest M --row N [--mask P --seed S] [--tokens --vocab DIR]\n"
+    "        the caption of data row N (0-based) exactly as the model sees it\n"
+    "  tokenizer train --manifest M --out DIR [--vocab-size 2042] [--variants 8]\n"
+    "        a byte-level BPE vocabulary from the manifest's captions (+6 special tokens)\n"
+    "  embed --weights W (--manifest M [--split test] [--texts] | --images a.png b.png ...) --out X.npy\n"
+    "  heatmap --weights W --manifest M --row N --out P.png [--tokenizer DIR]\n"
+    "        SLA similarity of each caption sentence with each patch, one panel per sentence\n"
     "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
     "  bench train --config tiny|small [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
     "  bench encode --config base [--batch 4] [--steps 3]\n"
@@ -239,6 +246,157 @@ static int cmd_eval(int argc, char **argv, int probe) {
 
 #include "mama_demo.c"
 
+static int cmd_caption(int argc, char **argv) {
+    mama_manifest man;
+    mama_caption_fields f;
+    mama_rng rng;
+    char *caption = NULL;
+    const char *path = arg_value(argc, argv, "--manifest", NULL);
+    int row = atoi(arg_value(argc, argv, "--row", "0"));
+    float p = (float)atof(arg_value(argc, argv, "--mask", "0"));
+    int rc = 0;
+    if (!path) { fprintf(stderr, "mama caption: --manifest is required\n"); return 2; }
+    if (mama_manifest_load(&man, path, 0) != MAMA_OK) return fail();
+    if (row < 0 || row >= man.count) {
+        fprintf(stderr, "mama caption: row %d out of range (the manifest has %d rows)\n", row, man.count);
+        mama_manifest_free(&man);
+        return 2;
+    }
+    mama_record_caption_fields(&man.records[row], &f);
+    mama_rng_seed(&rng, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10));
+    if (p > 0) mama_caption_mask(&f, &f, p, &rng);
+    if (mama_caption_build_alloc(&f, &caption) != MAMA_OK) { mama_manifest_free(&man); return fail(); }
+    printf("%s\n", caption);
+    if (has_flag(argc, argv, "--tokens")) {
+        mama_tokenizer *tok = NULL;
+        int ids[1024], mask[1024], n = 0, i;
+        int context = atoi(arg_value(argc, argv, "--context", "144"));
+        if (context > 1024) context = 1024;
+        if (mama_tokenizer_load(&tok, arg_value(argc, argv, "--vocab", "weights/tiny_vocab")) != MAMA_OK ||
+            mama_tokenizer_encode_caption(tok, caption, context, ids, mask, &n) != MAMA_OK) {
+            rc = fail();
+        } else {
+            printf("%d tokens (context %d):", n, context);
+            for (i = 0; i < n; i++) printf(" %d", ids[i]);
+            printf("\n");
+        }
+        mama_tokenizer_free(tok);
+    }
+    mama_free(caption);
+    mama_manifest_free(&man);
+    return rc;
+}
+
+static int cmd_tokenizer(int argc, char **argv) {
+    mama_manifest man;
+    const char *path = arg_value(argc, argv, "--manifest", NULL), *out = arg_value(argc, argv, "--out", NULL);
+    int vocab = atoi(arg_value(argc, argv, "--vocab-size", "2042")), variants = atoi(arg_value(argc, argv, "--variants", "8"));
+    int i, v, n = 0, merges = 0, rc = 0;
+    char **texts;
+    mama_rng rng;
+    if (argc < 1 || strcmp(argv[0], "train") || !path || !out) {
+        fprintf(stderr, "usage: mama tokenizer train --manifest M --out DIR [--vocab-size N] [--variants K]\n");
+        return 2;
+    }
+    if (mama_manifest_load(&man, path, 0) != MAMA_OK) return fail();
+    texts = (char **)calloc((size_t)man.count * variants + 1, sizeof(char *));
+    mama_rng_seed(&rng, 1);
+    /* the captions as training sees them: each row unmasked and masked a few times */
+    for (i = 0; i < man.count; i++)
+        for (v = 0; v < variants; v++) {
+            mama_caption_fields f;
+            mama_record_caption_fields(&man.records[i], &f);
+            if (v > 0) mama_caption_mask(&f, &f, 0.8f, &rng);
+            if (mama_caption_build_alloc(&f, &texts[n]) == MAMA_OK) n++;
+        }
+    if (mama_tokenizer_train((const char *const *)texts, n, vocab, out, &merges) != MAMA_OK) rc = fail();
+    else printf("wrote %s/vocab.json and merges.txt: %d merges from %d captions (+6 special tokens on load)\n", out, merges, n);
+    for (i = 0; i < n; i++) mama_free(texts[i]);
+    free(texts);
+    mama_manifest_free(&man);
+    return rc;
+}
+
+static int cmd_embed(int argc, char **argv) {
+    mama_model *m = NULL;
+    mama_dataset *d = NULL;
+    const char *out = arg_value(argc, argv, "--out", NULL), *w = arg_value(argc, argv, "--weights", NULL);
+    const mama_config *c;
+    float *emb = NULL;
+    int rows = 0, i, rc = 0, first_image = -1;
+    for (i = 0; i < argc; i++) if (!strcmp(argv[i], "--images")) first_image = i + 1;
+    if (!out || !w) { fprintf(stderr, "mama embed: --weights and --out are required\n"); return 2; }
+    if (first_image > 0) {
+        mama_augment_opts aug = mama_augment_defaults();
+        float *px;
+        int n = 0;
+        while (first_image + n < argc && strncmp(argv[first_image + n], "--", 2)) n++;
+        if (mama_model_load(&m, w, mama_cpu_backend(), 1) != MAMA_OK) return fail();
+        c = mama_model_config(m);
+        aug.size = c->image_size;
+        emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
+        px = (float *)malloc(sizeof(float) * c->in_chans * c->image_size * c->image_size);
+        for (i = 0; i < n && rc == 0; i++) {
+            mama_image img = {0, 0, NULL};
+            if (mama_image_load(argv[first_image + i], &img) != MAMA_OK ||
+                mama_image_pipeline(&img, &aug, 0, NULL, c->in_chans, px) != MAMA_OK ||
+                mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, NULL) != MAMA_OK) rc = fail();
+            mama_image_free(&img);
+        }
+        rows = n;
+        free(px);
+    } else {
+        mama_split split = MAMA_SPLIT_TEST;
+        const int *idx;
+        int n;
+        if ((rc = open_eval(argc, argv, &m, &d)) != 0) return rc;
+        c = mama_model_config(m);
+        parse_split(arg_value(argc, argv, "--split", "test"), &split);
+        n = mama_dataset_split(d, split, &idx);
+        emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
+        if (has_flag(argc, argv, "--texts")) {
+            int T = c->context, B = 32, j;
+            int *ids = (int *)malloc(sizeof(int) * B * T), *mask = (int *)malloc(sizeof(int) * B * T);
+            for (i = 0; i < n && rc == 0; i += B) {
+                int nb = n - i < B ? n - i : B;
+                for (j = 0; j < nb && rc == 0; j++)
+                    if (mama_dataset_caption(d, idx[i + j], 0.0f, NULL, ids + j * T, mask + j * T) != MAMA_OK) rc = fail();
+                if (rc == 0 && mama_encode_texts(m, ids, mask, nb, emb + (size_t)i * c->embed_dim) != MAMA_OK) rc = fail();
+            }
+            free(ids); free(mask);
+        } else {
+            size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
+            float *px = (float *)malloc(sizeof(float) * img);
+            for (i = 0; i < n && rc == 0; i++)
+                if (mama_dataset_image(d, idx[i], 0, NULL, px) != MAMA_OK ||
+                    mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, NULL) != MAMA_OK) rc = fail();
+            free(px);
+        }
+        rows = n;
+    }
+    if (rc == 0 && mama_npy_write(out, emb, rows, mama_model_config(m)->embed_dim) != MAMA_OK) rc = fail();
+    if (rc == 0) printf("wrote %s: %d x %d embeddings\n", out, rows, mama_model_config(m)->embed_dim);
+    free(emb);
+    mama_dataset_free(d);
+    mama_model_free(m);
+    return rc;
+}
+
+static int cmd_heatmap(int argc, char **argv) {
+    mama_model *m = NULL;
+    mama_dataset *d = NULL;
+    const char *out = arg_value(argc, argv, "--out", NULL);
+    char caption[4096];
+    int rc;
+    if (!out) { fprintf(stderr, "mama heatmap: --out is required\n"); return 2; }
+    if ((rc = open_eval(argc, argv, &m, &d)) != 0) return rc;
+    rc = demo_heatmap_record(m, d, atoi(arg_value(argc, argv, "--row", "0")), out, caption, sizeof caption);
+    if (rc == 0) printf("wrote %s for: %s\n", out, caption);
+    mama_dataset_free(d);
+    mama_model_free(m);
+    return rc;
+}
+
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "gemm")) return mama_bench_gemm_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "train")) return mama_bench_train_main(argc - 1, argv + 1);
@@ -255,6 +413,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
     if (!strcmp(cmd, "demo")) return mama_demo_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "caption")) return cmd_caption(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
+    if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
+    if (!strcmp(cmd, "heatmap")) return cmd_heatmap(argc - 2, argv + 2);
     if (!strcmp(cmd, "zeroshot")) return cmd_eval(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "probe")) return cmd_eval(argc - 2, argv + 2, 1);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { fputs(usage, stdout); return 0; }

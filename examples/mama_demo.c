@@ -135,12 +135,11 @@ fail:
     return fail();
 }
 
-/* The SLA heatmap of one test image with a finding: one panel per sentence. */
-static int demo_heatmap(mama_model *m, mama_dataset *d, const char *png, char *caption_out, size_t cap) {
+/* The SLA heatmap of one record: one panel per sentence of its caption. */
+static int demo_heatmap_record(mama_model *m, mama_dataset *d, int pick, const char *png, char *caption_out, size_t cap) {
     const mama_config *c = mama_model_config(m);
     const mama_manifest *man = mama_dataset_manifest(d);
-    const int *idx;
-    int n = mama_dataset_split(d, MAMA_SPLIT_TEST, &idx), i, pick = -1, nsent = 0, g = c->image_size / c->patch_size;
+    int nsent = 0, g = c->image_size / c->patch_size;
     int T = c->context, s, k;
     float *image, *maps;
     int *ids, *mask;
@@ -148,9 +147,10 @@ static int demo_heatmap(mama_model *m, mama_dataset *d, const char *png, char *c
     char *caption = NULL, *titles_buf, *titles[32];
     mama_caption_fields f;
     mama_image raw, prep;
-    for (i = 0; i < n && pick < 0; i++)
-        if (strchr("SMK", man->records[idx[i]].birads[0]) && man->records[idx[i]].birads[1] == 0) pick = idx[i];
-    if (pick < 0) pick = idx[0];
+    if (pick < 0 || pick >= man->count) {
+        fprintf(stderr, "heatmap: row %d out of range (0..%d)\n", pick, man->count - 1);
+        return 2;
+    }
     image = (float *)malloc(sizeof(float) * 3 * c->image_size * c->image_size);
     maps = (float *)malloc(sizeof(float) * 32 * g * g);
     ids = (int *)malloc(sizeof(int) * T);
@@ -184,6 +184,17 @@ static int demo_heatmap(mama_model *m, mama_dataset *d, const char *png, char *c
     mama_free(caption);
     free(image); free(maps); free(ids); free(mask); free(grey); free(titles_buf);
     return 0;
+}
+
+/* ... for one test image with a suspicious finding (the first one). */
+static int demo_heatmap(mama_model *m, mama_dataset *d, const char *png, char *caption_out, size_t cap) {
+    const mama_manifest *man = mama_dataset_manifest(d);
+    const int *idx;
+    int n = mama_dataset_split(d, MAMA_SPLIT_TEST, &idx), i, pick = -1;
+    for (i = 0; i < n && pick < 0; i++)
+        if (strchr("SMK", man->records[idx[i]].birads[0]) && man->records[idx[i]].birads[1] == 0) pick = idx[i];
+    if (pick < 0) pick = n > 0 ? idx[0] : 0;
+    return demo_heatmap_record(m, d, pick, png, caption_out, cap);
 }
 
 static void demo_row(FILE *f, const char *name, const demo_scores *s) {
