@@ -4888,11 +4888,16 @@ static void mama__linear_forward(mama_backend *be, float *y, const float *x, con
     be->gemm(be, 0, 1, M, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     if (b) be->bias_add_forward(be, y, b, M, out);
 }
-static void mama__linear_backward(mama_backend *be, float *dx, float *dW, float *db, const float *dy,
-                                  const float *x, const float *W, int M, int in, int out) {
-    if (dx) be->gemm(be, 0, 0, M, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
+static void mama__linear_backward_to(mama_backend *be, float *dx, float dx_beta, float *dW, float *db,
+                                     const float *dy, const float *x, const float *W, int M, int in, int out) {
+    if (dx) be->gemm(be, 0, 0, M, in, out, 1.0f, dy, out, W, in, dx_beta, dx, in);
     if (dW) be->gemm(be, 1, 0, out, in, M, 1.0f, dy, out, x, in, 1.0f, dW, in);
     if (db) be->bias_add_backward(be, db, dy, M, out);
+}
+/* accumulate into dx (+=), as every backward does */
+static void mama__linear_backward(mama_backend *be, float *dx, float *dW, float *db, const float *dy,
+                                  const float *x, const float *W, int M, int in, int out) {
+    mama__linear_backward_to(be, dx, 1.0f, dW, db, dy, x, W, M, in, out);
 }
 /* GPT-2's Conv1D stores W as [in, out]:  y = x W + b.
  * Backward: dx += dy W^T,  dW += x^T dy. */
@@ -4901,9 +4906,9 @@ static void mama__conv1d_forward(mama_backend *be, float *y, const float *x, con
     be->gemm(be, 0, 0, M, out, in, 1.0f, x, in, W, out, 0.0f, y, out);
     if (b) be->bias_add_forward(be, y, b, M, out);
 }
-static void mama__conv1d_backward(mama_backend *be, float *dx, float *dW, float *db, const float *dy,
-                                  const float *x, const float *W, int M, int in, int out) {
-    if (dx) be->gemm(be, 0, 1, M, in, out, 1.0f, dy, out, W, out, 1.0f, dx, in);
+static void mama__conv1d_backward_to(mama_backend *be, float *dx, float dx_beta, float *dW, float *db,
+                                     const float *dy, const float *x, const float *W, int M, int in, int out) {
+    if (dx) be->gemm(be, 0, 1, M, in, out, 1.0f, dy, out, W, out, dx_beta, dx, in);
     if (dW) be->gemm(be, 1, 0, in, out, M, 1.0f, x, in, dy, out, 1.0f, dW, out);
     if (db) be->bias_add_backward(be, db, dy, M, out);
 }
@@ -4948,24 +4953,20 @@ static void mama__vit_block_backward(mama_model *m, const mama__vit_block *w, co
     /* MLP branch: out = xmid + ls2 * fc2 */
     mama__zero(be, d_a, n);
     be->layerscale_backward(be, d_a, gw->ls2, dout, k->fc2, w->ls2, rows, D);
-    mama__zero(be, d_4a, n4);
-    mama__linear_backward(be, d_4a, gw->fc2_w, gw->fc2_b, d_a, k->gelu, w->fc2_w, rows, 4 * D, D);
+    mama__linear_backward_to(be, d_4a, 0.0f, gw->fc2_w, gw->fc2_b, d_a, k->gelu, w->fc2_w, rows, 4 * D, D);
     mama__zero(be, d_4b, n4);
     be->gelu_backward(be, d_4b, d_4a, k->fc, n4, 0);
-    mama__zero(be, d_b, n);
-    mama__linear_backward(be, d_b, gw->fc1_w, gw->fc1_b, d_4b, k->ln2, w->fc1_w, rows, D, 4 * D);
+    mama__linear_backward_to(be, d_b, 0.0f, gw->fc1_w, gw->fc1_b, d_4b, k->ln2, w->fc1_w, rows, D, 4 * D);
     be->copy(be, dx, dout, n * sizeof(float));
     be->layernorm_backward(be, dx, gw->ln2_w, gw->ln2_b, d_b, k->xmid, w->ln2_w, k->ln2_mean, k->ln2_rstd, rows, D);
     /* attention branch: xmid = x + ls1 * proj */
     mama__zero(be, d_a, n);
     be->layerscale_backward(be, d_a, gw->ls1, dx, k->proj, w->ls1, rows, D);
-    mama__zero(be, d_b, n);
-    mama__linear_backward(be, d_b, gw->proj_w, gw->proj_b, d_a, k->att, w->proj_w, rows, D, D);
+    mama__linear_backward_to(be, d_b, 0.0f, gw->proj_w, gw->proj_b, d_a, k->att, w->proj_w, rows, D, D);
     mama__zero(be, d_qkv, 3 * n);
     be->attention_backward(be, d_qkv, d_b, k->att, k->lse, k->qkv, NULL, Bv, T, H, hd, 0,
                            1.0f / sqrtf((float)hd), 0.0f, 0);
-    mama__zero(be, d_a, n);
-    mama__linear_backward(be, d_a, gw->qkv_w, gw->qkv_b, d_qkv, k->ln1, w->qkv_w, rows, D, 3 * D);
+    mama__linear_backward_to(be, d_a, 0.0f, gw->qkv_w, gw->qkv_b, d_qkv, k->ln1, w->qkv_w, rows, D, 3 * D);
     be->layernorm_backward(be, dx, gw->ln1_w, gw->ln1_b, d_a, x, w->ln1_w, k->ln1_mean, k->ln1_rstd, rows, D);
 }
 
@@ -5025,24 +5026,20 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
     /* MLP branch */
     mama__zero(be, d_a, n);
     be->dropout_backward(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
-    mama__zero(be, d_4a, n4);
-    mama__conv1d_backward(be, d_4a, gw->mlp_proj_w, gw->mlp_proj_b, d_a, k->gelu, w->mlp_proj_w, rows, 4 * D, D);
+    mama__conv1d_backward_to(be, d_4a, 0.0f, gw->mlp_proj_w, gw->mlp_proj_b, d_a, k->gelu, w->mlp_proj_w, rows, 4 * D, D);
     mama__zero(be, d_4b, n4);
     be->gelu_backward(be, d_4b, d_4a, k->fc, n4, 1);
-    mama__zero(be, d_b, n);
-    mama__conv1d_backward(be, d_b, gw->fc_w, gw->fc_b, d_4b, k->ln2, w->fc_w, rows, D, 4 * D);
+    mama__conv1d_backward_to(be, d_b, 0.0f, gw->fc_w, gw->fc_b, d_4b, k->ln2, w->fc_w, rows, D, 4 * D);
     be->copy(be, dx, dout, n * sizeof(float));
     be->layernorm_backward(be, dx, gw->ln2_w, gw->ln2_b, d_b, k->xmid, w->ln2_w, k->ln2_mean, k->ln2_rstd, rows, D);
     /* attention branch */
     mama__zero(be, d_a, n);
     be->dropout_backward(be, d_a, dx, n, p, mama__dropout_seed(ts->seed, l, 2));
-    mama__zero(be, d_b, n);
-    mama__conv1d_backward(be, d_b, gw->attn_proj_w, gw->attn_proj_b, d_a, k->att, w->attn_proj_w, rows, D, D);
+    mama__conv1d_backward_to(be, d_b, 0.0f, gw->attn_proj_w, gw->attn_proj_b, d_a, k->att, w->attn_proj_w, rows, D, D);
     mama__zero(be, d_qkv, 3 * n);
     be->attention_backward(be, d_qkv, d_b, k->att, k->lse, k->qkv, a->key_valid, B, T, H, hd, 1,
                            mama__text_attn_scale(c, l), p, mama__dropout_seed(ts->seed, l, 1));
-    mama__zero(be, d_a, n);
-    mama__conv1d_backward(be, d_a, gw->attn_w, gw->attn_b, d_qkv, k->ln1, w->attn_w, rows, D, 3 * D);
+    mama__conv1d_backward_to(be, d_a, 0.0f, gw->attn_w, gw->attn_b, d_qkv, k->ln1, w->attn_w, rows, D, 3 * D);
     if (w->lora_a) {
         /* qkv += s u B^T with u = drop(ln1) A^T:  dB += s dqkv^T u;
          * du = s dqkv B;  dA += du^T drop(ln1);  d ln1 += drop'(du A) */
@@ -5108,8 +5105,7 @@ static void mama__local_head_backward(mama_model *m, const mama__local_head *w, 
         be->batchnorm_backward(be, de2 + (size_t)r0 * E, NULL, NULL, de + (size_t)r0 * E, k->h2 + (size_t)r0 * E,
                                NULL, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E, nr, E);
     }
-    mama__zero(be, da, (size_t)rows * Hd);
-    mama__linear_backward(be, da, gw->w2, gw->b2, de2, k->relu, w->w2, rows, Hd, E);
+    mama__linear_backward_to(be, da, 0.0f, gw->w2, gw->b2, de2, k->relu, w->w2, rows, Hd, E);
     mama__zero(be, db, (size_t)rows * Hd);
     be->relu_backward(be, db, da, k->relu, (size_t)rows * Hd);
     mama__zero(be, da, (size_t)rows * Hd);

@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# make bench: GEMM against OpenBLAS (when built with BLAS=openblas) and the
-# training step against PyTorch (when torch is importable), side by side in
-# one run with the same thread count.
+# make bench: GEMM against OpenBLAS and the training step against PyTorch,
+# side by side in one run with the same thread count.  OpenBLAS (Debian's
+# libopenblas-dev) and torch are optional: without them only mama.h runs.
 set -u
 cd "$(dirname "$0")/.."
 T=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_NUM_THREADS=$T
-echo "== GEMM, $T threads"
-# OpenBLAS picks a slow generic kernel on some CPUs; give it the best
-# core type for this machine (AVX2 -> Haswell, AVX-512 -> SkylakeX).
+# OpenBLAS's auto-detection can fall back to a slow generic kernel: give it
+# the best core type of this CPU (AVX-512 -> SkylakeX, AVX2 -> Haswell).
 if grep -q avx512f /proc/cpuinfo; then core=SkylakeX; else core=Haswell; fi
-OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$core} build/mama bench gemm
-echo "== training step, $T threads"
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$core}
+bin=build/mama
+if [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ]; then
+  ${CC:-cc} -std=c99 -O2 -fopenmp -I. -DMAMA_BENCH_OPENBLAS -I/usr/include/x86_64-linux-gnu examples/mama.c \
+      -o build/mama_openblas -lopenblas -lm && bin=build/mama_openblas
+  # the OpenMP build of OpenBLAS when installed (libopenblas0-openmp)
+  [ -d /usr/lib/x86_64-linux-gnu/openblas-openmp ] && export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp
+fi
+echo "== GEMM, $T threads, OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE"
+$bin bench gemm
+echo "== training step (forward, 4 losses, backward, AdamW), batch 8, $T threads"
 for cfg in tiny small; do
-  build/mama bench train --config $cfg --batch 8 --steps 5 | tail -2
+  steps=10; [ $cfg = small ] && steps=4
+  c=$($bin bench train --config $cfg --batch 8 --steps $steps | tail -1 | cut -d= -f2)
   if python3 -c "import torch" 2>/dev/null; then
-    OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$core} python3 bench/bench_train_torch.py --config $cfg --batch 8 --steps 5 --threads $T | tail -1
+    t=$(python3 bench/bench_train_torch.py --preset $cfg --batch 8 --steps $steps --threads $T | tail -1 | cut -d= -f2)
+    echo "$cfg: mama.h ${c} ms, PyTorch ${t} ms, speed-up $(awk -v a="$t" -v b="$c" 'BEGIN{printf "%.2f", a/b}')x"
   else
-    echo "(torch not importable: no PyTorch comparison)"
+    echo "$cfg: mama.h ${c} ms (torch not importable: no PyTorch comparison)"
   fi
 done
