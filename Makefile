@@ -77,7 +77,7 @@ test: stb compile-check $(TESTS) $(BUILD)/mama
 	@bash tests/run_tests.sh $(TESTS)
 
 asan: stb
-	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/mama $(patsubst tests/%.c,build/asan/%,$(wildcard tests/test_*.c))
+	@$(MAKE) -j2 --no-print-directory BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/mama $(patsubst tests/%.c,build/asan/%,$(wildcard tests/test_*.c))
 	@ASAN_OPTIONS=detect_leaks=1 bash tests/run_tests.sh $(patsubst tests/%.c,build/asan/%,$(wildcard tests/test_*.c))
 
 bench: all

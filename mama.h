@@ -1504,6 +1504,13 @@ MAMA_API void mama_probe_opts_default(mama_probe_opts *o);
 MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
                                        const mama_probe_opts *o, mama_split eval_split, mama_eval_result *out);
 
+/* Full fine-tuning (SPEC A.7): the same as the linear probe, but the image
+ * encoder trains too (SGD with the probe's settings on the vision tower's
+ * parameters; training images augmented).  The model's vision weights are
+ * changed in place. */
+MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot_task task, const mama_probe_opts *o,
+                                   mama_split eval_split, mama_eval_result *out);
+
 /* Retrieval over a split: image->text and text->image recall@1/5/10 with
  * each image's own (unmasked) caption as its match. */
 typedef struct mama_retrieval { int n; double i2t[3], t2i[3]; } mama_retrieval;
@@ -5782,6 +5789,27 @@ static mama_status mama__load_pos_embed(mama_model *m, const mama_safetensors *s
     return s;
 }
 
+/* The folded patch embedding (in_chans = 1): a mammogram is grey, so its
+ * three input channels are identical and conv(x, W) over them equals a
+ * one-channel conv with W summed over the channel axis.  A 3-channel
+ * checkpoint (DINOv2) is folded here, once; the model then reads one plane
+ * per image, a third of the patch-embedding work and input memory. */
+static mama_status mama__load_folded_patch(const mama_safetensors *st, const mama_param_info *p, const mama_st_tensor *t,
+                                           float *dst) {
+    size_t D = (size_t)t->shape[0], pp = (size_t)(t->shape[2] * t->shape[3]), d, c, k;
+    float *w;
+    MAMA_TRY(mama_alloc((void **)&w, sizeof(float) * t->numel, "patch embedding"));
+    if (mama_st_read_f32(st, p->name, w, t->numel) != MAMA_OK) { mama_free(w); return MAMA_ERR_FORMAT; }
+    for (d = 0; d < D; d++)
+        for (k = 0; k < pp; k++) {
+            float sum = 0;
+            for (c = 0; c < 3; c++) sum += w[(d * 3 + c) * pp + k];
+            dst[d * pp + k] = sum;
+        }
+    mama_free(w);
+    return MAMA_OK;
+}
+
 static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *st, float *host, int allow_missing,
                                         int *loaded) {
     int i, count = 0;
@@ -5792,6 +5820,12 @@ static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *s
         if (!t) {
             if (allow_missing) continue;
             return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' is missing", st->path, p->name);
+        }
+        if (p->ndim == 4 && t->ndim == 4 && p->shape[1] == 1 && t->shape[1] == 3 && t->shape[0] == p->shape[0] &&
+            t->shape[2] == p->shape[2] && t->shape[3] == p->shape[3]) {
+            MAMA_TRY(mama__load_folded_patch(st, p, t, host + p->offset)); /* 3 grey channels -> 1 */
+            count++;
+            continue;
         }
         if (p->ndim == 3 && !strcmp(p->name, "img_encoder_q.model.pos_embed") && !mama__shape_matches(p, t)) {
             MAMA_TRY(mama__load_pos_embed(m, st, p, t, host + p->offset)); /* another grid: resample once */
@@ -12514,6 +12548,121 @@ done:
     mama_eval_result_free(&tr);
     mama_free(W); mama_free(b); mama_free(gW); mama_free(gb); mama_free(mW); mama_free(mb);
     mama_free(by_class); mama_free(batch_rec); mama_free(batch_y); mama_free(bx); mama_free(feat); mama_free(tf);
+    if (s != MAMA_OK) mama_eval_result_free(out);
+    return s;
+}
+
+/* ---- 11.5b Full fine-tuning -------------------------------------------- */
+MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot_task task, const mama_probe_opts *o,
+                                   mama_split eval_split, mama_eval_result *out) {
+    mama_backend *be = m->be;
+    const mama_config *c = mama_model_config(m);
+    const mama_param_info *head = mama_model_find_param(m, "img_encoder_q.global_embed.weight");
+    mama_eval_result tr;
+    int D = c->vision_dim, K = mama_zeroshot_num_classes(task), i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
+    int cls_start[MAMA_MAX_CLASSES + 1], present[MAMA_MAX_CLASSES], npresent = 0, *batch_y = NULL, B = o->batch;
+    float *W = NULL, *b = NULL, *gW = NULL, *gb = NULL, *mW = NULL, *mb = NULL, *bx = NULL, *tf = NULL, *imgs = NULL;
+    float *vis_mom = NULL, *dpool = NULL;
+    size_t n_vis, img = (size_t)c->in_chans * c->image_size * c->image_size;
+    long step;
+    mama_rng rng;
+    mama_status s;
+    memset(out, 0, sizeof *out);
+    /* the vision tower's trainable tensors lead the [train] group, up to the global head */
+    if (!head || head->group != MAMA_GROUP_TRAIN) return MAMA_FAIL(MAMA_ERR_INVALID, "finetune: unexpected parameter layout");
+    n_vis = head->offset;
+    if (B > 2 * m->max_batch) return MAMA_FAIL(MAMA_ERR_INVALID, "finetune: batch %d exceeds the model's %d images", B, 2 * m->max_batch);
+    MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &tr));
+#define MAMA__A(p, n) if ((s = mama_calloc((void **)&(p), (n), "finetune")) != MAMA_OK) goto done
+    MAMA__A(W, sizeof(float) * (size_t)K * D); MAMA__A(b, sizeof(float) * K);
+    MAMA__A(gW, sizeof(float) * (size_t)K * D); MAMA__A(gb, sizeof(float) * K);
+    MAMA__A(mW, sizeof(float) * (size_t)K * D); MAMA__A(mb, sizeof(float) * K);
+    MAMA__A(by_class, sizeof(int) * (size_t)tr.n); MAMA__A(batch_y, sizeof(int) * (size_t)B);
+    MAMA__A(bx, sizeof(float) * (size_t)B * D); MAMA__A(dpool, sizeof(float) * (size_t)B * D);
+    MAMA__A(imgs, sizeof(float) * img * B);
+#undef MAMA__A
+    if ((s = be->alloc(be, (void **)&vis_mom, sizeof(float) * n_vis)) != MAMA_OK) goto done;
+    memset(n_cls, 0, sizeof n_cls);
+    for (i = 0; i < tr.n; i++) n_cls[tr.labels[i]]++;
+    cls_start[0] = 0;
+    for (k = 0; k < K; k++) { cls_start[k + 1] = cls_start[k] + n_cls[k]; if (n_cls[k]) present[npresent++] = k; }
+    {
+        int fill[MAMA_MAX_CLASSES];
+        for (k = 0; k < K; k++) fill[k] = cls_start[k];
+        for (i = 0; i < tr.n; i++) by_class[fill[tr.labels[i]]++] = i;
+    }
+    mama_rng_seed(&rng, o->seed);
+    {
+        float bound = 1.0f / sqrtf((float)D);
+        for (i = 0; i < K * D; i++) W[i] = bound * (2 * mama_rng_uniform(&rng) - 1);
+        for (k = 0; k < K; k++) b[k] = bound * (2 * mama_rng_uniform(&rng) - 1);
+    }
+    for (step = 0; step < o->steps; step++) {
+        float lr = mama_lr_cosine(step, o->warmup, o->steps, o->lr, o->lr_floor);
+        double loss;
+        for (i = 0; i < B; i++) { /* class-balanced, augmented */
+            int cls = present[mama_rng_below(&rng, (uint32_t)npresent)];
+            int item = by_class[cls_start[cls] + (int)mama_rng_below(&rng, (uint32_t)n_cls[cls])];
+            mama_rng r2;
+            mama_rng_seed(&r2, mama__mix2(o->seed, (uint64_t)(step * B + i)));
+            batch_y[i] = cls;
+            if ((s = mama_dataset_image(d, tr.records[item], 1, &r2, imgs + img * i)) != MAMA_OK) goto done;
+        }
+        /* forward through the tower, the classifier on the host */
+        if ((s = be->to_device(be, m->a.images, imgs, sizeof(float) * img * B)) != MAMA_OK) goto done;
+        mama__vision_forward(m, B);
+        if ((s = be->to_host(be, bx, m->a.vpooled, sizeof(float) * (size_t)B * D)) != MAMA_OK) goto done;
+        /* classifier gradient wrt its input: dpool = (softmax - onehot) W / B */
+        {
+            int j;
+            for (i = 0; i < B; i++) {
+                float logits[MAMA_MAX_CLASSES], mx = -1e30f, sum = 0;
+                for (k = 0; k < K; k++) {
+                    double z = b[k];
+                    for (j = 0; j < D; j++) z += (double)W[(size_t)k * D + j] * bx[(size_t)i * D + j];
+                    logits[k] = (float)z;
+                    if (logits[k] > mx) mx = logits[k];
+                }
+                for (k = 0; k < K; k++) { logits[k] = expf(logits[k] - mx); sum += logits[k]; }
+                for (j = 0; j < D; j++) {
+                    double g = 0;
+                    for (k = 0; k < K; k++) g += (logits[k] / sum - (k == batch_y[i])) * W[(size_t)k * D + j];
+                    dpool[(size_t)i * D + j] = (float)(g / B);
+                }
+            }
+        }
+        loss = mama__probe_step(W, b, gW, gb, mW, mb, bx, batch_y, B, K, D, lr, o, step == 0);
+        /* backward through the tower: only the pooled-feature path */
+        if ((s = be->zero(be, m->grads, sizeof(float) * n_vis)) != MAMA_OK) goto done;
+        if ((s = be->zero(be, m->a.d_img_emb, sizeof(float) * (size_t)B * c->embed_dim)) != MAMA_OK) goto done;
+        if ((s = be->to_device(be, m->a.d_vpooled, dpool, sizeof(float) * (size_t)B * D)) != MAMA_OK) goto done;
+        mama__vision_backward(m, B, B, 0);
+        be->sgd_step(be, m->params, m->grads, vis_mom, n_vis, lr, o->momentum, o->weight_decay, step == 0);
+        if (!o->quiet && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
+            fprintf(stderr, "finetune %s: step %ld/%ld loss %.4f lr %.2e\n", mama_task_name(task), step + 1, o->steps,
+                    loss, lr);
+    }
+    if ((s = mama__eval_items(d, eval_split, task, out)) != MAMA_OK) goto done;
+    if ((s = mama_alloc((void **)&tf, sizeof(float) * (size_t)out->n * D, "finetune")) != MAMA_OK) goto done;
+    if ((s = mama__encode_records(m, d, out->records, out->n, NULL, tf, 0, 0)) != MAMA_OK) goto done;
+    for (i = 0; i < out->n; i++) {
+        float *p = out->probs + (size_t)i * K, mx = -1e30f, sum = 0;
+        int j;
+        for (k = 0; k < K; k++) {
+            double z = b[k];
+            for (j = 0; j < D; j++) z += (double)W[(size_t)k * D + j] * tf[(size_t)i * D + j];
+            p[k] = (float)z;
+            if (p[k] > mx) mx = p[k];
+        }
+        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
+        for (k = 0; k < K; k++) p[k] /= sum;
+    }
+    s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
+done:
+    mama_eval_result_free(&tr);
+    if (vis_mom) be->free(be, vis_mom);
+    mama_free(W); mama_free(b); mama_free(gW); mama_free(gb); mama_free(mW); mama_free(mb);
+    mama_free(by_class); mama_free(batch_y); mama_free(bx); mama_free(tf); mama_free(imgs); mama_free(dpool);
     if (s != MAMA_OK) mama_eval_result_free(out);
     return s;
 }

@@ -37,6 +37,8 @@ static const char *usage =
     "  embed --weights W (--manifest M [--split test] [--texts] | --images a.png b.png ...) --out X.npy\n"
     "  heatmap --weights W --manifest M --row N --out P.png [--tokenizer DIR]\n"
     "        SLA similarity of each caption sentence with each patch, one panel per sentence\n"
+    "  finetune --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--json OUT]\n"
+    "        full fine-tuning: the probe's classifier with the image encoder unfrozen\n"
     "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
     "  bench train --config tiny|small [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
     "  bench encode --config base [--batch 4] [--steps 3]\n"
@@ -201,6 +203,7 @@ static int write_json(const char *path, mama_buf *b) {
     return 0;
 }
 
+/* probe: 0 zero-shot, 1 linear probe, 2 full fine-tuning */
 static int cmd_eval(int argc, char **argv, int probe) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
@@ -224,12 +227,13 @@ static int cmd_eval(int argc, char **argv, int probe) {
             po.steps = atol(arg_value(argc, argv, "--steps", "8000"));
             po.batch = atoi(arg_value(argc, argv, "--batch", "32"));
             po.augment = !has_flag(argc, argv, "--no-augment");
-            s = mama_linear_probe(m, d, tasks[i], &po, split, &r);
+            s = probe == 2 ? mama_finetune(m, d, tasks[i], &po, split, &r) : mama_linear_probe(m, d, tasks[i], &po, split, &r);
         } else {
             s = mama_zero_shot(m, d, split, tasks[i], has_flag(argc, argv, "--ref-text-feature"), &r);
         }
         if (s != MAMA_OK) { rc = fail(); break; }
-        snprintf(title, sizeof title, "%s %s on %s", probe ? "linear probe" : "zero-shot", mama_task_name(tasks[i]),
+        snprintf(title, sizeof title, "%s %s on %s", probe == 2 ? "fine-tuning" : probe ? "linear probe" : "zero-shot",
+                 mama_task_name(tasks[i]),
                  mama_split_name(split));
         mama_metrics_print(&r.metrics, title, stdout);
         mama_buf_printf(&json, "%s\"%s\":", i ? "," : "", mama_task_name(tasks[i]));
@@ -419,6 +423,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "heatmap")) return cmd_heatmap(argc - 2, argv + 2);
     if (!strcmp(cmd, "zeroshot")) return cmd_eval(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "probe")) return cmd_eval(argc - 2, argv + 2, 1);
+    if (!strcmp(cmd, "finetune")) return cmd_eval(argc - 2, argv + 2, 2);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { fputs(usage, stdout); return 0; }
     fprintf(stderr, "mama: unknown command '%s'\n%s", cmd, usage);
     return 2;

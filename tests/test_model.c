@@ -238,8 +238,56 @@ static void grad_checkpoint(void) {
     mama_model_free(a); mama_model_free(b);
 }
 
+/* The folded patch embedding: a 3-channel checkpoint loaded into an
+ * in_chans = 1 model must give the same embeddings on one grey plane as the
+ * 3-channel model on the plane replicated three times. */
+static void folded_patch(void) {
+    mama_safetensors st;
+    mama_config c;
+    mama_model *m3 = NULL, *m1 = NULL;
+    float *img3, *img1, e3[4 * 64], e1[4 * 64];
+    int B = 2, S, k, E;
+    double worst = 0, scale = 0;
+    mama_rng r;
+    memset(&st, 0, sizeof st);
+    if (mama_st_open(&st, FIX "weights_full_late0.safetensors") != MAMA_OK) { test_report(0, "folded_patch", "%s", mama_last_error()); return; }
+    mama_config_preset(&c, "base");
+    c.text_pool_real_only = 0;
+    mama_config_from_json(&c, mama_st_meta(&st, "mama_config"), "fixture");
+    mama_st_close(&st);
+    S = c.image_size; E = c.embed_dim;
+    mama_model_create(&m3, &c, mama_cpu_backend(), B, 0);
+    c.in_chans = 1;
+    mama_model_create(&m1, &c, mama_cpu_backend(), B, 0);
+    if (!m3 || !m1 || mama_model_load_weights(m3, FIX "weights_full_late0.safetensors", 0, NULL) != MAMA_OK ||
+        mama_model_load_weights(m1, FIX "weights_full_late0.safetensors", 0, NULL) != MAMA_OK) {
+        test_report(0, "folded_patch", "%s", mama_last_error());
+        mama_model_free(m3); mama_model_free(m1);
+        return;
+    }
+    img3 = (float *)malloc(sizeof(float) * 3 * S * S * B);
+    img1 = (float *)malloc(sizeof(float) * S * S * B);
+    mama_rng_seed(&r, 9);
+    for (k = 0; k < S * S * B; k++) img1[k] = 2 * mama_rng_uniform(&r) - 1;
+    for (k = 0; k < S * S * B; k++) {
+        int b = k / (S * S), q = k % (S * S), ch;
+        for (ch = 0; ch < 3; ch++) img3[(size_t)b * 3 * S * S + (size_t)ch * S * S + q] = img1[k];
+    }
+    mama_encode_images(m3, img3, B, e3, NULL);
+    mama_encode_images(m1, img1, B, e1, NULL);
+    for (k = 0; k < B * E; k++) {
+        if (fabs(e3[k]) > scale) scale = fabs(e3[k]);
+        if (fabs((double)e3[k] - e1[k]) > worst) worst = fabs((double)e3[k] - e1[k]);
+    }
+    test_report(worst / scale < 1e-5, "folded_patch", "in_chans 1 (weights summed over the 3 channels) vs 3 replicated "
+                "channels: image embeddings max rel err %.3g", worst / scale);
+    free(img3); free(img1);
+    mama_model_free(m3); mama_model_free(m1);
+}
+
 int main(void) {
     size_t i;
+    folded_patch();
     grad_checkpoint();
     pos_resample();
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) parity_case(cases[i]);
