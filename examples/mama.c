@@ -26,7 +26,7 @@ static const char *usage =
     "           [--accum A] [--lr X] [--warmup N] [--late-loss N] [--seed S] [--log CSV]\n"
     "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n"
     "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
-    "           [--tokenizer DIR] [--ref-text-feature] [--json OUT]\n"
+    "           [--tokenizer DIR] [--ref-text-feature] [--json OUT] [--png PREFIX]\n"
     "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
     "  demo [--out demo] [--studies 500] [--size 224] [--steps 600] [--batch 16] [--ablation]\n"
     "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md\n"
@@ -236,6 +236,14 @@ static int cmd_eval(int argc, char **argv, int probe) {
                  mama_task_name(tasks[i]),
                  mama_split_name(split));
         mama_metrics_print(&r.metrics, title, stdout);
+        if (arg_value(argc, argv, "--png", NULL)) { /* the confusion matrix as a picture */
+            static const char *const names[3][7] = {{"0 (A)", "1 (N)", "2 (B)", "3 (P)", "4 (S)", "5 (M)", "6 (K)"},
+                                                    {"fatty", "scattered", "heterog.", "dense"}, {"no cancer", "cancer"}};
+            char png[512];
+            snprintf(png, sizeof png, "%s_%s.png", arg_value(argc, argv, "--png", NULL), mama_task_name(tasks[i]));
+            if (mama_plot_confusion(png, title, names[tasks[i]], r.K, &r.metrics.confusion[0][0], 44) != MAMA_OK) rc = fail();
+            else printf("wrote %s\n", png);
+        }
         mama_buf_printf(&json, "%s\"%s\":", i ? "," : "", mama_task_name(tasks[i]));
         mama_metrics_json(&r.metrics, &json);
         mama_eval_result_free(&r);
