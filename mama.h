@@ -2045,8 +2045,24 @@ __attribute__((target("avx2,fma"))) static void
 mama__gemm_pack_a_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc, int mr,
                        float *dst) {
     int ir, k, i;
-    if (g->ta || mr != 6) {
+    if (mr != 6) {
         mama__gemm_pack_a(g, i0, mc, k0, kc, mr, dst);
+        return;
+    }
+    if (g->ta) {
+        /* A stored K x M (the weight gradients dW = dY^T X): each k of a
+         * micro-panel is 6 contiguous floats; masked loads and stores keep
+         * every access inside the matrix and the panel. */
+        __m256i m6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+        __m256 al = _mm256_set1_ps(g->alpha);
+        for (ir = 0; ir + 6 <= mc; ir += 6) {
+            const float *s = g->A + (ptrdiff_t)k0 * g->lda + i0 + ir;
+            for (k = 0; k < kc; k++)
+                _mm256_maskstore_ps(dst + (ptrdiff_t)k * 6, m6,
+                                    _mm256_mul_ps(al, _mm256_maskload_ps(s + (ptrdiff_t)k * g->lda, m6)));
+            dst += (ptrdiff_t)6 * kc;
+        }
+        if (ir < mc) mama__gemm_pack_a(g, i0 + ir, mc - ir, k0, kc, mr, dst);
         return;
     }
     for (ir = 0; ir + 6 <= mc; ir += 6) {
