@@ -167,6 +167,8 @@ static int cmd_pretrain(int argc, char **argv) {
     return rc;
 }
 
+#include "mama_demo.c"
+
 static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
     if (!strcmp(name, "all")) { tasks[0] = MAMA_ZEROSHOT_BIRADS; tasks[1] = MAMA_ZEROSHOT_DENSITY; tasks[2] = MAMA_ZEROSHOT_CANCER; return 3; }
     if (!strcmp(name, "birads")) { tasks[0] = MAMA_ZEROSHOT_BIRADS; return 1; }
@@ -241,7 +243,7 @@ static int cmd_eval(int argc, char **argv, int probe) {
                                                     {"fatty", "scattered", "heterog.", "dense"}, {"no cancer", "cancer"}};
             char png[512];
             snprintf(png, sizeof png, "%s_%s.png", arg_value(argc, argv, "--png", NULL), mama_task_name(tasks[i]));
-            if (mama_plot_confusion(png, title, names[tasks[i]], r.K, &r.metrics.confusion[0][0], 44) != MAMA_OK) rc = fail();
+            if (demo_plot_confusion(png, title, names[tasks[i]], &r.metrics) != MAMA_OK) rc = fail();
             else printf("wrote %s\n", png);
         }
         mama_buf_printf(&json, "%s\"%s\":", i ? "," : "", mama_task_name(tasks[i]));
@@ -256,7 +258,6 @@ static int cmd_eval(int argc, char **argv, int probe) {
     return rc;
 }
 
-#include "mama_demo.c"
 
 static int cmd_caption(int argc, char **argv) {
     mama_manifest man;

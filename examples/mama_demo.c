@@ -62,6 +62,16 @@ static int demo_plot_losses(const char *csv, const char *png, const char *title)
     return rc;
 }
 
+/* mama_metrics keeps the confusion matrix in a fixed 8 x 8 array; the plot
+ * wants K x K contiguous. */
+static mama_status demo_plot_confusion(const char *png, const char *title, const char *const *names,
+                                       const mama_metrics *mt) {
+    int cm[MAMA_MAX_CLASSES * MAMA_MAX_CLASSES], i, j;
+    for (i = 0; i < mt->K; i++)
+        for (j = 0; j < mt->K; j++) cm[i * mt->K + j] = mt->confusion[i][j];
+    return mama_plot_confusion(png, title, names, mt->K, cm, 44);
+}
+
 static void demo_path(char *out, size_t cap, const char *dir, const char *name) {
     snprintf(out, cap, "%s/%s", dir, name);
 }
@@ -105,7 +115,7 @@ static int demo_run(const demo_opts *o, const char *manifest, const char *tag, i
         mama_metrics_print(&r.metrics, title, stderr);
         if (plots) {
             snprintf(png, sizeof png, "%s/confusion_zeroshot_%s.png", o->out, mama_task_name(demo_tasks[t]));
-            mama_plot_confusion(png, title, t == 0 ? density_names : birads_names, r.K, &r.metrics.confusion[0][0], 44);
+            demo_plot_confusion(png, title, t == 0 ? density_names : birads_names, &r.metrics);
         }
         mama_eval_result_free(&r);
         mama_probe_opts_default(&pr);
@@ -116,7 +126,7 @@ static int demo_run(const demo_opts *o, const char *manifest, const char *tag, i
         mama_metrics_print(&r.metrics, title, stderr);
         if (plots) {
             snprintf(png, sizeof png, "%s/confusion_probe_%s.png", o->out, mama_task_name(demo_tasks[t]));
-            mama_plot_confusion(png, title, t == 0 ? density_names : birads_names, r.K, &r.metrics.confusion[0][0], 44);
+            demo_plot_confusion(png, title, t == 0 ? density_names : birads_names, &r.metrics);
         }
         mama_eval_result_free(&r);
     }
