@@ -4440,7 +4440,6 @@ static void mama__visit_local_head(mama_model *m, const mama__bind *bind, size_t
                                    int in, mama__local_head *w, mama__local_head *g) {
     char n[MAMA_MAX_PARAMS_NAME];
     int H = m->cfg.local_hidden, E = m->cfg.embed_dim;
-    float *unused = NULL;
 #define MAMA__P(suffix, grp, field, ...) \
     (snprintf(n, sizeof n, "%s%s", prefix, suffix), \
      mama__param(m, bind, cur, n, grp, &w->field, g ? &g->field : NULL, __VA_ARGS__))
@@ -4455,7 +4454,6 @@ static void mama__visit_local_head(mama_model *m, const mama__bind *bind, size_t
     MAMA__P("head.4.running_mean", MAMA_GROUP_BUFFER, bn2_mean, 1, E, 1, 1, 1);
     MAMA__P("head.4.running_var", MAMA_GROUP_BUFFER, bn2_var, 1, E, 1, 1, 1);
 #undef MAMA__P
-    (void)unused;
 }
 
 /* Every tensor of the model, in A.8 names.  The order inside a group is the
