@@ -12484,6 +12484,23 @@ static double mama__probe_step(float *W, float *b, float *gW, float *gb, float *
     return loss;
 }
 
+/* Softmax probabilities of the linear classifier (W [K, D], b [K]) on
+ * features x [n, D], into probs [n, K]. */
+static void mama__classifier_probs(const float *W, const float *b, const float *x, int n, int K, int D, float *probs) {
+    int i, k, j;
+    for (i = 0; i < n; i++) {
+        float *p = probs + (size_t)i * K, mx = -1e30f, sum = 0;
+        for (k = 0; k < K; k++) {
+            double z = b[k];
+            for (j = 0; j < D; j++) z += (double)W[(size_t)k * D + j] * x[(size_t)i * D + j];
+            p[k] = (float)z;
+            if (p[k] > mx) mx = p[k];
+        }
+        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
+        for (k = 0; k < K; k++) p[k] /= sum;
+    }
+}
+
 MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
                                        const mama_probe_opts *o, mama_split eval_split, mama_eval_result *out) {
     const mama_config *c = mama_model_config(m);
@@ -12545,18 +12562,7 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
     if ((s = mama__eval_items(d, eval_split, task, out)) != MAMA_OK) goto done;
     if ((s = mama_alloc((void **)&tf, sizeof(float) * (size_t)out->n * D, "linear probe")) != MAMA_OK) goto done;
     if ((s = mama__encode_records(m, d, out->records, out->n, NULL, tf, 0, 0)) != MAMA_OK) goto done;
-    for (i = 0; i < out->n; i++) {
-        float *p = out->probs + (size_t)i * K, mx = -1e30f, sum = 0;
-        int j;
-        for (k = 0; k < K; k++) {
-            double z = b[k];
-            for (j = 0; j < D; j++) z += (double)W[(size_t)k * D + j] * tf[(size_t)i * D + j];
-            p[k] = (float)z;
-            if (p[k] > mx) mx = p[k];
-        }
-        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
-        for (k = 0; k < K; k++) p[k] /= sum;
-    }
+    mama__classifier_probs(W, b, tf, out->n, K, D, out->probs);
     s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
 done:
     mama_eval_result_free(&tr);
@@ -12659,18 +12665,7 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     if ((s = mama__eval_items(d, eval_split, task, out)) != MAMA_OK) goto done;
     if ((s = mama_alloc((void **)&tf, sizeof(float) * (size_t)out->n * D, "finetune")) != MAMA_OK) goto done;
     if ((s = mama__encode_records(m, d, out->records, out->n, NULL, tf, 0, 0)) != MAMA_OK) goto done;
-    for (i = 0; i < out->n; i++) {
-        float *p = out->probs + (size_t)i * K, mx = -1e30f, sum = 0;
-        int j;
-        for (k = 0; k < K; k++) {
-            double z = b[k];
-            for (j = 0; j < D; j++) z += (double)W[(size_t)k * D + j] * tf[(size_t)i * D + j];
-            p[k] = (float)z;
-            if (p[k] > mx) mx = p[k];
-        }
-        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
-        for (k = 0; k < K; k++) p[k] /= sum;
-    }
+    mama__classifier_probs(W, b, tf, out->n, K, D, out->probs);
     s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
 done:
     mama_eval_result_free(&tr);
