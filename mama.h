@@ -2051,15 +2051,18 @@ mama__gemm_pack_a_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc,
     }
     if (g->ta) {
         /* A stored K x M (the weight gradients dW = dY^T X): each k of a
-         * micro-panel is 6 contiguous floats; masked loads and stores keep
-         * every access inside the matrix and the panel. */
+         * micro-panel is 6 contiguous floats.  A masked load keeps every
+         * read inside the matrix; the store is a full 8-float one whose 2
+         * junk floats the next store overwrites (the last one spills into
+         * the next panel, written after it, or into MAMA__GEMM_PAD): masked
+         * stores are microcoded and slow on AMD cores. */
         __m256i m6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
         __m256 al = _mm256_set1_ps(g->alpha);
         for (ir = 0; ir + 6 <= mc; ir += 6) {
             const float *s = g->A + (ptrdiff_t)k0 * g->lda + i0 + ir;
             for (k = 0; k < kc; k++)
-                _mm256_maskstore_ps(dst + (ptrdiff_t)k * 6, m6,
-                                    _mm256_mul_ps(al, _mm256_maskload_ps(s + (ptrdiff_t)k * g->lda, m6)));
+                _mm256_storeu_ps(dst + (ptrdiff_t)k * 6,
+                                 _mm256_mul_ps(al, _mm256_maskload_ps(s + (ptrdiff_t)k * g->lda, m6)));
             dst += (ptrdiff_t)6 * kc;
         }
         if (ir < mc) mama__gemm_pack_a(g, i0 + ir, mc - ir, k0, kc, mr, dst);
