@@ -3284,19 +3284,22 @@ static int mama__ops_have_avx2(void) {
 #endif
 }
 
-/* S[r][j] (+)= sum_{d<dc} A[r*lda + d] * Kt[d*BK + j] for r < nr, j < BK. */
-static void mama__att_qk_scalar(float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc) {
+/* S[r][j] (+)= sum_{d<dc} A[r*lda + d] * Kt[d*BK + j] for r < nr, j < nc.
+ * nc (<= BK) is the key count of the block rounded up to 8: a short last
+ * block (69 tokens = 64 + 5) then costs 8 columns, not 64.  Columns from
+ * nc on are left as they are; no caller reads them. */
+static void mama__att_qk_scalar(float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc, int nc) {
     int r, d, j;
     for (r = 0; r < nr; r++) {
         float *s = S + r * MAMA__ATT_BK;
         const float *q = A + (size_t)r * lda;
         if (!acc)
-            for (j = 0; j < MAMA__ATT_BK; j++) s[j] = 0.0f;
+            for (j = 0; j < nc; j++) s[j] = 0.0f;
         for (d = 0; d < dc; d++) {
             float qd = q[d];
             const float *kt = Kt + d * MAMA__ATT_BK;
             MAMA__OPS_SIMD
-            for (j = 0; j < MAMA__ATT_BK; j++) s[j] += qd * kt[j];
+            for (j = 0; j < nc; j++) s[j] += qd * kt[j];
         }
     }
 }
@@ -3332,11 +3335,11 @@ static float mama__att_exp_sum_scalar(float *s, int n, float m) {
 #if defined(MAMA_X86_SIMD)
 /* two rows x 32 outputs per pass: 8 accumulators, 6 loads per 8 FMAs */
 __attribute__((target("avx2,fma"))) static void mama__att_qk_avx2(float *S, const float *A, int lda, const float *Kt,
-                                                                    int nr, int dc, int acc) {
+                                                                    int nr, int dc, int acc, int nc) {
     int r, d, h;
     for (r = 0; r + 2 <= nr; r += 2) {
         const float *q0 = A + (size_t)r * lda, *q1 = q0 + lda;
-        for (h = 0; h < MAMA__ATT_BK; h += 32) {
+        for (h = 0; h + 32 <= nc; h += 32) {
             float *s0 = S + r * MAMA__ATT_BK + h, *s1 = s0 + MAMA__ATT_BK;
             __m256 x0, x1, x2, x3, y0, y1, y2, y3;
             if (acc) {
@@ -3362,8 +3365,20 @@ __attribute__((target("avx2,fma"))) static void mama__att_qk_avx2(float *S, cons
             _mm256_storeu_ps(s1, y0); _mm256_storeu_ps(s1 + 8, y1);
             _mm256_storeu_ps(s1 + 16, y2); _mm256_storeu_ps(s1 + 24, y3);
         }
+        for (; h < nc; h += 8) { /* the short block's last 8-column groups */
+            float *s0 = S + r * MAMA__ATT_BK + h, *s1 = s0 + MAMA__ATT_BK;
+            __m256 x0 = acc ? _mm256_loadu_ps(s0) : _mm256_setzero_ps();
+            __m256 y0 = acc ? _mm256_loadu_ps(s1) : _mm256_setzero_ps();
+            for (d = 0; d < dc; d++) {
+                __m256 k0 = _mm256_loadu_ps(Kt + d * MAMA__ATT_BK + h);
+                x0 = _mm256_fmadd_ps(_mm256_set1_ps(q0[d]), k0, x0);
+                y0 = _mm256_fmadd_ps(_mm256_set1_ps(q1[d]), k0, y0);
+            }
+            _mm256_storeu_ps(s0, x0);
+            _mm256_storeu_ps(s1, y0);
+        }
     }
-    if (r < nr) mama__att_qk_scalar(S + r * MAMA__ATT_BK, A + (size_t)r * lda, lda, Kt, nr - r, dc, acc);
+    if (r < nr) mama__att_qk_scalar(S + r * MAMA__ATT_BK, A + (size_t)r * lda, lda, Kt, nr - r, dc, acc, nc);
 }
 
 /* four rows x 16 columns per pass: 8 accumulators, 6 loads per 8 FMAs */
@@ -3451,15 +3466,17 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
 }
 #endif
 
-static void mama__att_qk(int simd, float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc) {
+static void mama__att_qk(int simd, float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc,
+                         int nk) {
+    int nc = (nk + 7) & ~7;
 #if defined(MAMA_X86_SIMD)
     if (simd) {
-        mama__att_qk_avx2(S, A, lda, Kt, nr, dc, acc);
+        mama__att_qk_avx2(S, A, lda, Kt, nr, dc, acc, nc);
         return;
     }
 #endif
     (void)simd;
-    mama__att_qk_scalar(S, A, lda, Kt, nr, dc, acc);
+    mama__att_qk_scalar(S, A, lda, Kt, nr, dc, acc, nc);
 }
 
 static void mama__att_pv(int simd, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int nr, int ns,
@@ -3482,20 +3499,57 @@ static float mama__att_exp_sum(int simd, float *s, int n, float m) {
     return mama__att_exp_sum_scalar(s, n, m);
 }
 
-/* Kt[d][j] = K[j*ldk + d0 + d] for d < dc, j < nk; zero for nk <= j < BK.
- * Walks 8 keys at a time so each Kt row gets 8 consecutive stores. */
-static void mama__att_transpose(float *Kt, const float *K, int ldk, int nk, int d0, int dc) {
-    int j, d, jj;
+#if defined(MAMA_X86_SIMD)
+/* Kt[d][j] = K[j*ldk + d0 + d] for d < dc8 (a multiple of 8), j < nk8 (a
+ * multiple of 8): 8 x 8 blocks transposed in registers. */
+__attribute__((target("avx2,fma"))) static void mama__att_transpose_avx2(float *Kt, const float *K, int ldk, int nk8,
+                                                                           int d0, int dc8) {
+    int j, d;
+    for (j = 0; j < nk8; j += 8) {
+        const float *k = K + (size_t)j * ldk + d0;
+        for (d = 0; d < dc8; d += 8) {
+            __m256 r0 = _mm256_loadu_ps(k + d), r1 = _mm256_loadu_ps(k + ldk + d);
+            __m256 r2 = _mm256_loadu_ps(k + 2 * (size_t)ldk + d), r3 = _mm256_loadu_ps(k + 3 * (size_t)ldk + d);
+            __m256 r4 = _mm256_loadu_ps(k + 4 * (size_t)ldk + d), r5 = _mm256_loadu_ps(k + 5 * (size_t)ldk + d);
+            __m256 r6 = _mm256_loadu_ps(k + 6 * (size_t)ldk + d), r7 = _mm256_loadu_ps(k + 7 * (size_t)ldk + d);
+            float *o = Kt + d * MAMA__ATT_BK + j;
+            MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
+            _mm256_storeu_ps(o, r0);
+            _mm256_storeu_ps(o + MAMA__ATT_BK, r1);
+            _mm256_storeu_ps(o + 2 * MAMA__ATT_BK, r2);
+            _mm256_storeu_ps(o + 3 * MAMA__ATT_BK, r3);
+            _mm256_storeu_ps(o + 4 * MAMA__ATT_BK, r4);
+            _mm256_storeu_ps(o + 5 * MAMA__ATT_BK, r5);
+            _mm256_storeu_ps(o + 6 * MAMA__ATT_BK, r6);
+            _mm256_storeu_ps(o + 7 * MAMA__ATT_BK, r7);
+        }
+    }
+}
+#endif
+
+/* Kt[d][j] = K[j*ldk + d0 + d] for d < dc, j < nk; zero for nk <= j <
+ * round8(nk), the columns the qk kernel reads.  Full 8 x 8 blocks go
+ * through registers; the edges walk 8 keys at a time so each Kt row gets
+ * consecutive stores. */
+static void mama__att_transpose(int simd, float *Kt, const float *K, int ldk, int nk, int d0, int dc) {
+    int j = 0, d, jj, d8 = 0, nc = (nk + 7) & ~7;
+#if defined(MAMA_X86_SIMD)
+    if (simd) {
+        d8 = dc & ~7;
+        mama__att_transpose_avx2(Kt, K, ldk, nk & ~7, d0, d8);
+    }
+#endif
+    (void)simd;
     for (j = 0; j + 8 <= nk; j += 8) {
         const float *k = K + (size_t)j * ldk + d0;
-        for (d = 0; d < dc; d++) {
+        for (d = d8; d < dc; d++) {
             float *o = Kt + d * MAMA__ATT_BK + j;
             for (jj = 0; jj < 8; jj++) o[jj] = k[(size_t)jj * ldk + d];
         }
     }
     for (; j < nk; j++)
         for (d = 0; d < dc; d++) Kt[d * MAMA__ATT_BK + j] = K[(size_t)j * ldk + d0 + d];
-    for (; j < MAMA__ATT_BK; j++)
+    for (; j < nc; j++)
         for (d = 0; d < dc; d++) Kt[d * MAMA__ATT_BK + j] = 0.0f;
 }
 
@@ -3506,8 +3560,8 @@ static void mama__att_scores(int simd, float *S, float *Kt, const float *A, int 
     int d0;
     for (d0 = 0; d0 < hd; d0 += MAMA__ATT_DC) {
         int dc = mama__ops_min_i(MAMA__ATT_DC, hd - d0);
-        mama__att_transpose(Kt, K, ldk, nk, d0, dc);
-        mama__att_qk(simd, S, A + d0, lda, Kt, nr, dc, d0 > 0);
+        mama__att_transpose(simd, Kt, K, ldk, nk, d0, dc);
+        mama__att_qk(simd, S, A + d0, lda, Kt, nr, dc, d0 > 0, nk);
     }
 }
 
@@ -3637,8 +3691,8 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
         for (jj = 0; jj < nk && !any_key; jj++) any_key = !kv || kv[j0 + jj];
         if (!any_key) continue; /* a block of padding keys: P = 0 throughout */
         if (whole) {
-            mama__att_transpose(Kt, Kj, ld, nk, 0, hd);
-            mama__att_transpose(Vt, Vj, ld, nk, 0, hd);
+            mama__att_transpose(simd, Kt, Kj, ld, nk, 0, hd);
+            mama__att_transpose(simd, Vt, Vj, ld, nk, 0, hd);
         }
         /* under the causal mask, queries before j0 see none of these keys */
         for (i0 = causal ? j0 : 0; i0 < T; i0 += bq) {
@@ -3655,8 +3709,8 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
             }
             if (!any) continue;
             if (whole) {
-                mama__att_qk(simd, S, Q, ld, Kt, nq, hd, 0);
-                mama__att_qk(simd, dP, dO, D, Vt, nq, hd, 0);
+                mama__att_qk(simd, S, Q, ld, Kt, nq, hd, 0, nk);
+                mama__att_qk(simd, dP, dO, D, Vt, nq, hd, 0, nk);
             } else {
                 mama__att_scores(simd, S, Kt, Q, ld, Kj, ld, nq, nk, hd);
                 mama__att_scores(simd, dP, Vt, dO, D, Vj, ld, nq, nk, hd);
