@@ -3944,6 +3944,60 @@ static void mama__cpu_segment_max_forward(mama_backend *be, float *out, int *arg
  *   p *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
  *   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
  * t counts this parameter's steps from 1 (t < 1 is treated as 1). */
+/* One AdamW update on elements [i0, i1).  The AVX2 path performs the same
+ * IEEE operations in the same order as the scalar one (no FMA contraction;
+ * sqrt and division are correctly rounded in both), so the two give
+ * bit-identical weights and a run's results do not depend on the CPU. */
+typedef struct mama__adamw_consts {
+    float beta1, beta2, omb1, omb2, decay, step_size, bc2_sqrt, eps;
+} mama__adamw_consts;
+
+static void mama__adamw_scalar(const mama__adamw_consts *k, float *p, const float *g, float *m, float *v,
+                               long long i0, long long i1) {
+    long long i;
+    for (i = i0; i < i1; i++) {
+        float gi = g[i], mi, vi;
+        mi = k->beta1 * m[i] + k->omb1 * gi;
+        vi = k->beta2 * v[i] + k->omb2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * k->decay - k->step_size * mi / (sqrtf(vi) / k->bc2_sqrt + k->eps);
+    }
+}
+
+#if defined(MAMA_X86_SIMD)
+__attribute__((target("avx2"))) static void mama__adamw_avx2(const mama__adamw_consts *k, float *p, const float *g,
+                                                               float *m, float *v, long long i0, long long i1) {
+    const __m256 b1 = _mm256_set1_ps(k->beta1), b2 = _mm256_set1_ps(k->beta2);
+    const __m256 o1 = _mm256_set1_ps(k->omb1), o2 = _mm256_set1_ps(k->omb2);
+    const __m256 dc = _mm256_set1_ps(k->decay), st = _mm256_set1_ps(k->step_size);
+    const __m256 bs = _mm256_set1_ps(k->bc2_sqrt), ep = _mm256_set1_ps(k->eps);
+    long long i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        __m256 gi = _mm256_loadu_ps(g + i);
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(o1, gi));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(_mm256_mul_ps(o2, gi), gi));
+        __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bs), ep);
+        __m256 upd = _mm256_div_ps(_mm256_mul_ps(st, mi), den);
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        _mm256_storeu_ps(p + i, _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), dc), upd));
+    }
+    mama__adamw_scalar(k, p, g, m, v, i, i1);
+}
+#endif
+
+static void mama__adamw_chunk(const mama__adamw_consts *k, float *p, const float *g, float *m, float *v,
+                              long long i0, long long i1) {
+#if defined(MAMA_X86_SIMD)
+    if (mama__ops_have_avx2()) {
+        mama__adamw_avx2(k, p, g, m, v, i0, i1);
+        return;
+    }
+#endif
+    mama__adamw_scalar(k, p, g, m, v, i0, i1);
+}
+
 static void mama__cpu_adamw_step(mama_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
                                  float beta1, float beta2, float eps, float weight_decay, int t) {
     long long i, nn = (long long)n;
@@ -3956,15 +4010,22 @@ static void mama__cpu_adamw_step(mama_backend *be, float *p, const float *g, flo
     step_size = (float)(lr / bc1);
     bc2_sqrt = (float)sqrt(bc2);
     decay = 1.0f - lr * weight_decay;
-    MAMA__OPS_PAR_FOR(nn > MAMA__OPS_MIN_PAR)
-    for (i = 0; i < nn; i++) {
-        float gi = g[i], mi, vi;
-        mi = beta1 * m[i] + omb1 * gi;
-        vi = beta2 * v[i] + omb2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    {
+        mama__adamw_consts k;
+        k.beta1 = beta1; k.beta2 = beta2; k.omb1 = omb1; k.omb2 = omb2;
+        k.decay = decay; k.step_size = step_size; k.bc2_sqrt = bc2_sqrt; k.eps = eps;
+        if (nn <= MAMA__OPS_MIN_PAR) {
+            mama__adamw_chunk(&k, p, g, m, v, 0, nn);
+        } else {
+            int nch = (int)((nn + 65535) / 65536), ch;
+            MAMA__OPS_PAR_FOR(1)
+            for (ch = 0; ch < nch; ch++) {
+                long long i0 = (long long)ch * 65536, i1 = i0 + 65536 < nn ? i0 + 65536 : nn;
+                mama__adamw_chunk(&k, p, g, m, v, i0, i1);
+            }
+        }
     }
+    (void)i;
 }
 
 /* torch.optim.SGD (dampening 0, no Nesterov): d = g + wd p;
@@ -4113,7 +4174,19 @@ static mama_status mama__cpu_memcpy(mama_backend *be, void *dst, const void *src
 static mama_status mama__cpu_zero(mama_backend *be, void *dst, size_t bytes) {
     (void)be;
     if (bytes && !dst) return MAMA_FAIL(MAMA_ERR_INVALID, "cpu zero of %zu bytes at NULL", bytes);
-    if (bytes) memset(dst, 0, bytes);
+    if (bytes >= ((size_t)1 << 20)) {
+        /* large buffers (gradients, activation gradients): one memset per
+         * 256 KB chunk across the threads; a single thread cannot reach the
+         * memory bandwidth and would leave the others waiting */
+        long long nch = (long long)((bytes + 262143) / 262144), ch;
+        MAMA__OPS_PAR_FOR(1)
+        for (ch = 0; ch < nch; ch++) {
+            size_t o = (size_t)ch * 262144, len = bytes - o < 262144 ? bytes - o : 262144;
+            memset((char *)dst + o, 0, len);
+        }
+    } else if (bytes) {
+        memset(dst, 0, bytes);
+    }
     return MAMA_OK;
 }
 static mama_status mama__cpu_sync(mama_backend *be) { (void)be; return MAMA_OK; }
@@ -5101,19 +5174,28 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
     size_t n = (size_t)rows * D, n4 = (size_t)rows * 4 * D;
     float p = ts->train_dropout ? c->text_dropout : 0.0f;
     float *d_a = a->d_rows_d, *d_b = a->d_rows_d2, *d_4a = a->d_rows_4d, *d_4b = a->d_rows_4d2, *d_qkv = a->d_rows_3d;
-    /* MLP branch */
-    mama__zero(be, d_a, n);
-    be->dropout_backward(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
-    mama__conv1d_backward_to(be, d_4a, 0.0f, gw->mlp_proj_w, gw->mlp_proj_b, d_a, k->gelu, w->mlp_proj_w, rows, 4 * D, D);
+    const float *d_in; /* gradient after the residual dropout: d_a, or the incoming gradient when p = 0 */
+    /* MLP branch (without dropout its backward is the identity: no copy) */
+    d_in = dout;
+    if (p > 0) {
+        mama__zero(be, d_a, n);
+        be->dropout_backward(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
+        d_in = d_a;
+    }
+    mama__conv1d_backward_to(be, d_4a, 0.0f, gw->mlp_proj_w, gw->mlp_proj_b, d_in, k->gelu, w->mlp_proj_w, rows, 4 * D, D);
     mama__zero(be, d_4b, n4);
     be->gelu_backward(be, d_4b, d_4a, k->fc, n4, 1);
     mama__conv1d_backward_to(be, d_b, 0.0f, gw->fc_w, gw->fc_b, d_4b, k->ln2, w->fc_w, rows, D, 4 * D);
     be->copy(be, dx, dout, n * sizeof(float));
     be->layernorm_backward(be, dx, gw->ln2_w, gw->ln2_b, d_b, k->xmid, w->ln2_w, k->ln2_mean, k->ln2_rstd, rows, D);
     /* attention branch */
-    mama__zero(be, d_a, n);
-    be->dropout_backward(be, d_a, dx, n, p, mama__dropout_seed(ts->seed, l, 2));
-    mama__conv1d_backward_to(be, d_b, 0.0f, gw->attn_proj_w, gw->attn_proj_b, d_a, k->att, w->attn_proj_w, rows, D, D);
+    d_in = dx;
+    if (p > 0) {
+        mama__zero(be, d_a, n);
+        be->dropout_backward(be, d_a, dx, n, p, mama__dropout_seed(ts->seed, l, 2));
+        d_in = d_a;
+    }
+    mama__conv1d_backward_to(be, d_b, 0.0f, gw->attn_proj_w, gw->attn_proj_b, d_in, k->att, w->attn_proj_w, rows, D, D);
     mama__zero(be, d_qkv, 3 * n);
     be->attention_backward(be, d_qkv, d_b, k->att, k->lse, k->qkv, a->key_valid, B, T, H, hd, 1,
                            mama__text_attn_scale(c, l), p, mama__dropout_seed(ts->seed, l, 1));
