@@ -2654,7 +2654,7 @@ static MAMA__GEMM_UNUSED void mama__cpu_gemm_batched(mama_backend *be, int trans
 #define MAMA__OPS_SIMD_SUM(v) MAMA__OPS_PRAGMA(omp simd reduction(+:v))
 
 #define MAMA__OPS_MIN_PAR 32768 /* elements below which threads cost more than they save */
-#define MAMA__OPS_CCH 64        /* columns per chunk in column-split reductions */
+#define MAMA__OPS_CCH 32        /* columns per chunk in column-split reductions (192 columns = 6 chunks: even work for 2 or 3 threads) */
 
 static int mama__ops_min_i(int a, int b) { return a < b ? a : b; }
 
