@@ -3666,6 +3666,84 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
     }
 }
 
+/* One backward row without dropout: P = exp(scale s - lse) on the visible
+ * keys (masked ones -> 0), Pz = P, s = scale dS = P (dp - D) scale; zero
+ * from jmax to nk.  The same IEEE operations in the same order as the
+ * generic loop (no FMA contraction), so both give the same bits. */
+#if defined(MAMA_X86_SIMD)
+__attribute__((target("avx2,fma"))) static void mama__att_bwd_row_avx2(float *s, const float *dp, float *pz,
+                                                                         const int *kv, int jmax, int nk, float scale,
+                                                                         float li, float di) {
+    const __m256 vs = _mm256_set1_ps(scale), vl = _mm256_set1_ps(li), vd = _mm256_set1_ps(di);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    int jj;
+    for (jj = 0; jj + 8 <= jmax; jj += 8) {
+        __m256 x = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(s + jj), vs), vl);
+        if (kv) {
+            __m256i k = _mm256_loadu_si256((const __m256i *)(kv + jj));
+            __m256 hidden = _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_setzero_si256()));
+            x = _mm256_blendv_ps(x, ninf, hidden);
+        }
+        _mm256_storeu_ps(s + jj, x);
+    }
+    for (; jj < jmax; jj++) s[jj] = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale - li;
+    mama__att_exp_sum_avx2(s, jmax, 0.0f);
+    for (jj = 0; jj + 8 <= jmax; jj += 8) {
+        __m256 pij = _mm256_loadu_ps(s + jj);
+        __m256 ds = _mm256_mul_ps(_mm256_mul_ps(pij, _mm256_sub_ps(_mm256_loadu_ps(dp + jj), vd)), vs);
+        _mm256_storeu_ps(pz + jj, pij);
+        _mm256_storeu_ps(s + jj, ds);
+    }
+    for (; jj < jmax; jj++) {
+        float pij = s[jj];
+        pz[jj] = pij;
+        s[jj] = pij * (dp[jj] - di) * scale;
+    }
+    for (; jj < nk; jj++) s[jj] = pz[jj] = 0.0f;
+}
+
+/* dst[j*BQB + r] = src[r*BK + j] for r < nq, j < nk, in 8 x 8 register
+ * blocks; rows of src from nq up to the next multiple of 8 are read as
+ * zeros (they land in columns of dst that no product reads). */
+__attribute__((target("avx2,fma"))) static void mama__att_tile_transpose_avx2(float *dst, const float *src, int nq,
+                                                                                int nk) {
+    int r0, j0, r;
+    for (r0 = 0; r0 < nq; r0 += 8) {
+        int nr = mama__ops_min_i(8, nq - r0);
+        for (j0 = 0; j0 < nk; j0 += 8) {
+            __m256 v[8];
+            float *o = dst + j0 * MAMA__ATT_BQB + r0;
+            for (r = 0; r < 8; r++)
+                v[r] = r < nr ? _mm256_loadu_ps(src + (r0 + r) * MAMA__ATT_BK + j0) : _mm256_setzero_ps();
+            MAMA__TRANSPOSE8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+            for (r = 0; r < 8 && j0 + r < nk; r++) _mm256_storeu_ps(o + r * MAMA__ATT_BQB, v[r]);
+        }
+    }
+}
+#endif
+
+static void mama__att_bwd_row(float *s, const float *dp, float *pz, const int *kv, int jmax, int nk, float scale,
+                              float li, float di) {
+#if defined(MAMA_X86_SIMD)
+    mama__att_bwd_row_avx2(s, dp, pz, kv, jmax, nk, scale, li, di);
+#else
+    (void)s; (void)dp; (void)pz; (void)kv; (void)jmax; (void)nk; (void)scale; (void)li; (void)di;
+#endif
+}
+
+static void mama__att_tile_transpose(int simd, float *dst, const float *src, int nq, int nk) {
+    int r, j;
+#if defined(MAMA_X86_SIMD)
+    if (simd) {
+        mama__att_tile_transpose_avx2(dst, src, nq, nk);
+        return;
+    }
+#endif
+    (void)simd;
+    for (r = 0; r < nq; r++)
+        for (j = 0; j < nk; j++) dst[j * MAMA__ATT_BQB + r] = src[r * MAMA__ATT_BK + j];
+}
+
 /* One (b, h): for each key block (K, V transposed once when hd <= DC), for
  * each query tile that can see it, recompute P and accumulate dQ, dK, dV
  * straight into dqkv (this thread owns those columns of batch b). */
@@ -3673,7 +3751,7 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
                                     const float *qkv, const int *key_valid, int b, int h, int T, int H, int hd,
                                     int causal, float scale, float p, uint64_t seed) {
     float Kt[MAMA__ATT_DC * MAMA__ATT_BK], Vt[MAMA__ATT_DC * MAMA__ATT_BK];
-    float S[MAMA__ATT_BQB * MAMA__ATT_BK], dP[MAMA__ATT_BQB * MAMA__ATT_BK];
+    float S[MAMA__ATT_BQB * MAMA__ATT_BK], dP[MAMA__ATT_BQB * MAMA__ATT_BK], Pz[MAMA__ATT_BQB * MAMA__ATT_BK];
     float dSt[MAMA__ATT_BK * MAMA__ATT_BQB], Pzt[MAMA__ATT_BK * MAMA__ATT_BQB];
     float Di[MAMA__ATT_BQB], Li[MAMA__ATT_BQB];
     const int D = H * hd, ld = 3 * D, bq = MAMA__ATT_BQB, whole = hd <= MAMA__ATT_DC;
@@ -3716,10 +3794,14 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
                 mama__att_scores(simd, dP, Vt, dO, D, Vj, ld, nq, nk, hd);
             }
             for (r = 0; r < nq; r++) {
-                float *s = S + r * MAMA__ATT_BK, *dp = dP + r * MAMA__ATT_BK;
+                float *s = S + r * MAMA__ATT_BK, *dp = dP + r * MAMA__ATT_BK, *pz = Pz + r * MAMA__ATT_BK;
                 int i = i0 + r, jmax = causal ? mama__ops_min_i(nk, i - j0 + 1) : nk;
                 uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T + (uint64_t)j0;
                 if (jmax < 0) jmax = 0;
+                if (p == 0.0f && simd) {
+                    mama__att_bwd_row(s, dp, pz, kv ? kv + j0 : NULL, jmax, nk, scale, Li[r], Di[r]);
+                    continue;
+                }
                 /* P = exp(scale * s - lse) on the visible keys */
                 for (jj = 0; jj < jmax; jj++) s[jj] = (kv && !kv[j0 + jj]) ? -INFINITY : s[jj] * scale - Li[r];
                 mama__att_exp_sum(simd, s, jmax, 0.0f);
@@ -3728,15 +3810,13 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
                     if (p > 0.0f) z = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? zscale : 0.0f;
                     ds = pij * (dp[jj] * z - Di[r]) * scale;
                     s[jj] = ds; /* S now holds scale * dS */
-                    dSt[jj * MAMA__ATT_BQB + r] = ds;
-                    Pzt[jj * MAMA__ATT_BQB + r] = pij * z;
+                    pz[jj] = pij * z;
                 }
-                for (; jj < nk; jj++) {
-                    s[jj] = 0.0f;
-                    dSt[jj * MAMA__ATT_BQB + r] = 0.0f;
-                    Pzt[jj * MAMA__ATT_BQB + r] = 0.0f;
-                }
+                for (; jj < nk; jj++) s[jj] = pz[jj] = 0.0f;
             }
+            /* dS^T and (P z)^T for the key-major products below */
+            mama__att_tile_transpose(simd, dSt, S, nq, nk);
+            mama__att_tile_transpose(simd, Pzt, Pz, nq, nk);
             /* dQ += dS K;  dK += dS^T Q;  dV += (P z)^T dO */
             mama__att_pv(simd, dQb + (size_t)i0 * ld, ld, S, MAMA__ATT_BK, Kj, ld, nq, nk, hd);
             mama__att_pv(simd, dKb + (size_t)j0 * ld, ld, dSt, MAMA__ATT_BQB, Q, ld, nk, nq, hd);
