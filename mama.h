@@ -2672,6 +2672,59 @@ static void mama__cpu_bias_add_forward(mama_backend *be, float *y, const float *
     }
 }
 
+static int mama__ops_have_avx2(void); /* run-time CPU check (with the attention kernels) */
+
+/* Column sums over all rows for one chunk of exactly MAMA__OPS_CCH (32)
+ * columns starting at c0, with AVX2: 4 (or 8) vector accumulators instead
+ * of a stack array.  Per column the rows are added in order 0, 1, ... with
+ * the same operations as the portable loops (no FMA), so the sums have the
+ * same bits.  mode 0: s1 += d;  mode 1: s1 += d x;  mode 2 (LayerNorm):
+ * s1 += d (x - mean_r) rstd_r, s2 += d.  s1/s2 receive the chunk's sums
+ * (32 floats each; s2 only in mode 2).  Returns 0 (nothing done) when AVX2
+ * is not available. */
+#if defined(MAMA_X86_SIMD)
+__attribute__((target("avx2"))) static void mama__colsum32_avx2(int mode, float *s1, float *s2, const float *dy,
+                                                                  const float *x, const float *mean,
+                                                                  const float *rstd, int rows, int cols, int c0) {
+    __m256 a[4], b[4];
+    int r, k;
+    for (k = 0; k < 4; k++) a[k] = b[k] = _mm256_setzero_ps();
+    for (r = 0; r < rows; r++) {
+        const float *d = dy + (size_t)r * cols + c0;
+        const float *xr = x ? x + (size_t)r * cols + c0 : NULL;
+        if (mode == 0) {
+            for (k = 0; k < 4; k++) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(d + 8 * k));
+        } else if (mode == 1) {
+            for (k = 0; k < 4; k++)
+                a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(_mm256_loadu_ps(d + 8 * k), _mm256_loadu_ps(xr + 8 * k)));
+        } else {
+            __m256 m = _mm256_set1_ps(mean[r]), rs = _mm256_set1_ps(rstd[r]);
+            for (k = 0; k < 4; k++) {
+                __m256 dv = _mm256_loadu_ps(d + 8 * k);
+                __m256 t = _mm256_mul_ps(_mm256_mul_ps(dv, _mm256_sub_ps(_mm256_loadu_ps(xr + 8 * k), m)), rs);
+                a[k] = _mm256_add_ps(a[k], t);
+                b[k] = _mm256_add_ps(b[k], dv);
+            }
+        }
+    }
+    for (k = 0; k < 4; k++) {
+        _mm256_storeu_ps(s1 + 8 * k, a[k]);
+        if (mode == 2) _mm256_storeu_ps(s2 + 8 * k, b[k]);
+    }
+}
+#endif
+static int mama__colsum32(int mode, float *s1, float *s2, const float *dy, const float *x, const float *mean,
+                          const float *rstd, int rows, int cols, int c0) {
+#if defined(MAMA_X86_SIMD)
+    if (mama__ops_have_avx2()) {
+        mama__colsum32_avx2(mode, s1, s2, dy, x, mean, rstd, rows, cols, c0);
+        return 1;
+    }
+#endif
+    (void)mode; (void)s1; (void)s2; (void)dy; (void)x; (void)mean; (void)rstd; (void)rows; (void)cols; (void)c0;
+    return 0;
+}
+
 /* db[c] += sum_r dy[r, c]: each thread owns a chunk of columns and walks
  * all rows, summing into a small stack array. */
 static void mama__cpu_bias_add_backward(mama_backend *be, float *db, const float *dy, int rows, int cols) {
@@ -2681,11 +2734,13 @@ static void mama__cpu_bias_add_backward(mama_backend *be, float *db, const float
     for (ch = 0; ch < nch; ch++) {
         int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), r, c;
         float acc[MAMA__OPS_CCH];
-        for (c = 0; c < nc; c++) acc[c] = 0.0f;
-        for (r = 0; r < rows; r++) {
-            const float *d = dy + (size_t)r * cols + c0;
-            MAMA__OPS_SIMD
-            for (c = 0; c < nc; c++) acc[c] += d[c];
+        if (nc < MAMA__OPS_CCH || !mama__colsum32(0, acc, NULL, dy, NULL, NULL, NULL, rows, cols, c0)) {
+            for (c = 0; c < nc; c++) acc[c] = 0.0f;
+            for (r = 0; r < rows; r++) {
+                const float *d = dy + (size_t)r * cols + c0;
+                MAMA__OPS_SIMD
+                for (c = 0; c < nc; c++) acc[c] += d[c];
+            }
         }
         for (c = 0; c < nc; c++) db[c0 + c] += acc[c];
     }
@@ -2960,11 +3015,13 @@ static void mama__cpu_layerscale_backward(mama_backend *be, float *dx, float *dg
     for (ch = 0; ch < nch; ch++) {
         int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c;
         float acc[MAMA__OPS_CCH];
-        for (c = 0; c < nc; c++) acc[c] = 0.0f;
-        for (rr = 0; rr < rows; rr++) {
-            const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
-            MAMA__OPS_SIMD
-            for (c = 0; c < nc; c++) acc[c] += d[c] * xr[c];
+        if (nc < MAMA__OPS_CCH || !mama__colsum32(1, acc, NULL, dy, x, NULL, NULL, rows, cols, c0)) {
+            for (c = 0; c < nc; c++) acc[c] = 0.0f;
+            for (rr = 0; rr < rows; rr++) {
+                const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
+                MAMA__OPS_SIMD
+                for (c = 0; c < nc; c++) acc[c] += d[c] * xr[c];
+            }
         }
         for (c = 0; c < nc; c++) dgamma[c0 + c] += acc[c];
     }
@@ -3053,10 +3110,12 @@ static void mama__cpu_layernorm_backward(mama_backend *be, float *dx, float *dw,
     if (!dw && !db) return;
     MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
     for (ch = 0; ch < nch; ch++) {
-        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c;
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c, rows_done = 0;
         float aw[MAMA__OPS_CCH], ab[MAMA__OPS_CCH];
-        for (c = 0; c < nc; c++) aw[c] = ab[c] = 0.0f;
-        for (rr = 0; rr < rows; rr++) {
+        if (nc == MAMA__OPS_CCH && mama__colsum32(2, aw, ab, dy, x, mean, rstd, rows, cols, c0)) rows_done = rows;
+        else
+            for (c = 0; c < nc; c++) aw[c] = ab[c] = 0.0f;
+        for (rr = rows_done; rr < rows; rr++) {
             const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
             float m = mean[rr], rs = rstd[rr];
             MAMA__OPS_SIMD
