@@ -866,6 +866,279 @@ __global__ void k_attn_bwd_dkv(float *dqkv, const float *dout, const float *lse,
     }
 }
 
+/* ---- tiled attention (head dim <= 128) ------------------------------------
+ * The kernels above make every warp read every K/V row from L2; at the
+ * ViT's T = 1374 that is ~100x more traffic than the math.  These share
+ * 32-key (or 32-query) tiles in shared memory between the 4R rows of a
+ * block (4 warps x R rows).  Lanes own keys (scores) or head-dim columns
+ * (accumulators); padded strides (hd + 1) keep the lane-per-row reads free
+ * of bank conflicts.  Same math and masks as above; FP32 on CUDA cores. */
+#define MAMA__CU_BK 32
+
+template <int KC, int R>
+__global__ void __launch_bounds__(128) k_attn_fwd_t(float *out, float *lse, const float *qkv, const int *kv, int B,
+                                                    int T, int H, int hd, int causal, float scale, float p,
+                                                    uint64_t seed) {
+    extern __shared__ float sm[];
+    const int BQ = 4 * R, ldk = hd + 1;
+    float *Qs = sm, *Ks = Qs + BQ * hd, *Vs = Ks + MAMA__CU_BK * ldk, *Ps = Vs + MAMA__CU_BK * hd;
+    int ntile = (T + BQ - 1) / BQ, tile = blockIdx.x % ntile, bh = blockIdx.x / ntile, h = bh % H, b = bh / H;
+    int i0 = tile * BQ, D = H * hd, ld = 3 * D, warp = threadIdx.x / 32, lane = threadIdx.x & 31, r, k;
+    const float *Qg = qkv + (size_t)b * T * ld + (size_t)h * hd, *Kg = Qg + D, *Vg = Kg + D;
+    float m[R], l[R], o[R][KC], zs = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    int qend = i0 + BQ < T ? i0 + BQ : T, kend = causal ? qend : T;
+    (void)B;
+    for (int e = threadIdx.x; e < BQ * hd; e += 128) {
+        int rr = e / hd, d = e % hd;
+        Qs[e] = i0 + rr < T ? Qg[(size_t)(i0 + rr) * ld + d] : 0.0f;
+    }
+    for (r = 0; r < R; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        for (k = 0; k < KC; k++) o[r][k] = 0.0f;
+    }
+    for (int j0 = 0; j0 < kend; j0 += MAMA__CU_BK) {
+        int j = j0 + lane, nk = T - j0 < MAMA__CU_BK ? T - j0 : MAMA__CU_BK, kvis;
+        float s[R];
+        __syncthreads(); /* the previous tile is no longer read (and Qs is loaded) */
+        for (int e = threadIdx.x; e < MAMA__CU_BK * hd; e += 128) {
+            int jj = e / hd, d = e % hd, ok = j0 + jj < T;
+            Ks[jj * ldk + d] = ok ? Kg[(size_t)(j0 + jj) * ld + d] : 0.0f;
+            Vs[jj * hd + d] = ok ? Vg[(size_t)(j0 + jj) * ld + d] : 0.0f;
+        }
+        __syncthreads();
+        kvis = j < T && (!kv || kv[(size_t)b * T + j]);
+        for (r = 0; r < R; r++) s[r] = 0.0f;
+        for (int d = 0; d < hd; d++) {
+            float kd = Ks[lane * ldk + d];
+            for (r = 0; r < R; r++) s[r] += Qs[(warp * R + r) * hd + d] * kd;
+        }
+        for (r = 0; r < R; r++) {
+            int i = i0 + warp * R + r;
+            float sv = (kvis && i < T && (!causal || j <= i)) ? s[r] * scale : -INFINITY;
+            float bmax = d_warp_max(sv), pw = 0.0f;
+            if (bmax != -INFINITY) { /* uniform across the warp */
+                float mnew = fmaxf(m[r], bmax), alpha = expf(m[r] - mnew);
+                float e = sv == -INFINITY ? 0.0f : expf(sv - mnew);
+                l[r] = l[r] * alpha + d_warp_sum(e);
+                for (k = 0; k < KC; k++) o[r][k] *= alpha;
+                m[r] = mnew;
+                pw = e;
+                if (p > 0.0f && e != 0.0f)
+                    pw = d_hash_uniform(seed, ((uint64_t)bh * (uint64_t)T + (uint64_t)i) * (uint64_t)T + (uint64_t)j) >= p
+                             ? e * zs : 0.0f;
+            }
+            Ps[(warp * R + r) * MAMA__CU_BK + lane] = pw;
+        }
+        __syncwarp();
+        for (int jj = 0; jj < nk; jj++) {
+            float vv[KC];
+            for (k = 0; k < KC; k++) {
+                int d = lane + 32 * k;
+                vv[k] = d < hd ? Vs[jj * hd + d] : 0.0f;
+            }
+            for (r = 0; r < R; r++) {
+                float pj = Ps[(warp * R + r) * MAMA__CU_BK + jj];
+                for (k = 0; k < KC; k++) o[r][k] += pj * vv[k];
+            }
+        }
+    }
+    for (r = 0; r < R; r++) {
+        int i = i0 + warp * R + r;
+        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f, *orow;
+        if (i >= T) continue;
+        orow = out + ((size_t)b * T + i) * D + (size_t)h * hd;
+        for (k = 0; k < KC; k++) {
+            int d = lane + 32 * k;
+            if (d < hd) orow[d] = o[r][k] * inv;
+        }
+        if (lane == 0) lse[(size_t)bh * T + i] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+    }
+}
+
+template <int KC, int R>
+__global__ void __launch_bounds__(128) k_attn_bwd_dq_t(float *dqkv, const float *dout, const float *lse, const float *Dv,
+                                                       const float *qkv, const int *kv, int B, int T, int H, int hd,
+                                                       int causal, float scale, float p, uint64_t seed) {
+    extern __shared__ float sm[];
+    const int BQ = 4 * R, ldk = hd + 1;
+    float *Qs = sm, *Gs = Qs + BQ * hd, *Ks = Gs + BQ * hd, *Vs = Ks + MAMA__CU_BK * ldk, *Ds = Vs + MAMA__CU_BK * ldk;
+    int ntile = (T + BQ - 1) / BQ, tile = blockIdx.x % ntile, bh = blockIdx.x / ntile, h = bh % H, b = bh / H;
+    int i0 = tile * BQ, D = H * hd, ld = 3 * D, warp = threadIdx.x / 32, lane = threadIdx.x & 31, r, k;
+    const float *Qg = qkv + (size_t)b * T * ld + (size_t)h * hd, *Kg = Qg + D, *Vg = Kg + D;
+    const float *Gg = dout + (size_t)b * T * D + (size_t)h * hd;
+    float Li[R], Di[R], dq[R][KC], zs = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    int fin[R], qend = i0 + BQ < T ? i0 + BQ : T, kend = causal ? qend : T;
+    (void)B;
+    for (int e = threadIdx.x; e < BQ * hd; e += 128) {
+        int rr = e / hd, d = e % hd, ok = i0 + rr < T;
+        Qs[e] = ok ? Qg[(size_t)(i0 + rr) * ld + d] : 0.0f;
+        Gs[e] = ok ? Gg[(size_t)(i0 + rr) * D + d] : 0.0f;
+    }
+    for (r = 0; r < R; r++) {
+        int i = i0 + warp * R + r;
+        Li[r] = i < T ? lse[(size_t)bh * T + i] : INFINITY;
+        Di[r] = i < T ? Dv[(size_t)bh * T + i] : 0.0f;
+        fin[r] = d_finite(Li[r]);
+        for (k = 0; k < KC; k++) dq[r][k] = 0.0f;
+    }
+    for (int j0 = 0; j0 < kend; j0 += MAMA__CU_BK) {
+        int j = j0 + lane, nk = T - j0 < MAMA__CU_BK ? T - j0 : MAMA__CU_BK, kvis;
+        float s[R], dp[R];
+        __syncthreads();
+        for (int e = threadIdx.x; e < MAMA__CU_BK * hd; e += 128) {
+            int jj = e / hd, d = e % hd, ok = j0 + jj < T;
+            Ks[jj * ldk + d] = ok ? Kg[(size_t)(j0 + jj) * ld + d] : 0.0f;
+            Vs[jj * ldk + d] = ok ? Vg[(size_t)(j0 + jj) * ld + d] : 0.0f;
+        }
+        __syncthreads();
+        kvis = j < T && (!kv || kv[(size_t)b * T + j]);
+        for (r = 0; r < R; r++) { s[r] = 0.0f; dp[r] = 0.0f; }
+        for (int d = 0; d < hd; d++) {
+            float kd = Ks[lane * ldk + d], vd = Vs[lane * ldk + d];
+            for (r = 0; r < R; r++) {
+                s[r] += Qs[(warp * R + r) * hd + d] * kd;
+                dp[r] += Gs[(warp * R + r) * hd + d] * vd;
+            }
+        }
+        for (r = 0; r < R; r++) {
+            int i = i0 + warp * R + r;
+            float ds = 0.0f;
+            if (fin[r] && kvis && (!causal || j <= i)) {
+                float P = expf(s[r] * scale - Li[r]), z = 1.0f;
+                if (p > 0.0f)
+                    z = d_hash_uniform(seed, ((uint64_t)bh * (uint64_t)T + (uint64_t)i) * (uint64_t)T + (uint64_t)j) >= p
+                            ? zs : 0.0f;
+                ds = P * (dp[r] * z - Di[r]) * scale;
+            }
+            Ds[(warp * R + r) * MAMA__CU_BK + lane] = ds;
+        }
+        __syncwarp();
+        for (int jj = 0; jj < nk; jj++) {
+            float kk[KC];
+            for (k = 0; k < KC; k++) {
+                int d = lane + 32 * k;
+                kk[k] = d < hd ? Ks[jj * ldk + d] : 0.0f;
+            }
+            for (r = 0; r < R; r++) {
+                float dsj = Ds[(warp * R + r) * MAMA__CU_BK + jj];
+                for (k = 0; k < KC; k++) dq[r][k] += dsj * kk[k];
+            }
+        }
+    }
+    for (r = 0; r < R; r++) {
+        int i = i0 + warp * R + r;
+        float *dQ;
+        if (i >= T || !fin[r]) continue;
+        dQ = dqkv + ((size_t)b * T + i) * ld + (size_t)h * hd;
+        for (k = 0; k < KC; k++) {
+            int d = lane + 32 * k;
+            if (d < hd) dQ[d] += dq[r][k];
+        }
+    }
+}
+
+template <int KC, int R>
+__global__ void __launch_bounds__(128) k_attn_bwd_dkv_t(float *dqkv, const float *dout, const float *lse,
+                                                        const float *Dv, const float *qkv, const int *kv, int B, int T,
+                                                        int H, int hd, int causal, float scale, float p, uint64_t seed) {
+    extern __shared__ float sm[];
+    const int BKk = 4 * R, ldk = hd + 1;
+    float *Ks = sm, *Vs = Ks + BKk * hd, *Qs = Vs + BKk * hd, *Gs = Qs + MAMA__CU_BK * ldk, *Ls = Gs + MAMA__CU_BK * ldk;
+    float *Dl = Ls + MAMA__CU_BK, *DSs = Dl + MAMA__CU_BK, *PZs = DSs + BKk * MAMA__CU_BK;
+    int ntile = (T + BKk - 1) / BKk, tile = blockIdx.x % ntile, bh = blockIdx.x / ntile, h = bh % H, b = bh / H;
+    int j0 = tile * BKk, D = H * hd, ld = 3 * D, warp = threadIdx.x / 32, lane = threadIdx.x & 31, r, k;
+    const float *Qg = qkv + (size_t)b * T * ld + (size_t)h * hd, *Kg = Qg + D, *Vg = Kg + D;
+    const float *Gg = dout + (size_t)b * T * D + (size_t)h * hd;
+    float dk[R][KC], dv[R][KC], zs = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    int kvalid[R];
+    (void)B;
+    for (int e = threadIdx.x; e < BKk * hd; e += 128) {
+        int rr = e / hd, d = e % hd, ok = j0 + rr < T;
+        Ks[e] = ok ? Kg[(size_t)(j0 + rr) * ld + d] : 0.0f;
+        Vs[e] = ok ? Vg[(size_t)(j0 + rr) * ld + d] : 0.0f;
+    }
+    for (r = 0; r < R; r++) {
+        int j = j0 + warp * R + r;
+        kvalid[r] = j < T && (!kv || kv[(size_t)b * T + j]);
+        for (k = 0; k < KC; k++) { dk[r][k] = 0.0f; dv[r][k] = 0.0f; }
+    }
+    for (int q0 = causal ? j0 : 0; q0 < T; q0 += MAMA__CU_BK) {
+        int i = q0 + lane, ni = T - q0 < MAMA__CU_BK ? T - q0 : MAMA__CU_BK, fin;
+        float s[R], dp[R], Li, Dq;
+        __syncthreads();
+        for (int e = threadIdx.x; e < MAMA__CU_BK * hd; e += 128) {
+            int ii = e / hd, d = e % hd, ok = q0 + ii < T;
+            Qs[ii * ldk + d] = ok ? Qg[(size_t)(q0 + ii) * ld + d] : 0.0f;
+            Gs[ii * ldk + d] = ok ? Gg[(size_t)(q0 + ii) * D + d] : 0.0f;
+        }
+        if (threadIdx.x < MAMA__CU_BK) {
+            int ii = q0 + threadIdx.x;
+            Ls[threadIdx.x] = ii < T ? lse[(size_t)bh * T + ii] : INFINITY;
+            Dl[threadIdx.x] = ii < T ? Dv[(size_t)bh * T + ii] : 0.0f;
+        }
+        __syncthreads();
+        Li = Ls[lane];
+        Dq = Dl[lane];
+        fin = i < T && d_finite(Li);
+        for (r = 0; r < R; r++) { s[r] = 0.0f; dp[r] = 0.0f; }
+        for (int d = 0; d < hd; d++) {
+            float qd = Qs[lane * ldk + d], gd = Gs[lane * ldk + d];
+            for (r = 0; r < R; r++) {
+                s[r] += qd * Ks[(warp * R + r) * hd + d];
+                dp[r] += gd * Vs[(warp * R + r) * hd + d];
+            }
+        }
+        for (r = 0; r < R; r++) {
+            int j = j0 + warp * R + r;
+            float ds = 0.0f, pz = 0.0f;
+            if (fin && kvalid[r] && (!causal || j <= i)) {
+                float P = expf(s[r] * scale - Li), z = 1.0f;
+                if (p > 0.0f)
+                    z = d_hash_uniform(seed, ((uint64_t)bh * (uint64_t)T + (uint64_t)i) * (uint64_t)T + (uint64_t)j) >= p
+                            ? zs : 0.0f;
+                ds = P * (dp[r] * z - Dq) * scale;
+                pz = P * z;
+            }
+            DSs[(warp * R + r) * MAMA__CU_BK + lane] = ds;
+            PZs[(warp * R + r) * MAMA__CU_BK + lane] = pz;
+        }
+        __syncwarp();
+        for (int ii = 0; ii < ni; ii++) {
+            float qq[KC], gg[KC];
+            for (k = 0; k < KC; k++) {
+                int d = lane + 32 * k;
+                qq[k] = d < hd ? Qs[ii * ldk + d] : 0.0f;
+                gg[k] = d < hd ? Gs[ii * ldk + d] : 0.0f;
+            }
+            for (r = 0; r < R; r++) {
+                float a = DSs[(warp * R + r) * MAMA__CU_BK + ii], c = PZs[(warp * R + r) * MAMA__CU_BK + ii];
+                for (k = 0; k < KC; k++) {
+                    dk[r][k] += a * qq[k];
+                    dv[r][k] += c * gg[k];
+                }
+            }
+        }
+    }
+    for (r = 0; r < R; r++) {
+        int j = j0 + warp * R + r;
+        float *dK;
+        if (!kvalid[r]) continue;
+        dK = dqkv + ((size_t)b * T + j) * ld + D + (size_t)h * hd;
+        for (k = 0; k < KC; k++) {
+            int d = lane + 32 * k;
+            if (d < hd) { dK[d] += dk[r][k]; dK[D + d] += dv[r][k]; }
+        }
+    }
+}
+
+/* shared memory of the tiled kernels, in floats */
+static size_t cu_att_shm_fwd(int hd, int R) { return (size_t)4 * R * hd + MAMA__CU_BK * (hd + 1) + MAMA__CU_BK * hd + 4 * R * MAMA__CU_BK; }
+static size_t cu_att_shm_dq(int hd, int R) { return (size_t)2 * 4 * R * hd + 2 * MAMA__CU_BK * (hd + 1) + 4 * R * MAMA__CU_BK; }
+static size_t cu_att_shm_dkv(int hd, int R) {
+    return (size_t)2 * 4 * R * hd + 2 * MAMA__CU_BK * (hd + 1) + 2 * MAMA__CU_BK + 2 * 4 * R * MAMA__CU_BK;
+}
+
 /* device scratch that grows on demand (first use of a shape only) */
 static float *cu_scratch(mama_cuda_impl *c, size_t bytes) {
     if (c->scratch_bytes >= bytes) return c->scratch;
@@ -909,6 +1182,27 @@ static void cuda_attention_forward(mama_backend *be, float *out, float *lse, con
         }
         return;
     }
+    if (hd <= 128) { /* tiled kernels: R = 8 rows per warp, 32 per block */
+        int ntile = (T + 31) / 32, kc = (hd + 31) / 32;
+        unsigned g = (unsigned)((long long)B * H * ntile);
+        shm = sizeof(float) * cu_att_shm_fwd(hd, 8);
+#define MAMA__CU_LAUNCH_FWDT(KCV) \
+    do { \
+        cu_note(c, cudaFuncSetAttribute((const void *)k_attn_fwd_t<KCV, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                        (int)shm), "attention shared memory"); \
+        k_attn_fwd_t<KCV, 8><<<g, 128, shm, c->stream>>>(out, lse, qkv, key_valid, B, T, H, hd, causal, scale, \
+                                                        dropout_p, dropout_seed); \
+    } while (0)
+        switch (kc) {
+        case 1: MAMA__CU_LAUNCH_FWDT(1); break;
+        case 2: MAMA__CU_LAUNCH_FWDT(2); break;
+        case 3: MAMA__CU_LAUNCH_FWDT(3); break;
+        default: MAMA__CU_LAUNCH_FWDT(4); break;
+        }
+#undef MAMA__CU_LAUNCH_FWDT
+        CU_LAUNCHED(c, "attention_forward (tiled)");
+        return;
+    }
     grid = (unsigned)((rows + MAMA__CU_ATT_WARPS - 1) / MAMA__CU_ATT_WARPS);
     shm = sizeof(float) * (size_t)MAMA__CU_ATT_WARPS * hd;
 #define MAMA__CU_LAUNCH_FWD(KCV) \
@@ -940,6 +1234,33 @@ static void cuda_attention_backward(mama_backend *be, float *dqkv, const float *
     grid_rd = (unsigned)((rows + MAMA__CU_WARPS - 1) / MAMA__CU_WARPS);
     k_attn_rowdot<<<grid_rd, 32 * MAMA__CU_WARPS, 0, c->stream>>>(Dv, dout, out, B, T, H, hd);
     CU_LAUNCHED(c, "attention_backward (D)");
+    if (hd <= 128) { /* tiled: dQ with 32 queries per block, dK/dV with 32 (hd <= 64) or 16 keys */
+        int kc = (hd + 31) / 32;
+        unsigned gq = (unsigned)((long long)B * H * ((T + 31) / 32));
+        unsigned gk8 = gq, gk4 = (unsigned)((long long)B * H * ((T + 15) / 16));
+        size_t shq = sizeof(float) * cu_att_shm_dq(hd, 8), shk8 = sizeof(float) * cu_att_shm_dkv(hd, 8),
+               shk4 = sizeof(float) * cu_att_shm_dkv(hd, 4);
+#define MAMA__CU_LAUNCH_BWDT(KCV, RK, GK, SHK) \
+    do { \
+        cu_note(c, cudaFuncSetAttribute((const void *)k_attn_bwd_dq_t<KCV, 8>, \
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shq), "attention shared memory"); \
+        cu_note(c, cudaFuncSetAttribute((const void *)k_attn_bwd_dkv_t<KCV, RK>, \
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SHK), "attention shared memory"); \
+        k_attn_bwd_dq_t<KCV, 8><<<gq, 128, shq, c->stream>>>(dqkv, dout, lse, Dv, qkv, key_valid, B, T, H, hd, causal, \
+                                                            scale, dropout_p, dropout_seed); \
+        k_attn_bwd_dkv_t<KCV, RK><<<GK, 128, SHK, c->stream>>>(dqkv, dout, lse, Dv, qkv, key_valid, B, T, H, hd, \
+                                                              causal, scale, dropout_p, dropout_seed); \
+    } while (0)
+        switch (kc) {
+        case 1: MAMA__CU_LAUNCH_BWDT(1, 8, gk8, shk8); break;
+        case 2: MAMA__CU_LAUNCH_BWDT(2, 8, gk8, shk8); break;
+        case 3: MAMA__CU_LAUNCH_BWDT(3, 4, gk4, shk4); break;
+        default: MAMA__CU_LAUNCH_BWDT(4, 4, gk4, shk4); break;
+        }
+#undef MAMA__CU_LAUNCH_BWDT
+        CU_LAUNCHED(c, "attention_backward (tiled)");
+        return;
+    }
     grid = (unsigned)((rows + MAMA__CU_ATT_WARPS - 1) / MAMA__CU_ATT_WARPS);
     shm = sizeof(float) * (size_t)MAMA__CU_ATT_WARPS * 2 * hd;
 #define MAMA__CU_LAUNCH_BWD(KCV) \
