@@ -38,7 +38,8 @@
  *    same weights.  One warp per query (forward, dQ) or per key (dK, dV);
  *    plain CUDA cores, FP32; head dim up to 256.  Correctness first: this is
  *    not a tensor-core FlashAttention kernel (see NOT DONE).
- *  - pooling, embedding (deterministic column-parallel scatter-add), im2col,
+ *  - pooling, embedding (atomic scatter-add: exact for unique ids, order-
+ *    dependent last bits for repeated token ids), im2col,
  *    ViT token assembly, cross-entropy, segment max, transpose, diagonal
  *    fill, dot and sum of squares (two-stage double reductions, result to
  *    the host through pinned memory), AdamW (the CPU's exact formula with the
@@ -89,6 +90,8 @@ struct mama_cuda_impl {
     double *red_host;         /* pinned: the reduction's result */
     float *scratch;           /* attention backward: D_i = dO_i . O_i */
     size_t scratch_bytes;
+    float *colbuf;            /* column sums: per-row-slice partial sums */
+    size_t colbuf_bytes;
 };
 
 #define MAMA__CU_RED_BLOCKS 256
@@ -292,10 +295,75 @@ __global__ void k_colsum2(float *out0, float *out1, int rows, int cols, F f) {
         if (out1) out1[c] += t1;
     }
 }
+/* Partial column sums over row slices (grid.y), then one pass that adds the
+ * slices in order: deterministic, and parallel over rows as well as
+ * columns (the ViT's 22k rows x 768 columns would leave most SMs idle). */
+template <class F>
+__global__ void k_colsum2_part(float *part, int rows, int cols, int slice, F f) {
+    __shared__ float s0[8][33], s1[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * slice, r1 = r0 + slice < rows ? r0 + slice : rows;
+    float a0 = 0.0f, a1 = 0.0f;
+    if (c < cols)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+            float2 v = f((size_t)r, c);
+            a0 += v.x;
+            a1 += v.y;
+        }
+    s0[threadIdx.y][threadIdx.x] = a0;
+    s1[threadIdx.y][threadIdx.x] = a1;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        float t0 = 0.0f, t1 = 0.0f;
+        for (int k = 0; k < 8; k++) { t0 += s0[k][threadIdx.x]; t1 += s1[k][threadIdx.x]; }
+        part[((size_t)blockIdx.y * cols + c) * 2] = t0;
+        part[((size_t)blockIdx.y * cols + c) * 2 + 1] = t1;
+    }
+}
+__global__ void k_colsum2_final(float *out0, float *out1, const float *part, int nslice, int cols) {
+    CU_FOR(c, (size_t)cols) {
+        float t0 = 0.0f, t1 = 0.0f;
+        for (int k = 0; k < nslice; k++) {
+            t0 += part[((size_t)k * cols + c) * 2];
+            t1 += part[((size_t)k * cols + c) * 2 + 1];
+        }
+        if (out0) out0[c] += t0;
+        if (out1) out1[c] += t1;
+    }
+}
+/* the column-sum scratch, grown on first use of a shape */
+static float *cu_colbuf(mama_cuda_impl *c, size_t bytes) {
+    if (c->colbuf_bytes >= bytes) return c->colbuf;
+    if (c->colbuf) {
+        cudaStreamSynchronize(c->stream);
+        cudaFree(c->colbuf);
+    }
+    c->colbuf = NULL;
+    c->colbuf_bytes = 0;
+    if (cudaMalloc((void **)&c->colbuf, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        c->colbuf = NULL;
+        return NULL; /* the caller falls back to the one-pass kernel */
+    }
+    c->colbuf_bytes = bytes;
+    return c->colbuf;
+}
 template <class F>
 static void cu_colsum2(mama_cuda_impl *c, float *out0, float *out1, int rows, int cols, F f, const char *name) {
+    int nslice = rows / 512, slice;
+    float *part;
     if (rows <= 0 || cols <= 0 || (!out0 && !out1)) return;
-    k_colsum2<<<(cols + 31) / 32, dim3(32, 8), 0, c->stream>>>(out0, out1, rows, cols, f);
+    if (nslice > 64) nslice = 64;
+    part = nslice >= 2 ? cu_colbuf(c, sizeof(float) * 2 * (size_t)nslice * cols) : NULL;
+    if (!part) {
+        k_colsum2<<<(cols + 31) / 32, dim3(32, 8), 0, c->stream>>>(out0, out1, rows, cols, f);
+        cu_note(c, cudaGetLastError(), name);
+        return;
+    }
+    slice = (rows + nslice - 1) / nslice;
+    k_colsum2_part<<<dim3((unsigned)(cols + 31) / 32, (unsigned)nslice), dim3(32, 8), 0, c->stream>>>(part, rows, cols,
+                                                                                                     slice, f);
+    cu_note(c, cudaGetLastError(), name);
+    k_colsum2_final<<<cu_grid((size_t)cols, 128), 128, 0, c->stream>>>(out0, out1, part, nslice, cols);
     cu_note(c, cudaGetLastError(), name);
 }
 
@@ -1326,14 +1394,15 @@ __global__ void k_embedding_fwd(float *y, const int *ids, const float *table, in
         y[i] = id < 0 ? 0.0f : table[(size_t)id * C + i % C];
     }
 }
-/* deterministic scatter-add: one thread per column walks the ids in order
- * (the CPU's order, so repeated ids sum identically) */
+/* scatter-add over (row, column) with atomicAdd: every element of dy is
+ * one thread.  Where ids are unique (patch and sentence gathers) each
+ * output gets one add and the result is exact; repeated ids (the token and
+ * position tables of a fully trained text tower) sum in an unspecified
+ * order, so those gradients can differ in the last bits from run to run. */
 __global__ void k_embedding_bwd(float *dtable, const float *dy, const int *ids, int n, int C) {
-    CU_FOR(c, (size_t)C) {
-        for (int i = 0; i < n; i++) {
-            int id = ids[i];
-            if (id >= 0) dtable[(size_t)id * C + c] += dy[(size_t)i * C + c];
-        }
+    CU_FOR(e, (size_t)n * C) {
+        int id = ids[e / C];
+        if (id >= 0) atomicAdd(dtable + (size_t)id * C + e % C, dy[e]);
     }
 }
 static void cuda_embedding_forward(mama_backend *be, float *y, const int *ids, const float *table, int n, int C) {
@@ -1345,7 +1414,7 @@ static void cuda_embedding_forward(mama_backend *be, float *y, const int *ids, c
 static void cuda_embedding_backward(mama_backend *be, float *dtable, const float *dy, const int *ids, int n, int C) {
     mama_cuda_impl *c = cu_impl(be);
     if (n <= 0 || C <= 0) return;
-    k_embedding_bwd<<<cu_grid((size_t)C, 128), 128, 0, c->stream>>>(dtable, dy, ids, n, C);
+    k_embedding_bwd<<<cu_grid((size_t)n * C, MAMA__CU_THREADS), MAMA__CU_THREADS, 0, c->stream>>>(dtable, dy, ids, n, C);
     CU_LAUNCHED(c, "embedding_backward");
 }
 
@@ -1661,6 +1730,7 @@ extern "C" MAMA_API void mama_cuda_backend_free(mama_backend *be) {
     if (c) {
         if (c->stream) cudaStreamSynchronize(c->stream);
         if (c->scratch) cudaFree(c->scratch);
+        if (c->colbuf) cudaFree(c->colbuf);
         if (c->red) cudaFree(c->red);
         if (c->red_host) cudaFreeHost(c->red_host);
         if (c->blas) cublasDestroy(c->blas);
