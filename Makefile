@@ -100,12 +100,13 @@ cuda:
 	if [ -z "$$nvcc" ]; then \
 	  echo "cuda: nvcc not found; skipping the CUDA backend (the CPU build is unaffected)"; exit 0; \
 	fi; \
-	mkdir -p $(BUILD) && set -e && \
-	echo "$$nvcc $(NVCC_FLAGS) -c mama_cuda.cu -o $(BUILD)/mama_cuda.o" && \
-	$$nvcc $(NVCC_FLAGS) -c mama_cuda.cu -o $(BUILD)/mama_cuda.o && \
-	$(CC) $(CUDA_CFLAGS) -c tests/cuda/test_cuda.c -o $(BUILD)/test_cuda.o && \
+	mkdir -p $(BUILD) && \
+	echo "$$nvcc $(NVCC_FLAGS) -c mama_cuda.cu -o $(BUILD)/mama_cuda.o (and the C parts alongside)" && \
+	{ $$nvcc $(NVCC_FLAGS) -c mama_cuda.cu -o $(BUILD)/mama_cuda.o & p1=$$!; \
+	  $(CC) $(CUDA_CFLAGS) -c tests/cuda/test_cuda.c -o $(BUILD)/test_cuda.o & p2=$$!; \
+	  $(CC) $(CUDA_CFLAGS) -DMAMA_CUDA -c examples/mama.c -o $(BUILD)/mama_cli_cuda.o & p3=$$!; \
+	  wait $$p1; r1=$$?; wait $$p2; r2=$$?; wait $$p3; r3=$$?; [ $$r1 = 0 ] && [ $$r2 = 0 ] && [ $$r3 = 0 ]; } && \
 	$(CC) $(CUDA_CFLAGS) $(BUILD)/test_cuda.o $(BUILD)/mama_cuda.o -o $(BUILD)/test_cuda $(CUDA_LIBS) $(LDLIBS) && \
-	$(CC) $(CUDA_CFLAGS) -DMAMA_CUDA -c examples/mama.c -o $(BUILD)/mama_cli_cuda.o && \
 	$(CC) $(CUDA_CFLAGS) $(BUILD)/mama_cli_cuda.o $(BUILD)/mama_cuda.o -o $(BUILD)/mama $(CUDA_LIBS) $(LDLIBS) && \
 	echo "cuda: built $(BUILD)/mama_cuda.o, $(BUILD)/test_cuda and $(BUILD)/mama with --device cuda"
 

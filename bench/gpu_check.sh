@@ -51,8 +51,22 @@ echo "cpu: $(nproc) cores; OMP_NUM_THREADS=$OMP_NUM_THREADS; nvcc: $(command -v 
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" 2>&1 | tail -1
 
 stage "build (make cuda)"
-if command -v nvcc >/dev/null 2>&1; then
-  run 200 make --no-print-directory cuda || echo "BUILD FAILED"
+# Binaries built elsewhere (e.g. carried over in build/) are reused when they
+# are newer than every source and their libraries resolve; FORCE_BUILD=1
+# rebuilds anyway.
+fresh=1
+for f in build/mama build/test_cuda; do
+  [ -x "$f" ] || fresh=0
+  [ -x "$f" ] && ldd "$f" 2>/dev/null | grep -q "not found" && fresh=0
+  for src in mama.h mama_cuda.cu tests/cuda/test_cuda.c examples/mama.c examples/device.c examples/mama_demo.c \
+             bench/bench_train.c bench/bench_gemm.c; do
+    [ -x "$f" ] && [ "$src" -nt "$f" ] && fresh=0
+  done
+done
+if [ "$fresh" = 1 ] && [ "${FORCE_BUILD:-0}" != 1 ]; then
+  echo "build/mama and build/test_cuda are newer than the sources: not rebuilding"
+elif command -v nvcc >/dev/null 2>&1; then
+  run 240 make --no-print-directory -j2 cuda || echo "BUILD FAILED"
 else
   echo "nvcc not found: using the binaries already in build/ (if any)"
 fi
