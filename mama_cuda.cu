@@ -27,6 +27,8 @@
  *    in every mode: BF16 *storage* of activations is not done (see NOT DONE).
  *  - elementwise: bias, add, accumulate, scale, GELU (erf and tanh forms),
  *    ReLU, dropout (the CPU's hash, bit for bit: the same masks), LayerScale.
+ *  - column sums (bias, LayerNorm and LayerScale parameter gradients) over
+ *    row slices, then an ordered final pass (deterministic).
  *  - LayerNorm (warp per row, FP32 two-pass statistics like the CPU),
  *    BatchNorm (block per 32 channels, statistics in double like the CPU,
  *    running statistics with the unbiased variance, the negated-rstd eval
@@ -35,9 +37,11 @@
  *    (online softmax; the backward recomputes P from the saved log-sum-exp),
  *    causal and key-padding masks, attention dropout whose mask is the
  *    CPU's hash at index ((b*H + h)*T + i)*T + j, so CPU and GPU drop the
- *    same weights.  One warp per query (forward, dQ) or per key (dK, dV);
- *    plain CUDA cores, FP32; head dim up to 256.  Correctness first: this is
- *    not a tensor-core FlashAttention kernel (see NOT DONE).
+ *    same weights.  Head dim <= 128: blocks of 32 queries (forward, dQ) or
+ *    16-32 keys (dK, dV) share 32-row K/V (Q/dO) tiles in shared memory;
+ *    larger heads (up to 256): one warp per query or key.  FP32 on CUDA
+ *    cores.  Correctness first: not a tensor-core FlashAttention kernel
+ *    (see NOT DONE).
  *  - pooling, embedding (atomic scatter-add: exact for unique ids, order-
  *    dependent last bits for repeated token ids), im2col,
  *    ViT token assembly, cross-entropy, segment max, transpose, diagonal
