@@ -1696,7 +1696,7 @@ static void cuda_sgd_step(mama_backend *be, float *p, const float *g, float *buf
 
 /* ---- creation ------------------------------------------------------------ */
 
-extern "C" MAMA_API int mama_cuda_device_count(void) {
+extern "C" int mama_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
         cudaGetLastError();
@@ -1705,7 +1705,7 @@ extern "C" MAMA_API int mama_cuda_device_count(void) {
     return n;
 }
 
-extern "C" MAMA_API mama_status mama_cuda_set_precision(mama_backend *be, int precision) {
+extern "C" mama_status mama_cuda_set_precision(mama_backend *be, int precision) {
     if (!be || !be->name || strcmp(be->name, "cuda") != 0)
         return MAMA_FAIL(MAMA_ERR_INVALID, "mama_cuda_set_precision: not a CUDA backend");
     if (precision != MAMA_CUDA_FP32 && precision != MAMA_CUDA_TF32 && precision != MAMA_CUDA_BF16)
@@ -1714,7 +1714,7 @@ extern "C" MAMA_API mama_status mama_cuda_set_precision(mama_backend *be, int pr
     return MAMA_OK;
 }
 
-extern "C" MAMA_API mama_status mama_cuda_host_alloc(void **ptr, size_t bytes) {
+extern "C" mama_status mama_cuda_host_alloc(void **ptr, size_t bytes) {
     *ptr = NULL;
     if (cudaMallocHost(ptr, bytes ? bytes : 1) != cudaSuccess) {
         cudaGetLastError();
@@ -1723,11 +1723,11 @@ extern "C" MAMA_API mama_status mama_cuda_host_alloc(void **ptr, size_t bytes) {
     }
     return MAMA_OK;
 }
-extern "C" MAMA_API void mama_cuda_host_free(void *ptr) {
+extern "C" void mama_cuda_host_free(void *ptr) {
     if (ptr) cudaFreeHost(ptr);
 }
 
-extern "C" MAMA_API void mama_cuda_backend_free(mama_backend *be) {
+extern "C" void mama_cuda_backend_free(mama_backend *be) {
     mama_cuda_impl *c;
     if (!be) return;
     c = cu_impl(be);
@@ -1744,7 +1744,7 @@ extern "C" MAMA_API void mama_cuda_backend_free(mama_backend *be) {
     mama_free(be);
 }
 
-extern "C" MAMA_API mama_status mama_cuda_backend_create(mama_backend **out, int device) {
+extern "C" mama_status mama_cuda_backend_create(mama_backend **out, int device) {
     mama_backend *be = NULL;
     mama_cuda_impl *c = NULL;
     int count = 0;
