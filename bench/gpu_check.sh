@@ -77,6 +77,9 @@ run 150 build/test_cuda 2>&1 | tee /tmp/gpu_check_test.txt | grep -v '^PASS' ; e
 grep -c '^PASS' /tmp/gpu_check_test.txt
 tail -1 /tmp/gpu_check_test.txt
 
+stage "op timing: build/test_cuda --timing (GPU time of the hot ops at base shapes)"
+run 60 build/test_cuda --timing
+
 # The C benchmark prints train_step_ms, images_per_s, model_tflops_per_s, mfu.
 # --precision bf16: the GEMMs on BF16 tensor cores (FP32 accumulation); the
 # activations stay FP32 in memory (see README, CUDA backend).

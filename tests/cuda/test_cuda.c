@@ -25,7 +25,10 @@
  *   (TF32/BF16 gradients are dominated by the rounding of 10-bit / 7-bit
  *   mantissas through 8 blocks; those tolerances are coarse sanity bounds).
  * Output: one "PASS name max_rel_err=... tol=..." or "FAIL ..." line per check,
- * then "N passed, M failed".  Exit status 1 if anything failed. */
+ * then "N passed, M failed".  Exit status 1 if anything failed.
+ *
+ *   build/test_cuda --timing      GPU time of the hot ops at the base config's shapes
+ *   build/test_cuda --cpu-vs-cpu  the harness with the CPU table on both sides */
 #define MAMA_IMPLEMENTATION
 #include "../../mama.h"
 
@@ -714,6 +717,95 @@ static void test_steps(void) {
     step_case("tiny_full_bf16", full, MAMA_CUDA_BF16, 3e-2, 3e-1, 1e-2, 0);
 }
 
+/* ---- --timing: GPU time of the hot ops at the base config's shapes -------
+ * (no comparison; for judging where a step's time goes).  Each op runs once
+ * to warm up, then `reps` times between two syncs. */
+#define TIME_OP(label, flop, reps, call) \
+    do { \
+        int rep_; \
+        double t_; \
+        call; \
+        if (gpu->sync(gpu) != MAMA_OK) { printf("# timing %s: failed: %s\n", label, mama_last_error()); break; } \
+        t_ = mama_time_seconds(); \
+        for (rep_ = 0; rep_ < (reps); rep_++) call; \
+        if (gpu->sync(gpu) != MAMA_OK) { printf("# timing %s: failed: %s\n", label, mama_last_error()); break; } \
+        t_ = (mama_time_seconds() - t_) / (reps); \
+        printf("# timing %-48s %9.3f ms", label, 1e3 * t_); \
+        if ((flop) > 0) printf("  %8.1f TFLOP/s", (double)(flop) / t_ / 1e12); \
+        printf("\n"); \
+        fflush(stdout); \
+    } while (0)
+
+static void run_timing(void) {
+    int Bv = 16, Tv = 1374, D = 768, Hv = 12, rows = Bv * Tv, Bt = 8, Tt = 144, Dt = 2560, Ht = 20, i;
+    size_t nq = (size_t)rows * 3 * D, nqt = (size_t)Bt * Tt * 3 * Dt;
+    float *qkv, *out, *lse, *dqkv, *x, *y, *w, *b, *mean, *rstd, *big, *big2;
+    int *kv, *hkv = (int *)malloc(sizeof(int) * (size_t)Bt * Tt);
+    double fa = 4.0 * Bv * Hv * (double)Tv * Tv * (D / Hv), fat = 4.0 * Bt * Ht * (double)Tt * Tt * (Dt / Ht);
+    static const char *const pn[3] = {"fp32", "tf32", "bf16"};
+    char label[96];
+    printf("# --timing: base-config shapes on the GPU (vision: %d images x %d tokens, D %d; text: %d x %d, D %d)\n", Bv,
+           Tv, D, Bt, Tt, Dt);
+    if (gpu->alloc(gpu, (void **)&qkv, sizeof(float) * (nq > nqt ? nq : nqt)) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&dqkv, sizeof(float) * (nq > nqt ? nq : nqt)) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&out, sizeof(float) * (size_t)rows * 4 * D) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&lse, sizeof(float) * (size_t)Bv * Hv * Tv) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&x, sizeof(float) * (size_t)rows * D) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&y, sizeof(float) * (size_t)rows * D) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&w, sizeof(float) * (size_t)4 * D * D) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&b, sizeof(float) * (size_t)4 * D) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&mean, sizeof(float) * (size_t)rows) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&rstd, sizeof(float) * (size_t)rows) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&big, sizeof(float) * (size_t)rows * 4 * D) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&big2, sizeof(float) * (size_t)rows * 4 * D) != MAMA_OK ||
+        gpu->alloc(gpu, (void **)&kv, sizeof(int) * (size_t)Bt * Tt) != MAMA_OK) {
+        printf("# timing: allocation failed: %s\n", mama_last_error());
+        return;
+    }
+    /* values: small, finite (zeros would do for timing, but keep exp() sane) */
+    gpu->zero(gpu, qkv, sizeof(float) * (nq > nqt ? nq : nqt));
+    gpu->zero(gpu, dqkv, sizeof(float) * (nq > nqt ? nq : nqt));
+    gpu->zero(gpu, out, sizeof(float) * (size_t)rows * 4 * D);
+    gpu->zero(gpu, x, sizeof(float) * (size_t)rows * D);
+    gpu->zero(gpu, w, sizeof(float) * (size_t)4 * D * D);
+    gpu->zero(gpu, b, sizeof(float) * (size_t)4 * D);
+    gpu->zero(gpu, big, sizeof(float) * (size_t)rows * 4 * D);
+    gpu->zero(gpu, big2, sizeof(float) * (size_t)rows * 4 * D);
+    for (i = 0; i < Bt * Tt; i++) hkv[i] = i % Tt < Tt - (i / Tt) * 9;
+    gpu->to_device(gpu, kv, hkv, sizeof(int) * (size_t)Bt * Tt);
+    for (i = 0; i < 3; i++) {
+        mama_cuda_set_precision(gpu, i);
+        snprintf(label, sizeof label, "gemm %dx%dx%d (fc1 fwd) %s", rows, 4 * D, D, pn[i]);
+        TIME_OP(label, 2.0 * rows * 4 * D * D, 5, gpu->gemm(gpu, 0, 1, rows, 4 * D, D, 1.0f, x, D, w, D, 0.0f, big, 4 * D));
+        snprintf(label, sizeof label, "gemm %dx%dx%d (fc1 dW) %s", 4 * D, D, rows, pn[i]);
+        TIME_OP(label, 2.0 * rows * 4 * D * D, 5, gpu->gemm(gpu, 1, 0, 4 * D, D, rows, 1.0f, big, 4 * D, x, D, 1.0f, w, D));
+    }
+    mama_cuda_set_precision(gpu, MAMA_CUDA_FP32);
+    TIME_OP("attention_forward vit (16x12 heads, T 1374, hd 64)", fa, 3,
+            gpu->attention_forward(gpu, out, lse, qkv, NULL, Bv, Tv, Hv, D / Hv, 0, 0.125f, 0.0f, 0));
+    TIME_OP("attention_backward vit", 2.0 * fa, 3,
+            gpu->attention_backward(gpu, dqkv, out, out, lse, qkv, NULL, Bv, Tv, Hv, D / Hv, 0, 0.125f, 0.0f, 0));
+    TIME_OP("attention_forward text (8x20 heads, T 144, hd 128, p 0.1)", fat, 3,
+            gpu->attention_forward(gpu, out, lse, qkv, kv, Bt, Tt, Ht, Dt / Ht, 1, 0.088f, 0.1f, 7));
+    TIME_OP("attention_backward text", 2.0 * fat, 3,
+            gpu->attention_backward(gpu, dqkv, out, out, lse, qkv, kv, Bt, Tt, Ht, Dt / Ht, 1, 0.088f, 0.1f, 7));
+    TIME_OP("layernorm_forward 21984x768", 0, 5,
+            gpu->layernorm_forward(gpu, y, mean, rstd, x, w, b, rows, D, 1e-6f));
+    TIME_OP("layernorm_backward 21984x768 (dx, dw, db)", 0, 5,
+            gpu->layernorm_backward(gpu, y, w + D, b + D, x, x, w, mean, rstd, rows, D));
+    TIME_OP("gelu_forward 21984x3072", 0, 5, gpu->gelu_forward(gpu, big2, big, (size_t)rows * 4 * D, 0));
+    TIME_OP("gelu_backward 21984x3072", 0, 5, gpu->gelu_backward(gpu, big2, big, big, (size_t)rows * 4 * D, 0));
+    TIME_OP("bias_add_backward 21984x3072", 0, 5, gpu->bias_add_backward(gpu, b, big, rows, 4 * D));
+    TIME_OP("layerscale_backward 21984x768", 0, 5, gpu->layerscale_backward(gpu, y, b, x, x, b, rows, D));
+    TIME_OP("accumulate 21984x768", 0, 5, gpu->accumulate(gpu, y, x, 1.0f, (size_t)rows * D));
+    TIME_OP("meanpool_forward 16x1374x768", 0, 5, gpu->meanpool_forward(gpu, b, x, NULL, Bv, Tv, D));
+    TIME_OP("sum_squares 100M", 0, 3, gpu->sum_squares(gpu, big, (size_t)100000000 < (size_t)rows * 4 * D ? (size_t)100000000 : (size_t)rows * 4 * D));
+    gpu->free(gpu, qkv); gpu->free(gpu, dqkv); gpu->free(gpu, out); gpu->free(gpu, lse); gpu->free(gpu, x);
+    gpu->free(gpu, y); gpu->free(gpu, w); gpu->free(gpu, b); gpu->free(gpu, mean); gpu->free(gpu, rstd);
+    gpu->free(gpu, big); gpu->free(gpu, big2); gpu->free(gpu, kv);
+    free(hkv);
+}
+
 static void run_all(void) {
     test_memory();
     test_gemm(MAMA_CUDA_FP32, TOL_RED, "");
@@ -740,6 +832,15 @@ int main(int argc, char **argv) {
         run_all();
         printf("%d passed, %d failed\n", n_pass, n_fail);
         return n_fail ? 1 : 0;
+    }
+    if (ndev > 0 && argc > 1 && !strcmp(argv[1], "--timing")) {
+        if (mama_cuda_backend_create(&gpu, 0) != MAMA_OK) {
+            printf("# timing: %s\n", mama_last_error());
+            return 1;
+        }
+        run_timing();
+        mama_cuda_backend_free(gpu);
+        return 0;
     }
     if (ndev == 0) {
         printf("SKIP test_cuda: no CUDA device on this machine (nothing was compared)\n");
