@@ -9,7 +9,9 @@
 #
 # Environment: BUDGET (seconds, default 470) bounds the whole script; every
 # stage has its own timeout and later stages are skipped when the budget runs
-# short.  STEPS (default 3) timed steps per benchmark.  Nothing here has been
+# short.  STEPS (default 3) timed steps per benchmark.  If a CUDA kernel
+# faults, rerun the failing command with MAMA_CUDA_DEBUG=1 (a sync after
+# every launch) to have the message name the kernel.  Nothing here has been
 # run yet: it was written on a machine without a GPU.
 set -u
 cd "$(dirname "$0")/.."
@@ -72,8 +74,8 @@ else
 fi
 ls -l build/mama build/test_cuda build/mama_cuda.o 2>&1
 
-stage "parity: build/test_cuda (every op and whole tiny steps, CUDA vs CPU)"
-run 150 build/test_cuda 2>&1 | tee /tmp/gpu_check_test.txt | grep -v '^PASS' ; echo "(PASS lines hidden; their count:)"
+stage "parity: build/test_cuda (every op and whole tiny steps, CUDA vs CPU; MAMA_CUDA_DEBUG=1: a sync after each launch)"
+MAMA_CUDA_DEBUG=1 run 150 build/test_cuda 2>&1 | tee /tmp/gpu_check_test.txt | grep -v '^PASS' ; echo "(PASS lines hidden; their count:)"
 grep -c '^PASS' /tmp/gpu_check_test.txt
 tail -1 /tmp/gpu_check_test.txt
 
