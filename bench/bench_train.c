@@ -108,7 +108,7 @@ static int mama_bench_train_main(int argc, char **argv) {
     int steps = atoi(bench_opt(argc, argv, "--steps", "10"));
     int late = atoi(bench_opt(argc, argv, "--late", "1"));
     int ckpt = atoi(bench_opt(argc, argv, "--checkpoint", "0"));
-    double peak = atof(bench_opt(argc, argv, "--peak-tflops", "0")), flops, med;
+    double peak = atof(bench_opt(argc, argv, "--peak-tflops", "0")), flops, med, t_create;
     mama_backend *be = MAMA_BENCH_BACKEND();
     mama_config c;
     mama_model *m = NULL;
@@ -122,6 +122,7 @@ static int mama_bench_train_main(int argc, char **argv) {
     if (steps < 1) steps = 1;
     if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
     c.grad_checkpoint = ckpt;
+    t_create = mama_time_seconds();
     if (mama_model_create(&m, &c, be, B, 1) != MAMA_OK ||
         mama_adamw_init(&opt, m, 0.1f) != MAMA_OK) {
         fprintf(stderr, "mama: %s\n", mama_last_error());
@@ -133,6 +134,8 @@ static int mama_bench_train_main(int argc, char **argv) {
     mama_step_opts_default(&o);
     o.late = late;
     ms = (double *)malloc(sizeof(double) * (size_t)steps);
+    printf("model created and initialised in %.1f s (host initialisation, then one upload)\n",
+           mama_time_seconds() - t_create);
     flops = bench_step_flops(&c, B, late);
     printf("bench train: config %s, batch %d, late %d, checkpointing %d, backend %s, %d threads, gemm kernel %s, "
            "%zu trainable params, %.3f TFLOP model FLOPs per step\n", preset, B, late, ckpt, be->name,
