@@ -320,6 +320,25 @@ struct mama_backend {
 /* The CPU backend (a static table; never NULL). */
 MAMA_API mama_backend *mama_cpu_backend(void);
 
+/* --- CUDA backend (begin) ---------------------------------------------
+ * Defined in mama_cuda.cu, not in this header: link build/mama_cuda.o
+ * (`make cuda`) to use them.  create fails with MAMA_ERR_UNSUPPORTED when
+ * no device is present; free releases the table.  Precision applies to
+ * the GEMMs: FP32 (default), TF32 or BF16 tensor cores, FP32 accumulation.
+ * host_alloc gives pinned host memory (for asynchronous uploads).  Plain
+ * `extern` (not MAMA_API): they live in another translation unit even when
+ * MAMA_API makes the library static. */
+#define MAMA_CUDA_FP32 0
+#define MAMA_CUDA_TF32 1
+#define MAMA_CUDA_BF16 2
+extern int         mama_cuda_device_count(void);
+extern mama_status mama_cuda_backend_create(mama_backend **out, int device);
+extern void        mama_cuda_backend_free(mama_backend *be);
+extern mama_status mama_cuda_set_precision(mama_backend *be, int precision);
+extern mama_status mama_cuda_host_alloc(void **ptr, size_t bytes);
+extern void        mama_cuda_host_free(void *ptr);
+/* --- CUDA backend (end) ----------------------------------------------- */
+
 /* 1.6 Schedules and clipping (host-side arithmetic). */
 /* Linear warm-up from lr_floor to lr_peak over warmup steps (step 0 uses
  * lr_floor), then half-cosine from lr_peak down to lr_floor at total. */

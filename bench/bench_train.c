@@ -1,12 +1,17 @@
 /* bench/bench_train.c - the training step and image encoding benchmarks of
  * the `mama` tool:
  *
- *   build/mama bench train  --config tiny|small [--batch 8] [--steps 10] [--late 0|1]
+ *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
+ *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
  *   build/mama bench encode --config base [--batch 4] [--steps 3]
  *
  * `train` times whole steps: forward through both towers, all four losses
  * (late on by default), backward, AdamW; it prints the median step time and
- * the process's peak resident memory; last line train_step_ms=<median>.
+ * the process's peak resident memory, images/s and the model FLOPs of a step
+ * (formula at bench_step_flops; model FLOPs utilisation when --peak-tflops
+ * gives the device's peak); last line train_step_ms=<median>.  The backend
+ * is the tool's --device (each timed step ends with be->sync, so GPU work
+ * is inside the timing).
  * `encode` times the vision tower alone in eval mode and prints images/s;
  * the text tower is irrelevant to it, so the model is built with a one-layer
  * text tower to keep memory small (the vision tower is the preset's).
@@ -18,6 +23,11 @@
 #include <string.h>
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/resource.h>
+#endif
+
+/* The backend: the tool's --device when built into examples/mama.c. */
+#ifndef MAMA_BENCH_BACKEND
+#define MAMA_BENCH_BACKEND() mama_cpu_backend()
 #endif
 
 static double bench_peak_rss_mb(void) {
@@ -38,6 +48,29 @@ static const char *bench_opt(int argc, char **argv, const char *key, const char 
     for (i = 0; i + 1 < argc; i++)
         if (!strcmp(argv[i], key)) return argv[i + 1];
     return def;
+}
+
+/* Model FLOPs of one training step, 2 per multiply-add of the towers'
+ * matrix products (forward F, backward 2F when the weights train: dX and
+ * dW; F when they are frozen: dX only; attention's backward is always 2F):
+ *   vision, Bv = B (2B with the late losses) images of T = 1+R+N tokens:
+ *     F = Bv (L (24 T D^2 + 4 T^2 D) + 2 N P^2 C D),  counted 3F (all train)
+ *   text, B captions of T = context tokens (causal attention counted full):
+ *     F_lin = B L 24 T D^2,  F_att = B L 4 T^2 D
+ *     full: 3 (F_lin + F_att);  lora: 2 F_lin + 3 F_att (base frozen);
+ *     frozen: F_lin + F_att (no backward through the tower)
+ * Not counted: heads, losses, the rank-r LoRA products, the recomputation
+ * of gradient checkpointing. */
+static double bench_step_flops(const mama_config *c, int B, int late) {
+    double Bv = late ? 2.0 * B : B, N = (double)(c->image_size / c->patch_size) * (c->image_size / c->patch_size);
+    double Tv = 1 + c->registers + N, D = c->vision_dim, L = c->vision_depth;
+    double Tt = c->context, Dt = c->text_dim, Lt = c->text_depth;
+    double fv = Bv * (L * (24 * Tv * D * D + 4 * Tv * Tv * D) + 2 * N * c->patch_size * c->patch_size * c->in_chans * D);
+    double flin = B * Lt * 24 * Tt * Dt * Dt, fatt = B * Lt * 4 * Tt * Tt * Dt, ft;
+    if (c->text_mode == MAMA_TEXT_FULL) ft = 3 * (flin + fatt);
+    else if (c->text_mode == MAMA_TEXT_LORA) ft = 2 * flin + 3 * fatt;
+    else ft = flin + fatt;
+    return 3 * fv + ft;
 }
 
 /* A random batch shaped for config c. */
@@ -75,6 +108,8 @@ static int mama_bench_train_main(int argc, char **argv) {
     int steps = atoi(bench_opt(argc, argv, "--steps", "10"));
     int late = atoi(bench_opt(argc, argv, "--late", "1"));
     int ckpt = atoi(bench_opt(argc, argv, "--checkpoint", "0"));
+    double peak = atof(bench_opt(argc, argv, "--peak-tflops", "0")), flops, med, t_create;
+    mama_backend *be = MAMA_BENCH_BACKEND();
     mama_config c;
     mama_model *m = NULL;
     mama_adamw opt;
@@ -87,7 +122,8 @@ static int mama_bench_train_main(int argc, char **argv) {
     if (steps < 1) steps = 1;
     if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
     c.grad_checkpoint = ckpt;
-    if (mama_model_create(&m, &c, mama_cpu_backend(), B, 1) != MAMA_OK ||
+    t_create = mama_time_seconds();
+    if (mama_model_create(&m, &c, be, B, 1) != MAMA_OK ||
         mama_adamw_init(&opt, m, 0.1f) != MAMA_OK) {
         fprintf(stderr, "mama: %s\n", mama_last_error());
         mama_model_free(m);
@@ -98,14 +134,19 @@ static int mama_bench_train_main(int argc, char **argv) {
     mama_step_opts_default(&o);
     o.late = late;
     ms = (double *)malloc(sizeof(double) * (size_t)steps);
-    printf("bench train: config %s, batch %d, late %d, %d threads, gemm kernel %s, %zu trainable params\n", preset, B,
-           late, mama_num_threads(), mama_gemm_kernel_name(),
-           mama_model_numel(m, MAMA_GROUP_TRAIN) + mama_model_numel(m, MAMA_GROUP_LATE));
+    printf("model created and initialised in %.1f s (host initialisation, then one upload)\n",
+           mama_time_seconds() - t_create);
+    flops = bench_step_flops(&c, B, late);
+    printf("bench train: config %s, batch %d, late %d, checkpointing %d, backend %s, %d threads, gemm kernel %s, "
+           "%zu trainable params, %.3f TFLOP model FLOPs per step\n", preset, B, late, ckpt, be->name,
+           mama_num_threads(), mama_gemm_kernel_name(),
+           mama_model_numel(m, MAMA_GROUP_TRAIN) + mama_model_numel(m, MAMA_GROUP_LATE), flops / 1e12);
     for (s = -1; s < steps; s++) { /* step -1 is the warm-up */
         double t0 = mama_time_seconds();
         o.seed = (uint64_t)(s + 2);
         if (mama_model_step(m, &batch, &o, 0, &L) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
         mama_adamw_step(&opt, m, 1e-5f, late);
+        if (be->sync(be) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
         if (s >= 0) {
             ms[s] = 1e3 * (mama_time_seconds() - t0);
             printf("step %d: %.1f ms, loss %.4f (clip %.4f mv %.4f sym %.4f sla %.4f)\n", s, ms[s], L.loss, L.clip,
@@ -113,8 +154,12 @@ static int mama_bench_train_main(int argc, char **argv) {
         }
     }
     qsort(ms, (size_t)steps, sizeof(double), bench_cmp_double);
-    printf("median step %.1f ms, peak memory %.0f MB\n", ms[steps / 2], bench_peak_rss_mb());
-    printf("train_step_ms=%.3f\n", ms[steps / 2]);
+    med = ms[steps / 2];
+    printf("median step %.1f ms, peak host memory %.0f MB\n", med, bench_peak_rss_mb());
+    printf("images_per_s=%.2f (batch %d per step)\n", 1e3 * B / med, B);
+    printf("model_tflops_per_s=%.2f\n", flops / (med * 1e-3) / 1e12);
+    if (peak > 0) printf("mfu=%.4f (of %.1f TFLOP/s peak)\n", flops / (med * 1e-3) / (peak * 1e12), peak);
+    printf("train_step_ms=%.3f\n", med);
     free(ms); free(images); free(ext); free(ids); free(mask);
     mama_adamw_free(&opt);
     mama_model_free(m);
@@ -133,7 +178,7 @@ static int mama_bench_encode_main(int argc, char **argv) {
     if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
     c.text_depth = 1;           /* encode touches only the vision tower */
     c.vocab_size = 64; c.bos_id = 58; c.eos_id = 57; c.pad_id = 59; c.sep_id = 61;
-    if (mama_model_create(&m, &c, mama_cpu_backend(), (B + 1) / 2, 1) != MAMA_OK) {
+    if (mama_model_create(&m, &c, MAMA_BENCH_BACKEND(), (B + 1) / 2, 1) != MAMA_OK) {
         fprintf(stderr, "mama: %s\n", mama_last_error());
         return 1;
     }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.c"
+#define MAMA_BENCH_BACKEND() mama_cli_backend()
 #include "../bench/bench_gemm.c"
 #include "../bench/bench_train.c"
 
@@ -40,9 +42,13 @@ static const char *usage =
     "  finetune --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--json OUT]\n"
     "        full fine-tuning: the probe's classifier with the image encoder unfrozen\n"
     "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
-    "  bench train --config tiny|small [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
+    "  bench train --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
+    "              [--peak-tflops X]\n"
     "  bench encode --config base [--batch 4] [--steps 3]\n"
-    "  help\n";
+    "  help\n"
+    "\n"
+    "every command also takes --device cpu|cuda[:N] (default cpu; cuda needs `make cuda`)\n"
+    "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n";
 
 static const char *arg_value(int argc, char **argv, const char *key, const char *def) {
     int i;
@@ -64,7 +70,7 @@ static int cmd_forward(int argc, char **argv) {
         fprintf(stderr, "mama forward: --weights, --batch and --out are required\n");
         return 2;
     }
-    if (mama_verify_forward(w, b, o, late, mama_cpu_backend()) != MAMA_OK) return fail();
+    if (mama_verify_forward(w, b, o, late, mama_cli_backend()) != MAMA_OK) return fail();
     printf("wrote %s\n", o);
     return 0;
 }
@@ -77,7 +83,7 @@ static int cmd_info(int argc, char **argv) {
     int i;
     static const char *const gname[4] = {"train", "late", "frozen", "buffers"};
     if (argc < 1) { fprintf(stderr, "mama info: give a .safetensors file\n"); return 2; }
-    if (mama_model_load(&m, argv[0], mama_cpu_backend(), 1) != MAMA_OK) return fail();
+    if (mama_model_load(&m, argv[0], mama_cli_backend(), 1) != MAMA_OK) return fail();
     c = mama_model_config(m);
     mama_config_to_json(c, json, sizeof json);
     printf("file: %s\nconfig: %s\n", argv[0], json);
@@ -151,8 +157,8 @@ static int cmd_pretrain(int argc, char **argv) {
     o.use_sym = !has_flag(argc, argv, "--no-sym");
     o.use_sla = !has_flag(argc, argv, "--no-sla");
     if (init) {
-        if (mama_model_load(&m, init, mama_cpu_backend(), o.batch) != MAMA_OK) return fail();
-    } else if (mama_model_create(&m, &cfg, mama_cpu_backend(), o.batch, o.seed) != MAMA_OK) {
+        if (mama_model_load(&m, init, mama_cli_backend(), o.batch) != MAMA_OK) return fail();
+    } else if (mama_model_create(&m, &cfg, mama_cli_backend(), o.batch, o.seed) != MAMA_OK) {
         return fail();
     }
     if (mama_dataset_open(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
@@ -193,7 +199,7 @@ static int open_eval(int argc, char **argv, mama_model **m, mama_dataset **d) {
     dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
     dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
     if (!w || !dopt.manifest) { fprintf(stderr, "mama: --weights and --manifest are required\n"); return 2; }
-    if (mama_model_load(m, w, mama_cpu_backend(), atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
+    if (mama_model_load(m, w, mama_cli_backend(), atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
     if (mama_dataset_open(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
     return 0;
 }
@@ -344,7 +350,7 @@ static int cmd_embed(int argc, char **argv) {
         float *px;
         int n = 0;
         while (first_image + n < argc && strncmp(argv[first_image + n], "--", 2)) n++;
-        if (mama_model_load(&m, w, mama_cpu_backend(), 1) != MAMA_OK) return fail();
+        if (mama_model_load(&m, w, mama_cli_backend(), 1) != MAMA_OK) return fail();
         c = mama_model_config(m);
         aug.size = c->image_size;
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
@@ -418,7 +424,7 @@ static int cmd_bench(int argc, char **argv) {
     return 2;
 }
 
-int main(int argc, char **argv) {
+static int mama_cli_dispatch(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "help";
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
@@ -436,4 +442,12 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { fputs(usage, stdout); return 0; }
     fprintf(stderr, "mama: unknown command '%s'\n%s", cmd, usage);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    int rc = mama_cli_select_device(&argc, argv);
+    if (rc) return rc;
+    rc = mama_cli_dispatch(argc, argv);
+    mama_cli_release();
+    return rc;
 }

@@ -93,7 +93,7 @@ static int demo_run(const demo_opts *o, const char *manifest, const char *tag, i
     mama_dataset_opts_default(&dopt);
     dopt.manifest = manifest;
     dopt.tokenizer = "weights/tiny_vocab";
-    if (mama_model_create(&m, &cfg, mama_cpu_backend(), o->batch, o->seed) != MAMA_OK) return fail();
+    if (mama_model_create(&m, &cfg, mama_cli_backend(), o->batch, o->seed) != MAMA_OK) return fail();
     if (mama_dataset_open(&d, &dopt, &cfg) != MAMA_OK) { mama_model_free(m); return fail(); }
     mama_pretrain_opts_default(&po);
     po.steps = o->steps; po.batch = o->batch; po.accum = 1;
