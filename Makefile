@@ -119,7 +119,7 @@ cuda:
 	  $(NVCC) -O2 -std=c++17 -I. -c mama_cuda.cu -o $(BUILD)/mama_cuda.o && \
 	  echo "cuda: built $(BUILD)/mama_cuda.o" && \
 	  if [ "$(MPI)" = 1 ]; then \
-	    $(MPICC) -std=c99 $(WARN) -O2 -DMAMA_MPI -DMAMA_NCCL -I. -I$(CUDA_HOME)/include -c mama_nccl.c -o $(BUILD)/mama_nccl.o && \
+	    $(MPICC) -std=c99 $(WARN) -O2 -DMAMA_MPI -DMAMA_NCCL -I. -isystem $(CUDA_HOME)/include -c mama_nccl.c -o $(BUILD)/mama_nccl.o && \
 	    echo "cuda: built $(BUILD)/mama_nccl.o (NCCL communicator; link -L$(CUDA_HOME)/lib64 -lnccl -lcudart)"; \
 	  fi; \
 	else \

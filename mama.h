@@ -51,6 +51,9 @@
  *  MAMA_NO_SIMD        compile only the portable scalar kernels.
  *  MAMA_USE_CBLAS      route large GEMMs to a CBLAS (e.g. OpenBLAS) instead
  *                      of the built-in kernels (link -lopenblas).
+ *  MAMA_MPI            build the MPI communicator (section 13; compile with
+ *                      mpicc).  Without it there is no MPI dependency.
+ *  MAMA_NCCL           declare mama_comm_nccl_create (mama_nccl.c).
  *
  * ===========================================================================
  *  TABLE OF CONTENTS
@@ -75,6 +78,9 @@
  *  11. Loops: pretraining, checkpoints, metrics, zero-shot, linear probe,
  *      retrieval, SLA maps
  *  12. Plots: a raster canvas, a bitmap font, the report charts
+ *  13. Data parallelism: communicators (single, MPI; NCCL in mama_nccl.c),
+ *      synchronised BatchNorm, the losses over the global batch, sharded
+ *      encoding, rank-0 checkpoints (public part: 1.15)
 
  *  Conventions used throughout:
  *  - Matrices are row-major float32.  An activation of T tokens with C
@@ -14406,6 +14412,19 @@ static mama_status mama__dp_allgather_host(mama_model *m, const float *send, siz
     return m->dp->comm->allgather_f32(m->dp->comm, send, n, recv);
 }
 
+/* ---- 13.4 Synchronised BatchNorm ---------------------------------------
+ * Device backends (the generic path; the host path comes first below).
+ * Each rank gets its own statistics from the backend's BatchNorm
+ * (mean_r, rstd_r = 1/sqrt(var_r + eps) over its n_r rows), then the
+ * pooled ones follow from two all-reduces of C floats (Chan et al.'s
+ * parallel variance, as PyTorch's SyncBatchNorm does):
+ *   n = sum n_r,  mean = sum n_r mean_r / n,
+ *   var = sum_r [n_r var_r + n_r (mean_r - mean)^2] / n   (biased, for normalising),
+ * the running statistics take the unbiased var n/(n-1) with the usual
+ * momentum (identically on every rank), and the backend's eval-mode path
+ * normalises with (mean, var): y = (x - mean) / sqrt(var + eps) * w + b.
+ * The saved rstd is stored positive, so the backward knows the statistics
+ * depended on the batch. */
 /* On a host-memory backend (the CPU one) the synchronised BatchNorm runs
  * here, mirroring the CPU kernel's arithmetic (double sums, the same float
  * expressions), so that W ranks produce the bits one process would: the
@@ -14512,18 +14531,6 @@ static mama_status mama__dp_bn_backward_host(mama_model *m, float *dx, float *dw
     return MAMA_OK;
 }
 
-/* ---- 13.4 Synchronised BatchNorm ---------------------------------------
- * Forward.  Each rank gets its own statistics from the backend's BatchNorm
- * (mean_r, rstd_r = 1/sqrt(var_r + eps) over its n_r rows), then the
- * pooled ones follow from two all-reduces of C floats (Chan et al.'s
- * parallel variance, as PyTorch's SyncBatchNorm does):
- *   n = sum n_r,  mean = sum n_r mean_r / n,
- *   var = sum_r [n_r var_r + n_r (mean_r - mean)^2] / n   (biased, for normalising),
- * the running statistics take the unbiased var n/(n-1) with the usual
- * momentum (identically on every rank), and the backend's eval-mode path
- * normalises with (mean, var): y = (x - mean) / sqrt(var + eps) * w + b.
- * The saved rstd is stored positive, so the backward knows the statistics
- * depended on the batch. */
 static void mama__dp_bn_forward(mama_model *m, float *y, float *mean, float *rstd, float *running_mean,
                                 float *running_var, const float *x, const float *w, const float *b, int rows, int C,
                                 float eps, float momentum) {

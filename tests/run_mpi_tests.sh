@@ -9,8 +9,9 @@ flags=(--oversubscribe)
 [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
 echo "=== $(basename "$t") (mpirun -np 2)"
 start=$(date +%s.%N)
-out=$(OMP_NUM_THREADS=1 OMPI_MCA_mpi_yield_when_idle=1 "$MPIRUN" "${flags[@]}" -np 2 -x OMP_NUM_THREADS \
-      -x OMPI_MCA_mpi_yield_when_idle "$t" 2>&1)
+# a rank that fails a collective the other one entered would wait forever: bound it
+out=$(OMP_NUM_THREADS=1 OMPI_MCA_mpi_yield_when_idle=1 timeout "${MPI_TEST_TIMEOUT:-900}" "$MPIRUN" "${flags[@]}" \
+      -np 2 -x OMP_NUM_THREADS -x OMPI_MCA_mpi_yield_when_idle "$t" 2>&1)
 rc=$?
 end=$(date +%s.%N)
 printf '%s\n' "$out"
