@@ -14279,6 +14279,7 @@ MAMA_API mama_status mama_comm_mpi_create(mama_comm **out) {
 struct mama__dp {
     mama_comm *comm;
     mama_dp_mode mode;
+    int generic;               /* use the device-backend paths even on a host backend (tests) */
     mama_status status;        /* sticky failure of a void hook (a BatchNorm) */
     char error[1024];
     int G;                     /* global batch capacity: size * max_batch */
@@ -14342,9 +14343,12 @@ static mama_status mama__dp_grow(void **p, size_t *cap, size_t bytes) {
 }
 
 /* The CPU backend's "device" memory is host memory: host collectives act on
- * it directly. */
-static int mama__dp_host_backend(const mama_backend *be) {
-    return be == mama_cpu_backend() || (be->name && !strcmp(be->name, "cpu"));
+ * it directly, and the synchronised BatchNorm runs on the host.  (The
+ * `generic` flag forces the device-backend paths on the CPU too, so the
+ * tests can check them without a GPU.) */
+static int mama__dp_host(const mama_model *m) {
+    const mama_backend *be = m->be;
+    return !m->dp->generic && (be == mama_cpu_backend() || (be->name && !strcmp(be->name, "cpu")));
 }
 
 /* Collectives on device memory: the comm's own (NCCL), or the host ones on
@@ -14354,7 +14358,7 @@ static mama_status mama__dp_allreduce_dev(mama_model *m, float *buf, size_t n) {
     mama_comm *c = dp->comm;
     mama_backend *be = m->be;
     if (c->dev_allreduce_sum_f32) return c->dev_allreduce_sum_f32(c, buf, n);
-    if (mama__dp_host_backend(be)) return c->allreduce_sum_f32(c, buf, n);
+    if (mama__dp_host(m)) return c->allreduce_sum_f32(c, buf, n);
     MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, n * sizeof(float)));
     MAMA_TRY(be->to_host(be, dp->stage, buf, n * sizeof(float)));
     MAMA_TRY(c->allreduce_sum_f32(c, dp->stage, n));
@@ -14366,7 +14370,7 @@ static mama_status mama__dp_allgather_dev(mama_model *m, const float *send, size
     mama_backend *be = m->be;
     size_t W = (size_t)c->size;
     if (c->dev_allgather_f32) return c->dev_allgather_f32(c, send, n, recv);
-    if (mama__dp_host_backend(be)) return c->allgather_f32(c, send, n, recv);
+    if (mama__dp_host(m)) return c->allgather_f32(c, send, n, recv);
     MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, (W + 1) * n * sizeof(float)));
     MAMA_TRY(be->to_host(be, dp->stage, send, n * sizeof(float)));
     MAMA_TRY(c->allgather_f32(c, dp->stage, n, dp->stage + n));
@@ -14380,7 +14384,7 @@ static mama_status mama__dp_allgatherv_dev(mama_model *m, const float *send, siz
     size_t total = 0;
     int r;
     if (c->dev_allgatherv_f32) return c->dev_allgatherv_f32(c, send, n, recv, counts);
-    if (mama__dp_host_backend(be)) return c->allgatherv_f32(c, send, n, recv, counts);
+    if (mama__dp_host(m)) return c->allgatherv_f32(c, send, n, recv, counts);
     for (r = 0; r < c->size; r++) total += counts[r];
     MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, (n + total) * sizeof(float)));
     MAMA_TRY(be->to_host(be, dp->stage, send, n * sizeof(float)));
@@ -14393,7 +14397,7 @@ static mama_status mama__dp_broadcast_dev(mama_model *m, float *buf, size_t n, i
     mama_backend *be = m->be;
     size_t off, chunk = (size_t)1 << 26;
     if (c->dev_broadcast_f32) return c->dev_broadcast_f32(c, buf, n, root);
-    if (mama__dp_host_backend(be)) return c->broadcast_f32(c, buf, n, root);
+    if (mama__dp_host(m)) return c->broadcast_f32(c, buf, n, root);
     MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, (n < chunk ? n : chunk) * sizeof(float)));
     for (off = 0; off < n; off += chunk) { /* the weights can be large: staged in pieces */
         size_t k = n - off < chunk ? n - off : chunk;
@@ -14547,7 +14551,7 @@ static void mama__dp_bn_forward(mama_model *m, float *y, float *mean, float *rst
         be->batchnorm_forward(be, y, mean, rstd, running_mean, running_var, x, w, b, rows, C, eps, momentum, 1);
         return;
     }
-    if (mama__dp_host_backend(be)) {
+    if (mama__dp_host(m)) {
         if ((s = mama__dp_bn_forward_host(m, y, mean, rstd, running_mean, running_var, x, w, b, rows, C, eps,
                                           momentum)) != MAMA_OK) goto fail;
         return;
@@ -14624,7 +14628,7 @@ static void mama__dp_bn_backward(mama_model *m, float *dx, float *dw, float *db,
         be->batchnorm_backward(be, dx, dw, db, dy, x, w, mean, rstd, rows, C);
         return;
     }
-    if (mama__dp_host_backend(be)) {
+    if (mama__dp_host(m)) {
         if ((s = mama__dp_bn_backward_host(m, dx, dw, db, dy, x, w, mean, rstd, rows, C)) != MAMA_OK) goto fail;
         return;
     }

@@ -4,6 +4,8 @@
  * - one step: 2 ranks x batch B (global losses, synchronised BatchNorm,
  *   gradient all-reduce) give the losses, the gradients and the BatchNorm
  *   running statistics of one process with batch 2B, to fp32 rounding;
+ * - the same with the device-backend code paths forced on the CPU (what a
+ *   GPU rank runs: backend BatchNorm statistics, staged collectives);
  * - the reference mode (per-rank CLIP / symmetric CLIP / SLA): its reported
  *   losses are the mean of one process's losses on each rank's half;
  * - pretraining: N steps (late losses on, accumulation 2) of 2 x B equal
@@ -193,6 +195,38 @@ static void test_step(mama_dataset *d) {
         }
         mama_model_free(h);
         mama_model_free(rm);
+    }
+    /* the device-backend paths (statistics from the backend's own BatchNorm
+     * as float mean / rstd, float all-reduces, the affine backward
+     * correction, collectives staged through host copies), forced on the
+     * CPU: the arithmetic a GPU rank would run, checked without a GPU.
+     * Equal to fp32 rounding, not bitwise. */
+    {
+        mama_model *dg = NULL;
+        mama_losses Lg;
+        double a1 = 0, r1 = 0, g1 = 0, gr1 = 0, b1 = 0, br1 = 0, mx = 0;
+        size_t j;
+        if (mama_model_create(&dg, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
+            mama_model_set_comm(dg, world, MAMA_DP_GLOBAL) != MAMA_OK) {
+            report(0, "dp_step_generic", "%s", mama_last_error());
+        } else {
+            dg->dp->generic = 1;
+            if (mama_model_step(dg, &bt, &so, 0, &Lg) != MAMA_OK || mama_model_allreduce_grads(dg) != MAMA_OK) {
+                report(0, "dp_step_generic", "%s", mama_last_error());
+            } else {
+                float a[5] = {Lg.loss, Lg.clip, Lg.mv, Lg.sym, Lg.sla}, b[5] = {Lr.loss, Lr.clip, Lr.mv, Lr.sym, Lr.sla};
+                diff(a, b, 5, 1e-3, &a1, &r1);
+                diff(mama_model_grads(dg), gref, ng, 1e30, &g1, &gr1);
+                for (j = 0; j < ng; j++) mx = fabs(gref[j]) > mx ? fabs(gref[j]) : mx;
+                diff(mama_model_params(dg) + mama_model_numel(dg, MAMA_GROUP_TRAIN) + mama_model_numel(dg, MAMA_GROUP_LATE) +
+                         mama_model_numel(dg, MAMA_GROUP_FROZEN), pref, nbuf, 1e-2, &b1, &br1);
+                report(r1 < 1e-5 && g1 / mx < 1e-4 && br1 < 1e-4, "dp_step_generic",
+                       "device-backend paths forced on the CPU (backend BatchNorm statistics, float all-reduces, "
+                       "staged collectives): losses rel %.2e, gradients %.2e of the largest, BatchNorm running "
+                       "statistics rel %.2e (floor 1e-2)", r1, g1 / mx, br1);
+            }
+        }
+        mama_model_free(dg);
     }
 done:
     free(img); free(ext); free(ids); free(mask); free(gref); free(pref);
