@@ -11,8 +11,11 @@
 #   make clean
 #
 #   make examples   build/embed_image, build/zero_shot_image, build/train_loop
+#   make test-mpi   data-parallel tests under `mpirun -np 2` (OpenMPI: openmpi-bin libopenmpi-dev)
 #
-# Options: BLAS=openblas (compare with / link OpenBLAS), CC=clang, THREADS=N.
+# Options: BLAS=openblas (compare with / link OpenBLAS), CC=clang, THREADS=N,
+#          MPI=1 (build with mpicc and -DMAMA_MPI: `mpirun -np N build/mama pretrain ...`;
+#          with `make cuda MPI=1` also compiles the NCCL communicator mama_nccl.c).
 
 CC      ?= cc
 CXX     ?= g++
@@ -26,15 +29,28 @@ LDLIBS   = -lm
 BUILD    = build
 FUZZ_SECONDS ?= 30
 
+# Data parallel over MPI (mama.h section 13).  The default build has no MPI
+# dependency; MPI=1 switches the compiler to mpicc for every target.
+MPI     ?= 0
+MPICC   ?= mpicc
+MPIRUN  ?= mpirun
+CUDA_HOME ?= /usr/local/cuda
+ifeq ($(MPI),1)
+  CC := $(MPICC)
+  ALL_CFLAGS += -DMAMA_MPI
+endif
+
 ifeq ($(BLAS),openblas)
   ALL_CFLAGS += -DMAMA_BENCH_OPENBLAS -I/usr/include/x86_64-linux-gnu
   LDLIBS += -lopenblas
 endif
 
 HEADERS = mama.h
-TESTS   = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
+# test_mpi needs MPI and two ranks: `make test-mpi`, not part of `make test`
+TEST_SRC = $(filter-out tests/test_mpi.c,$(wildcard tests/test_*.c))
+TESTS   = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
 
-.PHONY: all test asan bench cuda demo ablation clean fuzz stb compile-check examples
+.PHONY: all test asan bench cuda demo ablation clean fuzz stb compile-check examples test-mpi
 
 all: stb $(BUILD)/mama
 
@@ -54,7 +70,12 @@ stb:
 $(BUILD):
 	@mkdir -p $(BUILD)
 
-$(BUILD)/mama: examples/mama.c examples/mama_demo.c bench/bench_gemm.c bench/bench_train.c $(HEADERS) | $(BUILD)
+# build/.mpi-N records the MPI= setting build/mama was built with, so that
+# switching between `make` and `make MPI=1` rebuilds it.
+$(BUILD)/.mpi-$(MPI): | $(BUILD)
+	@rm -f $(BUILD)/.mpi-*; touch $@
+
+$(BUILD)/mama: examples/mama.c examples/mama_demo.c bench/bench_gemm.c bench/bench_train.c $(HEADERS) $(BUILD)/.mpi-$(MPI) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) examples/mama.c -o $@ $(LDLIBS)
 
 examples: $(BUILD)/embed_image $(BUILD)/zero_shot_image $(BUILD)/train_loop
@@ -77,8 +98,16 @@ test: stb compile-check $(TESTS) $(BUILD)/mama
 	@bash tests/run_tests.sh $(TESTS)
 
 asan: stb
-	@$(MAKE) -j2 --no-print-directory BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/mama $(patsubst tests/%.c,build/asan/%,$(wildcard tests/test_*.c))
-	@ASAN_OPTIONS=detect_leaks=1 bash tests/run_tests.sh $(patsubst tests/%.c,build/asan/%,$(wildcard tests/test_*.c))
+	@$(MAKE) -j2 --no-print-directory BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/mama $(patsubst tests/%.c,build/asan/%,$(TEST_SRC))
+	@ASAN_OPTIONS=detect_leaks=1 bash tests/run_tests.sh $(patsubst tests/%.c,build/asan/%,$(TEST_SRC))
+
+# Data-parallel tests: 2 MPI ranks against one process (tests/test_mpi.c).
+# Each rank single-threaded; --oversubscribe lets 2 ranks share fewer cores.
+$(BUILD)/test_mpi: tests/test_mpi.c tests/test_util.h $(HEADERS) | $(BUILD)
+	$(MPICC) -std=c99 $(WARN) $(CFLAGS) $(OMPFLAGS) -DMAMA_MPI -I. -I/usr/include $< -o $@ $(LDLIBS)
+
+test-mpi: stb $(BUILD)/test_mpi
+	@MPIRUN="$(MPIRUN)" bash tests/run_mpi_tests.sh $(BUILD)/test_mpi
 
 bench: all
 	@echo "== GEMM (OMP_NUM_THREADS=$${OMP_NUM_THREADS:-all}) =="
@@ -108,7 +137,11 @@ cuda:
 	  wait $$p1; r1=$$?; wait $$p2; r2=$$?; wait $$p3; r3=$$?; [ $$r1 = 0 ] && [ $$r2 = 0 ] && [ $$r3 = 0 ]; } && \
 	$(CC) $(CUDA_CFLAGS) $(BUILD)/test_cuda.o $(BUILD)/mama_cuda.o -o $(BUILD)/test_cuda $(CUDA_LIBS) $(LDLIBS) && \
 	$(CC) $(CUDA_CFLAGS) $(BUILD)/mama_cli_cuda.o $(BUILD)/mama_cuda.o -o $(BUILD)/mama $(CUDA_LIBS) $(LDLIBS) && \
-	echo "cuda: built $(BUILD)/mama_cuda.o, $(BUILD)/test_cuda and $(BUILD)/mama with --device cuda"
+	echo "cuda: built $(BUILD)/mama_cuda.o, $(BUILD)/test_cuda and $(BUILD)/mama with --device cuda" && \
+	if [ "$(MPI)" = 1 ]; then \
+	  $(MPICC) -std=c99 $(WARN) -O2 -DMAMA_MPI -DMAMA_NCCL -I. -isystem $(CUDA_HOME)/include -c mama_nccl.c -o $(BUILD)/mama_nccl.o && \
+	  echo "cuda: built $(BUILD)/mama_nccl.o (NCCL communicator; link -L$(CUDA_HOME)/lib64 -lnccl -lcudart)"; \
+	fi
 
 demo: all
 	build/mama demo --out demo

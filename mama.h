@@ -51,6 +51,9 @@
  *  MAMA_NO_SIMD        compile only the portable scalar kernels.
  *  MAMA_USE_CBLAS      route large GEMMs to a CBLAS (e.g. OpenBLAS) instead
  *                      of the built-in kernels (link -lopenblas).
+ *  MAMA_MPI            build the MPI communicator (section 13; compile with
+ *                      mpicc).  Without it there is no MPI dependency.
+ *  MAMA_NCCL           declare mama_comm_nccl_create (mama_nccl.c).
  *
  * ===========================================================================
  *  TABLE OF CONTENTS
@@ -75,6 +78,9 @@
  *  11. Loops: pretraining, checkpoints, metrics, zero-shot, linear probe,
  *      retrieval, SLA maps
  *  12. Plots: a raster canvas, a bitmap font, the report charts
+ *  13. Data parallelism: communicators (single, MPI; NCCL in mama_nccl.c),
+ *      synchronised BatchNorm, the losses over the global batch, sharded
+ *      encoding, rank-0 checkpoints (public part: 1.15)
 
  *  Conventions used throughout:
  *  - Matrices are row-major float32.  An activation of T tokens with C
@@ -1546,6 +1552,90 @@ MAMA_API void mama_metrics_print(const mama_metrics *m, const char *title, FILE 
  * the number of sentences (at most max_sent are written). */
 MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int *ids, const int *mask, float *maps,
                                    int max_sent, int *nsent);
+
+/* ---- 1.15 Data-parallel training across processes and GPUs (section 13) --
+ * Each rank (process) holds a full replica of the model and trains on its
+ * own slice of every global batch; a communicator moves the few tensors
+ * that must cross ranks.  The library talks to the engines HPC clusters
+ * already have through one small table of collectives (like the backend
+ * table): a single-process one (always built), MPI (built with
+ * -DMAMA_MPI, `make MPI=1`) and NCCL for GPU memory (mama_nccl.c, built by
+ * `make cuda MPI=1`, bootstrapped through MPI).
+ *
+ * Every collective is blocking and must be called by all ranks in the same
+ * order.  The host-memory ops are required; the dev_* ops act on device
+ * memory of the model's backend and may be NULL (then the library stages
+ * through host memory, or uses the host ops directly on the CPU backend). */
+typedef struct mama_comm mama_comm;
+struct mama_comm {
+    const char *name;           /* "single", "mpi", "nccl" */
+    int rank, size;             /* this process, number of processes */
+    void *impl;
+    /* buf[i] = sum over ranks of buf[i] (in place) */
+    mama_status (*allreduce_sum_f32)(mama_comm *c, float *buf, size_t n);
+    /* recv [size * n] = every rank's send [n], in rank order */
+    mama_status (*allgather_f32)(mama_comm *c, const float *send, size_t n, float *recv);
+    /* the same with counts[r] floats from rank r (n == counts[rank]),
+     * packed in rank order */
+    mama_status (*allgatherv_f32)(mama_comm *c, const float *send, size_t n, float *recv, const size_t *counts);
+    mama_status (*broadcast_f32)(mama_comm *c, float *buf, size_t n, int root);
+    mama_status (*barrier)(mama_comm *c);
+    /* the same on device memory (NULL: staged through the host ops) */
+    mama_status (*dev_allreduce_sum_f32)(mama_comm *c, float *buf, size_t n);
+    mama_status (*dev_allgather_f32)(mama_comm *c, const float *send, size_t n, float *recv);
+    mama_status (*dev_allgatherv_f32)(mama_comm *c, const float *send, size_t n, float *recv, const size_t *counts);
+    mama_status (*dev_broadcast_f32)(mama_comm *c, float *buf, size_t n, int root);
+    void (*destroy)(mama_comm *c); /* NULL for the static single-process comm */
+};
+/* The trivial communicator: rank 0 of 1 (collectives are copies). */
+MAMA_API mama_comm *mama_comm_single(void);
+/* Free a communicator from one of the create functions (NULL and the
+ * single comm are ignored). */
+MAMA_API void mama_comm_free(mama_comm *c);
+#ifdef MAMA_MPI
+/* MPI over MPI_COMM_WORLD, host memory.  Calls MPI_Init_thread
+ * (MPI_THREAD_FUNNELED) when MPI is not initialised yet, and then
+ * MPI_Finalize in mama_comm_free. */
+MAMA_API mama_status mama_comm_mpi_create(mama_comm **out);
+#endif
+#ifdef MAMA_NCCL
+/* NCCL on the current CUDA device for device memory (dev_* ops), with the
+ * host ops of `mpi` (an MPI comm, which also carries the NCCL unique id
+ * from rank 0).  `stream` is the cudaStream_t to run on (NULL: the legacy
+ * default stream, which orders with the CUDA backend's blocking stream);
+ * every op synchronises it before returning.  In mama_nccl.c. */
+MAMA_API mama_status mama_comm_nccl_create(mama_comm **out, mama_comm *mpi, void *stream);
+#endif
+
+/* How the losses are spread over ranks. */
+typedef enum mama_dp_mode {
+    /* Every loss over the global batch: image and text embeddings, SimCLR
+     * projections and the local (patch, sentence) embeddings are gathered,
+     * each rank computes the same global loss and back-propagates the rows
+     * of its own samples; batch-wide BatchNorms (image local head, SimCLR
+     * head) use statistics over all ranks.  W ranks of batch B train
+     * exactly as one process of batch W*B (up to fp32 rounding). */
+    MAMA_DP_GLOBAL = 0,
+    /* The reference code's behaviour (SPEC A.5): CLIP, symmetric CLIP and
+     * SLA over each rank's local batch (the objective is their mean over
+     * ranks), NT-Xent over the gathered projections, BatchNorm per rank. */
+    MAMA_DP_REFERENCE = 1
+} mama_dp_mode;
+
+/* Make `m` a data-parallel replica: every rank calls this with its comm
+ * (NULL or a comm of size 1 switches data parallelism off).  The weights
+ * and buffers of rank 0 are broadcast to all ranks, the configs must
+ * agree.  The comm is borrowed (it must outlive the model's use of it).
+ * Afterwards mama_model_step computes the distributed losses, and
+ * mama_pretrain / mama_finetune / mama_linear_probe / mama_zero_shot shard
+ * their data over the ranks (only rank 0 writes checkpoints, logs and
+ * progress). */
+MAMA_API mama_status mama_model_set_comm(mama_model *m, mama_comm *comm, mama_dp_mode mode);
+MAMA_API mama_comm *mama_model_comm(const mama_model *m);   /* NULL when not data parallel */
+/* Sum the gradient buffer ([train | late] groups) over ranks: one
+ * all-reduce of one contiguous buffer.  After mama_model_step on every rank
+ * the sum is the gradient of the (global) objective.  No-op without a comm. */
+MAMA_API mama_status mama_model_allreduce_grads(mama_model *m);
 
 
 #ifdef __cplusplus
@@ -4678,7 +4768,32 @@ struct mama_model {
     float *h_floats;
     int *h_sent_seg;             /* [max_batch + 1] caption sentence offsets */
     int last_B, last_S, last_late;
+    struct mama__dp *dp;         /* data-parallel state (section 13), NULL when single-process */
 };
+
+/* Hooks into section 13 (data parallelism), used by sections 5, 6 and 11. */
+typedef struct mama__dp mama__dp;
+static int  mama__dp_world(const mama_model *m);  /* 1 without a comm */
+static int  mama__dp_rank(const mama_model *m);
+static int  mama__dp_sync_bn(const mama_model *m); /* batch-wide BatchNorms over all ranks */
+static void mama__dp_bn_forward(mama_model *m, float *y, float *mean, float *rstd, float *running_mean,
+                                float *running_var, const float *x, const float *w, const float *b, int rows, int cols,
+                                float eps, float momentum);
+static void mama__dp_bn_backward(mama_model *m, float *dx, float *dw, float *db, const float *dy, const float *x,
+                                 const float *w, const float *mean, const float *rstd, int rows, int cols);
+static void mama__dp_free(mama_model *m);
+static void mama__dp_text_bn_save(mama_model *m);
+static void mama__dp_text_bn_replay(mama_model *m, int B, int S);
+static mama_status mama__dp_status(mama_model *m); /* and clear the sticky failure of a void hook */
+static mama_status mama__dp_encode_records(mama_model *m, struct mama_dataset *d, const int *records, int n,
+                                           float *emb, float *pooled, int train_aug, uint64_t seed);
+static mama_status mama__dp_allgather_host(mama_model *m, const float *send, size_t n, float *recv);
+static mama_status mama__dp_allreduce_dev(mama_model *m, float *buf, size_t n);
+/* rank 0 writes the checkpoint; all ranks learn whether that worked */
+static mama_status mama__dp_checkpoint_save(const char *path, const mama_model *m, const struct mama_adamw *opt,
+                                            long step, uint64_t seed);
+static mama_status mama__dp_losses(mama_model *m, int B, int S, int use_mv, int use_sym, int use_sla, int backward,
+                                   struct mama_losses *L);
 
 MAMA_API const mama_config *mama_model_config(const mama_model *m) { return &m->cfg; }
 MAMA_API int mama_model_param_count(const mama_model *m) { return m->nparams; }
@@ -5058,6 +5173,7 @@ MAMA_API void mama_model_free(mama_model *m) {
     mama_free(m->a.vres); mama_free(m->a.tres);
     mama_free(m->a.vblk); mama_free(m->a.tblk);
     mama_free(m->h_ints); mama_free(m->h_floats); mama_free(m->h_sent_seg);
+    mama__dp_free(m);
     mama_free(m);
 }
 
@@ -5377,22 +5493,35 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
  * BN (no affine).  `segs` (host, nseg+1 offsets) gives the row groups whose
  * BatchNorm statistics are computed together: all patches of the batch for
  * images (one segment), each caption's sentences for text. */
+/* The backend's BatchNorm backward with the signature of the synchronised
+ * one (section 13), so a head picks either by a flag. */
+static void mama__bn_backward_local(mama_model *m, float *dx, float *dw, float *db, const float *dy, const float *x,
+                                    const float *w, const float *mean, const float *rstd, int rows, int cols) {
+    m->be->batchnorm_backward(m->be, dx, dw, db, dy, x, w, mean, rstd, rows, cols);
+}
+
 typedef struct mama__local_acts {
     float *h1, *bn1, *bn1_mean, *bn1_rstd, *relu, *h2, *bn2, *bn2_mean, *bn2_rstd, *emb, *norm;
 } mama__local_acts;
 
+/* sync: the BatchNorms run over the rows of every rank (data parallel,
+ * section 13); only for a head whose statistics span the whole batch. */
 static void mama__local_head_forward(mama_model *m, const mama__local_head *w, const mama__local_acts *k,
                                      const float *x, int rows, int in, const int *segs, int nseg, int train,
-                                     int64_t *tracked) {
+                                     int64_t *tracked, int sync) {
     mama_backend *be = m->be;
     int Hd = m->cfg.local_hidden, E = m->cfg.embed_dim, s;
     mama__linear_forward(be, k->h1, x, w->w1, w->b1, rows, in, Hd);
     for (s = 0; s < nseg; s++) {
         int r0 = segs[s], nr = segs[s + 1] - segs[s];
         if (nr <= 0) continue;
-        be->batchnorm_forward(be, k->bn1 + (size_t)r0 * Hd, k->bn1_mean + (size_t)s * Hd, k->bn1_rstd + (size_t)s * Hd,
-                              w->bn1_mean, w->bn1_var, k->h1 + (size_t)r0 * Hd, w->bn1_w, w->bn1_b, nr, Hd,
-                              1e-5f, 0.1f, train);
+        if (sync && train)
+            mama__dp_bn_forward(m, k->bn1 + (size_t)r0 * Hd, k->bn1_mean + (size_t)s * Hd, k->bn1_rstd + (size_t)s * Hd,
+                                w->bn1_mean, w->bn1_var, k->h1 + (size_t)r0 * Hd, w->bn1_w, w->bn1_b, nr, Hd, 1e-5f, 0.1f);
+        else
+            be->batchnorm_forward(be, k->bn1 + (size_t)r0 * Hd, k->bn1_mean + (size_t)s * Hd,
+                                  k->bn1_rstd + (size_t)s * Hd, w->bn1_mean, w->bn1_var, k->h1 + (size_t)r0 * Hd,
+                                  w->bn1_w, w->bn1_b, nr, Hd, 1e-5f, 0.1f, train);
         if (train) tracked[0]++;
     }
     be->relu_forward(be, k->relu, k->bn1, (size_t)rows * Hd);
@@ -5400,8 +5529,12 @@ static void mama__local_head_forward(mama_model *m, const mama__local_head *w, c
     for (s = 0; s < nseg; s++) {
         int r0 = segs[s], nr = segs[s + 1] - segs[s];
         if (nr <= 0) continue;
-        be->batchnorm_forward(be, k->bn2 + (size_t)r0 * E, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E,
-                              w->bn2_mean, w->bn2_var, k->h2 + (size_t)r0 * E, NULL, NULL, nr, E, 1e-5f, 0.1f, train);
+        if (sync && train)
+            mama__dp_bn_forward(m, k->bn2 + (size_t)r0 * E, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E,
+                                w->bn2_mean, w->bn2_var, k->h2 + (size_t)r0 * E, NULL, NULL, nr, E, 1e-5f, 0.1f);
+        else
+            be->batchnorm_forward(be, k->bn2 + (size_t)r0 * E, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E,
+                                  w->bn2_mean, w->bn2_var, k->h2 + (size_t)r0 * E, NULL, NULL, nr, E, 1e-5f, 0.1f, train);
         if (train) tracked[1]++;
     }
     be->l2norm_forward(be, k->emb, k->norm, k->bn2, rows, E);
@@ -5411,7 +5544,7 @@ static void mama__local_head_forward(mama_model *m, const mama__local_head *w, c
 static void mama__local_head_backward(mama_model *m, const mama__local_head *w, const mama__local_head *gw,
                                       const mama__local_acts *k, const float *x, const float *demb, float *dx,
                                       int rows, int in, const int *segs, int nseg,
-                                      float *da, float *db, float *de, float *de2) {
+                                      float *da, float *db, float *de, float *de2, int sync) {
     mama_backend *be = m->be;
     int Hd = m->cfg.local_hidden, E = m->cfg.embed_dim, s;
     mama__zero(be, de, (size_t)rows * E);
@@ -5420,8 +5553,9 @@ static void mama__local_head_backward(mama_model *m, const mama__local_head *w, 
     for (s = 0; s < nseg; s++) {
         int r0 = segs[s], nr = segs[s + 1] - segs[s];
         if (nr <= 0) continue;
-        be->batchnorm_backward(be, de2 + (size_t)r0 * E, NULL, NULL, de + (size_t)r0 * E, k->h2 + (size_t)r0 * E,
-                               NULL, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E, nr, E);
+        (sync ? mama__dp_bn_backward : mama__bn_backward_local)(
+            m, de2 + (size_t)r0 * E, NULL, NULL, de + (size_t)r0 * E, k->h2 + (size_t)r0 * E,
+            NULL, k->bn2_mean + (size_t)s * E, k->bn2_rstd + (size_t)s * E, nr, E);
     }
     mama__linear_backward_to(be, da, 0.0f, gw->w2, gw->b2, de2, k->relu, w->w2, rows, Hd, E);
     mama__zero(be, db, (size_t)rows * Hd);
@@ -5430,9 +5564,9 @@ static void mama__local_head_backward(mama_model *m, const mama__local_head *w, 
     for (s = 0; s < nseg; s++) {
         int r0 = segs[s], nr = segs[s + 1] - segs[s];
         if (nr <= 0) continue;
-        be->batchnorm_backward(be, da + (size_t)r0 * Hd, gw->bn1_w, gw->bn1_b, db + (size_t)r0 * Hd,
-                               k->h1 + (size_t)r0 * Hd, w->bn1_w, k->bn1_mean + (size_t)s * Hd,
-                               k->bn1_rstd + (size_t)s * Hd, nr, Hd);
+        (sync ? mama__dp_bn_backward : mama__bn_backward_local)(
+            m, da + (size_t)r0 * Hd, gw->bn1_w, gw->bn1_b, db + (size_t)r0 * Hd, k->h1 + (size_t)r0 * Hd, w->bn1_w,
+            k->bn1_mean + (size_t)s * Hd, k->bn1_rstd + (size_t)s * Hd, nr, Hd);
     }
     mama__linear_backward(be, dx, gw->w1, gw->b1, da, x, w->w1, rows, in, Hd);
 }
@@ -5487,7 +5621,8 @@ static void mama__vision_local_forward(mama_model *m, int B, int train) {
                           m->w.norm_b, B * T, D, 1e-6f);
     be->embedding_forward(be, a->patches, a->patch_idx, a->vnorm, B * N, D);
     segs[0] = 0; segs[1] = B * N;
-    mama__local_head_forward(m, &m->w.img_local, &k, a->patches, B * N, D, segs, 1, train, &m->bn_batches[0]);
+    mama__local_head_forward(m, &m->w.img_local, &k, a->patches, B * N, D, segs, 1, train, &m->bn_batches[0],
+                             mama__dp_sync_bn(m));
 }
 
 /* Backward of the vision tower from d_img_emb (Bv rows), d_vpooled
@@ -5548,8 +5683,12 @@ static void mama__text_forward(mama_model *m, int B, int S, const mama__text_ste
     be->l2norm_forward(be, a->txt_emb, a->txt_gnorm, a->txt_g, B, E);
     if (with_local && S > 0) {
         mama__local_acts k = mama__txt_local_acts(a);
+        int replay = train && mama__dp_sync_bn(m); /* running statistics in global caption order */
         be->embedding_forward(be, a->sent, a->sent_idx, a->hidden, S, D);
-        mama__local_head_forward(m, &m->w.txt_local, &k, a->sent, S, D, m->h_sent_seg, B, train, &m->bn_batches[2]);
+        if (replay) mama__dp_text_bn_save(m);
+        mama__local_head_forward(m, &m->w.txt_local, &k, a->sent, S, D, m->h_sent_seg, B, train, &m->bn_batches[2],
+                                 0); /* per caption: local to its rank */
+        if (replay) mama__dp_text_bn_replay(m, B, S);
     }
 }
 
@@ -5571,7 +5710,7 @@ static void mama__text_backward(mama_model *m, int B, int S, const mama__text_st
         mama__local_acts k = mama__txt_local_acts(a);
         mama__zero(be, a->d_sent, (size_t)S * D);
         mama__local_head_backward(m, &m->w.txt_local, &m->g.txt_local, &k, a->sent, a->d_s_emb, a->d_sent, S, D,
-                                  m->h_sent_seg, B, a->d_tl_a, a->d_tl_b, a->d_tl_e, a->d_tl_e2);
+                                  m->h_sent_seg, B, a->d_tl_a, a->d_tl_b, a->d_tl_e, a->d_tl_e2, 0);
         be->embedding_backward(be, a->d_hidden, a->d_sent, a->sent_idx, S, D);
     }
     if (c->text_mode == MAMA_TEXT_FROZEN) return; /* nothing below trains */
@@ -5598,16 +5737,24 @@ static void mama__simclr_forward(mama_model *m, int B, int train) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     const mama__simclr_head *w = &m->w.simclr;
-    int D = m->cfg.vision_dim, E = m->cfg.embed_dim, h;
+    int D = m->cfg.vision_dim, E = m->cfg.embed_dim, h, sync = train && mama__dp_sync_bn(m);
     for (h = 0; h < 2; h++) {
         size_t oD = (size_t)h * B * D, oE = (size_t)h * B * E;
         mama__linear_forward(be, a->sc_h1 + oD, a->vpooled + oD, w->w1, NULL, B, D, D);
-        be->batchnorm_forward(be, a->sc_bn1 + oD, a->sc_bn1_mean + h * D, a->sc_bn1_rstd + h * D, w->bn1_mean,
-                              w->bn1_var, a->sc_h1 + oD, w->bn1_w, w->bn1_b, B, D, 1e-5f, 0.1f, train);
+        if (sync)
+            mama__dp_bn_forward(m, a->sc_bn1 + oD, a->sc_bn1_mean + h * D, a->sc_bn1_rstd + h * D, w->bn1_mean,
+                                w->bn1_var, a->sc_h1 + oD, w->bn1_w, w->bn1_b, B, D, 1e-5f, 0.1f);
+        else
+            be->batchnorm_forward(be, a->sc_bn1 + oD, a->sc_bn1_mean + h * D, a->sc_bn1_rstd + h * D, w->bn1_mean,
+                                  w->bn1_var, a->sc_h1 + oD, w->bn1_w, w->bn1_b, B, D, 1e-5f, 0.1f, train);
         be->relu_forward(be, a->sc_relu + oD, a->sc_bn1 + oD, (size_t)B * D);
         mama__linear_forward(be, a->sc_h2 + oE, a->sc_relu + oD, w->w2, NULL, B, D, E);
-        be->batchnorm_forward(be, a->sc_z + oE, a->sc_bn2_mean + h * E, a->sc_bn2_rstd + h * E, w->bn2_mean,
-                              w->bn2_var, a->sc_h2 + oE, w->bn2_w, w->bn2_b, B, E, 1e-5f, 0.1f, train);
+        if (sync)
+            mama__dp_bn_forward(m, a->sc_z + oE, a->sc_bn2_mean + h * E, a->sc_bn2_rstd + h * E, w->bn2_mean,
+                                w->bn2_var, a->sc_h2 + oE, w->bn2_w, w->bn2_b, B, E, 1e-5f, 0.1f);
+        else
+            be->batchnorm_forward(be, a->sc_z + oE, a->sc_bn2_mean + h * E, a->sc_bn2_rstd + h * E, w->bn2_mean,
+                                  w->bn2_var, a->sc_h2 + oE, w->bn2_w, w->bn2_b, B, E, 1e-5f, 0.1f, train);
         if (train) { m->bn_batches[4]++; m->bn_batches[5]++; }
     }
 }
@@ -5618,18 +5765,21 @@ static void mama__simclr_backward(mama_model *m, int B) {
     mama__acts *a = &m->a;
     const mama__simclr_head *w = &m->w.simclr, *gw = &m->g.simclr;
     int D = m->cfg.vision_dim, E = m->cfg.embed_dim, h;
+    void (*bn_backward)(mama_model *, float *, float *, float *, const float *, const float *, const float *,
+                        const float *, const float *, int, int) =
+        mama__dp_sync_bn(m) ? mama__dp_bn_backward : mama__bn_backward_local;
     mama__zero(be, a->d_sc_e, (size_t)2 * B * E);
     mama__zero(be, a->d_sc_a, (size_t)2 * B * D);
     mama__zero(be, a->d_sc_b, (size_t)2 * B * D);
     for (h = 0; h < 2; h++) {
         size_t oD = (size_t)h * B * D, oE = (size_t)h * B * E;
-        be->batchnorm_backward(be, a->d_sc_e + oE, gw->bn2_w, gw->bn2_b, a->d_sc_z + oE, a->sc_h2 + oE, w->bn2_w,
-                               a->sc_bn2_mean + h * E, a->sc_bn2_rstd + h * E, B, E);
+        bn_backward(m, a->d_sc_e + oE, gw->bn2_w, gw->bn2_b, a->d_sc_z + oE, a->sc_h2 + oE, w->bn2_w,
+                    a->sc_bn2_mean + h * E, a->sc_bn2_rstd + h * E, B, E);
         mama__linear_backward(be, a->d_sc_a + oD, gw->w2, NULL, a->d_sc_e + oE, a->sc_relu + oD, w->w2, B, D, E);
         be->relu_backward(be, a->d_sc_b + oD, a->d_sc_a + oD, a->sc_relu + oD, (size_t)B * D);
         mama__zero(be, a->d_sc_a + oD, (size_t)B * D);
-        be->batchnorm_backward(be, a->d_sc_a + oD, gw->bn1_w, gw->bn1_b, a->d_sc_b + oD, a->sc_h1 + oD, w->bn1_w,
-                               a->sc_bn1_mean + h * D, a->sc_bn1_rstd + h * D, B, D);
+        bn_backward(m, a->d_sc_a + oD, gw->bn1_w, gw->bn1_b, a->d_sc_b + oD, a->sc_h1 + oD, w->bn1_w,
+                    a->sc_bn1_mean + h * D, a->sc_bn1_rstd + h * D, B, D);
         mama__linear_backward(be, a->d_vpooled + oD, gw->w1, NULL, a->d_sc_a + oD, a->vpooled + oD, w->w1, B, D, D);
     }
 }
@@ -5878,6 +6028,10 @@ static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_ste
         mama__zero(be, a->d_vpooled, (size_t)Bv * D);
     }
     /* losses (each also writes its gradients; cheap next to the towers) */
+    if (mama__dp_world(m) > 1) { /* over the global batch (section 13) */
+        MAMA_TRY(mama__dp_losses(m, B, S, use_mv, use_sym, use_sla, backward, &L));
+        goto losses_done;
+    }
     L.clip = (float)mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb,
                                     m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
     if (use_sym)
@@ -5892,10 +6046,11 @@ static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_ste
         }
         L.sla = (float)mama__sla_loss(m, B, S, backward);
     }
+losses_done:
     L.loss = L.clip + L.mv + L.sym + L.sla;
     if (out) *out = L;
     m->last_B = B; m->last_S = S; m->last_late = late;
-    if (!backward) return MAMA_OK;
+    if (!backward) return mama__dp_status(m);
     /* backward: heads first, then the towers */
     if (use_mv) mama__simclr_backward(m, B);
     if (use_sla) {
@@ -5904,11 +6059,11 @@ static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_ste
         segs[0] = 0; segs[1] = B * N;
         mama__zero(be, a->d_patches, (size_t)B * N * D);
         mama__local_head_backward(m, &m->w.img_local, &m->g.img_local, &k, a->patches, a->d_p_emb, a->d_patches,
-                                  B * N, D, segs, 1, a->d_il_a, a->d_il_b, a->d_il_e, a->d_il_e2);
+                                  B * N, D, segs, 1, a->d_il_a, a->d_il_b, a->d_il_e, a->d_il_e2, mama__dp_sync_bn(m));
     }
     mama__vision_backward(m, Bv, B, use_sla);
     mama__text_backward(m, B, S, &ts, use_sla);
-    return MAMA_OK;
+    return mama__dp_status(m); /* a failed collective inside a BatchNorm */
 }
 
 MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const mama_step_opts *o, int accumulate,
@@ -12096,6 +12251,7 @@ typedef struct mama__loader {
     mama_dataset *d;
     const mama_pretrain_opts *o;
     int B, n, accum;
+    int rank, world;             /* data parallel: this rank's slice of a global batch of world * B */
     size_t img;
     int *perm;                   /* permutation of the current epoch */
     long perm_epoch;
@@ -12137,7 +12293,11 @@ static mama_status mama__build_batch(mama__loader *L, long job, mama__batch_buf 
     long step = job / L->accum;
     int late = step >= o->late_loss, i;
     for (i = 0; i < L->B; i++) {
-        long pos = job * L->B + i, epoch = pos / L->n;
+        /* data parallel: rank r takes positions [r B, (r+1) B) of the global
+         * micro-batch of world * B, so the union over ranks is the batch one
+         * process of batch world * B would see, sample by sample (the image,
+         * ext and caption randomness is keyed by the global position). */
+        long pos = (job * L->world + L->rank) * L->B + i, epoch = pos / L->n;
         int rec, other = -1;
         mama_rng r;
         if (epoch != L->perm_epoch) mama__loader_epoch(L, epoch);
@@ -12212,10 +12372,11 @@ static void mama__loader_free(mama__loader *L) {
 }
 
 static mama_status mama__loader_init(mama__loader *L, mama_dataset *d, const mama_pretrain_opts *o, long first_job,
-                                     long last_job) {
+                                     long last_job, int rank, int world) {
     int k;
     memset(L, 0, sizeof *L);
     L->d = d; L->o = o; L->B = o->batch; L->accum = o->accum;
+    L->rank = rank; L->world = world;
     L->n = d->split_n[MAMA_SPLIT_TRAIN];
     L->img = (size_t)d->in_chans * d->image_size * d->image_size;
     L->perm_epoch = -1;
@@ -12408,8 +12569,14 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     size_t ngrad = m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE];
     double t0 = mama_time_seconds(), t_step0;
     int tty = mama__stderr_is_terminal(), k;
+    /* data parallel (section 13): o->batch is per rank; rank 0 alone writes
+     * the log, the progress and the checkpoints; every rank resumes from
+     * the same checkpoint. */
+    int rank = mama__dp_rank(m), world = mama__dp_world(m), quiet = o->quiet || rank != 0;
+    mama_pretrain_opts oq = *o;
     mama_status s = MAMA_OK;
     memset(&r, 0, sizeof r);
+    oq.quiet = quiet;
     if (o->batch < 1 || o->batch > m->max_batch)
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: batch %d does not fit the model's max_batch %d", o->batch, m->max_batch);
     if (o->accum < 1 || o->steps < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps and accum must be >= 1");
@@ -12422,14 +12589,14 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
             return MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with seed %llu, not %llu", o->checkpoint,
                              (unsigned long long)seed, (unsigned long long)o->seed);
         }
-        if (!o->quiet) fprintf(stderr, "resuming from %s at step %ld\n", o->checkpoint, step);
+        if (!quiet) fprintf(stderr, "resuming from %s at step %ld\n", o->checkpoint, step);
     }
-    if (o->log_csv) {
+    if (o->log_csv && rank == 0) {
         log = fopen(o->log_csv, step > 0 ? "ab" : "wb");
         if (!log) { mama_adamw_free(&opt); return MAMA_FAIL(MAMA_ERR_IO, "cannot open log %s: %s", o->log_csv, strerror(errno)); }
         if (step == 0) fprintf(log, "step,lr,loss,clip,mv,sym,sla,grad_norm,skipped,images_per_s,seconds\n");
     }
-    if ((s = mama__loader_init(&L, d, o, step * o->accum, o->steps * o->accum)) != MAMA_OK) {
+    if ((s = mama__loader_init(&L, d, o, step * o->accum, o->steps * o->accum, rank, world)) != MAMA_OK) {
         if (log) fclose(log);
         mama_adamw_free(&opt);
         return s;
@@ -12452,12 +12619,18 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
             batch.B = o->batch; batch.images = b->images; batch.ext_images = late ? b->ext : NULL;
             batch.input_ids = b->ids; batch.attention_mask = b->mask;
             so.seed = mama__mix2(seed, (uint64_t)job);
+            /* dropout masks are keyed by the row within a rank's batch, so
+             * ranks draw their own (statistically, not bitwise, the masks
+             * of one process of the global batch) */
+            if (world > 1) so.seed = mama__mix2(so.seed, (uint64_t)rank + 0x7000ull);
             s = mama_model_step(m, &batch, &so, k > 0, &Lk);
             mama__loader_release(&L, job);
             if (s != MAMA_OK) goto done;
             sum.loss += Lk.loss / o->accum; sum.clip += Lk.clip / o->accum; sum.mv += Lk.mv / o->accum;
             sum.sym += Lk.sym / o->accum; sum.sla += Lk.sla / o->accum;
         }
+        /* one all-reduce (sum) of the gradient buffer per optimiser step */
+        if (world > 1 && (s = mama_model_allreduce_grads(m)) != MAMA_OK) goto done;
         /* the reference averages the micro-batch losses: so do the gradients */
         if (o->accum > 1) be->scale(be, m->grads, 1.0f / (float)o->accum, ngrad);
         gnorm = mama_clip_grad_norm(be, m->grads, ngrad, o->clip_grad);
@@ -12475,26 +12648,26 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         }
         r.last = sum;
         r.steps_done++;
-        ips = (double)r.steps_done * o->batch * o->accum / (mama_time_seconds() - t_step0);
-        eta = (double)(o->steps - step - 1) * o->batch * o->accum / (ips > 0 ? ips : 1);
+        ips = (double)r.steps_done * o->batch * o->accum * world / (mama_time_seconds() - t_step0);
+        eta = (double)(o->steps - step - 1) * o->batch * o->accum * world / (ips > 0 ? ips : 1);
         if (log) {
             fprintf(log, "%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g,%ld,%.3f,%.3f\n", step + 1, lr, sum.loss, sum.clip,
                     sum.mv, sum.sym, sum.sla, gnorm, r.skipped_steps, ips, mama_time_seconds() - t0);
             fflush(log);
         }
-        mama__progress(o, step, &sum, lr, ips, eta, tty);
+        mama__progress(&oq, step, &sum, lr, ips, eta, tty);
         /* never checkpoint inside a run of non-finite steps: the last good one stays */
         if (o->checkpoint && o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps &&
             bad_run == 0)
-            if ((s = mama_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed)) != MAMA_OK) goto done;
+            if ((s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed)) != MAMA_OK) goto done;
     }
-    if (o->checkpoint && bad_run == 0) s = mama_checkpoint_save(o->checkpoint, m, &opt, step, seed);
+    if (o->checkpoint && bad_run == 0) s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed);
 done:
     mama__loader_free(&L);
     if (log) fclose(log);
     mama_adamw_free(&opt);
     r.seconds = mama_time_seconds() - t0;
-    r.images_per_s = r.seconds > 0 ? (double)r.steps_done * o->batch * o->accum / r.seconds : 0;
+    r.images_per_s = r.seconds > 0 ? (double)r.steps_done * o->batch * o->accum * world / r.seconds : 0;
     if (res) *res = r;
     return s;
 }
@@ -12655,18 +12828,19 @@ static mama_status mama__eval_items(mama_dataset *d, mama_split split, mama_zero
     return MAMA_OK;
 }
 
-/* Image embeddings (and pooled features) of records, eval pipeline, in
- * chunks the model can take. */
-static mama_status mama__encode_records(mama_model *m, mama_dataset *d, const int *records, int n, float *emb,
-                                        float *pooled, int train_aug, uint64_t seed) {
+/* Image embeddings (and pooled features) of records lo..hi-1 into rows
+ * 0..hi-lo-1 of emb / pooled, eval pipeline (or augmented, each image's
+ * randomness keyed by its index in `records`), in chunks the model can take. */
+static mama_status mama__encode_range(mama_model *m, mama_dataset *d, const int *records, int lo, int hi, float *emb,
+                                      float *pooled, int train_aug, uint64_t seed) {
     const mama_config *c = mama_model_config(m);
     size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
     int chunk = 2 * m->max_batch, i, j;
     float *buf;
     mama_status s = MAMA_OK;
     MAMA_TRY(mama_alloc((void **)&buf, sizeof(float) * img * (size_t)chunk, "encode buffer"));
-    for (i = 0; i < n && s == MAMA_OK; i += chunk) {
-        int nb = n - i < chunk ? n - i : chunk;
+    for (i = lo; i < hi && s == MAMA_OK; i += chunk) {
+        int nb = hi - i < chunk ? hi - i : chunk;
 #ifdef _OPENMP
 #pragma omp parallel for
 #endif
@@ -12676,12 +12850,20 @@ static mama_status mama__encode_records(mama_model *m, mama_dataset *d, const in
             if (mama_dataset_image(d, records[i + j], train_aug, &r, buf + img * j) != MAMA_OK) s = MAMA_ERR_IO;
         }
         if (s != MAMA_OK) break;
-        s = mama_encode_images(m, buf, nb, emb ? emb + (size_t)i * c->embed_dim : NULL,
-                               pooled ? pooled + (size_t)i * c->vision_dim : NULL);
+        s = mama_encode_images(m, buf, nb, emb ? emb + (size_t)(i - lo) * c->embed_dim : NULL,
+                               pooled ? pooled + (size_t)(i - lo) * c->vision_dim : NULL);
     }
     mama_free(buf);
     if (s == MAMA_ERR_IO) return MAMA_FAIL(s, "encoding images: %s", mama_last_error());
     return s;
+}
+
+/* All records; data parallel: each rank encodes its contiguous share and
+ * the features are all-gathered (section 13). */
+static mama_status mama__encode_records(mama_model *m, mama_dataset *d, const int *records, int n, float *emb,
+                                        float *pooled, int train_aug, uint64_t seed) {
+    if (mama__dp_world(m) > 1) return mama__dp_encode_records(m, d, records, n, emb, pooled, train_aug, seed);
+    return mama__encode_range(m, d, records, 0, n, emb, pooled, train_aug, seed);
 }
 
 /* ---- 11.4 Zero-shot ---------------------------------------------------- */
@@ -12851,7 +13033,7 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
         if (o->augment && (s = mama__encode_records(m, d, batch_rec, o->batch, NULL, bx, 1,
                                                     mama__mix2(o->seed, (uint64_t)step))) != MAMA_OK) goto done;
         loss = mama__probe_step(W, b, gW, gb, mW, mb, bx, batch_y, o->batch, K, D, lr, o, step == 0);
-        if (!o->quiet && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
+        if (!o->quiet && mama__dp_rank(m) == 0 && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
             fprintf(stderr, "probe %s: step %ld/%ld loss %.4f lr %.2e (%.0fs)\n", mama_task_name(task), step + 1,
                     o->steps, loss, lr, mama_time_seconds() - t0);
     }
@@ -12878,8 +13060,14 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     mama_eval_result tr;
     int D = c->vision_dim, K = mama_zeroshot_num_classes(task), i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
     int cls_start[MAMA_MAX_CLASSES + 1], present[MAMA_MAX_CLASSES], npresent = 0, *batch_y = NULL, B = o->batch;
+    /* data parallel (section 13): o->batch per rank; every rank draws the
+     * whole global batch of Bg = world * B from the same sampler, loads and
+     * encodes its slice [r0, r0 + B), and the pooled features are gathered,
+     * so the classifier steps identically on every rank and the tower's
+     * gradient is summed over ranks: one process of batch Bg, exactly. */
+    int world = mama__dp_world(m), Bg = B * world, r0 = mama__dp_rank(m) * B;
     float *W = NULL, *b = NULL, *gW = NULL, *gb = NULL, *mW = NULL, *mb = NULL, *bx = NULL, *tf = NULL, *imgs = NULL;
-    float *vis_mom = NULL, *dpool = NULL;
+    float *vis_mom = NULL, *dpool = NULL, *bxl = NULL;
     size_t n_vis, img = (size_t)c->in_chans * c->image_size * c->image_size;
     long step;
     mama_rng rng;
@@ -12894,8 +13082,9 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     MAMA__A(W, sizeof(float) * (size_t)K * D); MAMA__A(b, sizeof(float) * K);
     MAMA__A(gW, sizeof(float) * (size_t)K * D); MAMA__A(gb, sizeof(float) * K);
     MAMA__A(mW, sizeof(float) * (size_t)K * D); MAMA__A(mb, sizeof(float) * K);
-    MAMA__A(by_class, sizeof(int) * (size_t)tr.n); MAMA__A(batch_y, sizeof(int) * (size_t)B);
-    MAMA__A(bx, sizeof(float) * (size_t)B * D); MAMA__A(dpool, sizeof(float) * (size_t)B * D);
+    MAMA__A(by_class, sizeof(int) * (size_t)tr.n); MAMA__A(batch_y, sizeof(int) * (size_t)Bg);
+    MAMA__A(bx, sizeof(float) * (size_t)Bg * D); MAMA__A(dpool, sizeof(float) * (size_t)B * D);
+    MAMA__A(bxl, sizeof(float) * (size_t)B * D);
     MAMA__A(imgs, sizeof(float) * img * B);
 #undef MAMA__A
     if ((s = be->alloc(be, (void **)&vis_mom, sizeof(float) * n_vis)) != MAMA_OK) goto done;
@@ -12917,22 +13106,24 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     for (step = 0; step < o->steps; step++) {
         float lr = mama_lr_cosine(step, o->warmup, o->steps, o->lr, o->lr_floor);
         double loss;
-        for (i = 0; i < B; i++) { /* class-balanced, augmented */
+        for (i = 0; i < Bg; i++) { /* class-balanced, augmented */
             int cls = present[mama_rng_below(&rng, (uint32_t)npresent)];
             int item = by_class[cls_start[cls] + (int)mama_rng_below(&rng, (uint32_t)n_cls[cls])];
             mama_rng r2;
-            mama_rng_seed(&r2, mama__mix2(o->seed, (uint64_t)(step * B + i)));
+            mama_rng_seed(&r2, mama__mix2(o->seed, (uint64_t)(step * Bg + i)));
             batch_y[i] = cls;
-            if ((s = mama_dataset_image(d, tr.records[item], 1, &r2, imgs + img * i)) != MAMA_OK) goto done;
+            if (i < r0 || i >= r0 + B) continue; /* another rank's sample */
+            if ((s = mama_dataset_image(d, tr.records[item], 1, &r2, imgs + img * (i - r0))) != MAMA_OK) goto done;
         }
         /* forward through the tower, the classifier on the host */
         if ((s = be->to_device(be, m->a.images, imgs, sizeof(float) * img * B)) != MAMA_OK) goto done;
         mama__vision_forward(m, B);
-        if ((s = be->to_host(be, bx, m->a.vpooled, sizeof(float) * (size_t)B * D)) != MAMA_OK) goto done;
+        if ((s = be->to_host(be, bxl, m->a.vpooled, sizeof(float) * (size_t)B * D)) != MAMA_OK) goto done;
+        if ((s = mama__dp_allgather_host(m, bxl, (size_t)B * D, bx)) != MAMA_OK) goto done;
         /* classifier gradient wrt its input: dpool = (softmax - onehot) W / B */
         {
             int j;
-            for (i = 0; i < B; i++) {
+            for (i = r0; i < r0 + B; i++) {
                 float logits[MAMA_MAX_CLASSES], mx = -1e30f, sum = 0;
                 for (k = 0; k < K; k++) {
                     double z = b[k];
@@ -12944,18 +13135,19 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
                 for (j = 0; j < D; j++) {
                     double g = 0;
                     for (k = 0; k < K; k++) g += (logits[k] / sum - (k == batch_y[i])) * W[(size_t)k * D + j];
-                    dpool[(size_t)i * D + j] = (float)(g / B);
+                    dpool[(size_t)(i - r0) * D + j] = (float)(g / Bg);
                 }
             }
         }
-        loss = mama__probe_step(W, b, gW, gb, mW, mb, bx, batch_y, B, K, D, lr, o, step == 0);
+        loss = mama__probe_step(W, b, gW, gb, mW, mb, bx, batch_y, Bg, K, D, lr, o, step == 0);
         /* backward through the tower: only the pooled-feature path */
         if ((s = be->zero(be, m->grads, sizeof(float) * n_vis)) != MAMA_OK) goto done;
         if ((s = be->zero(be, m->a.d_img_emb, sizeof(float) * (size_t)B * c->embed_dim)) != MAMA_OK) goto done;
         if ((s = be->to_device(be, m->a.d_vpooled, dpool, sizeof(float) * (size_t)B * D)) != MAMA_OK) goto done;
         mama__vision_backward(m, B, B, 0);
+        if (world > 1 && (s = mama__dp_allreduce_dev(m, m->grads, n_vis)) != MAMA_OK) goto done;
         be->sgd_step(be, m->params, m->grads, vis_mom, n_vis, lr, o->momentum, o->weight_decay, step == 0);
-        if (!o->quiet && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
+        if (!o->quiet && mama__dp_rank(m) == 0 && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
             fprintf(stderr, "finetune %s: step %ld/%ld loss %.4f lr %.2e\n", mama_task_name(task), step + 1, o->steps,
                     loss, lr);
     }
@@ -12969,6 +13161,7 @@ done:
     if (vis_mom) be->free(be, vis_mom);
     mama_free(W); mama_free(b); mama_free(gW); mama_free(gb); mama_free(mW); mama_free(mb);
     mama_free(by_class); mama_free(batch_y); mama_free(bx); mama_free(tf); mama_free(imgs); mama_free(dpool);
+    mama_free(bxl);
     if (s != MAMA_OK) mama_eval_result_free(out);
     return s;
 }
@@ -14152,6 +14345,1050 @@ MAMA_API mama_status mama_plot_bars(const char *path, const char *title, const c
 }
 
 #endif /* MAMA_PLOT_IMPL_INCLUDED */
+
+/* ==========================================================================
+ * 13. DATA PARALLELISM: communicators, synchronised BatchNorm, the losses
+ *     over the global batch, sharded encoding, rank-0 checkpoints
+ * ==========================================================================
+ * W ranks each hold a replica and take a slice of B samples of every
+ * global batch of G = W * B (section 10.1 keys every sample's randomness by
+ * its global position, so the union of the slices is the batch one process
+ * of batch G would see).  What has to cross ranks, and why it is exact:
+ *
+ * - The towers are per sample: the forward and backward of sample i do
+ *   not depend on other samples, except through the losses and the
+ *   batch-wide BatchNorms.
+ * - Losses (MAMA_DP_GLOBAL): every tensor a loss reads across samples is
+ *   all-gathered: image and ext embeddings, text embeddings, the SimCLR
+ *   projections of both views, the patch and sentence embeddings (SLA).
+ *   Every rank then runs the SAME loss code (section 6) on the SAME global
+ *   tensors, so it holds the global loss L and dL/d(every row); it keeps the
+ *   rows of its own samples and back-propagates them through its towers.
+ *   By the chain rule  dL/dtheta = sum over samples i of
+ *   (dL/dz_i)(dz_i/dtheta),  and rank r's backward yields the part of the
+ *   sum over its own samples, so the SUM (not the mean) of the ranks'
+ *   gradients is the gradient of one process on the global batch.  The
+ *   loss-side scalars (logit_scale, local_scale) get their gradient
+ *   directly from the global logits; all ranks compute the same value, so
+ *   only rank 0 contributes it to the sum.  The means inside the losses
+ *   (CE over G rows, NT-Xent over 2G) are over the global batch by
+ *   construction.  This is the usual "gather with local gradient" trick:
+ *   the all-gather's backward is "take my rows" because every rank
+ *   already holds the gradient of the whole (replicated) loss.
+ * - BatchNorm over the batch (the image local head over all patches, the
+ *   SimCLR head over the batch, SPEC A.3) uses statistics over all ranks
+ *   ("synchronised BatchNorm", 13.3); the text local head normalises each
+ *   caption's sentences alone, so it stays local.  Dropout masks are keyed
+ *   by rows within a rank, so with dropout on ranks draw their own masks
+ *   (statistically the same, not bitwise; the equality tests turn dropout
+ *   off).
+ * - Gradients: one all-reduce (sum) over the contiguous gradient buffer
+ *   per optimiser step (mama_model_allreduce_grads).
+ * MAMA_DP_REFERENCE keeps the reference's behaviour instead: CLIP,
+ * symmetric CLIP and SLA over each rank's own B samples (the objective is
+ * their mean over ranks, so their gradients are scaled by 1/W before the
+ * sum), NT-Xent over the gathered projections, BatchNorm per rank. */
+
+#ifdef MAMA_MPI
+#ifdef __cplusplus
+}
+#endif
+/* only MPI's C API is used: keep the (deprecated) C++ bindings out */
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+#endif
+
+/* ---- 13.1 The single-process communicator ------------------------------ */
+static mama_status mama__single_allreduce(mama_comm *c, float *buf, size_t n) {
+    (void)c; (void)buf; (void)n;
+    return MAMA_OK;
+}
+static mama_status mama__single_allgather(mama_comm *c, const float *send, size_t n, float *recv) {
+    (void)c;
+    if (recv != send && n) memmove(recv, send, n * sizeof(float));
+    return MAMA_OK;
+}
+static mama_status mama__single_allgatherv(mama_comm *c, const float *send, size_t n, float *recv,
+                                           const size_t *counts) {
+    (void)counts;
+    return mama__single_allgather(c, send, n, recv);
+}
+static mama_status mama__single_broadcast(mama_comm *c, float *buf, size_t n, int root) {
+    (void)c; (void)buf; (void)n; (void)root;
+    return MAMA_OK;
+}
+static mama_status mama__single_barrier(mama_comm *c) { (void)c; return MAMA_OK; }
+
+static mama_comm mama__single_comm_table;
+MAMA_API mama_comm *mama_comm_single(void) {
+    mama_comm *c = &mama__single_comm_table;
+    c->name = "single";
+    c->rank = 0;
+    c->size = 1;
+    c->impl = NULL;
+    c->allreduce_sum_f32 = mama__single_allreduce;
+    c->allgather_f32 = mama__single_allgather;
+    c->allgatherv_f32 = mama__single_allgatherv;
+    c->broadcast_f32 = mama__single_broadcast;
+    c->barrier = mama__single_barrier;
+    c->dev_allreduce_sum_f32 = NULL;
+    c->dev_allgather_f32 = NULL;
+    c->dev_allgatherv_f32 = NULL;
+    c->dev_broadcast_f32 = NULL;
+    c->destroy = NULL;
+    return c;
+}
+
+MAMA_API void mama_comm_free(mama_comm *c) {
+    if (c && c->destroy) c->destroy(c);
+}
+
+/* ---- 13.2 MPI (host memory) --------------------------------------------
+ * MPI counts are ints: reductions and broadcasts go in chunks of 2^28
+ * floats; gathers must fit an int (they are embeddings, far below). */
+#ifdef MAMA_MPI
+typedef struct mama__mpi {
+    MPI_Comm comm;          /* a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN */
+    int finalize;           /* we initialised MPI, so we finalise it */
+    int *counts, *displs;   /* [size] for allgatherv */
+} mama__mpi;
+#define MAMA__MPI_CHUNK ((size_t)1 << 28)
+
+static mama_status mama__mpi_check(int rc, const char *what) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (rc == MPI_SUCCESS) return MAMA_OK;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = 0;
+    return MAMA_FAIL(MAMA_ERR_BACKEND, "MPI_%s failed (error %d): %.*s", what, rc, len, msg);
+}
+static mama_status mama__mpi_allreduce(mama_comm *c, float *buf, size_t n) {
+    mama__mpi *p = (mama__mpi *)c->impl;
+    size_t off;
+    for (off = 0; off < n; off += MAMA__MPI_CHUNK) {
+        size_t k = n - off < MAMA__MPI_CHUNK ? n - off : MAMA__MPI_CHUNK;
+        MAMA_TRY(mama__mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, p->comm),
+                                 "Allreduce"));
+    }
+    return MAMA_OK;
+}
+static mama_status mama__mpi_allgather(mama_comm *c, const float *send, size_t n, float *recv) {
+    mama__mpi *p = (mama__mpi *)c->impl;
+    if (n * (size_t)c->size > (size_t)INT_MAX)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "MPI allgather of %zu x %d floats exceeds MPI's int counts", n, c->size);
+    return mama__mpi_check(MPI_Allgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, p->comm),
+                           "Allgather");
+}
+static mama_status mama__mpi_allgatherv(mama_comm *c, const float *send, size_t n, float *recv, const size_t *counts) {
+    mama__mpi *p = (mama__mpi *)c->impl;
+    size_t total = 0;
+    int r;
+    for (r = 0; r < c->size; r++) {
+        if (total + counts[r] > (size_t)INT_MAX)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "MPI allgatherv of more than INT_MAX floats");
+        p->counts[r] = (int)counts[r];
+        p->displs[r] = (int)total;
+        total += counts[r];
+    }
+    if (n != counts[c->rank]) return MAMA_FAIL(MAMA_ERR_INVALID, "allgatherv: n %zu != counts[rank] %zu", n, counts[c->rank]);
+    return mama__mpi_check(MPI_Allgatherv(send, (int)n, MPI_FLOAT, recv, p->counts, p->displs,
+                                          MPI_FLOAT, p->comm), "Allgatherv");
+}
+static mama_status mama__mpi_broadcast(mama_comm *c, float *buf, size_t n, int root) {
+    mama__mpi *p = (mama__mpi *)c->impl;
+    size_t off;
+    for (off = 0; off < n; off += MAMA__MPI_CHUNK) {
+        size_t k = n - off < MAMA__MPI_CHUNK ? n - off : MAMA__MPI_CHUNK;
+        MAMA_TRY(mama__mpi_check(MPI_Bcast(buf + off, (int)k, MPI_FLOAT, root, p->comm), "Bcast"));
+    }
+    return MAMA_OK;
+}
+static mama_status mama__mpi_barrier(mama_comm *c) {
+    return mama__mpi_check(MPI_Barrier(((mama__mpi *)c->impl)->comm), "Barrier");
+}
+static void mama__mpi_destroy(mama_comm *c) {
+    mama__mpi *p = (mama__mpi *)c->impl;
+    if (p) {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) {
+            MPI_Comm_free(&p->comm);
+            if (p->finalize) MPI_Finalize();
+        }
+        mama_free(p->counts);
+        mama_free(p->displs);
+        mama_free(p);
+    }
+    mama_free(c);
+}
+
+MAMA_API mama_status mama_comm_mpi_create(mama_comm **out) {
+    mama_comm *c = NULL;
+    mama__mpi *p = NULL;
+    int init = 0, provided = 0;
+    *out = NULL;
+    MPI_Initialized(&init);
+    MAMA_TRY(mama_calloc((void **)&c, sizeof *c, "MPI communicator"));
+    if (mama_calloc((void **)&p, sizeof *p, "MPI communicator") != MAMA_OK) { mama_free(c); return MAMA_ERR_NOMEM; }
+    c->impl = p;
+    if (!init) {
+        /* loader threads never call MPI; only the training thread does */
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+            mama_free(p); mama_free(c);
+            return MAMA_FAIL(MAMA_ERR_BACKEND, "MPI_Init_thread failed");
+        }
+        p->finalize = 1;
+    }
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &p->comm) != MPI_SUCCESS) {
+        if (p->finalize) MPI_Finalize();
+        mama_free(p); mama_free(c);
+        return MAMA_FAIL(MAMA_ERR_BACKEND, "MPI_Comm_dup failed");
+    }
+    /* errors come back as return codes (the library never aborts) */
+    MPI_Comm_set_errhandler(p->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(p->comm, &c->rank);
+    MPI_Comm_size(p->comm, &c->size);
+    if (mama_calloc((void **)&p->counts, sizeof(int) * (size_t)c->size, "MPI communicator") != MAMA_OK ||
+        mama_calloc((void **)&p->displs, sizeof(int) * (size_t)c->size, "MPI communicator") != MAMA_OK) {
+        mama__mpi_destroy(c);
+        return MAMA_ERR_NOMEM;
+    }
+    c->name = "mpi";
+    c->allreduce_sum_f32 = mama__mpi_allreduce;
+    c->allgather_f32 = mama__mpi_allgather;
+    c->allgatherv_f32 = mama__mpi_allgatherv;
+    c->broadcast_f32 = mama__mpi_broadcast;
+    c->barrier = mama__mpi_barrier;
+    c->destroy = mama__mpi_destroy;
+    *out = c;
+    return MAMA_OK;
+}
+#endif /* MAMA_MPI */
+
+/* ---- 13.3 The data-parallel state of a model --------------------------- */
+struct mama__dp {
+    mama_comm *comm;
+    mama_dp_mode mode;
+    int generic;               /* use the device-backend paths even on a host backend (tests) */
+    mama_status status;        /* sticky failure of a void hook (a BatchNorm) */
+    char error[1024];
+    int G;                     /* global batch capacity: size * max_batch */
+    int S_cap;                 /* global sentence capacity of the loss workspace (0: no SLA buffers yet) */
+    float *arena;              /* device: the loss buffers of `ga` */
+    mama__acts ga;             /* only the loss fields are used */
+    int C;                     /* widest BatchNorm */
+    float *bn_dev;             /* device [8 C] */
+    float *bn_host;            /* host [(8 + 4 W) C + 8 W + 8] */
+    double *bn_mean;           /* host [4 C] */
+    float *hf; size_t hf_cap;  /* host scratch (bytes in *_cap) */
+    int *hi; size_t hi_cap;
+    float *stage; size_t stage_cap;
+    size_t *counts;            /* [size] */
+    float *tsave; size_t tsave_cap;   /* text local head running statistics before the step */
+    int64_t tsave_tracked[2];
+    float *tbuf; size_t tbuf_cap;
+    double *tdbl; size_t tdbl_cap;
+};
+
+static int mama__dp_world(const mama_model *m) { return m && m->dp ? m->dp->comm->size : 1; }
+static int mama__dp_rank(const mama_model *m) { return m && m->dp ? m->dp->comm->rank : 0; }
+static int mama__dp_sync_bn(const mama_model *m) {
+    return m->dp && m->dp->comm->size > 1 && m->dp->mode == MAMA_DP_GLOBAL;
+}
+MAMA_API mama_comm *mama_model_comm(const mama_model *m) { return m && m->dp ? m->dp->comm : NULL; }
+
+static void mama__dp_fail(mama_model *m, mama_status s) {
+    if (m->dp->status != MAMA_OK) return;
+    m->dp->status = s;
+    snprintf(m->dp->error, sizeof m->dp->error, "%s", mama_last_error());
+}
+static mama_status mama__dp_status(mama_model *m) {
+    mama_status s;
+    if (!m->dp || m->dp->status == MAMA_OK) return MAMA_OK;
+    s = m->dp->status;
+    m->dp->status = MAMA_OK;
+    return MAMA_FAIL(s, "data parallel: %s", m->dp->error);
+}
+
+static void mama__dp_free(mama_model *m) {
+    mama__dp *dp = m->dp;
+    if (!dp) return;
+    if (dp->arena) m->be->free(m->be, dp->arena);
+    if (dp->bn_dev) m->be->free(m->be, dp->bn_dev);
+    mama_free(dp->bn_host); mama_free(dp->bn_mean);
+    mama_free(dp->hf); mama_free(dp->hi); mama_free(dp->stage); mama_free(dp->counts);
+    mama_free(dp->tsave); mama_free(dp->tbuf); mama_free(dp->tdbl);
+    mama_free(dp);
+    m->dp = NULL;
+}
+
+static mama_status mama__dp_grow(void **p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return MAMA_OK;
+    mama_free(*p);
+    *p = NULL;
+    *cap = 0;
+    MAMA_TRY(mama_alloc(p, bytes + 64, "data-parallel scratch"));
+    *cap = bytes + 64;
+    return MAMA_OK;
+}
+
+/* The CPU backend's "device" memory is host memory: host collectives act on
+ * it directly, and the synchronised BatchNorm runs on the host.  (The
+ * `generic` flag forces the device-backend paths on the CPU too, so the
+ * tests can check them without a GPU.) */
+static int mama__dp_host(const mama_model *m) {
+    const mama_backend *be = m->be;
+    return !m->dp->generic && (be == mama_cpu_backend() || (be->name && !strcmp(be->name, "cpu")));
+}
+
+/* Collectives on device memory: the comm's own (NCCL), or the host ones on
+ * a host backend, or staged through host memory. */
+static mama_status mama__dp_allreduce_dev(mama_model *m, float *buf, size_t n) {
+    mama__dp *dp = m->dp;
+    mama_comm *c = dp->comm;
+    mama_backend *be = m->be;
+    if (c->dev_allreduce_sum_f32) return c->dev_allreduce_sum_f32(c, buf, n);
+    if (mama__dp_host(m)) return c->allreduce_sum_f32(c, buf, n);
+    MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, n * sizeof(float)));
+    MAMA_TRY(be->to_host(be, dp->stage, buf, n * sizeof(float)));
+    MAMA_TRY(c->allreduce_sum_f32(c, dp->stage, n));
+    return be->to_device(be, buf, dp->stage, n * sizeof(float));
+}
+static mama_status mama__dp_allgather_dev(mama_model *m, const float *send, size_t n, float *recv) {
+    mama__dp *dp = m->dp;
+    mama_comm *c = dp->comm;
+    mama_backend *be = m->be;
+    size_t W = (size_t)c->size;
+    if (c->dev_allgather_f32) return c->dev_allgather_f32(c, send, n, recv);
+    if (mama__dp_host(m)) return c->allgather_f32(c, send, n, recv);
+    MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, (W + 1) * n * sizeof(float)));
+    MAMA_TRY(be->to_host(be, dp->stage, send, n * sizeof(float)));
+    MAMA_TRY(c->allgather_f32(c, dp->stage, n, dp->stage + n));
+    return be->to_device(be, recv, dp->stage + n, W * n * sizeof(float));
+}
+static mama_status mama__dp_allgatherv_dev(mama_model *m, const float *send, size_t n, float *recv,
+                                           const size_t *counts) {
+    mama__dp *dp = m->dp;
+    mama_comm *c = dp->comm;
+    mama_backend *be = m->be;
+    size_t total = 0;
+    int r;
+    if (c->dev_allgatherv_f32) return c->dev_allgatherv_f32(c, send, n, recv, counts);
+    if (mama__dp_host(m)) return c->allgatherv_f32(c, send, n, recv, counts);
+    for (r = 0; r < c->size; r++) total += counts[r];
+    MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, (n + total) * sizeof(float)));
+    MAMA_TRY(be->to_host(be, dp->stage, send, n * sizeof(float)));
+    MAMA_TRY(c->allgatherv_f32(c, dp->stage, n, dp->stage + n, counts));
+    return be->to_device(be, recv, dp->stage + n, total * sizeof(float));
+}
+static mama_status mama__dp_broadcast_dev(mama_model *m, float *buf, size_t n, int root) {
+    mama__dp *dp = m->dp;
+    mama_comm *c = dp->comm;
+    mama_backend *be = m->be;
+    size_t off, chunk = (size_t)1 << 26;
+    if (c->dev_broadcast_f32) return c->dev_broadcast_f32(c, buf, n, root);
+    if (mama__dp_host(m)) return c->broadcast_f32(c, buf, n, root);
+    MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, (n < chunk ? n : chunk) * sizeof(float)));
+    for (off = 0; off < n; off += chunk) { /* the weights can be large: staged in pieces */
+        size_t k = n - off < chunk ? n - off : chunk;
+        MAMA_TRY(be->to_host(be, dp->stage, buf + off, k * sizeof(float)));
+        MAMA_TRY(c->broadcast_f32(c, dp->stage, k, root));
+        MAMA_TRY(be->to_device(be, buf + off, dp->stage, k * sizeof(float)));
+    }
+    return MAMA_OK;
+}
+/* Host arrays (features, classifier inputs); a copy without a comm. */
+static mama_status mama__dp_allgather_host(mama_model *m, const float *send, size_t n, float *recv) {
+    if (mama__dp_world(m) == 1) {
+        if (recv != send && n) memmove(recv, send, n * sizeof(float));
+        return MAMA_OK;
+    }
+    return m->dp->comm->allgather_f32(m->dp->comm, send, n, recv);
+}
+
+/* ---- 13.4 Synchronised BatchNorm ---------------------------------------
+ * Device backends (the generic path; the host path comes first below).
+ * Each rank gets its own statistics from the backend's BatchNorm
+ * (mean_r, rstd_r = 1/sqrt(var_r + eps) over its n_r rows), then the
+ * pooled ones follow from two all-reduces of C floats (Chan et al.'s
+ * parallel variance, as PyTorch's SyncBatchNorm does):
+ *   n = sum n_r,  mean = sum n_r mean_r / n,
+ *   var = sum_r [n_r var_r + n_r (mean_r - mean)^2] / n   (biased, for normalising),
+ * the running statistics take the unbiased var n/(n-1) with the usual
+ * momentum (identically on every rank), and the backend's eval-mode path
+ * normalises with (mean, var): y = (x - mean) / sqrt(var + eps) * w + b.
+ * The saved rstd is stored positive, so the backward knows the statistics
+ * depended on the batch. */
+/* On a host-memory backend (the CPU one) the synchronised BatchNorm runs
+ * here, mirroring the CPU kernel's arithmetic (double sums, the same float
+ * expressions), so that W ranks produce the bits one process would: the
+ * statistics are exchanged as double-precision partial sums (each double
+ * sent as a float pair hi + lo, all-gathered, and added in rank order on
+ * every rank), not as float all-reduce sums. */
+static void mama__dp_pack(float *out, const double *v, int n) {
+    int i;
+    for (i = 0; i < n; i++) {
+        float hi = (float)v[i];
+        out[2 * i] = hi;
+        out[2 * i + 1] = (float)(v[i] - (double)hi);
+    }
+}
+/* sum[i] = sum over ranks of the doubles packed at all + rank * stride */
+static void mama__dp_unpack_sum(double *sum, const float *all, int n, int W, size_t stride) {
+    int i, q;
+    for (i = 0; i < n; i++) sum[i] = 0;
+    for (q = 0; q < W; q++)
+        for (i = 0; i < n; i++) sum[i] += (double)all[q * stride + 2 * i] + (double)all[q * stride + 2 * i + 1];
+}
+
+static mama_status mama__dp_bn_forward_host(mama_model *m, float *y, float *mean, float *rstd, float *running_mean,
+                                            float *running_var, const float *x, const float *w, const float *b,
+                                            int rows, int C, float eps, float momentum) {
+    mama__dp *dp = m->dp;
+    mama_comm *c = dp->comm;
+    int W = c->size, r, i;
+    double *acc = dp->bn_mean, *tot = dp->bn_mean + C, n = 0;
+    float *send = dp->bn_host, *all = dp->bn_host + 2 * (size_t)C + 2;
+    size_t stride = 2 * (size_t)C + 2;
+    /* pass 1: sum x -> the global mean */
+    for (i = 0; i < C; i++) acc[i] = 0;
+    for (r = 0; r < rows; r++)
+        for (i = 0; i < C; i++) acc[i] += x[(size_t)r * C + i];
+    mama__dp_pack(send, acc, C);
+    send[2 * C] = (float)rows;
+    send[2 * C + 1] = 0;
+    MAMA_TRY(c->allgather_f32(c, send, stride, all));
+    mama__dp_unpack_sum(tot, all, C, W, stride);
+    for (r = 0; r < W; r++) n += all[(size_t)r * stride + 2 * C];
+    for (i = 0; i < C; i++) tot[i] /= n; /* tot: global mean */
+    /* pass 2: sum (x - mean)^2 about the global mean (two-pass, as the kernel) */
+    for (i = 0; i < C; i++) acc[i] = 0;
+    for (r = 0; r < rows; r++)
+        for (i = 0; i < C; i++) {
+            double d = x[(size_t)r * C + i] - tot[i];
+            acc[i] += d * d;
+        }
+    mama__dp_pack(send, acc, C);
+    MAMA_TRY(c->allgather_f32(c, send, stride, all));
+    mama__dp_unpack_sum(acc, all, C, W, stride); /* acc: global sum of squares */
+    for (i = 0; i < C; i++) {
+        double var = acc[i] / n;
+        float mu = (float)tot[i], rs = (float)(1.0 / sqrt(var + eps));
+        float wc = w ? w[i] : 1.0f, bc = b ? b[i] : 0.0f, sc = rs * wc, sh = bc - mu * sc;
+        if (running_mean && running_var) {
+            double unb = n > 1 ? acc[i] / (n - 1) : var;
+            running_mean[i] = (float)((1.0 - momentum) * running_mean[i] + momentum * tot[i]);
+            running_var[i] = (float)((1.0 - momentum) * running_var[i] + momentum * unb);
+        }
+        mean[i] = mu;
+        rstd[i] = rs;
+        for (r = 0; r < rows; r++) y[(size_t)r * C + i] = x[(size_t)r * C + i] * sc + sh;
+    }
+    return MAMA_OK;
+}
+
+static mama_status mama__dp_bn_backward_host(mama_model *m, float *dx, float *dw, float *db, const float *dy,
+                                             const float *x, const float *w, const float *mean, const float *rstd,
+                                             int rows, int C) {
+    mama__dp *dp = m->dp;
+    mama_comm *c = dp->comm;
+    int W = c->size, r, i;
+    double *sd = dp->bn_mean, *sdx = dp->bn_mean + C, *tot = dp->bn_mean + 2 * (size_t)C, n = 0;
+    float *send = dp->bn_host, *all = dp->bn_host + 4 * (size_t)C + 2;
+    size_t stride = 4 * (size_t)C + 2;
+    for (i = 0; i < C; i++) sd[i] = sdx[i] = 0;
+    for (r = 0; r < rows; r++)
+        for (i = 0; i < C; i++) {
+            float d = dy[(size_t)r * C + i], xh = (x[(size_t)r * C + i] - mean[i]) * rstd[i];
+            sd[i] += d;
+            sdx[i] += (double)d * xh;
+        }
+    for (i = 0; i < C; i++) { /* this rank's part of dw, db (the gradient all-reduce adds the rest) */
+        if (dw) dw[i] += (float)sdx[i];
+        if (db) db[i] += (float)sd[i];
+    }
+    mama__dp_pack(send, sd, 2 * C); /* sd and sdx are adjacent */
+    send[4 * C] = (float)rows;
+    send[4 * C + 1] = 0;
+    MAMA_TRY(c->allgather_f32(c, send, stride, all));
+    mama__dp_unpack_sum(tot, all, 2 * C, W, stride);
+    for (r = 0; r < W; r++) n += all[(size_t)r * stride + 4 * C];
+    if (!dx) return MAMA_OK;
+    for (i = 0; i < C; i++) {
+        float wr = (w ? w[i] : 1.0f) * rstd[i], k1 = (float)(tot[i] / n), k2 = (float)(tot[C + i] / n);
+        float mu = mean[i], rs = rstd[i];
+        for (r = 0; r < rows; r++) {
+            size_t o = (size_t)r * C + i;
+            dx[o] += wr * (dy[o] - k1 - (x[o] - mu) * rs * k2);
+        }
+    }
+    return MAMA_OK;
+}
+
+static void mama__dp_bn_forward(mama_model *m, float *y, float *mean, float *rstd, float *running_mean,
+                                float *running_var, const float *x, const float *w, const float *b, int rows, int C,
+                                float eps, float momentum) {
+    mama__dp *dp = m->dp;
+    mama_backend *be = m->be;
+    mama_comm *c = dp->comm;
+    float *dv = dp->bn_dev, *h = dp->bn_host;
+    double n;
+    int i;
+    mama_status s;
+    if (dp->status != MAMA_OK || C > dp->C) { /* already failed: keep going locally, the step reports it */
+        if (C > dp->C && dp->status == MAMA_OK)
+            mama__dp_fail(m, MAMA_FAIL(MAMA_ERR_INVALID, "synchronised BatchNorm of %d channels (scratch %d)", C, dp->C));
+        be->batchnorm_forward(be, y, mean, rstd, running_mean, running_var, x, w, b, rows, C, eps, momentum, 1);
+        return;
+    }
+    if (mama__dp_host(m)) {
+        if ((s = mama__dp_bn_forward_host(m, y, mean, rstd, running_mean, running_var, x, w, b, rows, C, eps,
+                                          momentum)) != MAMA_OK) goto fail;
+        return;
+    }
+    /* device backend: this rank's statistics from the backend's own
+     * BatchNorm; y is overwritten below, the running statistics are scratch */
+    be->batchnorm_forward(be, y, dv, dv + C, dv + 2 * C, dv + 3 * C, x, NULL, NULL, rows, C, eps, 0.0f, 1);
+    if ((s = be->to_host(be, h, dv, sizeof(float) * 2 * (size_t)C)) != MAMA_OK) goto fail;
+    for (i = 0; i < C; i++) h[2 * C + i] = (float)rows * h[i];
+    h[3 * C] = (float)rows;
+    if ((s = c->allreduce_sum_f32(c, h + 2 * C, (size_t)C + 1)) != MAMA_OK) goto fail;
+    n = h[3 * C];
+    for (i = 0; i < C; i++) {
+        double r = h[C + i], var_r = 1.0 / (r * r) - eps, d;
+        dp->bn_mean[i] = h[2 * C + i] / n;
+        if (var_r < 0) var_r = 0;
+        d = h[i] - dp->bn_mean[i];
+        h[2 * C + i] = (float)(rows * var_r + rows * d * d);
+    }
+    if ((s = c->allreduce_sum_f32(c, h + 2 * C, (size_t)C)) != MAMA_OK) goto fail;
+    /* h[0..C) pooled mean, h[C..2C) pooled (biased) variance */
+    for (i = 0; i < C; i++) {
+        double m2 = h[2 * C + i];
+        h[i] = (float)dp->bn_mean[i];
+        h[C + i] = (float)(m2 / n);
+        h[2 * C + i] = (float)(n > 1 ? m2 / (n - 1) : m2 / n); /* unbiased, for the running variance */
+    }
+    if (running_mean && running_var) {
+        float *rm = h + 3 * C, *rv = h + 4 * C;
+        if ((s = be->to_host(be, rm, running_mean, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+        if ((s = be->to_host(be, rv, running_var, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+        for (i = 0; i < C; i++) {
+            rm[i] = (float)((1.0 - momentum) * rm[i] + momentum * (double)h[i]);
+            rv[i] = (float)((1.0 - momentum) * rv[i] + momentum * (double)h[2 * C + i]);
+        }
+        if ((s = be->to_device(be, running_mean, rm, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+        if ((s = be->to_device(be, running_var, rv, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+    }
+    if ((s = be->to_device(be, dv, h, sizeof(float) * 2 * (size_t)C)) != MAMA_OK) goto fail;
+    be->batchnorm_forward(be, y, mean, rstd, dv, dv + C, x, w, b, rows, C, eps, momentum, 0);
+    for (i = 0; i < C; i++) h[2 * C + i] = (float)(1.0 / sqrt((double)h[C + i] + eps));
+    if ((s = be->to_device(be, rstd, h + 2 * C, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+    return;
+fail:
+    mama__dp_fail(m, s);
+}
+
+/* Backward.  With xhat = (x - mean) rstd and sums over the rows of ALL ranks
+ *   dx = w rstd (dy - SD/n - xhat SDX/n),  SD = sum dy,  SDX = sum dy xhat,
+ *   dw += sum dy xhat,  db += sum dy (this rank's rows; the gradient
+ *   all-reduce adds the other ranks' parts).
+ * The backend's BatchNorm backward, handed the NEGATED rstd (its "constant
+ * statistics" form), gives dx += w rstd dy and this rank's SD, SDX in its
+ * dw/db outputs; after one all-reduce of 2C floats the rest is per channel
+ * affine in x:  dx += g1 x + g0  with  g1 = -w rstd^2 SDX/n  and
+ * g0 = -w rstd SD/n + w rstd^2 mean SDX/n, applied with the LayerScale
+ * backward (dx += x g1) and a bias add (dx += g0). */
+static void mama__dp_bn_backward(mama_model *m, float *dx, float *dw, float *db, const float *dy, const float *x,
+                                 const float *w, const float *mean, const float *rstd, int rows, int C) {
+    mama__dp *dp = m->dp;
+    mama_backend *be = m->be;
+    mama_comm *c = dp->comm;
+    float *dv = dp->bn_dev, *h = dp->bn_host;
+    float *hr = h, *hm = h + C, *hw = h + 2 * C, *hs = h + 3 * C;
+    double n;
+    int i;
+    mama_status s;
+    if (dp->status != MAMA_OK || C > dp->C) {
+        be->batchnorm_backward(be, dx, dw, db, dy, x, w, mean, rstd, rows, C);
+        return;
+    }
+    if ((s = be->to_host(be, hr, rstd, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+    if (hr[0] < 0) { /* eval-mode forward: constant statistics, nothing to share */
+        be->batchnorm_backward(be, dx, dw, db, dy, x, w, mean, rstd, rows, C);
+        return;
+    }
+    if (mama__dp_host(m)) {
+        if ((s = mama__dp_bn_backward_host(m, dx, dw, db, dy, x, w, mean, rstd, rows, C)) != MAMA_OK) goto fail;
+        return;
+    }
+    if ((s = be->to_host(be, hm, mean, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+    if (w) { if ((s = be->to_host(be, hw, w, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail; }
+    else for (i = 0; i < C; i++) hw[i] = 1.0f;
+    for (i = 0; i < C; i++) hs[i] = -hr[i];
+    if ((s = be->to_device(be, dv, hs, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+    if ((s = be->zero(be, dv + C, sizeof(float) * 2 * (size_t)C)) != MAMA_OK) goto fail;
+    be->batchnorm_backward(be, dx, dv + C, dv + 2 * C, dy, x, w, mean, dv, rows, C);
+    if (dw) be->accumulate(be, dw, dv + C, 1.0f, (size_t)C);
+    if (db) be->accumulate(be, db, dv + 2 * C, 1.0f, (size_t)C);
+    if ((s = be->to_host(be, hs, dv + C, sizeof(float) * 2 * (size_t)C)) != MAMA_OK) goto fail;
+    hs[2 * C] = (float)rows;
+    if ((s = c->allreduce_sum_f32(c, hs, 2 * (size_t)C + 1)) != MAMA_OK) goto fail;
+    n = hs[2 * C];
+    for (i = 0; i < C; i++) {
+        double wr = (double)hw[i] * hr[i], k2 = hs[i] / n, k1 = hs[C + i] / n;
+        double g1 = -wr * k2 * hr[i], g0 = -wr * k1 + wr * k2 * hr[i] * hm[i];
+        h[6 * C + i] = (float)g1; /* h[6C..8C): g1, g0 (past every input copy) */
+        h[7 * C + i] = (float)g0;
+    }
+    if ((s = be->to_device(be, dv + 3 * C, h + 6 * C, sizeof(float) * 2 * (size_t)C)) != MAMA_OK) goto fail;
+    if ((s = be->zero(be, dv + 5 * C, sizeof(float) * (size_t)C)) != MAMA_OK) goto fail;
+    be->layerscale_backward(be, dx, dv + 5 * C, x, x, dv + 3 * C, rows, C); /* dx += x g1 (dv+5C: unused scratch) */
+    be->bias_add_forward(be, dx, dv + 4 * C, rows, C);                       /* dx += g0 */
+    return;
+fail:
+    mama__dp_fail(m, s);
+}
+
+/* The text local head normalises each caption's sentences alone (SPEC A.3),
+ * so its outputs need nothing from other ranks; but one process updates the
+ * running statistics once per caption, in caption order over the whole
+ * batch.  To keep them identical to that, each rank sends every caption's
+ * batch statistics (double mean and unbiased variance, computed as the CPU
+ * kernel does), and every rank replays all G momentum updates in global
+ * caption order from the values before the step. */
+static void mama__dp_text_bn_save(mama_model *m) {
+    mama__dp *dp = m->dp;
+    mama_backend *be = m->be;
+    const mama__local_head *w = &m->w.txt_local;
+    int Hd = m->cfg.local_hidden, E = m->cfg.embed_dim;
+    mama_status s;
+    if (dp->status != MAMA_OK) return;
+    if ((s = mama__dp_grow((void **)&dp->tsave, &dp->tsave_cap, sizeof(float) * 2 * (size_t)(Hd + E))) != MAMA_OK ||
+        (s = be->to_host(be, dp->tsave, w->bn1_mean, sizeof(float) * (size_t)Hd)) != MAMA_OK ||
+        (s = be->to_host(be, dp->tsave + Hd, w->bn1_var, sizeof(float) * (size_t)Hd)) != MAMA_OK ||
+        (s = be->to_host(be, dp->tsave + 2 * Hd, w->bn2_mean, sizeof(float) * (size_t)E)) != MAMA_OK ||
+        (s = be->to_host(be, dp->tsave + 2 * Hd + E, w->bn2_var, sizeof(float) * (size_t)E)) != MAMA_OK) {
+        mama__dp_fail(m, s);
+        return;
+    }
+    dp->tsave_tracked[0] = m->bn_batches[2];
+    dp->tsave_tracked[1] = m->bn_batches[3];
+}
+
+/* per-channel double mean and unbiased variance of rows r0..r0+nr-1 of x [., C], packed */
+static void mama__dp_caption_stats(const float *x, int r0, int nr, int C, double *tmp, float *out) {
+    int r, i;
+    double *mu = tmp, *uv = tmp + C;
+    for (i = 0; i < C; i++) mu[i] = uv[i] = 0;
+    for (r = r0; r < r0 + nr; r++)
+        for (i = 0; i < C; i++) mu[i] += x[(size_t)r * C + i];
+    for (i = 0; i < C; i++) mu[i] /= nr;
+    for (r = r0; r < r0 + nr; r++)
+        for (i = 0; i < C; i++) {
+            double d = x[(size_t)r * C + i] - mu[i];
+            uv[i] += d * d;
+        }
+    for (i = 0; i < C; i++) uv[i] = nr > 1 ? uv[i] / (nr - 1) : uv[i] / nr;
+    mama__dp_pack(out, mu, 2 * C); /* mu and uv are adjacent */
+}
+
+static void mama__dp_text_bn_replay(mama_model *m, int B, int S) {
+    mama__dp *dp = m->dp;
+    mama_backend *be = m->be;
+    mama_comm *c = dp->comm;
+    const mama__local_head *w = &m->w.txt_local;
+    int Hd = m->cfg.local_hidden, E = m->cfg.embed_dim, W = c->size, i, q, k;
+    size_t R = 2 + 4 * (size_t)(Hd + E), need;
+    float *h1, *h2, *send, *all, *rm1, *rv1, *rm2, *rv2;
+    double *tmp;
+    mama_status s;
+    if (dp->status != MAMA_OK) return;
+    need = (size_t)S * (Hd + E) + (size_t)(W + 1) * B * R;
+    if ((s = mama__dp_grow((void **)&dp->tbuf, &dp->tbuf_cap, sizeof(float) * need)) != MAMA_OK ||
+        (s = mama__dp_grow((void **)&dp->tdbl, &dp->tdbl_cap, sizeof(double) * 2 * (size_t)Hd)) != MAMA_OK)
+        goto fail;
+    h1 = dp->tbuf; h2 = h1 + (size_t)S * Hd; send = h2 + (size_t)S * E; all = send + (size_t)B * R;
+    tmp = dp->tdbl;
+    if (S > 0 && ((s = be->to_host(be, h1, m->a.tl_h1, sizeof(float) * (size_t)S * Hd)) != MAMA_OK ||
+                  (s = be->to_host(be, h2, m->a.tl_h2, sizeof(float) * (size_t)S * E)) != MAMA_OK))
+        goto fail;
+    for (i = 0; i < B; i++) {
+        int r0 = m->h_sent_seg[i], nr = m->h_sent_seg[i + 1] - r0;
+        float *rec = send + (size_t)i * R;
+        memset(rec, 0, sizeof(float) * R);
+        rec[0] = (float)nr;
+        if (nr <= 0) continue;
+        mama__dp_caption_stats(h1, r0, nr, Hd, tmp, rec + 2);
+        mama__dp_caption_stats(h2, r0, nr, E, tmp, rec + 2 + 4 * (size_t)Hd);
+    }
+    if ((s = c->allgather_f32(c, send, (size_t)B * R, all)) != MAMA_OK) goto fail;
+    /* replay, caption by caption in global order, from the saved values */
+    rm1 = dp->tsave; rv1 = rm1 + Hd; rm2 = rv1 + Hd; rv2 = rm2 + E;
+    m->bn_batches[2] = dp->tsave_tracked[0];
+    m->bn_batches[3] = dp->tsave_tracked[1];
+    for (q = 0; q < W * B; q++) {
+        const float *rec = all + (size_t)q * R, *p1 = rec + 2, *p2 = rec + 2 + 4 * (size_t)Hd;
+        if (rec[0] <= 0) continue;
+        for (k = 0; k < Hd; k++) {
+            double mu = (double)p1[2 * k] + p1[2 * k + 1], uv = (double)p1[2 * (Hd + k)] + p1[2 * (Hd + k) + 1];
+            rm1[k] = (float)((1.0 - 0.1f) * rm1[k] + 0.1f * mu);
+            rv1[k] = (float)((1.0 - 0.1f) * rv1[k] + 0.1f * uv);
+        }
+        for (k = 0; k < E; k++) {
+            double mu = (double)p2[2 * k] + p2[2 * k + 1], uv = (double)p2[2 * (E + k)] + p2[2 * (E + k) + 1];
+            rm2[k] = (float)((1.0 - 0.1f) * rm2[k] + 0.1f * mu);
+            rv2[k] = (float)((1.0 - 0.1f) * rv2[k] + 0.1f * uv);
+        }
+        m->bn_batches[2]++;
+        m->bn_batches[3]++;
+    }
+    if ((s = be->to_device(be, w->bn1_mean, rm1, sizeof(float) * (size_t)Hd)) != MAMA_OK ||
+        (s = be->to_device(be, w->bn1_var, rv1, sizeof(float) * (size_t)Hd)) != MAMA_OK ||
+        (s = be->to_device(be, w->bn2_mean, rm2, sizeof(float) * (size_t)E)) != MAMA_OK ||
+        (s = be->to_device(be, w->bn2_var, rv2, sizeof(float) * (size_t)E)) != MAMA_OK)
+        goto fail;
+    return;
+fail:
+    mama__dp_fail(m, s);
+}
+
+/* ---- 13.5 The losses over the global batch ------------------------------
+ * The loss buffers of section 4's arena are sized for one rank's batch;
+ * the global losses need them for G = W * B rows (and the SLA ones for all
+ * sentences of the global batch), so the model gets a second, loss-only
+ * workspace `ga`.  The section-6 loss functions read everything through
+ * m->a, so for the global part their fields are pointed at `ga` and put
+ * back afterwards: the very same code computes the single-process loss. */
+#define MAMA__DP_LOSS_FIELDS(X) \
+    X(img_emb) X(d_img_emb) X(txt_emb) X(d_txt_emb) X(sc_z) X(sc_zn) X(sc_norm) X(d_sc_zn) X(d_sc_z) \
+    X(logits) X(logits_t) X(ce_loss) X(ce_probs) X(ce_probs_t) X(dlogits) X(dlogits_t) X(ce_dloss) \
+    X(targets_diag) X(targets_ntx) X(ntx_sim) X(ntx_probs) X(ntx_loss) X(ntx_dsim) X(ntx_dloss) \
+    X(p_emb) X(d_p_emb) X(s_emb) X(d_s_emb) X(sent_seg) X(img_seg) \
+    X(sla_sim) X(sla_simt) X(sla_rowmax) X(sla_rowarg) X(sla_colmax) X(sla_colarg) X(sla_avg) X(sla_t2i_t) \
+    X(sla_i2t) X(sla_dsim) X(sla_dsimt) X(sla_drowmax) X(sla_dcolmax) X(sla_dt2i_t) X(sla_di2t)
+
+static size_t mama__dp_layout(const mama_model *m, mama__acts *a, int G, int S, float *base) {
+    int N = m->n_patches, E = m->cfg.embed_dim, Gv = 2 * G;
+    size_t off = 0, GN = (size_t)G * N;
+#define MAMA__DPF(ptr, n) do { (ptr) = base ? base + off : NULL; off += mama__round16((size_t)(n)); } while (0)
+#define MAMA__DPI(ptr, n) do { (ptr) = base ? (int *)(void *)(base + off) : NULL; off += mama__round16((size_t)(n)); } while (0)
+    MAMA__DPF(a->img_emb, (size_t)Gv * E); MAMA__DPF(a->d_img_emb, (size_t)Gv * E);
+    MAMA__DPF(a->txt_emb, (size_t)G * E); MAMA__DPF(a->d_txt_emb, (size_t)G * E);
+    MAMA__DPF(a->sc_z, (size_t)Gv * E); MAMA__DPF(a->sc_zn, (size_t)Gv * E); MAMA__DPF(a->sc_norm, Gv);
+    MAMA__DPF(a->d_sc_zn, (size_t)Gv * E); MAMA__DPF(a->d_sc_z, (size_t)Gv * E);
+    MAMA__DPF(a->logits, (size_t)G * G); MAMA__DPF(a->logits_t, (size_t)G * G); MAMA__DPF(a->ce_loss, 2 * Gv);
+    MAMA__DPF(a->ce_probs, (size_t)G * G); MAMA__DPF(a->ce_probs_t, (size_t)G * G);
+    MAMA__DPF(a->dlogits, (size_t)G * G); MAMA__DPF(a->dlogits_t, (size_t)G * G); MAMA__DPF(a->ce_dloss, Gv);
+    MAMA__DPI(a->targets_diag, G); MAMA__DPI(a->targets_ntx, Gv);
+    MAMA__DPF(a->ntx_sim, (size_t)Gv * Gv); MAMA__DPF(a->ntx_probs, (size_t)Gv * Gv); MAMA__DPF(a->ntx_loss, Gv);
+    MAMA__DPF(a->ntx_dsim, (size_t)Gv * Gv); MAMA__DPF(a->ntx_dloss, Gv);
+    if (S > 0) { /* SLA: every patch of the global batch against every sentence */
+        MAMA__DPF(a->p_emb, GN * E); MAMA__DPF(a->d_p_emb, GN * E);
+        MAMA__DPF(a->s_emb, (size_t)S * E); MAMA__DPF(a->d_s_emb, (size_t)S * E);
+        MAMA__DPI(a->sent_seg, G + 1); MAMA__DPI(a->img_seg, G + 1);
+        MAMA__DPF(a->sla_sim, GN * S); MAMA__DPF(a->sla_simt, GN * S);
+        MAMA__DPF(a->sla_rowmax, GN * G); MAMA__DPI(a->sla_rowarg, GN * G);
+        MAMA__DPF(a->sla_colmax, (size_t)S * G); MAMA__DPI(a->sla_colarg, (size_t)S * G);
+        MAMA__DPF(a->sla_avg, (size_t)G * S);
+        MAMA__DPF(a->sla_t2i_t, (size_t)G * G); MAMA__DPF(a->sla_i2t, (size_t)G * G);
+        MAMA__DPF(a->sla_dsim, GN * S); MAMA__DPF(a->sla_dsimt, GN * S);
+        MAMA__DPF(a->sla_drowmax, GN * G); MAMA__DPF(a->sla_dcolmax, (size_t)S * G);
+        MAMA__DPF(a->sla_dt2i_t, (size_t)G * G); MAMA__DPF(a->sla_di2t, (size_t)G * G);
+    }
+#undef MAMA__DPF
+#undef MAMA__DPI
+    return off;
+}
+
+/* (Re)allocate the loss workspace for G rows and S sentences (grows only). */
+static mama_status mama__dp_workspace(mama_model *m, int S) {
+    mama__dp *dp = m->dp;
+    mama_backend *be = m->be;
+    size_t n;
+    if (dp->arena && S <= dp->S_cap) return MAMA_OK;
+    if (S > dp->S_cap) S = S + S / 4; /* headroom: caption lengths vary from step to step */
+    else S = dp->S_cap;
+    if (dp->arena) be->free(be, dp->arena);
+    dp->arena = NULL;
+    n = mama__dp_layout(m, &dp->ga, dp->G, S, NULL);
+    if (be->alloc(be, (void **)&dp->arena, sizeof(float) * n) != MAMA_OK)
+        return MAMA_FAIL(MAMA_ERR_NOMEM, "data parallel: the global-batch loss workspace (%zu MiB for %d samples, "
+                         "%d sentences) does not fit", n * sizeof(float) >> 20, dp->G, S);
+    mama__dp_layout(m, &dp->ga, dp->G, S, dp->arena);
+    dp->S_cap = S;
+    return MAMA_OK;
+}
+
+static mama_status mama__dp_losses(mama_model *m, int B, int S, int use_mv, int use_sym, int use_sla, int backward,
+                                   mama_losses *L) {
+    mama__dp *dp = m->dp;
+    mama_comm *c = dp->comm;
+    mama_backend *be = m->be;
+    mama__acts *a = &m->a, saved;
+    const mama__acts *ga = &dp->ga;
+    int W = c->size, r = c->rank, E = m->cfg.embed_dim, N = m->n_patches, G = W * B, Sg = 0, soff = 0, i, q, t;
+    int global = dp->mode == MAMA_DP_GLOBAL, two = use_mv || use_sym;
+    size_t BE = (size_t)B * E;
+    float *hf, *dscale = NULL, *local_scale_grad = m->g.local_scale;
+    int *hi;
+    mama_status s = MAMA_OK;
+    /* 1. shapes: the same B everywhere; every caption's sentence count (SLA) */
+    MAMA_TRY(mama__dp_grow((void **)&dp->hf, &dp->hf_cap, sizeof(float) * ((size_t)W * (B + 2) + 2)));
+    hf = dp->hf;
+    hf[0] = (float)B;
+    hf[1] = (float)S;
+    MAMA_TRY(c->allgather_f32(c, hf, 2, hf + 2));
+    for (q = 0; q < W; q++)
+        if ((int)hf[2 + 2 * q] != B)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "data parallel: rank %d has a batch of %d, rank %d of %d (all ranks "
+                             "must use the same batch)", q, (int)hf[2 + 2 * q], r, B);
+    for (q = 0; q < W; q++) {
+        dp->counts[q] = (size_t)hf[2 + 2 * q + 1];
+        if (q < r) soff += (int)dp->counts[q];
+        Sg += (int)dp->counts[q];
+    }
+    if (G > dp->G) return MAMA_FAIL(MAMA_ERR_INVALID, "data parallel: global batch %d > capacity %d", G, dp->G);
+    MAMA_TRY(mama__dp_workspace(m, global && use_sla ? Sg : 0));
+    MAMA_TRY(mama__dp_grow((void **)&dp->hi, &dp->hi_cap, sizeof(int) * (2 * (size_t)G + 2)));
+    hi = dp->hi;
+    /* 2. the rows every loss reads across samples, in global order
+     *    (image half [G], then the ext half [G], as one process of G has them) */
+    if (global) {
+        MAMA_TRY(mama__dp_allgather_dev(m, a->img_emb, BE, ga->img_emb));
+        if (two) MAMA_TRY(mama__dp_allgather_dev(m, a->img_emb + BE, BE, ga->img_emb + (size_t)G * E));
+        MAMA_TRY(mama__dp_allgather_dev(m, a->txt_emb, BE, ga->txt_emb));
+        if (use_sla) {
+            MAMA_TRY(mama__dp_allgather_dev(m, a->p_emb, BE * N, ga->p_emb));
+            for (q = 0; q < W; q++) dp->counts[q] *= (size_t)E;
+            MAMA_TRY(mama__dp_allgatherv_dev(m, a->s_emb, (size_t)S * E, ga->s_emb, dp->counts));
+        }
+    }
+    if (use_mv) {
+        MAMA_TRY(mama__dp_allgather_dev(m, a->sc_z, BE, ga->sc_z));
+        MAMA_TRY(mama__dp_allgather_dev(m, a->sc_z + BE, BE, ga->sc_z + (size_t)G * E));
+    }
+    /* 3. the global index arrays: targets, 1/G loss weights, sentence segments */
+    for (i = 0; i < G; i++) hi[i] = i;
+    MAMA_TRY(be->to_device(be, ga->targets_diag, hi, sizeof(int) * (size_t)G));
+    for (i = 0; i < 2 * G; i++) hi[i] = (i + G) % (2 * G);
+    MAMA_TRY(be->to_device(be, ga->targets_ntx, hi, sizeof(int) * (size_t)(2 * G)));
+    MAMA_TRY(mama__dp_grow((void **)&dp->hf, &dp->hf_cap, sizeof(float) * ((size_t)2 * G + (size_t)G * Sg + 2)));
+    hf = dp->hf;
+    for (i = 0; i < G; i++) hf[i] = 1.0f / (float)G;
+    MAMA_TRY(be->to_device(be, ga->ce_dloss, hf, sizeof(float) * (size_t)G));
+    for (i = 0; i < 2 * G; i++) hf[i] = 1.0f / (float)(2 * G);
+    MAMA_TRY(be->to_device(be, ga->ntx_dloss, hf, sizeof(float) * (size_t)(2 * G)));
+    if (global && use_sla) {
+        /* every rank's caption sentence counts -> global segments and the
+         * sentence-averaging matrix [G, Sg] of the t2i score */
+        hf[0] = 0;
+        for (i = 0; i < B; i++) hf[i] = (float)(m->h_sent_seg[i + 1] - m->h_sent_seg[i]);
+        MAMA_TRY(mama__dp_grow((void **)&dp->stage, &dp->stage_cap, sizeof(float) * (size_t)G));
+        MAMA_TRY(c->allgather_f32(c, hf, (size_t)B, dp->stage));
+        hi[0] = 0;
+        for (i = 0; i < G; i++) hi[i + 1] = hi[i] + (int)dp->stage[i];
+        if (hi[G] != Sg) return MAMA_FAIL(MAMA_ERR_INVALID, "data parallel: sentence counts disagree (%d vs %d)", hi[G], Sg);
+        MAMA_TRY(be->to_device(be, ga->sent_seg, hi, sizeof(int) * (size_t)(G + 1)));
+        memset(hf, 0, sizeof(float) * (size_t)G * Sg);
+        for (i = 0; i < G; i++)
+            for (t = hi[i]; t < hi[i + 1]; t++) hf[(size_t)i * Sg + t] = 1.0f / (float)(hi[i + 1] - hi[i]);
+        MAMA_TRY(be->to_device(be, ga->sla_avg, hf, sizeof(float) * (size_t)G * Sg));
+        for (i = 0; i <= G; i++) hi[i] = i * N;
+        MAMA_TRY(be->to_device(be, ga->img_seg, hi, sizeof(int) * (size_t)(G + 1)));
+    }
+    if (!global) {
+        /* reference: CLIP, symmetric CLIP and SLA over this rank's batch, as
+         * section 6 computes them; the objective is their mean over ranks,
+         * so the CE weights become 1/(W B) (the loss values stay per rank
+         * and are averaged for the report below) */
+        for (i = 0; i < B; i++) hf[i] = 1.0f / (float)G;
+        MAMA_TRY(be->to_device(be, a->ce_dloss, hf, sizeof(float) * (size_t)B));
+        L->clip = (float)mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb,
+                                         m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
+        if (use_sym)
+            L->sym = (float)mama__clip_loss(m, a->img_emb + BE, a->txt_emb, backward ? a->d_img_emb + BE : NULL,
+                                            a->d_txt_emb, m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
+        if (use_sla) {
+            if (backward) {
+                mama__zero(be, a->d_p_emb, BE * N);
+                mama__zero(be, a->d_s_emb, (size_t)S * E);
+            }
+            L->sla = (float)mama__sla_loss(m, B, S, backward);
+        }
+        hf[0] = L->clip; hf[1] = L->sym; hf[2] = L->sla;
+        MAMA_TRY(c->allreduce_sum_f32(c, hf, 3));
+        L->clip = hf[0] / W; L->sym = hf[1] / W; L->sla = hf[2] / W;
+    }
+    /* 4. the global losses: section 6's code on the gathered tensors.  The
+     * log-temperatures' gradients come from rank 0 only (every rank holds
+     * the same value; the gradient all-reduce sums). */
+    saved = *a;
+#define MAMA__DP_SWAP(f) a->f = ga->f;
+    MAMA__DP_LOSS_FIELDS(MAMA__DP_SWAP)
+#undef MAMA__DP_SWAP
+    if (backward && r == 0) dscale = m->g.logit_scale;
+    if (r != 0) m->g.local_scale = NULL;
+    if (backward) {
+        mama__zero(be, a->d_img_emb, (size_t)2 * G * E);
+        mama__zero(be, a->d_txt_emb, (size_t)G * E);
+    }
+    if (global) {
+        L->clip = (float)mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb,
+                                         m->w.logit_scale, dscale, G);
+        if (use_sym)
+            L->sym = (float)mama__clip_loss(m, a->img_emb + (size_t)G * E, a->txt_emb,
+                                            backward ? a->d_img_emb + (size_t)G * E : NULL, a->d_txt_emb,
+                                            m->w.logit_scale, dscale, G);
+        if (use_sla) {
+            if (backward) {
+                mama__zero(be, a->d_p_emb, (size_t)G * N * E);
+                mama__zero(be, a->d_s_emb, (size_t)Sg * E);
+            }
+            L->sla = (float)mama__sla_loss(m, G, Sg, backward);
+        }
+    }
+    if (use_mv) L->mv = (float)mama__ntxent_loss(m, G, backward);
+    *a = saved;
+    m->g.local_scale = local_scale_grad;
+    if (!backward) return s;
+    /* 5. keep the gradient rows of this rank's samples */
+    if (global) {
+        be->accumulate(be, a->d_img_emb, ga->d_img_emb + (size_t)r * BE, 1.0f, BE);
+        if (two) be->accumulate(be, a->d_img_emb + BE, ga->d_img_emb + ((size_t)G * E + (size_t)r * BE), 1.0f, BE);
+        be->accumulate(be, a->d_txt_emb, ga->d_txt_emb + (size_t)r * BE, 1.0f, BE);
+        if (use_sla) {
+            MAMA_TRY(be->copy(be, a->d_p_emb, ga->d_p_emb + (size_t)r * BE * N, sizeof(float) * BE * N));
+            if (S > 0) MAMA_TRY(be->copy(be, a->d_s_emb, ga->d_s_emb + (size_t)soff * E, sizeof(float) * (size_t)S * E));
+        }
+    }
+    if (use_mv) {
+        MAMA_TRY(be->copy(be, a->d_sc_z, ga->d_sc_z + (size_t)r * BE, sizeof(float) * BE));
+        MAMA_TRY(be->copy(be, a->d_sc_z + BE, ga->d_sc_z + ((size_t)G * E + (size_t)r * BE), sizeof(float) * BE));
+    }
+    return s;
+}
+
+/* ---- 13.6 Public entry points, sharded encoding, checkpoints ----------- */
+MAMA_API mama_status mama_model_set_comm(mama_model *m, mama_comm *comm, mama_dp_mode mode) {
+    mama__dp *dp;
+    mama_backend *be;
+    float mine[4], *all = NULL;
+    size_t total;
+    int C, q;
+    mama_status s;
+    if (!m) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_set_comm: model is NULL");
+    be = m->be;
+    mama__dp_free(m);
+    if (!comm || comm->size <= 1) return MAMA_OK;
+    if (comm->rank < 0 || comm->rank >= comm->size || !comm->allreduce_sum_f32 || !comm->allgather_f32 ||
+        !comm->allgatherv_f32 || !comm->broadcast_f32 || !comm->barrier)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_set_comm: communicator '%s' is incomplete (rank %d of %d)",
+                         comm->name ? comm->name : "?", comm->rank, comm->size);
+    if (mode != MAMA_DP_GLOBAL && mode != MAMA_DP_REFERENCE)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_set_comm: unknown mode %d", (int)mode);
+    MAMA_TRY(mama_calloc((void **)&dp, sizeof *dp, "data-parallel state"));
+    m->dp = dp;
+    dp->comm = comm;
+    dp->mode = mode;
+    dp->G = comm->size * m->max_batch;
+    C = m->cfg.local_hidden;
+    if (m->cfg.vision_dim > C) C = m->cfg.vision_dim;
+    if (m->cfg.embed_dim > C) C = m->cfg.embed_dim;
+    dp->C = C;
+    if ((s = be->alloc(be, (void **)&dp->bn_dev, sizeof(float) * 8 * (size_t)C)) != MAMA_OK ||
+        (s = be->zero(be, dp->bn_dev, sizeof(float) * 8 * (size_t)C)) != MAMA_OK ||
+        (s = mama_alloc((void **)&dp->bn_host, sizeof(float) * ((8 + 4 * (size_t)comm->size) * C + 8 * (size_t)comm->size + 8),
+                        "data-parallel scratch")) != MAMA_OK ||
+        (s = mama_alloc((void **)&dp->bn_mean, sizeof(double) * 4 * (size_t)C, "data-parallel scratch")) != MAMA_OK ||
+        (s = mama_calloc((void **)&dp->counts, sizeof(size_t) * (size_t)comm->size, "data-parallel scratch")) != MAMA_OK ||
+        (s = mama_alloc((void **)&all, sizeof(float) * 4 * (size_t)comm->size, "data-parallel scratch")) != MAMA_OK)
+        goto fail;
+    /* the replicas must be the same model: compare shapes with rank 0's */
+    total = m->group_offset[3] + m->group_numel[3];
+    mine[0] = (float)(total % 16777216); mine[1] = (float)(total / 16777216);
+    mine[2] = (float)m->nparams; mine[3] = (float)m->max_batch;
+    if ((s = comm->allgather_f32(comm, mine, 4, all)) != MAMA_OK) goto fail;
+    for (q = 0; q < comm->size; q++)
+        if (all[4 * q] != all[0] || all[4 * q + 1] != all[1] || all[4 * q + 2] != all[2] || all[4 * q + 3] != all[3]) {
+            s = MAMA_FAIL(MAMA_ERR_INVALID, "data parallel: rank %d's model (%.0f tensors, max_batch %.0f) differs from "
+                          "rank 0's (%.0f tensors, max_batch %.0f)", q, all[4 * q + 2], all[4 * q + 3], all[2], all[3]);
+            goto fail;
+        }
+    /* one set of weights: rank 0's parameters and BatchNorm buffers everywhere */
+    if ((s = mama__dp_broadcast_dev(m, m->params, total, 0)) != MAMA_OK) goto fail;
+    mama_free(all);
+    return MAMA_OK;
+fail:
+    mama_free(all);
+    mama__dp_free(m);
+    return s;
+}
+
+MAMA_API mama_status mama_model_allreduce_grads(mama_model *m) {
+    if (!m) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_allreduce_grads: model is NULL");
+    if (mama__dp_world(m) == 1) return MAMA_OK;
+    return mama__dp_allreduce_dev(m, m->grads, m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE]);
+}
+
+/* Each rank encodes records [n r / W, n (r+1) / W) (augmentation keyed by
+ * the global index, so the features equal one process's), then all ranks
+ * gather every row.  A failure on any rank fails all of them (nobody is
+ * left waiting in the gather). */
+static mama_status mama__dp_encode_records(mama_model *m, mama_dataset *d, const int *records, int n, float *emb,
+                                           float *pooled, int train_aug, uint64_t seed) {
+    mama_comm *c = m->dp->comm;
+    int W = c->size, r = c->rank, q, E = m->cfg.embed_dim, D = m->cfg.vision_dim;
+    int lo = (int)((long long)n * r / W), hi = (int)((long long)n * (r + 1) / W);
+    float *le = NULL, *lp = NULL, flag;
+    mama_status s = MAMA_OK;
+    char msg[1024] = "";
+    if (emb) s = mama_alloc((void **)&le, sizeof(float) * ((size_t)(hi - lo) * E + 1), "sharded encoding");
+    if (s == MAMA_OK && pooled) s = mama_alloc((void **)&lp, sizeof(float) * ((size_t)(hi - lo) * D + 1), "sharded encoding");
+    if (s == MAMA_OK) s = mama__encode_range(m, d, records, lo, hi, le, lp, train_aug, seed);
+    if (s != MAMA_OK) snprintf(msg, sizeof msg, "%s", mama_last_error());
+    flag = s != MAMA_OK ? 1.0f : 0.0f;
+    if (c->allreduce_sum_f32(c, &flag, 1) != MAMA_OK && s == MAMA_OK) s = MAMA_ERR_BACKEND;
+    if (s == MAMA_OK && flag != 0) s = MAMA_FAIL(MAMA_ERR_IO, "sharded encoding failed on another rank");
+    for (q = 0; q < W && s == MAMA_OK; q++)
+        m->dp->counts[q] = (size_t)((long long)n * (q + 1) / W - (long long)n * q / W);
+    if (s == MAMA_OK && emb) {
+        for (q = 0; q < W; q++) m->dp->counts[q] *= (size_t)E;
+        s = c->allgatherv_f32(c, le, (size_t)(hi - lo) * E, emb, m->dp->counts);
+        for (q = 0; q < W; q++) m->dp->counts[q] /= (size_t)E;
+    }
+    if (s == MAMA_OK && pooled) {
+        for (q = 0; q < W; q++) m->dp->counts[q] *= (size_t)D;
+        s = c->allgatherv_f32(c, lp, (size_t)(hi - lo) * D, pooled, m->dp->counts);
+    }
+    mama_free(le);
+    mama_free(lp);
+    if (s != MAMA_OK && msg[0]) return MAMA_FAIL(s, "%s", msg);
+    return s;
+}
+
+static mama_status mama__dp_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
+                                            uint64_t seed) {
+    mama_status s = MAMA_OK;
+    float flag;
+    mama_comm *c;
+    if (mama__dp_rank(m) == 0) s = mama_checkpoint_save(path, m, opt, step, seed);
+    if (mama__dp_world(m) == 1) return s;
+    /* every rank learns whether rank 0 succeeded; the all-reduce also
+     * orders the (atomic) rename before any rank goes on to read it */
+    c = m->dp->comm;
+    flag = s != MAMA_OK ? 1.0f : 0.0f;
+    if (c->allreduce_sum_f32(c, &flag, 1) != MAMA_OK && s == MAMA_OK) return MAMA_ERR_BACKEND;
+    if (flag != 0 && s == MAMA_OK) return MAMA_FAIL(MAMA_ERR_IO, "rank 0 could not write the checkpoint %s", path);
+    return s;
+}
 
 
 

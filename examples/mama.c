@@ -27,6 +27,8 @@ static const char *usage =
     "  pretrain --manifest M --out CKPT [--config tiny] [--tokenizer DIR] [--steps N] [--batch B]\n"
     "           [--accum A] [--lr X] [--warmup N] [--late-loss N] [--seed S] [--log CSV]\n"
     "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n"
+    "        data parallel (build with `make MPI=1`): mpirun -np N build/mama pretrain ... trains on N\n"
+    "        ranks, --batch per rank; [--dp-reference] keeps the reference's per-rank CLIP/SLA losses\n"
     "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
     "           [--tokenizer DIR] [--ref-text-feature] [--json OUT] [--png PREFIX]\n"
     "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
@@ -60,6 +62,22 @@ static const char *arg_value(int argc, char **argv, const char *key, const char 
 static int fail(void) {
     fprintf(stderr, "mama: error: %s\n", mama_last_error());
     return 1;
+}
+
+/* Data parallel (mama.h section 13): under `mpirun -np N` a build with
+ * MPI=1 runs pretrain, finetune, probe and zeroshot on N ranks; rank 0
+ * alone prints and writes files.  Without MPI this is one process. */
+static mama_comm *g_comm = NULL;
+static mama_dp_mode g_dp_mode = MAMA_DP_GLOBAL;
+static int g_rank = 0;
+
+static int attach_comm(mama_model *m) {
+    if (!g_comm || g_comm->size < 2) return 0;
+    if (mama_model_set_comm(m, g_comm, g_dp_mode) != MAMA_OK) return fail();
+    if (g_rank == 0)
+        fprintf(stderr, "data parallel: %d ranks over %s, %s losses\n", g_comm->size, g_comm->name,
+                g_dp_mode == MAMA_DP_GLOBAL ? "global-batch" : "reference (per-rank CLIP/SLA)");
+    return 0;
 }
 
 static int cmd_forward(int argc, char **argv) {
@@ -161,12 +179,14 @@ static int cmd_pretrain(int argc, char **argv) {
     } else if (mama_model_create(&m, &cfg, mama_cli_backend(), o.batch, o.seed) != MAMA_OK) {
         return fail();
     }
+    if (attach_comm(m) != 0) { mama_model_free(m); return 1; }
     if (mama_dataset_open(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
-    fprintf(stderr, "pretrain: %d train images (%d skipped), %ld steps of %d x %d, %d threads\n",
-            mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
-            mama_num_threads());
+    if (g_rank == 0)
+        fprintf(stderr, "pretrain: %d train images (%d skipped), %ld steps of %d x %d x %d ranks, %d threads\n",
+                mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
+                g_comm ? g_comm->size : 1, mama_num_threads());
     if (mama_pretrain(m, d, &o, &r) != MAMA_OK) rc = fail();
-    else printf("pretrained %ld steps in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s\n", r.steps_done,
+    else if (g_rank == 0) printf("pretrained %ld steps in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s\n", r.steps_done,
                 r.seconds, r.images_per_s, r.last.loss, o.checkpoint);
     mama_dataset_free(d);
     mama_model_free(m);
@@ -224,6 +244,7 @@ static int cmd_eval(int argc, char **argv, int probe) {
         return 2;
     }
     if ((rc = open_eval(argc, argv, &m, &d)) != 0) return rc;
+    if (attach_comm(m) != 0) { mama_dataset_free(d); mama_model_free(m); return 1; }
     mama_buf_puts(&json, "{");
     for (i = 0; i < nt && rc == 0; i++) {
         mama_eval_result r;
@@ -243,8 +264,8 @@ static int cmd_eval(int argc, char **argv, int probe) {
         snprintf(title, sizeof title, "%s %s on %s", probe == 2 ? "fine-tuning" : probe ? "linear probe" : "zero-shot",
                  mama_task_name(tasks[i]),
                  mama_split_name(split));
-        mama_metrics_print(&r.metrics, title, stdout);
-        if (arg_value(argc, argv, "--png", NULL)) { /* the confusion matrix as a picture */
+        if (g_rank == 0) mama_metrics_print(&r.metrics, title, stdout);
+        if (g_rank == 0 && arg_value(argc, argv, "--png", NULL)) { /* the confusion matrix as a picture */
             static const char *const names[3][7] = {{"0 (A)", "1 (N)", "2 (B)", "3 (P)", "4 (S)", "5 (M)", "6 (K)"},
                                                     {"fatty", "scattered", "heterog.", "dense"}, {"no cancer", "cancer"}};
             char png[512];
@@ -257,7 +278,7 @@ static int cmd_eval(int argc, char **argv, int probe) {
         mama_eval_result_free(&r);
     }
     mama_buf_puts(&json, "}\n");
-    if (rc == 0) rc = write_json(arg_value(argc, argv, "--json", NULL), &json);
+    if (rc == 0 && g_rank == 0) rc = write_json(arg_value(argc, argv, "--json", NULL), &json);
     mama_buf_free(&json);
     mama_dataset_free(d);
     mama_model_free(m);
@@ -424,7 +445,35 @@ static int cmd_bench(int argc, char **argv) {
     return 2;
 }
 
+static int run_command(int argc, char **argv);
+
+/* Runs one command; under MPI (make MPI=1) the distributed commands first
+ * join the communicator of the launcher's ranks. */
 static int mama_cli_dispatch(int argc, char **argv) {
+    const char *cmd = argc > 1 ? argv[1] : "help";
+    int distributed = !strcmp(cmd, "pretrain") || !strcmp(cmd, "zeroshot") || !strcmp(cmd, "probe") ||
+                      !strcmp(cmd, "finetune"), rc, i;
+    for (i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--dp-reference")) g_dp_mode = MAMA_DP_REFERENCE;
+#ifdef MAMA_MPI
+    if (distributed) {
+        if (mama_comm_mpi_create(&g_comm) != MAMA_OK) return fail();
+        g_rank = g_comm->rank;
+    }
+    rc = run_command(argc, argv);
+    mama_comm_free(g_comm); /* MPI_Finalize */
+    return rc;
+#else
+    if (distributed && ((getenv("OMPI_COMM_WORLD_SIZE") && atoi(getenv("OMPI_COMM_WORLD_SIZE")) > 1) ||
+                        (getenv("PMI_SIZE") && atoi(getenv("PMI_SIZE")) > 1)))
+        fprintf(stderr, "mama: warning: started by an MPI launcher, but this build has no MPI (build with `make "
+                        "MPI=1`): every rank trains alone\n");
+    rc = run_command(argc, argv);
+    return rc;
+#endif
+}
+
+static int run_command(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "help";
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
