@@ -12,9 +12,9 @@
  *
  * Shapes are (M, N, K) of C[M,N] = A[M,K] B[K,N]: the ViT's qkv / proj /
  * fc1 / fc2 at 1374 tokens, the text tower's logits-like 144 x 7680 x
- * 2560, and 1152 x 768 x 768.  Each is timed in two layouts: NN (B stored
- * K x N) and NT (B stored N x K, i.e. y = x W^T as the linear layers call
- * it).  Both libraries get the same data and the same thread count; their
+ * 2560, and 1152 x 768 x 768.  Each is timed in three layouts: NN (B stored
+ * K x N), NT (B stored N x K, i.e. y = x W^T as the linear layers call
+ * it) and TN (A stored K x M: the weight gradients dW = dY^T X).  Both libraries get the same data and the same thread count; their
  * repetitions are interleaved so that noise from other processes hits both,
  * and each reports the best repetition after a warm-up.  The last line is
  * gemm_min_ratio_vs_openblas=<min over shapes and layouts of mama/OpenBLAS>
@@ -37,20 +37,24 @@ static const int bench_gemm_shapes[][3] = {
     {1374, 2304, 768}, {1374, 768, 768}, {1374, 3072, 768}, {1374, 768, 3072},
     {144, 7680, 2560}, {1152, 768, 768}};
 
-/* Best seconds of one call over reps (after one warm-up call). */
-static double bench_gemm_time_mama(int tb, int M, int N, int K, const float *A, const float *B,
+static const char *bench_gemm_layout_names[3] = {"NN", "NT", "TN"};
+
+/* Seconds of one call; layout 0 NN, 1 NT (B transposed), 2 TN (A transposed). */
+static double bench_gemm_time_mama(int layout, int M, int N, int K, const float *A, const float *B,
                                    float *C) {
+    int ta = layout == 2, tb = layout == 1;
     double t0 = mama_time_seconds();
-    mama_sgemm(0, tb, M, N, K, 1.0f, A, K, B, tb ? K : N, 0.0f, C, N);
+    mama_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
     return mama_time_seconds() - t0;
 }
 
 #ifdef MAMA_BENCH_OPENBLAS
-static double bench_gemm_time_blas(int tb, int M, int N, int K, const float *A, const float *B,
+static double bench_gemm_time_blas(int layout, int M, int N, int K, const float *A, const float *B,
                                    float *C) {
+    int ta = layout == 2, tb = layout == 1;
     double t0 = mama_time_seconds();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, K, B,
-                tb ? K : N, 0.0f, C, N);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A,
+                ta ? M : K, B, tb ? K : N, 0.0f, C, N);
     return mama_time_seconds() - t0;
 }
 #endif
@@ -124,7 +128,7 @@ int mama_bench_gemm_main(int argc, char **argv) {
 #endif
     printf("%-18s %-6s %12s %14s %8s %10s\n", "M x N x K", "layout", "mama GF/s", "openblas GF/s",
            "ratio", "max|diff|");
-    for (layout = 0; layout < 2; layout++)
+    for (layout = 0; layout < 3; layout++)
         for (s = 0; s < (int)(sizeof bench_gemm_shapes / sizeof bench_gemm_shapes[0]); s++) {
             int M = bench_gemm_shapes[s][0], N = bench_gemm_shapes[s][1], K = bench_gemm_shapes[s][2];
             double flops = 2.0 * M * N * K, best_m = INFINITY, best_b = INFINITY, diff = 0, t;
@@ -148,12 +152,12 @@ int mama_bench_gemm_main(int argc, char **argv) {
             for (i = 0; i < M * N; i++)
                 if (fabs((double)C[i] - C2[i]) > diff) diff = fabs((double)C[i] - C2[i]);
             if (best_m / best_b < INFINITY && best_b / best_m < min_ratio) min_ratio = best_b / best_m;
-            printf("%-18s %-6s %12.1f %14.1f %8.3f %10.2g\n", dims, layout ? "NT" : "NN",
+            printf("%-18s %-6s %12.1f %14.1f %8.3f %10.2g\n", dims, bench_gemm_layout_names[layout],
                    flops / best_m * 1e-9, flops / best_b * 1e-9, best_b / best_m, diff);
 #else
             (void)best_b;
             (void)diff;
-            printf("%-18s %-6s %12.1f %14s %8s %10s\n", dims, layout ? "NT" : "NN",
+            printf("%-18s %-6s %12.1f %14s %8s %10s\n", dims, bench_gemm_layout_names[layout],
                    flops / best_m * 1e-9, "-", "-", "-");
 #endif
             fflush(stdout);
