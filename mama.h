@@ -4956,13 +4956,36 @@ static void mama__visit_params(mama_model *m, const mama__bind *bind) {
 
 /* ---- 4.3 Initialisation (SPEC A.5, training from scratch) -------------- */
 
-static void mama__fill_normal(float *x, size_t n, float std, mama_rng *r) {
+static void mama__fill_normal_serial(float *x, size_t n, float std, mama_rng *r) {
     size_t i;
     for (i = 0; i < n; i++) {
         /* timm's trunc_normal_ cuts at the absolute values -2 and 2 */
         float v;
         do { v = std * mama_rng_normal(r); } while (v < -2.0f || v > 2.0f);
         x[i] = v;
+    }
+}
+/* Tensors of 1M values and more (the base config's 2.7B text weights take
+ * minutes on one core) are filled in 64K-value chunks across the threads,
+ * chunk k from its own generator seeded with (one draw of r, k): the
+ * values depend on the seed only, never on the thread count.  Smaller
+ * tensors (all of the tiny preset's) use r directly. */
+#define MAMA__INIT_CHUNK 65536
+static void mama__fill_normal(float *x, size_t n, float std, mama_rng *r) {
+    long long nch, ch;
+    uint64_t base;
+    if (n < ((size_t)1 << 20)) {
+        mama__fill_normal_serial(x, n, std, r);
+        return;
+    }
+    base = mama_rng_u64(r);
+    nch = (long long)((n + MAMA__INIT_CHUNK - 1) / MAMA__INIT_CHUNK);
+    MAMA__OPS_PAR_FOR(1)
+    for (ch = 0; ch < nch; ch++) {
+        mama_rng cr;
+        size_t o = (size_t)ch * MAMA__INIT_CHUNK, len = n - o < MAMA__INIT_CHUNK ? n - o : MAMA__INIT_CHUNK;
+        mama_rng_seed(&cr, base ^ ((uint64_t)(ch + 1) * 0x9E3779B97F4A7C15ull));
+        mama__fill_normal_serial(x + o, len, std, &cr);
     }
 }
 static void mama__fill_uniform(float *x, size_t n, float bound, mama_rng *r) {
