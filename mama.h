@@ -2623,13 +2623,22 @@ static void mama__gemm_tiny(const mama__gemm_args *g) {
         for (j0 = 0; j0 < g->N; j0 += 64) {
             int nb = g->N - j0 < 64 ? g->N - j0 : 64;
             for (j = 0; j < nb; j++) acc[j] = 0.0f;
-            if (g->Bh) {
-                /* half-precision B: element by element (tiny products only) */
+            if (g->Bh && !g->tb) {
+                /* half-precision B, converted element by element, in the
+                 * same order of operations as the float branches below */
                 for (k = 0; k < g->K; k++) {
                     float a = g->ta ? g->A[(ptrdiff_t)k * g->lda + i] : g->A[(ptrdiff_t)i * g->lda + k];
-                    for (j = 0; j < nb; j++)
-                        acc[j] += a * mama__gemm_half_get(g, g->tb ? (ptrdiff_t)(j0 + j) * g->ldb + k
-                                                                   : (ptrdiff_t)k * g->ldb + j0 + j);
+                    ptrdiff_t b = (ptrdiff_t)k * g->ldb + j0;
+                    for (j = 0; j < nb; j++) acc[j] += a * mama__gemm_half_get(g, b + j);
+                }
+            } else if (g->Bh) {
+                for (j = 0; j < nb; j++) {
+                    ptrdiff_t b = (ptrdiff_t)(j0 + j) * g->ldb;
+                    float s = 0.0f;
+                    for (k = 0; k < g->K; k++)
+                        s += (g->ta ? g->A[(ptrdiff_t)k * g->lda + i] : g->A[(ptrdiff_t)i * g->lda + k]) *
+                             mama__gemm_half_get(g, b + k);
+                    acc[j] = s;
                 }
             } else if (!g->tb) {
                 for (k = 0; k < g->K; k++) {
