@@ -46,6 +46,8 @@ static const char *usage =
     "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
     "  bench train --config tiny|small [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
     "  bench encode --config base [--batch 4] [--steps 3]\n"
+    "  bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]\n"
+    "        load W, time a text encode and a training step, print peak memory\n"
     "  help\n"
     "\n"
     "--frozen-dtype (info, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the frozen\n"
@@ -504,7 +506,8 @@ static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "gemm")) return mama_bench_gemm_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "train")) return mama_bench_train_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "encode")) return mama_bench_encode_main(argc - 1, argv + 1);
-    fprintf(stderr, "mama bench: expected gemm, train or encode\n%s", usage);
+    if (argc >= 1 && !strcmp(argv[0], "weights")) return mama_bench_weights_main(argc - 1, argv + 1);
+    fprintf(stderr, "mama bench: expected gemm, train, encode or weights\n%s", usage);
     return 2;
 }
 
