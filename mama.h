@@ -1330,7 +1330,10 @@ MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, con
  * `norm`, the text base weights in LoRA mode), `buffers` are BatchNorm
  * running statistics.  Gradients exist for [train | late] only, in a second
  * buffer with the same offsets, so data-parallel training needs one
- * all-reduce of one buffer. */
+ * all-reduce of one buffer.  The one exception to "one buffer": with
+ * mama_config.frozen_dtype BF16/F16 the frozen text matrices live in a
+ * third, half-precision buffer (mama_param_info.dtype says which; their
+ * offsets count elements of that buffer). */
 typedef enum mama_param_group { MAMA_GROUP_TRAIN = 0, MAMA_GROUP_LATE, MAMA_GROUP_FROZEN, MAMA_GROUP_BUFFER } mama_param_group;
 
 typedef struct mama_param_info {

@@ -209,6 +209,22 @@ static int mama_bench_weights_main(int argc, char **argv) {
                "loss %.4f (clip %.4f mv %.4f sym %.4f sla %.4f), peak RSS %.0f MB\n", s, B, B, B,
                mama_time_seconds() - t0, L.loss, L.clip, L.mv, L.sym, L.sla, bench_peak_rss_mb());
     }
+    {
+        /* the gradient that reached the LoRA matrices through the frozen tower */
+        double lora2 = 0, all2 = 0;
+        const float *g = mama_model_grads(m);
+        int i;
+        size_t k;
+        for (i = 0; i < mama_model_param_count(m); i++) {
+            const mama_param_info *p = mama_model_param(m, i);
+            double s2 = 0;
+            if (p->group != MAMA_GROUP_TRAIN && p->group != MAMA_GROUP_LATE) continue;
+            for (k = 0; k < p->numel; k++) s2 += (double)g[p->offset + k] * g[p->offset + k];
+            all2 += s2;
+            if (strstr(p->name, "lora_")) lora2 += s2;
+        }
+        printf("gradient norms after the last step: all trainable %.4g, LoRA %.4g\n", sqrt(all2), sqrt(lora2));
+    }
     free(images); free(ext); free(ids); free(mask); free(emb);
     mama_model_free(m);
     return 0;
