@@ -2462,10 +2462,10 @@ MAMA_API int mama_gemm_force_kernel(const char *name) {
     return 0;
 }
 
+#ifdef MAMA_X86_SIMD
 /* F16C (vcvtph2ps) is its own CPUID bit (leaf 1, ecx bit 29); the
  * compilers' __builtin_cpu_supports does not know it everywhere. */
 static int mama__gemm_has_f16c(void) {
-#ifdef MAMA_X86_SIMD
     static int cached = -1;
     if (cached < 0) {
         unsigned int a = 0, b = 0, c = 0, d = 0;
@@ -2473,10 +2473,8 @@ static int mama__gemm_has_f16c(void) {
         cached = (c >> 29) & 1u;
     }
     return cached;
-#else
-    return 0;
-#endif
 }
+#endif
 
 /* Packs a half-precision op(B) panel: vectorised when the chosen kernel is
  * a SIMD one (so the CPU has AVX2) and, for f16, the CPU has F16C. */
@@ -7781,7 +7779,7 @@ static int mama__st_read_direct(const mama_safetensors *st, const mama_st_tensor
 #ifdef MAMA__POSIX
     size_t done = 0, pos = st->data_start + t->offset;
     int fd;
-    if (st->storage_ != 2 || !st->path || t->nbytes < ((size_t)1 << 20) || pos > (size_t)LONG_MAX) return 0;
+    if (st->storage_ != 2 || !st->path || t->nbytes < ((size_t)1 << 16) || pos > (size_t)LONG_MAX) return 0;
     fd = open(st->path, O_RDONLY);
     if (fd < 0) return 0;
     if (lseek(fd, (off_t)pos, SEEK_SET) != (off_t)pos) { close(fd); return 0; }
