@@ -7817,6 +7817,11 @@ static mama_status mama__st_read_half(const mama_safetensors *st, const char *na
     MAMA_TRY(mama_alloc((void **)&tmp, sizeof(float) * (count ? count : 1), name));
     s = mama_st_read_f32(st, name, tmp, count);
     if (s == MAMA_OK) mama__f32_to_half_n(dst, tmp, MAMA_F16, count);
+    /* f16 tops out at 65504: a finite value beyond it would become Inf */
+    for (i = 0; s == MAMA_OK && i < count; i++)
+        if ((dst[i] & 0x7fffu) == 0x7c00u && fabsf(tmp[i]) <= FLT_MAX)
+            s = MAMA_FAIL(MAMA_ERR_NUMERIC, "%s: tensor '%s' element %zu = %g overflows f16 (load it as bf16 or f32)",
+                          st->path, name, i, (double)tmp[i]);
     mama_free(tmp);
     return s;
 }

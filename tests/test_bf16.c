@@ -305,6 +305,20 @@ static void file_tests(void) {
                         "checked before any is copied)", mama_status_name(s3));
         }
     }
+    /* an f32 value beyond f16's range: loading as f16 fails, naming it */
+    {
+        const mama_param_info *q = mama_model_find_param(m, cfc);
+        mama_model *m16 = NULL;
+        mama_status s4;
+        m->params[q->offset + 5] = 1e6f;
+        s4 = mama_model_save(m, p32) == MAMA_OK ? mama_model_load_as(&m16, p32, mama_cpu_backend(), 1, MAMA_F16)
+                                                : MAMA_ERR_IO;
+        test_report(s4 == MAMA_ERR_NUMERIC && m16 == NULL && strstr(mama_last_error(), cfc) &&
+                        strstr(mama_last_error(), "element 5"),
+                    "load_f16_overflow", "f32 weight 1e6 loaded as f16 -> %s: \"%s\"", mama_status_name(s4),
+                    mama_last_error());
+        mama_model_free(m16);
+    }
     mama_model_free(m);
     remove(p32);
     remove(p16);
