@@ -56,6 +56,23 @@
  *  MAMA_NCCL           declare mama_comm_nccl_create (mama_nccl.c).
  *
  * ===========================================================================
+ *  BIG FROZEN TEXT TOWERS: BF16 / F16 WEIGHTS
+ * ===========================================================================
+ *  In text modes lora and frozen the text tower's base weights never train.
+ *  With mama_config.frozen_dtype = MAMA_BF16 (or MAMA_F16) its big matrices
+ *  (wte and every block's c_attn, attn.c_proj, c_fc, mlp.c_proj weights)
+ *  stay in half precision in memory, in their own buffer; the GEMM widens
+ *  them to float32 while packing (mama_gemm_half), so forward and the
+ *  backward's dX = dY W^T run in float32 on exactly the stored values.
+ *  Trainable tensors are float32 master weights; frozen ones have no
+ *  gradient or AdamW state.  mama_model_load keeps the file's BF16/F16
+ *  dtype (mama_model_load_as chooses), saving writes it back, and the CLI
+ *  takes --frozen-dtype auto|bf16|f16|f32.  The paper's `base` config (2.7B
+ *  BioMedLM tower) then needs ~5.4 GB for the frozen text weights instead
+ *  of 10.8 GB, and loading from a memory-mapped file hands each tensor's
+ *  file pages back once copied, so it runs on a 24 GB CPU machine.
+ *
+ * ===========================================================================
  *  TABLE OF CONTENTS
  * ===========================================================================
  *   1. Public API: status codes, errors, allocation, RNG, the backend table,
@@ -321,6 +338,17 @@ struct mama_backend {
                      float momentum, float weight_decay, int first);
     /* sum of squares of x (double accumulation); NaN/Inf propagate */
     double (*sum_squares)(mama_backend *be, const float *x, size_t n);
+
+    /* --- half-precision weights (optional; a backend that leaves these
+     * NULL gets its frozen weights in float32, see mama_config.frozen_dtype).
+     * b_dtype / dtype is MAMA_BF16 or MAMA_F16 (a mama_dtype value). */
+    /* gemm with B in half precision (the weight); A, C float32 */
+    void (*gemm_half)(mama_backend *be, int trans_a, int trans_b, int M, int N, int K,
+                      float alpha, const float *A, int lda, const uint16_t *B, int ldb, int b_dtype,
+                      float beta, float *C, int ldc);
+    /* y[i, :] = float(table[ids[i], :]) (ids[i] < 0: zeros) */
+    void (*embedding_forward_half)(mama_backend *be, float *y, const int *ids, const uint16_t *table,
+                                   int dtype, int n, int C);
 };
 
 /* The CPU backend (a static table; never NULL). */
@@ -381,6 +409,18 @@ MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K,
                                  float alpha, const float *A, int lda, long long sa,
                                  const float *B, int ldb, long long sb, float beta,
                                  float *C, int ldc, long long sc, int batch);
+
+/* The same with B in half precision: `B` holds raw bf16 (b_dtype
+ * MAMA_BF16) or IEEE f16 (MAMA_F16) values, A and C are float32.  B is
+ * converted to float32 while it is packed (AVX2 shifts for bf16, F16C for
+ * f16, both exact), so the products and sums are the float GEMM's on the
+ * widened values: the result equals mama_sgemm on a float copy of B up to
+ * summation order.  For frozen weights kept in bf16/f16 (forward x W and
+ * backward dY W^T alike).  Never routed to CBLAS. */
+MAMA_API void mama_gemm_half(int trans_a, int trans_b, int M, int N, int K,
+                             float alpha, const float *A, int lda,
+                             const uint16_t *B, int ldb, int b_dtype, float beta,
+                             float *C, int ldc);
 
 /* The micro-kernel the run-time dispatch picked for this CPU:
  * "avx512", "avx2", "scalar" (or "cblas" when built with MAMA_USE_CBLAS). */
@@ -1282,6 +1322,19 @@ typedef struct mama_config {
     int embed_dim, local_hidden;
     /* memory: recompute each transformer block during the backward */
     int grad_checkpoint;
+    /* storage of the frozen text tower's big matrices (wte and every
+     * block's c_attn, attn.c_proj, c_fc, mlp.c_proj weights) in text modes
+     * lora and frozen: MAMA_F32 (0, the default), MAMA_BF16 or MAMA_F16.
+     * Half precision halves their memory (the 2.7B BioMedLM tower: 5.4 GB
+     * instead of 10.8 GB); the GEMMs widen them to float32 while packing,
+     * so all arithmetic stays float32.  Trainable tensors (LoRA, heads,
+     * vision) are always float32 master weights, and frozen ones have no
+     * gradient or optimiser state in any case.  Ignored in text mode full
+     * and on a backend without half-precision ops (then float32).  A
+     * runtime choice, not part of the architecture: not written to the
+     * mama_config metadata (a saved model's tensors carry their dtype;
+     * mama_model_load keeps it). */
+    mama_dtype frozen_dtype;
     /* special tokens */
     int bos_id, eos_id, pad_id, sep_id;
 } mama_config;
@@ -1302,15 +1355,22 @@ MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, con
  * `norm`, the text base weights in LoRA mode), `buffers` are BatchNorm
  * running statistics.  Gradients exist for [train | late] only, in a second
  * buffer with the same offsets, so data-parallel training needs one
- * all-reduce of one buffer. */
+ * all-reduce of one buffer.  The one exception to "one buffer": with
+ * mama_config.frozen_dtype BF16/F16 the frozen text matrices live in a
+ * third, half-precision buffer (mama_param_info.dtype says which; their
+ * offsets count elements of that buffer). */
 typedef enum mama_param_group { MAMA_GROUP_TRAIN = 0, MAMA_GROUP_LATE, MAMA_GROUP_FROZEN, MAMA_GROUP_BUFFER } mama_param_group;
 
 typedef struct mama_param_info {
     char name[128];             /* SPEC A.8 name */
     int ndim;
     int64_t shape[4];           /* as stored in files (1x1 convs as [out,in,1]) */
-    size_t offset, numel;       /* in floats, into the parameter buffer */
+    size_t offset, numel;       /* in elements, into the parameter buffer (float32) or,
+                                   for dtype MAMA_BF16/MAMA_F16, into the model's
+                                   half-precision buffer of frozen weights */
     mama_param_group group;
+    mama_dtype dtype;           /* storage: MAMA_F32, or the config's frozen_dtype for
+                                   the frozen text matrices kept in half precision */
 } mama_param_info;
 
 typedef struct mama_model mama_model;
@@ -1324,8 +1384,12 @@ MAMA_API const mama_config *mama_model_config(const mama_model *m);
 MAMA_API int mama_model_param_count(const mama_model *m);
 MAMA_API const mama_param_info *mama_model_param(const mama_model *m, int i);
 MAMA_API const mama_param_info *mama_model_find_param(const mama_model *m, const char *name);
-/* sizes of the groups, in floats */
+/* sizes of the groups, in elements (all storage dtypes; only the frozen
+ * group can hold half-precision tensors, see mama_model_half_numel) */
 MAMA_API size_t mama_model_numel(const mama_model *m, mama_param_group g);
+/* elements kept in half precision (0 when none) and their dtype
+ * (MAMA_BF16 / MAMA_F16; MAMA_F32 when none) */
+MAMA_API size_t mama_model_half_numel(const mama_model *m, mama_dtype *dtype);
 /* Device pointers to the parameter buffer and the gradient buffer. */
 MAMA_API float *mama_model_params(mama_model *m);
 MAMA_API float *mama_model_grads(mama_model *m);
@@ -1335,8 +1399,15 @@ MAMA_API float *mama_model_grads(mama_model *m);
  * missing tensors keep their initial values and are counted). Returns the
  * number of tensors loaded in *loaded when non-NULL. */
 MAMA_API mama_status mama_model_load_weights(mama_model *m, const char *path, int allow_missing, int *loaded);
-/* Create a model from a safetensors file whose metadata holds mama_config. */
+/* Create a model from a safetensors file whose metadata holds mama_config.
+ * The frozen text matrices keep the file's dtype when it is BF16 or F16
+ * (and the text mode is lora or frozen), else float32. */
 MAMA_API mama_status mama_model_load(mama_model **m, const char *path, mama_backend *be, int max_batch);
+/* The same with the storage of the frozen text matrices chosen:
+ * frozen_dtype MAMA_F32, MAMA_BF16 or MAMA_F16 (values are converted on
+ * load, rounding to nearest even), or -1 for the file's (as above). */
+MAMA_API mama_status mama_model_load_as(mama_model **m, const char *path, mama_backend *be, int max_batch,
+                                        int frozen_dtype);
 /* Save all parameters and buffers (and the config) as safetensors, atomically. */
 MAMA_API mama_status mama_model_save(const mama_model *m, const char *path);
 
@@ -1920,6 +1991,10 @@ typedef struct mama__gemm_args {
     const float *A, *B;
     float *C;
     ptrdiff_t lda, ldb, ldc;
+    /* half-precision B (mama_gemm_half): Bh replaces B, bdt is MAMA_BF16
+     * or MAMA_F16; Bh == NULL for the float GEMM */
+    const uint16_t *Bh;
+    int bdt;
 } mama__gemm_args;
 
 /* ---- packing ---- */
@@ -1991,6 +2066,58 @@ static void mama__gemm_pack_b(const mama__gemm_args *g, int k0, int kc, int j0, 
             if (n < nr)
                 for (k = 0; k < kc; k++)
                     for (j = n; j < nr; j++) dst[k * nr + j] = 0.0f;
+        }
+        dst += (ptrdiff_t)nr * kc;
+    }
+}
+
+/* One element of a half-precision B as float (bf16: the top 16 bits of a
+ * float32, so a shift; f16: IEEE binary16).  Both conversions are exact. */
+static float mama__gemm_half_get(const mama__gemm_args *g, ptrdiff_t i) {
+    if (g->bdt == MAMA_BF16) {
+        uint32_t u = (uint32_t)g->Bh[i] << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    return mama_f16_to_f32(g->Bh[i]);
+}
+
+/* n half-precision values (dtype MAMA_BF16 or MAMA_F16) to float32, and
+ * back (round to nearest even); used by the embedding lookup, loading,
+ * saving and initialisation of weights kept in half precision. */
+static void mama__half_to_f32_n(float *dst, const uint16_t *src, int dtype, size_t n) {
+    size_t i;
+    if (dtype == MAMA_BF16)
+        for (i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)src[i] << 16;
+            memcpy(dst + i, &u, sizeof u);
+        }
+    else
+        for (i = 0; i < n; i++) dst[i] = mama_f16_to_f32(src[i]);
+}
+static void mama__f32_to_half_n(uint16_t *dst, const float *src, int dtype, size_t n) {
+    size_t i;
+    if (dtype == MAMA_BF16)
+        for (i = 0; i < n; i++) dst[i] = mama_f32_to_bf16(src[i]);
+    else
+        for (i = 0; i < n; i++) dst[i] = mama_f32_to_f16(src[i]);
+}
+
+/* mama__gemm_pack_b for a half-precision B: the same panel layout, each
+ * element converted to float while it is copied (packing copies anyway,
+ * so the conversion costs next to nothing and the kernels are unchanged). */
+static void mama__gemm_pack_b_half_scalar(const mama__gemm_args *g, int k0, int kc, int j0, int nc,
+                                          int nr, float *dst) {
+    int jr, j, k;
+    for (jr = 0; jr < nc; jr += nr) {
+        int n = nc - jr < nr ? nc - jr : nr;
+        for (k = 0; k < kc; k++) {
+            float *d = dst + (ptrdiff_t)k * nr;
+            for (j = 0; j < n; j++)
+                d[j] = mama__gemm_half_get(g, g->tb ? (ptrdiff_t)(j0 + jr + j) * g->ldb + k0 + k
+                                                    : (ptrdiff_t)(k0 + k) * g->ldb + j0 + jr + j);
+            for (; j < nr; j++) d[j] = 0.0f;
         }
         dst += (ptrdiff_t)nr * kc;
     }
@@ -2261,6 +2388,75 @@ mama__gemm_pack_b_avx2(const mama__gemm_args *g, int k0, int kc, int j0, int nc,
     if (jr < nc) mama__gemm_pack_b(g, k0, kc, j0 + jr, nc - jr, nr, dst);
 }
 
+/* Eight half-precision values (128 bits) -> eight floats.  bf16: widen
+ * to 32 bits and shift left 16; f16: F16C's vcvtph2ps (the caller checks
+ * the CPU has it). */
+__attribute__((target("avx2,fma"))) static inline __m256
+mama__gemm_bf16x8(const uint16_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+__attribute__((target("avx2,fma,f16c"))) static inline __m256
+mama__gemm_f16x8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+/* Half-precision op(B) packing with AVX2 (+F16C for f16): full panels
+ * (nr a multiple of 8) by vectors, edges by the scalar loop.  NN: each k
+ * row is nr contiguous halves; NT: 8 x 8 blocks loaded along k and
+ * transposed in registers, as mama__gemm_pack_b_avx2 does. */
+#define MAMA__GEMM_HALF_PACK_BODY(LOAD8)                                                          \
+    for (jr = 0; jr + nr <= nc; jr += nr) {                                                       \
+        if (!g->tb) {                                                                             \
+            const uint16_t *src = g->Bh + (ptrdiff_t)k0 * g->ldb + j0 + jr;                       \
+            for (k = 0; k < kc; k++) {                                                            \
+                float *d = dst + (ptrdiff_t)k * nr;                                               \
+                for (v = 0; v < nr; v += 8) _mm256_storeu_ps(d + v, LOAD8(src + v));              \
+                src += g->ldb;                                                                    \
+            }                                                                                     \
+        } else {                                                                                  \
+            for (j = 0; j < nr; j += 8) {                                                         \
+                const uint16_t *s = g->Bh + (ptrdiff_t)(j0 + jr + j) * g->ldb + k0;               \
+                ptrdiff_t ld = g->ldb;                                                            \
+                for (k = 0; k + 8 <= kc; k += 8) {                                                \
+                    __m256 r0 = LOAD8(s + k), r1 = LOAD8(s + ld + k);                             \
+                    __m256 r2 = LOAD8(s + 2 * ld + k), r3 = LOAD8(s + 3 * ld + k);                \
+                    __m256 r4 = LOAD8(s + 4 * ld + k), r5 = LOAD8(s + 5 * ld + k);                \
+                    __m256 r6 = LOAD8(s + 6 * ld + k), r7 = LOAD8(s + 7 * ld + k);                \
+                    float *d = dst + (ptrdiff_t)k * nr + j;                                       \
+                    MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)                              \
+                    _mm256_storeu_ps(d + 0 * nr, r0);                                             \
+                    _mm256_storeu_ps(d + 1 * nr, r1);                                             \
+                    _mm256_storeu_ps(d + 2 * nr, r2);                                             \
+                    _mm256_storeu_ps(d + 3 * nr, r3);                                             \
+                    _mm256_storeu_ps(d + 4 * nr, r4);                                             \
+                    _mm256_storeu_ps(d + 5 * nr, r5);                                             \
+                    _mm256_storeu_ps(d + 6 * nr, r6);                                             \
+                    _mm256_storeu_ps(d + 7 * nr, r7);                                             \
+                }                                                                                 \
+                for (; k < kc; k++)                                                               \
+                    for (v = 0; v < 8; v++)                                                       \
+                        dst[(ptrdiff_t)k * nr + j + v] = mama__gemm_half_get(g, v * ld + (s - g->Bh) + k); \
+            }                                                                                     \
+        }                                                                                         \
+        dst += (ptrdiff_t)nr * kc;                                                                \
+    }                                                                                             \
+    if (jr < nc) mama__gemm_pack_b_half_scalar(g, k0, kc, j0 + jr, nc - jr, nr, dst);
+
+__attribute__((target("avx2,fma"))) static void
+mama__gemm_pack_b_bf16_avx2(const mama__gemm_args *g, int k0, int kc, int j0, int nc, int nr,
+                            float *dst) {
+    int jr, j, k, v;
+    MAMA__GEMM_HALF_PACK_BODY(mama__gemm_bf16x8)
+}
+__attribute__((target("avx2,fma,f16c"))) static void
+mama__gemm_pack_b_f16_avx2(const mama__gemm_args *g, int k0, int kc, int j0, int nc, int nr,
+                           float *dst) {
+    int jr, j, k, v;
+    MAMA__GEMM_HALF_PACK_BODY(mama__gemm_f16x8)
+}
+#undef MAMA__GEMM_HALF_PACK_BODY
+
 /* ---- AVX-512F kernel, 12 x 32 ----
  * The same scheme with 16-float zmm vectors: 24 accumulators, two B
  * vectors, one broadcast (27 of the 32 zmm registers). */
@@ -2378,6 +2574,41 @@ MAMA_API int mama_gemm_force_kernel(const char *name) {
     return 0;
 }
 
+#ifdef MAMA_X86_SIMD
+/* F16C (vcvtph2ps) is its own CPUID bit (leaf 1, ecx bit 29); the
+ * compilers' __builtin_cpu_supports does not know it everywhere. */
+static int mama__gemm_has_f16c(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        unsigned int a = 0, b = 0, c = 0, d = 0;
+        __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+        cached = (c >> 29) & 1u;
+    }
+    return cached;
+}
+#endif
+
+/* Packs a half-precision op(B) panel: vectorised when the chosen kernel is
+ * a SIMD one (so the CPU has AVX2) and, for f16, the CPU has F16C. */
+static void mama__gemm_pack_b_half(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int k0, int kc, int j0,
+                                   int nc, int nr, float *dst) {
+#ifdef MAMA_X86_SIMD
+    if (ki != &mama__gemm_kernels[MAMA__GEMM_K_SCALAR] && nr % 8 == 0) {
+        if (g->bdt == MAMA_BF16) {
+            mama__gemm_pack_b_bf16_avx2(g, k0, kc, j0, nc, nr, dst);
+            return;
+        }
+        if (mama__gemm_has_f16c()) {
+            mama__gemm_pack_b_f16_avx2(g, k0, kc, j0, nc, nr, dst);
+            return;
+        }
+    }
+#else
+    (void)ki;
+#endif
+    mama__gemm_pack_b_half_scalar(g, k0, kc, j0, nc, nr, dst);
+}
+
 /* ---- the macro-kernel: one packed A block times one packed B panel ---- */
 
 /* C[ic:ic+mc, jc:jc+nc] = beta*C + Ap * Bp.  Full tiles go straight to C;
@@ -2395,7 +2626,10 @@ static void mama__gemm_macro(const mama__gemm_kinfo *ki, const mama__gemm_args *
     for (jr = 0; jr < nc; jr += nr) {
         int n = nc - jr < nr ? nc - jr : nr;
         float *b = bp + (ptrdiff_t)jr * kc;
-        if (pack_b) ki->pack_b(g, pc, kc, jc + jr, n, nr, b);
+        if (pack_b) {
+            if (g->Bh) mama__gemm_pack_b_half(ki, g, pc, kc, jc + jr, n, nr, b);
+            else ki->pack_b(g, pc, kc, jc + jr, n, nr, b);
+        }
         for (ir = 0; ir < mc; ir += mr) {
             int m = mc - ir < mr ? mc - ir : mr;
             const float *a = ap + (ptrdiff_t)ir * kc;
@@ -2519,7 +2753,24 @@ static void mama__gemm_tiny(const mama__gemm_args *g) {
         for (j0 = 0; j0 < g->N; j0 += 64) {
             int nb = g->N - j0 < 64 ? g->N - j0 : 64;
             for (j = 0; j < nb; j++) acc[j] = 0.0f;
-            if (!g->tb) {
+            if (g->Bh && !g->tb) {
+                /* half-precision B, converted element by element, in the
+                 * same order of operations as the float branches below */
+                for (k = 0; k < g->K; k++) {
+                    float a = g->ta ? g->A[(ptrdiff_t)k * g->lda + i] : g->A[(ptrdiff_t)i * g->lda + k];
+                    ptrdiff_t b = (ptrdiff_t)k * g->ldb + j0;
+                    for (j = 0; j < nb; j++) acc[j] += a * mama__gemm_half_get(g, b + j);
+                }
+            } else if (g->Bh) {
+                for (j = 0; j < nb; j++) {
+                    ptrdiff_t b = (ptrdiff_t)(j0 + j) * g->ldb;
+                    float s = 0.0f;
+                    for (k = 0; k < g->K; k++)
+                        s += (g->ta ? g->A[(ptrdiff_t)k * g->lda + i] : g->A[(ptrdiff_t)i * g->lda + k]) *
+                             mama__gemm_half_get(g, b + k);
+                    acc[j] = s;
+                }
+            } else if (!g->tb) {
                 for (k = 0; k < g->K; k++) {
                     float a = g->ta ? g->A[(ptrdiff_t)k * g->lda + i] : g->A[(ptrdiff_t)i * g->lda + k];
                     const float *b = g->B + (ptrdiff_t)k * g->ldb + j0;
@@ -2643,6 +2894,8 @@ static void mama__gemm_fill(mama__gemm_args *g, int trans_a, int trans_b, int M,
     g->lda = lda;
     g->ldb = ldb;
     g->ldc = ldc;
+    g->Bh = NULL;
+    g->bdt = MAMA_F32;
 }
 
 MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
@@ -2657,6 +2910,26 @@ MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K, float al
                 M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
 #endif
+    ki = mama__gemm_pick();
+    if (mama__gemm_trylock()) {
+        mama__gemm_locked(ki, &g, mama__gemm_threads_for(&g));
+        mama__gemm_unlock();
+    } else {
+        mama__gemm_stack(ki, &g);
+    }
+}
+
+MAMA_API void mama_gemm_half(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                             const float *A, int lda, const uint16_t *B, int ldb, int b_dtype,
+                             float beta, float *C, int ldc) {
+    mama__gemm_args g;
+    const mama__gemm_kinfo *ki;
+    mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, NULL, ldb, beta, C, ldc);
+    g.Bh = B;
+    g.bdt = b_dtype == MAMA_F16 ? MAMA_F16 : MAMA_BF16;
+    if (mama__gemm_easy(&g)) return;
+    /* no CBLAS route: BLAS has no mixed-precision sgemm; the built-in
+     * kernels run it (MAMA_USE_CBLAS builds included) */
     ki = mama__gemm_pick();
     if (mama__gemm_trylock()) {
         mama__gemm_locked(ki, &g, mama__gemm_threads_for(&g));
@@ -2715,6 +2988,13 @@ MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K, 
 }
 
 /* Backend-table adapters (section 1.5 signatures). */
+static MAMA__GEMM_UNUSED void mama__cpu_gemm_half(mama_backend *be, int trans_a, int trans_b, int M,
+                                                  int N, int K, float alpha, const float *A, int lda,
+                                                  const uint16_t *B, int ldb, int b_dtype, float beta,
+                                                  float *C, int ldc) {
+    (void)be;
+    mama_gemm_half(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_dtype, beta, C, ldc);
+}
 static MAMA__GEMM_UNUSED void mama__cpu_gemm(mama_backend *be, int trans_a, int trans_b, int M,
                                              int N, int K, float alpha, const float *A, int lda,
                                              const float *B, int ldb, float beta, float *C,
@@ -4072,6 +4352,20 @@ static void mama__cpu_embedding_forward(mama_backend *be, float *y, const int *i
     }
 }
 
+/* The same lookup from a half-precision table (dtype MAMA_BF16 or
+ * MAMA_F16), each row converted to float. */
+static void mama__cpu_embedding_forward_half(mama_backend *be, float *y, const int *ids, const uint16_t *table,
+                                             int dtype, int n, int C) {
+    int i;
+    (void)be;
+    MAMA__OPS_PAR_FOR((long long)n * C > MAMA__OPS_MIN_PAR)
+    for (i = 0; i < n; i++) {
+        float *yr = y + (size_t)i * C;
+        if (ids[i] < 0) memset(yr, 0, sizeof(float) * (size_t)C);
+        else mama__half_to_f32_n(yr, table + (size_t)ids[i] * C, dtype, (size_t)C);
+    }
+}
+
 /* dtable[ids[i],:] += dy[i,:].  Repeated ids would race if rows were split
  * over threads, so the columns are split instead. */
 static void mama__cpu_embedding_backward(mama_backend *be, float *dtable, const float *dy, const int *ids, int n,
@@ -4483,6 +4777,8 @@ MAMA_API mama_backend *mama_cpu_backend(void) {
     t->meanpool_backward = mama__cpu_meanpool_backward;
     t->embedding_forward = mama__cpu_embedding_forward;
     t->embedding_backward = mama__cpu_embedding_backward;
+    t->gemm_half = mama__cpu_gemm_half;
+    t->embedding_forward_half = mama__cpu_embedding_forward_half;
     t->im2col_patches = mama__cpu_im2col_patches;
     t->vit_tokens_forward = mama__cpu_vit_tokens_forward;
     t->vit_tokens_backward = mama__cpu_vit_tokens_backward;
@@ -4561,6 +4857,8 @@ MAMA_API mama_status mama_config_validate(const mama_config *c) {
     MAMA__CHECK(c->vocab_size > 0 && c->context > 0, "config: vocab_size and context must be positive");
     MAMA__CHECK(c->embed_dim > 0 && c->local_hidden > 0, "config: embed_dim and local_hidden must be positive");
     MAMA__CHECK(c->text_mode >= MAMA_TEXT_FULL && c->text_mode <= MAMA_TEXT_FROZEN, "config: bad text_mode %d", (int)c->text_mode);
+    MAMA__CHECK(c->frozen_dtype == MAMA_F32 || c->frozen_dtype == MAMA_BF16 || c->frozen_dtype == MAMA_F16,
+                "config: frozen_dtype must be F32, BF16 or F16 (got %d)", (int)c->frozen_dtype);
     MAMA__CHECK(c->text_mode != MAMA_TEXT_LORA || c->lora_rank > 0, "config: lora_rank must be positive in lora mode");
     MAMA__CHECK(c->text_dropout >= 0 && c->text_dropout < 1 && c->lora_dropout >= 0 && c->lora_dropout < 1,
                 "config: dropout probabilities must be in [0, 1)");
@@ -4655,6 +4953,9 @@ typedef struct mama__vit_block {
 typedef struct mama__gpt_block {
     float *ln1_w, *ln1_b, *attn_w, *attn_b, *lora_a, *lora_b, *attn_proj_w, *attn_proj_b;
     float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;
+    /* the same four matrices when kept in half precision (frozen_dtype);
+     * then the float pointers above are NULL, and vice versa */
+    uint16_t *attn_wh, *attn_proj_wh, *fc_wh, *mlp_proj_wh;
 } mama__gpt_block;
 
 /* local embedding head: conv1x1 -> BN -> ReLU -> conv1x1 -> BN (no affine) */
@@ -4675,6 +4976,7 @@ typedef struct mama__weights {
     mama__local_head img_local;
     /* text */
     float *wte, *wpe;
+    uint16_t *wte_h;            /* wte in half precision (frozen_dtype), else NULL */
     mama__gpt_block *gpt;
     float *ln_f_w, *ln_f_b, *txt_global_w, *txt_global_b;
     mama__local_head txt_local;
@@ -4694,6 +4996,7 @@ typedef struct mama__weights {
 typedef struct mama__bind {
     mama__weights *w, *g;
     float *wbase, *gbase;
+    uint16_t *hbase;            /* half-precision frozen matrices */
 } mama__bind;
 
 #define MAMA_MAX_PARAMS_NAME 128
@@ -4755,8 +5058,13 @@ struct mama_model {
     /* parameters */
     int nparams;
     mama_param_info *info;
-    size_t group_numel[4], group_offset[4];
+    size_t group_numel[4], group_offset[4]; /* float32 layout of `params` */
     float *params, *grads;
+    /* frozen text matrices kept in half precision (cfg.frozen_dtype):
+     * half_numel elements of dtype half_dtype (MAMA_F32: none) */
+    uint16_t *params_half;
+    size_t half_numel;
+    mama_dtype half_dtype;
     mama__weights w, g;
     int64_t bn_batches[6];       /* num_batches_tracked of the six BatchNorms */
     /* activations */
@@ -4806,24 +5114,34 @@ MAMA_API const mama_param_info *mama_model_find_param(const mama_model *m, const
         if (!strcmp(m->info[i].name, name)) return &m->info[i];
     return NULL;
 }
-MAMA_API size_t mama_model_numel(const mama_model *m, mama_param_group g) { return m->group_numel[g]; }
+MAMA_API size_t mama_model_numel(const mama_model *m, mama_param_group g) {
+    return m->group_numel[g] + (g == MAMA_GROUP_FROZEN ? m->half_numel : 0);
+}
+MAMA_API size_t mama_model_half_numel(const mama_model *m, mama_dtype *dtype) {
+    if (dtype) *dtype = m->half_numel ? m->half_dtype : MAMA_F32;
+    return m->half_numel;
+}
 MAMA_API float *mama_model_params(mama_model *m) { return m->params; }
 MAMA_API float *mama_model_grads(mama_model *m) { return m->grads; }
 
 /* One tensor for the visitor.  Without a bind context (counting pass) it
  * adds up group sizes; with one it records the tensor's info and binds
  * the pointers. */
-static void mama__param(mama_model *m, const mama__bind *bind, size_t *cursor, const char *name,
-                        mama_param_group group, float **wslot, float **gslot, int ndim,
-                        int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+static void mama__param_h(mama_model *m, const mama__bind *bind, size_t *cursor, const char *name,
+                          mama_param_group group, float **wslot, float **gslot, uint16_t **hslot, int ndim,
+                          int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     size_t numel = 1;
     int64_t dims[4];
     int i;
+    /* frozen matrices that may live in half precision do so when the model
+     * keeps them that way (cursor[4] counts the half buffer) */
+    int half = hslot && group == MAMA_GROUP_FROZEN && m->half_dtype != MAMA_F32;
     mama_param_info *p;
     dims[0] = d0; dims[1] = d1; dims[2] = d2; dims[3] = d3;
     for (i = 0; i < ndim; i++) numel *= (size_t)dims[i];
     if (!bind) {
-        m->group_numel[group] += numel;
+        if (half) m->half_numel += numel;
+        else m->group_numel[group] += numel;
         m->nparams++;
         return;
     }
@@ -4833,10 +5151,26 @@ static void mama__param(mama_model *m, const mama__bind *bind, size_t *cursor, c
     for (i = 0; i < 4; i++) p->shape[i] = i < ndim ? dims[i] : 1;
     p->numel = numel;
     p->group = group;
+    if (half) {
+        p->dtype = m->half_dtype;
+        p->offset = cursor[4];
+        cursor[4] += numel;
+        *wslot = NULL;
+        *hslot = bind->hbase ? bind->hbase + p->offset : NULL;
+        if (gslot) *gslot = NULL;
+        return;
+    }
+    p->dtype = MAMA_F32;
     p->offset = m->group_offset[group] + cursor[group];
     cursor[group] += numel;
     *wslot = bind->wbase + p->offset;
+    if (hslot) *hslot = NULL;
     if (gslot) *gslot = (bind->gbase && group <= MAMA_GROUP_LATE) ? bind->gbase + p->offset : NULL;
+}
+static void mama__param(mama_model *m, const mama__bind *bind, size_t *cursor, const char *name,
+                        mama_param_group group, float **wslot, float **gslot, int ndim,
+                        int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    mama__param_h(m, bind, cursor, name, group, wslot, gslot, NULL, ndim, d0, d1, d2, d3);
 }
 
 static void mama__visit_local_head(mama_model *m, const mama__bind *bind, size_t *cur, const char *prefix,
@@ -4865,7 +5199,7 @@ static void mama__visit_local_head(mama_model *m, const mama__bind *bind, size_t
 static void mama__visit_params(mama_model *m, const mama__bind *bind) {
     mama_config *c = &m->cfg;
     mama__weights *w = bind ? bind->w : &m->w, *g = bind ? bind->g : NULL;
-    size_t cur[4] = {0, 0, 0, 0};
+    size_t cur[5] = {0, 0, 0, 0, 0};
     char n[MAMA_MAX_PARAMS_NAME];
     int D = c->vision_dim, Dt = c->text_dim, E = c->embed_dim, P = c->patch_size;
     int N = m->n_patches, l;
@@ -4873,7 +5207,10 @@ static void mama__visit_params(mama_model *m, const mama__bind *bind) {
     const char *vp = "img_encoder_q.model.";
     const char *tp = "text_encoder_q.model.base_model.model.transformer.";
     m->nparams = 0;
+    if (!bind) m->half_numel = 0;
 #define MAMA__P(grp, field, ...) mama__param(m, bind, cur, n, grp, &w->field, g ? &g->field : NULL, __VA_ARGS__)
+#define MAMA__PH(grp, field, hfield, ...) \
+    mama__param_h(m, bind, cur, n, grp, &w->field, g ? &g->field : NULL, &w->hfield, __VA_ARGS__)
 #define MAMA__NAME(...) snprintf(n, sizeof n, __VA_ARGS__)
     MAMA__NAME("%scls_token", vp); MAMA__P(MAMA_GROUP_TRAIN, cls_token, 3, 1, 1, D, 1);
     MAMA__NAME("%sregister_tokens", vp); MAMA__P(MAMA_GROUP_TRAIN, register_tokens, 3, 1, c->registers, D, 1);
@@ -4908,29 +5245,32 @@ static void mama__visit_params(mama_model *m, const mama__bind *bind) {
     MAMA__NAME("img_encoder_q.global_embed.bias"); MAMA__P(MAMA_GROUP_TRAIN, img_global_b, 1, E, 1, 1, 1);
     mama__visit_local_head(m, bind, cur, "img_encoder_q.local_embed.", D, &w->img_local, g ? &g->img_local : NULL);
     /* text tower */
-    MAMA__NAME("%swte.weight", tp); MAMA__P(tg, wte, 2, c->vocab_size, Dt, 1, 1);
+    MAMA__NAME("%swte.weight", tp); MAMA__PH(tg, wte, wte_h, 2, c->vocab_size, Dt, 1, 1);
     MAMA__NAME("%swpe.weight", tp); MAMA__P(tg, wpe, 2, c->context, Dt, 1, 1);
     for (l = 0; l < c->text_depth; l++) {
         mama__gpt_block *wb = &w->gpt[l], *gb = g ? &g->gpt[l] : NULL;
 #define MAMA__B(grp, suffix, field, ...) (MAMA__NAME("%sh.%d.%s", tp, l, suffix), \
         mama__param(m, bind, cur, n, grp, &wb->field, gb ? &gb->field : NULL, __VA_ARGS__))
+#define MAMA__BH(grp, suffix, field, hfield, ...) (MAMA__NAME("%sh.%d.%s", tp, l, suffix), \
+        mama__param_h(m, bind, cur, n, grp, &wb->field, gb ? &gb->field : NULL, &wb->hfield, __VA_ARGS__))
         MAMA__B(tg, "ln_1.weight", ln1_w, 1, Dt, 1, 1, 1);
         MAMA__B(tg, "ln_1.bias", ln1_b, 1, Dt, 1, 1, 1);
-        MAMA__B(tg, "attn.c_attn.weight", attn_w, 2, Dt, 3 * Dt, 1, 1);
+        MAMA__BH(tg, "attn.c_attn.weight", attn_w, attn_wh, 2, Dt, 3 * Dt, 1, 1);
         MAMA__B(tg, "attn.c_attn.bias", attn_b, 1, 3 * Dt, 1, 1, 1);
         if (c->text_mode == MAMA_TEXT_LORA) {
             MAMA__B(MAMA_GROUP_TRAIN, "attn.c_attn.lora_A.default.weight", lora_a, 2, c->lora_rank, Dt, 1, 1);
             MAMA__B(MAMA_GROUP_TRAIN, "attn.c_attn.lora_B.default.weight", lora_b, 2, 3 * Dt, c->lora_rank, 1, 1);
         }
-        MAMA__B(tg, "attn.c_proj.weight", attn_proj_w, 2, Dt, Dt, 1, 1);
+        MAMA__BH(tg, "attn.c_proj.weight", attn_proj_w, attn_proj_wh, 2, Dt, Dt, 1, 1);
         MAMA__B(tg, "attn.c_proj.bias", attn_proj_b, 1, Dt, 1, 1, 1);
         MAMA__B(tg, "ln_2.weight", ln2_w, 1, Dt, 1, 1, 1);
         MAMA__B(tg, "ln_2.bias", ln2_b, 1, Dt, 1, 1, 1);
-        MAMA__B(tg, "mlp.c_fc.weight", fc_w, 2, Dt, 4 * Dt, 1, 1);
+        MAMA__BH(tg, "mlp.c_fc.weight", fc_w, fc_wh, 2, Dt, 4 * Dt, 1, 1);
         MAMA__B(tg, "mlp.c_fc.bias", fc_b, 1, 4 * Dt, 1, 1, 1);
-        MAMA__B(tg, "mlp.c_proj.weight", mlp_proj_w, 2, 4 * Dt, Dt, 1, 1);
+        MAMA__BH(tg, "mlp.c_proj.weight", mlp_proj_w, mlp_proj_wh, 2, 4 * Dt, Dt, 1, 1);
         MAMA__B(tg, "mlp.c_proj.bias", mlp_proj_b, 1, Dt, 1, 1, 1);
 #undef MAMA__B
+#undef MAMA__BH
     }
     MAMA__NAME("%sln_f.weight", tp); MAMA__P(tg, ln_f_w, 1, Dt, 1, 1, 1);
     MAMA__NAME("%sln_f.bias", tp); MAMA__P(tg, ln_f_b, 1, Dt, 1, 1, 1);
@@ -4951,6 +5291,7 @@ static void mama__visit_params(mama_model *m, const mama__bind *bind) {
     MAMA__NAME("logit_scale"); MAMA__P(MAMA_GROUP_TRAIN, logit_scale, 0, 1, 1, 1, 1);
     MAMA__NAME("local_scale"); MAMA__P(MAMA_GROUP_LATE, local_scale, 0, 1, 1, 1, 1);
 #undef MAMA__P
+#undef MAMA__PH
 #undef MAMA__NAME
 }
 
@@ -4995,6 +5336,22 @@ static void mama__fill_uniform(float *x, size_t n, float bound, mama_rng *r) {
 static void mama__fill_const(float *x, size_t n, float v) {
     size_t i;
     for (i = 0; i < n; i++) x[i] = v;
+}
+/* N(0, std) into a tensor that may be kept in half precision (xh != NULL,
+ * dtype dt): drawn in float32 from the same random stream either way, then
+ * rounded, so a half-precision model is the float32 one rounded. */
+static void mama__fill_normal_hx(float *x, uint16_t *xh, int dt, size_t n, float std, mama_rng *r) {
+    float buf[1024];
+    size_t i, k;
+    if (!xh) {
+        mama__fill_normal(x, n, std, r);
+        return;
+    }
+    for (i = 0; i < n; i += k) {
+        k = n - i < 1024 ? n - i : 1024;
+        mama__fill_normal(buf, k, std, r);
+        mama__f32_to_half_n(xh + i, buf, dt, k);
+    }
 }
 /* PyTorch's default nn.Linear / nn.Conv1d init: kaiming_uniform(a=sqrt 5)
  * gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight, and the same
@@ -5044,21 +5401,25 @@ static void mama__init_weights(const mama_config *c, const mama__weights *w, int
     mama__torch_default_linear(w->img_global_w, w->img_global_b, E, D, &r);
     mama__init_local_head(&w->img_local, D, H, E, &r);
     /* GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 depth) */
-    mama__fill_normal(w->wte, (size_t)c->vocab_size * Dt, 0.02f, &r);
+    mama__fill_normal_hx(w->wte, w->wte_h, c->frozen_dtype, (size_t)c->vocab_size * Dt, 0.02f, &r);
     mama__fill_normal(w->wpe, (size_t)c->context * Dt, 0.02f, &r);
     for (l = 0; l < c->text_depth; l++) {
         const mama__gpt_block *b = &w->gpt[l];
         float proj_std = 0.02f / sqrtf(2.0f * (float)c->text_depth);
         mama__fill_const(b->ln1_w, (size_t)Dt, 1.0f); mama__fill_const(b->ln1_b, (size_t)Dt, 0.0f);
-        mama__fill_normal(b->attn_w, (size_t)3 * Dt * Dt, 0.02f, &r); mama__fill_const(b->attn_b, (size_t)3 * Dt, 0.0f);
+        mama__fill_normal_hx(b->attn_w, b->attn_wh, c->frozen_dtype, (size_t)3 * Dt * Dt, 0.02f, &r);
+        mama__fill_const(b->attn_b, (size_t)3 * Dt, 0.0f);
         if (b->lora_a) {
             mama__fill_uniform(b->lora_a, (size_t)c->lora_rank * Dt, 1.0f / sqrtf((float)Dt), &r);
             mama__fill_const(b->lora_b, (size_t)3 * Dt * c->lora_rank, 0.0f);
         }
-        mama__fill_normal(b->attn_proj_w, (size_t)Dt * Dt, proj_std, &r); mama__fill_const(b->attn_proj_b, (size_t)Dt, 0.0f);
+        mama__fill_normal_hx(b->attn_proj_w, b->attn_proj_wh, c->frozen_dtype, (size_t)Dt * Dt, proj_std, &r);
+        mama__fill_const(b->attn_proj_b, (size_t)Dt, 0.0f);
         mama__fill_const(b->ln2_w, (size_t)Dt, 1.0f); mama__fill_const(b->ln2_b, (size_t)Dt, 0.0f);
-        mama__fill_normal(b->fc_w, (size_t)4 * Dt * Dt, 0.02f, &r); mama__fill_const(b->fc_b, (size_t)4 * Dt, 0.0f);
-        mama__fill_normal(b->mlp_proj_w, (size_t)4 * Dt * Dt, proj_std, &r); mama__fill_const(b->mlp_proj_b, (size_t)Dt, 0.0f);
+        mama__fill_normal_hx(b->fc_w, b->fc_wh, c->frozen_dtype, (size_t)4 * Dt * Dt, 0.02f, &r);
+        mama__fill_const(b->fc_b, (size_t)4 * Dt, 0.0f);
+        mama__fill_normal_hx(b->mlp_proj_w, b->mlp_proj_wh, c->frozen_dtype, (size_t)4 * Dt * Dt, proj_std, &r);
+        mama__fill_const(b->mlp_proj_b, (size_t)Dt, 0.0f);
     }
     mama__fill_const(w->ln_f_w, (size_t)Dt, 1.0f);
     mama__fill_const(w->ln_f_b, (size_t)Dt, 0.0f);
@@ -5188,6 +5549,7 @@ MAMA_API void mama_model_free(mama_model *m) {
     if (m->be) {
         if (m->params) m->be->free(m->be, m->params);
         if (m->grads) m->be->free(m->be, m->grads);
+        if (m->params_half) m->be->free(m->be, m->params_half);
         if (m->arena) m->be->free(m->be, m->arena);
     }
     mama_free(m->info);
@@ -5228,6 +5590,12 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     MAMA_TRY(mama_calloc((void **)&m, sizeof *m, "model"));
     m->cfg = *c;
     m->be = be;
+    /* half-precision frozen matrices: only where something is frozen and
+     * the backend has the half-precision ops; the config then says what
+     * the model really keeps */
+    m->half_dtype = (c->frozen_dtype != MAMA_F32 && c->text_mode != MAMA_TEXT_FULL && be->gemm_half &&
+                     be->embedding_forward_half) ? c->frozen_dtype : MAMA_F32;
+    m->cfg.frozen_dtype = m->half_dtype;
     m->max_batch = max_batch;
     m->n_patches = (c->image_size / c->patch_size) * (c->image_size / c->patch_size);
     m->n_vtok = 1 + c->registers + m->n_patches;
@@ -5247,9 +5615,15 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     MAMA__ALLOC(m->info, m->nparams, "parameter table");
     for (g = 0; g < 4; g++) { m->group_offset[g] = total; total += m->group_numel[g]; }
     if (be->alloc(be, (void **)&m->params, sizeof(float) * total) != MAMA_OK) goto fail;
+    /* gradients for [train | late] only: frozen tensors and buffers have
+     * none (nor AdamW moments, which cover the same range) */
     if (be->alloc(be, (void **)&m->grads, sizeof(float) * (total - m->group_numel[2] - m->group_numel[3] + 1)) != MAMA_OK) goto fail;
+    if (m->half_numel && be->alloc(be, (void **)&m->params_half, sizeof(uint16_t) * m->half_numel) != MAMA_OK) goto fail;
+    /* defined contents before initialisation or loading fills them */
+    if (be->zero(be, m->params, sizeof(float) * total) != MAMA_OK) goto fail;
+    if (m->half_numel && be->zero(be, m->params_half, sizeof(uint16_t) * m->half_numel) != MAMA_OK) goto fail;
     /* pass 1: record names and offsets, bind pointers */
-    bind.w = &m->w; bind.g = &m->g; bind.wbase = m->params; bind.gbase = m->grads;
+    bind.w = &m->w; bind.g = &m->g; bind.wbase = m->params; bind.gbase = m->grads; bind.hbase = m->params_half;
     m->nparams = 0;
     mama__visit_params(m, &bind);
     m->arena_floats = mama__layout_acts(m, NULL);
@@ -5278,49 +5652,97 @@ fail:
 typedef struct mama__host_weights {
     float *data;
     size_t numel;
+    uint16_t *half;             /* half-precision frozen matrices (half_numel) */
+    size_t half_numel;
+    int direct;                 /* data/half ARE the model's buffers (host-memory backend) */
     mama__weights w;
 } mama__host_weights;
 
+/* A backend whose device memory is host memory (the CPU table): the host
+ * view can then bind the model's own buffers instead of a staging copy,
+ * which for the 2.7B text tower saves a second copy of every weight. */
+static int mama__backend_is_host(const mama_backend *be) {
+    return be->to_device == mama__cpu_memcpy && be->to_host == mama__cpu_memcpy;
+}
+
 static void mama__host_weights_free(mama__host_weights *h) {
-    mama_free(h->data);
+    if (!h->direct) {
+        mama_free(h->data);
+        mama_free(h->half);
+    }
     mama_free(h->w.vit);
     mama_free(h->w.gpt);
     memset(h, 0, sizeof *h);
 }
+/* A host view of the weights: the model's buffers themselves on a host
+ * backend (h->direct), else zeroed staging buffers to fill and upload. */
 static mama_status mama__host_weights_init(mama_model *m, mama__host_weights *h) {
     mama__bind bind;
     int saved = m->nparams;
     memset(h, 0, sizeof *h);
     h->numel = m->group_offset[3] + m->group_numel[3];
-    if (mama_calloc((void **)&h->data, sizeof(float) * h->numel, "host weights") != MAMA_OK ||
-        mama_calloc((void **)&h->w.vit, sizeof(mama__vit_block) * (size_t)m->cfg.vision_depth, "host weights") != MAMA_OK ||
+    h->half_numel = m->half_numel;
+    h->direct = mama__backend_is_host(m->be);
+    if (h->direct) {
+        h->data = m->params;
+        h->half = m->params_half;
+    } else if (mama_calloc((void **)&h->data, sizeof(float) * h->numel, "host weights") != MAMA_OK ||
+               (h->half_numel &&
+                mama_calloc((void **)&h->half, sizeof(uint16_t) * h->half_numel, "host weights (half)") != MAMA_OK)) {
+        mama__host_weights_free(h);
+        return MAMA_ERR_NOMEM;
+    }
+    if (mama_calloc((void **)&h->w.vit, sizeof(mama__vit_block) * (size_t)m->cfg.vision_depth, "host weights") != MAMA_OK ||
         mama_calloc((void **)&h->w.gpt, sizeof(mama__gpt_block) * (size_t)m->cfg.text_depth, "host weights") != MAMA_OK) {
         mama__host_weights_free(h);
         return MAMA_ERR_NOMEM;
     }
-    bind.w = &h->w; bind.g = NULL; bind.wbase = h->data; bind.gbase = NULL;
+    bind.w = &h->w; bind.g = NULL; bind.wbase = h->data; bind.gbase = NULL; bind.hbase = h->half;
     m->nparams = 0;
     mama__visit_params(m, &bind); /* rewrites the same info again */
     m->nparams = saved;
     return MAMA_OK;
 }
+/* model <-> host view (no-ops for a direct view) */
+static mama_status mama__host_weights_download(mama_model *m, mama__host_weights *h) {
+    if (h->direct) return MAMA_OK;
+    MAMA_TRY(m->be->to_host(m->be, h->data, m->params, sizeof(float) * h->numel));
+    if (h->half_numel) MAMA_TRY(m->be->to_host(m->be, h->half, m->params_half, sizeof(uint16_t) * h->half_numel));
+    return MAMA_OK;
+}
+static mama_status mama__host_weights_upload(mama_model *m, mama__host_weights *h) {
+    if (h->direct) return MAMA_OK;
+    MAMA_TRY(m->be->to_device(m->be, m->params, h->data, sizeof(float) * h->numel));
+    if (h->half_numel) MAMA_TRY(m->be->to_device(m->be, m->params_half, h->half, sizeof(uint16_t) * h->half_numel));
+    return MAMA_OK;
+}
 
-MAMA_API mama_status mama_model_create(mama_model **out, const mama_config *c, mama_backend *be, int max_batch,
-                                       uint64_t seed) {
+/* init == 0 leaves the weights unset (mama_model_load fills every one). */
+static mama_status mama__model_create(mama_model **out, const mama_config *c, mama_backend *be, int max_batch,
+                                      uint64_t seed, int init) {
     mama_model *m;
     mama__host_weights h;
     mama_status s;
+    *out = NULL;
     MAMA_TRY(mama__model_alloc(&m, c, be, max_batch));
+    if (!init) {
+        *out = m;
+        return MAMA_OK;
+    }
     if (mama__host_weights_init(m, &h) != MAMA_OK) {
         mama_model_free(m);
         return MAMA_ERR_NOMEM;
     }
-    mama__init_weights(c, &h.w, m->n_patches, seed);
-    s = be->to_device(be, m->params, h.data, sizeof(float) * h.numel);
+    mama__init_weights(&m->cfg, &h.w, m->n_patches, seed);
+    s = mama__host_weights_upload(m, &h);
     mama__host_weights_free(&h);
     if (s != MAMA_OK) { mama_model_free(m); return s; }
     *out = m;
     return MAMA_OK;
+}
+MAMA_API mama_status mama_model_create(mama_model **out, const mama_config *c, mama_backend *be, int max_batch,
+                                       uint64_t seed) {
+    return mama__model_create(out, c, be, max_batch, seed, 1);
 }
 
 /* ==========================================================================
@@ -5358,6 +5780,28 @@ static void mama__conv1d_backward_to(mama_backend *be, float *dx, float dx_beta,
                                      const float *dy, const float *x, const float *W, int M, int in, int out) {
     if (dx) be->gemm(be, 0, 1, M, in, out, 1.0f, dy, out, W, out, dx_beta, dx, in);
     if (dW) be->gemm(be, 1, 0, in, out, M, 1.0f, x, in, dy, out, 1.0f, dW, out);
+    if (db) be->bias_add_backward(be, db, dy, M, out);
+}
+/* The same for a weight that may be kept in half precision (Wh != NULL,
+ * dtype m->half_dtype): such weights are frozen, so there is no dW/db. */
+static void mama__conv1d_forward_h(mama_model *m, float *y, const float *x, const float *W, const uint16_t *Wh,
+                                   const float *b, int M, int in, int out) {
+    mama_backend *be = m->be;
+    if (!Wh) {
+        mama__conv1d_forward(be, y, x, W, b, M, in, out);
+        return;
+    }
+    be->gemm_half(be, 0, 0, M, out, in, 1.0f, x, in, Wh, out, (int)m->half_dtype, 0.0f, y, out);
+    if (b) be->bias_add_forward(be, y, b, M, out);
+}
+static void mama__conv1d_backward_h(mama_model *m, float *dx, float dx_beta, float *dW, float *db, const float *dy,
+                                    const float *x, const float *W, const uint16_t *Wh, int M, int in, int out) {
+    mama_backend *be = m->be;
+    if (!Wh) {
+        mama__conv1d_backward_to(be, dx, dx_beta, dW, db, dy, x, W, M, in, out);
+        return;
+    }
+    if (dx) be->gemm_half(be, 0, 1, M, in, out, 1.0f, dy, out, Wh, out, (int)m->half_dtype, dx_beta, dx, in);
     if (db) be->bias_add_backward(be, db, dy, M, out);
 }
 static void mama__zero(mama_backend *be, float *x, size_t n) { be->zero(be, x, n * sizeof(float)); }
@@ -5441,7 +5885,7 @@ static void mama__gpt_block_forward(mama_model *m, int l, const mama__block_acts
     size_t n = (size_t)rows * D;
     float p = ts->train_dropout ? c->text_dropout : 0.0f;
     be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, x, w->ln1_w, w->ln1_b, rows, D, 1e-5f);
-    mama__conv1d_forward(be, k->qkv, k->ln1, w->attn_w, w->attn_b, rows, D, 3 * D);
+    mama__conv1d_forward_h(m, k->qkv, k->ln1, w->attn_w, w->attn_wh, w->attn_b, rows, D, 3 * D);
     if (w->lora_a) {
         float lp = ts->train_dropout ? c->lora_dropout : 0.0f;
         be->dropout_forward(be, k->lora_in, k->ln1, n, lp, mama__dropout_seed(ts->seed, l, 0));
@@ -5450,13 +5894,13 @@ static void mama__gpt_block_forward(mama_model *m, int l, const mama__block_acts
     }
     be->attention_forward(be, k->att, k->lse, k->qkv, m->a.key_valid, B, T, H, hd, 1, mama__text_attn_scale(c, l),
                           p, mama__dropout_seed(ts->seed, l, 1));
-    mama__conv1d_forward(be, k->xmid, k->att, w->attn_proj_w, w->attn_proj_b, rows, D, D);
+    mama__conv1d_forward_h(m, k->xmid, k->att, w->attn_proj_w, w->attn_proj_wh, w->attn_proj_b, rows, D, D);
     if (p > 0) be->dropout_forward(be, k->xmid, k->xmid, n, p, mama__dropout_seed(ts->seed, l, 2));
     be->accumulate(be, k->xmid, x, 1.0f, n);
     be->layernorm_forward(be, k->ln2, k->ln2_mean, k->ln2_rstd, k->xmid, w->ln2_w, w->ln2_b, rows, D, 1e-5f);
-    mama__conv1d_forward(be, k->fc, k->ln2, w->fc_w, w->fc_b, rows, D, 4 * D);
+    mama__conv1d_forward_h(m, k->fc, k->ln2, w->fc_w, w->fc_wh, w->fc_b, rows, D, 4 * D);
     be->gelu_forward(be, k->gelu, k->fc, (size_t)rows * 4 * D, 1);
-    mama__conv1d_forward(be, out, k->gelu, w->mlp_proj_w, w->mlp_proj_b, rows, 4 * D, D);
+    mama__conv1d_forward_h(m, out, k->gelu, w->mlp_proj_w, w->mlp_proj_wh, w->mlp_proj_b, rows, 4 * D, D);
     if (p > 0) be->dropout_forward(be, out, out, n, p, mama__dropout_seed(ts->seed, l, 3));
     be->accumulate(be, out, k->xmid, 1.0f, n);
 }
@@ -5479,10 +5923,11 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
         be->dropout_backward(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
         d_in = d_a;
     }
-    mama__conv1d_backward_to(be, d_4a, 0.0f, gw->mlp_proj_w, gw->mlp_proj_b, d_in, k->gelu, w->mlp_proj_w, rows, 4 * D, D);
+    mama__conv1d_backward_h(m, d_4a, 0.0f, gw->mlp_proj_w, gw->mlp_proj_b, d_in, k->gelu, w->mlp_proj_w, w->mlp_proj_wh,
+                            rows, 4 * D, D);
     mama__zero(be, d_4b, n4);
     be->gelu_backward(be, d_4b, d_4a, k->fc, n4, 1);
-    mama__conv1d_backward_to(be, d_b, 0.0f, gw->fc_w, gw->fc_b, d_4b, k->ln2, w->fc_w, rows, D, 4 * D);
+    mama__conv1d_backward_h(m, d_b, 0.0f, gw->fc_w, gw->fc_b, d_4b, k->ln2, w->fc_w, w->fc_wh, rows, D, 4 * D);
     be->copy(be, dx, dout, n * sizeof(float));
     be->layernorm_backward(be, dx, gw->ln2_w, gw->ln2_b, d_b, k->xmid, w->ln2_w, k->ln2_mean, k->ln2_rstd, rows, D);
     /* attention branch */
@@ -5492,11 +5937,12 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
         be->dropout_backward(be, d_a, dx, n, p, mama__dropout_seed(ts->seed, l, 2));
         d_in = d_a;
     }
-    mama__conv1d_backward_to(be, d_b, 0.0f, gw->attn_proj_w, gw->attn_proj_b, d_in, k->att, w->attn_proj_w, rows, D, D);
+    mama__conv1d_backward_h(m, d_b, 0.0f, gw->attn_proj_w, gw->attn_proj_b, d_in, k->att, w->attn_proj_w, w->attn_proj_wh,
+                            rows, D, D);
     mama__zero(be, d_qkv, 3 * n);
     be->attention_backward(be, d_qkv, d_b, k->att, k->lse, k->qkv, a->key_valid, B, T, H, hd, 1,
                            mama__text_attn_scale(c, l), p, mama__dropout_seed(ts->seed, l, 1));
-    mama__conv1d_backward_to(be, d_a, 0.0f, gw->attn_w, gw->attn_b, d_qkv, k->ln1, w->attn_w, rows, D, 3 * D);
+    mama__conv1d_backward_h(m, d_a, 0.0f, gw->attn_w, gw->attn_b, d_qkv, k->ln1, w->attn_w, w->attn_wh, rows, D, 3 * D);
     if (w->lora_a) {
         /* qkv += s u B^T with u = drop(ln1) A^T:  dB += s dqkv^T u;
          * du = s dqkv B;  dA += du^T drop(ln1);  d ln1 += drop'(du A) */
@@ -5694,7 +6140,8 @@ static void mama__text_forward(mama_model *m, int B, int S, const mama__text_ste
     const mama_config *c = &m->cfg;
     int D = c->text_dim, E = c->embed_dim, T = c->context, rows = B * T, l;
     float p = ts->train_dropout ? c->text_dropout : 0.0f;
-    be->embedding_forward(be, a->tres[0], a->ids, m->w.wte, rows, D);
+    if (m->w.wte_h) be->embedding_forward_half(be, a->tres[0], a->ids, m->w.wte_h, (int)m->half_dtype, rows, D);
+    else be->embedding_forward(be, a->tres[0], a->ids, m->w.wte, rows, D);
     be->embedding_forward(be, a->d_tx, a->pos_ids, m->w.wpe, rows, D);
     be->accumulate(be, a->tres[0], a->d_tx, 1.0f, (size_t)rows * D);
     if (p > 0) be->dropout_forward(be, a->tres[0], a->tres[0], (size_t)rows * D, p, mama__dropout_seed(ts->seed, -1, 0));
@@ -6180,6 +6627,10 @@ static const char *const mama__bn_tracked_names[6] = {
 
 /* Find a tensor under its A.8 name or a known alias: newer PEFT stores the
  * LoRA-wrapped base weight as c_attn.base_layer.weight. */
+static mama_status mama__st_read_half(const mama_safetensors *st, const char *name, uint16_t *dst, size_t count,
+                                      mama_dtype dt);
+static void mama__st_release(const mama_safetensors *st, const mama_st_tensor *t);
+
 static const mama_st_tensor *mama__find_tensor(const mama_safetensors *st, const char *name, char *alias, size_t cap) {
     const mama_st_tensor *t = mama_st_find(st, name);
     const char *p;
@@ -6299,38 +6750,48 @@ static mama_status mama__load_folded_patch(const mama_safetensors *st, const mam
     return MAMA_OK;
 }
 
-static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *st, float *host, int allow_missing,
-                                        int *loaded) {
-    int i, count = 0;
+/* Load every tensor into the host view h (float32 tensors into h->data,
+ * half-precision ones into h->half).  A first pass checks every tensor
+ * (presence, shape, dtype) so that a bad file changes nothing, also when
+ * the view is the model itself (host backends). */
+static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *st, mama__host_weights *h,
+                                        int allow_missing, int *loaded) {
+    int i, pass, count = 0;
     char alias[256], s1[96], s2[96];
-    for (i = 0; i < m->nparams; i++) {
-        const mama_param_info *p = &m->info[i];
-        const mama_st_tensor *t = mama__find_tensor(st, p->name, alias, sizeof alias);
-        if (!t) {
-            if (allow_missing) continue;
-            return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' is missing", st->path, p->name);
-        }
-        if (p->ndim == 4 && t->ndim == 4 && p->shape[1] == 1 && t->shape[1] == 3 && t->shape[0] == p->shape[0] &&
-            t->shape[2] == p->shape[2] && t->shape[3] == p->shape[3]) {
-            MAMA_TRY(mama__load_folded_patch(st, p, t, host + p->offset)); /* 3 grey channels -> 1 */
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < m->nparams; i++) {
+            const mama_param_info *p = &m->info[i];
+            const mama_st_tensor *t = mama__find_tensor(st, p->name, alias, sizeof alias);
+            float *dst = h->data + p->offset;
+            if (!t) {
+                if (allow_missing) continue;
+                return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' is missing", st->path, p->name);
+            }
+            if (t->dtype != MAMA_F32 && t->dtype != MAMA_F16 && t->dtype != MAMA_BF16)
+                return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
+                                 st->path, alias, mama_dtype_name(t->dtype));
+            if (p->dtype == MAMA_F32 && p->ndim == 4 && t->ndim == 4 && p->shape[1] == 1 && t->shape[1] == 3 &&
+                t->shape[0] == p->shape[0] && t->shape[2] == p->shape[2] && t->shape[3] == p->shape[3]) {
+                if (pass) { MAMA_TRY(mama__load_folded_patch(st, p, t, dst)); count++; } /* 3 grey channels -> 1 */
+                continue;
+            }
+            if (p->dtype == MAMA_F32 && p->ndim == 3 && !strcmp(p->name, "img_encoder_q.model.pos_embed") &&
+                !mama__shape_matches(p, t)) {
+                if (pass) { MAMA_TRY(mama__load_pos_embed(m, st, p, t, dst)); count++; } /* another grid: resample once */
+                continue;
+            }
+            if (!mama__shape_matches(p, t)) {
+                mama__shape_string(s1, sizeof s1, t->ndim, t->shape);
+                mama__shape_string(s2, sizeof s2, p->ndim, p->shape);
+                return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has shape %s, the config needs %s", st->path, alias, s1,
+                                 s2);
+            }
+            if (!pass) continue;
+            if (p->dtype == MAMA_F32) MAMA_TRY(mama_st_read_f32(st, alias, dst, p->numel));
+            else MAMA_TRY(mama__st_read_half(st, alias, h->half + p->offset, p->numel, p->dtype));
+            mama__st_release(st, t);
             count++;
-            continue;
         }
-        if (p->ndim == 3 && !strcmp(p->name, "img_encoder_q.model.pos_embed") && !mama__shape_matches(p, t)) {
-            MAMA_TRY(mama__load_pos_embed(m, st, p, t, host + p->offset)); /* another grid: resample once */
-            count++;
-            continue;
-        }
-        if (!mama__shape_matches(p, t)) {
-            mama__shape_string(s1, sizeof s1, t->ndim, t->shape);
-            mama__shape_string(s2, sizeof s2, p->ndim, p->shape);
-            return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has shape %s, the config needs %s", st->path, alias, s1, s2);
-        }
-        if (t->dtype != MAMA_F32 && t->dtype != MAMA_F16 && t->dtype != MAMA_BF16)
-            return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16", st->path,
-                             alias, mama_dtype_name(t->dtype));
-        MAMA_TRY(mama_st_read_f32(st, alias, host + p->offset, p->numel));
-        count++;
     }
     for (i = 0; i < 6; i++) {
         const mama_st_tensor *t = mama_st_find(st, mama__bn_tracked_names[i]);
@@ -6352,22 +6813,39 @@ MAMA_API mama_status mama_model_load_weights(mama_model *m, const char *path, in
     s = mama__host_weights_init(m, &h);
     if (s == MAMA_OK) {
         /* start from the current values so that allow_missing keeps them */
-        s = m->be->to_host(m->be, h.data, m->params, sizeof(float) * h.numel);
-        if (s == MAMA_OK) s = mama__load_into_host(m, &st, h.data, allow_missing, loaded);
-        if (s == MAMA_OK) s = m->be->to_device(m->be, m->params, h.data, sizeof(float) * h.numel);
+        s = mama__host_weights_download(m, &h);
+        if (s == MAMA_OK) s = mama__load_into_host(m, &st, &h, allow_missing, loaded);
+        if (s == MAMA_OK) s = mama__host_weights_upload(m, &h);
         mama__host_weights_free(&h);
     }
     mama_st_close(&st);
     return s;
 }
 
-MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_backend *be, int max_batch) {
+/* The dtype of the file's frozen text matrices (the first block's c_fc
+ * weight, or wte): BF16 or F16 when stored so, else F32. */
+static mama_dtype mama__file_frozen_dtype(const mama_safetensors *st) {
+    static const char *const names[2] = {"text_encoder_q.model.base_model.model.transformer.h.0.mlp.c_fc.weight",
+                                         "text_encoder_q.model.base_model.model.transformer.wte.weight"};
+    int i;
+    for (i = 0; i < 2; i++) {
+        const mama_st_tensor *t = mama_st_find(st, names[i]);
+        if (t) return (t->dtype == MAMA_BF16 || t->dtype == MAMA_F16) ? t->dtype : MAMA_F32;
+    }
+    return MAMA_F32;
+}
+
+MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama_backend *be, int max_batch,
+                                        int frozen_dtype) {
     mama_safetensors st;
     mama_config c;
     const char *json;
     mama_status s;
     char src[512];
+    mama_dtype fd;
     *out = NULL;
+    if (frozen_dtype != -1 && frozen_dtype != MAMA_F32 && frozen_dtype != MAMA_BF16 && frozen_dtype != MAMA_F16)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_load_as: frozen_dtype %d is not -1, F32, BF16 or F16", frozen_dtype);
     memset(&st, 0, sizeof st);
     MAMA_TRY(mama_st_open(&st, path));
     json = mama_st_meta(&st, "mama_config");
@@ -6381,41 +6859,59 @@ MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_ba
     c.text_pool_real_only = 0;
     snprintf(src, sizeof src, "%s:__metadata__.mama_config", path);
     s = mama_config_from_json(&c, json, src);
+    fd = mama__file_frozen_dtype(&st);
     mama_st_close(&st);
     MAMA_TRY(s);
-    MAMA_TRY(mama_model_create(out, &c, be, max_batch, 0));
+    c.frozen_dtype = frozen_dtype == -1 ? fd : (mama_dtype)frozen_dtype;
+    /* no random initialisation: the load sets every tensor */
+    MAMA_TRY(mama__model_create(out, &c, be, max_batch, 0, 0));
     s = mama_model_load_weights(*out, path, 0, NULL);
     if (s != MAMA_OK) { mama_model_free(*out); *out = NULL; }
     return s;
 }
 
-/* Add every tensor of the model (host copy in `host`, which must stay alive
- * until the writer is written) and the config metadata to a writer. */
-static mama_status mama__writer_add_model(mama_st_writer *w, const mama_model *m, float *host) {
+MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_backend *be, int max_batch) {
+    return mama_model_load_as(out, path, be, max_batch, -1);
+}
+
+/* Add every tensor of the model and the config metadata to a writer.  The
+ * tensors come from a host view `h` of the weights (mama__host_weights_init
+ * + _download), which must stay alive until the writer is written;
+ * half-precision tensors are written in their dtype. */
+static mama_status mama__writer_add_model(mama_st_writer *w, const mama_model *m, const mama__host_weights *h) {
     char json[2048];
     int i;
-    size_t total = m->group_offset[3] + m->group_numel[3];
     MAMA_TRY(mama_config_to_json(&m->cfg, json, sizeof json));
-    MAMA_TRY(m->be->to_host(m->be, host, m->params, sizeof(float) * total));
     MAMA_TRY(mama_st_writer_meta(w, "mama_config", json));
     for (i = 0; i < m->nparams; i++) {
         const mama_param_info *p = &m->info[i];
-        MAMA_TRY(mama_st_writer_add(w, p->name, MAMA_F32, p->ndim, p->shape, host + p->offset));
+        if (p->dtype == MAMA_F32) MAMA_TRY(mama_st_writer_add(w, p->name, MAMA_F32, p->ndim, p->shape, h->data + p->offset));
+        else MAMA_TRY(mama_st_writer_add(w, p->name, p->dtype, p->ndim, p->shape, h->half + p->offset));
     }
     for (i = 0; i < 6; i++) MAMA_TRY(mama_st_writer_add(w, mama__bn_tracked_names[i], MAMA_I64, 0, NULL, &m->bn_batches[i]));
     return MAMA_OK;
 }
 
+/* A host view of m's current weights (a staging copy only on device backends). */
+static mama_status mama__host_weights_get(const mama_model *m, mama__host_weights *h) {
+    mama_model *mm = (mama_model *)(uintptr_t)m; /* the view binds pointers; the weights are not changed */
+    mama_status s;
+    MAMA_TRY(mama__host_weights_init(mm, h));
+    s = mama__host_weights_download(mm, h);
+    if (s != MAMA_OK) mama__host_weights_free(h);
+    return s;
+}
+
 MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
     mama_st_writer *w = NULL;
-    float *host = NULL;
+    mama__host_weights h;
     mama_status s;
-    MAMA_TRY(mama_alloc((void **)&host, sizeof(float) * (m->group_offset[3] + m->group_numel[3] + 1), "weights for saving"));
+    MAMA_TRY(mama__host_weights_get(m, &h));
     s = mama_st_writer_init(&w);
-    if (s == MAMA_OK) s = mama__writer_add_model(w, m, host);
+    if (s == MAMA_OK) s = mama__writer_add_model(w, m, &h);
     if (s == MAMA_OK) s = mama_st_writer_write(w, path);
     mama_st_writer_free(w);
-    mama_free(host);
+    mama__host_weights_free(&h);
     return s;
 }
 
@@ -6591,6 +7087,15 @@ MAMA_API float mama_model_logit_scale(mama_model *m) { return expf(mama__read_sc
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/mman.h>
+/* madvise(MADV_DONTNEED) hands mapped file pages back (mama__st_release).
+ * Strict ISO modes (-std=c99) hide it behind _DEFAULT_SOURCE; on Linux the
+ * call and the value (4) are fixed, so declare them where glibc did not. */
+#if defined(MADV_DONTNEED)
+#define MAMA__MADV_DONTNEED MADV_DONTNEED
+#elif defined(__linux__)
+extern int madvise(void *addr, size_t length, int advice);
+#define MAMA__MADV_DONTNEED 4
+#endif
 #endif
 
 /* ---- 7.1 Text buffer ------------------------------------------------------ */
@@ -7722,7 +8227,8 @@ MAMA_API mama_status mama_st_read_bf16(const mama_safetensors *st, const char *n
     MAMA_TRY(mama__st_lookup(st, name, count, &t));
     p = (const unsigned char *)mama_st_data(st, t);
     if (t->dtype == MAMA_BF16) {
-        for (i = 0; i < count; i++) dst[i] = mama__le16(p + 2 * i);
+        if (mama__host_is_le()) { if (count) memcpy(dst, p, count * 2); }
+        else for (i = 0; i < count; i++) dst[i] = mama__le16(p + 2 * i);
         return MAMA_OK;
     }
     if (t->dtype != MAMA_F32 && t->dtype != MAMA_F16 && t->dtype != MAMA_F64)
@@ -7735,6 +8241,85 @@ MAMA_API mama_status mama_st_read_bf16(const mama_safetensors *st, const char *n
         dst[i] = mama_f32_to_bf16(f);
     }
     return MAMA_OK;
+}
+
+/* Half-precision reads for the model's frozen matrices (section 6):
+ * dt MAMA_BF16 is mama_st_read_bf16; dt MAMA_F16 copies F16 as is and
+ * rounds F32/BF16/F64 (through float32) to nearest even. */
+/* A tensor's bytes read() from the file straight into dst, for a file that
+ * is memory-mapped: the mapping's pages are then never touched, so a 5 GB
+ * checkpoint is not resident twice while it is copied.  Returns 0 (and the
+ * caller copies from the mapping) where this does not apply or fails. */
+static int mama__st_read_direct(const mama_safetensors *st, const mama_st_tensor *t, void *dst) {
+#ifdef MAMA__POSIX
+    size_t done = 0, pos = st->data_start + t->offset;
+    int fd;
+    if (st->storage_ != 2 || !st->path || t->nbytes < ((size_t)1 << 16) || pos > (size_t)LONG_MAX) return 0;
+    fd = open(st->path, O_RDONLY);
+    if (fd < 0) return 0;
+    if (lseek(fd, (off_t)pos, SEEK_SET) != (off_t)pos) { close(fd); return 0; }
+    while (done < t->nbytes) {
+        size_t want = t->nbytes - done;
+        ssize_t r = read(fd, (char *)dst + done, want > ((size_t)1 << 30) ? ((size_t)1 << 30) : want);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) { close(fd); return 0; }
+        done += (size_t)r;
+    }
+    close(fd);
+    return 1;
+#else
+    (void)st; (void)t; (void)dst;
+    return 0;
+#endif
+}
+
+static mama_status mama__st_read_half(const mama_safetensors *st, const char *name, uint16_t *dst, size_t count,
+                                      mama_dtype dt) {
+    const mama_st_tensor *t;
+    const unsigned char *p;
+    float *tmp;
+    size_t i;
+    mama_status s;
+    MAMA_TRY(mama__st_lookup(st, name, count, &t));
+    if (t->dtype == dt && mama__host_is_le() && mama__st_read_direct(st, t, dst)) return MAMA_OK;
+    if (dt == MAMA_BF16) return mama_st_read_bf16(st, name, dst, count);
+    p = (const unsigned char *)mama_st_data(st, t);
+    if (t->dtype == MAMA_F16) {
+        if (mama__host_is_le()) { if (count) memcpy(dst, p, count * 2); }
+        else for (i = 0; i < count; i++) dst[i] = mama__le16(p + 2 * i);
+        return MAMA_OK;
+    }
+    MAMA_TRY(mama_alloc((void **)&tmp, sizeof(float) * (count ? count : 1), name));
+    s = mama_st_read_f32(st, name, tmp, count);
+    if (s == MAMA_OK) mama__f32_to_half_n(dst, tmp, MAMA_F16, count);
+    /* f16 tops out at 65504: a finite value beyond it would become Inf */
+    for (i = 0; s == MAMA_OK && i < count; i++)
+        if ((dst[i] & 0x7fffu) == 0x7c00u && fabsf(tmp[i]) <= FLT_MAX)
+            s = MAMA_FAIL(MAMA_ERR_NUMERIC, "%s: tensor '%s' element %zu = %g overflows f16 (load it as bf16 or f32)",
+                          st->path, name, i, (double)tmp[i]);
+    mama_free(tmp);
+    return s;
+}
+
+/* After a tensor has been copied out of a memory-mapped file, give its
+ * pages back (they are clean file pages, re-read on demand), so that
+ * loading a 5 GB checkpoint does not hold the file AND the weights in
+ * resident memory at once.  Whole pages inside the tensor only; no-op for
+ * files read into memory or borrowed. */
+static void mama__st_release(const mama_safetensors *st, const mama_st_tensor *t) {
+#if defined(MAMA__POSIX) && defined(MAMA__MADV_DONTNEED)
+    uintptr_t page = 4096, b, e;
+    long ps;
+    if (st->storage_ != 2 || !t) return;
+    ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) page = (uintptr_t)ps;
+    b = ((uintptr_t)(st->data + st->data_start + t->offset) + page - 1) & ~(page - 1);
+    e = ((uintptr_t)(st->data + st->data_start + t->offset + t->nbytes)) & ~(page - 1);
+    if (e > b) (void)madvise((void *)b, (size_t)(e - b), MAMA__MADV_DONTNEED);
+#else
+    (void)st;
+    (void)t;
+#endif
 }
 
 /* Element i of an integer tensor as int64 (0 for non-integer dtypes). */
@@ -12481,15 +13066,19 @@ MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o) {
 MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
                                           uint64_t seed) {
     mama_st_writer *w = NULL;
-    float *host = NULL, *moments = NULL;
-    size_t total = m->group_offset[3] + m->group_numel[3], n = opt ? opt->n_train + opt->n_late : 0;
+    float *moments = NULL;
+    mama__host_weights h;
+    size_t n = opt ? opt->n_train + opt->n_late : 0;
     int64_t shape = (int64_t)n;
     char buf[64];
     mama_status s;
-    MAMA_TRY(mama_alloc((void **)&host, sizeof(float) * (total + 1), "checkpoint"));
-    if ((s = mama_alloc((void **)&moments, sizeof(float) * (2 * n + 1), "checkpoint")) != MAMA_OK) { mama_free(host); return s; }
+    MAMA_TRY(mama__host_weights_get(m, &h));
+    if ((s = mama_alloc((void **)&moments, sizeof(float) * (2 * n + 1), "checkpoint")) != MAMA_OK) {
+        mama__host_weights_free(&h);
+        return s;
+    }
     s = mama_st_writer_init(&w);
-    if (s == MAMA_OK) s = mama__writer_add_model(w, m, host);
+    if (s == MAMA_OK) s = mama__writer_add_model(w, m, &h);
     if (s == MAMA_OK && opt) {
         s = m->be->to_host(m->be, moments, opt->m, sizeof(float) * n);
         if (s == MAMA_OK) s = m->be->to_host(m->be, moments + n, opt->v, sizeof(float) * n);
@@ -12507,7 +13096,7 @@ MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m,
     if (s == MAMA_OK) s = mama_st_writer_meta(w, "format", "mama-checkpoint-1");
     if (s == MAMA_OK) s = mama_st_writer_write(w, path); /* temporary file, fsync, rename */
     mama_st_writer_free(w);
-    mama_free(host);
+    mama__host_weights_free(&h);
     mama_free(moments);
     return s;
 }

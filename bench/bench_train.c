@@ -4,6 +4,7 @@
  *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
  *   build/mama bench encode --config base [--batch 4] [--steps 3]
+ *   build/mama bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]
  *
  * `train` times whole steps: forward through both towers, all four losses
  * (late on by default), backward, AdamW; it prints the median step time and
@@ -15,6 +16,11 @@
  * `encode` times the vision tower alone in eval mode and prints images/s;
  * the text tower is irrelevant to it, so the model is built with a one-layer
  * text tower to keep memory small (the vision tower is the preset's).
+ * `weights` loads a real weights file (e.g. the `base` config with a bf16
+ * text tower) and times a zero-shot-style text encode (eval mode) and one
+ * training step (train mode, late losses on, dropout off: the gradient
+ * flows through the frozen text weights into LoRA), with load time and
+ * the process's peak resident memory after each phase.
  * Inputs are random (images uniform in [-1, 1], captions of random tokens
  * with a separator every 11 tokens); timings do not depend on values.
  * bench/bench_train_torch.py runs the same step in PyTorch. */
@@ -194,6 +200,76 @@ static int mama_bench_encode_main(int argc, char **argv) {
         if (dt < best) best = dt;
     }
     printf("encode_images_per_s=%.3f\n", B / best);
+    free(images); free(ext); free(ids); free(mask); free(emb);
+    mama_model_free(m);
+    return 0;
+}
+
+static int mama_bench_weights_main(int argc, char **argv) {
+    const char *w = bench_opt(argc, argv, "--weights", NULL), *fd = bench_opt(argc, argv, "--frozen-dtype", "auto");
+    int B = atoi(bench_opt(argc, argv, "--batch", "1"));
+    int steps = atoi(bench_opt(argc, argv, "--steps", "1"));
+    int dt = -1, s;
+    const mama_config *c;
+    mama_model *m = NULL;
+    mama_dtype hd;
+    size_t hn;
+    float *images, *ext, *emb;
+    int *ids, *mask;
+    double t0;
+    mama_batch b;
+    mama_step_opts o;
+    mama_losses L;
+    if (!w) { fprintf(stderr, "mama bench weights: --weights W is required\n"); return 2; }
+    if (!strcmp(fd, "bf16")) dt = MAMA_BF16;
+    else if (!strcmp(fd, "f16")) dt = MAMA_F16;
+    else if (!strcmp(fd, "f32")) dt = MAMA_F32;
+    else if (strcmp(fd, "auto")) { fprintf(stderr, "mama bench weights: bad --frozen-dtype '%s'\n", fd); return 2; }
+    if (B < 1) B = 1;
+    t0 = mama_time_seconds();
+    if (mama_model_load_as(&m, w, mama_cpu_backend(), B, dt) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+    c = mama_model_config(m);
+    hn = mama_model_half_numel(m, &hd);
+    printf("bench weights: %s: text D=%d depth %d vocab %d, vision %dpx D=%d depth %d, text mode %s, %zu frozen values "
+           "in %s; batch %d, %d threads\n", w, c->text_dim, c->text_depth, c->vocab_size, c->image_size, c->vision_dim,
+           c->vision_depth, c->text_mode == MAMA_TEXT_LORA ? "lora" : c->text_mode == MAMA_TEXT_FROZEN ? "frozen" : "full",
+           hn, hn ? mama_dtype_name(hd) : "-", B, mama_num_threads());
+    printf("load: %.1f s, peak RSS %.0f MB\n", mama_time_seconds() - t0, bench_peak_rss_mb());
+    if (bench_make_batch(c, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
+    emb = (float *)malloc(sizeof(float) * (size_t)B * c->embed_dim);
+    for (s = 0; s < steps; s++) {
+        t0 = mama_time_seconds();
+        if (mama_encode_texts(m, ids, mask, B, emb) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+        printf("text encode %d (eval, %d captions x %d tokens): %.2f s, peak RSS %.0f MB, emb[0][0..2] = %.5f %.5f %.5f\n",
+               s, B, c->context, mama_time_seconds() - t0, bench_peak_rss_mb(), emb[0], emb[1], emb[2]);
+    }
+    b.B = B; b.images = images; b.ext_images = ext; b.input_ids = ids; b.attention_mask = mask;
+    mama_step_opts_default(&o);
+    o.late = 1;
+    o.dropout = 0;
+    for (s = 0; s < steps; s++) {
+        t0 = mama_time_seconds();
+        if (mama_model_step(m, &b, &o, 0, &L) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+        printf("train step %d (forward + backward, both towers, late losses, %d images + %d ext + %d captions): %.2f s, "
+               "loss %.4f (clip %.4f mv %.4f sym %.4f sla %.4f), peak RSS %.0f MB\n", s, B, B, B,
+               mama_time_seconds() - t0, L.loss, L.clip, L.mv, L.sym, L.sla, bench_peak_rss_mb());
+    }
+    {
+        /* the gradient that reached the LoRA matrices through the frozen tower */
+        double lora2 = 0, all2 = 0;
+        const float *g = mama_model_grads(m);
+        int i;
+        size_t k;
+        for (i = 0; i < mama_model_param_count(m); i++) {
+            const mama_param_info *p = mama_model_param(m, i);
+            double s2 = 0;
+            if (p->group != MAMA_GROUP_TRAIN && p->group != MAMA_GROUP_LATE) continue;
+            for (k = 0; k < p->numel; k++) s2 += (double)g[p->offset + k] * g[p->offset + k];
+            all2 += s2;
+            if (strstr(p->name, "lora_")) lora2 += s2;
+        }
+        printf("gradient norms after the last step: all trainable %.4g, LoRA %.4g\n", sqrt(all2), sqrt(lora2));
+    }
     free(images); free(ext); free(ids); free(mask); free(emb);
     mama_model_free(m);
     return 0;

@@ -20,13 +20,17 @@ static const char *usage =
     "  forward --weights W --batch B --out O [--late 0|1]\n"
     "        one forward + backward in train mode (dropout off); writes embeddings,\n"
     "        losses and gradients to O (safetensors) for parity checks\n"
-    "  info W.safetensors\n"
-    "        config, parameter counts per tower and group, memory per group\n"
+    "  info W.safetensors [--frozen-dtype auto|bf16|f16|f32]\n"
+    "        config, parameter counts per tower and group, dtype and memory per group\n"
+    "  init --out W.safetensors [--config tiny|small|base] [--text-mode full|lora|frozen] [--seed S]\n"
+    "       [--frozen-dtype bf16|f16|f32]\n"
+    "        a freshly initialised model (SPEC A.5) written as safetensors (e.g. for --init / --weights)\n"
     "  synth --out DIR [--studies 1000] [--size 256] [--seed 1] [--balanced]\n"
     "        synthetic multi-view mammograms (PNG) and their manifest.csv\n"
     "  pretrain --manifest M --out CKPT [--config tiny] [--tokenizer DIR] [--steps N] [--batch B]\n"
     "           [--accum A] [--lr X] [--warmup N] [--late-loss N] [--seed S] [--log CSV]\n"
     "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n"
+    "           [--frozen-dtype auto|bf16|f16|f32]\n"
     "        data parallel (build with `make MPI=1`): mpirun -np N build/mama pretrain ... trains on N\n"
     "        ranks, --batch per rank; [--dp-reference] keeps the reference's per-rank CLIP/SLA losses\n"
     "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
@@ -47,10 +51,16 @@ static const char *usage =
     "  bench train --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
     "              [--peak-tflops X]\n"
     "  bench encode --config base [--batch 4] [--steps 3]\n"
+    "  bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]\n"
+    "        load W, time a text encode and a training step, print peak memory\n"
     "  help\n"
     "\n"
     "every command also takes --device cpu|cuda[:N] (default cpu; cuda needs `make cuda`)\n"
-    "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n";
+    "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n"
+    "--frozen-dtype (info, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the frozen\n"
+    "text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when it is\n"
+    "BF16 or F16, else f32 (f32 for a model created from a preset).  bf16/f16 halve their memory; all\n"
+    "arithmetic stays float32.  Trainable weights are always f32.\n";
 
 static const char *arg_value(int argc, char **argv, const char *key, const char *def) {
     int i;
@@ -80,6 +90,28 @@ static int attach_comm(mama_model *m) {
     return 0;
 }
 
+/* --frozen-dtype auto|bf16|f16|f32 -> -1 (the file's) or a mama_dtype;
+ * returns 0 (with a message) on a bad value. */
+static int frozen_dtype_arg(int argc, char **argv, int *dt) {
+    const char *v = arg_value(argc, argv, "--frozen-dtype", "auto");
+    if (!strcmp(v, "auto")) *dt = -1;
+    else if (!strcmp(v, "bf16")) *dt = MAMA_BF16;
+    else if (!strcmp(v, "f16")) *dt = MAMA_F16;
+    else if (!strcmp(v, "f32")) *dt = MAMA_F32;
+    else {
+        fprintf(stderr, "mama: --frozen-dtype must be auto, bf16, f16 or f32 (got '%s')\n", v);
+        return 0;
+    }
+    return 1;
+}
+
+/* mama_model_load with the --frozen-dtype option */
+static mama_status load_model(int argc, char **argv, mama_model **m, const char *path, int max_batch) {
+    int dt;
+    if (!frozen_dtype_arg(argc, argv, &dt)) return MAMA_FAIL(MAMA_ERR_INVALID, "bad --frozen-dtype");
+    return mama_model_load_as(m, path, mama_cli_backend(), max_batch, dt);
+}
+
 static int cmd_forward(int argc, char **argv) {
     const char *w = arg_value(argc, argv, "--weights", NULL), *b = arg_value(argc, argv, "--batch", NULL);
     const char *o = arg_value(argc, argv, "--out", NULL);
@@ -95,26 +127,57 @@ static int cmd_forward(int argc, char **argv) {
 
 static int cmd_info(int argc, char **argv) {
     mama_model *m = NULL;
+    mama_safetensors st;
     const mama_config *c;
     char json[2048];
-    size_t tower[3] = {0, 0, 0}, group[4];
-    int i;
+    size_t tower[3] = {0, 0, 0}, group[4], by_dtype[4][3], file_by_dtype[3] = {0, 0, 0};
+    double mem[4], total = 0, grad_mb;
+    int i, g, k;
     static const char *const gname[4] = {"train", "late", "frozen", "buffers"};
-    if (argc < 1) { fprintf(stderr, "mama info: give a .safetensors file\n"); return 2; }
-    if (mama_model_load(&m, argv[0], mama_cli_backend(), 1) != MAMA_OK) return fail();
+    static const mama_dtype kinds[3] = {MAMA_F32, MAMA_BF16, MAMA_F16};
+    if (argc < 1 || argv[0][0] == '-') { fprintf(stderr, "mama info: give a .safetensors file\n"); return 2; }
+    if (load_model(argc, argv, &m, argv[0], 1) != MAMA_OK) return fail();
     c = mama_model_config(m);
     mama_config_to_json(c, json, sizeof json);
     printf("file: %s\nconfig: %s\n", argv[0], json);
+    /* the file's own dtypes */
+    memset(&st, 0, sizeof st);
+    if (mama_st_open(&st, argv[0]) == MAMA_OK) {
+        for (i = 0; i < st.count; i++)
+            for (k = 0; k < 3; k++)
+                if (st.tensors[i].dtype == kinds[k]) file_by_dtype[k] += st.tensors[i].numel;
+        printf("file tensors: %zu F32, %zu BF16, %zu F16 values (%.1f MB on disk)\n", file_by_dtype[0],
+               file_by_dtype[1], file_by_dtype[2], st.size / 1e6);
+        mama_st_close(&st);
+    }
+    memset(by_dtype, 0, sizeof by_dtype);
     for (i = 0; i < mama_model_param_count(m); i++) {
         const mama_param_info *p = mama_model_param(m, i);
         int t = !strncmp(p->name, "img_encoder_q.", 14) ? 0 : !strncmp(p->name, "text_encoder_q.", 15) ? 1 : 2;
         if (p->group != MAMA_GROUP_BUFFER) tower[t] += p->numel;
+        for (k = 0; k < 3; k++)
+            if (p->dtype == kinds[k]) by_dtype[p->group][k] += p->numel;
     }
     printf("parameters: vision %zu, text %zu, joint heads %zu\n", tower[0], tower[1], tower[2]);
-    for (i = 0; i < 4; i++) {
-        group[i] = mama_model_numel(m, (mama_param_group)i);
-        printf("group %-8s %12zu values  %9.1f MB (f32 in memory)\n", gname[i], group[i], group[i] * 4.0 / 1e6);
+    printf("weights in memory (dtype as kept by the model; --frozen-dtype changes the frozen group's):\n");
+    for (g = 0; g < 4; g++) {
+        char kinds_s[128] = "";
+        size_t len = 0;
+        group[g] = mama_model_numel(m, (mama_param_group)g);
+        mem[g] = 0;
+        for (k = 0; k < 3; k++) {
+            if (!by_dtype[g][k]) continue;
+            mem[g] += by_dtype[g][k] * (double)mama_dtype_size(kinds[k]);
+            len += (size_t)snprintf(kinds_s + len, sizeof kinds_s - len, "%s%s %zu", len ? ", " : "",
+                                    mama_dtype_name(kinds[k]), by_dtype[g][k]);
+        }
+        total += mem[g];
+        printf("  group %-8s %12zu values  %10.1f MB  (%s)\n", gname[g], group[g], mem[g] / 1e6,
+               kinds_s[0] ? kinds_s : "empty");
     }
+    grad_mb = (group[0] + group[1]) * 4.0 / 1e6;
+    printf("  weights total %.1f MB; training adds gradients %.1f MB and AdamW moments %.1f MB (train and late "
+           "groups only; frozen tensors have neither)\n", total / 1e6, grad_mb, 2 * grad_mb);
     printf("text mode %s: trainable now %zu, from the late-loss step %zu more\n",
            c->text_mode == MAMA_TEXT_LORA ? "lora" : c->text_mode == MAMA_TEXT_FROZEN ? "frozen" : "full",
            group[0], group[1]);
@@ -127,6 +190,32 @@ static int has_flag(int argc, char **argv, const char *key) {
     for (i = 0; i < argc; i++)
         if (!strcmp(argv[i], key)) return 1;
     return 0;
+}
+
+static int cmd_init(int argc, char **argv) {
+    mama_config cfg;
+    mama_model *m = NULL;
+    const char *out = arg_value(argc, argv, "--out", NULL), *mode = arg_value(argc, argv, "--text-mode", NULL);
+    int fdt, rc = 0;
+    double t0 = mama_time_seconds(), t1;
+    if (!out) { fprintf(stderr, "mama init: --out W.safetensors is required\n"); return 2; }
+    if (!frozen_dtype_arg(argc, argv, &fdt)) return 2;
+    if (mama_config_preset(&cfg, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) return fail();
+    if (mode) {
+        if (!strcmp(mode, "full")) cfg.text_mode = MAMA_TEXT_FULL;
+        else if (!strcmp(mode, "lora")) cfg.text_mode = MAMA_TEXT_LORA;
+        else if (!strcmp(mode, "frozen")) cfg.text_mode = MAMA_TEXT_FROZEN;
+        else { fprintf(stderr, "mama init: --text-mode must be full, lora or frozen\n"); return 2; }
+    }
+    cfg.frozen_dtype = fdt < 0 ? MAMA_F32 : (mama_dtype)fdt;
+    if (mama_model_create(&m, &cfg, mama_cpu_backend(), 1, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10)) !=
+        MAMA_OK)
+        return fail();
+    t1 = mama_time_seconds();
+    if (mama_model_save(m, out) != MAMA_OK) rc = fail();
+    else printf("wrote %s (initialised in %.1f s, written in %.1f s)\n", out, t1 - t0, mama_time_seconds() - t1);
+    mama_model_free(m);
+    return rc;
 }
 
 static int cmd_synth(int argc, char **argv) {
@@ -150,7 +239,7 @@ static int cmd_pretrain(int argc, char **argv) {
     mama_pretrain_opts o;
     mama_pretrain_result r;
     const char *init = arg_value(argc, argv, "--init", NULL);
-    int rc = 0;
+    int rc = 0, fdt;
     mama_pretrain_opts_default(&o);
     mama_dataset_opts_default(&dopt);
     dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
@@ -174,10 +263,12 @@ static int cmd_pretrain(int argc, char **argv) {
     o.use_mv = !has_flag(argc, argv, "--no-mv");
     o.use_sym = !has_flag(argc, argv, "--no-sym");
     o.use_sla = !has_flag(argc, argv, "--no-sla");
+    if (!frozen_dtype_arg(argc, argv, &fdt)) return 2;
     if (init) {
-        if (mama_model_load(&m, init, mama_cli_backend(), o.batch) != MAMA_OK) return fail();
-    } else if (mama_model_create(&m, &cfg, mama_cli_backend(), o.batch, o.seed) != MAMA_OK) {
-        return fail();
+        if (mama_model_load_as(&m, init, mama_cli_backend(), o.batch, fdt) != MAMA_OK) return fail();
+    } else {
+        cfg.frozen_dtype = fdt < 0 ? MAMA_F32 : (mama_dtype)fdt;
+        if (mama_model_create(&m, &cfg, mama_cli_backend(), o.batch, o.seed) != MAMA_OK) return fail();
     }
     if (attach_comm(m) != 0) { mama_model_free(m); return 1; }
     if (mama_dataset_open(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
@@ -219,7 +310,7 @@ static int open_eval(int argc, char **argv, mama_model **m, mama_dataset **d) {
     dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
     dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
     if (!w || !dopt.manifest) { fprintf(stderr, "mama: --weights and --manifest are required\n"); return 2; }
-    if (mama_model_load(m, w, mama_cli_backend(), atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
+    if (load_model(argc, argv, m, w, atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
     if (mama_dataset_open(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
     return 0;
 }
@@ -371,7 +462,7 @@ static int cmd_embed(int argc, char **argv) {
         float *px;
         int n = 0;
         while (first_image + n < argc && strncmp(argv[first_image + n], "--", 2)) n++;
-        if (mama_model_load(&m, w, mama_cli_backend(), 1) != MAMA_OK) return fail();
+        if (load_model(argc, argv, &m, w, 1) != MAMA_OK) return fail();
         c = mama_model_config(m);
         aug.size = c->image_size;
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
@@ -441,7 +532,8 @@ static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "gemm")) return mama_bench_gemm_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "train")) return mama_bench_train_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "encode")) return mama_bench_encode_main(argc - 1, argv + 1);
-    fprintf(stderr, "mama bench: expected gemm, train or encode\n%s", usage);
+    if (argc >= 1 && !strcmp(argv[0], "weights")) return mama_bench_weights_main(argc - 1, argv + 1);
+    fprintf(stderr, "mama bench: expected gemm, train, encode or weights\n%s", usage);
     return 2;
 }
 
@@ -477,6 +569,7 @@ static int run_command(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "help";
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
