@@ -19,7 +19,13 @@ static void *test_malloc(size_t n) {
     if (test_alloc_countdown == 0) return NULL;
     if (test_alloc_countdown > 0) test_alloc_countdown--;
     p = malloc(n);
-    if (p) test_live_allocs++;
+    /* atomic: the synth speed check allocates from several OpenMP threads */
+    if (p) {
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+        test_live_allocs++;
+    }
     return p;
 }
 static void *test_realloc(void *q, size_t n) {
@@ -31,7 +37,12 @@ static void *test_realloc(void *q, size_t n) {
     return p;
 }
 static void test_free(void *p) {
-    if (p) test_live_allocs--;
+    if (p) {
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+        test_live_allocs--;
+    }
     free(p);
 }
 #define MAMA_MALLOC(sz) test_malloc(sz)
