@@ -92,6 +92,9 @@ compile-check: | $(BUILD)
 	clang -std=c11 $(WARN) -O2 -fopenmp -c -I. $(BUILD)/compile_check.c -o $(BUILD)/compile_check.o
 	$(CXX) -x c++ -std=c++11 -Wall -Wextra -Werror -O0 -fsyntax-only -I. $(BUILD)/compile_check.c
 	@for e in embed_image zero_shot_image train_loop; do $(CC) -std=c99 $(WARN) -fsyntax-only -I. examples/$$e.c || exit 1; done
+	@if [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ]; then \
+	  $(CC) -std=c99 $(WARN) -fopenmp -fsyntax-only -DMAMA_USE_CBLAS -I. -I/usr/include/x86_64-linux-gnu $(BUILD)/compile_check.c && \
+	  echo "compile-check: MAMA_USE_CBLAS (with the system's cblas.h) clean"; fi
 	@echo "compile-check: C99 (gcc), C11 (clang -O2) and C++11 (g++) clean; examples compile"
 
 test: stb compile-check $(TESTS) $(BUILD)/mama

@@ -6301,22 +6301,22 @@ static double mama__ce_both(mama_model *m, const float *L, float *dL, int B) {
     return loss;
 }
 
-/* Global CLIP loss between image embeddings I and text embeddings Tx
- * (B x E each, L2-normalised): S = exp(logit_scale) I Tx^T.  Gradients
- * accumulate into dI, dT and the log-scale's gradient (if dscale). */
-static double mama__clip_loss(mama_model *m, const float *I, const float *Tx, float *dI, float *dT,
+/* Global CLIP loss between image embeddings Im and text embeddings Tx
+ * (B x E each, L2-normalised): S = exp(logit_scale) Im Tx^T.  Gradients
+ * accumulate into dIm, dT and the log-scale's gradient (if dscale). */
+static double mama__clip_loss(mama_model *m, const float *Im, const float *Tx, float *dIm, float *dT,
                               const float *log_scale, float *dscale, int B) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     int E = m->cfg.embed_dim;
     float scale = expf(mama__read_scalar(m, log_scale));
     double loss;
-    be->gemm(be, 0, 1, B, B, E, scale, I, E, Tx, E, 0.0f, a->logits, B);
+    be->gemm(be, 0, 1, B, B, E, scale, Im, E, Tx, E, 0.0f, a->logits, B);
     loss = mama__ce_both(m, a->logits, a->dlogits, B);
-    if (!dI) return loss;
+    if (!dIm) return loss;
     if (dscale) mama__add_scalar(m, dscale, be->dot(be, a->dlogits, a->logits, (size_t)B * B));
-    be->gemm(be, 0, 0, B, E, B, scale, a->dlogits, B, Tx, E, 1.0f, dI, E);
-    be->gemm(be, 1, 0, B, E, B, scale, a->dlogits, B, I, E, 1.0f, dT, E);
+    be->gemm(be, 0, 0, B, E, B, scale, a->dlogits, B, Tx, E, 1.0f, dIm, E);
+    be->gemm(be, 1, 0, B, E, B, scale, a->dlogits, B, Im, E, 1.0f, dT, E);
     return loss;
 }
 
