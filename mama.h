@@ -3499,18 +3499,18 @@ static void mama__cpu_layernorm_backward(mama_backend *be, float *dx, float *dw,
     if (!dw && !db) return;
     MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
     for (ch = 0; ch < nch; ch++) {
-        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c, rows_done = 0;
+        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c;
         float aw[MAMA__OPS_CCH], ab[MAMA__OPS_CCH];
-        if (nc == MAMA__OPS_CCH && mama__colsum32(2, aw, ab, dy, x, mean, rstd, rows, cols, c0)) rows_done = rows;
-        else
+        if (nc < MAMA__OPS_CCH || !mama__colsum32(2, aw, ab, dy, x, mean, rstd, rows, cols, c0)) {
             for (c = 0; c < nc; c++) aw[c] = ab[c] = 0.0f;
-        for (rr = rows_done; rr < rows; rr++) {
-            const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
-            float m = mean[rr], rs = rstd[rr];
-            MAMA__OPS_SIMD
-            for (c = 0; c < nc; c++) {
-                aw[c] += d[c] * (xr[c] - m) * rs;
-                ab[c] += d[c];
+            for (rr = 0; rr < rows; rr++) {
+                const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
+                float m = mean[rr], rs = rstd[rr];
+                MAMA__OPS_SIMD
+                for (c = 0; c < nc; c++) {
+                    aw[c] += d[c] * (xr[c] - m) * rs;
+                    ab[c] += d[c];
+                }
             }
         }
         for (c = 0; c < nc; c++) {
@@ -3948,30 +3948,26 @@ static float mama__att_exp_sum(int simd, float *s, int n, float m) {
 }
 
 #if defined(MAMA_X86_SIMD)
+/* One 8 x 8 block through registers: dst[c*ldd + r] = src[r*lds + c] for
+ * the first `rows` rows of src (the others read as zeros) and the first
+ * `cols` rows of dst (the others are not written). */
+__attribute__((target("avx2,fma"))) static void mama__transpose8_avx2(float *dst, long ldd, const float *src, long lds,
+                                                                        int rows, int cols) {
+    __m256 v[8];
+    int r;
+    for (r = 0; r < 8; r++) v[r] = r < rows ? _mm256_loadu_ps(src + r * lds) : _mm256_setzero_ps();
+    MAMA__TRANSPOSE8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+    for (r = 0; r < cols; r++) _mm256_storeu_ps(dst + r * ldd, v[r]);
+}
+
 /* Kt[d][j] = K[j*ldk + d0 + d] for d < dc8 (a multiple of 8), j < nk8 (a
- * multiple of 8): 8 x 8 blocks transposed in registers. */
+ * multiple of 8). */
 __attribute__((target("avx2,fma"))) static void mama__att_transpose_avx2(float *Kt, const float *K, int ldk, int nk8,
                                                                            int d0, int dc8) {
     int j, d;
-    for (j = 0; j < nk8; j += 8) {
-        const float *k = K + (size_t)j * ldk + d0;
-        for (d = 0; d < dc8; d += 8) {
-            __m256 r0 = _mm256_loadu_ps(k + d), r1 = _mm256_loadu_ps(k + ldk + d);
-            __m256 r2 = _mm256_loadu_ps(k + 2 * (size_t)ldk + d), r3 = _mm256_loadu_ps(k + 3 * (size_t)ldk + d);
-            __m256 r4 = _mm256_loadu_ps(k + 4 * (size_t)ldk + d), r5 = _mm256_loadu_ps(k + 5 * (size_t)ldk + d);
-            __m256 r6 = _mm256_loadu_ps(k + 6 * (size_t)ldk + d), r7 = _mm256_loadu_ps(k + 7 * (size_t)ldk + d);
-            float *o = Kt + d * MAMA__ATT_BK + j;
-            MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
-            _mm256_storeu_ps(o, r0);
-            _mm256_storeu_ps(o + MAMA__ATT_BK, r1);
-            _mm256_storeu_ps(o + 2 * MAMA__ATT_BK, r2);
-            _mm256_storeu_ps(o + 3 * MAMA__ATT_BK, r3);
-            _mm256_storeu_ps(o + 4 * MAMA__ATT_BK, r4);
-            _mm256_storeu_ps(o + 5 * MAMA__ATT_BK, r5);
-            _mm256_storeu_ps(o + 6 * MAMA__ATT_BK, r6);
-            _mm256_storeu_ps(o + 7 * MAMA__ATT_BK, r7);
-        }
-    }
+    for (j = 0; j < nk8; j += 8)
+        for (d = 0; d < dc8; d += 8)
+            mama__transpose8_avx2(Kt + d * MAMA__ATT_BK + j, MAMA__ATT_BK, K + (size_t)j * ldk + d0 + d, ldk, 8, 8);
 }
 #endif
 
@@ -4155,18 +4151,11 @@ __attribute__((target("avx2,fma"))) static void mama__att_bwd_row_avx2(float *s,
  * zeros (they land in columns of dst that no product reads). */
 __attribute__((target("avx2,fma"))) static void mama__att_tile_transpose_avx2(float *dst, const float *src, int nq,
                                                                                 int nk) {
-    int r0, j0, r;
-    for (r0 = 0; r0 < nq; r0 += 8) {
-        int nr = mama__ops_min_i(8, nq - r0);
-        for (j0 = 0; j0 < nk; j0 += 8) {
-            __m256 v[8];
-            float *o = dst + j0 * MAMA__ATT_BQB + r0;
-            for (r = 0; r < 8; r++)
-                v[r] = r < nr ? _mm256_loadu_ps(src + (r0 + r) * MAMA__ATT_BK + j0) : _mm256_setzero_ps();
-            MAMA__TRANSPOSE8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
-            for (r = 0; r < 8 && j0 + r < nk; r++) _mm256_storeu_ps(o + r * MAMA__ATT_BQB, v[r]);
-        }
-    }
+    int r0, j0;
+    for (r0 = 0; r0 < nq; r0 += 8)
+        for (j0 = 0; j0 < nk; j0 += 8)
+            mama__transpose8_avx2(dst + j0 * MAMA__ATT_BQB + r0, MAMA__ATT_BQB, src + r0 * MAMA__ATT_BK + j0,
+                                  MAMA__ATT_BK, mama__ops_min_i(8, nq - r0), mama__ops_min_i(8, nk - j0));
 }
 #endif
 
@@ -5905,6 +5894,16 @@ static void mama__gpt_block_forward(mama_model *m, int l, const mama__block_acts
     be->accumulate(be, out, k->xmid, 1.0f, n);
 }
 
+/* The gradient before a dropout of rate p, given dy after it: written into
+ * buf and returned, or dy itself when p = 0 (the identity needs no copy). */
+static const float *mama__dropout_grad(mama_backend *be, float *buf, const float *dy, size_t n, float p,
+                                       uint64_t seed) {
+    if (p <= 0.0f) return dy;
+    mama__zero(be, buf, n);
+    be->dropout_backward(be, buf, dy, n, p, seed);
+    return buf;
+}
+
 static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_acts *k, const float *x,
                                      const float *dout, float *dx, int B, const mama__text_step *ts) {
     mama_backend *be = m->be;
@@ -5915,14 +5914,9 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
     size_t n = (size_t)rows * D, n4 = (size_t)rows * 4 * D;
     float p = ts->train_dropout ? c->text_dropout : 0.0f;
     float *d_a = a->d_rows_d, *d_b = a->d_rows_d2, *d_4a = a->d_rows_4d, *d_4b = a->d_rows_4d2, *d_qkv = a->d_rows_3d;
-    const float *d_in; /* gradient after the residual dropout: d_a, or the incoming gradient when p = 0 */
-    /* MLP branch (without dropout its backward is the identity: no copy) */
-    d_in = dout;
-    if (p > 0) {
-        mama__zero(be, d_a, n);
-        be->dropout_backward(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
-        d_in = d_a;
-    }
+    const float *d_in;
+    /* MLP branch */
+    d_in = mama__dropout_grad(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
     mama__conv1d_backward_h(m, d_4a, 0.0f, gw->mlp_proj_w, gw->mlp_proj_b, d_in, k->gelu, w->mlp_proj_w, w->mlp_proj_wh,
                             rows, 4 * D, D);
     mama__zero(be, d_4b, n4);
@@ -5931,12 +5925,7 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
     be->copy(be, dx, dout, n * sizeof(float));
     be->layernorm_backward(be, dx, gw->ln2_w, gw->ln2_b, d_b, k->xmid, w->ln2_w, k->ln2_mean, k->ln2_rstd, rows, D);
     /* attention branch */
-    d_in = dx;
-    if (p > 0) {
-        mama__zero(be, d_a, n);
-        be->dropout_backward(be, d_a, dx, n, p, mama__dropout_seed(ts->seed, l, 2));
-        d_in = d_a;
-    }
+    d_in = mama__dropout_grad(be, d_a, dx, n, p, mama__dropout_seed(ts->seed, l, 2));
     mama__conv1d_backward_h(m, d_b, 0.0f, gw->attn_proj_w, gw->attn_proj_b, d_in, k->att, w->attn_proj_w, w->attn_proj_wh,
                             rows, D, D);
     mama__zero(be, d_qkv, 3 * n);
