@@ -4088,32 +4088,11 @@ static void mama__att_forward_tile(int simd, float *out, float *lse, const float
     }
 }
 
-static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse, const float *qkv,
-                                        const int *key_valid, int B, int T, int H, int hd, int causal, float scale,
-                                        float dropout_p, uint64_t dropout_seed) {
-    int simd = mama__ops_have_avx2();
-    int bq, ntile, ntask, t;
-    (void)be;
-    if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
-    if (hd > MAMA__ATT_OBUF) { /* not representable in the fixed tiles */
-        MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "attention_forward: head dim %d > %d", hd, MAMA__ATT_OBUF);
-        return;
-    }
-    bq = mama__att_tile_rows(hd);
-    ntile = (T + bq - 1) / bq;
-    ntask = B * H * ntile;
-    MAMA__OPS_PAR_FOR_DYN(ntask > 1 && (long long)T * T * H * B * hd > 200000)
-    for (t = 0; t < ntask; t++) {
-        int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
-        mama__att_forward_tile(simd, out, lse, qkv, key_valid, bh / H, bh % H, i0, mama__ops_min_i(bq, T - i0), T, H,
-                               hd, causal, scale, dropout_p, dropout_seed);
-    }
-}
-
 /* One backward row without dropout: P = exp(scale s - lse) on the visible
  * keys (masked ones -> 0), Pz = P, s = scale dS = P (dp - D) scale; zero
  * from jmax to nk.  The same IEEE operations in the same order as the
- * generic loop (no FMA contraction), so both give the same bits. */
+ * generic loop (no FMA contraction), so both give the same bits.  pz may
+ * be dp (the GEMM schedule keeps P in dP's buffer). */
 #if defined(MAMA_X86_SIMD)
 __attribute__((target("avx2,fma"))) static void mama__att_bwd_row_avx2(float *s, const float *dp, float *pz,
                                                                          const int *kv, int jmax, int nk, float scale,
@@ -4138,10 +4117,10 @@ __attribute__((target("avx2,fma"))) static void mama__att_bwd_row_avx2(float *s,
         _mm256_storeu_ps(pz + jj, pij);
         _mm256_storeu_ps(s + jj, ds);
     }
-    for (; jj < jmax; jj++) {
-        float pij = s[jj];
+    for (; jj < jmax; jj++) { /* dp read before pz is written: pz may be dp */
+        float pij = s[jj], g = dp[jj];
         pz[jj] = pij;
-        s[jj] = pij * (dp[jj] - di) * scale;
+        s[jj] = pij * (g - di) * scale;
     }
     for (; jj < nk; jj++) s[jj] = pz[jj] = 0.0f;
 }
@@ -4262,15 +4241,281 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
     }
 }
 
+/* ---- attention on the GEMM kernels (the default schedule) ----
+ *
+ * The tile schedule above keeps everything in small stack tiles, but its
+ * products are 64 x 64 x hd pieces with the online-softmax and mask work
+ * between them, and they reach well under half the rate of the big GEMMs.
+ * When a whole row block of scores fits a per-thread buffer (T up to a few
+ * thousand), the same algebra runs as ordinary products on the packed GEMM
+ * micro-kernel instead, per (b, h) and query block of R rows:
+ *   forward:  S = Q K^T (R x kend), P = softmax(scale S) row by row with
+ *             the masks (one pass: the whole row is at hand, so no online
+ *             rescaling), P *= keep/(1-p) under dropout, out = P V;
+ *   backward: S = Q K^T, dP = dO V^T, then per row P = exp(scale s - lse),
+ *             dS = scale P (dP z - D_i), Pz = P z (written over dP), and
+ *             dQ += dS K, dK += dS^T Q, dV += Pz^T dO.
+ * Causal attention stops each block's keys at its last query (kend), so
+ * only the diagonal block's upper triangle is computed and masked.  One
+ * thread owns a (b, h) in the backward, so dK and dV accumulate over the
+ * query blocks without races.  The score rows live in a static per-thread
+ * buffer (like the GEMM's packing buffers: .bss, untouched slots cost
+ * address space only); the products use the GEMM's slot buffers, so the
+ * GEMM slot lock is held for the whole call, and a caller that cannot take
+ * it (another thread is in a GEMM) gets the tile schedule. */
+#define MAMA__ATT_SCR 32768 /* floats per score buffer (S, dP) and thread */
+#define MAMA__ATT_RMAX 96   /* query rows per block at most */
+static float mama__att_sbuf[MAMA_GEMM_MAX_THREADS][2 * MAMA__ATT_SCR + MAMA__GEMM_PAD];
+/* 1: the GEMM schedule where it applies; 0: always the tile schedule (the
+ * tests run both) */
+static int mama__att_use_gemm = 1;
+
+/* Query rows per block for the GEMM schedule: R rows of ldS scores must
+ * fit the buffer, R a multiple of the kernel's mr, and the blocks even
+ * (261 tokens -> 3 blocks of 90, not 96 + 96 + 69).  Causal attention uses
+ * shorter blocks: the masked triangle of each diagonal block is wasted
+ * work.  0 when T is too long for the buffer. */
+static int mama__att_gemm_rows(const mama__gemm_kinfo *ki, int T, int causal) {
+    int ldS = (T + 7) & ~7, cap = MAMA__ATT_SCR / ldS, nblk, r;
+    if (cap > MAMA__ATT_RMAX) cap = MAMA__ATT_RMAX;
+    if (causal && cap > 48) cap = 48;
+    cap -= cap % ki->mr;
+    if (cap < ki->mr) return 0;
+    nblk = (T + cap - 1) / cap;
+    r = (T + nblk - 1) / nblk;
+    r = (r + ki->mr - 1) / ki->mr * ki->mr;
+    return r < cap ? r : cap;
+}
+
+/* C = alpha op(A) op(B) + beta C on one thread with slot `slot`'s packing
+ * buffers. */
+static void mama__att_gemm(const mama__gemm_kinfo *ki, int slot, int ta, int tb, int M, int N, int K,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    mama__gemm_args g;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    mama__gemm_fill(&g, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    mama__gemm_slot(ki, &g, slot, 0, M, 0, N);
+}
+
+/* s[j] = scale * s[j] for visible keys j < jmax (kv[j] != 0 when kv is
+ * given), -inf for the others; returns the row maximum. */
+#if defined(MAMA_X86_SIMD)
+__attribute__((target("avx2,fma"))) static float mama__att_scale_mask_max_avx2(float *s, const int *kv, int jmax,
+                                                                                 float scale) {
+    const __m256 vs = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 vmax = ninf;
+    float tmp[8], mx;
+    int jj, k;
+    for (jj = 0; jj + 8 <= jmax; jj += 8) {
+        __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + jj), vs);
+        if (kv) {
+            __m256i kk = _mm256_loadu_si256((const __m256i *)(kv + jj));
+            x = _mm256_blendv_ps(x, ninf, _mm256_castsi256_ps(_mm256_cmpeq_epi32(kk, _mm256_setzero_si256())));
+        }
+        _mm256_storeu_ps(s + jj, x);
+        vmax = _mm256_max_ps(vmax, x);
+    }
+    _mm256_storeu_ps(tmp, vmax);
+    mx = tmp[0];
+    for (k = 1; k < 8; k++) mx = tmp[k] > mx ? tmp[k] : mx;
+    for (; jj < jmax; jj++) {
+        float v = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale;
+        s[jj] = v;
+        mx = v > mx ? v : mx;
+    }
+    return mx;
+}
+#endif
+
+static float mama__att_scale_mask_max(int simd, float *s, const int *kv, int jmax, float scale) {
+    float mx = -INFINITY;
+    int jj;
+#if defined(MAMA_X86_SIMD)
+    if (simd) return mama__att_scale_mask_max_avx2(s, kv, jmax, scale);
+#endif
+    (void)simd;
+    for (jj = 0; jj < jmax; jj++) {
+        float v = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale;
+        s[jj] = v;
+        mx = v > mx ? v : mx;
+    }
+    return mx;
+}
+
+/* Forward of queries [i0, i0+nq) of head (b, h). */
+static void mama__att_forward_gemm(const mama__gemm_kinfo *ki, int slot, int simd, float *out, float *lse,
+                                   const float *qkv, const int *key_valid, int b, int h, int i0, int nq, int T,
+                                   int H, int hd, int causal, float scale, float p, uint64_t seed) {
+    float *S = mama__gemm_align(mama__att_sbuf[slot]);
+    const int D = H * hd, ld = 3 * D, ldS = (T + 7) & ~7;
+    const float *Q = qkv + (size_t)(b * T + i0) * ld + h * hd;
+    const float *K = qkv + (size_t)b * T * ld + D + h * hd, *V = K + D;
+    const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
+    const int kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
+    const float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
+    int r, jj;
+    mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
+    for (r = 0; r < nq; r++) {
+        float *s = S + (size_t)r * ldS, *ls = lse + ((size_t)b * H + h) * T + i0 + r;
+        int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
+        float mx = mama__att_scale_mask_max(simd, s, kv, jmax, scale), inv, l;
+        if (mx == -INFINITY) { /* no visible key: out = 0, lse = -inf */
+            memset(s, 0, sizeof(float) * (size_t)kend);
+            *ls = -INFINITY;
+            continue;
+        }
+        l = mama__att_exp_sum(simd, s, jmax, mx);
+        inv = 1.0f / l;
+        if (p > 0.0f) {
+            uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T;
+            for (jj = 0; jj < jmax; jj++)
+                s[jj] = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? s[jj] * inv * zscale : 0.0f;
+        } else {
+            MAMA__OPS_SIMD
+            for (jj = 0; jj < jmax; jj++) s[jj] *= inv;
+        }
+        for (jj = jmax; jj < kend; jj++) s[jj] = 0.0f;
+        *ls = mx + logf(l);
+    }
+    mama__att_gemm(ki, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
+}
+
+/* Backward of head (b, h), query blocks of R rows. */
+static void mama__att_backward_gemm(const mama__gemm_kinfo *ki, int slot, int simd, float *dqkv, const float *dout,
+                                    const float *out, const float *lse, const float *qkv, const int *key_valid,
+                                    int b, int h, int T, int H, int hd, int causal, float scale, float p,
+                                    uint64_t seed, int R) {
+    float *S = mama__gemm_align(mama__att_sbuf[slot]), *dP = S + MAMA__ATT_SCR;
+    float Di[MAMA__ATT_RMAX], Li[MAMA__ATT_RMAX];
+    const int D = H * hd, ld = 3 * D, ldS = (T + 7) & ~7;
+    const float *Qb = qkv + (size_t)b * T * ld + h * hd, *Kb = Qb + D, *Vb = Kb + D;
+    float *dQb = dqkv + (size_t)b * T * ld + h * hd, *dKb = dQb + D, *dVb = dKb + D;
+    const float *dOb = dout + (size_t)b * T * D + h * hd, *Ob = out + (size_t)b * T * D + h * hd;
+    const float *Lb = lse + ((size_t)b * H + h) * T;
+    const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
+    const float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
+    int i0, r, c, jj;
+    for (i0 = 0; i0 < T; i0 += R) {
+        const int nq = mama__ops_min_i(R, T - i0), kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
+        const float *Q = Qb + (size_t)i0 * ld, *dO = dOb + (size_t)i0 * D;
+        int any = 0;
+        for (r = 0; r < nq; r++) {
+            const float *o = Ob + (size_t)(i0 + r) * D, *g = dO + (size_t)r * D;
+            float sum = 0.0f;
+            for (c = 0; c < hd; c++) sum += g[c] * o[c];
+            Di[r] = sum;
+            Li[r] = Lb[i0 + r];
+            if (Li[r] > -FLT_MAX && Li[r] < FLT_MAX) any = 1;
+            else Li[r] = INFINITY; /* no visible key: P = exp(s - inf) = 0 */
+        }
+        if (!any) continue;
+        mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, Q, ld, Kb, ld, 0.0f, S, ldS);
+        mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, dO, D, Vb, ld, 0.0f, dP, ldS);
+        for (r = 0; r < nq; r++) {
+            float *s = S + (size_t)r * ldS, *dp = dP + (size_t)r * ldS;
+            int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
+            uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T;
+            if (p == 0.0f && simd) { /* dS into s, P into dp */
+                mama__att_bwd_row(s, dp, dp, kv, jmax, kend, scale, Li[r], Di[r]);
+                continue;
+            }
+            for (jj = 0; jj < jmax; jj++) s[jj] = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale - Li[r];
+            mama__att_exp_sum(simd, s, jmax, 0.0f);
+            for (jj = 0; jj < jmax; jj++) {
+                float pij = s[jj], z = 1.0f;
+                if (p > 0.0f) z = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? zscale : 0.0f;
+                s[jj] = pij * (dp[jj] * z - Di[r]) * scale;
+                dp[jj] = pij * z;
+            }
+            for (; jj < kend; jj++) s[jj] = dp[jj] = 0.0f;
+        }
+        /* dQ += dS K;  dK += dS^T Q;  dV += (P z)^T dO */
+        mama__att_gemm(ki, slot, 0, 0, nq, hd, kend, S, ldS, Kb, ld, 1.0f, dQb + (size_t)i0 * ld, ld);
+        mama__att_gemm(ki, slot, 1, 0, kend, hd, nq, S, ldS, Q, ld, 1.0f, dKb, ld);
+        mama__att_gemm(ki, slot, 1, 0, kend, hd, nq, dP, ldS, dO, D, 1.0f, dVb, ld);
+    }
+}
+
+/* Threads for the GEMM schedule, or 0 when it does not apply (then the
+ * tile schedule runs).  Takes the GEMM slot lock on success. */
+static int mama__att_gemm_begin(const mama__gemm_kinfo *ki, int T, int causal, int *R) {
+    int nt = 1;
+    if (!mama__att_use_gemm) return 0;
+    *R = mama__att_gemm_rows(ki, T, causal);
+    if (*R <= 0) return 0;
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 0; /* the slots are per thread of one team */
+    nt = omp_get_max_threads();
+#endif
+    if (nt > MAMA_GEMM_MAX_THREADS) return 0;
+    return mama__gemm_trylock() ? nt : 0;
+}
+
+static int mama__att_slot(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse, const float *qkv,
+                                        const int *key_valid, int B, int T, int H, int hd, int causal, float scale,
+                                        float dropout_p, uint64_t dropout_seed) {
+    int simd = mama__ops_have_avx2();
+    const mama__gemm_kinfo *ki = mama__gemm_pick();
+    int bq, ntile, ntask, t, par;
+    (void)be;
+    if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
+    par = B * H > 1 && (long long)T * T * H * B * hd > 200000;
+    if (mama__att_gemm_begin(ki, T, causal, &bq)) {
+        ntile = (T + bq - 1) / bq;
+        ntask = B * H * ntile;
+        MAMA__OPS_PAR_FOR_DYN(par)
+        for (t = 0; t < ntask; t++) {
+            int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
+            mama__att_forward_gemm(ki, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
+                                   mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed);
+        }
+        mama__gemm_unlock();
+        return;
+    }
+    if (hd > MAMA__ATT_OBUF) { /* not representable in the fixed tiles */
+        MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "attention_forward: head dim %d > %d", hd, MAMA__ATT_OBUF);
+        return;
+    }
+    bq = mama__att_tile_rows(hd);
+    ntile = (T + bq - 1) / bq;
+    ntask = B * H * ntile;
+    MAMA__OPS_PAR_FOR_DYN(ntask > 1 && (long long)T * T * H * B * hd > 200000)
+    for (t = 0; t < ntask; t++) {
+        int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
+        mama__att_forward_tile(simd, out, lse, qkv, key_valid, bh / H, bh % H, i0, mama__ops_min_i(bq, T - i0), T, H,
+                               hd, causal, scale, dropout_p, dropout_seed);
+    }
+}
+
 static void mama__cpu_attention_backward(mama_backend *be, float *dqkv, const float *dout, const float *out,
                                          const float *lse, const float *qkv, const int *key_valid, int B, int T,
                                          int H, int hd, int causal, float scale, float dropout_p,
                                          uint64_t dropout_seed) {
     int simd = mama__ops_have_avx2();
-    int t, ntask = B * H;
+    const mama__gemm_kinfo *ki = mama__gemm_pick();
+    int t, ntask = B * H, R, par;
     (void)be;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0 || dropout_p >= 1.0f) return;
-    MAMA__OPS_PAR_FOR_DYN(ntask > 1 && (long long)T * T * H * B * hd > 200000)
+    par = ntask > 1 && (long long)T * T * H * B * hd > 200000;
+    if (mama__att_gemm_begin(ki, T, causal, &R)) {
+        MAMA__OPS_PAR_FOR_DYN(par)
+        for (t = 0; t < ntask; t++)
+            mama__att_backward_gemm(ki, mama__att_slot(), simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H,
+                                    T, H, hd, causal, scale, dropout_p, dropout_seed, R);
+        mama__gemm_unlock();
+        return;
+    }
+    MAMA__OPS_PAR_FOR_DYN(par)
     for (t = 0; t < ntask; t++)
         mama__att_backward_head(simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H, T, H, hd, causal, scale,
                                 dropout_p, dropout_seed);
@@ -5915,6 +6160,7 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
     float p = ts->train_dropout ? c->text_dropout : 0.0f;
     float *d_a = a->d_rows_d, *d_b = a->d_rows_d2, *d_4a = a->d_rows_4d, *d_4b = a->d_rows_4d2, *d_qkv = a->d_rows_3d;
     const float *d_in;
+    int need_dx;
     /* MLP branch */
     d_in = mama__dropout_grad(be, d_a, dout, n, p, mama__dropout_seed(ts->seed, l, 3));
     mama__conv1d_backward_h(m, d_4a, 0.0f, gw->mlp_proj_w, gw->mlp_proj_b, d_in, k->gelu, w->mlp_proj_w, w->mlp_proj_wh,
@@ -5931,7 +6177,12 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
     mama__zero(be, d_qkv, 3 * n);
     be->attention_backward(be, d_qkv, d_b, k->att, k->lse, k->qkv, a->key_valid, B, T, H, hd, 1,
                            mama__text_attn_scale(c, l), p, mama__dropout_seed(ts->seed, l, 1));
-    mama__conv1d_backward_h(m, d_a, 0.0f, gw->attn_w, gw->attn_b, d_qkv, k->ln1, w->attn_w, w->attn_wh, rows, D, 3 * D);
+    /* the first block of a LoRA tower passes no gradient down: nothing
+     * below it trains (embeddings and its LayerNorm frozen), so the
+     * largest product of its backward, d ln1 = dqkv W_attn^T, is skipped */
+    need_dx = l > 0 || c->text_mode == MAMA_TEXT_FULL || gw->ln1_w || gw->ln1_b;
+    mama__conv1d_backward_h(m, need_dx ? d_a : NULL, 0.0f, gw->attn_w, gw->attn_b, d_qkv, k->ln1, w->attn_w,
+                            w->attn_wh, rows, D, 3 * D);
     if (w->lora_a) {
         /* qkv += s u B^T with u = drop(ln1) A^T:  dB += s dqkv^T u;
          * du = s dqkv B;  dA += du^T drop(ln1);  d ln1 += drop'(du A) */
@@ -5940,10 +6191,13 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
         be->gemm(be, 1, 0, 3 * D, r, rows, s, d_qkv, 3 * D, k->lora_u, r, 1.0f, gw->lora_b, r);
         be->gemm(be, 0, 0, rows, r, 3 * D, s, d_qkv, 3 * D, w->lora_b, r, 0.0f, du, r);
         be->gemm(be, 1, 0, r, D, rows, 1.0f, du, r, k->lora_in, D, 1.0f, gw->lora_a, D);
-        be->gemm(be, 0, 0, rows, D, r, 1.0f, du, r, w->lora_a, D, 0.0f, dlin, D);
-        be->dropout_backward(be, d_a, dlin, n, lp, mama__dropout_seed(ts->seed, l, 0));
+        if (need_dx) {
+            be->gemm(be, 0, 0, rows, D, r, 1.0f, du, r, w->lora_a, D, 0.0f, dlin, D);
+            be->dropout_backward(be, d_a, dlin, n, lp, mama__dropout_seed(ts->seed, l, 0));
+        }
     }
-    be->layernorm_backward(be, dx, gw->ln1_w, gw->ln1_b, d_a, x, w->ln1_w, k->ln1_mean, k->ln1_rstd, rows, D);
+    if (need_dx)
+        be->layernorm_backward(be, dx, gw->ln1_w, gw->ln1_b, d_a, x, w->ln1_w, k->ln1_mean, k->ln1_rstd, rows, D);
 }
 
 /* ---- 5.3 BatchNorm heads ------------------------------------------------

@@ -667,17 +667,34 @@ static void bench_attention(void) {
     free(qkv); free(out); free(lse); free(dout); free(dqkv);
 }
 
+/* Both CPU schedules against the same references: the GEMM one (the
+ * default where the score rows fit its buffer) and the tile one (long
+ * sequences, or a GEMM already running on another thread). */
 static void test_attention(void) {
-    test_attention_config("a", 2, 70, 2, 8, 0, 0, 0.0f, 300);
-    test_attention_config("b", 2, 70, 2, 8, 1, 1, 0.0f, 300);
-    test_attention_config("c", 3, 45, 3, 8, 1, 2, 0.0f, 300);
-    test_attention_config("d", 3, 45, 2, 8, 0, 2, 0.0f, 200);
-    test_attention_config("e", 2, 70, 2, 8, 1, 1, 0.2f, 300);
-    test_attention_config("f", 2, 33, 3, 12, 0, 1, 0.3f, 200);
-    test_attention_config("g", 1, 150, 2, 64, 0, 1, 0.0f, 60);
-    test_attention_config("h", 1, 97, 1, 40, 1, 0, 0.0f, 80);
-    test_attention_config("i", 1, 70, 1, 300, 0, 0, 0.0f, 40);  /* hd > 256: chunked transposes */
-    test_attention_config("j", 2, 50, 2, 128, 1, 1, 0.1f, 40);  /* GPT-2-like head dim, dropout */
+    static const struct { const char *name; int B, T, H, hd, causal, mask_mode; float p; int samples; } cfg[] = {
+        {"a", 2, 70, 2, 8, 0, 0, 0.0f, 300},
+        {"b", 2, 70, 2, 8, 1, 1, 0.0f, 300},
+        {"c", 3, 45, 3, 8, 1, 2, 0.0f, 300},
+        {"d", 3, 45, 2, 8, 0, 2, 0.0f, 200},
+        {"e", 2, 70, 2, 8, 1, 1, 0.2f, 300},
+        {"f", 2, 33, 3, 12, 0, 1, 0.3f, 200},
+        {"g", 1, 150, 2, 64, 0, 1, 0.0f, 60},  /* two query blocks in the GEMM schedule */
+        {"h", 1, 97, 1, 40, 1, 0, 0.0f, 80},   /* three causal query blocks */
+        {"i", 1, 70, 1, 300, 0, 0, 0.0f, 40},  /* hd > 256: chunked transposes */
+        {"j", 2, 50, 2, 128, 1, 1, 0.1f, 40},  /* GPT-2-like head dim, dropout */
+    };
+    static const char *const sched[2] = {"gemm", "tile"};
+    char label[32];
+    int s, k;
+    for (s = 0; s < 2; s++) {
+        mama__att_use_gemm = s == 0;
+        for (k = 0; k < (int)(sizeof cfg / sizeof cfg[0]); k++) {
+            sprintf(label, "%s %s", cfg[k].name, sched[s]);
+            test_attention_config(label, cfg[k].B, cfg[k].T, cfg[k].H, cfg[k].hd, cfg[k].causal, cfg[k].mask_mode,
+                                  cfg[k].p, cfg[k].samples);
+        }
+    }
+    mama__att_use_gemm = 1;
     bench_attention();
 }
 
