@@ -3063,76 +3063,110 @@ static void mama__cpu_bias_add_forward(mama_backend *be, float *y, const float *
 
 static int mama__ops_have_avx2(void); /* run-time CPU check (with the attention kernels) */
 
-/* Column sums over all rows for one chunk of exactly MAMA__OPS_CCH (32)
- * columns starting at c0, with AVX2: 4 (or 8) vector accumulators instead
- * of a stack array.  Per column the rows are added in order 0, 1, ... with
- * the same operations as the portable loops (no FMA), so the sums have the
- * same bits.  mode 0: s1 += d;  mode 1: s1 += d x;  mode 2 (LayerNorm):
- * s1 += d (x - mean_r) rstd_r, s2 += d.  s1/s2 receive the chunk's sums
- * (32 floats each; s2 only in mode 2).  Returns 0 (nothing done) when AVX2
- * is not available. */
-#if defined(MAMA_X86_SIMD)
-__attribute__((target("avx2"))) static void mama__colsum32_avx2(int mode, float *s1, float *s2, const float *dy,
-                                                                  const float *x, const float *mean,
-                                                                  const float *rstd, int rows, int cols, int c0) {
-    __m256 a[4], b[4];
-    int r, k;
-    for (k = 0; k < 4; k++) a[k] = b[k] = _mm256_setzero_ps();
+/* Column sums over all rows (bias, LayerScale and LayerNorm parameter
+ * gradients).  The columns are cut into panels of up to MAMA__OPS_PANEL,
+ * as many as a multiple of the thread count (1152 columns on 2 threads:
+ * 4 panels of 288); one thread owns a panel and streams its part of every
+ * row, adding into an L1-resident accumulator row (the rows are read in
+ * memory order, not one 32-column strip of every row at a time).  Per
+ * column the rows are added in order 0, 1, ... with the same operations in
+ * the AVX2 and portable loops (no FMA), so the sums have the same bits for
+ * any thread count and either path.
+ *   mode 0: s1 += d;  mode 1: s1 += d x;
+ *   mode 2 (LayerNorm): s1 += d (x - mean_r) rstd_r, s2 += d.
+ * s1 or s2 may be NULL (not wanted). */
+#define MAMA__OPS_PANEL 512
+
+static void mama__colsum_panel_generic(int mode, float *a1, float *a2, const float *dy, const float *x,
+                                       const float *mean, const float *rstd, int rows, int cols, int c0, int nc) {
+    int r, c;
+    for (c = 0; c < nc; c++) a1[c] = a2[c] = 0.0f;
     for (r = 0; r < rows; r++) {
-        const float *d = dy + (size_t)r * cols + c0;
-        const float *xr = x ? x + (size_t)r * cols + c0 : NULL;
+        const float *d = dy + (size_t)r * cols + c0, *xr = x ? x + (size_t)r * cols + c0 : NULL;
         if (mode == 0) {
-            for (k = 0; k < 4; k++) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(d + 8 * k));
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) a1[c] += d[c];
         } else if (mode == 1) {
-            for (k = 0; k < 4; k++)
-                a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(_mm256_loadu_ps(d + 8 * k), _mm256_loadu_ps(xr + 8 * k)));
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) a1[c] += d[c] * xr[c];
         } else {
-            __m256 m = _mm256_set1_ps(mean[r]), rs = _mm256_set1_ps(rstd[r]);
-            for (k = 0; k < 4; k++) {
-                __m256 dv = _mm256_loadu_ps(d + 8 * k);
-                __m256 t = _mm256_mul_ps(_mm256_mul_ps(dv, _mm256_sub_ps(_mm256_loadu_ps(xr + 8 * k), m)), rs);
-                a[k] = _mm256_add_ps(a[k], t);
-                b[k] = _mm256_add_ps(b[k], dv);
+            float m = mean[r], rs = rstd[r];
+            MAMA__OPS_SIMD
+            for (c = 0; c < nc; c++) {
+                a1[c] += d[c] * (xr[c] - m) * rs;
+                a2[c] += d[c];
             }
         }
     }
-    for (k = 0; k < 4; k++) {
-        _mm256_storeu_ps(s1 + 8 * k, a[k]);
-        if (mode == 2) _mm256_storeu_ps(s2 + 8 * k, b[k]);
-    }
-}
-#endif
-static int mama__colsum32(int mode, float *s1, float *s2, const float *dy, const float *x, const float *mean,
-                          const float *rstd, int rows, int cols, int c0) {
-#if defined(MAMA_X86_SIMD)
-    if (mama__ops_have_avx2()) {
-        mama__colsum32_avx2(mode, s1, s2, dy, x, mean, rstd, rows, cols, c0);
-        return 1;
-    }
-#endif
-    (void)mode; (void)s1; (void)s2; (void)dy; (void)x; (void)mean; (void)rstd; (void)rows; (void)cols; (void)c0;
-    return 0;
 }
 
-/* db[c] += sum_r dy[r, c]: each thread owns a chunk of columns and walks
- * all rows, summing into a small stack array. */
-static void mama__cpu_bias_add_backward(mama_backend *be, float *db, const float *dy, int rows, int cols) {
-    int nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH, ch;
-    (void)be;
-    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
-    for (ch = 0; ch < nch; ch++) {
-        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), r, c;
-        float acc[MAMA__OPS_CCH];
-        if (nc < MAMA__OPS_CCH || !mama__colsum32(0, acc, NULL, dy, NULL, NULL, NULL, rows, cols, c0)) {
-            for (c = 0; c < nc; c++) acc[c] = 0.0f;
-            for (r = 0; r < rows; r++) {
-                const float *d = dy + (size_t)r * cols + c0;
-                MAMA__OPS_SIMD
-                for (c = 0; c < nc; c++) acc[c] += d[c];
+#if defined(MAMA_X86_SIMD)
+__attribute__((target("avx2"))) static void mama__colsum_panel_avx2(int mode, float *a1, float *a2, const float *dy,
+                                                                      const float *x, const float *mean,
+                                                                      const float *rstd, int rows, int cols, int c0,
+                                                                      int nc) {
+    int r, c, n8 = nc & ~7;
+    for (c = 0; c < nc; c++) a1[c] = a2[c] = 0.0f;
+    for (r = 0; r < rows; r++) {
+        const float *d = dy + (size_t)r * cols + c0, *xr = x ? x + (size_t)r * cols + c0 : NULL;
+        if (mode == 0) {
+            for (c = 0; c < n8; c += 8)
+                _mm256_storeu_ps(a1 + c, _mm256_add_ps(_mm256_loadu_ps(a1 + c), _mm256_loadu_ps(d + c)));
+            for (; c < nc; c++) a1[c] += d[c];
+        } else if (mode == 1) {
+            for (c = 0; c < n8; c += 8)
+                _mm256_storeu_ps(a1 + c, _mm256_add_ps(_mm256_loadu_ps(a1 + c),
+                                                       _mm256_mul_ps(_mm256_loadu_ps(d + c), _mm256_loadu_ps(xr + c))));
+            for (; c < nc; c++) a1[c] += d[c] * xr[c];
+        } else {
+            float m = mean[r], rs = rstd[r];
+            __m256 vm = _mm256_set1_ps(m), vr = _mm256_set1_ps(rs);
+            for (c = 0; c < n8; c += 8) {
+                __m256 dv = _mm256_loadu_ps(d + c);
+                __m256 t = _mm256_mul_ps(_mm256_mul_ps(dv, _mm256_sub_ps(_mm256_loadu_ps(xr + c), vm)), vr);
+                _mm256_storeu_ps(a1 + c, _mm256_add_ps(_mm256_loadu_ps(a1 + c), t));
+                _mm256_storeu_ps(a2 + c, _mm256_add_ps(_mm256_loadu_ps(a2 + c), dv));
+            }
+            for (; c < nc; c++) {
+                a1[c] += d[c] * (xr[c] - m) * rs;
+                a2[c] += d[c];
             }
         }
-        for (c = 0; c < nc; c++) db[c0 + c] += acc[c];
     }
+}
+#endif
+
+static void mama__column_sums(int mode, float *s1, float *s2, const float *dy, const float *x, const float *mean,
+                              const float *rstd, int rows, int cols) {
+    int nt = 1, np, w, p, simd = mama__ops_have_avx2();
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    np = (cols + MAMA__OPS_PANEL - 1) / MAMA__OPS_PANEL;
+    np = (np + nt - 1) / nt * nt;
+    w = ((cols + np - 1) / np + 7) & ~7;
+    np = (cols + w - 1) / w;
+    (void)simd;
+    MAMA__OPS_PAR_FOR(np > 1 && (long long)rows * cols > MAMA__OPS_MIN_PAR)
+    for (p = 0; p < np; p++) {
+        float a1[MAMA__OPS_PANEL], a2[MAMA__OPS_PANEL];
+        int c0 = p * w, nc = mama__ops_min_i(w, cols - c0), c;
+#if defined(MAMA_X86_SIMD)
+        if (simd) mama__colsum_panel_avx2(mode, a1, a2, dy, x, mean, rstd, rows, cols, c0, nc);
+        else
+#endif
+            mama__colsum_panel_generic(mode, a1, a2, dy, x, mean, rstd, rows, cols, c0, nc);
+        for (c = 0; c < nc; c++) {
+            if (s1) s1[c0 + c] += a1[c];
+            if (s2) s2[c0 + c] += a2[c];
+        }
+    }
+}
+
+/* db[c] += sum_r dy[r, c] */
+static void mama__cpu_bias_add_backward(mama_backend *be, float *db, const float *dy, int rows, int cols) {
+    (void)be;
+    mama__column_sums(0, db, NULL, dy, NULL, NULL, NULL, rows, cols);
 }
 
 static void mama__cpu_add(mama_backend *be, float *y, const float *a, const float *b, size_t n) {
@@ -3387,7 +3421,7 @@ static void mama__cpu_layerscale_forward(mama_backend *be, float *y, const float
 /* dx += dy * gamma;  dgamma[c] += sum_r dy[r,c] x[r,c] (column chunks). */
 static void mama__cpu_layerscale_backward(mama_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
                                           const float *gamma, int rows, int cols) {
-    int r, ch, nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH;
+    int r;
     (void)be;
     if (dx) {
         MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
@@ -3399,21 +3433,7 @@ static void mama__cpu_layerscale_backward(mama_backend *be, float *dx, float *dg
             for (c = 0; c < cols; c++) o[c] += d[c] * gamma[c];
         }
     }
-    if (!dgamma) return;
-    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
-    for (ch = 0; ch < nch; ch++) {
-        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c;
-        float acc[MAMA__OPS_CCH];
-        if (nc < MAMA__OPS_CCH || !mama__colsum32(1, acc, NULL, dy, x, NULL, NULL, rows, cols, c0)) {
-            for (c = 0; c < nc; c++) acc[c] = 0.0f;
-            for (rr = 0; rr < rows; rr++) {
-                const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
-                MAMA__OPS_SIMD
-                for (c = 0; c < nc; c++) acc[c] += d[c] * xr[c];
-            }
-        }
-        for (c = 0; c < nc; c++) dgamma[c0 + c] += acc[c];
-    }
+    if (dgamma) mama__column_sums(1, dgamma, NULL, dy, x, NULL, NULL, rows, cols);
 }
 
 /* ===== normalisation =================================================== */
@@ -3465,7 +3485,7 @@ static void mama__cpu_layernorm_forward(mama_backend *be, float *y, float *mean,
 static void mama__cpu_layernorm_backward(mama_backend *be, float *dx, float *dw, float *db, const float *dy,
                                          const float *x, const float *w, const float *mean, const float *rstd,
                                          int rows, int cols) {
-    int r, ch, nch = (cols + MAMA__OPS_CCH - 1) / MAMA__OPS_CCH;
+    int r;
     (void)be;
     if (cols <= 0) return;
     if (dx) {
@@ -3496,28 +3516,7 @@ static void mama__cpu_layernorm_backward(mama_backend *be, float *dx, float *dw,
             }
         }
     }
-    if (!dw && !db) return;
-    MAMA__OPS_PAR_FOR((long long)rows * cols > MAMA__OPS_MIN_PAR)
-    for (ch = 0; ch < nch; ch++) {
-        int c0 = ch * MAMA__OPS_CCH, nc = mama__ops_min_i(MAMA__OPS_CCH, cols - c0), rr, c;
-        float aw[MAMA__OPS_CCH], ab[MAMA__OPS_CCH];
-        if (nc < MAMA__OPS_CCH || !mama__colsum32(2, aw, ab, dy, x, mean, rstd, rows, cols, c0)) {
-            for (c = 0; c < nc; c++) aw[c] = ab[c] = 0.0f;
-            for (rr = 0; rr < rows; rr++) {
-                const float *d = dy + (size_t)rr * cols + c0, *xr = x + (size_t)rr * cols + c0;
-                float m = mean[rr], rs = rstd[rr];
-                MAMA__OPS_SIMD
-                for (c = 0; c < nc; c++) {
-                    aw[c] += d[c] * (xr[c] - m) * rs;
-                    ab[c] += d[c];
-                }
-            }
-        }
-        for (c = 0; c < nc; c++) {
-            if (dw) dw[c0 + c] += aw[c];
-            if (db) db[c0 + c] += ab[c];
-        }
-    }
+    if (dw || db) mama__column_sums(2, dw, db, dy, x, mean, rstd, rows, cols);
 }
 
 /* BatchNorm over the rows of each column (channel), PyTorch semantics.

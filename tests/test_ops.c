@@ -298,6 +298,62 @@ static double ln_loss(void *p) {
     free(y);
     return L;
 }
+/* The column reductions (bias, LayerScale, LayerNorm parameter gradients)
+ * promise the same bits for any thread count and for the AVX2 and portable
+ * loops: compare all of them with a plain loop that adds the rows of each
+ * column in order, in float, with the same operations (1000 columns: two
+ * panels per thread and a tail of columns that is not a multiple of 8). */
+static void test_column_sums_bits(void) {
+    int rows = 333, cols = 1000, mode, nt, r, c, bad = 0, runs = 0;
+    float *dy = fvec((long)rows * cols, -1, 1), *x = fvec((long)rows * cols, -2, 2);
+    float *mean = fvec(rows, -0.5f, 0.5f), *rstd = fvec(rows, 0.5f, 2.0f);
+    float *s1 = fzeros(cols), *s2 = fzeros(cols), *r1 = fzeros(cols), *r2 = fzeros(cols);
+    int threads0 = mama_num_threads();
+    for (mode = 0; mode < 3; mode++) {
+        for (c = 0; c < cols; c++) {
+            float a = 0.0f, b = 0.0f;
+            for (r = 0; r < rows; r++) {
+                float d = dy[(size_t)r * cols + c], xv = x[(size_t)r * cols + c];
+                if (mode == 0) a += d;
+                else if (mode == 1) a += d * xv;
+                else {
+                    a += d * (xv - mean[r]) * rstd[r];
+                    b += d;
+                }
+            }
+            r1[c] = a;
+            r2[c] = b;
+        }
+        for (nt = 1; nt <= 3; nt++) {
+            int path;
+            for (path = 0; path < 2; path++) {
+                mama_set_num_threads(nt);
+                memset(s1, 0, sizeof(float) * cols);
+                memset(s2, 0, sizeof(float) * cols);
+                if (path == 0) {
+                    mama__column_sums(mode, s1, mode == 2 ? s2 : NULL, dy, x, mean, rstd, rows, cols);
+                } else {
+                    for (c = 0; c < cols; c += 300) {
+                        int nc = cols - c < 300 ? cols - c : 300;
+                        float a1[300], a2[300];
+                        int k;
+                        mama__colsum_panel_generic(mode, a1, a2, dy, x, mean, rstd, rows, cols, c, nc);
+                        for (k = 0; k < nc; k++) { s1[c + k] = a1[k]; s2[c + k] = a2[k]; }
+                    }
+                }
+                for (c = 0; c < cols; c++)
+                    bad += memcmp(&s1[c], &r1[c], sizeof(float)) != 0 || (mode == 2 && memcmp(&s2[c], &r2[c], sizeof(float)) != 0);
+                runs++;
+            }
+        }
+    }
+    mama_set_num_threads(threads0);
+    test_report(bad == 0, "column_sums(bits)",
+                "bias / LayerScale / LayerNorm column sums, %d x %d, 1-3 threads, AVX2 and portable panels, %d runs "
+                "vs an in-order float loop: %d columns differ in any bit", rows, cols, runs, bad);
+    free(dy); free(x); free(mean); free(rstd); free(s1); free(s2); free(r1); free(r2);
+}
+
 static void test_layernorm(void) {
     int affine;
     for (affine = 1; affine >= 0; affine--) {
@@ -1027,6 +1083,7 @@ int main(void) {
     test_dropout();
     test_layerscale();
     test_layernorm();
+    test_column_sums_bits();
     test_batchnorm();
     test_l2norm();
     test_attention();
