@@ -4262,7 +4262,7 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
  * address space only); the products use the GEMM's slot buffers, so the
  * GEMM slot lock is held for the whole call, and a caller that cannot take
  * it (another thread is in a GEMM) gets the tile schedule. */
-#define MAMA__ATT_SCR 32768 /* floats per score buffer (S, dP) and thread */
+#define MAMA__ATT_SCR 131072 /* floats per score buffer (S, dP) and thread: 90 rows of T = 1374 */
 #define MAMA__ATT_RMAX 96   /* query rows per block at most */
 static float mama__att_sbuf[MAMA_GEMM_MAX_THREADS][2 * MAMA__ATT_SCR + MAMA__GEMM_PAD];
 /* 1: the GEMM schedule where it applies; 0: always the tile schedule (the
