@@ -1533,6 +1533,8 @@ typedef struct mama_pretrain_opts {
     int resume;                  /* continue from `checkpoint` if it exists */
     int quiet;                   /* no progress output */
     mama_augment_opts aug;       /* image augmentation (size set from the model) */
+    int no_overlap;              /* data parallel: one blocking gradient all-reduce after the backward
+                                    instead of bucket all-reduces overlapped with it (13.7) */
 } mama_pretrain_opts;
 MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o);
 
@@ -1540,6 +1542,12 @@ typedef struct mama_pretrain_result {
     long steps_done, skipped_steps;
     mama_losses last;            /* losses of the last step */
     double seconds, images_per_s;
+    /* data parallel: seconds the training thread spent in the gradient sum,
+     * all of it (starting and testing bucket all-reduces inside the
+     * backward, the wait after it, or the blocking all-reduce) and the part
+     * after the backward (the final wait, or all of the blocking one) */
+    double grad_comm_seconds, grad_wait_seconds;
+    long grad_buckets;           /* bucket all-reduces started (0: the blocking path) */
 } mama_pretrain_result;
 
 MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o,
@@ -1633,8 +1641,9 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
  * -DMAMA_MPI, `make MPI=1`) and NCCL for GPU memory (mama_nccl.c, built by
  * `make cuda MPI=1`, bootstrapped through MPI).
  *
- * Every collective is blocking and must be called by all ranks in the same
- * order.  The host-memory ops are required; the dev_* ops act on device
+ * The collectives are blocking, except the optional non-blocking all-reduce
+ * at the end of the table, and all ranks call them in the same order.  The
+ * host-memory ops are required; the dev_* ops act on device
  * memory of the model's backend and may be NULL (then the library stages
  * through host memory, or uses the host ops directly on the CPU backend). */
 typedef struct mama_comm mama_comm;
@@ -1657,6 +1666,18 @@ struct mama_comm {
     mama_status (*dev_allgatherv_f32)(mama_comm *c, const float *send, size_t n, float *recv, const size_t *counts);
     mama_status (*dev_broadcast_f32)(mama_comm *c, float *buf, size_t n, int root);
     void (*destroy)(mama_comm *c); /* NULL for the static single-process comm */
+    /* Optional, non-blocking (NULL: not offered, e.g. single and NCCL; the
+     * gradient sum then takes one blocking all-reduce).  Host memory.
+     * iallreduce_sum_f32 starts buf[i] = sum over ranks of buf[i] (in
+     * place) and returns a request in *req; buf must not be read or written
+     * until the request completes.  test lets the engine progress and sets
+     * *done = 1 once the request completed (it is then released and must not
+     * be used again); wait blocks until it completes and releases it.  As
+     * for every collective, all ranks start them in the same order (they
+     * may interleave with the blocking collectives, also in the same order). */
+    mama_status (*iallreduce_sum_f32)(mama_comm *c, float *buf, size_t n, void **req);
+    mama_status (*test)(mama_comm *c, void *req, int *done);
+    mama_status (*wait)(mama_comm *c, void *req);
 };
 /* The trivial communicator: rank 0 of 1 (collectives are copies). */
 MAMA_API mama_comm *mama_comm_single(void);
@@ -1703,10 +1724,35 @@ typedef enum mama_dp_mode {
  * progress). */
 MAMA_API mama_status mama_model_set_comm(mama_model *m, mama_comm *comm, mama_dp_mode mode);
 MAMA_API mama_comm *mama_model_comm(const mama_model *m);   /* NULL when not data parallel */
-/* Sum the gradient buffer ([train | late] groups) over ranks: one
- * all-reduce of one contiguous buffer.  After mama_model_step on every rank
- * the sum is the gradient of the (global) objective.  No-op without a comm. */
+/* Sum the gradient buffer ([train | late] groups) over ranks.  After
+ * mama_model_step on every rank the sum is the gradient of the (global)
+ * objective.  No-op without a comm.  Without mama_model_overlap_grads: one
+ * blocking all-reduce of the whole contiguous buffer; after it: waits for
+ * the bucket all-reduces that the backward started (and sums any part no
+ * bucket covered).  Either way every value is summed exactly once. */
 MAMA_API mama_status mama_model_allreduce_grads(mama_model *m);
+/* Overlap the gradient sum with the backward (section 13.7): call it on
+ * every rank right before the LAST mama_model_step (micro-batch) of an
+ * optimiser step, then mama_model_allreduce_grads after that step.  As the
+ * backward finishes a contiguous range of the gradient buffer (the heads,
+ * each transformer block, the embeddings) it starts a non-blocking sum
+ * all-reduce of that bucket, and lets the communicator progress between
+ * layers.  Returns 1 when armed; 0 when the next sum is the blocking one
+ * (no comm, a device backend, a communicator without the non-blocking ops,
+ * or mama_model_set_grad_overlap(m, 0)).  With 2 ranks the result is
+ * bitwise that of the blocking sum (a sum of two floats does not depend on
+ * the order); with more, up to the engine's summation order. */
+MAMA_API int mama_model_overlap_grads(mama_model *m);
+/* on = 0: mama_model_overlap_grads never arms (the blocking path; the
+ * default is on).  No-op without a comm. */
+MAMA_API void mama_model_set_grad_overlap(mama_model *m, int on);
+/* MAMA_DP_REFERENCE keeps a BatchNorm per rank, so the running statistics
+ * of the ranks drift apart.  This replaces every rank's running means and
+ * variances by their average over the ranks (summed in double, in rank
+ * order, so all ranks hold the same bits).  mama_pretrain calls it before
+ * every checkpoint and at the end of training.  No-op without a comm and in
+ * MAMA_DP_GLOBAL (the statistics are synchronised there already). */
+MAMA_API mama_status mama_model_average_bn_stats(mama_model *m);
 
 
 #ifdef __cplusplus
@@ -5330,9 +5376,33 @@ static mama_status mama__dp_encode_records(mama_model *m, struct mama_dataset *d
                                            float *emb, float *pooled, int train_aug, uint64_t seed);
 static mama_status mama__dp_allgather_host(mama_model *m, const float *send, size_t n, float *recv);
 static mama_status mama__dp_allreduce_dev(mama_model *m, float *buf, size_t n);
-/* rank 0 writes the checkpoint; all ranks learn whether that worked */
-static mama_status mama__dp_checkpoint_save(const char *path, const mama_model *m, const struct mama_adamw *opt,
+/* rank 0 writes the checkpoint (reference mode: after averaging the
+ * BatchNorm running statistics); all ranks learn whether that worked */
+static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, const struct mama_adamw *opt,
                                             long step, uint64_t seed);
+/* Overlapped gradient sum (13.7): the backward calls mama__dp_grads_ready
+ * at each point where a part of the gradient buffer is final for this
+ * step (the hook points below, every one on every step, whether or not its
+ * branch ran); a no-op unless mama_model_overlap_grads armed this step. */
+enum {
+    MAMA__HOOK_LOSS,        /* logit_scale, local_scale (the losses wrote them) */
+    MAMA__HOOK_SIMCLR,      /* simclr_proj.* */
+    MAMA__HOOK_IMG_LOCAL,   /* img_encoder_q.local_embed.* */
+    MAMA__HOOK_IMG_GLOBAL,  /* img_encoder_q.global_embed.* */
+    MAMA__HOOK_VIT_BLOCK,   /* blocks.<layer>.* of the ViT */
+    MAMA__HOOK_VIT_EMBED,   /* cls_token, register_tokens, pos_embed, patch_embed.* */
+    MAMA__HOOK_TXT_GLOBAL,  /* text_encoder_q.global_embed.* */
+    MAMA__HOOK_TXT_LOCAL,   /* text_encoder_q.local_embed.* */
+    MAMA__HOOK_LN_F,        /* ln_f.* of GPT-2 */
+    MAMA__HOOK_GPT_BLOCK,   /* h.<layer>.* of GPT-2 (full or LoRA) */
+    MAMA__HOOK_TXT_EMBED,   /* wte, wpe */
+    MAMA__HOOK_OTHER        /* anything else: summed after the backward */
+};
+static void mama__dp_grads_ready(mama_model *m, int hook, int layer);
+/* before a backward step: an armed overlap allows one backward, then the sum */
+static mama_status mama__dp_step_begin(mama_model *m);
+static void mama__dp_grads_drain(mama_model *m);  /* wait for (and drop) a sum left running by a failed step */
+static void mama__dp_grad_stats(const mama_model *m, double *seconds, double *wait_seconds, long *buckets);
 static mama_status mama__dp_losses(mama_model *m, int B, int S, int use_mv, int use_sym, int use_sla, int backward,
                                    struct mama_losses *L);
 
@@ -5779,6 +5849,7 @@ static size_t mama__layout_acts(mama_model *m, float *base) {
 
 MAMA_API void mama_model_free(mama_model *m) {
     if (!m) return;
+    mama__dp_free(m); /* first: it waits for any gradient all-reduce still running on m->grads */
     if (m->be) {
         if (m->params) m->be->free(m->be, m->params);
         if (m->grads) m->be->free(m->be, m->grads);
@@ -5791,7 +5862,6 @@ MAMA_API void mama_model_free(mama_model *m) {
     mama_free(m->a.vres); mama_free(m->a.tres);
     mama_free(m->a.vblk); mama_free(m->a.tblk);
     mama_free(m->h_ints); mama_free(m->h_floats); mama_free(m->h_sent_seg);
-    mama__dp_free(m);
     mama_free(m);
 }
 
@@ -6351,6 +6421,7 @@ static void mama__vision_backward(mama_model *m, int Bv, int B, int has_local) {
     be->l2norm_backward(be, a->d_img_g, a->d_img_emb, a->img_emb, a->img_gnorm, Bv, E);
     mama__linear_backward(be, a->d_vpooled, m->g.img_global_w, m->g.img_global_b, a->d_img_g, a->vpooled,
                           m->w.img_global_w, Bv, D, E);
+    mama__dp_grads_ready(m, MAMA__HOOK_IMG_GLOBAL, 0);
     mama__zero(be, dx, rows * D);
     be->meanpool_backward(be, dx, a->d_vpooled, NULL, Bv, T, D);
     if (has_local) {
@@ -6364,6 +6435,7 @@ static void mama__vision_backward(mama_model *m, int Bv, int B, int has_local) {
         if (c->grad_checkpoint) /* recompute this block's activations */
             mama__vit_block_forward(m, &m->w.vit[l], &a->vblk[l], a->vres[l], a->vres[l + 1], Bv);
         mama__vit_block_backward(m, &m->w.vit[l], &m->g.vit[l], &a->vblk[l], a->vres[l], dx, dx2, Bv);
+        mama__dp_grads_ready(m, MAMA__HOOK_VIT_BLOCK, l);
         tmp = dx; dx = dx2; dx2 = tmp;
     }
     /* tokens -> patch rows, cls, registers, pos_embed; then the patch GEMM */
@@ -6372,6 +6444,7 @@ static void mama__vision_backward(mama_model *m, int Bv, int B, int has_local) {
                             Bv, N, c->registers, D);
     mama__linear_backward(be, NULL, m->g.patch_w, m->g.patch_b, a->d_patch_out, a->cols, m->w.patch_w,
                           Bv * N, pdim, D);
+    mama__dp_grads_ready(m, MAMA__HOOK_VIT_EMBED, 0);
 }
 
 /* Text tower over B captions (ids, key_valid, pool_mask, sentence indices
@@ -6416,6 +6489,7 @@ static void mama__text_backward(mama_model *m, int B, int S, const mama__text_st
     mama__zero(be, a->d_tpool, (size_t)B * D);
     mama__linear_backward(be, a->d_tpool, m->g.txt_global_w, m->g.txt_global_b, a->d_txt_g, a->tpool,
                           m->w.txt_global_w, B, D, E);
+    mama__dp_grads_ready(m, MAMA__HOOK_TXT_GLOBAL, 0);
     mama__zero(be, a->d_hidden, (size_t)rows * D);
     be->meanpool_backward(be, a->d_hidden, a->d_tpool, ts->pool_masked ? a->pool_mask : NULL, B, T, D);
     if (has_local && S > 0) {
@@ -6425,14 +6499,17 @@ static void mama__text_backward(mama_model *m, int B, int S, const mama__text_st
                                   m->h_sent_seg, B, a->d_tl_a, a->d_tl_b, a->d_tl_e, a->d_tl_e2, 0);
         be->embedding_backward(be, a->d_hidden, a->d_sent, a->sent_idx, S, D);
     }
+    mama__dp_grads_ready(m, MAMA__HOOK_TXT_LOCAL, 0); /* every rank, whatever its S */
     if (c->text_mode == MAMA_TEXT_FROZEN) return; /* nothing below trains */
     mama__zero(be, dx, (size_t)rows * D);
     be->layernorm_backward(be, dx, m->g.ln_f_w, m->g.ln_f_b, a->d_hidden, a->tres[c->text_depth], m->w.ln_f_w,
                            a->lnf_mean, a->lnf_rstd, rows, D);
+    mama__dp_grads_ready(m, MAMA__HOOK_LN_F, 0);
     for (l = c->text_depth - 1; l >= 0; l--) {
         if (c->grad_checkpoint)
             mama__gpt_block_forward(m, l, &a->tblk[l], a->tres[l], a->tres[l + 1], B, ts);
         mama__gpt_block_backward(m, l, &a->tblk[l], a->tres[l], dx, dx2, B, ts);
+        mama__dp_grads_ready(m, MAMA__HOOK_GPT_BLOCK, l);
         tmp = dx; dx = dx2; dx2 = tmp;
     }
     if (c->text_mode == MAMA_TEXT_FULL) {
@@ -6441,6 +6518,7 @@ static void mama__text_backward(mama_model *m, int B, int S, const mama__text_st
         be->embedding_backward(be, m->g.wte, dx2, a->ids, rows, D);
         be->embedding_backward(be, m->g.wpe, dx2, a->pos_ids, rows, D);
     }
+    mama__dp_grads_ready(m, MAMA__HOOK_TXT_EMBED, 0);
 }
 
 /* SimCLR projection, called separately on the image half and the ext half
@@ -6763,8 +6841,12 @@ losses_done:
     if (out) *out = L;
     m->last_B = B; m->last_S = S; m->last_late = late;
     if (!backward) return mama__dp_status(m);
-    /* backward: heads first, then the towers */
+    /* backward: heads first, then the towers (each hook point below hands a
+     * finished part of the gradient buffer to an overlapped all-reduce,
+     * section 13.7; called whether or not its branch ran) */
+    mama__dp_grads_ready(m, MAMA__HOOK_LOSS, 0);
     if (use_mv) mama__simclr_backward(m, B);
+    mama__dp_grads_ready(m, MAMA__HOOK_SIMCLR, 0);
     if (use_sla) {
         mama__local_acts k = mama__img_local_acts(a);
         int segs[2];
@@ -6773,6 +6855,7 @@ losses_done:
         mama__local_head_backward(m, &m->w.img_local, &m->g.img_local, &k, a->patches, a->d_p_emb, a->d_patches,
                                   B * N, D, segs, 1, a->d_il_a, a->d_il_b, a->d_il_e, a->d_il_e2, mama__dp_sync_bn(m));
     }
+    mama__dp_grads_ready(m, MAMA__HOOK_IMG_LOCAL, 0);
     mama__vision_backward(m, Bv, B, use_sla);
     mama__text_backward(m, B, S, &ts, use_sla);
     return mama__dp_status(m); /* a failed collective inside a BatchNorm */
@@ -6783,6 +6866,7 @@ MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const m
     mama_step_opts def;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: model and batch are required");
     if (!o) { mama_step_opts_default(&def); o = &def; }
+    MAMA_TRY(mama__dp_step_begin(m));
     return mama__step(m, b, o, 1, accumulate, out);
 }
 
@@ -13421,7 +13505,8 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     long step = 0, bad_run = 0;
     uint64_t seed = o->seed;
     size_t ngrad = m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE];
-    double t0 = mama_time_seconds(), t_step0;
+    double t0 = mama_time_seconds(), t_step0, comm0 = 0, wait0 = 0;
+    long buckets0 = 0;
     int tty = mama__stderr_is_terminal(), k;
     /* data parallel (section 13): o->batch is per rank; rank 0 alone writes
      * the log, the progress and the checkpoints; every rank resumes from
@@ -13455,6 +13540,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         mama_adamw_free(&opt);
         return s;
     }
+    mama__dp_grad_stats(m, &comm0, &wait0, &buckets0);
     t_step0 = mama_time_seconds();
     for (r.steps_done = 0; step < o->steps && (o->stop_at <= 0 || step < o->stop_at); step++) {
         int late = step >= o->late_loss;
@@ -13477,13 +13563,17 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
              * ranks draw their own (statistically, not bitwise, the masks
              * of one process of the global batch) */
             if (world > 1) so.seed = mama__mix2(so.seed, (uint64_t)rank + 0x7000ull);
+            /* the last micro-batch's backward starts the gradient sum, bucket
+             * by bucket (section 13.7; the earlier ones only accumulate) */
+            if (world > 1 && k == o->accum - 1 && !o->no_overlap) mama_model_overlap_grads(m);
             s = mama_model_step(m, &batch, &so, k > 0, &Lk);
             mama__loader_release(&L, job);
             if (s != MAMA_OK) goto done;
             sum.loss += Lk.loss / o->accum; sum.clip += Lk.clip / o->accum; sum.mv += Lk.mv / o->accum;
             sum.sym += Lk.sym / o->accum; sum.sla += Lk.sla / o->accum;
         }
-        /* one all-reduce (sum) of the gradient buffer per optimiser step */
+        /* the gradient sum over ranks, once per optimiser step: waits for the
+         * overlapped buckets, or one blocking all-reduce (--no-overlap) */
         if (world > 1 && (s = mama_model_allreduce_grads(m)) != MAMA_OK) goto done;
         /* the reference averages the micro-batch losses: so do the gradients */
         if (o->accum > 1) be->scale(be, m->grads, 1.0f / (float)o->accum, ngrad);
@@ -13515,8 +13605,19 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
             bad_run == 0)
             if ((s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed)) != MAMA_OK) goto done;
     }
-    if (o->checkpoint && bad_run == 0) s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed);
+    /* reference mode: the ranks' BatchNorm statistics averaged (13.8) */
+    s = mama_model_average_bn_stats(m);
+    if (s == MAMA_OK && o->checkpoint && bad_run == 0) s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed);
 done:
+    if (world > 1) {
+        double comm1, wait1;
+        long buckets1;
+        mama__dp_grads_drain(m); /* a failed step may have left bucket all-reduces running */
+        mama__dp_grad_stats(m, &comm1, &wait1, &buckets1);
+        r.grad_comm_seconds = comm1 - comm0;
+        r.grad_wait_seconds = wait1 - wait0;
+        r.grad_buckets = buckets1 - buckets0;
+    }
     mama__loader_free(&L);
     if (log) fclose(log);
     mama_adamw_free(&opt);
@@ -15236,12 +15337,18 @@ MAMA_API mama_status mama_plot_bars(const char *path, const char *title, const c
  *   by rows within a rank, so with dropout on ranks draw their own masks
  *   (statistically the same, not bitwise; the equality tests turn dropout
  *   off).
- * - Gradients: one all-reduce (sum) over the contiguous gradient buffer
- *   per optimiser step (mama_model_allreduce_grads).
+ * - Gradients: a sum all-reduce over the contiguous gradient buffer per
+ *   optimiser step (mama_model_allreduce_grads), after the last
+ *   micro-batch: on the CPU backend with MPI, in buckets started by the
+ *   last micro-batch's backward as each layer's gradients are final
+ *   (overlapped with the rest of the backward, 13.7); otherwise one
+ *   blocking all-reduce after it.
  * MAMA_DP_REFERENCE keeps the reference's behaviour instead: CLIP,
  * symmetric CLIP and SLA over each rank's own B samples (the objective is
  * their mean over ranks, so their gradients are scaled by 1/W before the
- * sum), NT-Xent over the gathered projections, BatchNorm per rank. */
+ * sum), NT-Xent over the gathered projections, BatchNorm per rank (whose
+ * running statistics are averaged over the ranks at every checkpoint and
+ * at the end of training, 13.8). */
 
 #ifdef MAMA_MPI
 #ifdef __cplusplus
@@ -15298,6 +15405,9 @@ MAMA_API mama_comm *mama_comm_single(void) {
     c->dev_allgatherv_f32 = NULL;
     c->dev_broadcast_f32 = NULL;
     c->destroy = NULL;
+    c->iallreduce_sum_f32 = NULL; /* a size-1 comm never sums */
+    c->test = NULL;
+    c->wait = NULL;
     return c;
 }
 
@@ -15367,6 +15477,56 @@ static mama_status mama__mpi_broadcast(mama_comm *c, float *buf, size_t n, int r
 static mama_status mama__mpi_barrier(mama_comm *c) {
     return mama__mpi_check(MPI_Barrier(((mama__mpi *)c->impl)->comm), "Barrier");
 }
+/* A non-blocking sum: one MPI_Iallreduce (MPI_IN_PLACE) per chunk of 2^28
+ * floats, their requests kept in one allocation. */
+typedef struct mama__mpi_req {
+    int n;
+    MPI_Request *r;
+} mama__mpi_req;
+static mama_status mama__mpi_iallreduce(mama_comm *c, float *buf, size_t n, void **req) {
+    mama__mpi *p = (mama__mpi *)c->impl;
+    mama__mpi_req *q = NULL;
+    size_t off, chunks = n ? (n + MAMA__MPI_CHUNK - 1) / MAMA__MPI_CHUNK : 1;
+    int rc = MPI_SUCCESS;
+    *req = NULL;
+    MAMA_TRY(mama_alloc((void **)&q, sizeof *q + chunks * sizeof(MPI_Request), "MPI request"));
+    q->r = (MPI_Request *)(void *)(q + 1);
+    q->n = 0; /* n = 0: no request (Testall / Waitall of none complete at once) */
+    for (off = 0; off < n; off += MAMA__MPI_CHUNK) {
+        size_t len = n - off < MAMA__MPI_CHUNK ? n - off : MAMA__MPI_CHUNK;
+        rc = MPI_Iallreduce(MPI_IN_PLACE, buf + off, (int)len, MPI_FLOAT, MPI_SUM, p->comm, &q->r[q->n]);
+        if (rc != MPI_SUCCESS) break;
+        q->n++;
+    }
+    if (rc != MPI_SUCCESS) { /* the chunks already started must still complete */
+        if (q->n) MPI_Waitall(q->n, q->r, MPI_STATUSES_IGNORE);
+        mama_free(q);
+        return mama__mpi_check(rc, "Iallreduce");
+    }
+    *req = q;
+    return MAMA_OK;
+}
+static mama_status mama__mpi_test(mama_comm *c, void *req, int *done) {
+    mama__mpi_req *q = (mama__mpi_req *)req;
+    int flag = 0, rc;
+    (void)c;
+    *done = 0;
+    rc = MPI_Testall(q->n, q->r, &flag, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return mama__mpi_check(rc, "Testall");
+    if (flag) {
+        mama_free(q);
+        *done = 1;
+    }
+    return MAMA_OK;
+}
+static mama_status mama__mpi_wait(mama_comm *c, void *req) {
+    mama__mpi_req *q = (mama__mpi_req *)req;
+    int rc;
+    (void)c;
+    rc = MPI_Waitall(q->n, q->r, MPI_STATUSES_IGNORE);
+    mama_free(q);
+    return mama__mpi_check(rc, "Waitall");
+}
 static void mama__mpi_destroy(mama_comm *c) {
     mama__mpi *p = (mama__mpi *)c->impl;
     if (p) {
@@ -15421,6 +15581,9 @@ MAMA_API mama_status mama_comm_mpi_create(mama_comm **out) {
     c->broadcast_f32 = mama__mpi_broadcast;
     c->barrier = mama__mpi_barrier;
     c->destroy = mama__mpi_destroy;
+    c->iallreduce_sum_f32 = mama__mpi_iallreduce;
+    c->test = mama__mpi_test;
+    c->wait = mama__mpi_wait;
     *out = c;
     return MAMA_OK;
 }
@@ -15449,6 +15612,17 @@ struct mama__dp {
     int64_t tsave_tracked[2];
     float *tbuf; size_t tbuf_cap;
     double *tdbl; size_t tdbl_cap;
+    /* the overlapped gradient sum (13.7) */
+    int ov_off;                /* mama_model_set_grad_overlap(m, 0) */
+    int ov_armed;              /* the next backward starts bucket all-reduces */
+    int ov_stepped;            /* ... and that backward has begun */
+    int ov_nseg;               /* the plan: [train | late] as hook segments (0: not built yet) */
+    struct mama__dp_seg *ov_seg;
+    int ov_pending;            /* outstanding requests */
+    double ov_seconds;         /* time in the gradient sum on this thread: all ... */
+    double ov_wait_seconds;    /* ... and the part after the backward */
+    long ov_buckets;           /* bucket all-reduces started */
+    size_t ov_early, ov_late;  /* floats started by the backward's hooks / after it */
 };
 
 static int mama__dp_world(const mama_model *m) { return m && m->dp ? m->dp->comm->size : 1; }
@@ -15479,6 +15653,8 @@ static void mama__dp_free(mama_model *m) {
     mama_free(dp->bn_host); mama_free(dp->bn_mean);
     mama_free(dp->hf); mama_free(dp->hi); mama_free(dp->stage); mama_free(dp->counts);
     mama_free(dp->tsave); mama_free(dp->tbuf); mama_free(dp->tdbl);
+    mama__dp_grads_drain(m); /* a step that failed mid-backward left requests on buffers we are about to free */
+    mama_free(dp->ov_seg);
     mama_free(dp);
     m->dp = NULL;
 }
@@ -16186,11 +16362,6 @@ fail:
     return s;
 }
 
-MAMA_API mama_status mama_model_allreduce_grads(mama_model *m) {
-    if (!m) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_allreduce_grads: model is NULL");
-    if (mama__dp_world(m) == 1) return MAMA_OK;
-    return mama__dp_allreduce_dev(m, m->grads, m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE]);
-}
 
 /* Each rank encodes records [n r / W, n (r+1) / W) (augmentation keyed by
  * the global index, so the features equal one process's), then all ranks
@@ -16228,11 +16399,13 @@ static mama_status mama__dp_encode_records(mama_model *m, mama_dataset *d, const
     return s;
 }
 
-static mama_status mama__dp_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
+static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, const mama_adamw *opt, long step,
                                             uint64_t seed) {
     mama_status s = MAMA_OK;
     float flag;
     mama_comm *c;
+    /* reference mode: the file holds the ranks' mean BatchNorm statistics (13.8) */
+    MAMA_TRY(mama_model_average_bn_stats(m));
     if (mama__dp_rank(m) == 0) s = mama_checkpoint_save(path, m, opt, step, seed);
     if (mama__dp_world(m) == 1) return s;
     /* every rank learns whether rank 0 succeeded; the all-reduce also
@@ -16242,6 +16415,290 @@ static mama_status mama__dp_checkpoint_save(const char *path, const mama_model *
     if (c->allreduce_sum_f32(c, &flag, 1) != MAMA_OK && s == MAMA_OK) return MAMA_ERR_BACKEND;
     if (flag != 0 && s == MAMA_OK) return MAMA_FAIL(MAMA_ERR_IO, "rank 0 could not write the checkpoint %s", path);
     return s;
+}
+
+/* ---- 13.7 The gradient sum, overlapped with the backward ----------------
+ * The parameter visitor (section 5) lays the gradient buffer out as
+ *   train: ViT embeddings, ViT blocks 0..L-1, image global head, [wte,
+ *          wpe], GPT-2 blocks 0..L-1 (all weights, or their LoRA factors),
+ *          [ln_f], text global head, logit_scale;
+ *   late:  image local head, text local head, SimCLR head, local_scale;
+ * the backward finishes it in another order: the log-scales (the losses),
+ * SimCLR, image local head, image global head, ViT blocks L-1..0, ViT
+ * embeddings, text global head, text local head, ln_f, GPT-2 blocks
+ * L-1..0, wte/wpe.  The plan maps every trainable tensor, by its A.8 name,
+ * to the hook point after which its gradient is final for the step, and
+ * merges neighbours of one hook point into a segment; the segments tile
+ * [0, train + late) in order (checked as the plan is built).  Armed for the
+ * last micro-batch of an optimiser step (mama_model_overlap_grads), each
+ * hook point starts a non-blocking in-place sum all-reduce of its segments
+ * and then tests every outstanding request: OpenMPI runs no progress
+ * thread by default, so a non-blocking collective advances only inside MPI
+ * calls, and these tests between layers are where it does.  After the
+ * backward, mama_model_allreduce_grads starts whatever no hook started
+ * (MAMA__HOOK_OTHER: nothing in the current layout) and waits for all of
+ * them, before clipping and the optimiser.  Each float is summed exactly
+ * once, by one all-reduce, as on the blocking path; with 2 ranks every sum
+ * is a + b on both paths, so they give the same bits.  Only the host path
+ * overlaps (the CPU backend with the MPI comm); device backends and NCCL
+ * keep the single blocking all-reduce. */
+typedef struct mama__dp_seg {
+    size_t off, n;     /* floats of the gradient buffer */
+    int hook, layer;
+    int started;
+    void *req;         /* the outstanding request; NULL before the start and once done */
+} mama__dp_seg;
+
+static int mama__dp_starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
+
+/* the hook point after which the gradient of the tensor `name` is final */
+static int mama__dp_hook_of(const char *name, int *layer) {
+    const char *vp = "img_encoder_q.model.", *tp = "text_encoder_q.model.base_model.model.transformer.", *r;
+    int l = 0, end = 0;
+    *layer = 0;
+    if (mama__dp_starts(name, vp)) {
+        r = name + strlen(vp);
+        if (sscanf(r, "blocks.%d.%n", &l, &end) == 1 && end > 0) { *layer = l; return MAMA__HOOK_VIT_BLOCK; }
+        if (mama__dp_starts(r, "cls_token") || mama__dp_starts(r, "register_tokens") ||
+            mama__dp_starts(r, "pos_embed") || mama__dp_starts(r, "patch_embed."))
+            return MAMA__HOOK_VIT_EMBED;
+        return MAMA__HOOK_OTHER;
+    }
+    if (mama__dp_starts(name, tp)) {
+        r = name + strlen(tp);
+        if (sscanf(r, "h.%d.%n", &l, &end) == 1 && end > 0) { *layer = l; return MAMA__HOOK_GPT_BLOCK; }
+        if (mama__dp_starts(r, "ln_f.")) return MAMA__HOOK_LN_F;
+        if (mama__dp_starts(r, "wte.") || mama__dp_starts(r, "wpe.")) return MAMA__HOOK_TXT_EMBED;
+        return MAMA__HOOK_OTHER;
+    }
+    if (mama__dp_starts(name, "img_encoder_q.global_embed.")) return MAMA__HOOK_IMG_GLOBAL;
+    if (mama__dp_starts(name, "img_encoder_q.local_embed.")) return MAMA__HOOK_IMG_LOCAL;
+    if (mama__dp_starts(name, "text_encoder_q.global_embed.")) return MAMA__HOOK_TXT_GLOBAL;
+    if (mama__dp_starts(name, "text_encoder_q.local_embed.")) return MAMA__HOOK_TXT_LOCAL;
+    if (mama__dp_starts(name, "simclr_proj.")) return MAMA__HOOK_SIMCLR;
+    if (!strcmp(name, "logit_scale") || !strcmp(name, "local_scale")) return MAMA__HOOK_LOSS;
+    return MAMA__HOOK_OTHER;
+}
+
+/* The segments, in buffer order: two passes over the tensors of the train
+ * and late groups (count, then fill). */
+static mama_status mama__dp_plan(mama_model *m) {
+    mama__dp *dp = m->dp;
+    size_t ngrad = m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE], next;
+    int pass, g, i, ns = 0, hook, layer, prev_hook, prev_layer;
+    for (pass = 0; pass < 2; pass++) {
+        ns = 0;
+        next = 0;
+        prev_hook = prev_layer = -1;
+        for (g = MAMA_GROUP_TRAIN; g <= MAMA_GROUP_LATE; g++)
+            for (i = 0; i < m->nparams; i++) {
+                const mama_param_info *p = &m->info[i];
+                if ((int)p->group != g) continue;
+                if (p->dtype != MAMA_F32 || p->offset != next)
+                    return MAMA_FAIL(MAMA_ERR_INVALID, "gradient buckets: %s at offset %zu, expected %zu", p->name,
+                                     p->offset, next);
+                hook = mama__dp_hook_of(p->name, &layer);
+                if (hook != prev_hook || layer != prev_layer) {
+                    if (pass) {
+                        dp->ov_seg[ns].off = next;
+                        dp->ov_seg[ns].n = 0;
+                        dp->ov_seg[ns].hook = hook;
+                        dp->ov_seg[ns].layer = layer;
+                    }
+                    ns++;
+                    prev_hook = hook;
+                    prev_layer = layer;
+                }
+                if (pass) dp->ov_seg[ns - 1].n += p->numel;
+                next += p->numel;
+            }
+        if (next != ngrad)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "gradient buckets cover %zu of %zu floats", next, ngrad);
+        if (!pass) {
+            mama_free(dp->ov_seg);
+            dp->ov_seg = NULL;
+            MAMA_TRY(mama_calloc((void **)&dp->ov_seg, sizeof(mama__dp_seg) * (size_t)(ns + 1), "gradient buckets"));
+        }
+    }
+    dp->ov_nseg = ns;
+    return MAMA_OK;
+}
+
+static mama_status mama__dp_seg_start(mama_model *m, mama__dp_seg *sg) {
+    mama__dp *dp = m->dp;
+    sg->started = 1;
+    MAMA_TRY(dp->comm->iallreduce_sum_f32(dp->comm, m->grads + sg->off, sg->n, &sg->req));
+    dp->ov_pending++;
+    dp->ov_buckets++;
+    return MAMA_OK;
+}
+
+/* test every outstanding request (this is where MPI progresses them) */
+static mama_status mama__dp_progress(mama_model *m) {
+    mama__dp *dp = m->dp;
+    int i, done;
+    for (i = 0; i < dp->ov_nseg && dp->ov_pending > 0; i++) {
+        mama__dp_seg *sg = &dp->ov_seg[i];
+        if (!sg->req) continue;
+        MAMA_TRY(dp->comm->test(dp->comm, sg->req, &done));
+        if (done) {
+            sg->req = NULL;
+            dp->ov_pending--;
+        }
+    }
+    return MAMA_OK;
+}
+
+static void mama__dp_grads_ready(mama_model *m, int hook, int layer) {
+    mama__dp *dp = m->dp;
+    double t0;
+    int i;
+    mama_status s = MAMA_OK;
+    if (!dp || !dp->ov_armed || dp->status != MAMA_OK) return;
+    t0 = mama_time_seconds();
+    for (i = 0; i < dp->ov_nseg && s == MAMA_OK; i++) {
+        mama__dp_seg *sg = &dp->ov_seg[i];
+        if (sg->hook != hook || sg->layer != layer || sg->started) continue;
+        s = mama__dp_seg_start(m, sg);
+        if (s == MAMA_OK) dp->ov_early += sg->n;
+    }
+    if (s == MAMA_OK) s = mama__dp_progress(m);
+    if (s != MAMA_OK) mama__dp_fail(m, s);
+    dp->ov_seconds += mama_time_seconds() - t0;
+}
+
+static mama_status mama__dp_step_begin(mama_model *m) {
+    mama__dp *dp = m->dp;
+    if (!dp || !dp->ov_armed) return MAMA_OK;
+    if (dp->ov_stepped)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: the overlapped gradient sum of the previous step is "
+                         "still running (mama_model_overlap_grads arms one step; call mama_model_allreduce_grads "
+                         "after it)");
+    dp->ov_stepped = 1;
+    return MAMA_OK;
+}
+
+/* wait for every outstanding request (first error kept) and disarm */
+static mama_status mama__dp_wait_all(mama_model *m) {
+    mama__dp *dp = m->dp;
+    mama_status s = MAMA_OK, e;
+    int i;
+    for (i = 0; i < dp->ov_nseg; i++) {
+        mama__dp_seg *sg = &dp->ov_seg[i];
+        if (!sg->req) continue;
+        e = dp->comm->wait(dp->comm, sg->req);
+        if (s == MAMA_OK) s = e;
+        sg->req = NULL;
+    }
+    dp->ov_pending = 0;
+    dp->ov_armed = 0;
+    dp->ov_stepped = 0;
+    return s;
+}
+static void mama__dp_grads_drain(mama_model *m) {
+    if (m->dp && m->dp->ov_armed) (void)mama__dp_wait_all(m);
+}
+
+MAMA_API int mama_model_overlap_grads(mama_model *m) {
+    mama__dp *dp = m ? m->dp : NULL;
+    mama_comm *c;
+    int i;
+    if (!dp || dp->ov_off) return 0;
+    c = dp->comm;
+    if (!c->iallreduce_sum_f32 || !c->test || !c->wait || c->dev_allreduce_sum_f32 || !mama__dp_host(m)) return 0;
+    if (dp->ov_armed) return 1;
+    if (!dp->ov_nseg && mama__dp_plan(m) != MAMA_OK) {
+        dp->ov_off = 1; /* a layout the plan does not understand: the blocking path from now on */
+        return 0;
+    }
+    for (i = 0; i < dp->ov_nseg; i++) {
+        dp->ov_seg[i].started = 0;
+        dp->ov_seg[i].req = NULL;
+    }
+    dp->ov_armed = 1;
+    dp->ov_stepped = 0;
+    return 1;
+}
+
+MAMA_API void mama_model_set_grad_overlap(mama_model *m, int on) {
+    if (m && m->dp) m->dp->ov_off = !on;
+}
+
+MAMA_API mama_status mama_model_allreduce_grads(mama_model *m) {
+    mama__dp *dp;
+    double t0, t;
+    mama_status s = MAMA_OK;
+    int i;
+    if (!m) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_allreduce_grads: model is NULL");
+    if (mama__dp_world(m) == 1) return MAMA_OK;
+    dp = m->dp;
+    t0 = mama_time_seconds();
+    if (!dp->ov_armed) {
+        s = mama__dp_allreduce_dev(m, m->grads, m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE]);
+    } else {
+        /* whatever no hook point started, in buffer order (the same on every rank) */
+        for (i = 0; i < dp->ov_nseg && s == MAMA_OK; i++) {
+            mama__dp_seg *sg = &dp->ov_seg[i];
+            if (sg->started) continue;
+            s = mama__dp_seg_start(m, sg);
+            if (s == MAMA_OK) dp->ov_late += sg->n;
+        }
+        {
+            mama_status e = mama__dp_wait_all(m);
+            if (s == MAMA_OK) s = e;
+        }
+    }
+    t = mama_time_seconds() - t0;
+    dp->ov_seconds += t;
+    dp->ov_wait_seconds += t;
+    return s;
+}
+
+/* totals since mama_model_set_comm, for mama_pretrain's report */
+static void mama__dp_grad_stats(const mama_model *m, double *seconds, double *wait_seconds, long *buckets) {
+    *seconds = m->dp ? m->dp->ov_seconds : 0;
+    *wait_seconds = m->dp ? m->dp->ov_wait_seconds : 0;
+    *buckets = m->dp ? m->dp->ov_buckets : 0;
+}
+
+/* ---- 13.8 BatchNorm running statistics in the reference mode ------------
+ * With a BatchNorm per rank (MAMA_DP_REFERENCE) each rank's running
+ * statistics follow its own batches.  Before a checkpoint and at the end of
+ * training they are replaced, on every rank, by their mean over the ranks:
+ * the running means average to the mean of the ranks' estimates, and the
+ * running variances to the mean of theirs (the within-rank variance; the
+ * spread of the rank means is left out, as timm's distribute_bn(reduce=True)
+ * and Horovod's averaging of buffers do; PyTorch DDP instead broadcasts rank
+ * 0's buffers).  The values are all-gathered and summed in double in rank
+ * order, so every rank gets the same bits for any number of ranks.  The
+ * buffers group holds exactly the six BatchNorms' running means and
+ * variances (num_batches_tracked is the same on every rank). */
+MAMA_API mama_status mama_model_average_bn_stats(mama_model *m) {
+    mama__dp *dp;
+    mama_comm *c;
+    mama_backend *be;
+    size_t n, off, i;
+    int W, q;
+    float *h;
+    if (!m) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_average_bn_stats: model is NULL");
+    if (mama__dp_world(m) == 1 || m->dp->mode != MAMA_DP_REFERENCE) return MAMA_OK;
+    dp = m->dp;
+    c = dp->comm;
+    be = m->be;
+    W = c->size;
+    n = m->group_numel[MAMA_GROUP_BUFFER];
+    off = m->group_offset[MAMA_GROUP_BUFFER];
+    if (!n) return MAMA_OK;
+    MAMA_TRY(mama__dp_grow((void **)&dp->hf, &dp->hf_cap, sizeof(float) * n * ((size_t)W + 1)));
+    h = dp->hf;
+    MAMA_TRY(be->to_host(be, h, m->params + off, sizeof(float) * n));
+    MAMA_TRY(c->allgather_f32(c, h, n, h + n));
+    for (i = 0; i < n; i++) {
+        double sum = 0;
+        for (q = 0; q < W; q++) sum += h[n + (size_t)q * n + i];
+        h[i] = (float)(sum / W);
+    }
+    return be->to_device(be, m->params + off, h, sizeof(float) * n);
 }
 
 

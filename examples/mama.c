@@ -32,7 +32,9 @@ static const char *usage =
     "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n"
     "           [--frozen-dtype auto|bf16|f16|f32]\n"
     "        data parallel (build with `make MPI=1`): mpirun -np N build/mama pretrain ... trains on N\n"
-    "        ranks, --batch per rank; [--dp-reference] keeps the reference's per-rank CLIP/SLA losses\n"
+    "        ranks, --batch per rank; [--dp-reference] keeps the reference's per-rank CLIP/SLA losses;\n"
+    "        [--no-overlap] sums the gradients in one blocking all-reduce after the backward instead of\n"
+    "        bucket by bucket during it\n"
     "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
     "           [--tokenizer DIR] [--ref-text-feature] [--json OUT] [--png PREFIX]\n"
     "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
@@ -263,6 +265,7 @@ static int cmd_pretrain(int argc, char **argv) {
     o.use_mv = !has_flag(argc, argv, "--no-mv");
     o.use_sym = !has_flag(argc, argv, "--no-sym");
     o.use_sla = !has_flag(argc, argv, "--no-sla");
+    o.no_overlap = has_flag(argc, argv, "--no-overlap");
     if (!frozen_dtype_arg(argc, argv, &fdt)) return 2;
     if (init) {
         if (mama_model_load_as(&m, init, mama_cli_backend(), o.batch, fdt) != MAMA_OK) return fail();
@@ -277,8 +280,15 @@ static int cmd_pretrain(int argc, char **argv) {
                 mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
                 g_comm ? g_comm->size : 1, mama_num_threads());
     if (mama_pretrain(m, d, &o, &r) != MAMA_OK) rc = fail();
-    else if (g_rank == 0) printf("pretrained %ld steps in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s\n", r.steps_done,
-                r.seconds, r.images_per_s, r.last.loss, o.checkpoint);
+    else if (g_rank == 0) {
+        printf("pretrained %ld steps in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s\n", r.steps_done,
+               r.seconds, r.images_per_s, r.last.loss, o.checkpoint);
+        if (g_comm && g_comm->size > 1)
+            printf("gradient all-reduce (rank 0, %s): %.2f s in the training thread (%.1f%% of %.1f s), %.2f s of it "
+                   "after the backward\n", r.grad_buckets ? "overlapped with the backward" : "blocking",
+                   r.grad_comm_seconds, r.seconds > 0 ? 100.0 * r.grad_comm_seconds / r.seconds : 0.0, r.seconds,
+                   r.grad_wait_seconds);
+    }
     mama_dataset_free(d);
     mama_model_free(m);
     return rc;

@@ -13,7 +13,14 @@
  * - a checkpoint written by 2 ranks resumes on 1 and vice versa, ending
  *   where the uninterrupted single-process run ends;
  * - sharded feature extraction (probe / zero-shot) and data-parallel
- *   fine-tuning equal one process.
+ *   fine-tuning equal one process;
+ * - the gradient sum overlapped with the backward (bucket all-reduces
+ *   started at the hook points) gives the bits of the blocking all-reduce,
+ *   in one step (full / LoRA / frozen text tower, early and late losses)
+ *   and over N pretraining steps (losses, weights, Adam moments), every
+ *   gradient float summed by exactly one bucket;
+ * - the reference mode's per-rank BatchNorm running statistics are
+ *   averaged over the ranks into every checkpoint and at the end.
  * Every rank also runs the single-process references itself (each to its
  * own files), so no rank idles in a spinning MPI wait.  Dropout is off in
  * the tiny config (masks are keyed per rank; see section 13). */
@@ -56,6 +63,13 @@ static void diff(const float *a, const float *b, size_t n, double floor_, double
         if (!(d <= *abs_)) *abs_ = d;
         if (!(d / s <= *rel)) *rel = d / s;
     }
+}
+
+/* how many of n floats differ in their bits */
+static size_t n_differ(const float *a, const float *b, size_t n) {
+    size_t i, k = 0;
+    for (i = 0; i < n; i++) k += memcmp(a + i, b + i, sizeof(float)) != 0;
+    return k;
 }
 
 /* a deterministic batch of n samples starting at global sample `first` */
@@ -235,8 +249,18 @@ done:
 }
 
 /* ---- pretraining, resume across world sizes ---------------------------- */
-static mama_status pretrain(mama_dataset *d, int dp, int batch, const char *ckpt, const char *log, long stop_at,
-                            int resume, double *seconds) {
+/* ex: data-parallel mode and the blocking switch; the result, and the
+ * model itself when keep is given (the caller frees it) */
+typedef struct pretrain_ex {
+    mama_dp_mode mode;
+    int no_overlap;
+    mama_pretrain_result r;
+    mama_model **keep;
+    size_t early, late, ngrad;   /* gradient floats summed by the hooks' buckets / after the backward */
+    int nseg;
+} pretrain_ex;
+static mama_status pretrain2(mama_dataset *d, int dp, int batch, const char *ckpt, const char *log, long stop_at,
+                             int resume, double *seconds, pretrain_ex *ex) {
     mama_config c;
     mama_model *m = NULL;
     mama_pretrain_opts o;
@@ -244,14 +268,27 @@ static mama_status pretrain(mama_dataset *d, int dp, int batch, const char *ckpt
     mama_status s;
     config(&c);
     MAMA_TRY(mama_model_create(&m, &c, mama_cpu_backend(), batch, 5));
-    if (dp && (s = mama_model_set_comm(m, world, MAMA_DP_GLOBAL)) != MAMA_OK) { mama_model_free(m); return s; }
+    if (dp && (s = mama_model_set_comm(m, world, ex ? ex->mode : MAMA_DP_GLOBAL)) != MAMA_OK) { mama_model_free(m); return s; }
     mama_pretrain_opts_default(&o);
     o.steps = STEPS; o.stop_at = stop_at; o.batch = batch; o.accum = 2; o.lr = 1e-3f; o.warmup = 2; o.late_loss = 2;
     o.seed = 11; o.checkpoint = ckpt; o.log_csv = log; o.resume = resume; o.quiet = 1;
+    o.no_overlap = ex ? ex->no_overlap : 0;
     s = mama_pretrain(m, d, &o, &r);
     if (seconds) *seconds = r.seconds;
+    if (ex) {
+        ex->r = r;
+        ex->ngrad = mama_model_numel(m, MAMA_GROUP_TRAIN) + mama_model_numel(m, MAMA_GROUP_LATE);
+        ex->early = m->dp ? m->dp->ov_early : 0;
+        ex->late = m->dp ? m->dp->ov_late : 0;
+        ex->nseg = m->dp ? m->dp->ov_nseg : 0;
+        if (ex->keep) { *ex->keep = m; m = NULL; }
+    }
     mama_model_free(m);
     return s;
+}
+static mama_status pretrain(mama_dataset *d, int dp, int batch, const char *ckpt, const char *log, long stop_at,
+                            int resume, double *seconds) {
+    return pretrain2(d, dp, batch, ckpt, log, stop_at, resume, seconds, NULL);
 }
 
 static int log_losses(const char *path, float *out, int max) {
@@ -313,6 +350,31 @@ static int compare_ckpt(const char *a, const char *b, double *abs_, double *rel,
     return ok;
 }
 
+/* every F32 tensor of two checkpoints: how many values differ in their
+ * bits (*n_diff of *n_cmp); 0 when a tensor is missing or mis-sized */
+static int compare_ckpt_bits(const char *a, const char *b, long *n_diff, long *n_cmp) {
+    mama_safetensors x, y;
+    int i, ok = 1;
+    memset(&x, 0, sizeof x); memset(&y, 0, sizeof y);
+    *n_diff = *n_cmp = 0;
+    if (mama_st_open(&x, a) != MAMA_OK || mama_st_open(&y, b) != MAMA_OK) { mama_st_close(&x); return 0; }
+    for (i = 0; i < x.count && ok; i++) {
+        const mama_st_tensor *t = &x.tensors[i], *u = mama_st_find(&y, t->name);
+        float *p, *q;
+        if (t->dtype != MAMA_F32) continue;
+        if (!u || u->numel != t->numel) { ok = 0; break; }
+        p = (float *)malloc(sizeof(float) * t->numel + 4); q = (float *)malloc(sizeof(float) * t->numel + 4);
+        ok = mama_st_read_f32(&x, t->name, p, t->numel) == MAMA_OK && mama_st_read_f32(&y, t->name, q, t->numel) == MAMA_OK;
+        if (ok) {
+            *n_diff += (long)n_differ(p, q, t->numel);
+            *n_cmp += (long)t->numel;
+        }
+        free(p); free(q);
+    }
+    mama_st_close(&x); mama_st_close(&y);
+    return ok;
+}
+
 /* at most 0.1% of the values beyond 1e-5, none beyond the Adam bound lr x steps */
 #define WEIGHTS_OK(worst) ((worst) <= 1e-3 * STEPS && n_big * 1000 <= n_all)
 
@@ -325,7 +387,8 @@ static void copy_file(const char *from, const char *to) {
 
 static void test_pretrain(mama_dataset *d) {
     char ref_ckpt[256], ref_log[256], half[256], res[256];
-    float lref[5 * STEPS], ldp[5 * STEPS];
+    float lref[5 * STEPS], ldp[5 * STEPS], lbl[5 * STEPS];
+    pretrain_ex ov, bl;
     double t1 = 0, t2 = 0, la = 0, lrel = 0, wa = 0, wr = 0;
     long sa = 0, sb = 0;
     int nref, ndp, ok;
@@ -336,8 +399,10 @@ static void test_pretrain(mama_dataset *d) {
     world->barrier(world);
     /* one process, batch 2B (each rank its own copy) */
     if (pretrain(d, 0, 2 * NB, ref_ckpt, ref_log, 0, 0, &t1) != MAMA_OK) { report(0, "dp_pretrain", "reference: %s", mama_last_error()); return; }
-    /* 2 ranks, batch NB each */
-    if (pretrain(d, 1, NB, DIR "/dp.safetensors", DIR "/dp.csv", 0, 0, &t2) != MAMA_OK) { report(0, "dp_pretrain", "dp: %s", mama_last_error()); return; }
+    /* 2 ranks, batch NB each (the gradient sum overlapped with the backward, the default) */
+    memset(&ov, 0, sizeof ov);
+    ov.mode = MAMA_DP_GLOBAL;
+    if (pretrain2(d, 1, NB, DIR "/dp.safetensors", DIR "/dp.csv", 0, 0, &t2, &ov) != MAMA_OK) { report(0, "dp_pretrain", "dp: %s", mama_last_error()); return; }
     nref = log_losses(ref_log, lref, 5 * STEPS);
     ndp = log_losses(DIR "/dp.csv", ldp, 5 * STEPS);
     ok = nref == 5 * STEPS && ndp == 5 * STEPS;
@@ -356,6 +421,43 @@ static void test_pretrain(mama_dataset *d) {
     report(ok && WEIGHTS_OK(wa) && sa == STEPS && sb == STEPS, "dp_pretrain_weights",
            "final checkpoints (weights, BatchNorm buffers, Adam moments; written by rank 0): %ld of %ld values differ by "
            "more than 1e-5, worst abs %.2e (bound lr x steps = %.0e)", n_big, n_all, wa, 1e-3 * STEPS);
+    /* the same 2 ranks with one blocking all-reduce after the backward
+     * (--no-overlap): with 2 ranks every sum is a + b on both paths, so the
+     * runs must agree bit for bit */
+    if (rank_ == 0) { remove(DIR "/dp_blocking.safetensors"); remove(DIR "/dp_blocking.csv"); }
+    world->barrier(world);
+    memset(&bl, 0, sizeof bl);
+    bl.mode = MAMA_DP_GLOBAL;
+    bl.no_overlap = 1;
+    if (pretrain2(d, 1, NB, DIR "/dp_blocking.safetensors", DIR "/dp_blocking.csv", 0, 0, NULL, &bl) != MAMA_OK) {
+        report(0, "dp_overlap_pretrain", "blocking run: %s", mama_last_error());
+    } else {
+        long nd = 0, nc = 0;
+        int nbl = log_losses(DIR "/dp_blocking.csv", lbl, 5 * STEPS);
+        float a[5], b[5];
+        size_t ld;
+        a[0] = ov.r.last.loss; a[1] = ov.r.last.clip; a[2] = ov.r.last.mv; a[3] = ov.r.last.sym; a[4] = ov.r.last.sla;
+        b[0] = bl.r.last.loss; b[1] = bl.r.last.clip; b[2] = bl.r.last.mv; b[3] = bl.r.last.sym; b[4] = bl.r.last.sla;
+        ld = n_differ(a, b, 5) + (nbl == ndp ? n_differ(ldp, lbl, (size_t)ndp) : 1);
+        ok = compare_ckpt_bits(DIR "/dp.safetensors", DIR "/dp_blocking.safetensors", &nd, &nc);
+        if (rank_ == 0)
+            printf("  overlapped: %ld bucket all-reduces (%d segments x %d steps), %zu floats started by the backward's "
+                   "hooks, %zu after it (%zu gradients x %d steps); gradient sum %.3f s in the training thread, %.3f s "
+                   "after the backward\n  blocking:   %ld bucket all-reduces, gradient sum %.3f s (all after the backward)\n",
+                   ov.r.grad_buckets, ov.nseg, STEPS, ov.early, ov.late, ov.ngrad, STEPS, ov.r.grad_comm_seconds,
+                   ov.r.grad_wait_seconds, bl.r.grad_buckets, bl.r.grad_comm_seconds);
+        report(ok && nc > 0 && nd == 0 && ld == 0, "dp_overlap_pretrain_bits",
+               "%d steps (accum 2), 2 ranks, overlapped vs blocking gradient sum: final checkpoints %ld of %ld values "
+               "(weights, BatchNorm buffers, Adam moments) differ in their bits; the 5 final losses and %d logged loss "
+               "terms: %zu differ", STEPS, nd, nc, ndp, ld);
+        report(ov.r.grad_buckets == (long)ov.nseg * STEPS && ov.nseg > 1 && ov.early == ov.ngrad * STEPS &&
+                   ov.late == 0 && bl.r.grad_buckets == 0 && bl.early == 0,
+               "dp_overlap_buckets",
+               "overlapped run: %ld bucket all-reduces = %d segments x %d steps (only the last of the 2 micro-batches "
+               "starts them), %zu floats = %zu gradients x %d steps started by the backward's hooks, %zu after it; "
+               "blocking run: %ld buckets", ov.r.grad_buckets, ov.nseg, STEPS, ov.early, ov.ngrad, STEPS, ov.late,
+               bl.r.grad_buckets);
+    }
     /* 2 ranks -> 1: 2 ranks stop at step 2; each rank resumes alone from a copy */
     wa = wr = 0;
     snprintf(res, sizeof res, DIR "/res21_r%d.safetensors", rank_);
@@ -380,6 +482,175 @@ static void test_pretrain(mama_dataset *d) {
     report(ok && WEIGHTS_OK(wa) && sa == STEPS, "dp_resume_1to2",
            "%d steps on 1 process, checkpoint, %d more on 2 ranks vs %d on 1: %ld of %ld values over 1e-5, worst abs "
            "%.2e", STEPS / 2, STEPS - STEPS / 2, STEPS, n_big, n_all, wa);
+}
+
+/* ---- the gradient sum overlapped with the backward (13.7) -------------- */
+/* One step of two replicas (same weights, same slice of the batch): one
+ * with the bucket all-reduces started by the backward, one with the
+ * blocking all-reduce after it.  Each text-tower mode lays the gradient
+ * buffer out differently (full: every GPT-2 tensor; LoRA: the adapters
+ * only; frozen: none); with the early losses only, the SimCLR and local
+ * heads do not run but their (zero) buckets still go. */
+static void test_overlap_step(mama_dataset *d) {
+    static const struct { mama_text_mode mode; int late; const char *name; } cases[] = {
+        {MAMA_TEXT_FULL, 1, "full text tower, late losses"},
+        {MAMA_TEXT_FULL, 0, "full text tower, early losses"},
+        {MAMA_TEXT_LORA, 1, "LoRA text tower, late losses"},
+        {MAMA_TEXT_FROZEN, 1, "frozen text tower, late losses"}};
+    size_t px = 3 * 56 * 56;
+    float *img = NULL, *ext = NULL;
+    int *ids = NULL, *mask = NULL, T = 128, k;
+    img = (float *)malloc(sizeof(float) * px * 2 * NB); ext = (float *)malloc(sizeof(float) * px * 2 * NB);
+    ids = (int *)malloc(sizeof(int) * T * 2 * NB); mask = (int *)malloc(sizeof(int) * T * 2 * NB);
+    if (make_batch(d, 0, 2 * NB, img, ext, ids, mask) != MAMA_OK) { report(0, "dp_overlap_step", "%s", mama_last_error()); goto done; }
+    for (k = 0; k < (int)(sizeof cases / sizeof cases[0]); k++) {
+        mama_config c;
+        mama_model *ov = NULL, *bl = NULL;
+        mama_batch bt;
+        mama_step_opts so;
+        mama_losses La, Lb;
+        size_t ng, nd = 1, tiled = 0;
+        int armed = 0, i, gaps = 0, s1, s2;
+        config(&c);
+        c.text_mode = cases[k].mode;
+        mama_step_opts_default(&so);
+        so.late = cases[k].late; so.dropout = 0;
+        bt.B = NB; bt.images = img + px * NB * rank_; bt.ext_images = ext + px * NB * rank_;
+        bt.input_ids = ids + (size_t)T * NB * rank_; bt.attention_mask = mask + (size_t)T * NB * rank_;
+        if (mama_model_create(&ov, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
+            mama_model_create(&bl, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
+            mama_model_set_comm(ov, world, MAMA_DP_GLOBAL) != MAMA_OK ||
+            mama_model_set_comm(bl, world, MAMA_DP_GLOBAL) != MAMA_OK) {
+            report(0, "dp_overlap_step", "%s: setup: %s", cases[k].name, mama_last_error());
+            mama_model_free(ov); mama_model_free(bl);
+            continue;
+        }
+        ng = mama_model_numel(ov, MAMA_GROUP_TRAIN) + mama_model_numel(ov, MAMA_GROUP_LATE);
+        armed = mama_model_overlap_grads(ov);
+        s1 = mama_model_step(ov, &bt, &so, 0, &La) == MAMA_OK && mama_model_allreduce_grads(ov) == MAMA_OK;
+        s2 = mama_model_step(bl, &bt, &so, 0, &Lb) == MAMA_OK && mama_model_allreduce_grads(bl) == MAMA_OK;
+        if (s1 && s2) nd = n_differ(mama_model_grads(ov), mama_model_grads(bl), ng);
+        /* the plan's segments tile [0, ng) in order */
+        for (i = 0; i < ov->dp->ov_nseg; i++) {
+            if (ov->dp->ov_seg[i].off != tiled || ov->dp->ov_seg[i].n == 0) gaps++;
+            tiled = ov->dp->ov_seg[i].off + ov->dp->ov_seg[i].n;
+        }
+        report(armed && s1 && s2 && nd == 0 && gaps == 0 && tiled == ng && ov->dp->ov_early == ng &&
+                   ov->dp->ov_late == 0 && ov->dp->ov_buckets == ov->dp->ov_nseg,
+               "dp_overlap_step", "%s: %zu summed gradients, overlapped vs blocking: %zu differ in their bits; %d "
+               "buckets tile the buffer (%d gaps or overlaps), %zu floats started by the backward's hooks, %zu after it",
+               cases[k].name, ng, nd, ov->dp->ov_nseg, gaps, (size_t)ov->dp->ov_early, (size_t)ov->dp->ov_late);
+        /* misuse: an armed overlap covers one backward; a second step before
+         * the sum is refused (on every rank alike), and the sum then completes */
+        if (k == 0) {
+            mama_status e;
+            armed = mama_model_overlap_grads(ov);
+            s1 = mama_model_step(ov, &bt, &so, 0, &La) == MAMA_OK;
+            e = mama_model_step(ov, &bt, &so, 1, &La);
+            s2 = mama_model_allreduce_grads(ov) == MAMA_OK;
+            report(armed && s1 && e == MAMA_ERR_INVALID && s2 && !ov->dp->ov_armed, "dp_overlap_second_step",
+                   "a second mama_model_step while the overlapped sum runs: %s (\"%.60s...\"); the sum then completes",
+                   mama_status_name(e), mama_last_error());
+        }
+        mama_model_free(ov);
+        mama_model_free(bl);
+    }
+done:
+    free(img); free(ext); free(ids); free(mask);
+}
+
+/* ---- reference mode: BatchNorm running statistics averaged (13.8) ------ */
+static void test_reference_bn(mama_dataset *d) {
+    mama_config c;
+    mama_model *m = NULL, *kept = NULL;
+    size_t px = 3 * 56 * 56, nbuf = 0, off = 0, i, before = 0, after = 0, file_diff = 0, file_n = 0, j;
+    float *img = NULL, *ext = NULL, *mine = NULL, *both = NULL, *expect = NULL, *t = NULL;
+    int *ids = NULL, *mask = NULL, T = 128, p, ok = 1;
+    mama_batch bt;
+    mama_step_opts so;
+    mama_losses L;
+    mama_safetensors st;
+    pretrain_ex ex;
+    config(&c);
+    memset(&st, 0, sizeof st);
+    img = (float *)malloc(sizeof(float) * px * 2 * NB); ext = (float *)malloc(sizeof(float) * px * 2 * NB);
+    ids = (int *)malloc(sizeof(int) * T * 2 * NB); mask = (int *)malloc(sizeof(int) * T * 2 * NB);
+    if (make_batch(d, 0, 2 * NB, img, ext, ids, mask) != MAMA_OK ||
+        mama_model_create(&m, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
+        mama_model_set_comm(m, world, MAMA_DP_REFERENCE) != MAMA_OK) {
+        report(0, "dp_reference_bn_average", "setup: %s", mama_last_error());
+        goto done;
+    }
+    nbuf = mama_model_numel(m, MAMA_GROUP_BUFFER);
+    off = mama_model_numel(m, MAMA_GROUP_TRAIN) + mama_model_numel(m, MAMA_GROUP_LATE) + mama_model_numel(m, MAMA_GROUP_FROZEN);
+    mine = (float *)malloc(sizeof(float) * nbuf); both = (float *)malloc(sizeof(float) * 2 * nbuf);
+    expect = (float *)malloc(sizeof(float) * nbuf); t = (float *)malloc(sizeof(float) * nbuf);
+    /* one step on each rank's own half: per-rank BatchNorm statistics drift apart */
+    mama_step_opts_default(&so);
+    so.late = 1; so.dropout = 0;
+    bt.B = NB; bt.images = img + px * NB * rank_; bt.ext_images = ext + px * NB * rank_;
+    bt.input_ids = ids + (size_t)T * NB * rank_; bt.attention_mask = mask + (size_t)T * NB * rank_;
+    if (mama_model_step(m, &bt, &so, 0, &L) != MAMA_OK || mama_model_allreduce_grads(m) != MAMA_OK) {
+        report(0, "dp_reference_bn_average", "step: %s", mama_last_error());
+        goto done;
+    }
+    /* the truth: both ranks' statistics, averaged here in double */
+    memcpy(mine, mama_model_params(m) + off, sizeof(float) * nbuf);
+    world->allgather_f32(world, mine, nbuf, both);
+    before = n_differ(both, both + nbuf, nbuf);
+    for (i = 0; i < nbuf; i++) expect[i] = (float)(((double)both[i] + (double)both[nbuf + i]) / 2.0);
+    /* a checkpoint (rank 0 writes) must hold the average, and every rank too */
+    if (rank_ == 0) remove(DIR "/ref_bn.safetensors");
+    if (mama__dp_checkpoint_save(DIR "/ref_bn.safetensors", m, NULL, 1, 11) != MAMA_OK) {
+        report(0, "dp_reference_bn_average", "checkpoint: %s", mama_last_error());
+        goto done;
+    }
+    after = n_differ(mama_model_params(m) + off, expect, nbuf);
+    if (mama_st_open(&st, DIR "/ref_bn.safetensors") != MAMA_OK) ok = 0;
+    for (p = 0; ok && p < mama_model_param_count(m); p++) {
+        const mama_param_info *pi = mama_model_param(m, p);
+        if (pi->group != MAMA_GROUP_BUFFER) continue;
+        if (mama_st_read_f32(&st, pi->name, t, pi->numel) != MAMA_OK) { ok = 0; break; }
+        file_diff += n_differ(t, expect + (pi->offset - off), pi->numel);
+        file_n += pi->numel;
+    }
+    mama_st_close(&st);
+    report(ok && before > 0 && after == 0 && file_n == nbuf && file_diff == 0, "dp_reference_bn_average",
+           "reference mode, one step per rank on its own half: the ranks' %zu BatchNorm running statistics differ in "
+           "%zu values; after the checkpoint save %zu of them differ from the mean over the ranks (computed here) on "
+           "this rank, %zu of %zu in the checkpoint file", nbuf, before, after, file_diff, file_n);
+    /* pretraining in the reference mode ends with the same statistics on
+     * every rank, the ones in the final checkpoint */
+    memset(&ex, 0, sizeof ex);
+    ex.mode = MAMA_DP_REFERENCE;
+    ex.keep = &kept;
+    if (rank_ == 0) remove(DIR "/ref_mode.safetensors");
+    world->barrier(world);
+    if (pretrain2(d, 1, NB, DIR "/ref_mode.safetensors", NULL, 0, 0, NULL, &ex) != MAMA_OK || !kept) {
+        report(0, "dp_reference_bn_pretrain", "%s", mama_last_error());
+        goto done;
+    }
+    memcpy(mine, mama_model_params(kept) + off, sizeof(float) * nbuf);
+    world->allgather_f32(world, mine, nbuf, both);
+    before = n_differ(both, both + nbuf, nbuf);
+    file_diff = file_n = 0;
+    ok = mama_st_open(&st, DIR "/ref_mode.safetensors") == MAMA_OK;
+    for (p = 0; ok && p < mama_model_param_count(kept); p++) {
+        const mama_param_info *pi = mama_model_param(kept, p);
+        if (pi->group != MAMA_GROUP_BUFFER) continue;
+        if (mama_st_read_f32(&st, pi->name, t, pi->numel) != MAMA_OK) { ok = 0; break; }
+        for (j = 0; j < pi->numel; j++) file_diff += memcmp(t + j, mine + (pi->offset - off) + j, sizeof(float)) != 0;
+        file_n += pi->numel;
+    }
+    mama_st_close(&st);
+    report(ok && before == 0 && file_n == nbuf && file_diff == 0, "dp_reference_bn_pretrain",
+           "%d pretraining steps in the reference mode: the ranks' %zu BatchNorm running statistics differ in %zu "
+           "values at the end; the final checkpoint differs from them in %zu of %zu", STEPS, nbuf, before, file_diff,
+           file_n);
+done:
+    free(img); free(ext); free(ids); free(mask); free(mine); free(both); free(expect); free(t);
+    mama_model_free(m);
+    mama_model_free(kept);
 }
 
 /* ---- probe features and fine-tuning ------------------------------------ */
@@ -452,7 +723,9 @@ int main(void) {
     o.tokenizer = "weights/tiny_vocab";
     if (mama_dataset_open(&d, &o, &c) != MAMA_OK) { printf("FAIL dataset: %s\n", mama_last_error()); mama_comm_free(world); return 1; }
     test_step(d);
+    test_overlap_step(d);
     test_pretrain(d);
+    test_reference_bn(d);
     test_eval(d);
     mama_dataset_free(d);
     mama_comm_free(world);
