@@ -3732,8 +3732,15 @@ static void mama__cpu_l2norm_backward(mama_backend *be, float *dx, const float *
 }
 
 /* ===== attention ======================================================== */
-/* Fused multi-head attention, FlashAttention-2 style, on the CPU.
+/* Multi-head attention on the CPU, two schedules of the same algebra:
+ *   - the GEMM schedule (the default; "attention on the GEMM kernels"
+ *     below): per (b, h) and block of up to 96 queries, the score rows are
+ *     whole and the products run on the packed GEMM micro-kernel;
+ *   - the tile schedule, described here: used when the score rows of a
+ *     query block do not fit the GEMM schedule's buffer (T beyond ~20000
+ *     tokens), or when another thread holds the GEMM slots.
  *
+ * Tile schedule: fused, FlashAttention-2 style.
  * Forward, per (batch b, head h, tile of up to 64 queries), all in stack
  * tiles: walk the keys in blocks of BK = 64; S = scale * Q K^T for the
  * block; keep for each query a running max m and running sum l of
@@ -4514,11 +4521,12 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
     int bq, ntile, ntask, t, par;
     (void)be;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
-    par = B * H > 1 && (long long)T * T * H * B * hd > 200000;
+    par = (long long)T * T * H * B * hd > 200000;
+    (void)par; /* read only by the OpenMP pragmas */
     if (mama__att_gemm_begin(ki, T, causal, &bq)) {
         ntile = (T + bq - 1) / bq;
         ntask = B * H * ntile;
-        MAMA__OPS_PAR_FOR_DYN(par)
+        MAMA__OPS_PAR_FOR_DYN(par && ntask > 1)
         for (t = 0; t < ntask; t++) {
             int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
             mama__att_forward_gemm(ki, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
@@ -4534,7 +4542,7 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
     bq = mama__att_tile_rows(hd);
     ntile = (T + bq - 1) / bq;
     ntask = B * H * ntile;
-    MAMA__OPS_PAR_FOR_DYN(ntask > 1 && (long long)T * T * H * B * hd > 200000)
+    MAMA__OPS_PAR_FOR_DYN(par && ntask > 1)
     for (t = 0; t < ntask; t++) {
         int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
         mama__att_forward_tile(simd, out, lse, qkv, key_valid, bh / H, bh % H, i0, mama__ops_min_i(bq, T - i0), T, H,
@@ -4552,6 +4560,7 @@ static void mama__cpu_attention_backward(mama_backend *be, float *dqkv, const fl
     (void)be;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0 || dropout_p >= 1.0f) return;
     par = ntask > 1 && (long long)T * T * H * B * hd > 200000;
+    (void)par; /* read only by the OpenMP pragmas */
     if (mama__att_gemm_begin(ki, T, causal, &R)) {
         MAMA__OPS_PAR_FOR_DYN(par)
         for (t = 0; t < ntask; t++)
