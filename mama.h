@@ -4212,6 +4212,24 @@ static void mama__att_tile_transpose(int simd, float *dst, const float *src, int
         for (j = 0; j < nk; j++) dst[j * MAMA__ATT_BQB + r] = src[r * MAMA__ATT_BK + j];
 }
 
+/* Per query row of a backward block: D_i = dO_i . out_i and the row's lse
+ * (rows that saw no key get +inf, so P = exp(s - inf) = 0).  Returns 0
+ * when no row of the block saw a key (nothing to do). */
+static int mama__att_row_stats(float *Di, float *Li, const float *dO, const float *O, const float *lse, int D, int nq,
+                               int hd) {
+    int r, c, any = 0;
+    for (r = 0; r < nq; r++) {
+        const float *o = O + (size_t)r * D, *g = dO + (size_t)r * D;
+        float s = 0.0f;
+        for (c = 0; c < hd; c++) s += g[c] * o[c];
+        Di[r] = s;
+        Li[r] = lse[r];
+        if (Li[r] > -FLT_MAX && Li[r] < FLT_MAX) any = 1;
+        else Li[r] = INFINITY;
+    }
+    return any;
+}
+
 /* One (b, h): for each key block (K, V transposed once when hd <= DC), for
  * each query tile that can see it, recompute P and accumulate dQ, dK, dV
  * straight into dqkv (this thread owns those columns of batch b). */
@@ -4230,7 +4248,7 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
     const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
     float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
-    int i0, r, c, j0, jj;
+    int i0, r, j0, jj;
     for (j0 = 0; j0 < T; j0 += MAMA__ATT_BK) {
         int nk = mama__ops_min_i(MAMA__ATT_BK, T - j0), any_key = 0;
         const float *Kj = Kb + (size_t)j0 * ld, *Vj = Vb + (size_t)j0 * ld;
@@ -4242,18 +4260,9 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
         }
         /* under the causal mask, queries before j0 see none of these keys */
         for (i0 = causal ? j0 : 0; i0 < T; i0 += bq) {
-            int nq = mama__ops_min_i(bq, T - i0), any = 0;
+            int nq = mama__ops_min_i(bq, T - i0);
             const float *Q = Qb + (size_t)i0 * ld, *dO = dOb + (size_t)i0 * D;
-            for (r = 0; r < nq; r++) {
-                const float *o = Ob + (size_t)(i0 + r) * D, *g = dO + (size_t)r * D;
-                float s = 0.0f;
-                for (c = 0; c < hd; c++) s += g[c] * o[c];
-                Di[r] = s;
-                Li[r] = Lb[i0 + r];
-                if (Li[r] > -FLT_MAX && Li[r] < FLT_MAX) any = 1;
-                else Li[r] = INFINITY; /* no visible key: P = exp(s - inf) = 0 */
-            }
-            if (!any) continue;
+            if (!mama__att_row_stats(Di, Li, dO, Ob + (size_t)i0 * D, Lb + i0, D, nq, hd)) continue;
             if (whole) {
                 mama__att_qk(simd, S, Q, ld, Kt, nq, hd, 0, nk);
                 mama__att_qk(simd, dP, dO, D, Vt, nq, hd, 0, nk);
@@ -4448,21 +4457,11 @@ static void mama__att_backward_gemm(const mama__gemm_kinfo *ki, int slot, int si
     const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
     const float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
-    int i0, r, c, jj;
+    int i0, r, jj;
     for (i0 = 0; i0 < T; i0 += R) {
         const int nq = mama__ops_min_i(R, T - i0), kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
         const float *Q = Qb + (size_t)i0 * ld, *dO = dOb + (size_t)i0 * D;
-        int any = 0;
-        for (r = 0; r < nq; r++) {
-            const float *o = Ob + (size_t)(i0 + r) * D, *g = dO + (size_t)r * D;
-            float sum = 0.0f;
-            for (c = 0; c < hd; c++) sum += g[c] * o[c];
-            Di[r] = sum;
-            Li[r] = Lb[i0 + r];
-            if (Li[r] > -FLT_MAX && Li[r] < FLT_MAX) any = 1;
-            else Li[r] = INFINITY; /* no visible key: P = exp(s - inf) = 0 */
-        }
-        if (!any) continue;
+        if (!mama__att_row_stats(Di, Li, dO, Ob + (size_t)i0 * D, Lb + i0, D, nq, hd)) continue;
         mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, Q, ld, Kb, ld, 0.0f, S, ldS);
         mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, dO, D, Vb, ld, 0.0f, dP, ldS);
         for (r = 0; r < nq; r++) {

@@ -317,47 +317,18 @@ static int log_losses(const char *path, float *out, int max) {
  * another order (2 ranks' partial GEMMs + all-reduce vs one GEMM) flip some
  * of those signs.  Those entries are few and bounded by lr x steps. */
 static long n_big, n_all;
-static int compare_ckpt(const char *a, const char *b, double *abs_, double *rel, long *step_a, long *step_b) {
-    mama_safetensors x, y;
-    int i, ok = 1;
-    memset(&x, 0, sizeof x); memset(&y, 0, sizeof y);
-    n_big = n_all = 0;
-    if (mama_st_open(&x, a) != MAMA_OK || mama_st_open(&y, b) != MAMA_OK) { mama_st_close(&x); return 0; }
-    *step_a = atol(mama_st_meta(&x, "step") ? mama_st_meta(&x, "step") : "-1");
-    *step_b = atol(mama_st_meta(&y, "step") ? mama_st_meta(&y, "step") : "-1");
-    for (i = 0; i < x.count && ok; i++) {
-        const mama_st_tensor *t = &x.tensors[i], *u = mama_st_find(&y, t->name);
-        float *p, *q;
-        if (t->dtype != MAMA_F32) continue;
-        if (!u || u->numel != t->numel) { ok = 0; break; }
-        p = (float *)malloc(sizeof(float) * t->numel + 4); q = (float *)malloc(sizeof(float) * t->numel + 4);
-        mama_st_read_f32(&x, t->name, p, t->numel);
-        mama_st_read_f32(&y, t->name, q, t->numel);
-        {
-            double a1 = 0, r1 = 0;
-            size_t k, big = 0;
-            diff(p, q, t->numel, 1e-2, &a1, &r1);
-            for (k = 0; k < t->numel; k++) big += fabsf(p[k] - q[k]) > 1e-5f;
-            if (getenv("MAMA_TEST_VERBOSE") && rank_ == 0 && a1 > 1e-6)
-                printf("    %s: abs %.2e rel %.2e, %zu of %zu over 1e-5\n", t->name, a1, r1, big, t->numel);
-            diff(p, q, t->numel, 1e-2, abs_, rel);
-            n_big += (long)big;
-            n_all += (long)t->numel;
-        }
-        free(p); free(q);
-    }
-    mama_st_close(&x); mama_st_close(&y);
-    return ok;
-}
 
-/* every F32 tensor of two checkpoints: how many values differ in their
- * bits (*n_diff of *n_cmp); 0 when a tensor is missing or mis-sized */
-static int compare_ckpt_bits(const char *a, const char *b, long *n_diff, long *n_cmp) {
+/* Calls fn on every F32 tensor the two checkpoints share (read into
+ * memory); 0 when one does not open or a tensor is missing, mis-sized or
+ * unreadable in the second. */
+typedef void (*ckpt_pair_fn)(const char *name, const float *p, const float *q, size_t n, void *ctx);
+static int ckpt_pairs(const char *a, const char *b, ckpt_pair_fn fn, void *ctx, long *step_a, long *step_b) {
     mama_safetensors x, y;
     int i, ok = 1;
     memset(&x, 0, sizeof x); memset(&y, 0, sizeof y);
-    *n_diff = *n_cmp = 0;
     if (mama_st_open(&x, a) != MAMA_OK || mama_st_open(&y, b) != MAMA_OK) { mama_st_close(&x); return 0; }
+    if (step_a) *step_a = atol(mama_st_meta(&x, "step") ? mama_st_meta(&x, "step") : "-1");
+    if (step_b) *step_b = atol(mama_st_meta(&y, "step") ? mama_st_meta(&y, "step") : "-1");
     for (i = 0; i < x.count && ok; i++) {
         const mama_st_tensor *t = &x.tensors[i], *u = mama_st_find(&y, t->name);
         float *p, *q;
@@ -365,14 +336,49 @@ static int compare_ckpt_bits(const char *a, const char *b, long *n_diff, long *n
         if (!u || u->numel != t->numel) { ok = 0; break; }
         p = (float *)malloc(sizeof(float) * t->numel + 4); q = (float *)malloc(sizeof(float) * t->numel + 4);
         ok = mama_st_read_f32(&x, t->name, p, t->numel) == MAMA_OK && mama_st_read_f32(&y, t->name, q, t->numel) == MAMA_OK;
-        if (ok) {
-            *n_diff += (long)n_differ(p, q, t->numel);
-            *n_cmp += (long)t->numel;
-        }
+        if (ok) fn(t->name, p, q, t->numel, ctx);
         free(p); free(q);
     }
     mama_st_close(&x); mama_st_close(&y);
     return ok;
+}
+
+typedef struct { double *abs_, *rel; } tol_ctx;
+static void tol_pair(const char *name, const float *p, const float *q, size_t n, void *ctx) {
+    tol_ctx *c = (tol_ctx *)ctx;
+    double a1 = 0, r1 = 0;
+    size_t k, big = 0;
+    diff(p, q, n, 1e-2, &a1, &r1);
+    for (k = 0; k < n; k++) big += fabsf(p[k] - q[k]) > 1e-5f;
+    if (getenv("MAMA_TEST_VERBOSE") && rank_ == 0 && a1 > 1e-6)
+        printf("    %s: abs %.2e rel %.2e, %zu of %zu over 1e-5\n", name, a1, r1, big, n);
+    diff(p, q, n, 1e-2, c->abs_, c->rel);
+    n_big += (long)big;
+    n_all += (long)n;
+}
+static int compare_ckpt(const char *a, const char *b, double *abs_, double *rel, long *step_a, long *step_b) {
+    tol_ctx c;
+    c.abs_ = abs_;
+    c.rel = rel;
+    n_big = n_all = 0;
+    return ckpt_pairs(a, b, tol_pair, &c, step_a, step_b);
+}
+
+/* every F32 tensor of two checkpoints: how many values differ in their
+ * bits (*n_diff of *n_cmp); 0 when a tensor is missing or mis-sized */
+typedef struct { long *n_diff, *n_cmp; } bits_ctx;
+static void bits_pair(const char *name, const float *p, const float *q, size_t n, void *ctx) {
+    bits_ctx *c = (bits_ctx *)ctx;
+    (void)name;
+    *c->n_diff += (long)n_differ(p, q, n);
+    *c->n_cmp += (long)n;
+}
+static int compare_ckpt_bits(const char *a, const char *b, long *n_diff, long *n_cmp) {
+    bits_ctx c;
+    c.n_diff = n_diff;
+    c.n_cmp = n_cmp;
+    *n_diff = *n_cmp = 0;
+    return ckpt_pairs(a, b, bits_pair, &c, NULL, NULL);
 }
 
 /* at most 0.1% of the values beyond 1e-5, none beyond the Adam bound lr x steps */
