@@ -2944,11 +2944,22 @@ static void mama__gemm_fill(mama__gemm_args *g, int trans_a, int trans_b, int M,
     g->bdt = MAMA_F32;
 }
 
+/* The built-in kernels on one product: on the threads' slots when free,
+ * else on one thread with stack buffers. */
+static void mama__gemm_run(const mama__gemm_args *g) {
+    const mama__gemm_kinfo *ki = mama__gemm_pick();
+    if (mama__gemm_trylock()) {
+        mama__gemm_locked(ki, g, mama__gemm_threads_for(g));
+        mama__gemm_unlock();
+    } else {
+        mama__gemm_stack(ki, g);
+    }
+}
+
 MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
                          int ldc) {
     mama__gemm_args g;
-    const mama__gemm_kinfo *ki;
     mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (mama__gemm_easy(&g)) return;
 #ifdef MAMA_USE_CBLAS
@@ -2956,33 +2967,20 @@ MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K, float al
                 M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
 #endif
-    ki = mama__gemm_pick();
-    if (mama__gemm_trylock()) {
-        mama__gemm_locked(ki, &g, mama__gemm_threads_for(&g));
-        mama__gemm_unlock();
-    } else {
-        mama__gemm_stack(ki, &g);
-    }
+    mama__gemm_run(&g);
 }
 
 MAMA_API void mama_gemm_half(int trans_a, int trans_b, int M, int N, int K, float alpha,
                              const float *A, int lda, const uint16_t *B, int ldb, int b_dtype,
                              float beta, float *C, int ldc) {
     mama__gemm_args g;
-    const mama__gemm_kinfo *ki;
     mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, NULL, ldb, beta, C, ldc);
     g.Bh = B;
     g.bdt = b_dtype == MAMA_F16 ? MAMA_F16 : MAMA_BF16;
     if (mama__gemm_easy(&g)) return;
     /* no CBLAS route: BLAS has no mixed-precision sgemm; the built-in
      * kernels run it (MAMA_USE_CBLAS builds included) */
-    ki = mama__gemm_pick();
-    if (mama__gemm_trylock()) {
-        mama__gemm_locked(ki, &g, mama__gemm_threads_for(&g));
-        mama__gemm_unlock();
-    } else {
-        mama__gemm_stack(ki, &g);
-    }
+    mama__gemm_run(&g);
 }
 
 MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K, float alpha,
