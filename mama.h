@@ -2333,26 +2333,44 @@ mama__gemm_pack_a_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc,
     }
     if (g->ta) {
         /* A stored K x M (the weight gradients dW = dY^T X): each k of a
-         * micro-panel is 6 contiguous floats.  A masked load keeps every
-         * read inside the matrix; the store is a full 8-float one whose 2
-         * junk floats the next store overwrites (the last one spills into
-         * the next panel, written after it, or into MAMA__GEMM_PAD): masked
-         * stores are microcoded and slow on AMD cores. */
+         * micro-panel is 6 contiguous floats of row k0+k.  The loop runs
+         * over rows: each row's mc floats are read once, left to right, and
+         * dealt out to the micro-panels (walking one micro-panel down all
+         * kc rows instead touches a new line, often a new page, per k).  A
+         * masked load keeps every read inside the matrix; the store is a
+         * full 8-float one whose 2 junk floats row k+1 overwrites, except
+         * on the last row, where they would land on the next micro-panel's
+         * first row: that row is stored as 4 + 2 floats (masked stores are
+         * microcoded and slow on AMD cores).  Row k+2 is prefetched. */
         __m256i m6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
         __m256 al = _mm256_set1_ps(g->alpha);
-        for (ir = 0; ir + 6 <= mc; ir += 6) {
-            const float *s = g->A + (ptrdiff_t)k0 * g->lda + i0 + ir;
-            for (k = 0; k < kc; k++)
-                _mm256_storeu_ps(dst + (ptrdiff_t)k * 6,
-                                 _mm256_mul_ps(al, _mm256_maskload_ps(s + (ptrdiff_t)k * g->lda, m6)));
-            dst += (ptrdiff_t)6 * kc;
+        int full = mc / 6 * 6;
+        for (k = 0; k < kc; k++) {
+            const float *s = g->A + (ptrdiff_t)(k0 + k) * g->lda + i0;
+            float *d = dst + (ptrdiff_t)k * 6;
+            if (k + 2 < kc)
+                for (i = 0; i < full; i += 16) _mm_prefetch((const char *)(s + 2 * g->lda + i), _MM_HINT_T0);
+            if (k + 1 < kc) {
+                for (ir = 0; ir < full; ir += 6)
+                    _mm256_storeu_ps(d + (ptrdiff_t)ir * kc, _mm256_mul_ps(al, _mm256_maskload_ps(s + ir, m6)));
+            } else {
+                for (ir = 0; ir < full; ir += 6) {
+                    __m256 v = _mm256_mul_ps(al, _mm256_maskload_ps(s + ir, m6));
+                    _mm_storeu_ps(d + (ptrdiff_t)ir * kc, _mm256_castps256_ps128(v));
+                    _mm_storel_pi((__m64 *)(d + (ptrdiff_t)ir * kc + 4), _mm256_extractf128_ps(v, 1));
+                }
+            }
         }
-        if (ir < mc) mama__gemm_pack_a(g, i0 + ir, mc - ir, k0, kc, mr, dst);
+        if (full < mc) mama__gemm_pack_a(g, i0 + full, mc - full, k0, kc, mr, dst + (ptrdiff_t)full * kc);
         return;
     }
     for (ir = 0; ir + 6 <= mc; ir += 6) {
         const float *s = g->A + (ptrdiff_t)(i0 + ir) * g->lda + k0;
         ptrdiff_t ld = g->lda;
+        /* the next micro-panel's rows, one line per row every 16 k: six
+         * short row segments are too brief for the hardware prefetcher to
+         * lock on before they end */
+        int pre = ir + 12 <= mc;
         __m256 al = _mm256_set1_ps(g->alpha);
         for (k = 0; k + 8 <= kc; k += 8) {
             __m256 r0 = _mm256_mul_ps(al, _mm256_loadu_ps(s + k));
@@ -2363,6 +2381,8 @@ mama__gemm_pack_a_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc,
             __m256 r5 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 5 * ld + k));
             __m256 r6 = _mm256_setzero_ps(), r7 = _mm256_setzero_ps();
             float *d = dst + (ptrdiff_t)k * 6;
+            if (pre && k % 16 == 0)
+                for (i = 6; i < 12; i++) _mm_prefetch((const char *)(s + i * ld + k), _MM_HINT_T0);
             MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
             _mm256_storeu_ps(d + 0, r0);
             _mm256_storeu_ps(d + 6, r1);
@@ -2408,12 +2428,16 @@ mama__gemm_pack_b_avx2(const mama__gemm_args *g, int k0, int kc, int j0, int nc,
             for (j = 0; j < nr; j += 8) {
                 const float *s = g->B + (ptrdiff_t)(j0 + jr + j) * g->ldb + k0;
                 ptrdiff_t ld = g->ldb;
+                /* the next 8 rows, one line each every 16 k (see pack_a) */
+                int pre = j0 + jr + j + 16 <= g->N;
                 for (k = 0; k + 8 <= kc; k += 8) {
                     __m256 r0 = _mm256_loadu_ps(s + k), r1 = _mm256_loadu_ps(s + ld + k);
                     __m256 r2 = _mm256_loadu_ps(s + 2 * ld + k), r3 = _mm256_loadu_ps(s + 3 * ld + k);
                     __m256 r4 = _mm256_loadu_ps(s + 4 * ld + k), r5 = _mm256_loadu_ps(s + 5 * ld + k);
                     __m256 r6 = _mm256_loadu_ps(s + 6 * ld + k), r7 = _mm256_loadu_ps(s + 7 * ld + k);
                     float *d = dst + (ptrdiff_t)k * nr + j;
+                    if (pre && k % 16 == 0)
+                        for (v = 8; v < 16; v++) _mm_prefetch((const char *)(s + v * ld + k), _MM_HINT_T0);
                     MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
                     /* column c of the 8 x 8 block = row k+c of the panel */
                     _mm256_storeu_ps(d + 0 * nr, r0);
