@@ -734,7 +734,7 @@ static void test_attention(void) {
         {"d", 3, 45, 2, 8, 0, 2, 0.0f, 200},
         {"e", 2, 70, 2, 8, 1, 1, 0.2f, 300},
         {"f", 2, 33, 3, 12, 0, 1, 0.3f, 200},
-        {"g", 1, 150, 2, 64, 0, 1, 0.0f, 60},  /* two query blocks in the GEMM schedule */
+        {"g", 1, 300, 2, 64, 0, 1, 0.0f, 60},  /* two query blocks of 150 in the GEMM schedule */
         {"h", 1, 97, 1, 40, 1, 0, 0.0f, 80},   /* three causal query blocks */
         {"i", 1, 70, 1, 300, 0, 0, 0.0f, 40},  /* hd > 256: chunked transposes */
         {"j", 2, 50, 2, 128, 1, 1, 0.1f, 40},  /* GPT-2-like head dim, dropout */
