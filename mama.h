@@ -3951,6 +3951,13 @@ __attribute__((target("avx2,fma"))) static void mama__att_pv_avx2(float *C, int 
     if (r < nr) mama__att_pv_scalar(C + (size_t)r * ldc, ldc, A + (size_t)r * lda, lda, B, ldb, nr - r, ns, n);
 }
 
+/* The 8 lanes of v summed in a fixed order (the same bits every call). */
+__attribute__((target("avx2,fma"))) static float mama__hsum256(__m256 v) {
+    float t[8];
+    _mm256_storeu_ps(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
 /* exp by range reduction: x = n ln2 + r, |r| <= ln2/2, exp(r) by the
  * Cephes degree-6 polynomial (~1 ulp), 2^n built in the exponent bits.
  * x is clamped to [-88, 88]; below -87.3 the result is 0 (so -inf -> 0),
@@ -3961,7 +3968,6 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
     const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
     const __m256 one = _mm256_set1_ps(1.0f);
     __m256 acc = _mm256_setzero_ps();
-    float tmp[8], sum;
     int j;
     for (j = 0; j + 8 <= n; j += 8) {
         __m256 x = _mm256_sub_ps(_mm256_loadu_ps(s + j), vm), fx, r, y;
@@ -3982,9 +3988,7 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
         _mm256_storeu_ps(s + j, y);
         acc = _mm256_add_ps(acc, y);
     }
-    _mm256_storeu_ps(tmp, acc);
-    sum = ((tmp[0] + tmp[1]) + (tmp[2] + tmp[3])) + ((tmp[4] + tmp[5]) + (tmp[6] + tmp[7]));
-    return sum + mama__att_exp_sum_scalar(s + j, n - j, m);
+    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m);
 }
 #endif
 
@@ -4234,25 +4238,24 @@ static void mama__att_tile_transpose(int simd, float *dst, const float *src, int
         for (j = 0; j < nk; j++) dst[j * MAMA__ATT_BQB + r] = src[r * MAMA__ATT_BK + j];
 }
 
-/* Per query row of a backward block: D_i = dO_i . out_i and the row's lse
- * (rows that saw no key get +inf, so P = exp(s - inf) = 0).  Returns 0
- * when no row of the block saw a key (nothing to do). */
 #if defined(MAMA_X86_SIMD)
 /* sum_c g[c] o[c] in 8 lanes (then lanes summed in a fixed order): the
  * plain loop is one chain of dependent adds, 4 cycles each, and showed as
  * 4% of the attention's time. */
 __attribute__((target("avx2,fma"))) static float mama__att_dot_avx2(const float *g, const float *o, int n) {
     __m256 acc = _mm256_setzero_ps();
-    float lane[8], s;
+    float s;
     int c = 0, k;
     for (; c + 8 <= n; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(g + c), _mm256_loadu_ps(o + c), acc);
-    _mm256_storeu_ps(lane, acc);
-    s = ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+    s = mama__hsum256(acc);
     for (k = c; k < n; k++) s += g[k] * o[k];
     return s;
 }
 #endif
 
+/* Per query row of a backward block: D_i = dO_i . out_i and the row's lse
+ * (rows that saw no key get +inf, so P = exp(s - inf) = 0).  Returns 0
+ * when no row of the block saw a key (nothing to do). */
 static int mama__att_row_stats(float *Di, float *Li, const float *dO, const float *O, const float *lse, int D, int nq,
                                int hd) {
     int r, c, any = 0;
