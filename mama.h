@@ -349,7 +349,23 @@ struct mama_backend {
     /* y[i, :] = float(table[ids[i], :]) (ids[i] < 0: zeros) */
     void (*embedding_forward_half)(mama_backend *be, float *y, const int *ids, const uint16_t *table,
                                    int dtype, int n, int C);
+
+    /* --- lifetime --- releases the table, its scratch and `impl`
+     * (called by mama_backend_free). */
+    void (*destroy)(mama_backend *be);
 };
+
+/* Backends are objects: create one, pass it to mama_model_create, free it
+ * after the last model that uses it.  Each instance owns its scratch
+ * (GEMM packing and attention buffers, sized once at creation), so two
+ * models on two backends in two threads share nothing. */
+MAMA_API mama_status mama_cpu_backend_create(mama_backend **out);
+/* The reference backend (section 3.6): every op as the plainest correct C
+ * (scalar loops, no SIMD, no threads, no blocking), for reading and as the
+ * oracle the tests check the CPU and CUDA backends against. */
+MAMA_API mama_status mama_reference_backend_create(mama_backend **out);
+/* Any backend (CPU, reference, CUDA); NULL is a no-op. */
+MAMA_API void mama_backend_free(mama_backend *be);
 
 /* The CPU backend (a static table; never NULL). */
 MAMA_API mama_backend *mama_cpu_backend(void);
@@ -5134,6 +5150,24 @@ MAMA_API mama_backend *mama_cpu_backend(void) {
     t->sum_squares = mama__cpu_sum_squares;
     mama__cpu_table_ready = 1;
     return t;
+}
+
+/* TEMPORARY skeleton (the no-static-state work replaces it): a heap copy
+ * of the table. */
+static void mama__cpu_destroy(mama_backend *be) { mama_free(be); }
+MAMA_API mama_status mama_cpu_backend_create(mama_backend **out) {
+    mama_backend *t;
+    if (!out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_cpu_backend_create: out is NULL");
+    *out = NULL;
+    MAMA_TRY(mama_alloc((void **)&t, sizeof *t, "CPU backend"));
+    *t = *mama_cpu_backend();
+    t->destroy = mama__cpu_destroy;
+    *out = t;
+    return MAMA_OK;
+}
+
+MAMA_API void mama_backend_free(mama_backend *be) {
+    if (be && be->destroy) be->destroy(be);
 }
 
 /* ==========================================================================

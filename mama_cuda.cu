@@ -1814,6 +1814,7 @@ extern "C" mama_status mama_cuda_backend_create(mama_backend **out, int device) 
     be->segment_max_forward = cuda_segment_max_forward; be->segment_max_backward = cuda_segment_max_backward;
     be->transpose = cuda_transpose; be->fill_diagonal = cuda_fill_diagonal; be->dot = cuda_dot;
     be->adamw_step = cuda_adamw_step; be->sgd_step = cuda_sgd_step; be->sum_squares = cuda_sum_squares;
+    be->destroy = mama_cuda_backend_free;
     *out = be;
     return MAMA_OK;
 }
