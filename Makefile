@@ -13,7 +13,7 @@
 #   make examples   build/embed_image, build/zero_shot_image, build/train_loop
 #   make test-mpi   data-parallel tests under `mpirun -np 2` (OpenMPI: openmpi-bin libopenmpi-dev)
 #
-# Options: BLAS=openblas (compare with / link OpenBLAS), CC=clang, THREADS=N,
+# Options: BLAS=openblas (compare with / link OpenBLAS), CC=clang,
 #          MPI=1 (build with mpicc and -DMAMA_MPI: `mpirun -np N build/mama pretrain ...`;
 #          with `make cuda MPI=1` also compiles the NCCL communicator mama_nccl.c).
 
@@ -75,7 +75,7 @@ $(BUILD):
 $(BUILD)/.mpi-$(MPI): | $(BUILD)
 	@rm -f $(BUILD)/.mpi-*; touch $@
 
-$(BUILD)/mama: examples/mama.c examples/mama_demo.c bench/bench_gemm.c bench/bench_train.c $(HEADERS) $(BUILD)/.mpi-$(MPI) | $(BUILD)
+$(BUILD)/mama: examples/mama.c examples/mama_demo.c examples/device.c bench/bench_gemm.c bench/bench_train.c $(HEADERS) $(BUILD)/.mpi-$(MPI) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) examples/mama.c -o $@ $(LDLIBS)
 
 examples: $(BUILD)/embed_image $(BUILD)/zero_shot_image $(BUILD)/train_loop
@@ -98,7 +98,7 @@ compile-check: | $(BUILD)
 	@echo "compile-check: C99 (gcc), C11 (clang -O2) and C++11 (g++) clean; examples compile"
 
 test: stb compile-check $(TESTS) $(BUILD)/mama
-	@bash tests/run_tests.sh $(TESTS)
+	@bash tests/run_tests.sh $(TESTS) tests/check_dropin.sh
 
 asan: stb
 	@$(MAKE) -j2 --no-print-directory BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/mama $(patsubst tests/%.c,build/asan/%,$(TEST_SRC))
@@ -121,7 +121,6 @@ bench: all
 # linked with the CUDA backend (--device cuda).  Without nvcc it says so and
 # succeeds.  CUDA_ARCH selects the GPU (sm_90 = H100); CUDA_ARCH= builds for
 # nvcc's default architecture.
-CUDA_HOME ?= /usr/local/cuda
 CUDA_ARCH ?= sm_90
 NVCC_FLAGS = -O2 -std=c++17 $(if $(CUDA_ARCH),-arch=$(CUDA_ARCH)) --Werror all-warnings -Xcompiler -Wall,-Wextra -I.
 CUDA_LIBS  = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++

@@ -1797,7 +1797,13 @@ MAMA_API mama_status mama_model_average_bn_stats(mama_model *m);
 #include <omp.h>
 #endif
 
-#ifndef MAMA_MALLOC
+/* The three allocation hooks come as a set: replacing only some of them
+ * would hand memory from one allocator to another's free. */
+#if defined(MAMA_MALLOC) || defined(MAMA_REALLOC) || defined(MAMA_FREE)
+#if !defined(MAMA_MALLOC) || !defined(MAMA_REALLOC) || !defined(MAMA_FREE)
+#error "mama.h: define all of MAMA_MALLOC, MAMA_REALLOC and MAMA_FREE, or none of them"
+#endif
+#else
 #define MAMA_MALLOC(sz) malloc(sz)
 #define MAMA_REALLOC(p, sz) realloc(p, sz)
 #define MAMA_FREE(p) free(p)
@@ -11534,6 +11540,15 @@ MAMA_API mama_status mama_tokenizer_train(const char *const *texts, int n, int v
 #pragma warning(disable : 4996 4244 4267 4456 4457 4100)
 #endif
 #ifndef MAMA_STB_IMAGE_EXTERNAL
+/* Every stbi_* function becomes static: none leaves this object, so a
+ * program with its own stb_image links.  stb_image 2.27 (Debian's) declares
+ * stbi_set_unpremultiply_on_load_thread but defines it under a misspelt
+ * name, which a static declaration turns into an end-of-file warning no
+ * pragma can reach; both names are mapped to one, so the misspelt
+ * definition serves (and a fixed stb defines it under its own name). */
+#define STB_IMAGE_STATIC
+#define stbi_set_unpremultiply_on_load_thread mama__stbi_unpremultiply_thread
+#define stbi__unpremultiply_on_load_thread mama__stbi_unpremultiply_thread
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_MALLOC(sz) MAMA_MALLOC(sz)
 #define STBI_REALLOC(p, sz) MAMA_REALLOC(p, sz)
@@ -11546,6 +11561,8 @@ MAMA_API mama_status mama_tokenizer_train(const char *const *texts, int n, int v
 #endif
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
+#undef stbi_set_unpremultiply_on_load_thread
+#undef stbi__unpremultiply_on_load_thread
 #if defined(__clang__)
 #pragma clang diagnostic pop
 #elif defined(__GNUC__)
@@ -13084,10 +13101,13 @@ MAMA_API mama_status mama_synth_write(const char *out_dir, int studies, int size
  * 10. DATA: datasets, batches, the loader thread
  * ========================================================================== */
 
-#if !defined(MAMA_NO_THREADS) && (defined(__unix__) || defined(__APPLE__))
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h> /* isatty: the live progress line (11.2) */
+#define MAMA__HAVE_ISATTY 1
+#if !defined(MAMA_NO_THREADS)
 #include <pthread.h>
-#include <unistd.h>
 #define MAMA_HAVE_PTHREADS 1
+#endif
 #endif
 
 struct mama_dataset {
@@ -13140,7 +13160,7 @@ static mama_status mama__prepare_record(mama_dataset *d, int i, mama_image *out)
 
 MAMA_API mama_status mama_dataset_open(mama_dataset **out, const mama_dataset_opts *o, const mama_config *c) {
     mama_dataset *d;
-    int i, n, sp;
+    int i, n, sp, first_bad = INT_MAX;
     mama_status s = MAMA_OK;
     char first_error[1024] = "";
     *out = NULL;
@@ -13169,10 +13189,16 @@ MAMA_API mama_status mama_dataset_open(mama_dataset **out, const mama_dataset_op
         for (i = 0; i < n; i++) {
             if (mama__prepare_record(d, i, &d->cache[i]) != MAMA_OK) {
                 d->bad[i] = 1;
+                /* keep the message of the lowest failing row, whatever the
+                 * thread order (an unnamed critical: a named one would
+                 * export a global lock symbol from this object) */
 #ifdef _OPENMP
-#pragma omp critical(mama_dataset_error)
+#pragma omp critical
 #endif
-                if (!first_error[0]) snprintf(first_error, sizeof first_error, "%s", mama_last_error());
+                if (i < first_bad) {
+                    first_bad = i;
+                    snprintf(first_error, sizeof first_error, "%s", mama_last_error());
+                }
             }
         }
         for (i = 0; i < n; i++) d->skipped += d->bad[i];
@@ -13562,7 +13588,7 @@ MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_
 
 /* ---- 11.2 Progress: a live line on a terminal, plain lines otherwise. */
 static int mama__stderr_is_terminal(void) {
-#ifdef MAMA_HAVE_PTHREADS
+#ifdef MAMA__HAVE_ISATTY
     return isatty(2);
 #else
     return 0;

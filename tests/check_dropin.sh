@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# tests/check_dropin.sh - mama.h drops into any program (run by `make test`
+# through tests/run_tests.sh, which counts the PASS/FAIL lines):
+#   1. every global symbol an implementation object defines starts with
+#      mama_ (gcc C99, clang C11, g++ C++11), apart from what the compiler
+#      itself emits (OpenMP's lock for unnamed critical sections and
+#      reductions, C++ library inline functions), which are listed;
+#   2. a program with its own STB_IMAGE_IMPLEMENTATION and
+#      STB_IMAGE_WRITE_IMPLEMENTATION links with such an object, as C and
+#      as C++, and decodes a PNG the same way mama does;
+#   3. MAMA_NO_STB_IMAGE builds, and decoding then fails clearly;
+#   4. defining only some of MAMA_MALLOC / MAMA_REALLOC / MAMA_FREE is a
+#      compile-time #error.
+set -u
+cd "$(dirname "$0")/.."
+B=${BUILD:-build}/dropin
+mkdir -p "$B"
+D=tests/dropin
+FLAGS="-O0 -fopenmp -Wall -Wextra -Werror -I."
+fail=0
+pass() { echo "PASS $*"; }
+flunk() { echo "FAIL $*"; fail=1; }
+
+# Compiler-emitted globals that no library can rename: OpenMP's locks for
+# unnamed critical sections and reductions (clang), C++ inline functions of
+# <cmath> instantiated weak, the C++ personality reference.
+allowed='^(\.gomp_critical_user_\.var|\.gomp_critical_user_\.reduction\.var|DW\.ref\.__gxx_personality_v0|_ZSt[0-9].*|_ZNSt.*|_ZN9__gnu_cxx.*)$'
+
+check_symbols() { # name compiler-command...
+    local name=$1; shift
+    local obj=$B/impl_$name.o
+    if ! "$@" -c $D/impl.c -o "$obj" 2>"$B/impl_$name.log"; then
+        flunk "dropin symbols $name: impl.c does not compile ($(head -3 "$B/impl_$name.log" | tr '\n' ' '))"
+        return
+    fi
+    local all bad extra
+    all=$(nm -g --defined-only "$obj" | awk '{print $3}')
+    bad=$(printf '%s\n' "$all" | grep -v '^mama_' | grep -Ev "$allowed" | tr '\n' ' ')
+    extra=$(printf '%s\n' "$all" | grep -v '^mama_' | grep -E "$allowed" | tr '\n' ' ')
+    local n; n=$(printf '%s\n' "$all" | grep -c '^mama_')
+    if [ -z "$bad" ]; then
+        pass "dropin symbols $name: $n global symbols, all mama_*; compiler-emitted only: ${extra:-none}"
+    else
+        flunk "dropin symbols $name: global symbols without the mama_ prefix: $bad"
+    fi
+}
+check_symbols gcc-c99 gcc -std=c99 -Wpedantic $FLAGS
+check_symbols clang-c11 clang -std=c11 -Wpedantic $FLAGS
+check_symbols gxx-c++11 g++ -x c++ -std=c++11 $FLAGS
+
+# 2. a program with its own stb (C, then C++ for both translation units)
+if gcc -std=c99 $FLAGS -DDROPIN_WITH_HELPER -c $D/impl.c -o $B/impl_helper_c.o 2>$B/own_stb_c.log &&
+   gcc -std=c99 $FLAGS -c $D/own_stb.c -o $B/own_stb_c.o 2>>$B/own_stb_c.log &&
+   gcc $B/impl_helper_c.o $B/own_stb_c.o -o $B/own_stb_c -fopenmp -lm 2>>$B/own_stb_c.log; then
+    $B/own_stb_c | sed 's/^\(PASS\|FAIL\) dropin own stb/\1 dropin own stb (C)/' || fail=1
+else
+    flunk "dropin own stb (C): does not link: $(grep -c 'multiple definition' $B/own_stb_c.log) multiple definitions; $(head -3 $B/own_stb_c.log | tr '\n' ' ')"
+fi
+if g++ -x c++ -std=c++11 $FLAGS -DDROPIN_WITH_HELPER -c $D/impl.c -o $B/impl_helper_cxx.o 2>$B/own_stb_cxx.log &&
+   g++ -x c++ -std=c++11 $FLAGS -c $D/own_stb.c -o $B/own_stb_cxx.o 2>>$B/own_stb_cxx.log &&
+   g++ $B/impl_helper_cxx.o $B/own_stb_cxx.o -o $B/own_stb_cxx -fopenmp -lm 2>>$B/own_stb_cxx.log; then
+    $B/own_stb_cxx | sed 's/^\(PASS\|FAIL\) dropin own stb/\1 dropin own stb (C++)/' || fail=1
+else
+    flunk "dropin own stb (C++): does not link: $(grep -c 'multiple definition' $B/own_stb_cxx.log) multiple definitions; $(head -3 $B/own_stb_cxx.log | tr '\n' ' ')"
+fi
+
+# 3. MAMA_NO_STB_IMAGE
+if gcc -std=c99 -Wpedantic $FLAGS $D/no_stb.c -o $B/no_stb -lm 2>$B/no_stb.log; then
+    $B/no_stb || fail=1
+else
+    flunk "dropin MAMA_NO_STB_IMAGE: does not build: $(head -3 $B/no_stb.log | tr '\n' ' ')"
+fi
+
+# 4. a partial set of allocation hooks
+if gcc -std=c99 $FLAGS -fsyntax-only $D/partial_malloc.c 2>$B/partial.log; then
+    flunk "dropin allocation hooks: only MAMA_MALLOC defined, and it compiled"
+elif grep -q 'define all of MAMA_MALLOC, MAMA_REALLOC and MAMA_FREE' $B/partial.log; then
+    pass "dropin allocation hooks: only MAMA_MALLOC defined stops the build with the #error naming all three"
+else
+    flunk "dropin allocation hooks: failed to compile, but not with the expected #error: $(head -2 $B/partial.log | tr '\n' ' ')"
+fi
+exit $fail
