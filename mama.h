@@ -5405,45 +5405,82 @@ MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, con
 
 /* ---- 4.2 Parameter pointers.  One struct of pointers for the weights and a
  * second, identical one for the gradients (NULL where a tensor does not
- * train), both carved out of single buffers. */
-typedef struct mama__vit_block {
-    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
-    float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+ * train), both carved out of single buffers.  Shapes in the config's names
+ * (mama__visit_params lists them with the A.8 names): D vision_dim, Dt
+ * text_dim, E embed_dim, Hd local_hidden, P patch_size, Cin in_chans,
+ * R registers, N = (image_size / P)^2 patches, V vocab_size, T context,
+ * r lora_rank, L vision_depth or text_depth.  Linear weights are stored as
+ * the files hold them: ViT / heads [out, in], GPT-2 "Conv1D" [in, out]. */
+typedef struct mama__vit_block {   /* one of vision_depth */
+    float *ln1_w, *ln1_b;          /* [D], [D] norm1 */
+    float *qkv_w, *qkv_b;          /* [3D, D], [3D] attn.qkv (rows q | k | v) */
+    float *proj_w, *proj_b;        /* [D, D], [D] attn.proj */
+    float *ls1;                    /* [D] ls1.gamma (LayerScale) */
+    float *ln2_w, *ln2_b;          /* [D], [D] norm2 */
+    float *fc1_w, *fc1_b;          /* [4D, D], [4D] mlp.fc1 */
+    float *fc2_w, *fc2_b;          /* [D, 4D], [D] mlp.fc2 */
+    float *ls2;                    /* [D] ls2.gamma */
 } mama__vit_block;
 
-typedef struct mama__gpt_block {
-    float *ln1_w, *ln1_b, *attn_w, *attn_b, *lora_a, *lora_b, *attn_proj_w, *attn_proj_b;
-    float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;
+typedef struct mama__gpt_block {   /* one of text_depth */
+    float *ln1_w, *ln1_b;          /* [Dt], [Dt] ln_1 */
+    float *attn_w, *attn_b;        /* [Dt, 3Dt], [3Dt] attn.c_attn (columns q | k | v) */
+    float *lora_a, *lora_b;        /* [r, Dt], [3Dt, r] c_attn's LoRA A and B (lora mode, else NULL) */
+    float *attn_proj_w, *attn_proj_b; /* [Dt, Dt], [Dt] attn.c_proj */
+    float *ln2_w, *ln2_b;          /* [Dt], [Dt] ln_2 */
+    float *fc_w, *fc_b;            /* [Dt, 4Dt], [4Dt] mlp.c_fc */
+    float *mlp_proj_w, *mlp_proj_b;/* [4Dt, Dt], [Dt] mlp.c_proj */
     /* the same four matrices when kept in half precision (frozen_dtype);
      * then the float pointers above are NULL, and vice versa */
-    uint16_t *attn_wh, *attn_proj_wh, *fc_wh, *mlp_proj_wh;
+    uint16_t *attn_wh;             /* [Dt, 3Dt] */
+    uint16_t *attn_proj_wh;        /* [Dt, Dt] */
+    uint16_t *fc_wh;               /* [Dt, 4Dt] */
+    uint16_t *mlp_proj_wh;         /* [4Dt, Dt] */
 } mama__gpt_block;
 
-/* local embedding head: conv1x1 -> BN -> ReLU -> conv1x1 -> BN (no affine) */
+/* local embedding head: conv1x1 -> BN -> ReLU -> conv1x1 -> BN (no affine);
+ * Cl = its input width (D for the image head, Dt for the text head) */
 typedef struct mama__local_head {
-    float *w1, *b1, *bn1_w, *bn1_b, *bn1_mean, *bn1_var, *w2, *b2, *bn2_mean, *bn2_var;
+    float *w1, *b1;                /* [Hd, Cl, 1], [Hd] head.0 (1x1 conv) */
+    float *bn1_w, *bn1_b;          /* [Hd], [Hd] head.1 */
+    float *bn1_mean, *bn1_var;     /* [Hd], [Hd] head.1 running statistics (buffers) */
+    float *w2, *b2;                /* [E, Hd, 1], [E] head.3 (1x1 conv) */
+    float *bn2_mean, *bn2_var;     /* [E], [E] head.4 running statistics (no affine) */
 } mama__local_head;
 
 /* SimCLR projection: linear -> BN -> ReLU -> linear -> BN */
 typedef struct mama__simclr_head {
-    float *w1, *bn1_w, *bn1_b, *bn1_mean, *bn1_var, *w2, *bn2_w, *bn2_b, *bn2_mean, *bn2_var;
+    float *w1;                     /* [D, D] layers.0 (no bias) */
+    float *bn1_w, *bn1_b;          /* [D], [D] layers.1 */
+    float *bn1_mean, *bn1_var;     /* [D], [D] layers.1 running statistics (buffers) */
+    float *w2;                     /* [E, D] layers.3 (no bias) */
+    float *bn2_w, *bn2_b;          /* [E], [E] layers.4 */
+    float *bn2_mean, *bn2_var;     /* [E], [E] layers.4 running statistics (buffers) */
 } mama__simclr_head;
 
 typedef struct mama__weights {
     /* vision */
-    float *cls_token, *register_tokens, *pos_embed, *mask_token, *patch_w, *patch_b;
-    mama__vit_block *vit;
-    float *norm_w, *norm_b, *img_global_w, *img_global_b;
-    mama__local_head img_local;
+    float *cls_token;              /* [1, 1, D] */
+    float *register_tokens;        /* [1, R, D] */
+    float *pos_embed;              /* [1, 1 + N, D] (cls + patches; registers get none) */
+    float *mask_token;             /* [1, D] (frozen: unused by MaMA, kept for the files) */
+    float *patch_w, *patch_b;      /* [D, Cin, P, P], [D] patch_embed.proj */
+    mama__vit_block *vit;          /* [vision_depth] */
+    float *norm_w, *norm_b;        /* [D], [D] final norm (frozen; feeds the local branch) */
+    float *img_global_w, *img_global_b; /* [E, D], [E] img_encoder_q.global_embed */
+    mama__local_head img_local;    /* Cl = D */
     /* text */
-    float *wte, *wpe;
-    uint16_t *wte_h;            /* wte in half precision (frozen_dtype), else NULL */
-    mama__gpt_block *gpt;
-    float *ln_f_w, *ln_f_b, *txt_global_w, *txt_global_b;
-    mama__local_head txt_local;
+    float *wte;                    /* [V, Dt] token embeddings (NULL when kept in wte_h) */
+    float *wpe;                    /* [T, Dt] position embeddings */
+    uint16_t *wte_h;               /* [V, Dt] wte in half precision (frozen_dtype), else NULL */
+    mama__gpt_block *gpt;          /* [text_depth] */
+    float *ln_f_w, *ln_f_b;        /* [Dt], [Dt] ln_f */
+    float *txt_global_w, *txt_global_b; /* [E, Dt], [E] text_encoder_q.global_embed */
+    mama__local_head txt_local;    /* Cl = Dt */
     /* joint */
     mama__simclr_head simclr;
-    float *logit_scale, *local_scale;
+    float *logit_scale;            /* [] scalar: global CLIP scores are multiplied by exp(logit_scale) */
+    float *local_scale;            /* [] scalar: the same for the SLA scores */
 } mama__weights;
 
 /* The parameter visitor: the single place that lists every tensor, its
@@ -5465,50 +5502,129 @@ typedef struct mama__bind {
 
 /* Saved activations of one transformer block (both towers use it; unused
  * fields stay NULL).  With gradient checkpointing every block shares one of
- * these and the backward recomputes the block from its saved input. */
+ * these and the backward recomputes the block from its saved input.
+ * Shapes: rows x C with rows = Bv*Tv, C = D, H = vision_heads in the ViT;
+ * rows = B*T, C = Dt, H = text_heads in GPT-2 (names as in mama__acts). */
 typedef struct mama__block_acts {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *lora_in, *lora_u, *att, *lse, *proj, *xmid;
-    float *ln2, *ln2_mean, *ln2_rstd, *fc, *gelu, *fc2;
+    float *ln1;                    /* [rows, C] LayerNorm 1 output */
+    float *ln1_mean, *ln1_rstd;    /* [rows], [rows] */
+    float *qkv;                    /* [rows, 3C] q | k | v */
+    float *lora_in;                /* [rows, C] LoRA's input after its dropout (text, lora mode) */
+    float *lora_u;                 /* [rows, r] LoRA's x A^T (text, lora mode) */
+    float *att;                    /* [rows, C] attention output, heads concatenated */
+    float *lse;                    /* [B(v), H, T(v)] log-sum-exp per query (for the backward) */
+    float *proj;                   /* [rows, C] attention projection (ViT: LayerScale input) */
+    float *xmid;                   /* [rows, C] residual stream after the attention branch */
+    float *ln2;                    /* [rows, C] LayerNorm 2 output */
+    float *ln2_mean, *ln2_rstd;    /* [rows], [rows] */
+    float *fc;                     /* [rows, 4C] MLP hidden before GELU */
+    float *gelu;                   /* [rows, 4C] after GELU */
+    float *fc2;                    /* [rows, C] MLP output (ViT: LayerScale input) */
 } mama__block_acts;
 
-/* Everything one step needs, carved from one arena sized at creation. */
+/* Everything one step needs, carved from one arena sized at creation
+ * (mama__layout_acts).  Shapes are capacities for B = max_batch; a step
+ * uses the first rows of each.  Bv = 2B images (main + ext), Tv = 1 + R + N
+ * vision tokens, T = context, Smax = B * MAMA_MAX_SENTENCES sentences,
+ * Rmax = max(Bv*Tv, B*T), Cmax = max(D, Dt); other names as in 4.2. */
 typedef struct mama__acts {
-    /* vision: Bv = 2 * max_batch images (main + ext) */
-    float *images, *cols, *patch_out;
-    float **vres;               /* depth+1 residual streams [Bv*Tv, D] */
-    mama__block_acts *vblk;     /* depth (or 1 with checkpointing) */
-    float *vpooled, *img_g, *img_emb, *img_gnorm;
-    float *vnorm, *vnorm_mean, *vnorm_rstd, *patches;
-    int *patch_idx;
-    /* image local head */
-    float *il_h1, *il_bn1, *il_bn1_mean, *il_bn1_rstd, *il_relu, *il_h2, *il_bn2, *il_bn2_mean,
-          *il_bn2_rstd, *p_emb, *p_norm;
+    /* vision */
+    float *images;                 /* [Bv, Cin, image_size, image_size] */
+    float *cols;                   /* [Bv*N, Cin*P*P] im2col patches */
+    float *patch_out;              /* [Bv*N, D] patch embeddings */
+    float **vres;                  /* vision_depth + 1 residual streams, each [Bv*Tv, D] */
+    mama__block_acts *vblk;        /* [vision_depth] (1 with checkpointing) */
+    float *vpooled;                /* [Bv, D] pooled (cls) feature */
+    float *img_g, *img_emb;        /* [Bv, E], [Bv, E] global projection, L2-normalised */
+    float *img_gnorm;              /* [Bv] its norms */
+    float *vnorm;                  /* [B*Tv, D] final norm (local branch, main images only) */
+    float *vnorm_mean, *vnorm_rstd;/* [B*Tv], [B*Tv] */
+    float *patches;                /* [B*N, D] patch tokens of vnorm */
+    int *patch_idx;                /* [B*N] their rows in vnorm */
+    /* image local head, on B*N patch rows */
+    float *il_h1, *il_bn1;         /* [B*N, Hd], [B*N, Hd] */
+    float *il_bn1_mean, *il_bn1_rstd; /* [Hd], [Hd] */
+    float *il_relu;                /* [B*N, Hd] */
+    float *il_h2, *il_bn2;         /* [B*N, E], [B*N, E] */
+    float *il_bn2_mean, *il_bn2_rstd; /* [E], [E] */
+    float *p_emb;                  /* [B*N, E] patch embeddings, L2-normalised */
+    float *p_norm;                 /* [B*N] their norms */
     /* text */
-    int *ids, *pos_ids, *key_valid;
-    float *pool_mask;
-    float **tres;
-    mama__block_acts *tblk;
-    float *hidden, *lnf_mean, *lnf_rstd, *tpool, *txt_g, *txt_emb, *txt_gnorm;
-    int *sent_idx, *sent_seg, *img_seg;
-    float *sent, *tl_h1, *tl_bn1, *tl_bn1_mean, *tl_bn1_rstd, *tl_relu, *tl_h2, *tl_bn2, *tl_bn2_mean,
-          *tl_bn2_rstd, *s_emb, *s_norm;
-    /* simclr on [image; ext] pooled features */
-    float *sc_h1, *sc_bn1, *sc_bn1_mean, *sc_bn1_rstd, *sc_relu, *sc_h2, *sc_z, *sc_bn2_mean,
-          *sc_bn2_rstd, *sc_zn, *sc_norm;
+    int *ids, *pos_ids, *key_valid;/* [B*T] each */
+    float *pool_mask;              /* [B*T] */
+    float **tres;                  /* text_depth + 1 residual streams, each [B*T, Dt] */
+    mama__block_acts *tblk;        /* [text_depth] (1 with checkpointing) */
+    float *hidden;                 /* [B*T, Dt] after ln_f */
+    float *lnf_mean, *lnf_rstd;    /* [B*T], [B*T] */
+    float *tpool;                  /* [B, Dt] pooled text feature */
+    float *txt_g, *txt_emb;        /* [B, E], [B, E] global projection, L2-normalised */
+    float *txt_gnorm;              /* [B] its norms */
+    int *sent_idx;                 /* [Smax] row in hidden of each sentence (sep) token */
+    int *sent_seg, *img_seg;       /* [B + 1], [B + 1] sentence / patch offsets per sample */
+    float *sent;                   /* [Smax, Dt] sentence features */
+    /* text local head, on Smax sentence rows */
+    float *tl_h1, *tl_bn1;         /* [Smax, Hd], [Smax, Hd] */
+    float *tl_bn1_mean, *tl_bn1_rstd; /* [B, Hd], [B, Hd] */
+    float *tl_relu;                /* [Smax, Hd] */
+    float *tl_h2, *tl_bn2;         /* [Smax, E], [Smax, E] */
+    float *tl_bn2_mean, *tl_bn2_rstd; /* [B, E], [B, E] */
+    float *s_emb;                  /* [Smax, E] sentence embeddings, L2-normalised */
+    float *s_norm;                 /* [Smax] their norms */
+    /* simclr on [image; ext] pooled features (each half its own BatchNorm statistics) */
+    float *sc_h1, *sc_bn1;         /* [Bv, D], [Bv, D] */
+    float *sc_bn1_mean, *sc_bn1_rstd; /* [2, D], [2, D] */
+    float *sc_relu;                /* [Bv, D] */
+    float *sc_h2, *sc_z;           /* [Bv, E], [Bv, E] */
+    float *sc_bn2_mean, *sc_bn2_rstd; /* [2, E], [2, E] */
+    float *sc_zn;                  /* [Bv, E] projections, L2-normalised */
+    float *sc_norm;                /* [Bv] their norms */
     /* losses */
-    float *logits, *logits_t, *ce_loss, *ce_probs, *ce_probs_t, *dlogits, *dlogits_t, *ce_dloss;
-    int *targets_diag, *targets_ntx;
-    float *ntx_sim, *ntx_probs, *ntx_loss, *ntx_dsim, *ntx_dloss;
-    float *sla_sim, *sla_simt, *sla_rowmax, *sla_colmax, *sla_avg, *sla_t2i, *sla_t2i_t, *sla_i2t;
-    int *sla_rowarg, *sla_colarg;
-    float *sla_dsim, *sla_dsimt, *sla_drowmax, *sla_dcolmax, *sla_dt2i, *sla_dt2i_t, *sla_di2t;
+    float *logits, *logits_t;      /* [B, B], [B, B] image->text scores and their transpose */
+    float *ce_loss;                /* [2Bv] per-row cross-entropies */
+    float *ce_probs, *ce_probs_t;  /* [B, B], [B, B] */
+    float *dlogits, *dlogits_t;    /* [B, B], [B, B] */
+    float *ce_dloss;               /* [Bv] */
+    int *targets_diag;             /* [B] */
+    int *targets_ntx;              /* [Bv] */
+    float *ntx_sim, *ntx_probs;    /* [Bv, Bv], [Bv, Bv] NT-Xent similarities and softmax */
+    float *ntx_loss;               /* [Bv] */
+    float *ntx_dsim;               /* [Bv, Bv] */
+    float *ntx_dloss;              /* [Bv] */
+    float *sla_sim, *sla_simt;     /* [B*N, Smax], [Smax, B*N] patch-sentence similarities */
+    float *sla_rowmax;             /* [B*N, B] each patch's best sentence per caption */
+    float *sla_colmax;             /* [Smax, B] each sentence's best patch per image */
+    float *sla_avg;                /* [B, Smax] */
+    float *sla_t2i, *sla_t2i_t;    /* [B, B], [B, B] */
+    float *sla_i2t;                /* [B, B] */
+    int *sla_rowarg, *sla_colarg;  /* [B*N, B], [Smax, B] argmax of rowmax, colmax */
+    float *sla_dsim, *sla_dsimt;   /* [B*N, Smax], [Smax, B*N] */
+    float *sla_drowmax;            /* [B*N, B] */
+    float *sla_dcolmax;            /* [Smax, B] */
+    float *sla_dt2i, *sla_dt2i_t;  /* [B, B], [B, B] */
+    float *sla_di2t;               /* [B, B] */
     /* gradient scratch */
-    float *d_img_emb, *d_img_g, *d_vpooled, *d_vx, *d_vx2, *d_vnorm, *d_patches, *d_patch_out;
-    float *d_rows_d, *d_rows_d2, *d_rows_3d, *d_rows_4d, *d_rows_4d2, *d_rows_r;
-    float *d_txt_emb, *d_txt_g, *d_tpool, *d_hidden, *d_tx, *d_tx2;
-    float *d_il_a, *d_il_b, *d_il_e, *d_il_e2, *d_p_emb;
-    float *d_tl_a, *d_tl_b, *d_tl_e, *d_tl_e2, *d_s_emb, *d_sent;
-    float *d_sc_zn, *d_sc_z, *d_sc_e, *d_sc_a, *d_sc_b;
+    float *d_img_emb, *d_img_g;    /* [Bv, E], [Bv, E] */
+    float *d_vpooled;              /* [Bv, D] */
+    float *d_vx, *d_vx2;           /* [Bv*Tv, D], [Bv*Tv, D] residual stream gradients */
+    float *d_vnorm;                /* [B*Tv, D] */
+    float *d_patches;              /* [B*N, D] */
+    float *d_patch_out;            /* [Bv*N, D] */
+    float *d_rows_d, *d_rows_d2;   /* [Rmax, Cmax], [Rmax, Cmax] shared by both towers */
+    float *d_rows_3d;              /* [Rmax, 3Cmax] */
+    float *d_rows_4d, *d_rows_4d2; /* [Rmax, 4Cmax], [Rmax, 4Cmax] */
+    float *d_rows_r;               /* [B*T*max(r, 1) + B*T*Dt] LoRA scratch */
+    float *d_txt_emb, *d_txt_g;    /* [B, E], [B, E] */
+    float *d_tpool;                /* [B, Dt] */
+    float *d_hidden, *d_tx, *d_tx2;/* [B*T, Dt] each */
+    float *d_il_a, *d_il_b;        /* [B*N, Hd], [B*N, Hd] */
+    float *d_il_e, *d_il_e2;       /* [B*N, E], [B*N, E] */
+    float *d_p_emb;                /* [B*N, E] */
+    float *d_tl_a, *d_tl_b;        /* [Smax, Hd], [Smax, Hd] */
+    float *d_tl_e, *d_tl_e2;       /* [Smax, E], [Smax, E] */
+    float *d_s_emb;                /* [Smax, E] */
+    float *d_sent;                 /* [Smax, Dt] */
+    float *d_sc_zn, *d_sc_z, *d_sc_e; /* [Bv, E] each */
+    float *d_sc_a, *d_sc_b;        /* [Bv, D], [Bv, D] */
 } mama__acts;
 
 struct mama_model {
