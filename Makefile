@@ -10,7 +10,7 @@
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (clang)
 #   make clean
 #
-#   make examples   build/embed_image, build/zero_shot_image, build/train_loop
+#   make examples   build/embed_image, build/zeroshot_image, build/train_loop
 #   make test-mpi   data-parallel tests under `mpirun -np 2` (OpenMPI: openmpi-bin libopenmpi-dev)
 #
 # Options: BLAS=openblas (compare with / link OpenBLAS), CC=clang,
@@ -78,9 +78,9 @@ $(BUILD)/.mpi-$(MPI): | $(BUILD)
 $(BUILD)/mama: examples/mama.c examples/mama_demo.c examples/device.c bench/bench_gemm.c bench/bench_train.c $(HEADERS) $(BUILD)/.mpi-$(MPI) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) examples/mama.c -o $@ $(LDLIBS)
 
-examples: $(BUILD)/embed_image $(BUILD)/zero_shot_image $(BUILD)/train_loop
+examples: $(BUILD)/embed_image $(BUILD)/zeroshot_image $(BUILD)/train_loop
 
-$(BUILD)/embed_image $(BUILD)/zero_shot_image $(BUILD)/train_loop: $(BUILD)/%: examples/%.c $(HEADERS) | $(BUILD)
+$(BUILD)/embed_image $(BUILD)/zeroshot_image $(BUILD)/train_loop: $(BUILD)/%: examples/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c tests/test_util.h $(HEADERS) | $(BUILD)
@@ -91,7 +91,7 @@ compile-check: | $(BUILD)
 	@printf '#define MAMA_IMPLEMENTATION\n#include "mama.h"\nint main(void){return 0;}\n' > $(BUILD)/compile_check.c
 	clang -std=c11 $(WARN) -O2 -fopenmp -c -I. $(BUILD)/compile_check.c -o $(BUILD)/compile_check.o
 	$(CXX) -x c++ -std=c++11 -Wall -Wextra -Werror -O0 -fsyntax-only -I. $(BUILD)/compile_check.c
-	@for e in embed_image zero_shot_image train_loop; do $(CC) -std=c99 $(WARN) -fsyntax-only -I. examples/$$e.c || exit 1; done
+	@for e in embed_image zeroshot_image train_loop; do $(CC) -std=c99 $(WARN) -fsyntax-only -I. examples/$$e.c || exit 1; done
 	@if [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ]; then \
 	  $(CC) -std=c99 $(WARN) -fopenmp -fsyntax-only -DMAMA_USE_CBLAS -I. -I/usr/include/x86_64-linux-gnu $(BUILD)/compile_check.c && \
 	  echo "compile-check: MAMA_USE_CBLAS (with the system's cblas.h) clean"; fi

@@ -131,6 +131,27 @@ extern "C" {
 #define MAMA_VERSION_MAJOR 0
 #define MAMA_VERSION_MINOR 1
 
+/* Conventions of the public API.
+ *
+ * Lifetimes: an object the library allocates and hands back through a
+ * `T **` is made by mama_T_create (or mama_T_load* / mama_T_parse when it is
+ * read from a file or memory), a struct the caller owns is filled by
+ * mama_T_init (or _load / _parse / _alloc), and both are released by
+ * mama_T_free (safe on NULL or a zeroed struct); only open file handles pair
+ * otherwise (mama_st_open / mama_st_close, mama_atomic_open / _commit /
+ * _abort).
+ *
+ * Options: in every options struct (mama_*_opts) a zero field means "the
+ * default", so a zero-initialised struct (`mama_pretrain_opts o = {0};`) or
+ * a NULL pointer gives every default, resolved inside the library when the
+ * call starts.  The defaults are the MAMA_<STRUCT>_DEFAULT_* macros next to
+ * each struct (the paper's values, SPEC A.5 / A.7) and nowhere else;
+ * mama_*_opts_default fills a struct with exactly them.  Where zero is itself
+ * a value one may want (a probability, a warm-up length, a momentum, a
+ * switch that is on by default), a negative value, MAMA_OFF, means zero /
+ * off; a positive value is taken as given (1 for a switch). */
+#define MAMA_OFF (-1)
+
 /* 1.1 Status codes.  Zero is success; every failure also leaves a message
  * (mama_last_error) naming the file, line, tensor or field at fault. */
 typedef enum mama_status {
@@ -449,7 +470,7 @@ MAMA_API const char *mama_gemm_kernel_name(void);
 MAMA_API int mama_gemm_force_kernel(const char *name);
 
 /* --------------------------------------------------------------------------
- * 1.x Text: structured captions (SPEC A.6, A.5 masking, A.7 zero-shot sets),
+ * 1.x Text: structured captions (SPEC A.6, A.5 masking, A.7 zeroshot sets),
  * the GPT-2 byte-level BPE tokenizer and its trainer
  * (public declarations; implementation in section 8)
  * --------------------------------------------------------------------------
@@ -527,7 +548,7 @@ MAMA_API int mama_caption_count_sentences(const char *caption);
  * mama_tokenizer_encode_caption on the raw caption. */
 MAMA_API mama_status mama_caption_tokenizer_input(const char *caption, char *out, size_t cap, size_t *len);
 
-/* ---- Zero-shot caption sets (A.7) ------------------------------------------
+/* ---- Zeroshot caption sets (A.7) ------------------------------------------
  * BIRADS: 7 classes in the letter order A N B P S M K (categories 0 1 2 3 4
  *   5 6); caption = the image's unmasked sections "Procedure reported" ..
  *   "Image info" (with their trailing double space) + "Findings: The
@@ -782,33 +803,59 @@ MAMA_API mama_status mama_image_gaussian_blur(mama_image *im, int k, float sigma
  *    (3 replicated planes, or 1 for a folded patch embedding). */
 MAMA_API void mama_image_to_tensor(const mama_image *im, float mean, float std, int channels, float *out);
 
-/* The training augmentation, every knob with its A.5 default. */
+/* The training augmentation (SPEC A.5).  The options rule of section 1: a
+ * zero field takes its default below; MAMA_OFF (any negative value) turns a
+ * switch off or makes a number zero (e.g. hflip_p = MAMA_OFF: never flip,
+ * rrc_attempts = MAMA_OFF: always the centre crop).  The values are checked
+ * when used (MAMA_ERR_INVALID: probabilities in [0, 1], ranges lo <= hi,
+ * ratios and sigmas > 0, an odd blur kernel, std > 0). */
+#define MAMA_AUGMENT_DEFAULT_SIZE 518
+#define MAMA_AUGMENT_DEFAULT_RRC_SCALE0 0.1f
+#define MAMA_AUGMENT_DEFAULT_RRC_SCALE1 1.0f
+#define MAMA_AUGMENT_DEFAULT_RRC_RATIO0 (3.0f / 4.0f)
+#define MAMA_AUGMENT_DEFAULT_RRC_RATIO1 (4.0f / 3.0f)
+#define MAMA_AUGMENT_DEFAULT_RRC_ATTEMPTS 10
+#define MAMA_AUGMENT_DEFAULT_FLIP_P 0.5f
+#define MAMA_AUGMENT_DEFAULT_JITTER_P 0.8f
+#define MAMA_AUGMENT_DEFAULT_BRIGHTNESS0 0.2f
+#define MAMA_AUGMENT_DEFAULT_BRIGHTNESS1 1.8f
+#define MAMA_AUGMENT_DEFAULT_CONTRAST0 0.2f
+#define MAMA_AUGMENT_DEFAULT_CONTRAST1 1.8f
+#define MAMA_AUGMENT_DEFAULT_BLUR_P 0.4f
+#define MAMA_AUGMENT_DEFAULT_BLUR_KERNEL 7
+#define MAMA_AUGMENT_DEFAULT_BLUR_SIGMA0 0.1f
+#define MAMA_AUGMENT_DEFAULT_BLUR_SIGMA1 2.0f
+#define MAMA_AUGMENT_DEFAULT_MEAN 0.5f
+#define MAMA_AUGMENT_DEFAULT_STD 0.5f
 typedef struct mama_augment_opts {
-    int size;              /* S: 518                                        */
-    int rrc;               /* 1: RandomResizedCrop (step 4)                 */
-    float rrc_scale[2];    /* (0.1, 1)                                      */
-    float rrc_ratio[2];    /* (3/4, 4/3)                                    */
-    int rrc_attempts;      /* 10                                            */
-    float hflip_p, vflip_p;/* 0.5, 0.5 (0 disables)                         */
-    int jitter;            /* 1: colour jitter (step 6)                     */
-    float jitter_p;        /* 0.8                                           */
-    float brightness[2];   /* [0.2, 1.8]                                    */
-    float contrast[2];     /* [0.2, 1.8]                                    */
-    int jitter_random_order; /* 1: torchvision's random order of the two
-                                (a fair coin); 0: brightness then contrast   */
-    int blur;              /* 1: Gaussian blur (step 7)                     */
-    float blur_p;          /* 0.4                                           */
-    int blur_kernel;       /* 7                                             */
-    float blur_sigma[2];   /* [0.1, 2]                                      */
-    float mean, std;       /* 0.5, 0.5: (x/255 - 0.5) / 0.5                 */
+    int size;              /* S (MAMA_AUGMENT_DEFAULT_SIZE)                  */
+    int rrc;               /* RandomResizedCrop, step 4 (default on)         */
+    float rrc_scale[2];    /* area fraction range (_RRC_SCALE0, _RRC_SCALE1) */
+    float rrc_ratio[2];    /* aspect range (_RRC_RATIO0, _RRC_RATIO1)        */
+    int rrc_attempts;      /* tries before the centre crop (_RRC_ATTEMPTS)   */
+    float hflip_p, vflip_p;/* flip probabilities (_FLIP_P each)              */
+    int jitter;            /* colour jitter, step 6 (default on)             */
+    float jitter_p;        /* probability (_JITTER_P)                        */
+    float brightness[2];   /* factor range (_BRIGHTNESS0, _BRIGHTNESS1)      */
+    float contrast[2];     /* factor range (_CONTRAST0, _CONTRAST1)          */
+    int jitter_random_order; /* torchvision's random order of the two (a fair
+                                coin; default on); off: brightness first    */
+    int blur;              /* Gaussian blur, step 7 (default on)             */
+    float blur_p;          /* probability (_BLUR_P)                          */
+    int blur_kernel;       /* kernel size, odd (_BLUR_KERNEL)                */
+    float blur_sigma[2];   /* sigma range (_BLUR_SIGMA0, _BLUR_SIGMA1)       */
+    float mean, std;       /* (x/255 - mean) / std (_MEAN, _STD)             */
 } mama_augment_opts;
-MAMA_API mama_augment_opts mama_augment_defaults(void);
+/* Every field at its default (the resolved zero struct). */
+MAMA_API void mama_augment_opts_default(mama_augment_opts *o);
 
-/* Steps 4-7 on a prepared S x S image (dst becomes S x S). */
+/* Steps 4-7 on a prepared S x S image (dst becomes S x S; o NULL: the
+ * defaults). */
 MAMA_API mama_status mama_image_augment(const mama_image *prepared, const mama_augment_opts *o,
                                         mama_rng *rng, mama_image *dst);
 /* The whole pipeline from a decoded image into out [channels, S, S]:
- * train != 0: steps 1-8 (rng required); train == 0: steps 1-3 and 8. */
+ * train != 0: steps 1-8 (rng required); train == 0: steps 1-3 and 8
+ * (o NULL: the defaults). */
 MAMA_API mama_status mama_image_pipeline(const mama_image *src, const mama_augment_opts *o, int train,
                                          mama_rng *rng, int channels, float *out);
 
@@ -1203,7 +1250,7 @@ MAMA_API mama_status mama_st_read_i64(const mama_safetensors *st, const char *na
  * MAMA_ST_MAX_DIMS dims are MAMA_ERR_INVALID at add time.  A writer can be
  * written more than once. */
 typedef struct mama_st_writer mama_st_writer;
-MAMA_API mama_status mama_st_writer_init(mama_st_writer **w);
+MAMA_API mama_status mama_st_writer_create(mama_st_writer **w);
 MAMA_API mama_status mama_st_writer_add(mama_st_writer *w, const char *name, mama_dtype dt, int ndim,
                                         const int64_t *shape, const void *data);
 /* Metadata value for `key` (a later call with the same key replaces it). */
@@ -1436,13 +1483,17 @@ typedef struct mama_batch {
     const int *attention_mask;  /* host [B, context], 1 real / 0 pad */
 } mama_batch;
 
+/* Options of one step.  The options rule of section 1: zero is the
+ * default (the comment says which), MAMA_OFF turns a switch off; o NULL is
+ * all defaults. */
 typedef struct mama_step_opts {
-    int late;                   /* compute multi-view, symmetric CLIP and SLA */
-    int use_mv, use_sym, use_sla; /* each late term on/off (ablations); default 1 */
-    int train;                  /* BatchNorm batch statistics and dropout */
-    int dropout;                /* dropout active (train must be set too) */
-    uint64_t seed;              /* dropout masks for this step */
+    int late;                   /* compute multi-view, symmetric CLIP and SLA (default off) */
+    int use_mv, use_sym, use_sla; /* each late term (ablations; default on) */
+    int train;                  /* BatchNorm batch statistics and dropout (default on) */
+    int dropout;                /* dropout active when training (default on) */
+    uint64_t seed;              /* dropout masks for this step (any value; default 0) */
 } mama_step_opts;
+/* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_step_opts_default(mama_step_opts *o);
 
 typedef struct mama_losses {
@@ -1500,16 +1551,21 @@ MAMA_API float mama_model_logit_scale(mama_model *m);
 /* ---- 1.11 Datasets: a manifest, a tokenizer and the image pipeline ------ */
 typedef struct mama_dataset mama_dataset;
 
+/* The options rule of section 1: zero is the default (the comment says
+ * which), MAMA_OFF turns a switch off. */
 typedef struct mama_dataset_opts {
-    const char *manifest;        /* CSV (SPEC part B) */
-    const char *tokenizer;       /* directory with vocab.json + merges.txt, or tokenizer.json */
-    int skip_bad_rows;           /* skip (and count) malformed rows and unreadable images */
-    int cache;                   /* keep the prepared (letterboxed, cropped, stretched) images in memory */
-    int only_2d;                 /* keep image_type "2D" (or unknown) only (SPEC A.6) */
+    const char *manifest;        /* CSV (SPEC part B); required */
+    const char *tokenizer;       /* directory with vocab.json + merges.txt, or tokenizer.json
+                                    (default NULL: none; captions and training need one) */
+    int skip_bad_rows;           /* skip (and count) malformed rows and unreadable images (default off) */
+    int cache;                   /* keep the prepared (letterboxed, cropped, stretched) images in
+                                    memory (default on) */
+    int only_2d;                 /* keep image_type "2D" (or unknown) only, SPEC A.6 (default on) */
 } mama_dataset_opts;
+/* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o);
-/* Open a dataset for a model config (image size, channels, context). */
-MAMA_API mama_status mama_dataset_open(mama_dataset **d, const mama_dataset_opts *o, const mama_config *c);
+/* Create a dataset for a model config (image size, channels, context). */
+MAMA_API mama_status mama_dataset_create(mama_dataset **d, const mama_dataset_opts *o, const mama_config *c);
 MAMA_API void mama_dataset_free(mama_dataset *d);
 MAMA_API const mama_manifest *mama_dataset_manifest(const mama_dataset *d);
 MAMA_API const mama_tokenizer *mama_dataset_tokenizer(const mama_dataset *d);
@@ -1528,30 +1584,49 @@ MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mas
                                           int *mask);
 
 /* ---- 1.12 Pretraining (SPEC A.4, A.5) ----------------------------------- */
+/* Pretraining options.  The options rule of section 1: a zero field takes
+ * its default (MAMA_PRETRAIN_DEFAULT_*, the paper's values; the comment
+ * names it), MAMA_OFF makes a number zero or turns a switch off (e.g.
+ * warmup = MAMA_OFF: no warm-up, late_loss = MAMA_OFF: all four losses from
+ * step 0, use_sla = MAMA_OFF: no SLA term). */
+#define MAMA_PRETRAIN_DEFAULT_STEPS 40000L
+#define MAMA_PRETRAIN_DEFAULT_BATCH 36
+#define MAMA_PRETRAIN_DEFAULT_ACCUM 2
+#define MAMA_PRETRAIN_DEFAULT_LR 4e-5f
+#define MAMA_PRETRAIN_DEFAULT_LR_FLOOR 1e-8f
+#define MAMA_PRETRAIN_DEFAULT_WARMUP 4000L
+#define MAMA_PRETRAIN_DEFAULT_WEIGHT_DECAY 0.1f
+#define MAMA_PRETRAIN_DEFAULT_LATE_LOSS 8000L
+#define MAMA_PRETRAIN_DEFAULT_EXT_OTHER_VIEW_P 0.5f
+#define MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P 0.8f
+#define MAMA_PRETRAIN_DEFAULT_MAX_BAD_STEPS 5
 typedef struct mama_pretrain_opts {
-    long steps;                  /* optimiser steps (40000); the schedule spans them */
-    long stop_at;                /* stop (and checkpoint) after this step; 0 = run to `steps` */
-    int batch;                   /* per step and micro-batch (36) */
-    int accum;                   /* micro-batches per optimiser step (2) */
-    float lr, lr_floor;          /* 4e-5, 1e-8 */
-    long warmup;                 /* 4000 */
-    float weight_decay;          /* 0.1 */
-    long late_loss;              /* 8000: multi-view, symmetric and local losses from here */
-    int use_mv, use_sym, use_sla;/* the late terms (ablations) */
-    float ext_other_view_p;      /* 0.5: ext = another image of the study */
-    float caption_mask_p;        /* 0.8 */
-    float clip_grad;             /* 0 = none */
-    uint64_t seed;
-    int max_bad_steps;           /* consecutive non-finite steps before stopping (5) */
-    const char *checkpoint;      /* path; written every checkpoint_every steps and at the end */
-    long checkpoint_every;       /* 0: only at the end */
-    const char *log_csv;         /* a row per step, or NULL */
-    int resume;                  /* continue from `checkpoint` if it exists */
-    int quiet;                   /* no progress output */
-    mama_augment_opts aug;       /* image augmentation (size set from the model) */
+    long steps;                  /* optimiser steps, >= 1 (_STEPS); the schedule spans them */
+    long stop_at;                /* stop (and checkpoint) after this step (default: run to `steps`) */
+    int batch;                   /* per micro-batch and rank (_BATCH) */
+    int accum;                   /* micro-batches per optimiser step (_ACCUM) */
+    float lr, lr_floor;          /* peak and floor of the cosine schedule (_LR, _LR_FLOOR) */
+    long warmup;                 /* linear warm-up steps (_WARMUP) */
+    float weight_decay;          /* AdamW's (_WEIGHT_DECAY) */
+    long late_loss;              /* multi-view, symmetric and local losses from this step (_LATE_LOSS) */
+    int use_mv, use_sym, use_sla;/* the late terms (ablations; default on) */
+    float ext_other_view_p;      /* P(ext = another image of the study) (_EXT_OTHER_VIEW_P) */
+    float caption_mask_p;        /* per-field caption masking (_CAPTION_MASK_P) */
+    float clip_grad;             /* gradient-norm clipping (default none) */
+    uint64_t seed;               /* any value (default 0) */
+    int max_bad_steps;           /* consecutive non-finite steps before stopping (_MAX_BAD_STEPS;
+                                    MAMA_OFF: never stop, skip them all) */
+    const char *checkpoint;      /* path; written every checkpoint_every steps and at the end (default none) */
+    long checkpoint_every;       /* default: only at the end */
+    const char *log_csv;         /* a row per step (default none) */
+    int resume;                  /* continue from `checkpoint` if it exists (default off) */
+    int quiet;                   /* no progress output (default off) */
+    mama_augment_opts aug;       /* image augmentation, its own defaults; aug.size 0 = the model's
+                                    image_size (another size is an error) */
     int no_overlap;              /* data parallel: one blocking gradient all-reduce after the backward
-                                    instead of bucket all-reduces overlapped with it (13.7) */
+                                    instead of bucket all-reduces overlapped with it, 13.7 (default off) */
 } mama_pretrain_opts;
+/* Every field at its default (the resolved zero struct; aug.size 0). */
 MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o);
 
 typedef struct mama_pretrain_result {
@@ -1575,7 +1650,7 @@ MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m,
 MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_adamw *opt, long *step,
                                           uint64_t *seed);
 
-/* ---- 1.13 Evaluation: metrics, zero-shot, linear probe (SPEC A.7) ------- */
+/* ---- 1.13 Evaluation: metrics, zeroshot, linear probe (SPEC A.7) ------- */
 #define MAMA_MAX_CLASSES 8
 typedef struct mama_metrics {
     int n, K;
@@ -1601,23 +1676,35 @@ typedef struct mama_eval_result {
 } mama_eval_result;
 MAMA_API void mama_eval_result_free(mama_eval_result *r);
 
-/* Zero-shot classification of every image of `split` that has a label for
+/* Zeroshot classification of every image of `split` that has a label for
  * `task`: per-image captions (the image's own metadata + each class's
  * text), scores exp(logit_scale) I.T, softmax.  ref_text_feature selects
  * the reference code's text feature (A.7b) instead of the training one. */
-MAMA_API mama_status mama_zero_shot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
+MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
                                     int ref_text_feature, mama_eval_result *out);
 
+/* Linear probe and fine-tuning options (SPEC A.7).  The options rule of
+ * section 1: a zero field takes its default (MAMA_PROBE_DEFAULT_*; the
+ * comment names it), MAMA_OFF makes a number zero or turns a switch off. */
+#define MAMA_PROBE_DEFAULT_STEPS 8000L
+#define MAMA_PROBE_DEFAULT_BATCH 32
+#define MAMA_PROBE_DEFAULT_LR 5e-4f
+#define MAMA_PROBE_DEFAULT_LR_FLOOR 1e-5f
+#define MAMA_PROBE_DEFAULT_WARMUP 100L
+#define MAMA_PROBE_DEFAULT_MOMENTUM 0.9f
+#define MAMA_PROBE_DEFAULT_WEIGHT_DECAY 1e-3f
 typedef struct mama_probe_opts {
-    long steps;                  /* 8000 */
-    int batch;                   /* 32 */
-    float lr, lr_floor;          /* 5e-4, 1e-5 */
-    long warmup;                 /* 100 */
-    float momentum, weight_decay;/* 0.9, 1e-3 */
-    int augment;                 /* 1: augmented training images each step (A.7); 0: precomputed features */
-    uint64_t seed;
-    int quiet;
+    long steps;                  /* SGD steps, >= 1 (_STEPS) */
+    int batch;                   /* per step and rank (_BATCH) */
+    float lr, lr_floor;          /* peak and floor of the cosine schedule (_LR, _LR_FLOOR) */
+    long warmup;                 /* linear warm-up steps (_WARMUP) */
+    float momentum, weight_decay;/* SGD's (_MOMENTUM, _WEIGHT_DECAY) */
+    int augment;                 /* augmented training images each step, A.7 (default on);
+                                    MAMA_OFF: features computed once (linear probe only) */
+    uint64_t seed;               /* any value (default 0) */
+    int quiet;                   /* no progress output (default off) */
 } mama_probe_opts;
+/* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_probe_opts_default(mama_probe_opts *o);
 /* Linear probe on the frozen image encoder's pooled feature: train on the
  * train split with class-balanced sampling, evaluate on `eval_split`. */
@@ -1735,7 +1822,7 @@ typedef enum mama_dp_mode {
  * and buffers of rank 0 are broadcast to all ranks, the configs must
  * agree.  The comm is borrowed (it must outlive the model's use of it).
  * Afterwards mama_model_step computes the distributed losses, and
- * mama_pretrain / mama_finetune / mama_linear_probe / mama_zero_shot shard
+ * mama_pretrain / mama_finetune / mama_linear_probe / mama_zeroshot shard
  * their data over the ranks (only rank 0 writes checkpoints, logs and
  * progress). */
 MAMA_API mama_status mama_model_set_comm(mama_model *m, mama_comm *comm, mama_dp_mode mode);
@@ -5324,45 +5411,82 @@ MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, con
 
 /* ---- 4.2 Parameter pointers.  One struct of pointers for the weights and a
  * second, identical one for the gradients (NULL where a tensor does not
- * train), both carved out of single buffers. */
-typedef struct mama__vit_block {
-    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
-    float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+ * train), both carved out of single buffers.  Shapes in the config's names
+ * (mama__visit_params lists them with the A.8 names): D vision_dim, Dt
+ * text_dim, E embed_dim, Hd local_hidden, P patch_size, Cin in_chans,
+ * R registers, N = (image_size / P)^2 patches, V vocab_size, T context,
+ * r lora_rank, L vision_depth or text_depth.  Linear weights are stored as
+ * the files hold them: ViT / heads [out, in], GPT-2 "Conv1D" [in, out]. */
+typedef struct mama__vit_block {   /* one of vision_depth */
+    float *ln1_w, *ln1_b;          /* [D], [D] norm1 */
+    float *qkv_w, *qkv_b;          /* [3D, D], [3D] attn.qkv (rows q | k | v) */
+    float *proj_w, *proj_b;        /* [D, D], [D] attn.proj */
+    float *ls1;                    /* [D] ls1.gamma (LayerScale) */
+    float *ln2_w, *ln2_b;          /* [D], [D] norm2 */
+    float *fc1_w, *fc1_b;          /* [4D, D], [4D] mlp.fc1 */
+    float *fc2_w, *fc2_b;          /* [D, 4D], [D] mlp.fc2 */
+    float *ls2;                    /* [D] ls2.gamma */
 } mama__vit_block;
 
-typedef struct mama__gpt_block {
-    float *ln1_w, *ln1_b, *attn_w, *attn_b, *lora_a, *lora_b, *attn_proj_w, *attn_proj_b;
-    float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;
+typedef struct mama__gpt_block {   /* one of text_depth */
+    float *ln1_w, *ln1_b;          /* [Dt], [Dt] ln_1 */
+    float *attn_w, *attn_b;        /* [Dt, 3Dt], [3Dt] attn.c_attn (columns q | k | v) */
+    float *lora_a, *lora_b;        /* [r, Dt], [3Dt, r] c_attn's LoRA A and B (lora mode, else NULL) */
+    float *attn_proj_w, *attn_proj_b; /* [Dt, Dt], [Dt] attn.c_proj */
+    float *ln2_w, *ln2_b;          /* [Dt], [Dt] ln_2 */
+    float *fc_w, *fc_b;            /* [Dt, 4Dt], [4Dt] mlp.c_fc */
+    float *mlp_proj_w, *mlp_proj_b;/* [4Dt, Dt], [Dt] mlp.c_proj */
     /* the same four matrices when kept in half precision (frozen_dtype);
      * then the float pointers above are NULL, and vice versa */
-    uint16_t *attn_wh, *attn_proj_wh, *fc_wh, *mlp_proj_wh;
+    uint16_t *attn_wh;             /* [Dt, 3Dt] */
+    uint16_t *attn_proj_wh;        /* [Dt, Dt] */
+    uint16_t *fc_wh;               /* [Dt, 4Dt] */
+    uint16_t *mlp_proj_wh;         /* [4Dt, Dt] */
 } mama__gpt_block;
 
-/* local embedding head: conv1x1 -> BN -> ReLU -> conv1x1 -> BN (no affine) */
+/* local embedding head: conv1x1 -> BN -> ReLU -> conv1x1 -> BN (no affine);
+ * Cl = its input width (D for the image head, Dt for the text head) */
 typedef struct mama__local_head {
-    float *w1, *b1, *bn1_w, *bn1_b, *bn1_mean, *bn1_var, *w2, *b2, *bn2_mean, *bn2_var;
+    float *w1, *b1;                /* [Hd, Cl, 1], [Hd] head.0 (1x1 conv) */
+    float *bn1_w, *bn1_b;          /* [Hd], [Hd] head.1 */
+    float *bn1_mean, *bn1_var;     /* [Hd], [Hd] head.1 running statistics (buffers) */
+    float *w2, *b2;                /* [E, Hd, 1], [E] head.3 (1x1 conv) */
+    float *bn2_mean, *bn2_var;     /* [E], [E] head.4 running statistics (no affine) */
 } mama__local_head;
 
 /* SimCLR projection: linear -> BN -> ReLU -> linear -> BN */
 typedef struct mama__simclr_head {
-    float *w1, *bn1_w, *bn1_b, *bn1_mean, *bn1_var, *w2, *bn2_w, *bn2_b, *bn2_mean, *bn2_var;
+    float *w1;                     /* [D, D] layers.0 (no bias) */
+    float *bn1_w, *bn1_b;          /* [D], [D] layers.1 */
+    float *bn1_mean, *bn1_var;     /* [D], [D] layers.1 running statistics (buffers) */
+    float *w2;                     /* [E, D] layers.3 (no bias) */
+    float *bn2_w, *bn2_b;          /* [E], [E] layers.4 */
+    float *bn2_mean, *bn2_var;     /* [E], [E] layers.4 running statistics (buffers) */
 } mama__simclr_head;
 
 typedef struct mama__weights {
     /* vision */
-    float *cls_token, *register_tokens, *pos_embed, *mask_token, *patch_w, *patch_b;
-    mama__vit_block *vit;
-    float *norm_w, *norm_b, *img_global_w, *img_global_b;
-    mama__local_head img_local;
+    float *cls_token;              /* [1, 1, D] */
+    float *register_tokens;        /* [1, R, D] */
+    float *pos_embed;              /* [1, 1 + N, D] (cls + patches; registers get none) */
+    float *mask_token;             /* [1, D] (frozen: unused by MaMA, kept for the files) */
+    float *patch_w, *patch_b;      /* [D, Cin, P, P], [D] patch_embed.proj */
+    mama__vit_block *vit;          /* [vision_depth] */
+    float *norm_w, *norm_b;        /* [D], [D] final norm (frozen; feeds the local branch) */
+    float *img_global_w, *img_global_b; /* [E, D], [E] img_encoder_q.global_embed */
+    mama__local_head img_local;    /* Cl = D */
     /* text */
-    float *wte, *wpe;
-    uint16_t *wte_h;            /* wte in half precision (frozen_dtype), else NULL */
-    mama__gpt_block *gpt;
-    float *ln_f_w, *ln_f_b, *txt_global_w, *txt_global_b;
-    mama__local_head txt_local;
+    float *wte;                    /* [V, Dt] token embeddings (NULL when kept in wte_h) */
+    float *wpe;                    /* [T, Dt] position embeddings */
+    uint16_t *wte_h;               /* [V, Dt] wte in half precision (frozen_dtype), else NULL */
+    mama__gpt_block *gpt;          /* [text_depth] */
+    float *ln_f_w, *ln_f_b;        /* [Dt], [Dt] ln_f */
+    float *txt_global_w, *txt_global_b; /* [E, Dt], [E] text_encoder_q.global_embed */
+    mama__local_head txt_local;    /* Cl = Dt */
     /* joint */
     mama__simclr_head simclr;
-    float *logit_scale, *local_scale;
+    float *logit_scale;            /* [] scalar: global CLIP scores are multiplied by exp(logit_scale) */
+    float *local_scale;            /* [] scalar: the same for the SLA scores */
 } mama__weights;
 
 /* The parameter visitor: the single place that lists every tensor, its
@@ -5384,50 +5508,129 @@ typedef struct mama__bind {
 
 /* Saved activations of one transformer block (both towers use it; unused
  * fields stay NULL).  With gradient checkpointing every block shares one of
- * these and the backward recomputes the block from its saved input. */
+ * these and the backward recomputes the block from its saved input.
+ * Shapes: rows x C with rows = Bv*Tv, C = D, H = vision_heads in the ViT;
+ * rows = B*T, C = Dt, H = text_heads in GPT-2 (names as in mama__acts). */
 typedef struct mama__block_acts {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *lora_in, *lora_u, *att, *lse, *proj, *xmid;
-    float *ln2, *ln2_mean, *ln2_rstd, *fc, *gelu, *fc2;
+    float *ln1;                    /* [rows, C] LayerNorm 1 output */
+    float *ln1_mean, *ln1_rstd;    /* [rows], [rows] */
+    float *qkv;                    /* [rows, 3C] q | k | v */
+    float *lora_in;                /* [rows, C] LoRA's input after its dropout (text, lora mode) */
+    float *lora_u;                 /* [rows, r] LoRA's x A^T (text, lora mode) */
+    float *att;                    /* [rows, C] attention output, heads concatenated */
+    float *lse;                    /* [B(v), H, T(v)] log-sum-exp per query (for the backward) */
+    float *proj;                   /* [rows, C] attention projection (ViT: LayerScale input) */
+    float *xmid;                   /* [rows, C] residual stream after the attention branch */
+    float *ln2;                    /* [rows, C] LayerNorm 2 output */
+    float *ln2_mean, *ln2_rstd;    /* [rows], [rows] */
+    float *fc;                     /* [rows, 4C] MLP hidden before GELU */
+    float *gelu;                   /* [rows, 4C] after GELU */
+    float *fc2;                    /* [rows, C] MLP output (ViT: LayerScale input) */
 } mama__block_acts;
 
-/* Everything one step needs, carved from one arena sized at creation. */
+/* Everything one step needs, carved from one arena sized at creation
+ * (mama__layout_acts).  Shapes are capacities for B = max_batch; a step
+ * uses the first rows of each.  Bv = 2B images (main + ext), Tv = 1 + R + N
+ * vision tokens, T = context, Smax = B * MAMA_MAX_SENTENCES sentences,
+ * Rmax = max(Bv*Tv, B*T), Cmax = max(D, Dt); other names as in 4.2. */
 typedef struct mama__acts {
-    /* vision: Bv = 2 * max_batch images (main + ext) */
-    float *images, *cols, *patch_out;
-    float **vres;               /* depth+1 residual streams [Bv*Tv, D] */
-    mama__block_acts *vblk;     /* depth (or 1 with checkpointing) */
-    float *vpooled, *img_g, *img_emb, *img_gnorm;
-    float *vnorm, *vnorm_mean, *vnorm_rstd, *patches;
-    int *patch_idx;
-    /* image local head */
-    float *il_h1, *il_bn1, *il_bn1_mean, *il_bn1_rstd, *il_relu, *il_h2, *il_bn2, *il_bn2_mean,
-          *il_bn2_rstd, *p_emb, *p_norm;
+    /* vision */
+    float *images;                 /* [Bv, Cin, image_size, image_size] */
+    float *cols;                   /* [Bv*N, Cin*P*P] im2col patches */
+    float *patch_out;              /* [Bv*N, D] patch embeddings */
+    float **vres;                  /* vision_depth + 1 residual streams, each [Bv*Tv, D] */
+    mama__block_acts *vblk;        /* [vision_depth] (1 with checkpointing) */
+    float *vpooled;                /* [Bv, D] pooled (cls) feature */
+    float *img_g, *img_emb;        /* [Bv, E], [Bv, E] global projection, L2-normalised */
+    float *img_gnorm;              /* [Bv] its norms */
+    float *vnorm;                  /* [B*Tv, D] final norm (local branch, main images only) */
+    float *vnorm_mean, *vnorm_rstd;/* [B*Tv], [B*Tv] */
+    float *patches;                /* [B*N, D] patch tokens of vnorm */
+    int *patch_idx;                /* [B*N] their rows in vnorm */
+    /* image local head, on B*N patch rows */
+    float *il_h1, *il_bn1;         /* [B*N, Hd], [B*N, Hd] */
+    float *il_bn1_mean, *il_bn1_rstd; /* [Hd], [Hd] */
+    float *il_relu;                /* [B*N, Hd] */
+    float *il_h2, *il_bn2;         /* [B*N, E], [B*N, E] */
+    float *il_bn2_mean, *il_bn2_rstd; /* [E], [E] */
+    float *p_emb;                  /* [B*N, E] patch embeddings, L2-normalised */
+    float *p_norm;                 /* [B*N] their norms */
     /* text */
-    int *ids, *pos_ids, *key_valid;
-    float *pool_mask;
-    float **tres;
-    mama__block_acts *tblk;
-    float *hidden, *lnf_mean, *lnf_rstd, *tpool, *txt_g, *txt_emb, *txt_gnorm;
-    int *sent_idx, *sent_seg, *img_seg;
-    float *sent, *tl_h1, *tl_bn1, *tl_bn1_mean, *tl_bn1_rstd, *tl_relu, *tl_h2, *tl_bn2, *tl_bn2_mean,
-          *tl_bn2_rstd, *s_emb, *s_norm;
-    /* simclr on [image; ext] pooled features */
-    float *sc_h1, *sc_bn1, *sc_bn1_mean, *sc_bn1_rstd, *sc_relu, *sc_h2, *sc_z, *sc_bn2_mean,
-          *sc_bn2_rstd, *sc_zn, *sc_norm;
+    int *ids, *pos_ids, *key_valid;/* [B*T] each */
+    float *pool_mask;              /* [B*T] */
+    float **tres;                  /* text_depth + 1 residual streams, each [B*T, Dt] */
+    mama__block_acts *tblk;        /* [text_depth] (1 with checkpointing) */
+    float *hidden;                 /* [B*T, Dt] after ln_f */
+    float *lnf_mean, *lnf_rstd;    /* [B*T], [B*T] */
+    float *tpool;                  /* [B, Dt] pooled text feature */
+    float *txt_g, *txt_emb;        /* [B, E], [B, E] global projection, L2-normalised */
+    float *txt_gnorm;              /* [B] its norms */
+    int *sent_idx;                 /* [Smax] row in hidden of each sentence (sep) token */
+    int *sent_seg, *img_seg;       /* [B + 1], [B + 1] sentence / patch offsets per sample */
+    float *sent;                   /* [Smax, Dt] sentence features */
+    /* text local head, on Smax sentence rows */
+    float *tl_h1, *tl_bn1;         /* [Smax, Hd], [Smax, Hd] */
+    float *tl_bn1_mean, *tl_bn1_rstd; /* [B, Hd], [B, Hd] */
+    float *tl_relu;                /* [Smax, Hd] */
+    float *tl_h2, *tl_bn2;         /* [Smax, E], [Smax, E] */
+    float *tl_bn2_mean, *tl_bn2_rstd; /* [B, E], [B, E] */
+    float *s_emb;                  /* [Smax, E] sentence embeddings, L2-normalised */
+    float *s_norm;                 /* [Smax] their norms */
+    /* simclr on [image; ext] pooled features (each half its own BatchNorm statistics) */
+    float *sc_h1, *sc_bn1;         /* [Bv, D], [Bv, D] */
+    float *sc_bn1_mean, *sc_bn1_rstd; /* [2, D], [2, D] */
+    float *sc_relu;                /* [Bv, D] */
+    float *sc_h2, *sc_z;           /* [Bv, E], [Bv, E] */
+    float *sc_bn2_mean, *sc_bn2_rstd; /* [2, E], [2, E] */
+    float *sc_zn;                  /* [Bv, E] projections, L2-normalised */
+    float *sc_norm;                /* [Bv] their norms */
     /* losses */
-    float *logits, *logits_t, *ce_loss, *ce_probs, *ce_probs_t, *dlogits, *dlogits_t, *ce_dloss;
-    int *targets_diag, *targets_ntx;
-    float *ntx_sim, *ntx_probs, *ntx_loss, *ntx_dsim, *ntx_dloss;
-    float *sla_sim, *sla_simt, *sla_rowmax, *sla_colmax, *sla_avg, *sla_t2i, *sla_t2i_t, *sla_i2t;
-    int *sla_rowarg, *sla_colarg;
-    float *sla_dsim, *sla_dsimt, *sla_drowmax, *sla_dcolmax, *sla_dt2i, *sla_dt2i_t, *sla_di2t;
+    float *logits, *logits_t;      /* [B, B], [B, B] image->text scores and their transpose */
+    float *ce_loss;                /* [2Bv] per-row cross-entropies */
+    float *ce_probs, *ce_probs_t;  /* [B, B], [B, B] */
+    float *dlogits, *dlogits_t;    /* [B, B], [B, B] */
+    float *ce_dloss;               /* [Bv] */
+    int *targets_diag;             /* [B] */
+    int *targets_ntx;              /* [Bv] */
+    float *ntx_sim, *ntx_probs;    /* [Bv, Bv], [Bv, Bv] NT-Xent similarities and softmax */
+    float *ntx_loss;               /* [Bv] */
+    float *ntx_dsim;               /* [Bv, Bv] */
+    float *ntx_dloss;              /* [Bv] */
+    float *sla_sim, *sla_simt;     /* [B*N, Smax], [Smax, B*N] patch-sentence similarities */
+    float *sla_rowmax;             /* [B*N, B] each patch's best sentence per caption */
+    float *sla_colmax;             /* [Smax, B] each sentence's best patch per image */
+    float *sla_avg;                /* [B, Smax] */
+    float *sla_t2i, *sla_t2i_t;    /* [B, B], [B, B] */
+    float *sla_i2t;                /* [B, B] */
+    int *sla_rowarg, *sla_colarg;  /* [B*N, B], [Smax, B] argmax of rowmax, colmax */
+    float *sla_dsim, *sla_dsimt;   /* [B*N, Smax], [Smax, B*N] */
+    float *sla_drowmax;            /* [B*N, B] */
+    float *sla_dcolmax;            /* [Smax, B] */
+    float *sla_dt2i, *sla_dt2i_t;  /* [B, B], [B, B] */
+    float *sla_di2t;               /* [B, B] */
     /* gradient scratch */
-    float *d_img_emb, *d_img_g, *d_vpooled, *d_vx, *d_vx2, *d_vnorm, *d_patches, *d_patch_out;
-    float *d_rows_d, *d_rows_d2, *d_rows_3d, *d_rows_4d, *d_rows_4d2, *d_rows_r;
-    float *d_txt_emb, *d_txt_g, *d_tpool, *d_hidden, *d_tx, *d_tx2;
-    float *d_il_a, *d_il_b, *d_il_e, *d_il_e2, *d_p_emb;
-    float *d_tl_a, *d_tl_b, *d_tl_e, *d_tl_e2, *d_s_emb, *d_sent;
-    float *d_sc_zn, *d_sc_z, *d_sc_e, *d_sc_a, *d_sc_b;
+    float *d_img_emb, *d_img_g;    /* [Bv, E], [Bv, E] */
+    float *d_vpooled;              /* [Bv, D] */
+    float *d_vx, *d_vx2;           /* [Bv*Tv, D], [Bv*Tv, D] residual stream gradients */
+    float *d_vnorm;                /* [B*Tv, D] */
+    float *d_patches;              /* [B*N, D] */
+    float *d_patch_out;            /* [Bv*N, D] */
+    float *d_rows_d, *d_rows_d2;   /* [Rmax, Cmax], [Rmax, Cmax] shared by both towers */
+    float *d_rows_3d;              /* [Rmax, 3Cmax] */
+    float *d_rows_4d, *d_rows_4d2; /* [Rmax, 4Cmax], [Rmax, 4Cmax] */
+    float *d_rows_r;               /* [B*T*max(r, 1) + B*T*Dt] LoRA scratch */
+    float *d_txt_emb, *d_txt_g;    /* [B, E], [B, E] */
+    float *d_tpool;                /* [B, Dt] */
+    float *d_hidden, *d_tx, *d_tx2;/* [B*T, Dt] each */
+    float *d_il_a, *d_il_b;        /* [B*N, Hd], [B*N, Hd] */
+    float *d_il_e, *d_il_e2;       /* [B*N, E], [B*N, E] */
+    float *d_p_emb;                /* [B*N, E] */
+    float *d_tl_a, *d_tl_b;        /* [Smax, Hd], [Smax, Hd] */
+    float *d_tl_e, *d_tl_e2;       /* [Smax, E], [Smax, E] */
+    float *d_s_emb;                /* [Smax, E] */
+    float *d_sent;                 /* [Smax, Dt] */
+    float *d_sc_zn, *d_sc_z, *d_sc_e; /* [Bv, E] each */
+    float *d_sc_a, *d_sc_b;        /* [Bv, D], [Bv, D] */
 } mama__acts;
 
 struct mama_model {
@@ -6882,14 +7085,41 @@ static mama_status mama__upload_batch(mama_model *m, const mama_batch *b, int la
     return MAMA_OK;
 }
 
-MAMA_API void mama_step_opts_default(mama_step_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->use_mv = o->use_sym = o->use_sla = 1;
-    o->train = 1;
-    o->dropout = 1;
+/* ---- 6.1b Options: the rule of section 1 in one place.  Zero takes the
+ * default, a negative value (MAMA_OFF) is zero / off, anything else is
+ * kept (a switch becomes 1).  Each options struct has one resolver that
+ * applies these to every field and checks the result; its consumer calls
+ * it once on entry, and mama_*_opts_default is the resolver on a zero
+ * struct.  NaN is kept, for the checks to reject. */
+static int mama__opt_flag(int v, int def) { return v == 0 ? def : v > 0; }
+static int mama__opt_int(int v, int def) { return v == 0 ? def : v < 0 ? 0 : v; }
+static long mama__opt_long(long v, long def) { return v == 0 ? def : v < 0 ? 0 : v; }
+static float mama__opt_float(float v, float def) { return v == 0 ? def : v < 0 ? 0.0f : v; }
+/* A resolved switch handed on to another options struct: 1 or MAMA_OFF. */
+static int mama__opt_pass(int on) { return on ? 1 : MAMA_OFF; }
+static int mama__opt_prob_ok(float p) { return p >= 0 && p <= 1; }
+
+static mama_status mama__step_opts_resolve(const mama_step_opts *in, mama_step_opts *out) {
+    mama_step_opts z;
+    if (in) z = *in; else memset(&z, 0, sizeof z); /* (in may be o) */
+    in = &z;
+    memset(out, 0, sizeof *out);
+    out->late = mama__opt_flag(in->late, 0);
+    out->use_mv = mama__opt_flag(in->use_mv, 1);
+    out->use_sym = mama__opt_flag(in->use_sym, 1);
+    out->use_sla = mama__opt_flag(in->use_sla, 1);
+    out->train = mama__opt_flag(in->train, 1);
+    out->dropout = mama__opt_flag(in->dropout, 1);
+    out->seed = in->seed;
+    return MAMA_OK;
 }
 
-/* ---- 6.2 One step: forward, the four losses, backward ------------------ */
+MAMA_API void mama_step_opts_default(mama_step_opts *o) {
+    mama__step_opts_resolve(NULL, o);
+}
+
+/* ---- 6.2 One step: forward, the four losses, backward ------------------
+ * `o` is resolved (mama__step_opts_resolve): its switches are 0 or 1. */
 static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_step_opts *o, int backward,
                               int accumulate, mama_losses *out) {
     mama_backend *be = m->be;
@@ -6964,11 +7194,11 @@ losses_done:
 
 MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const mama_step_opts *o, int accumulate,
                                      mama_losses *out) {
-    mama_step_opts def;
+    mama_step_opts ro;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: model and batch are required");
-    if (!o) { mama_step_opts_default(&def); o = &def; }
+    MAMA_TRY(mama__step_opts_resolve(o, &ro));
     MAMA_TRY(mama__dp_step_begin(m));
-    return mama__step(m, b, o, 1, accumulate, out);
+    return mama__step(m, b, &ro, 1, accumulate, out);
 }
 
 MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama_losses *out) {
@@ -7004,7 +7234,7 @@ MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int 
     return MAMA_OK;
 }
 
-/* ref_feature (SPEC A.7b): the reference's zero-shot text feature, the
+/* ref_feature (SPEC A.7b): the reference's zeroshot text feature, the
  * hidden state at the first padding position (position 0 when the caption
  * fills the context), instead of the training pooling.  Both go through
  * the same masked mean: a one-hot mask picks that single position. */
@@ -7334,7 +7564,7 @@ MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
     mama__host_weights h;
     mama_status s;
     MAMA_TRY(mama__host_weights_get(m, &h));
-    s = mama_st_writer_init(&w);
+    s = mama_st_writer_create(&w);
     if (s == MAMA_OK) s = mama__writer_add_model(w, m, &h);
     if (s == MAMA_OK) s = mama_st_writer_write(w, path);
     mama_st_writer_free(w);
@@ -7402,15 +7632,15 @@ MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch,
     if ((s = mama__read_int_tensor(&st, "input_ids", ids, (size_t)B * T)) != MAMA_OK) goto done;
     if ((s = mama__read_int_tensor(&st, "attention_mask", mask, (size_t)B * T)) != MAMA_OK) goto done;
     b.B = B; b.images = images; b.ext_images = late ? ext : NULL; b.input_ids = ids; b.attention_mask = mask;
-    mama_step_opts_default(&o);
+    memset(&o, 0, sizeof o);
     o.late = late;
-    o.dropout = 0;
+    o.dropout = MAMA_OFF;
     if ((s = mama_model_step(m, &b, &o, 0, &L)) != MAMA_OK) goto done;
     if ((s = be->to_host(be, host, m->params, sizeof(float) * m->group_offset[2])) != MAMA_OK) goto done;
     if ((s = be->to_host(be, host + m->group_offset[3], m->params + m->group_offset[3],
                          sizeof(float) * m->group_numel[3])) != MAMA_OK) goto done;
     /* gradients reuse the front of `host`'s [train|late] region layout */
-    if ((s = mama_st_writer_init(&w)) != MAMA_OK) goto done;
+    if ((s = mama_st_writer_create(&w)) != MAMA_OK) goto done;
     if ((s = mama_model_embeddings(m, emb, emb + (size_t)B * m->cfg.embed_dim)) != MAMA_OK) goto done;
     shp[0] = B; shp[1] = m->cfg.embed_dim;
     if ((s = mama_st_writer_add(w, "img_emb", MAMA_F32, 2, shp, emb)) != MAMA_OK) goto done;
@@ -8811,7 +9041,7 @@ struct mama_st_writer {
     int meta_count, meta_cap;
 };
 
-MAMA_API mama_status mama_st_writer_init(mama_st_writer **w) {
+MAMA_API mama_status mama_st_writer_create(mama_st_writer **w) {
     return mama_calloc((void **)w, sizeof(mama_st_writer), "safetensors writer");
 }
 
@@ -10972,7 +11202,7 @@ static mama_status mama__check_fields(const mama_caption_fields *f) {
 }
 
 /* Sections "Procedure reported" .. "Image info" (shared by the caption
- * and the zero-shot captions). */
+ * and the zeroshot captions). */
 static void mama__caption_prefix(mama__tx_sb *b, const mama_caption_fields *f) {
     char age[32];
     const char *proc = f->procedure;
@@ -11094,7 +11324,7 @@ MAMA_API mama_status mama_caption_tokenizer_input(const char *caption, char *out
     return mama__tx_sb_finish(&b, len, "mama_caption_tokenizer_input");
 }
 
-/* ---- 8.9 Zero-shot caption sets (A.7) ------------------------------------------------ */
+/* ---- 8.9 Zeroshot caption sets (A.7) ------------------------------------------------ */
 MAMA_API int mama_zeroshot_num_classes(mama_zeroshot_task task) {
     switch (task) {
     case MAMA_ZEROSHOT_BIRADS: return 7;
@@ -11152,7 +11382,7 @@ MAMA_API mama_status mama_zeroshot_caption_alloc(mama_zeroshot_task task, int cl
     if (!out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_zeroshot_caption_alloc: NULL out");
     *out = NULL;
     MAMA_TRY(mama_zeroshot_caption(task, cls, f, NULL, 0, &len));
-    MAMA_TRY(mama_alloc((void **)out, len + 1, "zero-shot caption"));
+    MAMA_TRY(mama_alloc((void **)out, len + 1, "zeroshot caption"));
     s = mama_zeroshot_caption(task, cls, f, *out, len + 1, NULL);
     if (s != MAMA_OK) { mama_free(*out); *out = NULL; }
     return s;
@@ -12255,27 +12485,61 @@ MAMA_API void mama_image_to_tensor(const mama_image *im, float mean, float std, 
     for (c = 1; c < channels; c++) memcpy(out + (size_t)c * n, out, n * sizeof(float));
 }
 
-MAMA_API mama_augment_opts mama_augment_defaults(void) {
-    mama_augment_opts o;
-    memset(&o, 0, sizeof o);
-    o.size = 518;
-    o.rrc = 1;
-    o.rrc_scale[0] = 0.1f; o.rrc_scale[1] = 1.0f;
-    o.rrc_ratio[0] = 3.0f / 4.0f; o.rrc_ratio[1] = 4.0f / 3.0f;
-    o.rrc_attempts = 10;
-    o.hflip_p = 0.5f; o.vflip_p = 0.5f;
-    o.jitter = 1; o.jitter_p = 0.8f;
-    o.brightness[0] = 0.2f; o.brightness[1] = 1.8f;
-    o.contrast[0] = 0.2f; o.contrast[1] = 1.8f;
-    o.jitter_random_order = 1;
-    o.blur = 1; o.blur_p = 0.4f; o.blur_kernel = 7;
-    o.blur_sigma[0] = 0.1f; o.blur_sigma[1] = 2.0f;
-    o.mean = 0.5f; o.std = 0.5f;
-    return o;
+/* The options rule (6.1b) on every field, then the checks. */
+static mama_status mama__augment_opts_resolve(const mama_augment_opts *in, mama_augment_opts *o) {
+    mama_augment_opts z;
+    if (in) z = *in; else memset(&z, 0, sizeof z); /* (in may be o) */
+    in = &z;
+    memset(o, 0, sizeof *o);
+    o->size = mama__opt_int(in->size, MAMA_AUGMENT_DEFAULT_SIZE);
+    o->rrc = mama__opt_flag(in->rrc, 1);
+    o->rrc_scale[0] = mama__opt_float(in->rrc_scale[0], MAMA_AUGMENT_DEFAULT_RRC_SCALE0);
+    o->rrc_scale[1] = mama__opt_float(in->rrc_scale[1], MAMA_AUGMENT_DEFAULT_RRC_SCALE1);
+    o->rrc_ratio[0] = mama__opt_float(in->rrc_ratio[0], MAMA_AUGMENT_DEFAULT_RRC_RATIO0);
+    o->rrc_ratio[1] = mama__opt_float(in->rrc_ratio[1], MAMA_AUGMENT_DEFAULT_RRC_RATIO1);
+    o->rrc_attempts = mama__opt_int(in->rrc_attempts, MAMA_AUGMENT_DEFAULT_RRC_ATTEMPTS);
+    o->hflip_p = mama__opt_float(in->hflip_p, MAMA_AUGMENT_DEFAULT_FLIP_P);
+    o->vflip_p = mama__opt_float(in->vflip_p, MAMA_AUGMENT_DEFAULT_FLIP_P);
+    o->jitter = mama__opt_flag(in->jitter, 1);
+    o->jitter_p = mama__opt_float(in->jitter_p, MAMA_AUGMENT_DEFAULT_JITTER_P);
+    o->brightness[0] = mama__opt_float(in->brightness[0], MAMA_AUGMENT_DEFAULT_BRIGHTNESS0);
+    o->brightness[1] = mama__opt_float(in->brightness[1], MAMA_AUGMENT_DEFAULT_BRIGHTNESS1);
+    o->contrast[0] = mama__opt_float(in->contrast[0], MAMA_AUGMENT_DEFAULT_CONTRAST0);
+    o->contrast[1] = mama__opt_float(in->contrast[1], MAMA_AUGMENT_DEFAULT_CONTRAST1);
+    o->jitter_random_order = mama__opt_flag(in->jitter_random_order, 1);
+    o->blur = mama__opt_flag(in->blur, 1);
+    o->blur_p = mama__opt_float(in->blur_p, MAMA_AUGMENT_DEFAULT_BLUR_P);
+    o->blur_kernel = mama__opt_int(in->blur_kernel, MAMA_AUGMENT_DEFAULT_BLUR_KERNEL);
+    o->blur_sigma[0] = mama__opt_float(in->blur_sigma[0], MAMA_AUGMENT_DEFAULT_BLUR_SIGMA0);
+    o->blur_sigma[1] = mama__opt_float(in->blur_sigma[1], MAMA_AUGMENT_DEFAULT_BLUR_SIGMA1);
+    o->mean = mama__opt_float(in->mean, MAMA_AUGMENT_DEFAULT_MEAN);
+    o->std = mama__opt_float(in->std, MAMA_AUGMENT_DEFAULT_STD);
+    if (o->size < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "augment: size must be >= 1");
+    if (!(o->rrc_scale[0] <= o->rrc_scale[1] && o->rrc_scale[1] > 0) ||
+        !(o->rrc_ratio[0] > 0 && o->rrc_ratio[0] <= o->rrc_ratio[1]))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "augment: rrc_scale [%g, %g] or rrc_ratio [%g, %g] is not a range",
+                         (double)o->rrc_scale[0], (double)o->rrc_scale[1], (double)o->rrc_ratio[0],
+                         (double)o->rrc_ratio[1]);
+    if (!mama__opt_prob_ok(o->hflip_p) || !mama__opt_prob_ok(o->vflip_p) || !mama__opt_prob_ok(o->jitter_p) ||
+        !mama__opt_prob_ok(o->blur_p))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "augment: hflip_p, vflip_p, jitter_p and blur_p must lie in [0, 1]");
+    if (!(o->brightness[0] <= o->brightness[1]) || !(o->contrast[0] <= o->contrast[1]))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "augment: brightness and contrast must be ranges lo <= hi");
+    if (o->blur_kernel % 2 == 0 || !(o->blur_sigma[0] > 0 && o->blur_sigma[0] <= o->blur_sigma[1]))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "augment: blur_kernel %d must be odd and blur_sigma [%g, %g] a positive "
+                         "range", o->blur_kernel, (double)o->blur_sigma[0], (double)o->blur_sigma[1]);
+    if (!(o->std > 0) || !(o->mean == o->mean))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "augment: std must be > 0 (got %g)", (double)o->std);
+    return MAMA_OK;
 }
 
-MAMA_API mama_status mama_image_augment(const mama_image *prepared, const mama_augment_opts *o,
-                                        mama_rng *rng, mama_image *dst) {
+MAMA_API void mama_augment_opts_default(mama_augment_opts *o) {
+    mama__augment_opts_resolve(NULL, o);
+}
+
+/* Steps 4-7 with resolved options (switches 0/1, zeros meant). */
+static mama_status mama__image_augment(const mama_image *prepared, const mama_augment_opts *o, mama_rng *rng,
+                                       mama_image *dst) {
     int S = o->size, box[4];
     mama_image cur = {0, 0, NULL};
     MAMA_TRY(mama__check_image(prepared, "augment"));
@@ -12311,14 +12575,24 @@ MAMA_API mama_status mama_image_augment(const mama_image *prepared, const mama_a
     return MAMA_OK;
 }
 
-MAMA_API mama_status mama_image_pipeline(const mama_image *src, const mama_augment_opts *o, int train,
+MAMA_API mama_status mama_image_augment(const mama_image *prepared, const mama_augment_opts *o, mama_rng *rng,
+                                        mama_image *dst) {
+    mama_augment_opts ro;
+    MAMA_TRY(mama__augment_opts_resolve(o, &ro));
+    return mama__image_augment(prepared, &ro, rng, dst);
+}
+
+MAMA_API mama_status mama_image_pipeline(const mama_image *src, const mama_augment_opts *opts, int train,
                                          mama_rng *rng, int channels, float *out) {
     mama_image prep = {0, 0, NULL}, aug = {0, 0, NULL};
+    mama_augment_opts ro;
+    const mama_augment_opts *o = &ro;
     mama_status s;
-    if (!o || !out || channels < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "image_pipeline: bad arguments");
+    if (!out || channels < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "image_pipeline: bad arguments");
+    MAMA_TRY(mama__augment_opts_resolve(opts, &ro));
     MAMA_TRY(mama_image_prepare(src, o->size, &prep));
     if (train) {
-        s = mama_image_augment(&prep, o, rng, &aug);
+        s = mama__image_augment(&prep, o, rng, &aug);
         mama_image_free(&prep);
         if (s != MAMA_OK) return s;
         mama_image_to_tensor(&aug, o->mean, o->std, channels, out);
@@ -13121,10 +13395,22 @@ struct mama_dataset {
     int skipped;
 };
 
-MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o) {
+/* The options rule (6.1b) on every field. */
+static mama_status mama__dataset_opts_resolve(const mama_dataset_opts *in, mama_dataset_opts *o) {
+    mama_dataset_opts z;
+    if (in) z = *in; else memset(&z, 0, sizeof z); /* (in may be o) */
+    in = &z;
     memset(o, 0, sizeof *o);
-    o->cache = 1;
-    o->only_2d = 1;
+    o->manifest = in->manifest;
+    o->tokenizer = in->tokenizer;
+    o->skip_bad_rows = mama__opt_flag(in->skip_bad_rows, 0);
+    o->cache = mama__opt_flag(in->cache, 1);
+    o->only_2d = mama__opt_flag(in->only_2d, 1);
+    return MAMA_OK;
+}
+
+MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o) {
+    mama__dataset_opts_resolve(NULL, o);
 }
 MAMA_API const mama_manifest *mama_dataset_manifest(const mama_dataset *d) { return &d->man; }
 MAMA_API const mama_tokenizer *mama_dataset_tokenizer(const mama_dataset *d) { return d->tok; }
@@ -13158,15 +13444,18 @@ static mama_status mama__prepare_record(mama_dataset *d, int i, mama_image *out)
     return s;
 }
 
-MAMA_API mama_status mama_dataset_open(mama_dataset **out, const mama_dataset_opts *o, const mama_config *c) {
+MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_opts *opts, const mama_config *c) {
     mama_dataset *d;
+    const mama_dataset_opts *o;
     int i, n, sp, first_bad = INT_MAX;
     mama_status s = MAMA_OK;
     char first_error[1024] = "";
     *out = NULL;
-    if (!o || !o->manifest) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_dataset_open: no manifest given");
+    if (!opts || !opts->manifest) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_dataset_create: no manifest given");
+    if (!c) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_dataset_create: no model config given");
     MAMA_TRY(mama_calloc((void **)&d, sizeof *d, "dataset"));
-    d->opts = *o;
+    o = &d->opts;
+    if ((s = mama__dataset_opts_resolve(opts, &d->opts)) != MAMA_OK) { mama_free(d); return s; }
     d->image_size = c->image_size;
     d->in_chans = c->in_chans;
     d->context = c->context;
@@ -13246,16 +13535,17 @@ MAMA_API void mama_record_caption_fields(const mama_record *r, mama_caption_fiel
     f->density = r->density;
 }
 
-MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, mama_rng *rng, float *out) {
+/* One image with resolved augmentation options `o` (o->size is the
+ * dataset's image size). */
+static mama_status mama__dataset_image(mama_dataset *d, int record, int train, mama_rng *rng,
+                                       const mama_augment_opts *o, float *out) {
     mama_image prepared, aug;
     const mama_image *src;
-    mama_augment_opts o = mama_augment_defaults();
     mama_status s = MAMA_OK;
     if (record < 0 || record >= d->man.count)
         return MAMA_FAIL(MAMA_ERR_INVALID, "dataset image index %d out of range (0..%d)", record, d->man.count - 1);
     memset(&prepared, 0, sizeof prepared);
     memset(&aug, 0, sizeof aug);
-    o.size = d->image_size;
     if (d->cache && d->cache[record].pix) {
         src = &d->cache[record];
     } else {
@@ -13263,14 +13553,21 @@ MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, 
         src = &prepared;
     }
     if (train) {
-        s = mama_image_augment(src, &o, rng, &aug);
-        if (s == MAMA_OK) mama_image_to_tensor(&aug, o.mean, o.std, d->in_chans, out);
+        s = mama__image_augment(src, o, rng, &aug);
+        if (s == MAMA_OK) mama_image_to_tensor(&aug, o->mean, o->std, d->in_chans, out);
     } else {
-        mama_image_to_tensor(src, o.mean, o.std, d->in_chans, out);
+        mama_image_to_tensor(src, o->mean, o->std, d->in_chans, out);
     }
     mama_image_free(&aug);
     mama_image_free(&prepared);
     return s;
+}
+
+MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, mama_rng *rng, float *out) {
+    mama_augment_opts o;
+    mama_augment_opts_default(&o);
+    o.size = d->image_size;
+    return mama__dataset_image(d, record, train, rng, &o, out);
 }
 
 MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mask_p, mama_rng *rng, int *ids,
@@ -13304,7 +13601,7 @@ typedef struct mama__batch_buf {
 
 typedef struct mama__loader {
     mama_dataset *d;
-    const mama_pretrain_opts *o;
+    const mama_pretrain_opts *o; /* resolved, aug.size = the dataset's image size */
     int B, n, accum;
     int rank, world;             /* data parallel: this rank's slice of a global batch of world * B */
     size_t img;
@@ -13358,7 +13655,7 @@ static mama_status mama__build_batch(mama__loader *L, long job, mama__batch_buf 
         if (epoch != L->perm_epoch) mama__loader_epoch(L, epoch);
         rec = L->perm[pos % L->n];
         mama_rng_seed(&r, mama__mix2(o->seed, (uint64_t)pos));
-        MAMA_TRY(mama_dataset_image(d, rec, 1, &r, b->images + L->img * i));
+        MAMA_TRY(mama__dataset_image(d, rec, 1, &r, &o->aug, b->images + L->img * i));
         MAMA_TRY(mama_dataset_caption(d, rec, o->caption_mask_p, &r, b->ids + (size_t)i * d->context,
                                       b->mask + (size_t)i * d->context));
         if (late) {
@@ -13369,7 +13666,7 @@ static mama_status mama__build_batch(mama__loader *L, long job, mama__batch_buf 
                 if (other == rec) other = d->man.study_members[st->first + st->count - 1];
                 if (d->bad[other]) other = -1;
             }
-            MAMA_TRY(mama_dataset_image(d, other >= 0 ? other : rec, 1, &r, b->ext + L->img * i));
+            MAMA_TRY(mama__dataset_image(d, other >= 0 ? other : rec, 1, &r, &o->aug, b->ext + L->img * i));
         }
     }
     return MAMA_OK;
@@ -13495,14 +13792,55 @@ static void mama__loader_release(mama__loader *L, long job) {
  * 11. LOOPS: pretraining, checkpoints
  * ========================================================================== */
 
-MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o) {
+/* The options rule (6.1b) on every field, then the checks.  image_size is
+ * the model's (aug.size 0 becomes it), or 0 to leave aug.size 0. */
+static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mama_pretrain_opts *o, int image_size) {
+    mama_pretrain_opts z;
+    mama_augment_opts aug;
+    if (in) z = *in; else memset(&z, 0, sizeof z); /* (in may be o) */
+    in = &z;
     memset(o, 0, sizeof *o);
-    o->steps = 40000; o->batch = 36; o->accum = 2;
-    o->lr = 4e-5f; o->lr_floor = 1e-8f; o->warmup = 4000; o->weight_decay = 0.1f;
-    o->late_loss = 8000; o->use_mv = o->use_sym = o->use_sla = 1;
-    o->ext_other_view_p = 0.5f; o->caption_mask_p = 0.8f;
-    o->seed = 1; o->max_bad_steps = 5;
-    o->aug = mama_augment_defaults();
+    o->steps = mama__opt_long(in->steps, MAMA_PRETRAIN_DEFAULT_STEPS);
+    o->stop_at = mama__opt_long(in->stop_at, 0);
+    o->batch = mama__opt_int(in->batch, MAMA_PRETRAIN_DEFAULT_BATCH);
+    o->accum = mama__opt_int(in->accum, MAMA_PRETRAIN_DEFAULT_ACCUM);
+    o->lr = mama__opt_float(in->lr, MAMA_PRETRAIN_DEFAULT_LR);
+    o->lr_floor = mama__opt_float(in->lr_floor, MAMA_PRETRAIN_DEFAULT_LR_FLOOR);
+    o->warmup = mama__opt_long(in->warmup, MAMA_PRETRAIN_DEFAULT_WARMUP);
+    o->weight_decay = mama__opt_float(in->weight_decay, MAMA_PRETRAIN_DEFAULT_WEIGHT_DECAY);
+    o->late_loss = mama__opt_long(in->late_loss, MAMA_PRETRAIN_DEFAULT_LATE_LOSS);
+    o->use_mv = mama__opt_flag(in->use_mv, 1);
+    o->use_sym = mama__opt_flag(in->use_sym, 1);
+    o->use_sla = mama__opt_flag(in->use_sla, 1);
+    o->ext_other_view_p = mama__opt_float(in->ext_other_view_p, MAMA_PRETRAIN_DEFAULT_EXT_OTHER_VIEW_P);
+    o->caption_mask_p = mama__opt_float(in->caption_mask_p, MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P);
+    o->clip_grad = mama__opt_float(in->clip_grad, 0.0f);
+    o->seed = in->seed;
+    o->max_bad_steps = mama__opt_int(in->max_bad_steps, MAMA_PRETRAIN_DEFAULT_MAX_BAD_STEPS);
+    o->checkpoint = in->checkpoint;
+    o->checkpoint_every = mama__opt_long(in->checkpoint_every, 0);
+    o->log_csv = in->log_csv;
+    o->resume = mama__opt_flag(in->resume, 0);
+    o->quiet = mama__opt_flag(in->quiet, 0);
+    o->no_overlap = mama__opt_flag(in->no_overlap, 0);
+    if (image_size > 0 && in->aug.size > 0 && in->aug.size != image_size)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: aug.size %d differs from the model's image_size %d (leave it 0)",
+                         in->aug.size, image_size);
+    aug = in->aug;
+    if (aug.size <= 0) aug.size = image_size > 0 ? image_size : MAMA_AUGMENT_DEFAULT_SIZE;
+    MAMA_TRY(mama__augment_opts_resolve(&aug, &o->aug));
+    if (image_size <= 0) o->aug.size = 0;
+    if (o->steps < 1 || o->batch < 1 || o->accum < 1)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps, batch and accum must be >= 1");
+    if (!(o->lr >= 0) || !(o->lr_floor >= 0) || !(o->weight_decay >= 0) || !(o->clip_grad >= 0))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: lr, lr_floor, weight_decay and clip_grad must be numbers >= 0");
+    if (!mama__opt_prob_ok(o->ext_other_view_p) || !mama__opt_prob_ok(o->caption_mask_p))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: ext_other_view_p and caption_mask_p must lie in [0, 1]");
+    return MAMA_OK;
+}
+
+MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o) {
+    mama__pretrain_opts_resolve(NULL, o, 0);
 }
 
 /* ---- 11.1 Checkpoints: the model's tensors (A.8 names), the AdamW moments
@@ -13524,7 +13862,7 @@ MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m,
         mama__host_weights_free(&h);
         return s;
     }
-    s = mama_st_writer_init(&w);
+    s = mama_st_writer_create(&w);
     if (s == MAMA_OK) s = mama__writer_add_model(w, m, &h);
     if (s == MAMA_OK && opt) {
         s = m->be->to_host(m->be, moments, opt->m, sizeof(float) * n);
@@ -13616,15 +13954,17 @@ static int mama__file_exists(const char *path) {
     return f != NULL;
 }
 
-MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o,
+MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *opts,
                                    mama_pretrain_result *res) {
+    mama_pretrain_opts ro;       /* the resolved options (section 1's rule) */
+    const mama_pretrain_opts *o = &ro;
     mama_backend *be = m->be;
     mama_adamw opt;
     mama__loader L;
     mama_pretrain_result r;
     FILE *log = NULL;
     long step = 0, bad_run = 0;
-    uint64_t seed = o->seed;
+    uint64_t seed;
     size_t ngrad = m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE];
     double t0 = mama_time_seconds(), t_step0, comm0 = 0, wait0 = 0;
     long buckets0 = 0;
@@ -13632,10 +13972,14 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     /* data parallel (section 13): o->batch is per rank; rank 0 alone writes
      * the log, the progress and the checkpoints; every rank resumes from
      * the same checkpoint. */
-    int rank = mama__dp_rank(m), world = mama__dp_world(m), quiet = o->quiet || rank != 0;
-    mama_pretrain_opts oq = *o;
+    int rank = mama__dp_rank(m), world = mama__dp_world(m), quiet;
+    mama_pretrain_opts oq;
     mama_status s = MAMA_OK;
     memset(&r, 0, sizeof r);
+    MAMA_TRY(mama__pretrain_opts_resolve(opts, &ro, m->cfg.image_size));
+    seed = o->seed;
+    quiet = o->quiet || rank != 0;
+    oq = *o;
     oq.quiet = quiet;
     if (o->batch < 1 || o->batch > m->max_batch)
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: batch %d does not fit the model's max_batch %d", o->batch, m->max_batch);
@@ -13670,8 +14014,11 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         mama_step_opts so;
         double gnorm, ips, eta;
         memset(&sum, 0, sizeof sum);
-        mama_step_opts_default(&so);
-        so.late = late; so.use_mv = o->use_mv; so.use_sym = o->use_sym; so.use_sla = o->use_sla;
+        memset(&so, 0, sizeof so); /* train with dropout: the defaults */
+        so.late = mama__opt_pass(late);
+        so.use_mv = mama__opt_pass(o->use_mv);
+        so.use_sym = mama__opt_pass(o->use_sym);
+        so.use_sla = mama__opt_pass(o->use_sla);
         for (k = 0; k < o->accum; k++) {
             long job = step * o->accum + k;
             mama__batch_buf *b;
@@ -13701,7 +14048,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         gnorm = mama_clip_grad_norm(be, m->grads, ngrad, o->clip_grad);
         if (!isfinite(gnorm) || !isfinite(sum.loss)) {
             r.skipped_steps++;
-            if (++bad_run >= o->max_bad_steps) {
+            if (++bad_run >= o->max_bad_steps && o->max_bad_steps > 0) {
                 s = MAMA_FAIL(MAMA_ERR_NUMERIC, "pretrain: %ld non-finite steps in a row at step %ld (loss %g, gradient "
                               "norm %g); stopped, the last checkpoint (%s) is kept", bad_run, step, sum.loss, gnorm,
                               o->checkpoint ? o->checkpoint : "none");
@@ -13942,8 +14289,8 @@ static mama_status mama__encode_records(mama_model *m, mama_dataset *d, const in
     return mama__encode_range(m, d, records, 0, n, emb, pooled, train_aug, seed);
 }
 
-/* ---- 11.4 Zero-shot ---------------------------------------------------- */
-MAMA_API mama_status mama_zero_shot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
+/* ---- 11.4 Zeroshot ---------------------------------------------------- */
+MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
                                     int ref_text_feature, mama_eval_result *out) {
     const mama_config *c = mama_model_config(m);
     int E = c->embed_dim, T = c->context, K, i, k, B = m->max_batch, queued = 0;
@@ -13951,11 +14298,11 @@ MAMA_API mama_status mama_zero_shot(mama_model *m, mama_dataset *d, mama_split s
     int *ids = NULL, *mask = NULL, *owner = NULL;
     char *caption = NULL;
     mama_status s;
-    if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "zero-shot needs a tokenizer");
+    if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "zeroshot needs a tokenizer");
     MAMA_TRY(mama__eval_items(d, split, task, out));
     K = out->K;
     scale = expf(mama__read_scalar(m, m->w.logit_scale));
-#define MAMA__A(p, n) if ((s = mama_alloc((void **)&(p), (n), "zero-shot buffers")) != MAMA_OK) goto done
+#define MAMA__A(p, n) if ((s = mama_alloc((void **)&(p), (n), "zeroshot buffers")) != MAMA_OK) goto done
     MAMA__A(img_emb, sizeof(float) * (size_t)out->n * E);
     MAMA__A(txt_emb, sizeof(float) * (size_t)B * E);
     MAMA__A(ids, sizeof(int) * (size_t)B * T);
@@ -14001,10 +14348,31 @@ done:
 }
 
 /* ---- 11.5 Linear probe (SPEC A.7) -------------------------------------- */
-MAMA_API void mama_probe_opts_default(mama_probe_opts *o) {
+/* The options rule (6.1b) on every field (all of them filled before the
+ * checks), then the checks. */
+static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_probe_opts *o) {
+    mama_probe_opts z;
+    if (in) z = *in; else memset(&z, 0, sizeof z); /* (in may be o) */
+    in = &z;
     memset(o, 0, sizeof *o);
-    o->steps = 8000; o->batch = 32; o->lr = 5e-4f; o->lr_floor = 1e-5f; o->warmup = 100;
-    o->momentum = 0.9f; o->weight_decay = 1e-3f; o->augment = 1; o->seed = 1;
+    o->steps = mama__opt_long(in->steps, MAMA_PROBE_DEFAULT_STEPS);
+    o->batch = mama__opt_int(in->batch, MAMA_PROBE_DEFAULT_BATCH);
+    o->lr = mama__opt_float(in->lr, MAMA_PROBE_DEFAULT_LR);
+    o->lr_floor = mama__opt_float(in->lr_floor, MAMA_PROBE_DEFAULT_LR_FLOOR);
+    o->warmup = mama__opt_long(in->warmup, MAMA_PROBE_DEFAULT_WARMUP);
+    o->momentum = mama__opt_float(in->momentum, MAMA_PROBE_DEFAULT_MOMENTUM);
+    o->weight_decay = mama__opt_float(in->weight_decay, MAMA_PROBE_DEFAULT_WEIGHT_DECAY);
+    o->augment = mama__opt_flag(in->augment, 1);
+    o->seed = in->seed;
+    o->quiet = mama__opt_flag(in->quiet, 0);
+    if (o->steps < 1 || o->batch < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "probe: steps and batch must be >= 1");
+    if (!(o->lr >= 0) || !(o->lr_floor >= 0) || !(o->momentum >= 0) || !(o->weight_decay >= 0))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "probe: lr, lr_floor, momentum and weight_decay must be numbers >= 0");
+    return MAMA_OK;
+}
+
+MAMA_API void mama_probe_opts_default(mama_probe_opts *o) {
+    mama__probe_opts_resolve(NULL, o);
 }
 
 /* One SGD step of the linear classifier (W [K, D], b [K]) on a batch of
@@ -14057,7 +14425,9 @@ static void mama__classifier_probs(const float *W, const float *b, const float *
 }
 
 MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
-                                       const mama_probe_opts *o, mama_split eval_split, mama_eval_result *out) {
+                                       const mama_probe_opts *opts, mama_split eval_split, mama_eval_result *out) {
+    mama_probe_opts ro;          /* the resolved options (section 1's rule) */
+    const mama_probe_opts *o = &ro;
     const mama_config *c = mama_model_config(m);
     mama_eval_result tr;
     int D = c->vision_dim, K = mama_zeroshot_num_classes(task), i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
@@ -14068,6 +14438,7 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
     mama_status s;
     double t0 = mama_time_seconds();
     memset(out, 0, sizeof *out);
+    MAMA_TRY(mama__probe_opts_resolve(opts, &ro));
     MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &tr));
 #define MAMA__A(p, n) if ((s = mama_calloc((void **)&(p), (n), "linear probe")) != MAMA_OK) goto done
     MAMA__A(W, sizeof(float) * (size_t)K * D); MAMA__A(b, sizeof(float) * K);
@@ -14128,8 +14499,11 @@ done:
 }
 
 /* ---- 11.5b Full fine-tuning -------------------------------------------- */
-MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot_task task, const mama_probe_opts *o,
+MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot_task task, const mama_probe_opts *opts,
                                    mama_split eval_split, mama_eval_result *out) {
+    mama_probe_opts ro;          /* the resolved options (section 1's rule) */
+    const mama_probe_opts *o = &ro;
+    mama_status rs = mama__probe_opts_resolve(opts, &ro);
     mama_backend *be = m->be;
     const mama_config *c = mama_model_config(m);
     const mama_param_info *head = mama_model_find_param(m, "img_encoder_q.global_embed.weight");
@@ -14149,6 +14523,7 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     mama_rng rng;
     mama_status s;
     memset(out, 0, sizeof *out);
+    if (rs != MAMA_OK) return rs;
     /* the vision tower's trainable tensors lead the [train] group, up to the global head */
     if (!head || head->group != MAMA_GROUP_TRAIN) return MAMA_FAIL(MAMA_ERR_INVALID, "finetune: unexpected parameter layout");
     n_vis = head->offset;

@@ -17,7 +17,7 @@
  * the text tower is irrelevant to it, so the model is built with a one-layer
  * text tower to keep memory small (the vision tower is the preset's).
  * `weights` loads a real weights file (e.g. the `base` config with a bf16
- * text tower) and times a zero-shot-style text encode (eval mode) and one
+ * text tower) and times a zeroshot-style text encode (eval mode) and one
  * training step (train mode, late losses on, dropout off: the gradient
  * flows through the frozen text weights into LoRA), with load time and
  * the process's peak resident memory after each phase.
@@ -246,7 +246,7 @@ static int mama_bench_weights_main(int argc, char **argv) {
     b.B = B; b.images = images; b.ext_images = ext; b.input_ids = ids; b.attention_mask = mask;
     mama_step_opts_default(&o);
     o.late = 1;
-    o.dropout = 0;
+    o.dropout = MAMA_OFF;
     for (s = 0; s < steps; s++) {
         t0 = mama_time_seconds();
         if (mama_model_step(m, &b, &o, 0, &L) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }

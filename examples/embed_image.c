@@ -14,7 +14,7 @@
 int main(int argc, char **argv) {
     mama_model *model = NULL;
     mama_image img = {0, 0, NULL};
-    mama_augment_opts aug = mama_augment_defaults();
+    mama_augment_opts aug = {0}; /* zero: every default (size set below) */
     const mama_config *c;
     float *pixels, *emb;
     int i;

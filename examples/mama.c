@@ -13,62 +13,123 @@
 #include "../bench/bench_gemm.c"
 #include "../bench/bench_train.c"
 
-static const char *usage =
-    "usage: mama <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  forward --weights W --batch B --out O [--late 0|1]\n"
-    "        one forward + backward in train mode (dropout off); writes embeddings,\n"
-    "        losses and gradients to O (safetensors) for parity checks\n"
-    "  info W.safetensors [--frozen-dtype auto|bf16|f16|f32]\n"
-    "        config, parameter counts per tower and group, dtype and memory per group\n"
-    "  init --out W.safetensors [--config tiny|small|base] [--text-mode full|lora|frozen] [--seed S]\n"
-    "       [--frozen-dtype bf16|f16|f32]\n"
-    "        a freshly initialised model (SPEC A.5) written as safetensors (e.g. for --init / --weights)\n"
-    "  synth --out DIR [--studies 1000] [--size 256] [--seed 1] [--balanced]\n"
-    "        synthetic multi-view mammograms (PNG) and their manifest.csv\n"
-    "  pretrain --manifest M --out CKPT [--config tiny] [--tokenizer DIR] [--steps N] [--batch B]\n"
-    "           [--accum A] [--lr X] [--warmup N] [--late-loss N] [--seed S] [--log CSV]\n"
-    "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n"
-    "           [--frozen-dtype auto|bf16|f16|f32]\n"
-    "        data parallel (build with `make MPI=1`): mpirun -np N build/mama pretrain ... trains on N\n"
-    "        ranks, --batch per rank; [--dp-reference] keeps the reference's per-rank CLIP/SLA losses;\n"
-    "        [--no-overlap] sums the gradients in one blocking all-reduce after the backward instead of\n"
-    "        bucket by bucket during it\n"
-    "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n"
-    "           [--tokenizer DIR] [--ref-text-feature] [--json OUT] [--png PREFIX]\n"
-    "  probe --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--no-augment] [--json OUT]\n"
-    "  demo [--out demo] [--studies 500] [--size 224] [--steps 600] [--batch 16] [--ablation]\n"
-    "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md\n"
-    "  caption --manifest M --row N [--mask P --seed S] [--tokens --vocab DIR]\n"
-    "        the caption of data row N (0-based) exactly as the model sees it\n"
-    "  tokenizer train --manifest M --out DIR [--vocab-size 2042] [--variants 8]\n"
-    "        a byte-level BPE vocabulary from the manifest's captions (+6 special tokens)\n"
-    "  embed --weights W (--manifest M [--split test] [--texts] | --images a.png b.png ...) --out X.npy\n"
-    "  heatmap --weights W --manifest M --row N --out P.png [--tokenizer DIR]\n"
-    "        SLA similarity of each caption sentence with each patch, one panel per sentence\n"
-    "  finetune --weights CKPT --manifest M [--task ...] [--steps 8000] [--batch 32] [--json OUT]\n"
-    "        full fine-tuning: the probe's classifier with the image encoder unfrozen\n"
-    "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n"
-    "  bench train --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n"
-    "              [--peak-tflops X]\n"
-    "  bench encode --config base [--batch 4] [--steps 3]\n"
-    "  bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]\n"
-    "        load W, time a text encode and a training step, print peak memory\n"
-    "  help\n"
-    "\n"
-    "every command also takes --device cpu|cuda[:N] (default cpu; cuda needs `make cuda`)\n"
-    "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n"
-    "--frozen-dtype (info, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the frozen\n"
-    "text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when it is\n"
-    "BF16 or F16, else f32 (f32 for a model created from a preset).  bf16/f16 halve their memory; all\n"
-    "arithmetic stays float32.  Trainable weights are always f32.\n";
+/* The help text.  The numbers it shows come from the library's defaults
+ * (mama_*_opts_default) and the demo's (demo_opts_default), never from a
+ * copy here; print_usage fills them in. */
+#define USAGE_TEXT \
+    "usage: mama <command> [options]\n" \
+    "\n" \
+    "commands:\n" \
+    "  forward --weights W --batch B --out O [--late 0|1]\n" \
+    "        one forward + backward in train mode (dropout off); writes embeddings,\n" \
+    "        losses and gradients to O (safetensors) for parity checks\n" \
+    "  info W.safetensors [--frozen-dtype auto|bf16|f16|f32]\n" \
+    "        config, parameter counts per tower and group, dtype and memory per group\n" \
+    "  init --out W.safetensors [--config tiny|small|base] [--text-mode full|lora|frozen] [--seed S]\n" \
+    "       [--frozen-dtype bf16|f16|f32]\n" \
+    "        a freshly initialised model (SPEC A.5) written as safetensors (e.g. for --init / --weights)\n" \
+    "  synth --out DIR [--studies 1000] [--size 256] [--seed 1] [--balanced]\n" \
+    "        synthetic multi-view mammograms (PNG) and their manifest.csv\n" \
+    "  pretrain --manifest M --out CKPT [--config tiny] [--tokenizer DIR] [--steps N] [--batch B]\n" \
+    "           [--accum A] [--lr X] [--warmup N] [--late-loss N] [--mask P] [--seed S] [--log CSV]\n" \
+    "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n" \
+    "           [--frozen-dtype auto|bf16|f16|f32]\n" \
+    "        defaults (SPEC A.5): --steps %ld --batch %d --accum %d --lr %g --warmup %ld --late-loss %ld\n" \
+    "        --mask %g --seed %llu; 0 means zero (--warmup 0: no warm-up, --clip 0: no clipping)\n" \
+    "        data parallel (build with `make MPI=1`): mpirun -np N build/mama pretrain ... trains on N\n" \
+    "        ranks, --batch per rank; [--dp-reference] keeps the reference's per-rank CLIP/SLA losses;\n" \
+    "        [--no-overlap] sums the gradients in one blocking all-reduce after the backward instead of\n" \
+    "        bucket by bucket during it\n" \
+    "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n" \
+    "           [--tokenizer DIR] [--ref-text-feature] [--json OUT] [--png PREFIX]\n" \
+    "  probe --weights CKPT --manifest M [--task ...] [--steps N] [--batch B] [--no-augment] [--json OUT]\n" \
+    "        defaults (SPEC A.7): --steps %ld --batch %d\n" \
+    "  demo [--out DIR] [--studies N] [--size S] [--steps N] [--batch B] [--probe-steps N] [--lr X] [--seed S]\n" \
+    "       [--ablation]\n" \
+    "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md; defaults:\n" \
+    "        --out %s --studies %d --size %d --steps %d --batch %d --probe-steps %d --lr %g --seed %llu\n" \
+    "  caption --manifest M --row N [--mask P --seed S] [--tokens --vocab DIR]\n" \
+    "        the caption of data row N (0-based) exactly as the model sees it\n" \
+    "  tokenizer train --manifest M --out DIR [--vocab-size 2042] [--variants 8]\n" \
+    "        a byte-level BPE vocabulary from the manifest's captions (+6 special tokens)\n" \
+    "  embed --weights W (--manifest M [--split test] [--texts] | --images a.png b.png ...) --out X.npy\n" \
+    "  heatmap --weights W --manifest M --row N --out P.png [--tokenizer DIR]\n" \
+    "        SLA similarity of each caption sentence with each patch, one panel per sentence\n" \
+    "  finetune --weights CKPT --manifest M [--task ...] [--steps N] [--batch B] [--json OUT]\n" \
+    "        full fine-tuning: the probe's classifier with the image encoder unfrozen (the probe's defaults)\n" \
+    "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n" \
+    "  bench train --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n" \
+    "              [--peak-tflops X]\n" \
+    "  bench encode --config base [--batch 4] [--steps 3]\n" \
+    "  bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]\n" \
+    "        load W, time a text encode and a training step, print peak memory\n" \
+    "  help\n" \
+    "\n" \
+    "every command also takes --device cpu|cuda[:N] (default cpu; cuda needs `make cuda`)\n" \
+    "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n" \
+    "--frozen-dtype (info, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the frozen\n" \
+    "text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when it is\n" \
+    "BF16 or F16, else f32 (f32 for a model created from a preset).  bf16/f16 halve their memory; all\n" \
+    "arithmetic stays float32.  Trainable weights are always f32.\n"
+
+static void print_usage(FILE *f);
 
 static const char *arg_value(int argc, char **argv, const char *key, const char *def) {
     int i;
     for (i = 0; i + 1 < argc; i++)
         if (!strcmp(argv[i], key)) return argv[i + 1];
     return def;
+}
+
+/* Numeric options.  Each leaves *v untouched when `key` is absent and
+ * returns 0 (after a message) when its value is not a number >= 0 (whole
+ * for the integer forms), so that the caller can start from the library's
+ * defaults and reject what it does not understand. */
+static int arg_number(int argc, char **argv, const char *key, int whole, double *v) {
+    const char *s = arg_value(argc, argv, key, NULL);
+    char *end;
+    double x;
+    if (!s) return 1;
+    x = strtod(s, &end);
+    if (end == s || *end || !(x >= 0) || x > 9e15 || (whole && x != (double)(long long)x)) {
+        fprintf(stderr, "mama: %s wants a%s number >= 0 (got '%s')\n", key, whole ? " whole" : "", s);
+        return 0;
+    }
+    *v = x;
+    return 1;
+}
+static int arg_u64(int argc, char **argv, const char *key, uint64_t *v) {
+    const char *s = arg_value(argc, argv, key, NULL);
+    char *end;
+    if (!s) return 1;
+    *v = strtoull(s, &end, 10);
+    if (end == s || *end || s[0] == '-') {
+        fprintf(stderr, "mama: %s wants a whole number >= 0 (got '%s')\n", key, s);
+        return 0;
+    }
+    return 1;
+}
+/* An options-struct field (mama.h section 1): there a zero means "the
+ * default", so a 0 given on the command line becomes MAMA_OFF (zero). */
+static long or_off(long v) { return v ? v : MAMA_OFF; }
+static int opt_long(int argc, char **argv, const char *key, long *v) {
+    double x = (double)*v;
+    if (!arg_number(argc, argv, key, 1, &x)) return 0;
+    if (x != (double)*v) *v = or_off((long)x);
+    return 1;
+}
+static int opt_int(int argc, char **argv, const char *key, int *v) {
+    double x = (double)*v;
+    if (!arg_number(argc, argv, key, 1, &x)) return 0;
+    if (x > 2147483647.0) { fprintf(stderr, "mama: %s is too large\n", key); return 0; }
+    if (x != (double)*v) *v = (int)or_off((long)x);
+    return 1;
+}
+static int opt_float(int argc, char **argv, const char *key, float *v) {
+    double x = (double)*v;
+    if (!arg_number(argc, argv, key, 0, &x)) return 0;
+    if (x != (double)*v) *v = x == 0 ? (float)MAMA_OFF : (float)x;
+    return 1;
 }
 
 static int fail(void) {
@@ -242,7 +303,7 @@ static int cmd_pretrain(int argc, char **argv) {
     mama_pretrain_result r;
     const char *init = arg_value(argc, argv, "--init", NULL);
     int rc = 0, fdt;
-    mama_pretrain_opts_default(&o);
+    mama_pretrain_opts_default(&o); /* the library's defaults, then the options given */
     mama_dataset_opts_default(&dopt);
     dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
     dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
@@ -250,21 +311,21 @@ static int cmd_pretrain(int argc, char **argv) {
     o.checkpoint = arg_value(argc, argv, "--out", NULL);
     if (!dopt.manifest || !o.checkpoint) { fprintf(stderr, "mama pretrain: --manifest and --out are required\n"); return 2; }
     if (mama_config_preset(&cfg, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) return fail();
-    o.steps = atol(arg_value(argc, argv, "--steps", "40000"));
-    o.batch = atoi(arg_value(argc, argv, "--batch", "36"));
-    o.accum = atoi(arg_value(argc, argv, "--accum", "2"));
-    o.lr = (float)atof(arg_value(argc, argv, "--lr", "4e-5"));
-    o.warmup = atol(arg_value(argc, argv, "--warmup", "4000"));
-    o.late_loss = atol(arg_value(argc, argv, "--late-loss", "8000"));
-    o.seed = strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10);
+    if (!opt_long(argc, argv, "--steps", &o.steps) || !opt_int(argc, argv, "--batch", &o.batch) ||
+        !opt_int(argc, argv, "--accum", &o.accum) || !opt_float(argc, argv, "--lr", &o.lr) ||
+        !opt_long(argc, argv, "--warmup", &o.warmup) || !opt_long(argc, argv, "--late-loss", &o.late_loss) ||
+        !arg_u64(argc, argv, "--seed", &o.seed) || !opt_long(argc, argv, "--checkpoint-every", &o.checkpoint_every) ||
+        !opt_float(argc, argv, "--clip", &o.clip_grad) || !opt_float(argc, argv, "--mask", &o.caption_mask_p))
+        return 2;
+    if (o.steps < 1 || o.batch < 1 || o.accum < 1) {
+        fprintf(stderr, "mama pretrain: --steps, --batch and --accum must be >= 1\n");
+        return 2;
+    }
     o.log_csv = arg_value(argc, argv, "--log", NULL);
-    o.checkpoint_every = atol(arg_value(argc, argv, "--checkpoint-every", "0"));
-    o.clip_grad = (float)atof(arg_value(argc, argv, "--clip", "0"));
-    o.caption_mask_p = (float)atof(arg_value(argc, argv, "--mask", "0.8"));
     o.resume = has_flag(argc, argv, "--resume");
-    o.use_mv = !has_flag(argc, argv, "--no-mv");
-    o.use_sym = !has_flag(argc, argv, "--no-sym");
-    o.use_sla = !has_flag(argc, argv, "--no-sla");
+    if (has_flag(argc, argv, "--no-mv")) o.use_mv = MAMA_OFF;
+    if (has_flag(argc, argv, "--no-sym")) o.use_sym = MAMA_OFF;
+    if (has_flag(argc, argv, "--no-sla")) o.use_sla = MAMA_OFF;
     o.no_overlap = has_flag(argc, argv, "--no-overlap");
     if (!frozen_dtype_arg(argc, argv, &fdt)) return 2;
     if (init) {
@@ -274,7 +335,7 @@ static int cmd_pretrain(int argc, char **argv) {
         if (mama_model_create(&m, &cfg, mama_cli_backend(), o.batch, o.seed) != MAMA_OK) return fail();
     }
     if (attach_comm(m) != 0) { mama_model_free(m); return 1; }
-    if (mama_dataset_open(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
+    if (mama_dataset_create(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
     if (g_rank == 0)
         fprintf(stderr, "pretrain: %d train images (%d skipped), %ld steps of %d x %d x %d ranks, %d threads\n",
                 mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
@@ -295,6 +356,18 @@ static int cmd_pretrain(int argc, char **argv) {
 }
 
 #include "mama_demo.c"
+
+static void print_usage(FILE *f) {
+    mama_pretrain_opts po;
+    mama_probe_opts pr;
+    demo_opts dm;
+    mama_pretrain_opts_default(&po);
+    mama_probe_opts_default(&pr);
+    demo_opts_default(&dm);
+    fprintf(f, USAGE_TEXT, po.steps, po.batch, po.accum, (double)po.lr, po.warmup, po.late_loss,
+            (double)po.caption_mask_p, (unsigned long long)po.seed, pr.steps, pr.batch, dm.out, dm.studies, dm.size,
+            dm.steps, dm.batch, dm.probe_steps, (double)dm.lr, (unsigned long long)dm.seed);
+}
 
 static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
     if (!strcmp(name, "all")) { tasks[0] = MAMA_ZEROSHOT_BIRADS; tasks[1] = MAMA_ZEROSHOT_DENSITY; tasks[2] = MAMA_ZEROSHOT_CANCER; return 3; }
@@ -321,7 +394,7 @@ static int open_eval(int argc, char **argv, mama_model **m, mama_dataset **d) {
     dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
     if (!w || !dopt.manifest) { fprintf(stderr, "mama: --weights and --manifest are required\n"); return 2; }
     if (load_model(argc, argv, m, w, atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
-    if (mama_dataset_open(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
+    if (mama_dataset_create(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
     return 0;
 }
 
@@ -332,7 +405,7 @@ static int write_json(const char *path, mama_buf *b) {
     return 0;
 }
 
-/* probe: 0 zero-shot, 1 linear probe, 2 full fine-tuning */
+/* probe: 0 zeroshot, 1 linear probe, 2 full fine-tuning */
 static int cmd_eval(int argc, char **argv, int probe) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
@@ -353,16 +426,18 @@ static int cmd_eval(int argc, char **argv, int probe) {
         char title[128];
         if (probe) {
             mama_probe_opts po;
-            mama_probe_opts_default(&po);
-            po.steps = atol(arg_value(argc, argv, "--steps", "8000"));
-            po.batch = atoi(arg_value(argc, argv, "--batch", "32"));
-            po.augment = !has_flag(argc, argv, "--no-augment");
+            mama_probe_opts_default(&po); /* the library's defaults, then the options given */
+            if (!opt_long(argc, argv, "--steps", &po.steps) || !opt_int(argc, argv, "--batch", &po.batch)) {
+                rc = 2;
+                break;
+            }
+            if (has_flag(argc, argv, "--no-augment")) po.augment = MAMA_OFF;
             s = probe == 2 ? mama_finetune(m, d, tasks[i], &po, split, &r) : mama_linear_probe(m, d, tasks[i], &po, split, &r);
         } else {
-            s = mama_zero_shot(m, d, split, tasks[i], has_flag(argc, argv, "--ref-text-feature"), &r);
+            s = mama_zeroshot(m, d, split, tasks[i], has_flag(argc, argv, "--ref-text-feature"), &r);
         }
         if (s != MAMA_OK) { rc = fail(); break; }
-        snprintf(title, sizeof title, "%s %s on %s", probe == 2 ? "fine-tuning" : probe ? "linear probe" : "zero-shot",
+        snprintf(title, sizeof title, "%s %s on %s", probe == 2 ? "fine-tuning" : probe ? "linear probe" : "zeroshot",
                  mama_task_name(tasks[i]),
                  mama_split_name(split));
         if (g_rank == 0) mama_metrics_print(&r.metrics, title, stdout);
@@ -468,7 +543,7 @@ static int cmd_embed(int argc, char **argv) {
     for (i = 0; i < argc; i++) if (!strcmp(argv[i], "--images")) first_image = i + 1;
     if (!out || !w) { fprintf(stderr, "mama embed: --weights and --out are required\n"); return 2; }
     if (first_image > 0) {
-        mama_augment_opts aug = mama_augment_defaults();
+        mama_augment_opts aug = {0}; /* every default; the model's size below */
         float *px;
         int n = 0;
         while (first_image + n < argc && strncmp(argv[first_image + n], "--", 2)) n++;
@@ -543,7 +618,8 @@ static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "train")) return mama_bench_train_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "encode")) return mama_bench_encode_main(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "weights")) return mama_bench_weights_main(argc - 1, argv + 1);
-    fprintf(stderr, "mama bench: expected gemm, train, encode or weights\n%s", usage);
+    fprintf(stderr, "mama bench: expected gemm, train, encode or weights\n");
+    print_usage(stderr);
     return 2;
 }
 
@@ -591,8 +667,9 @@ static int run_command(int argc, char **argv) {
     if (!strcmp(cmd, "zeroshot")) return cmd_eval(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "probe")) return cmd_eval(argc - 2, argv + 2, 1);
     if (!strcmp(cmd, "finetune")) return cmd_eval(argc - 2, argv + 2, 2);
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { fputs(usage, stdout); return 0; }
-    fprintf(stderr, "mama: unknown command '%s'\n%s", cmd, usage);
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { print_usage(stdout); return 0; }
+    fprintf(stderr, "mama: unknown command '%s'\n", cmd);
+    print_usage(stderr);
     return 2;
 }
 

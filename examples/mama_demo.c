@@ -3,8 +3,8 @@
  *
  *   1. generate a synthetic multi-view set (mama_synth_write)
  *   2. pretrain the tiny model with all four losses (mama_pretrain)
- *   3. zero-shot and linear-probe evaluation for density and BI-RADS on the
- *      held-out test split (mama_zero_shot, mama_linear_probe), retrieval
+ *   3. zeroshot and linear-probe evaluation for density and BI-RADS on the
+ *      held-out test split (mama_zeroshot, mama_linear_probe), retrieval
  *   4. plots (loss curves, confusion matrices, an SLA heatmap) and
  *      OUT/REPORT.md
  *
@@ -22,6 +22,19 @@ typedef struct demo_opts {
     float lr;
     uint64_t seed;
 } demo_opts;
+
+/* The demo's own defaults (a budget for 2 CPU cores, not the paper's), in
+ * this one place: `mama help` prints them from here. */
+static void demo_opts_default(demo_opts *o) {
+    o->out = "demo";
+    o->studies = 500;
+    o->size = 224;
+    o->steps = 600;
+    o->batch = 16;
+    o->probe_steps = 1000;
+    o->lr = 5e-4f;
+    o->seed = 1;
+}
 
 typedef struct demo_scores {
     mama_metrics zs[2], lp[2];   /* [density, birads] */
@@ -94,11 +107,12 @@ static int demo_run(const demo_opts *o, const char *manifest, const char *tag, i
     dopt.manifest = manifest;
     dopt.tokenizer = "weights/tiny_vocab";
     if (mama_model_create(&m, &cfg, mama_cli_backend(), o->batch, o->seed) != MAMA_OK) return fail();
-    if (mama_dataset_open(&d, &dopt, &cfg) != MAMA_OK) { mama_model_free(m); return fail(); }
+    if (mama_dataset_create(&d, &dopt, &cfg) != MAMA_OK) { mama_model_free(m); return fail(); }
     mama_pretrain_opts_default(&po);
+    /* options fields: 0 means the library default, MAMA_OFF zero / off */
     po.steps = o->steps; po.batch = o->batch; po.accum = 1;
-    po.lr = o->lr; po.warmup = o->steps / 10; po.late_loss = o->steps / 3;
-    po.use_mv = use_mv; po.use_sym = use_sym; po.use_sla = use_sla;
+    po.lr = o->lr; po.warmup = or_off(o->steps / 10); po.late_loss = or_off(o->steps / 3);
+    po.use_mv = use_mv ? 1 : MAMA_OFF; po.use_sym = use_sym ? 1 : MAMA_OFF; po.use_sla = use_sla ? 1 : MAMA_OFF;
     po.seed = o->seed;
     snprintf(ckpt, sizeof ckpt, "%s/%s.safetensors", o->out, tag);
     snprintf(logp, sizeof logp, "%s/%s_log.csv", o->out, tag);
@@ -109,9 +123,9 @@ static int demo_run(const demo_opts *o, const char *manifest, const char *tag, i
     if (mama_pretrain(m, d, &po, &sc->train) != MAMA_OK) goto fail;
     for (t = 0; t < 2; t++) {
         mama_eval_result r;
-        if (mama_zero_shot(m, d, MAMA_SPLIT_TEST, demo_tasks[t], 0, &r) != MAMA_OK) goto fail;
+        if (mama_zeroshot(m, d, MAMA_SPLIT_TEST, demo_tasks[t], 0, &r) != MAMA_OK) goto fail;
         sc->zs[t] = r.metrics;
-        snprintf(title, sizeof title, "zero-shot %s (%s)", mama_task_name(demo_tasks[t]), tag);
+        snprintf(title, sizeof title, "zeroshot %s (%s)", mama_task_name(demo_tasks[t]), tag);
         mama_metrics_print(&r.metrics, title, stderr);
         if (plots) {
             snprintf(png, sizeof png, "%s/confusion_zeroshot_%s.png", o->out, mama_task_name(demo_tasks[t]));
@@ -119,7 +133,7 @@ static int demo_run(const demo_opts *o, const char *manifest, const char *tag, i
         }
         mama_eval_result_free(&r);
         mama_probe_opts_default(&pr);
-        pr.steps = o->probe_steps; pr.augment = 0; pr.warmup = o->probe_steps / 20; pr.quiet = 1;
+        pr.steps = o->probe_steps; pr.augment = MAMA_OFF; pr.warmup = or_off(o->probe_steps / 20); pr.quiet = 1;
         if (mama_linear_probe(m, d, demo_tasks[t], &pr, MAMA_SPLIT_TEST, &r) != MAMA_OK) goto fail;
         sc->lp[t] = r.metrics;
         snprintf(title, sizeof title, "linear probe %s (%s)", mama_task_name(demo_tasks[t]), tag);
@@ -223,14 +237,17 @@ static int mama_demo_main(int argc, char **argv) {
     const mama_manifest *man;
     int ablation = has_flag(argc, argv, "--ablation"), t;
     double t0 = mama_time_seconds();
-    o.out = arg_value(argc, argv, "--out", "demo");
-    o.studies = atoi(arg_value(argc, argv, "--studies", "500"));
-    o.size = atoi(arg_value(argc, argv, "--size", "224"));
-    o.steps = atoi(arg_value(argc, argv, "--steps", "600"));
-    o.batch = atoi(arg_value(argc, argv, "--batch", "16"));
-    o.probe_steps = atoi(arg_value(argc, argv, "--probe-steps", "1000"));
-    o.lr = (float)atof(arg_value(argc, argv, "--lr", "5e-4"));
-    o.seed = strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10);
+    demo_opts_default(&o);
+    o.out = arg_value(argc, argv, "--out", o.out);
+    if (!opt_int(argc, argv, "--studies", &o.studies) || !opt_int(argc, argv, "--size", &o.size) ||
+        !opt_int(argc, argv, "--steps", &o.steps) || !opt_int(argc, argv, "--batch", &o.batch) ||
+        !opt_int(argc, argv, "--probe-steps", &o.probe_steps) || !opt_float(argc, argv, "--lr", &o.lr) ||
+        !arg_u64(argc, argv, "--seed", &o.seed))
+        return 2;
+    if (o.studies < 1 || o.size < 1 || o.steps < 1 || o.batch < 1 || o.probe_steps < 1 || !(o.lr > 0)) {
+        fprintf(stderr, "mama demo: --studies, --size, --steps, --batch, --probe-steps and --lr must be > 0\n");
+        return 2;
+    }
     mkdir(o.out, 0755);
     demo_path(manifest, sizeof manifest, o.out, "data/manifest.csv");
     {
@@ -268,7 +285,7 @@ static int mama_demo_main(int argc, char **argv) {
         fprintf(rep, "| task | method | n | accuracy | balanced accuracy | chance | AUC |\n|---|---|---|---|---|---|---|\n");
         for (t = 0; t < 2; t++) {
             int K = t == 0 ? 4 : 7;
-            fprintf(rep, "| %s | zero-shot | %d | %.3f | %.3f | %.3f | %.3f |\n", mama_task_name(demo_tasks[t]),
+            fprintf(rep, "| %s | zeroshot | %d | %.3f | %.3f | %.3f | %.3f |\n", mama_task_name(demo_tasks[t]),
                     main_scores.zs[t].n, main_scores.zs[t].accuracy, main_scores.zs[t].balanced_accuracy, 1.0 / K,
                     main_scores.zs[t].auc);
             fprintf(rep, "| %s | linear probe | %d | %.3f | %.3f | %.3f | %.3f |\n", mama_task_name(demo_tasks[t]),
@@ -283,8 +300,8 @@ static int mama_demo_main(int argc, char **argv) {
                      "bounded well below 1).\n\n", main_scores.ret.n, main_scores.ret.i2t[0], main_scores.ret.i2t[1],
                 main_scores.ret.i2t[2], main_scores.ret.t2i[0], main_scores.ret.t2i[1], main_scores.ret.t2i[2]);
         fprintf(rep, "Confusion matrices (rows: true class, columns: predicted):\n\n"
-                     "![zero-shot density](confusion_zeroshot_density.png) ![probe density](confusion_probe_density.png)\n\n"
-                     "![zero-shot birads](confusion_zeroshot_birads.png) ![probe birads](confusion_probe_birads.png)\n\n");
+                     "![zeroshot density](confusion_zeroshot_density.png) ![probe density](confusion_probe_density.png)\n\n"
+                     "![zeroshot birads](confusion_zeroshot_birads.png) ![probe birads](confusion_probe_birads.png)\n\n");
         fprintf(rep, "## Symmetric local alignment\n\nSimilarity between each sentence of the caption and each patch "
                      "(local embeddings) for one test image: %s\n\n![heatmap](heatmap.png)\n\n", heat_caption);
         fprintf(rep, "## What this demo can and cannot show\n\nThe synthetic generator draws density as the fraction of "
@@ -313,7 +330,7 @@ static int mama_demo_main(int argc, char **argv) {
         if (!rep) { fprintf(stderr, "demo: cannot append to %s\n", path); return 1; }
         fprintf(rep, "\n## Ablation (same budget: %d steps of %d, seed %llu)\n\n", o.steps, o.batch,
                 (unsigned long long)o.seed);
-        fprintf(rep, "Balanced accuracy (bACC) and AUC on the test split; ZS = zero-shot, LP = linear probe.\n\n");
+        fprintf(rep, "Balanced accuracy (bACC) and AUC on the test split; ZS = zeroshot, LP = linear probe.\n\n");
         fprintf(rep, "| variant | density ZS bACC | density ZS AUC | density LP bACC | density LP AUC | BI-RADS ZS bACC "
                      "| BI-RADS ZS AUC | BI-RADS LP bACC | BI-RADS LP AUC |\n|---|---|---|---|---|---|---|---|---|\n");
         for (v = 0; v < 4; v++) demo_row(rep, names[v], &s[v]);

@@ -13,9 +13,9 @@ int main(int argc, char **argv) {
     mama_config cfg;
     mama_model *model = NULL;
     mama_dataset *data = NULL;
-    mama_dataset_opts dopt;
+    mama_dataset_opts dopt = {0}; /* options structs: zero = every default */
     mama_adamw opt;
-    mama_step_opts so;
+    mama_step_opts so = {0};
     mama_losses L;
     mama_batch batch;
     mama_rng rng;
@@ -26,11 +26,10 @@ int main(int argc, char **argv) {
     int *ids, *mask;
     if (argc != 3) { fprintf(stderr, "usage: %s manifest.csv tokenizer_dir\n", argv[0]); return 2; }
     mama_config_preset(&cfg, "tiny");
-    mama_dataset_opts_default(&dopt);
     dopt.manifest = argv[1];
     dopt.tokenizer = argv[2];
     if (mama_model_create(&model, &cfg, mama_cpu_backend(), B, 1) != MAMA_OK ||
-        mama_dataset_open(&data, &dopt, &cfg) != MAMA_OK || mama_adamw_init(&opt, model, 0.1f) != MAMA_OK) {
+        mama_dataset_create(&data, &dopt, &cfg) != MAMA_OK || mama_adamw_init(&opt, model, 0.1f) != MAMA_OK) {
         fprintf(stderr, "error: %s\n", mama_last_error());
         return 1;
     }
@@ -41,7 +40,6 @@ int main(int argc, char **argv) {
     ids = (int *)malloc(sizeof(int) * cfg.context * B);
     mask = (int *)malloc(sizeof(int) * cfg.context * B);
     mama_rng_seed(&rng, 1);
-    mama_step_opts_default(&so);
     so.late = 1; /* all four losses from the start; ext = a second augmentation */
     for (step = 0; step < steps; step++) {
         for (i = 0; i < B; i++) {

@@ -203,7 +203,7 @@ static void model_case(mama_text_mode mode, int dt, const char *path) {
     /* one full training step (late losses on, dropout off): every gradient */
     mama_step_opts_default(&o);
     o.late = 1;
-    o.dropout = 0;
+    o.dropout = MAMA_OFF;
     mama_model_step(h, &bd.b, &o, 0, &lh);
     mama_model_step(f, &bd.b, &o, 0, &lf);
     ng = mama_model_numel(h, MAMA_GROUP_TRAIN) + mama_model_numel(h, MAMA_GROUP_LATE);
@@ -279,7 +279,7 @@ static void file_tests(void) {
         int i;
         memset(&src, 0, sizeof src);
         mama_st_open(&src, p16);
-        mama_st_writer_init(&w);
+        mama_st_writer_create(&w);
         mama_st_writer_meta(w, "mama_config", mama_st_meta(&src, "mama_config"));
         for (i = 0; i < src.count; i++) {
             const mama_st_tensor *t = &src.tensors[i];

@@ -409,7 +409,7 @@ static void test_st_roundtrip(const char *keep_path) {
     for (k = 0; k < 6; k++) { f16[k] = mama_f32_to_f16(f32[k]); bf16[k] = mama_f32_to_bf16(f32[k]); }
     snprintf(path, sizeof path, "%s", keep_path ? keep_path : "");
     if (!keep_path) snprintf(path, sizeof path, "%s/rt.safetensors", tmpdir);
-    s = mama_st_writer_init(&w);
+    s = mama_st_writer_create(&w);
     if (s == MAMA_OK) s = mama_st_writer_add(w, "w.f32", MAMA_F32, 2, sh23, f32);
     if (s == MAMA_OK) s = mama_st_writer_add(w, "w.f16", MAMA_F16, 2, sh23, f16);
     if (s == MAMA_OK) s = mama_st_writer_add(w, "w.bf16", MAMA_BF16, 3, sh211, bf16); /* 2 elements only? no: 2*1*1 */
@@ -493,7 +493,7 @@ static void test_st_roundtrip(const char *keep_path) {
         mama_buf b = {NULL, 0, 0};
         unsigned char *file;
         size_t n;
-        mama_st_writer_init(&w2);
+        mama_st_writer_create(&w2);
         mama_st_writer_add(w2, "a", MAMA_F32, 2, sh23, f32);
         mama_st_writer_add(w2, "b", MAMA_U8, 1, sh3, u8);
         mama_st_writer_meta(w2, "k", "v");
@@ -591,7 +591,7 @@ static void test_st_malformed(void) {
         mama_status s;
         memset(x, 0, sizeof x);
         snprintf(path, sizeof path, "%s/trunc.safetensors", tmpdir);
-        mama_st_writer_init(&w);
+        mama_st_writer_create(&w);
         mama_st_writer_add(w, "vision.weight", MAMA_F32, 1, sh, x);
         mama_st_writer_write(w, path);
         mama_st_writer_free(w);
@@ -615,7 +615,7 @@ static void test_st_malformed(void) {
         size_t cut;
         int bad = 0;
         long before;
-        mama_st_writer_init(&w);
+        mama_st_writer_create(&w);
         mama_st_writer_add(w, "x", MAMA_F32, 1, sh, x);
         mama_st_writer_meta(w, "m", "v");
         mama_st_writer_serialize(w, &b);
@@ -645,7 +645,7 @@ static void test_st_large_half(void) {
     int bad = 0;
     sh[0] = (int64_t)n;
     for (k = 0; k < n; k++) { h[k] = (uint16_t)(k * 2654435761u >> 7); bf[k] = (uint16_t)(k * 40503u); }
-    mama_st_writer_init(&w);
+    mama_st_writer_create(&w);
     mama_st_writer_add(w, "h", MAMA_F16, 1, sh, h);
     mama_st_writer_add(w, "b", MAMA_BF16, 1, sh, bf);
     mama_st_writer_serialize(w, &b);
@@ -671,7 +671,7 @@ static void test_st_alloc_failures(void) {
     float x[6] = {1, 2, 3, 4, 5, 6};
     int64_t sh[2] = {2, 3};
     long k, leaks = 0, wrong = 0, n = 0;
-    mama_st_writer_init(&w);
+    mama_st_writer_create(&w);
     mama_st_writer_add(w, "x", MAMA_F32, 2, sh, x);
     mama_st_writer_add(w, "y", MAMA_BF16, 1, sh, x);
     mama_st_writer_meta(w, "m", "v");
@@ -696,7 +696,7 @@ static void test_st_alloc_failures(void) {
         mama_status s;
         w = NULL;
         test_alloc_countdown = k;
-        s = mama_st_writer_init(&w);
+        s = mama_st_writer_create(&w);
         if (s == MAMA_OK) s = mama_st_writer_add(w, "x", MAMA_F32, 2, sh, x);
         if (s == MAMA_OK) s = mama_st_writer_meta(w, "m", "v");
         if (s == MAMA_OK) s = mama_st_writer_serialize(w, &out);

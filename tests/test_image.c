@@ -433,12 +433,13 @@ static void test_tensor_and_rrc(void) {
 
 static void test_pipeline(void) {
     mama_image im, lb = {0, 0, NULL}, crop = {0, 0, NULL}, st = {0, 0, NULL};
-    mama_augment_opts o = mama_augment_defaults();
+    mama_augment_opts o;
     float *a, *b;
     int x, y, box[4], ok, S = 32, i;
     double worst = 0;
     mama_rng r1, r2;
     /* defaults are A.5's */
+    mama_augment_opts_default(&o);
     ok = o.size == 518 && o.rrc_scale[0] == 0.1f && o.rrc_ratio[1] == 4.0f / 3.0f && o.hflip_p == 0.5f &&
          o.jitter_p == 0.8f && o.brightness[0] == 0.2f && o.contrast[1] == 1.8f && o.blur_p == 0.4f &&
          o.blur_kernel == 7 && o.blur_sigma[1] == 2.0f && o.mean == 0.5f && o.rrc_attempts == 10;
@@ -471,12 +472,12 @@ static void test_pipeline(void) {
          memcmp(a, b, sizeof(float) * S * S) == 0;
     test_report(ok, "pipeline_train_deterministic", "same seed, same tensor (1 channel)");
     /* with every random step off, train == eval */
-    o.rrc = 0; o.hflip_p = 0; o.vflip_p = 0; o.jitter = 0; o.blur = 0;
+    o.rrc = MAMA_OFF; o.hflip_p = MAMA_OFF; o.vflip_p = MAMA_OFF; o.jitter = MAMA_OFF; o.blur = MAMA_OFF;
     ok = mama_image_pipeline(&im, &o, 1, &r1, 3, a) == MAMA_OK && mama_image_pipeline(&im, &o, 0, NULL, 3, b) == MAMA_OK &&
          memcmp(a, b, sizeof(float) * 3 * S * S) == 0;
     test_report(ok, "pipeline_train_no_aug_equals_eval", "all random steps disabled");
     /* train at full defaults runs and stays in [-1, 1] */
-    o = mama_augment_defaults();
+    mama_augment_opts_default(&o);
     {
         float *c = (float *)malloc(sizeof(float) * 518 * 518);
         float lo = 9, hi = -9;
@@ -796,13 +797,14 @@ static void test_synth_write(void) {
 
 static void test_alloc_failures(void) {
     mama_image im = mk(50, 30, NULL), out = {0, 0, NULL};
-    mama_augment_opts o = mama_augment_defaults();
+    mama_augment_opts o;
     float *buf = (float *)malloc(sizeof(float) * 3 * 40 * 40);
     mama_rng r;
     long k, live0;
     int crashes = 0, fails = 0;
     int i;
     for (i = 0; i < 50 * 30; i++) im.pix[i] = (uint8_t)((i % 50 > 10 && i % 50 < 40) ? 150 : 5);
+    mama_augment_opts_default(&o);
     o.size = 40;
     live0 = test_live_allocs;
     for (k = 0; k < 40; k++) {

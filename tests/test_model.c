@@ -85,7 +85,7 @@ static double loss_now(mama_model *m, const mama_batch *b, int late) {
     mama_step_opts o;
     mama_losses L;
     mama_step_opts_default(&o);
-    o.late = late; o.dropout = 0;
+    o.late = late; o.dropout = MAMA_OFF;
     if (mama__step(m, b, &o, 0, 0, &L) != MAMA_OK) return NAN;
     return L.loss;
 }
@@ -125,7 +125,7 @@ static void finite_differences(const char *name) {
     mama_st_close(&st);
     b.B = B; b.images = images; b.ext_images = ext; b.input_ids = ids; b.attention_mask = mask;
     mama_step_opts_default(&o);
-    o.late = 1; o.dropout = 0;
+    o.late = 1; o.dropout = MAMA_OFF;
     mama_model_step(m, &b, &o, 0, &L);
     grads = m->grads;
     params = m->params;
@@ -226,7 +226,7 @@ static void grad_checkpoint(void) {
     mama_st_close(&st);
     bt.B = B; bt.images = images; bt.ext_images = ext; bt.input_ids = ids; bt.attention_mask = mask;
     mama_step_opts_default(&o);
-    o.late = 1; o.dropout = 0;
+    o.late = 1; o.dropout = MAMA_OFF;
     mama_model_step(a, &bt, &o, 0, &la);
     mama_model_step(b, &bt, &o, 0, &lb);
     n = mama_model_numel(a, MAMA_GROUP_TRAIN) + mama_model_numel(a, MAMA_GROUP_LATE);

@@ -12,7 +12,7 @@
  *   one process of 2B: every logged loss and the final weights;
  * - a checkpoint written by 2 ranks resumes on 1 and vice versa, ending
  *   where the uninterrupted single-process run ends;
- * - sharded feature extraction (probe / zero-shot) and data-parallel
+ * - sharded feature extraction (probe / zeroshot) and data-parallel
  *   fine-tuning equal one process;
  * - the gradient sum overlapped with the backward (bucket all-reduces
  *   started at the hook points) gives the bits of the blocking all-reduce,
@@ -110,7 +110,7 @@ static void test_step(mama_dataset *d) {
     ng = mama_model_numel(ref, MAMA_GROUP_TRAIN) + mama_model_numel(ref, MAMA_GROUP_LATE);
     nbuf = mama_model_numel(ref, MAMA_GROUP_BUFFER);
     mama_step_opts_default(&so);
-    so.late = 1; so.dropout = 0;
+    so.late = 1; so.dropout = MAMA_OFF;
     /* one process, batch 2B */
     bt.B = 2 * NB; bt.images = img; bt.ext_images = ext; bt.input_ids = ids; bt.attention_mask = mask;
     if (mama_model_step(ref, &bt, &so, 0, &Lr) != MAMA_OK) { report(0, "dp_step", "reference: %s", mama_last_error()); goto done; }
@@ -520,7 +520,7 @@ static void test_overlap_step(mama_dataset *d) {
         config(&c);
         c.text_mode = cases[k].mode;
         mama_step_opts_default(&so);
-        so.late = cases[k].late; so.dropout = 0;
+        so.late = cases[k].late; so.dropout = MAMA_OFF;
         bt.B = NB; bt.images = img + px * NB * rank_; bt.ext_images = ext + px * NB * rank_;
         bt.input_ids = ids + (size_t)T * NB * rank_; bt.attention_mask = mask + (size_t)T * NB * rank_;
         if (mama_model_create(&ov, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
@@ -593,7 +593,7 @@ static void test_reference_bn(mama_dataset *d) {
     expect = (float *)malloc(sizeof(float) * nbuf); t = (float *)malloc(sizeof(float) * nbuf);
     /* one step on each rank's own half: per-rank BatchNorm statistics drift apart */
     mama_step_opts_default(&so);
-    so.late = 1; so.dropout = 0;
+    so.late = 1; so.dropout = MAMA_OFF;
     bt.B = NB; bt.images = img + px * NB * rank_; bt.ext_images = ext + px * NB * rank_;
     bt.input_ids = ids + (size_t)T * NB * rank_; bt.attention_mask = mask + (size_t)T * NB * rank_;
     if (mama_model_step(m, &bt, &so, 0, &L) != MAMA_OK || mama_model_allreduce_grads(m) != MAMA_OK) {
@@ -727,7 +727,7 @@ int main(void) {
     mama_dataset_opts_default(&o);
     o.manifest = DIR "/manifest.csv";
     o.tokenizer = "weights/tiny_vocab";
-    if (mama_dataset_open(&d, &o, &c) != MAMA_OK) { printf("FAIL dataset: %s\n", mama_last_error()); mama_comm_free(world); return 1; }
+    if (mama_dataset_create(&d, &o, &c) != MAMA_OK) { printf("FAIL dataset: %s\n", mama_last_error()); mama_comm_free(world); return 1; }
     test_step(d);
     test_overlap_step(d);
     test_pretrain(d);

@@ -47,7 +47,7 @@ static void t_free(void *p) {
 /* ---------------------------------------------------------------------------
  * The deterministic caption corpus behind weights/tiny_vocab and the
  * fixtures: random EMBED-like metadata (seeded mama_rng) -> A.6 captions,
- * odd ones masked as in training (A.5, p = 0.8), plus every zero-shot
+ * odd ones masked as in training (A.5, p = 0.8), plus every zeroshot
  * caption (A.7) of every 50th image.  Changing anything here changes the
  * shipped vocabulary (the test then fails until it is regenerated).
  * ------------------------------------------------------------------------- */
@@ -108,7 +108,7 @@ static void corpus_random_fields(mama_rng *r, mama_caption_fields *f) {
 }
 
 /* The corpus: n_captions captions (odd ones masked with p = 0.8), then the
- * 13 zero-shot captions of every 50th image.  Returns an array of
+ * 13 zeroshot captions of every 50th image.  Returns an array of
  * mama_alloc'ed strings (free with corpus_free), NULL on failure. */
 static char **corpus_make(int n_captions, int *count) {
     mama_rng r;
@@ -960,7 +960,7 @@ static int emit_corpus(const char *path) {
 }
 
 /* Captions for the id fixtures: the SPEC example (as is, masked, in
- * tokenizer-input form), the zero-shot sets of it and random captions. */
+ * tokenizer-input form), the zeroshot sets of it and random captions. */
 static int emit_captions(const char *path) {
     FILE *f = fopen(path, "wb");
     mama_caption_fields fe, m;

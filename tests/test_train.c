@@ -151,7 +151,7 @@ int main(void) {
     mama_dataset_opts_default(&o);
     o.manifest = DIR "/manifest.csv";
     o.tokenizer = "weights/tiny_vocab";
-    if (mama_dataset_open(&d, &o, &c) != MAMA_OK) { printf("FAIL dataset: %s\n", mama_last_error()); return 1; }
+    if (mama_dataset_create(&d, &o, &c) != MAMA_OK) { printf("FAIL dataset: %s\n", mama_last_error()); return 1; }
     test_metrics();
     test_resume(d);
     test_nonfinite(d);

@@ -113,7 +113,7 @@ static mama_status write_features(const features *f, const char *out) {
     mama_st_writer *w = NULL;
     mama_status s;
     int64_t sh[3];
-    MAMA_TRY(mama_st_writer_init(&w));
+    MAMA_TRY(mama_st_writer_create(&w));
     s = MAMA_OK;
     if (f->has_img) {
         sh[0] = f->B; sh[1] = f->T; sh[2] = f->D;

@@ -8,7 +8,7 @@ laterality (L/R), view (CC, MLO, ...), age, cancer (0/1), density (A-D -> 1-4), 
 (0/1/2 -> letters A/N/B when present).  Each image's path is --pattern (default
 "{patient_id}/{image_id}.png", the layout tools/dicom_to_png.py writes for the RSNA DICOM
 tree) under --image-dir.  The study is the patient (RSNA has one screening exam per
-patient), the procedure "unknown" (the zero-shot cancer captions of SPEC A.7 need no
+patient), the procedure "unknown" (the zeroshot cancer captions of SPEC A.7 need no
 metadata), the image type "2D".  --views CC,MLO keeps only those views.
 """
 import argparse

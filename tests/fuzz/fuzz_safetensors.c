@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size) memcpy(copy, data, size);
     if (mama_st_open_memory(&st, copy, size, "fuzz.safetensors") == MAMA_OK) {
         mama_st_writer *w = NULL;
-        mama_st_writer_init(&w);
+        mama_st_writer_create(&w);
         for (k = 0; k < st.count; k++) {
             const mama_st_tensor *t = &st.tensors[k];
             size_t n = t->numel ? t->numel : 1;

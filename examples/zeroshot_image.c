@@ -1,6 +1,6 @@
-/* examples/zero_shot_image.c - classify one image against given texts.
+/* examples/zeroshot_image.c - classify one image against given texts.
  *
- *   ./zero_shot_image model.safetensors tokenizer_dir image.png "text 1" "text 2" ...
+ *   ./zeroshot_image model.safetensors tokenizer_dir image.png "text 1" "text 2" ...
  *
  * Each text is encoded like a training caption (bos + text with '.'/';'
  * as separators + eos); the scores are exp(logit_scale) * cosine, turned
@@ -15,7 +15,7 @@ int main(int argc, char **argv) {
     mama_model *model = NULL;
     mama_tokenizer *tok = NULL;
     mama_image img = {0, 0, NULL};
-    mama_augment_opts aug = mama_augment_defaults();
+    mama_augment_opts aug = {0}; /* zero: every default (size set below) */
     const mama_config *c;
     float *pixels, *img_emb, *txt_emb, best = -1e30f, sum = 0, scores[16], scale;
     int *ids, *mask, n = argc - 4, i, e;
