@@ -12,10 +12,16 @@
  * 2. One whole `tiny` training step with the four losses (late on), the same
  *    weights (same seed) and batch on both backends: every gradient tensor,
  *    the BatchNorm running statistics and the five loss values.  Error of a
- *    tensor: max|g_cpu - g_ref| / max(max|g_ref|, 1e-6 * G), G the largest
- *    |g_ref| of the whole model (the floor only matters for tensors whose
- *    gradient is zero by construction, e.g. a bias before a BatchNorm, where
- *    both sides hold rounding noise).  Bar 1e-4. */
+ *    tensor: max|g_cpu - g_ref| / max|g_ref|.  Bar: 1e-4, or twice the
+ *    tensor's float32 noise where that is larger.  The noise is measured, not
+ *    assumed: a third run, the CPU backend with the portable GEMM kernel and
+ *    the tile attention schedule (other summation orders, no FMA), and the
+ *    noise = max|g_cpu - g_cpu2| / max|g_ref|.  A bug in a CPU kernel that
+ *    both CPU runs share shows in the reference error and not in the noise.
+ *    Tensors above 1e-4 are listed: at this random initialisation, with
+ *    white-noise images, the vision tower's gradients carry ~1e-4 of float32
+ *    noise, and biases before a BatchNorm have a zero gradient by
+ *    construction (both sides hold pure rounding there). */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #include "test_util.h"
