@@ -5263,6 +5263,775 @@ MAMA_API void mama_backend_free(mama_backend *be) {
     if (be && be->destroy) be->destroy(be);
 }
 
+/* ===== 3.6 The reference backend: every op as the plainest correct C =====
+ *
+ * The same table as the CPU backend (sections 3.1-3.5), written a second
+ * time for reading and for checking: scalar loops in the order the math is
+ * written, no SIMD, no threads, no blocking, no scratch memory; sums and
+ * dot products are accumulated in double wherever one local holds them.  Each forward sits directly above its
+ * backward with the math in a comment (as llm.c's train_gpt2.c does), so
+ * this block is the shortest complete statement of what every kernel of the
+ * library computes; start reading the method here (README "A tour of the
+ * method").  It is also the tests' oracle: tests/test_reference.c checks
+ * the CPU backend against it op by op and on a whole training step, and a
+ * CUDA run can be checked the same way.  The semantics are exactly the CPU
+ * backend's (accumulating backwards, the dropout hash indices, lse layout,
+ * negated BatchNorm rstd in eval mode, tie rules ...); only the rounding
+ * differs.  It is slow (a naive triple-loop GEMM): `--device reference`
+ * suits a few steps of the tiny config, not training.
+ * ------------------------------------------------------------------------- */
+
+/* ---- memory: device memory is host memory ---- */
+static mama_status mama__ref_alloc(mama_backend *be, void **ptr, size_t bytes) {
+    (void)be;
+    return mama_alloc(ptr, bytes ? bytes : 1, "reference backend buffer");
+}
+static void mama__ref_free(mama_backend *be, void *ptr) {
+    (void)be;
+    mama_free(ptr);
+}
+/* to_device, to_host and copy: regions may overlap (memmove) */
+static mama_status mama__ref_copy(mama_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes && (!dst || !src)) return MAMA_FAIL(MAMA_ERR_INVALID, "reference copy of %zu bytes with a NULL pointer", bytes);
+    if (bytes) memmove(dst, src, bytes);
+    return MAMA_OK;
+}
+static mama_status mama__ref_zero(mama_backend *be, void *dst, size_t bytes) {
+    (void)be;
+    if (bytes && !dst) return MAMA_FAIL(MAMA_ERR_INVALID, "reference zero of %zu bytes at NULL", bytes);
+    if (bytes) memset(dst, 0, bytes);
+    return MAMA_OK;
+}
+static mama_status mama__ref_sync(mama_backend *be) {
+    (void)be;
+    return MAMA_OK;
+}
+
+/* ---- matrix multiply ----
+ * C[i,j] = alpha * sum_k op(A)[i,k] op(B)[k,j] + beta * C[i,j]
+ *   op(A)[i,k] = trans_a ? A[k*lda + i] : A[i*lda + k]   (M x K)
+ *   op(B)[k,j] = trans_b ? B[j*ldb + k] : B[k*ldb + j]   (K x N)
+ * beta == 0 never reads C (BLAS: NaN there is ignored); alpha == 0 or K <= 0
+ * leaves C = beta C.  B is float32 (B != NULL) or half precision (Bh, dtype
+ * bdt: MAMA_F16, else bfloat16), widened exactly to float32. */
+static float mama__ref_half(uint16_t h, int dtype) {
+    return dtype == MAMA_F16 ? mama_f16_to_f32(h) : mama_bf16_to_f32(h);
+}
+static void mama__ref_gemm_any(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                               const float *B, const uint16_t *Bh, int bdt, int ldb, float beta, float *C, int ldc) {
+    int i, j, k;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            float *c = C + (size_t)i * ldc + j;
+            double acc = 0.0, ab;
+            for (k = 0; k < K; k++) {
+                size_t ia = ta ? (size_t)k * lda + i : (size_t)i * lda + k;
+                size_t ib = tb ? (size_t)j * ldb + k : (size_t)k * ldb + j;
+                acc += (double)A[ia] * (double)(Bh ? mama__ref_half(Bh[ib], bdt) : B[ib]);
+            }
+            ab = alpha == 0.0f ? 0.0 : (double)alpha * acc;
+            *c = beta == 0.0f ? (float)ab : (float)(ab + (double)beta * *c);
+        }
+}
+static void mama__ref_gemm(mama_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    (void)be;
+    mama__ref_gemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, NULL, 0, ldb, beta, C, ldc);
+}
+/* matrix b of the batch starts at A + b*sa, B + b*sb, C + b*sc */
+static void mama__ref_gemm_batched(mama_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                   const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                                   float beta, float *C, int ldc, long long sc, int batch) {
+    int b;
+    (void)be;
+    for (b = 0; b < batch; b++)
+        mama__ref_gemm_any(trans_a, trans_b, M, N, K, alpha, A + b * sa, lda, B + b * sb, NULL, 0, ldb, beta,
+                           C + b * sc, ldc);
+}
+static void mama__ref_gemm_half(mama_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                const float *A, int lda, const uint16_t *B, int ldb, int b_dtype, float beta,
+                                float *C, int ldc) {
+    (void)be;
+    mama__ref_gemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, NULL, B, b_dtype, ldb, beta, C, ldc);
+}
+
+/* ---- elementwise ---- */
+/* forward: y[r,c] += b[c];  backward: db[c] += sum_r dy[r,c] */
+static void mama__ref_bias_add_forward(mama_backend *be, float *y, const float *b, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) y[(size_t)r * cols + c] += b[c];
+}
+static void mama__ref_bias_add_backward(mama_backend *be, float *db, const float *dy, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (c = 0; c < cols; c++) {
+        double s = 0.0;
+        for (r = 0; r < rows; r++) s += dy[(size_t)r * cols + c];
+        db[c] += (float)s;
+    }
+}
+/* y = a + b;  y += alpha x;  y *= s */
+static void mama__ref_add(mama_backend *be, float *y, const float *a, const float *b, size_t n) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+static void mama__ref_accumulate(mama_backend *be, float *y, const float *x, float alpha, size_t n) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+static void mama__ref_scale(mama_backend *be, float *y, float s, size_t n) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) y[i] *= s;
+}
+
+/* GELU, in double with libm's erf and tanh.
+ * exact:  y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)),  dy/dx = Phi(x) + x phi(x),
+ *         phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+ * tanh (GPT-2):  u = sqrt(2/pi) (x + 0.044715 x^3),  y = 0.5 x (1 + tanh u),
+ *         dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+ * backward: dx += dy * dy/dx */
+static double mama__ref_gelu(double x, int tanh_approx, double *deriv) {
+    const double k = 0.79788456080286535588, c = 0.044715; /* sqrt(2/pi) */
+    if (tanh_approx) {
+        double t = tanh(k * (x + c * x * x * x));
+        *deriv = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * c * x * x);
+        return 0.5 * x * (1.0 + t);
+    } else {
+        double cdf = 0.5 * (1.0 + erf(x * 0.70710678118654752440));
+        *deriv = cdf + x * exp(-0.5 * x * x) * 0.39894228040143267794;
+        return x * cdf;
+    }
+}
+static void mama__ref_gelu_forward(mama_backend *be, float *y, const float *x, size_t n, int tanh_approx) {
+    size_t i;
+    double d;
+    (void)be;
+    for (i = 0; i < n; i++) y[i] = (float)mama__ref_gelu(x[i], tanh_approx, &d);
+}
+static void mama__ref_gelu_backward(mama_backend *be, float *dx, const float *dy, const float *x, size_t n,
+                                    int tanh_approx) {
+    size_t i;
+    double d;
+    (void)be;
+    for (i = 0; i < n; i++) {
+        mama__ref_gelu(x[i], tanh_approx, &d);
+        dx[i] += (float)(dy[i] * d);
+    }
+}
+/* ReLU: y = max(x, 0);  dx += dy where y > 0 (the output decides) */
+static void mama__ref_relu_forward(mama_backend *be, float *y, const float *x, size_t n) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+static void mama__ref_relu_backward(mama_backend *be, float *dx, const float *dy, const float *y, size_t n) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++)
+        if (y[i] > 0.0f) dx[i] += dy[i];
+}
+/* Inverted dropout: keep_i = mama_hash_uniform(seed, i) >= p,
+ *   y_i = keep_i x_i / (1 - p),  dx_i += keep_i dy_i / (1 - p).
+ * p <= 0: y = x (dx += dy);  p >= 1: y = 0 (no gradient). */
+static float mama__ref_keep(uint64_t seed, uint64_t i, float p) {
+    if (p <= 0.0f) return 1.0f;
+    if (p >= 1.0f) return 0.0f;
+    return mama_hash_uniform(seed, i) >= p ? 1.0f / (1.0f - p) : 0.0f;
+}
+static void mama__ref_dropout_forward(mama_backend *be, float *y, const float *x, size_t n, float p, uint64_t seed) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) {
+        float z = mama__ref_keep(seed, i, p);
+        y[i] = z != 0.0f ? x[i] * z : 0.0f;
+    }
+}
+static void mama__ref_dropout_backward(mama_backend *be, float *dx, const float *dy, size_t n, float p,
+                                       uint64_t seed) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) {
+        float z = mama__ref_keep(seed, i, p);
+        if (z != 0.0f) dx[i] += dy[i] * z;
+    }
+}
+/* LayerScale: y[r,c] = x[r,c] gamma[c];
+ * backward: dx += dy gamma,  dgamma[c] += sum_r dy[r,c] x[r,c]  (either may be NULL) */
+static void mama__ref_layerscale_forward(mama_backend *be, float *y, const float *x, const float *gamma, int rows,
+                                         int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) y[(size_t)r * cols + c] = x[(size_t)r * cols + c] * gamma[c];
+}
+static void mama__ref_layerscale_backward(mama_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
+                                          const float *gamma, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (c = 0; c < cols; c++) {
+        double s = 0.0;
+        for (r = 0; r < rows; r++) {
+            size_t i = (size_t)r * cols + c;
+            if (dx) dx[i] += dy[i] * gamma[c];
+            s += (double)dy[i] * x[i];
+        }
+        if (dgamma) dgamma[c] += (float)s;
+    }
+}
+
+/* ---- normalisation ---- */
+/* LayerNorm of each row (biased variance, as PyTorch):
+ *   mean = sum_c x / C,  var = sum_c (x - mean)^2 / C,  rstd = 1 / sqrt(var + eps)
+ *   xhat = (x - mean) rstd,  y = xhat w + b   (w, b may be NULL; mean, rstd saved if given)
+ * backward, g = dy w (gradient at xhat):
+ *   dx += rstd (g - mean_c(g) - xhat mean_c(g xhat))
+ *   dw += sum_rows dy xhat,  db += sum_rows dy   (dx, dw, db may be NULL) */
+static void mama__ref_layernorm_forward(mama_backend *be, float *y, float *mean, float *rstd, const float *x,
+                                        const float *w, const float *b, int rows, int cols, float eps) {
+    int r, c;
+    (void)be;
+    if (cols <= 0) return;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        double m = 0.0, v = 0.0, rs;
+        for (c = 0; c < cols; c++) m += xr[c];
+        m /= cols;
+        for (c = 0; c < cols; c++) v += (xr[c] - m) * (xr[c] - m);
+        v /= cols;
+        rs = 1.0 / sqrt(v + eps);
+        for (c = 0; c < cols; c++)
+            y[(size_t)r * cols + c] = (float)((xr[c] - m) * rs * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f));
+        if (mean) mean[r] = (float)m;
+        if (rstd) rstd[r] = (float)rs;
+    }
+}
+static void mama__ref_layernorm_backward(mama_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                         const float *x, const float *w, const float *mean, const float *rstd,
+                                         int rows, int cols) {
+    int r, c;
+    (void)be;
+    if (cols <= 0) return;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols, *d = dy + (size_t)r * cols;
+        double gm = 0.0, gxm = 0.0;
+        for (c = 0; c < cols; c++) {
+            double xhat = (xr[c] - mean[r]) * (double)rstd[r], g = d[c] * (double)(w ? w[c] : 1.0f);
+            gm += g;
+            gxm += g * xhat;
+        }
+        gm /= cols;
+        gxm /= cols;
+        if (dx)
+            for (c = 0; c < cols; c++) {
+                double xhat = (xr[c] - mean[r]) * (double)rstd[r], g = d[c] * (double)(w ? w[c] : 1.0f);
+                dx[(size_t)r * cols + c] += (float)(rstd[r] * (g - gm - xhat * gxm));
+            }
+    }
+    for (c = 0; c < cols; c++) { /* the parameters: column sums over the rows */
+        double sw = 0.0, sb = 0.0;
+        for (r = 0; r < rows; r++) {
+            size_t i = (size_t)r * cols + c;
+            sw += dy[i] * ((x[i] - mean[r]) * (double)rstd[r]);
+            sb += dy[i];
+        }
+        if (dw) dw[c] += (float)sw;
+        if (db) db[c] += (float)sb;
+    }
+}
+/* BatchNorm per column (channel) over all rows, PyTorch semantics.
+ * train (or no running statistics given): batch statistics
+ *   mean = sum_r x / n,  var = sum_r (x - mean)^2 / n  (biased: normalises)
+ *   with running stats and train: running = (1 - momentum) running + momentum batch,
+ *   using the UNBIASED variance var n / (n - 1) (n = 1: the biased one)
+ * eval with running stats: mean = running_mean, var = running_var; nothing updated
+ *   rstd = 1 / sqrt(var + eps),  y = (x - mean) rstd w + b   (w, b may be NULL)
+ * saved: mean, and rstd, stored NEGATED when train == 0 (the backward's sign flag) */
+static void mama__ref_batchnorm_forward(mama_backend *be, float *y, float *mean, float *rstd, float *running_mean,
+                                        float *running_var, const float *x, const float *w, const float *b, int rows,
+                                        int cols, float eps, float momentum, int train) {
+    int r, c;
+    (void)be;
+    if (rows <= 0 || cols <= 0) return;
+    for (c = 0; c < cols; c++) {
+        double mu = 0.0, var = 0.0, rs;
+        if (train || !running_mean || !running_var) {
+            for (r = 0; r < rows; r++) mu += x[(size_t)r * cols + c];
+            mu /= rows;
+            for (r = 0; r < rows; r++) var += (x[(size_t)r * cols + c] - mu) * (x[(size_t)r * cols + c] - mu);
+            if (train && running_mean && running_var) {
+                double unbiased = rows > 1 ? var / (rows - 1) : var / rows;
+                running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+                running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
+            }
+            var /= rows;
+        } else {
+            mu = running_mean[c];
+            var = running_var[c];
+        }
+        mu = (float)mu; /* the saved mean is what the backward will see */
+        rs = (float)(1.0 / sqrt(var + eps));
+        for (r = 0; r < rows; r++)
+            y[(size_t)r * cols + c] =
+                (float)((x[(size_t)r * cols + c] - mu) * rs * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f));
+        if (mean) mean[c] = (float)mu;
+        if (rstd) rstd[c] = (float)(train ? rs : -rs);
+    }
+}
+/* backward, xhat = (x - mean) |rstd|:
+ *   train (rstd > 0), the full gradient through the batch statistics:
+ *     dx += w rstd (dy - mean_rows(dy) - xhat mean_rows(dy xhat))
+ *   eval (rstd < 0), the statistics are constants:  dx += dy w |rstd|
+ *   both: dw += sum_rows dy xhat,  db += sum_rows dy   (dx, dw, db may be NULL) */
+static void mama__ref_batchnorm_backward(mama_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                         const float *x, const float *w, const float *mean, const float *rstd,
+                                         int rows, int cols) {
+    int r, c;
+    (void)be;
+    if (rows <= 0 || cols <= 0) return;
+    for (c = 0; c < cols; c++) {
+        int eval = rstd[c] < 0.0f;
+        double rs = eval ? -rstd[c] : rstd[c], sd = 0.0, sdx = 0.0, k1, k2, wr = (w ? w[c] : 1.0f) * rs;
+        for (r = 0; r < rows; r++) {
+            size_t i = (size_t)r * cols + c;
+            sd += dy[i];
+            sdx += dy[i] * ((x[i] - mean[c]) * rs);
+        }
+        if (dw) dw[c] += (float)sdx;
+        if (db) db[c] += (float)sd;
+        k1 = eval ? 0.0 : sd / rows;
+        k2 = eval ? 0.0 : sdx / rows;
+        if (dx)
+            for (r = 0; r < rows; r++) {
+                size_t i = (size_t)r * cols + c;
+                dx[i] += (float)(wr * (dy[i] - k1 - (x[i] - mean[c]) * rs * k2));
+            }
+    }
+}
+/* L2 normalisation per row (F.normalize): n = ||x||, y = x / max(n, 1e-12), norm = n;
+ * backward: n > 1e-12:  dx += (dy - y (dy . y)) / n;  else dx += dy / 1e-12 */
+static void mama__ref_l2norm_forward(mama_backend *be, float *y, float *norm, const float *x, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        double s = 0.0, n, den;
+        for (c = 0; c < cols; c++) s += (double)xr[c] * xr[c];
+        n = sqrt(s);
+        den = n > 1e-12f ? n : 1e-12f;
+        for (c = 0; c < cols; c++) y[(size_t)r * cols + c] = (float)(xr[c] / den);
+        if (norm) norm[r] = (float)n;
+    }
+}
+static void mama__ref_l2norm_backward(mama_backend *be, float *dx, const float *dy, const float *y, const float *norm,
+                                      int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++) {
+        const float *d = dy + (size_t)r * cols, *yr = y + (size_t)r * cols;
+        double dot = 0.0, n = norm[r] > 1e-12f ? norm[r] : 1e-12f;
+        if (norm[r] > 1e-12f)
+            for (c = 0; c < cols; c++) dot += (double)d[c] * yr[c];
+        for (c = 0; c < cols; c++) dx[(size_t)r * cols + c] += (float)((d[c] - yr[c] * dot) / n);
+    }
+}
+
+/* ---- attention ----
+ * qkv row b*T+i holds (q | k | v), each D = H*hd wide, head h at columns
+ * h*hd..; out row b*T+i, columns h*hd..; lse[(b*H + h)*T + i].
+ * Query i of (b, h) sees key j iff (causal ? j <= i : 1) and key_valid[b*T+j]
+ * (when key_valid is given):
+ *   s_j = scale q_i . k_j,  lse_i = log sum_{j visible} exp(s_j),  P_ij = exp(s_j - lse_i)
+ *   z_ij = dropout keep / (1 - p) with keep = mama_hash_uniform(seed, ((b*H + h)*T + i)*T + j) >= p
+ *          (z = 1 when p <= 0; the softmax itself, hence lse, is undropped)
+ *   out_i = sum_j P_ij z_ij v_j
+ * A query that sees no key: out_i = 0, lse_i = -inf, and no gradient. */
+static float mama__ref_att_z(float p, uint64_t seed, int b, int h, int i, int j, int H, int T) {
+    uint64_t idx = (((uint64_t)b * H + h) * (uint64_t)T + (uint64_t)i) * (uint64_t)T + (uint64_t)j;
+    if (p <= 0.0f) return 1.0f;
+    return mama_hash_uniform(seed, idx) >= p ? 1.0f / (1.0f - p) : 0.0f;
+}
+static int mama__ref_att_visible(const int *key_valid, int causal, int b, int T, int i, int j) {
+    return (!causal || j <= i) && (!key_valid || key_valid[(size_t)b * T + j]);
+}
+static double mama__ref_dot(const float *a, const float *b, int n) {
+    double s = 0.0;
+    int k;
+    for (k = 0; k < n; k++) s += (double)a[k] * b[k];
+    return s;
+}
+static void mama__ref_attention_forward(mama_backend *be, float *out, float *lse, const float *qkv,
+                                        const int *key_valid, int B, int T, int H, int hd, int causal, float scale,
+                                        float dropout_p, uint64_t dropout_seed) {
+    const int D = H * hd;
+    int b, h, i, j, c;
+    (void)be;
+    for (b = 0; b < B; b++)
+        for (h = 0; h < H; h++)
+            for (i = 0; i < T; i++) {
+                const float *q = qkv + (size_t)(b * T + i) * 3 * D + h * hd;
+                float *o = out + (size_t)(b * T + i) * D + h * hd;
+                double mx = -INFINITY, l = 0.0, ls;
+                for (j = 0; j < T; j++) /* the max, for a safe exp */
+                    if (mama__ref_att_visible(key_valid, causal, b, T, i, j)) {
+                        double s = scale * mama__ref_dot(q, qkv + (size_t)(b * T + j) * 3 * D + D + h * hd, hd);
+                        mx = s > mx ? s : mx;
+                    }
+                for (c = 0; c < hd; c++) o[c] = 0.0f;
+                if (mx == -INFINITY) {
+                    lse[((size_t)b * H + h) * T + i] = -INFINITY;
+                    continue;
+                }
+                for (j = 0; j < T; j++)
+                    if (mama__ref_att_visible(key_valid, causal, b, T, i, j))
+                        l += exp(scale * mama__ref_dot(q, qkv + (size_t)(b * T + j) * 3 * D + D + h * hd, hd) - mx);
+                ls = mx + log(l);
+                for (j = 0; j < T; j++) { /* out_i = sum_j P_ij z_ij v_j, summed in float in place */
+                    const float *kj = qkv + (size_t)(b * T + j) * 3 * D + D + h * hd, *vj = kj + D;
+                    double pz;
+                    if (!mama__ref_att_visible(key_valid, causal, b, T, i, j)) continue;
+                    pz = exp(scale * mama__ref_dot(q, kj, hd) - ls) *
+                         mama__ref_att_z(dropout_p, dropout_seed, b, h, i, j, H, T);
+                    for (c = 0; c < hd; c++) o[c] += (float)(pz * vj[c]);
+                }
+                lse[((size_t)b * H + h) * T + i] = (float)ls;
+            }
+}
+/* backward, with P recomputed from the saved lse and dO = dout:
+ *   dPd_ij = dO_i . v_j  (gradient of the dropped weight P_ij z_ij)
+ *   D_i = sum_j P_ij z_ij dPd_ij = dO_i . out_i
+ *   dS_ij = P_ij (dPd_ij z_ij - D_i)   (softmax backward)
+ *   dq_i += scale sum_j dS_ij k_j,  dk_j += scale sum_i dS_ij q_i,  dv_j += sum_i P_ij z_ij dO_i */
+static void mama__ref_attention_backward(mama_backend *be, float *dqkv, const float *dout, const float *out,
+                                         const float *lse, const float *qkv, const int *key_valid, int B, int T,
+                                         int H, int hd, int causal, float scale, float dropout_p,
+                                         uint64_t dropout_seed) {
+    const int D = H * hd;
+    int b, h, i, j, c;
+    (void)be;
+    for (b = 0; b < B; b++)
+        for (h = 0; h < H; h++)
+            for (i = 0; i < T; i++) {
+                const size_t qi = (size_t)(b * T + i) * 3 * D + h * hd, oi = (size_t)(b * T + i) * D + h * hd;
+                const float ls = lse[((size_t)b * H + h) * T + i];
+                double Di;
+                if (!(ls > -INFINITY && ls < INFINITY)) continue; /* saw no key */
+                Di = mama__ref_dot(dout + oi, out + oi, hd);
+                for (j = 0; j < T; j++) {
+                    const size_t kj = (size_t)(b * T + j) * 3 * D + D + h * hd, vj = kj + D;
+                    double P, z, dS;
+                    if (!mama__ref_att_visible(key_valid, causal, b, T, i, j)) continue;
+                    P = exp(scale * mama__ref_dot(qkv + qi, qkv + kj, hd) - ls);
+                    z = mama__ref_att_z(dropout_p, dropout_seed, b, h, i, j, H, T);
+                    dS = P * (mama__ref_dot(dout + oi, qkv + vj, hd) * z - Di);
+                    for (c = 0; c < hd; c++) {
+                        dqkv[qi + c] += (float)(scale * dS * qkv[kj + c]);
+                        dqkv[kj + c] += (float)(scale * dS * qkv[qi + c]);
+                        dqkv[vj + c] += (float)(P * z * dout[oi + c]);
+                    }
+                }
+            }
+}
+
+/* ---- pooling, embedding, patches ---- */
+/* Weighted mean over tokens, w = mask (or all ones), W_b = sum_t w[b,t]:
+ *   y[b,c] = sum_t w[b,t] x[b,t,c] / W_b    (W_b = 0: y = 0; w = 0 tokens are skipped)
+ * backward: dx[b,t,c] += dy[b,c] w[b,t] / W_b */
+static double mama__ref_pool_inv(const float *mask, int b, int T) {
+    double s = 0.0;
+    int t;
+    if (!mask) return T > 0 ? 1.0 / T : 0.0;
+    for (t = 0; t < T; t++) s += mask[(size_t)b * T + t];
+    return s != 0.0 ? 1.0 / s : 0.0;
+}
+static void mama__ref_meanpool_forward(mama_backend *be, float *y, const float *x, const float *mask, int B, int T,
+                                       int C) {
+    int b, t, c;
+    (void)be;
+    for (b = 0; b < B; b++)
+        for (c = 0; c < C; c++) {
+            double s = 0.0;
+            for (t = 0; t < T; t++) {
+                float w = mask ? mask[(size_t)b * T + t] : 1.0f;
+                if (w != 0.0f) s += (double)w * x[((size_t)b * T + t) * C + c];
+            }
+            y[(size_t)b * C + c] = (float)(s * mama__ref_pool_inv(mask, b, T));
+        }
+}
+static void mama__ref_meanpool_backward(mama_backend *be, float *dx, const float *dy, const float *mask, int B, int T,
+                                        int C) {
+    int b, t, c;
+    (void)be;
+    for (b = 0; b < B; b++)
+        for (t = 0; t < T; t++) {
+            double k = (mask ? mask[(size_t)b * T + t] : 1.0f) * mama__ref_pool_inv(mask, b, T);
+            if (k == 0.0) continue;
+            for (c = 0; c < C; c++) dx[((size_t)b * T + t) * C + c] += (float)(k * dy[(size_t)b * C + c]);
+        }
+}
+/* y[i,:] = table[ids[i],:] (ids[i] < 0: zeros);  backward: dtable[ids[i],:] += dy[i,:]
+ * (ids[i] < 0: nothing).  The half variant widens a BF16/F16 table. */
+static void mama__ref_embedding_forward(mama_backend *be, float *y, const int *ids, const float *table, int n, int C) {
+    int i, c;
+    (void)be;
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) y[(size_t)i * C + c] = ids[i] < 0 ? 0.0f : table[(size_t)ids[i] * C + c];
+}
+static void mama__ref_embedding_backward(mama_backend *be, float *dtable, const float *dy, const int *ids, int n,
+                                         int C) {
+    int i, c;
+    (void)be;
+    for (i = 0; i < n; i++)
+        if (ids[i] >= 0)
+            for (c = 0; c < C; c++) dtable[(size_t)ids[i] * C + c] += dy[(size_t)i * C + c];
+}
+static void mama__ref_embedding_forward_half(mama_backend *be, float *y, const int *ids, const uint16_t *table,
+                                             int dtype, int n, int C) {
+    int i, c;
+    (void)be;
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++)
+            y[(size_t)i * C + c] = ids[i] < 0 ? 0.0f : mama__ref_half(table[(size_t)ids[i] * C + c], dtype);
+}
+/* images [B, Cin, H, W] -> rows of patches: GH = H/P, GW = W/P (pixels past
+ * the last whole patch ignored, as a stride-P conv does),
+ *   cols[(b*GH + gy)*GW + gx, (c*P + py)*P + px] = images[b, c, gy*P + py, gx*P + px] */
+static void mama__ref_im2col_patches(mama_backend *be, float *cols, const float *images, int B, int Cin, int H, int W,
+                                     int P) {
+    int b, gy, gx, c, py, px, GH, GW, K;
+    (void)be;
+    if (P <= 0) return;
+    GH = H / P;
+    GW = W / P;
+    K = Cin * P * P;
+    for (b = 0; b < B; b++)
+        for (gy = 0; gy < GH; gy++)
+            for (gx = 0; gx < GW; gx++)
+                for (c = 0; c < Cin; c++)
+                    for (py = 0; py < P; py++)
+                        for (px = 0; px < P; px++)
+                            cols[((size_t)(b * GH + gy) * GW + gx) * K + (c * P + py) * P + px] =
+                                images[(((size_t)b * Cin + c) * H + gy * P + py) * W + gx * P + px];
+}
+/* ViT tokens of image b, T = 1 + R + N rows of D:
+ *   x[b,0] = cls + pos[0],  x[b,1+r] = reg[r],  x[b,1+R+k] = patches[b,k] + pos[1+k]
+ * backward: dcls += dx[b,0];  dreg[r] += dx[b,1+r];  dpatches[b,k] += dx[b,1+R+k];
+ *           dpos[0] += dx[b,0],  dpos[1+k] += dx[b,1+R+k]   (dcls, dreg, dpos may be NULL) */
+static void mama__ref_vit_tokens_forward(mama_backend *be, float *x, const float *patches, const float *cls,
+                                         const float *reg, const float *pos, int B, int N, int R, int D) {
+    int b, t, c, T = 1 + R + N;
+    (void)be;
+    for (b = 0; b < B; b++)
+        for (c = 0; c < D; c++) {
+            x[(size_t)b * T * D + c] = cls[c] + pos[c];
+            for (t = 0; t < R; t++) x[((size_t)b * T + 1 + t) * D + c] = reg[(size_t)t * D + c];
+            for (t = 0; t < N; t++)
+                x[((size_t)b * T + 1 + R + t) * D + c] = patches[((size_t)b * N + t) * D + c] + pos[(size_t)(1 + t) * D + c];
+        }
+}
+static void mama__ref_vit_tokens_backward(mama_backend *be, float *dpatches, float *dcls, float *dreg, float *dpos,
+                                          const float *dx, int B, int N, int R, int D) {
+    int b, t, c, T = 1 + R + N;
+    (void)be;
+    for (b = 0; b < B; b++)
+        for (c = 0; c < D; c++) {
+            if (dcls) dcls[c] += dx[(size_t)b * T * D + c];
+            if (dpos) dpos[c] += dx[(size_t)b * T * D + c];
+            for (t = 0; t < R; t++)
+                if (dreg) dreg[(size_t)t * D + c] += dx[((size_t)b * T + 1 + t) * D + c];
+            for (t = 0; t < N; t++) {
+                float g = dx[((size_t)b * T + 1 + R + t) * D + c];
+                dpatches[((size_t)b * N + t) * D + c] += g;
+                if (dpos) dpos[(size_t)(1 + t) * D + c] += g;
+            }
+        }
+}
+
+/* ---- losses ---- */
+/* Cross-entropy per row r with target t = targets[r]:
+ *   probs[r,:] = softmax(logits[r,:]),  loss[r] = logsumexp(logits[r,:]) - logits[r,t]
+ *   t outside [0, cols) (PyTorch's ignore_index -100): loss 0, no gradient (probs still written)
+ * backward: dlogits[r,c] += dloss[r] (probs[r,c] - [c == t])   (dloss NULL: 1) */
+static void mama__ref_cross_entropy_forward(mama_backend *be, float *loss, float *probs, const float *logits,
+                                            const int *targets, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++) {
+        const float *l = logits + (size_t)r * cols;
+        double mx = -INFINITY, sum = 0.0;
+        int t = targets[r];
+        for (c = 0; c < cols; c++) mx = l[c] > mx ? l[c] : mx;
+        for (c = 0; c < cols; c++) sum += exp(l[c] - mx);
+        for (c = 0; c < cols; c++) probs[(size_t)r * cols + c] = (float)(exp(l[c] - mx) / sum);
+        if (loss) loss[r] = (t >= 0 && t < cols) ? (float)(mx + log(sum) - l[t]) : 0.0f;
+    }
+}
+static void mama__ref_cross_entropy_backward(mama_backend *be, float *dlogits, const float *probs, const int *targets,
+                                             const float *dloss, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++) {
+        float g = dloss ? dloss[r] : 1.0f;
+        int t = targets[r];
+        if (t < 0 || t >= cols) continue;
+        for (c = 0; c < cols; c++)
+            dlogits[(size_t)r * cols + c] += g * probs[(size_t)r * cols + c] - (c == t ? g : 0.0f);
+    }
+}
+/* Segment max: for row r and segment s = columns [seg[s], seg[s+1]) (clipped to [0, cols)):
+ *   out[r*nseg + s] = max, arg[...] = its column, the FIRST on ties; an empty segment: 0 and -1
+ * backward: dx[r, arg] += dout[r*nseg + s]  (arg outside [0, cols): nothing) */
+static void mama__ref_segment_max_forward(mama_backend *be, float *out, int *arg, const float *x, int rows, int cols,
+                                          const int *seg, int nseg) {
+    int r, s, c;
+    (void)be;
+    for (r = 0; r < rows; r++)
+        for (s = 0; s < nseg; s++) {
+            int a = seg[s] < 0 ? 0 : seg[s], e = seg[s + 1] > cols ? cols : seg[s + 1], best = -1;
+            for (c = a; c < e; c++)
+                if (best < 0 || x[(size_t)r * cols + c] > x[(size_t)r * cols + best]) best = c;
+            out[(size_t)r * nseg + s] = best < 0 ? 0.0f : x[(size_t)r * cols + best];
+            if (arg) arg[(size_t)r * nseg + s] = best;
+        }
+}
+static void mama__ref_segment_max_backward(mama_backend *be, float *dx, const float *dout, const int *arg, int rows,
+                                           int cols, int nseg) {
+    int r, s;
+    (void)be;
+    for (r = 0; r < rows; r++)
+        for (s = 0; s < nseg; s++) {
+            int c = arg[(size_t)r * nseg + s];
+            if (c >= 0 && c < cols) dx[(size_t)r * cols + c] += dout[(size_t)r * nseg + s];
+        }
+}
+/* y = x^T (x is rows x cols);  x[i, i] = value for i < n (row stride ld);
+ * sum_i a_i b_i and sum_i x_i^2 in double (NaN/Inf propagate) */
+static void mama__ref_transpose(mama_backend *be, float *y, const float *x, int rows, int cols) {
+    int r, c;
+    (void)be;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+}
+static void mama__ref_fill_diagonal(mama_backend *be, float *x, int n, int ld, float value) {
+    int i;
+    (void)be;
+    for (i = 0; i < n; i++) x[(size_t)i * ld + i] = value;
+}
+static double mama__ref_dot_op(mama_backend *be, const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+static double mama__ref_sum_squares(mama_backend *be, const float *x, size_t n) {
+    return mama__ref_dot_op(be, x, x, n);
+}
+
+/* ---- optimisers ---- */
+/* AdamW as torch.optim.AdamW (t counts from 1; t < 1 is taken as 1):
+ *   p *= 1 - lr wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps) */
+static void mama__ref_adamw_step(mama_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                                 float beta1, float beta2, float eps, float weight_decay, int t) {
+    double bc1, bc2;
+    size_t i;
+    (void)be;
+    if (t < 1) t = 1;
+    bc1 = 1.0 - pow(beta1, t);
+    bc2 = 1.0 - pow(beta2, t);
+    for (i = 0; i < n; i++) {
+        m[i] = (float)(beta1 * (double)m[i] + (1.0 - beta1) * g[i]);
+        v[i] = (float)(beta2 * (double)v[i] + (1.0 - beta2) * (double)g[i] * g[i]);
+        p[i] = (float)(p[i] * (1.0 - (double)lr * weight_decay) -
+                       lr / bc1 * m[i] / (sqrt((double)v[i]) / sqrt(bc2) + eps));
+    }
+}
+/* SGD with momentum as torch.optim.SGD (dampening 0, no Nesterov):
+ *   d = g + wd p;  buf = first ? d : momentum buf + d;  p -= lr buf
+ *   (momentum 0 or buf NULL: p -= lr d) */
+static void mama__ref_sgd_step(mama_backend *be, float *p, const float *g, float *buf, size_t n, float lr,
+                               float momentum, float weight_decay, int first) {
+    size_t i;
+    (void)be;
+    for (i = 0; i < n; i++) {
+        float d = g[i] + weight_decay * p[i];
+        if (momentum != 0.0f && buf) {
+            buf[i] = first ? d : momentum * buf[i] + d;
+            d = buf[i];
+        }
+        p[i] -= lr * d;
+    }
+}
+
+/* ---- the table ---- */
+static void mama__ref_destroy(mama_backend *be) { mama_free(be); }
+MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
+    mama_backend *t;
+    if (!out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_reference_backend_create: out is NULL");
+    *out = NULL;
+    MAMA_TRY(mama_calloc((void **)&t, sizeof *t, "reference backend"));
+    t->name = "reference";
+    t->impl = NULL;
+    t->alloc = mama__ref_alloc;
+    t->free = mama__ref_free;
+    t->to_device = mama__ref_copy;
+    t->to_host = mama__ref_copy;
+    t->copy = mama__ref_copy;
+    t->zero = mama__ref_zero;
+    t->sync = mama__ref_sync;
+    t->gemm = mama__ref_gemm;
+    t->gemm_batched = mama__ref_gemm_batched;
+    t->bias_add_forward = mama__ref_bias_add_forward;
+    t->bias_add_backward = mama__ref_bias_add_backward;
+    t->add = mama__ref_add;
+    t->accumulate = mama__ref_accumulate;
+    t->scale = mama__ref_scale;
+    t->gelu_forward = mama__ref_gelu_forward;
+    t->gelu_backward = mama__ref_gelu_backward;
+    t->relu_forward = mama__ref_relu_forward;
+    t->relu_backward = mama__ref_relu_backward;
+    t->dropout_forward = mama__ref_dropout_forward;
+    t->dropout_backward = mama__ref_dropout_backward;
+    t->layerscale_forward = mama__ref_layerscale_forward;
+    t->layerscale_backward = mama__ref_layerscale_backward;
+    t->layernorm_forward = mama__ref_layernorm_forward;
+    t->layernorm_backward = mama__ref_layernorm_backward;
+    t->batchnorm_forward = mama__ref_batchnorm_forward;
+    t->batchnorm_backward = mama__ref_batchnorm_backward;
+    t->l2norm_forward = mama__ref_l2norm_forward;
+    t->l2norm_backward = mama__ref_l2norm_backward;
+    t->attention_forward = mama__ref_attention_forward;
+    t->attention_backward = mama__ref_attention_backward;
+    t->meanpool_forward = mama__ref_meanpool_forward;
+    t->meanpool_backward = mama__ref_meanpool_backward;
+    t->embedding_forward = mama__ref_embedding_forward;
+    t->embedding_backward = mama__ref_embedding_backward;
+    t->im2col_patches = mama__ref_im2col_patches;
+    t->vit_tokens_forward = mama__ref_vit_tokens_forward;
+    t->vit_tokens_backward = mama__ref_vit_tokens_backward;
+    t->cross_entropy_forward = mama__ref_cross_entropy_forward;
+    t->cross_entropy_backward = mama__ref_cross_entropy_backward;
+    t->segment_max_forward = mama__ref_segment_max_forward;
+    t->segment_max_backward = mama__ref_segment_max_backward;
+    t->transpose = mama__ref_transpose;
+    t->fill_diagonal = mama__ref_fill_diagonal;
+    t->dot = mama__ref_dot_op;
+    t->adamw_step = mama__ref_adamw_step;
+    t->sgd_step = mama__ref_sgd_step;
+    t->sum_squares = mama__ref_sum_squares;
+    t->gemm_half = mama__ref_gemm_half;
+    t->embedding_forward_half = mama__ref_embedding_forward_half;
+    t->destroy = mama__ref_destroy;
+    *out = t;
+    return MAMA_OK;
+}
+
 /* ==========================================================================
  * 4. MODEL STATE: configuration, parameters, initialisation, activation arena
  * ========================================================================== */

@@ -227,7 +227,7 @@ static int mama_bench_weights_main(int argc, char **argv) {
     else if (strcmp(fd, "auto")) { fprintf(stderr, "mama bench weights: bad --frozen-dtype '%s'\n", fd); return 2; }
     if (B < 1) B = 1;
     t0 = mama_time_seconds();
-    if (mama_model_load_as(&m, w, mama_cpu_backend(), B, dt) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+    if (mama_model_load_as(&m, w, MAMA_BENCH_BACKEND(), B, dt) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
     c = mama_model_config(m);
     hn = mama_model_half_numel(m, &hd);
     printf("bench weights: %s: text D=%d depth %d vocab %d, vision %dpx D=%d depth %d, text mode %s, %zu frozen values "

@@ -2,6 +2,9 @@
  * tool (included by examples/mama.c; every command accepts them):
  *
  *   --device cpu          the CPU backend (default)
+ *   --device reference    the reference backend (mama.h section 3.6): plain
+ *                         scalar loops, slow; for checking a result or
+ *                         stepping through the math in a debugger
  *   --device cuda[:N]     the CUDA backend on GPU N (build with `make cuda`)
  *   --precision fp32|tf32|bf16
  *                         GEMM precision of the CUDA backend (default fp32;
@@ -15,7 +18,7 @@
 #include <string.h>
 
 static mama_backend *mama_cli_be = NULL;   /* NULL: the CPU backend */
-static int mama_cli_be_is_cuda = 0;
+static int mama_cli_be_is_cuda = 0;        /* else created by mama_*_backend_create */
 
 static mama_backend *mama_cli_backend(void) { return mama_cli_be ? mama_cli_be : mama_cpu_backend(); }
 
@@ -23,6 +26,7 @@ static void mama_cli_release(void) {
 #ifdef MAMA_CUDA
     if (mama_cli_be_is_cuda) mama_cuda_backend_free(mama_cli_be);
 #endif
+    if (mama_cli_be && !mama_cli_be_is_cuda) mama_backend_free(mama_cli_be);
     mama_cli_be = NULL;
     mama_cli_be_is_cuda = 0;
 }
@@ -52,6 +56,18 @@ static int mama_cli_select_device(int *argc, char **argv) {
         if (precision && strcmp(precision, "fp32")) {
             fprintf(stderr, "mama: --precision %s needs --device cuda (the CPU backend is FP32)\n", precision);
             return 2;
+        }
+        return 0;
+    }
+    if (!strcmp(device, "reference")) {
+        if (precision && strcmp(precision, "fp32")) {
+            fprintf(stderr, "mama: --precision %s needs --device cuda (the reference backend is FP32)\n", precision);
+            return 2;
+        }
+        if (mama_reference_backend_create(&mama_cli_be) != MAMA_OK) {
+            fprintf(stderr, "mama: error: --device reference: %s\n", mama_last_error());
+            mama_cli_be = NULL;
+            return 1;
         }
         return 0;
     }
@@ -86,6 +102,6 @@ static int mama_cli_select_device(int *argc, char **argv) {
         return 2;
 #endif
     }
-    fprintf(stderr, "mama: unknown --device '%s' (cpu or cuda[:N])\n", device);
+    fprintf(stderr, "mama: unknown --device '%s' (cpu, reference or cuda[:N])\n", device);
     return 2;
 }

@@ -65,7 +65,8 @@
     "        load W, time a text encode and a training step, print peak memory\n" \
     "  help\n" \
     "\n" \
-    "every command also takes --device cpu|cuda[:N] (default cpu; cuda needs `make cuda`)\n" \
+    "every command also takes --device cpu|reference|cuda[:N] (default cpu; reference = the plain\n" \
+    "scalar backend of mama.h 3.6, slow, for checking; cuda needs `make cuda`)\n" \
     "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n" \
     "--frozen-dtype (info, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the frozen\n" \
     "text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when it is\n" \
@@ -271,7 +272,7 @@ static int cmd_init(int argc, char **argv) {
         else { fprintf(stderr, "mama init: --text-mode must be full, lora or frozen\n"); return 2; }
     }
     cfg.frozen_dtype = fdt < 0 ? MAMA_F32 : (mama_dtype)fdt;
-    if (mama_model_create(&m, &cfg, mama_cpu_backend(), 1, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10)) !=
+    if (mama_model_create(&m, &cfg, mama_cli_backend(), 1, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10)) !=
         MAMA_OK)
         return fail();
     t1 = mama_time_seconds();
