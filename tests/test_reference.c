@@ -12,16 +12,21 @@
  * 2. One whole `tiny` training step with the four losses (late on), the same
  *    weights (same seed) and batch on both backends: every gradient tensor,
  *    the BatchNorm running statistics and the five loss values.  Error of a
- *    tensor: max|g_cpu - g_ref| / max|g_ref|.  Bar: 1e-4, or twice the
- *    tensor's float32 noise where that is larger.  The noise is measured, not
- *    assumed: a third run, the CPU backend with the portable GEMM kernel and
- *    the tile attention schedule (other summation orders, no FMA), and the
- *    noise = max|g_cpu - g_cpu2| / max|g_ref|.  A bug in a CPU kernel that
- *    both CPU runs share shows in the reference error and not in the noise.
- *    Tensors above 1e-4 are listed: at this random initialisation, with
- *    white-noise images, the vision tower's gradients carry ~1e-4 of float32
- *    noise, and biases before a BatchNorm have a zero gradient by
- *    construction (both sides hold pure rounding there). */
+ *    tensor: max|g_cpu - g_ref| / max|g_ref|, bar 1e-4 for every tensor.
+ *    Two kinds of tensor are judged differently, for reasons of the math:
+ *    - the biases of the local heads' Linear layers that feed a BatchNorm
+ *      (local_embed.head.0 and .3) have a zero gradient by construction
+ *      (BatchNorm subtracts the batch mean, so d/db of the loss is exactly
+ *      0): both backends hold rounding there, and the check is that it is
+ *      rounding, max|g| <= 1e-6 max|g| of the same layer's weight;
+ *    - B = 4, not 2: with B = 2 the multi-view head's BatchNorm normalises
+ *      only 4 rows, whose backward is so ill-conditioned that two float32
+ *      CPU runs with different kernels differ by ~1e-4 throughout the image
+ *      tower (measured: 1.0-1.6e-4 against the reference, 1.4-2.1e-4
+ *      between the two CPU runs); with 8 rows that falls to ~1e-5.
+ *    For information each line also shows the float32 noise, measured by a
+ *    third run: the CPU backend with the portable GEMM kernel and the tile
+ *    attention schedule (other summation orders, no FMA). */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #include "test_util.h"
@@ -608,13 +613,42 @@ static double tensor_diff(mama_model *x, mama_model *y, const mama_param_info *p
     return d;
 }
 
+/* max|g| of one tensor's gradient (or buffer) */
+static double tensor_max(mama_model *x, const mama_param_info *p) {
+    const float *a = (p->group == MAMA_GROUP_BUFFER ? mama_model_params(x) : mama_model_grads(x)) + p->offset;
+    double s = 0;
+    size_t k;
+    for (k = 0; k < p->numel; k++) s = fabs(a[k]) > s ? fabs(a[k]) : s;
+    return s;
+}
+
+/* The local heads' Linear biases that a BatchNorm follows (SPEC A.3:
+ * Linear, BatchNorm, ReLU, Linear, BatchNorm). */
+static int before_batchnorm(const char *name) {
+    size_t n = strlen(name);
+    return (n > 23 && !strcmp(name + n - 23, "local_embed.head.0.bias")) ||
+           (n > 23 && !strcmp(name + n - 23, "local_embed.head.3.bias"));
+}
+
+/* max|g| of the weight beside bias `name` ("...head.0.bias" -> "...head.0.weight") */
+static double weight_scale(mama_model *x, const char *name) {
+    char w[256];
+    const mama_param_info *p;
+    size_t n = strlen(name);
+    if (n < 5 || n - 4 + 7 >= sizeof w) return 1e-30;
+    memcpy(w, name, n - 4);
+    strcpy(w + n - 4, "weight");
+    p = mama_model_find_param(x, w);
+    return p ? tensor_max(x, p) : 1e-30;
+}
+
 static void test_tiny_step(void) {
     mama_config c;
     mama_model *mc = NULL, *mr = NULL, *m2 = NULL;
     mama_batch bt;
     mama_losses lc, lr, l2;
     float *images, *ext;
-    int *ids, *mask, B = 2, i, ntensors = 0, nnoise = 0;
+    int *ids, *mask, B = 4, i, ntensors = 0, nnoise = 0, nzero = 0;
     double tc = 0, tr = 0, t2 = 0, worst = 0, lerr = 0;
     struct { double err, noise, d, s; const char *name; } top[8];
     size_t ng = 0, nb = 0;
@@ -665,15 +699,21 @@ static void test_tiny_step(void) {
         e = d / s;
         noise = tensor_diff(mc, m2, p) / s;
         ntensors++;
-        /* the bar: 1e-4, or twice the float32 noise where that is larger */
+        if (before_batchnorm(p->name)) {
+            /* zero by construction: both sides must hold rounding only */
+            double gw = weight_scale(mr, p->name), gc = tensor_max(mc, p), z = (gc > s ? gc : s) / gw;
+            nzero++;
+            printf("  zero by construction: %-48s max|g| cpu %.3g ref %.3g = %.3g of its weight's (bar 1e-6)\n",
+                   p->name, gc, s, z);
+            if (!(z <= 1e-6)) { worst = 1e30; printf("  ^ FAILS\n"); }
+            continue;
+        }
         if (!(e <= 1e-4)) {
             nnoise++;
             printf("  above 1e-4: %-58s rel err %.3g  float32 noise %.3g  (max|diff| %.3g, max|g_ref| %.3g)\n", p->name,
                    e, noise, d, s);
         }
-        e = e / (2 * noise > 1e-4 ? 2 * noise : 1e-4);
         if (!(e <= worst)) worst = e;
-        e = d / s;
         for (q = 0; q < 8; q++)
             if (!(e <= top[q].err)) {
                 memmove(top + q + 1, top + q, sizeof top[0] * (size_t)(7 - q));
@@ -683,10 +723,10 @@ static void test_tiny_step(void) {
     }
     for (i = 0; i < 8 && top[i].name; i++)
         printf("  worst %d: %-58s rel err %.3g  float32 noise %.3g\n", i + 1, top[i].name, top[i].err, top[i].noise);
-    test_report(worst <= 1 && ntensors > 50, "ref_tiny_step",
-                "%d tensors (%zu gradients of [train | late], %zu BatchNorm running statistics): max rel err %.3g; "
-                "%d tensors above 1e-4, each within 2x its float32 noise (the CPU run with other kernels); "
-                "worst err / max(1e-4, 2 noise) = %.3g", ntensors, ng, nb, top[0].err, nnoise, worst);
+    test_report(worst <= 1e-4 && nnoise == 0 && nzero == 4 && ntensors > 50, "ref_tiny_step",
+                "%d tensors (%zu gradients of [train | late], %zu BatchNorm running statistics): max rel err %.3g "
+                "(bar 1e-4; %d above it), %d zero-by-construction biases at rounding level", ntensors, ng, nb, worst,
+                nnoise, nzero);
 done:
     free(images); free(ext); free(ids); free(mask);
     mama_model_free(mc); mama_model_free(mr); mama_model_free(m2);
