@@ -3,6 +3,12 @@
  * library.  Run `build/mama help` for the commands. */
 #define MAMA_IMPLEMENTATION
 #include "../mama.h"
+#define MAMA_PLOT_IMPLEMENTATION
+#include "../mama_plot.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "../mama_synth.h"
+#define MAMA_TOKENIZER_TRAIN_IMPLEMENTATION
+#include "../mama_tokenizer_train.h"
 
 #include <stdio.h>
 #include <stdlib.h>
