@@ -45,7 +45,7 @@ ifeq ($(BLAS),openblas)
   LDLIBS += -lopenblas
 endif
 
-HEADERS = mama.h mama_plot.h mama_synth.h mama_tokenizer_train.h
+HEADERS = mama.h mama_plot.h mama_synth.h mama_tokenizer_train.h mama_verify.h
 # test_mpi needs MPI and two ranks: `make test-mpi`, not part of `make test`
 TEST_SRC = $(filter-out tests/test_mpi.c,$(wildcard tests/test_*.c))
 TESTS   = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))

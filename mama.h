@@ -886,9 +886,6 @@ MAMA_API void mama_atomic_abort(mama_atomic_file *af);
  * data, not counted in *size); free with mama_free.  Works on pipes and
  * files of unknown size; a directory is MAMA_ERR_IO. */
 MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size_t *size);
-/* A float32 matrix [rows, cols] as a NumPy .npy file (format 1.0, little
- * endian, C order), written atomically. */
-MAMA_API mama_status mama_npy_write(const char *path, const float *data, int rows, int cols);
 
 /* ---- Half precision --------------------------------------------------------
  * IEEE binary16 and bfloat16 (the top half of a float32) as raw uint16_t.
@@ -1241,15 +1238,6 @@ MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float 
 /* Encode images / texts only (eval mode): outputs [B, E] on host. */
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
 MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb);
-
-/* Verification (`mama forward`): load weights W (with mama_config metadata)
- * and a batch B (images, ext_images, input_ids, attention_mask), run one
- * forward and backward in train mode with every dropout off, and write O
- * with img_emb, txt_emb, loss, loss_clip, loss_mv, loss_sym, loss_sla
- * (shape [1]), grad.<name> for every trainable parameter and buf.<name>
- * for the BatchNorm running statistics after the step. */
-MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch, const char *out, int late,
-                                         mama_backend *be);
 
 /* ---- 1.10 The optimiser: AdamW over the gradient buffer (SPEC A.5).
  * The `train` group steps from step 0; the `late` group only when late is
@@ -7115,103 +7103,6 @@ MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
     return s;
 }
 
-/* ---- 6.5 The verification step (`mama forward`) ------------------------- */
-
-static mama_status mama__read_int_tensor(const mama_safetensors *st, const char *name, int *dst, size_t count) {
-    const mama_st_tensor *t = mama_st_find(st, name);
-    if (!t) return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' is missing", st->path, name);
-    if (t->numel != count)
-        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: tensor '%s' has %zu elements, expected %zu", st->path, name, t->numel, count);
-    return mama_st_read_i32(st, name, (int32_t *)dst, count);
-}
-
-MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch, const char *out, int late,
-                                         mama_backend *be) {
-    mama_safetensors st;
-    const mama_st_tensor *ti;
-    mama_model *m = NULL;
-    mama_batch b;
-    mama_step_opts o;
-    mama_losses L;
-    mama_st_writer *w = NULL;
-    float *images = NULL, *ext = NULL, *host = NULL, *emb = NULL;
-    int *ids = NULL, *mask = NULL, B, i, T;
-    int64_t shp[2], one = 1;
-    float lv[5];
-    static const char *const loss_names[5] = {"loss", "loss_clip", "loss_mv", "loss_sym", "loss_sla"};
-    char name[256];
-    size_t img, total;
-    mama_status s;
-    if (!be) be = mama_cpu_backend();
-    memset(&st, 0, sizeof st);
-    MAMA_TRY(mama_st_open(&st, batch));
-    ti = mama_st_find(&st, "images");
-    if (!ti || ti->ndim != 4) {
-        mama_st_close(&st);
-        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s: 'images' must be a [B, C, H, W] tensor", batch);
-    }
-    B = (int)ti->shape[0];
-    img = ti->numel / (size_t)B;
-    s = mama_model_load(&m, weights, be, B);
-    if (s != MAMA_OK) { mama_st_close(&st); return s; }
-    T = m->cfg.context;
-    if ((int)ti->shape[1] != m->cfg.in_chans || (int)ti->shape[2] != m->cfg.image_size || (int)ti->shape[3] != m->cfg.image_size) {
-        s = MAMA_FAIL(MAMA_ERR_SHAPE, "%s: 'images' is [%lld, %lld, %lld, %lld]; the model needs [B, %d, %d, %d]", batch,
-                      (long long)ti->shape[0], (long long)ti->shape[1], (long long)ti->shape[2], (long long)ti->shape[3],
-                      m->cfg.in_chans, m->cfg.image_size, m->cfg.image_size);
-        goto done;
-    }
-#define MAMA__A(p, n) if ((s = mama_alloc((void **)&(p), (n), "verify buffers")) != MAMA_OK) goto done
-    MAMA__A(images, sizeof(float) * img * B);
-    MAMA__A(ext, sizeof(float) * img * B);
-    MAMA__A(ids, sizeof(int) * (size_t)B * T);
-    MAMA__A(mask, sizeof(int) * (size_t)B * T);
-    MAMA__A(emb, sizeof(float) * (size_t)2 * B * m->cfg.embed_dim);
-    total = m->group_offset[3] + m->group_numel[3];
-    MAMA__A(host, sizeof(float) * total);
-#undef MAMA__A
-    if ((s = mama_st_read_f32(&st, "images", images, img * B)) != MAMA_OK) goto done;
-    if (late && (s = mama_st_read_f32(&st, "ext_images", ext, img * B)) != MAMA_OK) goto done;
-    if ((s = mama__read_int_tensor(&st, "input_ids", ids, (size_t)B * T)) != MAMA_OK) goto done;
-    if ((s = mama__read_int_tensor(&st, "attention_mask", mask, (size_t)B * T)) != MAMA_OK) goto done;
-    b.B = B; b.images = images; b.ext_images = late ? ext : NULL; b.input_ids = ids; b.attention_mask = mask;
-    mama_step_opts_default(&o);
-    o.late = late;
-    o.dropout = 0;
-    if ((s = mama_model_step(m, &b, &o, 0, &L)) != MAMA_OK) goto done;
-    if ((s = be->to_host(be, host, m->params, sizeof(float) * m->group_offset[2])) != MAMA_OK) goto done;
-    if ((s = be->to_host(be, host + m->group_offset[3], m->params + m->group_offset[3],
-                         sizeof(float) * m->group_numel[3])) != MAMA_OK) goto done;
-    /* gradients reuse the front of `host`'s [train|late] region layout */
-    if ((s = mama_st_writer_init(&w)) != MAMA_OK) goto done;
-    if ((s = mama_model_embeddings(m, emb, emb + (size_t)B * m->cfg.embed_dim)) != MAMA_OK) goto done;
-    shp[0] = B; shp[1] = m->cfg.embed_dim;
-    if ((s = mama_st_writer_add(w, "img_emb", MAMA_F32, 2, shp, emb)) != MAMA_OK) goto done;
-    if ((s = mama_st_writer_add(w, "txt_emb", MAMA_F32, 2, shp, emb + (size_t)B * m->cfg.embed_dim)) != MAMA_OK) goto done;
-    lv[0] = L.loss; lv[1] = L.clip; lv[2] = L.mv; lv[3] = L.sym; lv[4] = L.sla;
-    for (i = 0; i < 5; i++)
-        if ((s = mama_st_writer_add(w, loss_names[i], MAMA_F32, 1, &one, &lv[i])) != MAMA_OK) goto done;
-    /* grads: copy the gradient buffer over the [train|late] part of host */
-    if ((s = be->to_host(be, host, m->grads, sizeof(float) * m->group_offset[2])) != MAMA_OK) goto done;
-    for (i = 0; i < m->nparams && s == MAMA_OK; i++) {
-        const mama_param_info *p = &m->info[i];
-        if (p->group == MAMA_GROUP_TRAIN || p->group == MAMA_GROUP_LATE) {
-            snprintf(name, sizeof name, "grad.%s", p->name);
-            s = mama_st_writer_add(w, name, MAMA_F32, p->ndim, p->shape, host + p->offset);
-        } else if (p->group == MAMA_GROUP_BUFFER) {
-            snprintf(name, sizeof name, "buf.%s", p->name);
-            s = mama_st_writer_add(w, name, MAMA_F32, p->ndim, p->shape, host + p->offset);
-        }
-    }
-    if (s == MAMA_OK) s = mama_st_writer_write(w, out);
-done:
-    mama_st_writer_free(w);
-    mama_st_close(&st);
-    mama_model_free(m);
-    mama_free(images); mama_free(ext); mama_free(ids); mama_free(mask); mama_free(emb); mama_free(host);
-    return s;
-}
-
 /* ---- 6.6 AdamW over the parameter groups ------------------------------- */
 MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay) {
     size_t n;
@@ -7847,34 +7738,6 @@ MAMA_API mama_status mama_read_file(const char *path, unsigned char **data, size
     *data = buf;
     *size = len;
     return MAMA_OK;
-}
-
-MAMA_API mama_status mama_npy_write(const char *path, const float *data, int rows, int cols) {
-    mama_atomic_file af;
-    char header[128];
-    int n, pad;
-    if (rows < 0 || cols < 0 || (!data && rows * cols > 0))
-        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: bad .npy shape [%d, %d]", path, rows, cols);
-    /* magic, version 1.0, header length (uint16 LE), then a Python dict
-     * padded with spaces so that magic + length + dict + '\n' is a multiple of 64 */
-    n = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols);
-    pad = 64 - (10 + n + 1) % 64;
-    if (pad == 64) pad = 0;
-    memset(header + n, ' ', (size_t)pad);
-    header[n + pad] = '\n';
-    n += pad + 1;
-    MAMA_TRY(mama_atomic_open(&af, path));
-    {
-        unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
-        pre[8] = (unsigned char)(n & 0xff);
-        pre[9] = (unsigned char)(n >> 8);
-        if (mama_atomic_write(&af, pre, 10) != MAMA_OK || mama_atomic_write(&af, header, (size_t)n) != MAMA_OK ||
-            mama_atomic_write(&af, data, sizeof(float) * (size_t)rows * cols) != MAMA_OK) {
-            mama_atomic_abort(&af);
-            return MAMA_ERR_IO;
-        }
-    }
-    return mama_atomic_commit(&af);
 }
 
 static void mama__atomic_release(mama_atomic_file *af) {

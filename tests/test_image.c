@@ -1,6 +1,7 @@
 /* tests/test_image.c - mama.h section 9 (decoding, the A.5 pipeline) and
- * mama_synth.h (synthetic mammograms, PNG writing).  Truth: hand-computed values (worked out in the comments), a
- * naive textbook Otsu, and properties (determinism, bounds, ordering).
+ * mama_synth.h (synthetic mammograms, PNG writing).  Truth: hand-computed
+ * values (worked out in the comments), a naive textbook Otsu, and
+ * properties (determinism, bounds, ordering).
  * Writes a montage of one synthetic study to /tmp/mama_synth_montage.png
  * (or argv[1]) and prints the generation speed (not asserted). */
 #define _POSIX_C_SOURCE 200809L
