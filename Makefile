@@ -45,7 +45,7 @@ ifeq ($(BLAS),openblas)
   LDLIBS += -lopenblas
 endif
 
-HEADERS = mama.h
+HEADERS = mama.h mama_plot.h mama_synth.h mama_tokenizer_train.h mama_verify.h
 # test_mpi needs MPI and two ranks: `make test-mpi`, not part of `make test`
 TEST_SRC = $(filter-out tests/test_mpi.c,$(wildcard tests/test_*.c))
 TESTS   = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
@@ -86,11 +86,26 @@ $(BUILD)/embed_image $(BUILD)/zeroshot_image $(BUILD)/train_loop: $(BUILD)/%: ex
 $(BUILD)/test_%: tests/test_%.c tests/test_util.h $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
-# The header must also compile as C11 with clang and as C++ with g++.
+# The header must also compile as C11 with clang and as C++ with g++.  The
+# companion headers too: all of them in one file with mama.h's
+# implementation, and each implementation alone in its own file (they use
+# only mama.h's public API), the pieces linked into one program.
+COMPANIONS = plot synth tokenizer_train verify
 compile-check: | $(BUILD)
-	@printf '#define MAMA_IMPLEMENTATION\n#include "mama.h"\nint main(void){return 0;}\n' > $(BUILD)/compile_check.c
+	@printf '#define MAMA_IMPLEMENTATION\n#include "mama.h"\n' > $(BUILD)/compile_check.c
+	@for c in $(COMPANIONS); do C=$$(echo $$c | tr a-z A-Z); \
+	  printf '#define MAMA_%s_IMPLEMENTATION\n#include "mama_%s.h"\n' $$C $$c >> $(BUILD)/compile_check.c; \
+	  printf '#include "mama.h"\n#define MAMA_%s_IMPLEMENTATION\n#include "mama_%s.h"\n' $$C $$c > $(BUILD)/compile_check_$$c.c; done
+	@printf 'int main(void){return 0;}\n' >> $(BUILD)/compile_check.c
 	clang -std=c11 $(WARN) -O2 -fopenmp -c -I. $(BUILD)/compile_check.c -o $(BUILD)/compile_check.o
 	$(CXX) -x c++ -std=c++11 -Wall -Wextra -Werror -O0 -fsyntax-only -I. $(BUILD)/compile_check.c
+	@for c in $(COMPANIONS); do \
+	  $(CC) -std=c99 $(WARN) -O2 -fopenmp -c -I. $(BUILD)/compile_check_$$c.c -o $(BUILD)/compile_check_$$c.o && \
+	  clang -std=c11 $(WARN) -O2 -fopenmp -fsyntax-only -I. $(BUILD)/compile_check_$$c.c && \
+	  $(CXX) -x c++ -std=c++11 -Wall -Wextra -Werror -O0 -fsyntax-only -I. $(BUILD)/compile_check_$$c.c || exit 1; done
+	@printf '#define MAMA_IMPLEMENTATION\n#include "mama.h"\nint main(void){return 0;}\n' > $(BUILD)/compile_check_core.c
+	$(CC) -std=c99 $(WARN) -O0 -fopenmp -I. $(BUILD)/compile_check_core.c $(patsubst %,$(BUILD)/compile_check_%.o,$(COMPANIONS)) -o $(BUILD)/compile_check_link $(LDLIBS)
+	@echo "compile-check: companions $(COMPANIONS): C99 (gcc), C11 (clang), C++11 (g++), each in its own file, linked"
 	@for e in embed_image zeroshot_image train_loop; do $(CC) -std=c99 $(WARN) -fsyntax-only -I. examples/$$e.c || exit 1; done
 	@if [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ]; then \
 	  $(CC) -std=c99 $(WARN) -fopenmp -fsyntax-only -DMAMA_USE_CBLAS -I. -I/usr/include/x86_64-linux-gnu $(BUILD)/compile_check.c && \

@@ -3,6 +3,14 @@
  * library.  Run `build/mama help` for the commands. */
 #define MAMA_IMPLEMENTATION
 #include "../mama.h"
+#define MAMA_PLOT_IMPLEMENTATION
+#include "../mama_plot.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "../mama_synth.h"
+#define MAMA_TOKENIZER_TRAIN_IMPLEMENTATION
+#include "../mama_tokenizer_train.h"
+#define MAMA_VERIFY_IMPLEMENTATION
+#include "../mama_verify.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -534,6 +542,36 @@ static int cmd_tokenizer(int argc, char **argv) {
     return rc;
 }
 
+/* A float32 matrix [rows, cols] as a NumPy .npy file (format 1.0, little
+ * endian, C order), written atomically (only `embed` writes .npy). */
+static mama_status mama_cli_npy_write(const char *path, const float *data, int rows, int cols) {
+    mama_atomic_file af;
+    char header[128];
+    int n, pad;
+    if (rows < 0 || cols < 0 || (!data && rows * cols > 0))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: bad .npy shape [%d, %d]", path, rows, cols);
+    /* magic, version 1.0, header length (uint16 LE), then a Python dict
+     * padded with spaces so that magic + length + dict + '\n' is a multiple of 64 */
+    n = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols);
+    pad = 64 - (10 + n + 1) % 64;
+    if (pad == 64) pad = 0;
+    memset(header + n, ' ', (size_t)pad);
+    header[n + pad] = '\n';
+    n += pad + 1;
+    MAMA_TRY(mama_atomic_open(&af, path));
+    {
+        unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
+        pre[8] = (unsigned char)(n & 0xff);
+        pre[9] = (unsigned char)(n >> 8);
+        if (mama_atomic_write(&af, pre, 10) != MAMA_OK || mama_atomic_write(&af, header, (size_t)n) != MAMA_OK ||
+            mama_atomic_write(&af, data, sizeof(float) * (size_t)rows * cols) != MAMA_OK) {
+            mama_atomic_abort(&af);
+            return MAMA_ERR_IO;
+        }
+    }
+    return mama_atomic_commit(&af);
+}
+
 static int cmd_embed(int argc, char **argv) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
@@ -591,7 +629,7 @@ static int cmd_embed(int argc, char **argv) {
         }
         rows = n;
     }
-    if (rc == 0 && mama_npy_write(out, emb, rows, mama_model_config(m)->embed_dim) != MAMA_OK) rc = fail();
+    if (rc == 0 && mama_cli_npy_write(out, emb, rows, mama_model_config(m)->embed_dim) != MAMA_OK) rc = fail();
     if (rc == 0) printf("wrote %s: %d x %d embeddings\n", out, rows, mama_model_config(m)->embed_dim);
     free(emb);
     mama_dataset_free(d);

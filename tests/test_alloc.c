@@ -32,6 +32,8 @@ static void test_free(void *p) {
 #define MAMA_FREE(p) test_free(p)
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_VERIFY_IMPLEMENTATION
+#include "mama_verify.h"
 #include "test_util.h"
 
 #define FIX "tests/ref/fixtures/"

@@ -15,6 +15,8 @@
  */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_VERIFY_IMPLEMENTATION
+#include "mama_verify.h"
 #include "test_util.h"
 #include <stdlib.h>
 

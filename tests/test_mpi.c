@@ -26,6 +26,8 @@
  * the tiny config (masks are keyed per rank; see section 13). */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "mama_synth.h"
 #include "test_util.h"
 #include <stdlib.h>
 #include <sys/stat.h>

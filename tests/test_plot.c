@@ -44,6 +44,10 @@ static void t_free(void *p) {
 #define MAMA_FREE(p) t_free(p)
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_PLOT_IMPLEMENTATION
+#include "mama_plot.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "mama_synth.h"
 #include "tests/test_util.h"
 
 static char outdir[512] = "/tmp/mama_plot_test";
@@ -660,7 +664,7 @@ static void test_alloc_failures(void) {
     char path[600];
     float y[50], maps[2 * 16];
     uint8_t grey[20 * 20];
-    static const int mine[4] = {1, 2, 3, 1}; /* allocations before mama_png_write */
+    static const int mine[4] = {1, 2, 3, 1}; /* allocations before the PNG writer */
     int m[9] = {3, 1, 0, 0, 4, 1, 2, 0, 5}, k, leaks = 0, oks = 0, fails = 0, which;
     mama_plot_series s;
     for (k = 0; k < 50; k++) y[k] = (float)(k % 7);

@@ -42,6 +42,8 @@ static void t_free(void *p) {
 
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_TOKENIZER_TRAIN_IMPLEMENTATION
+#include "mama_tokenizer_train.h"
 #include "test_util.h"
 
 /* ---------------------------------------------------------------------------

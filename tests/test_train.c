@@ -7,6 +7,8 @@
  * - the dataset: splits keep patients together, captions tokenise. */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "mama_synth.h"
 #include "test_util.h"
 #include <stdlib.h>
 #include <sys/stat.h>
