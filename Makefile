@@ -86,6 +86,9 @@ $(BUILD)/embed_image $(BUILD)/zero_shot_image $(BUILD)/train_loop: $(BUILD)/%: e
 $(BUILD)/test_%: tests/test_%.c tests/test_util.h $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
+# two models training in two threads (POSIX threads)
+$(BUILD)/test_threads: LDLIBS += -pthread
+
 # The header must also compile as C11 with clang and as C++ with g++.
 compile-check: | $(BUILD)
 	@printf '#define MAMA_IMPLEMENTATION\n#include "mama.h"\nint main(void){return 0;}\n' > $(BUILD)/compile_check.c
@@ -98,6 +101,7 @@ compile-check: | $(BUILD)
 	@echo "compile-check: C99 (gcc), C11 (clang -O2) and C++11 (g++) clean; examples compile"
 
 test: stb compile-check $(TESTS) $(BUILD)/mama
+	@bash tests/check_bss.sh
 	@bash tests/run_tests.sh $(TESTS)
 
 asan: stb
