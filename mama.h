@@ -419,8 +419,9 @@ MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, flo
  * beta == 0 overwrites C without reading it (C may hold NaN or garbage).
  * M, N <= 0 is a no-op; K <= 0 or alpha == 0 just scales C by beta.
  * On the CPU backend these calls never fail and never allocate (the
- * instance's scratch, sized at creation), and give the same bits whatever
- * the thread count and whether or not another thread shares the backend.
+ * instance's scratch, sized at creation), and the built-in kernels give
+ * the same bits whatever the thread count and whether or not another
+ * thread shares the backend (a MAMA_USE_CBLAS build: as the BLAS does).
  *
  * gemm_batched: `batch` independent GEMMs; matrix b uses A + b*sa,
  * B + b*sb, C + b*sc (strides in floats).
