@@ -86,6 +86,9 @@ $(BUILD)/embed_image $(BUILD)/zeroshot_image $(BUILD)/train_loop: $(BUILD)/%: ex
 $(BUILD)/test_%: tests/test_%.c tests/test_util.h $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
+# two models training in two threads (POSIX threads)
+$(BUILD)/test_threads: LDLIBS += -pthread
+
 # The header must also compile as C11 with clang and as C++ with g++.  The
 # companion headers too: all of them in one file with mama.h's
 # implementation, and each implementation alone in its own file (they use
@@ -113,7 +116,7 @@ compile-check: | $(BUILD)
 	@echo "compile-check: C99 (gcc), C11 (clang -O2) and C++11 (g++) clean; examples compile"
 
 test: stb compile-check $(TESTS) $(BUILD)/mama
-	@bash tests/run_tests.sh $(TESTS) tests/check_dropin.sh
+	@bash tests/run_tests.sh $(TESTS) tests/check_bss.sh tests/check_dropin.sh
 
 asan: stb
 	@$(MAKE) -j2 --no-print-directory BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/mama $(patsubst tests/%.c,build/asan/%,$(TEST_SRC))

@@ -379,7 +379,15 @@ struct mama_backend {
 /* Backends are objects: create one, pass it to mama_model_create, free it
  * after the last model that uses it.  Each instance owns its scratch
  * (GEMM packing and attention buffers, sized once at creation), so two
- * models on two backends in two threads share nothing. */
+ * models on two backends in two threads share nothing.  The CPU backend's
+ * scratch has one slot per OpenMP thread of the moment it is created
+ * (omp_get_max_threads(), at most MAMA_GEMM_MAX_THREADS): set the thread
+ * count (mama_set_num_threads) first; its GEMMs and attention use at most
+ * that many threads.  Two threads may also share one CPU backend: the
+ * second one's GEMMs then run on one thread with stack buffers, its
+ * attention waits for the slots, and the results are the same bits.
+ * Fails with MAMA_ERR_NOMEM (and a message) when the scratch cannot be
+ * allocated (~2.2 MB of address space per slot). */
 MAMA_API mama_status mama_cpu_backend_create(mama_backend **out);
 /* The reference backend (section 3.6): every op as the plainest correct C
  * (scalar loops, no SIMD, no threads, no blocking), for reading and as the
@@ -387,9 +395,6 @@ MAMA_API mama_status mama_cpu_backend_create(mama_backend **out);
 MAMA_API mama_status mama_reference_backend_create(mama_backend **out);
 /* Any backend (CPU, reference, CUDA); NULL is a no-op. */
 MAMA_API void mama_backend_free(mama_backend *be);
-
-/* The CPU backend (a static table; never NULL). */
-MAMA_API mama_backend *mama_cpu_backend(void);
 
 /* --- CUDA backend (begin) ---------------------------------------------
  * Defined in mama_cuda.cu, not in this header: link build/mama_cuda.o
@@ -421,53 +426,57 @@ MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, flo
 /* ---------------------------------------------------------------------------
  * 1.7 Matrix multiply (section 3.2 has the implementation).
  *
- * Row-major single precision GEMM, BLAS semantics:
+ * The GEMM is a backend member: be->gemm, be->gemm_batched and
+ * be->gemm_half (there is no standalone GEMM: its packing buffers belong to
+ * the backend instance).  Row-major single precision, BLAS semantics:
  *
  *     C = alpha * op(A) * op(B) + beta * C
  *
  * op(A) is M x K (A is stored M x K with row stride lda, or K x M when
  * trans_a != 0), op(B) is K x N (B stored K x N with row stride ldb, or
  * N x K when trans_b != 0), C is M x N with row stride ldc.  A linear
- * layer y = x W^T with W stored [out, in] is mama_sgemm(0, 1, ...).
+ * layer y = x W^T with W stored [out, in] is be->gemm(be, 0, 1, ...).
  *
  * beta == 0 overwrites C without reading it (C may hold NaN or garbage).
  * M, N <= 0 is a no-op; K <= 0 or alpha == 0 just scales C by beta.
- * These calls never fail and never allocate: the packing buffers are
- * static (one set per thread slot, MAMA_GEMM_MAX_THREADS slots).
- * ------------------------------------------------------------------------- */
-MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K,
-                         float alpha, const float *A, int lda,
-                         const float *B, int ldb, float beta,
-                         float *C, int ldc);
-
-/* `batch` independent GEMMs; matrix b uses A + b*sa, B + b*sb, C + b*sc
- * (strides in floats). */
-MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K,
-                                 float alpha, const float *A, int lda, long long sa,
-                                 const float *B, int ldb, long long sb, float beta,
-                                 float *C, int ldc, long long sc, int batch);
-
-/* The same with B in half precision: `B` holds raw bf16 (b_dtype
- * MAMA_BF16) or IEEE f16 (MAMA_F16) values, A and C are float32.  B is
+ * On the CPU backend these calls never fail and never allocate (the
+ * instance's scratch, sized at creation), and the built-in kernels give
+ * the same bits whatever the thread count and whether or not another
+ * thread shares the backend (a MAMA_USE_CBLAS build: as the BLAS does).
+ *
+ * gemm_batched: `batch` independent GEMMs; matrix b uses A + b*sa,
+ * B + b*sb, C + b*sc (strides in floats).
+ *
+ * gemm_half: B in half precision: `B` holds raw bf16 (b_dtype MAMA_BF16)
+ * or IEEE f16 (MAMA_F16) values, A and C are float32.  On the CPU, B is
  * converted to float32 while it is packed (AVX2 shifts for bf16, F16C for
  * f16, both exact), so the products and sums are the float GEMM's on the
- * widened values: the result equals mama_sgemm on a float copy of B up to
+ * widened values: the result equals be->gemm on a float copy of B up to
  * summation order.  For frozen weights kept in bf16/f16 (forward x W and
- * backward dY W^T alike).  Never routed to CBLAS. */
-MAMA_API void mama_gemm_half(int trans_a, int trans_b, int M, int N, int K,
-                             float alpha, const float *A, int lda,
-                             const uint16_t *B, int ldb, int b_dtype, float beta,
-                             float *C, int ldc);
+ * backward dY W^T alike).  Never routed to CBLAS.
+ *
+ * CPU backend settings (tests and benchmarks; 0 / NULL for other backends):
+ * ------------------------------------------------------------------------- */
+/* The micro-kernel this CPU backend uses (run-time dispatch unless forced):
+ * "avx512", "avx2", "scalar" (or "cblas" when built with MAMA_USE_CBLAS);
+ * NULL when `be` is not a CPU backend. */
+MAMA_API const char *mama_cpu_backend_kernel_name(const mama_backend *be);
 
-/* The micro-kernel the run-time dispatch picked for this CPU:
- * "avx512", "avx2", "scalar" (or "cblas" when built with MAMA_USE_CBLAS). */
-MAMA_API const char *mama_gemm_kernel_name(void);
+/* Force a kernel by name ("scalar", "avx2", "avx512") on this backend; NULL,
+ * "" or "auto" restores run-time dispatch.  Returns 1 when the kernel exists
+ * in this build and this CPU runs it, 0 otherwise (then nothing changes).
+ * Not thread-safe against concurrent GEMMs on the same backend. */
+MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name);
 
-/* Testing and benchmarking hook: force a kernel by name ("scalar", "avx2",
- * "avx512"); NULL, "" or "auto" restores run-time dispatch.  Returns 1 when
- * the kernel exists in this build and this CPU runs it, 0 otherwise (then
- * nothing changes).  Not thread-safe against concurrent GEMMs. */
-MAMA_API int mama_gemm_force_kernel(const char *name);
+/* The attention schedule of this backend: "gemm" (NULL, "" or "auto": the
+ * GEMM schedule wherever it applies, the default) or "tile" (always the
+ * tile schedule, section 3.3).  Returns 1, or 0 for an unknown name or a
+ * backend that is not a CPU backend (then nothing changes). */
+MAMA_API int mama_cpu_backend_force_attention(mama_backend *be, const char *schedule);
+
+/* Thread slots of this CPU backend (the most threads one of its GEMMs or
+ * attention calls uses); 0 when `be` is not a CPU backend. */
+MAMA_API int mama_cpu_backend_threads(const mama_backend *be);
 
 /* --------------------------------------------------------------------------
  * 1.x Text: structured captions (SPEC A.6, A.5 masking, A.7 zeroshot sets),
@@ -1650,6 +1659,12 @@ MAMA_API mama_status mama_model_average_bn_stats(mama_model *m);
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h> /* sched_yield: a thread waiting for a shared CPU backend's slots */
+#define MAMA__YIELD() sched_yield()
+#else
+#define MAMA__YIELD() ((void)0)
+#endif
 
 /* The three allocation hooks come as a set: replacing only some of them
  * would hand memory from one allocator to another's free. */
@@ -1691,7 +1706,15 @@ extern "C" {
  * ========================================================================== */
 
 /* 2.1 Errors.  One message per thread, so loader threads and the trainer
- * do not overwrite each other's reasons. */
+ * do not overwrite each other's reasons.
+ *
+ * Static state: scratch and settings belong to the backend instance
+ * (section 3.5), not to static variables.  The mutable statics left are
+ * thread-local, one copy per thread: this message, and the context
+ * pointers qsort has no argument for (mama__st_sort_ctx, mama__st_wctx,
+ * mama__mf_ctx, mama__mf_first in section 7); plus the temporary-name
+ * counter of mama_atomic_open (section 7).  tests/check_bss.sh keeps the
+ * .bss of an implementation object small. */
 static MAMA_THREAD_LOCAL char mama__error_message[1024];
 
 MAMA_API const char *mama_last_error(void) { return mama__error_message; }
@@ -1853,14 +1876,20 @@ MAMA_API void mama_set_num_threads(int n) {
  * element move per few hundred multiply-adds.  Small products stay on one
  * thread; tiny ones (M*N*K < 32768) skip packing altogether.
  *
- * No allocation: packing buffers are static, one A and one B buffer per
- * thread slot (MAMA_GEMM_MAX_THREADS of them, default 32; more threads are
- * capped).  That is 1.2 MB of .bss per slot, but only the slots that run
- * ever get touched, i.e. backed by memory.  A
- * lock protects them; a GEMM that finds them busy (a call from another
- * thread, or from inside a parallel region of the caller) runs on one
- * thread with small buffers on its own stack instead.  So the GEMM never
- * fails and is safe to call concurrently.
+ * No allocation per call: the packing buffers belong to the backend
+ * instance (struct mama__cpu_impl, section 3.5), one A and one B buffer per
+ * thread slot, allocated once by mama_cpu_backend_create for the OpenMP
+ * thread count of that moment (omp_get_max_threads(), capped at
+ * MAMA_GEMM_MAX_THREADS, default 32; a later larger thread count is capped
+ * at the instance's slots).  That is 1.2 MB per slot (plus 1 MB of
+ * attention scores, 3.3), of which only the slots that run ever get
+ * touched, i.e. backed by memory.  The library has no static mutable state:
+ * two backends in two threads share nothing.  A per-instance try-lock
+ * protects the slots; a GEMM that finds them busy (two threads sharing one
+ * backend, or a call from inside a parallel region of the caller) runs on
+ * one thread with small buffers on its own stack instead (~78 KB), with the
+ * same K blocking as the slots, so both paths give the same bits.  So the
+ * GEMM never fails and is safe to call concurrently.
  * ------------------------------------------------------------------------- */
 
 #ifdef MAMA_USE_CBLAS
@@ -1881,9 +1910,11 @@ MAMA_API void mama_set_num_threads(int n) {
 #define MAMA__GEMM_ABUF (144 * 256)      /* MC x KC               */
 #define MAMA__GEMM_BBUF (256 * 1024)     /* KC x NC               */
 #define MAMA__GEMM_PAD 32                /* align to 64 B + spill */
-/* Stack fallback blocks: KC_S x (NC_S) of B, one MR x KC_S sliver of A. */
-#define MAMA__GEMM_KC_S 64
-#define MAMA__GEMM_NC_S 128
+/* Stack fallback blocks: KC_S x NC_S of B, one MR x KC_S sliver of A.
+ * KC_S is every kernel's KC, so the fallback splits K exactly as the slots
+ * do and gives the same bits (M and N blocks never change the result). */
+#define MAMA__GEMM_KC_S 256
+#define MAMA__GEMM_NC_S 64
 #define MAMA__GEMM_MAXTILE (12 * 32)     /* largest MR x NR       */
 
 /* A micro-kernel: c[MR x NR] (row stride ldc) = beta*c + a*b over kc steps,
@@ -1906,6 +1937,10 @@ typedef struct mama__gemm_kinfo {
     int mc, kc, nc; /* cache blocks (mc % mr == 0, nc % nr == 0) */
 } mama__gemm_kinfo;
 
+/* The CPU backend instance's private state (be->impl): the kernel in use,
+ * the per-slot scratch and its lock (defined after the kernel table). */
+struct mama__cpu_impl;
+
 /* The arguments of one GEMM, so helpers take one pointer. */
 typedef struct mama__gemm_args {
     int ta, tb, M, N, K;
@@ -1913,10 +1948,12 @@ typedef struct mama__gemm_args {
     const float *A, *B;
     float *C;
     ptrdiff_t lda, ldb, ldc;
-    /* half-precision B (mama_gemm_half): Bh replaces B, bdt is MAMA_BF16
+    /* half-precision B (be->gemm_half): Bh replaces B, bdt is MAMA_BF16
      * or MAMA_F16; Bh == NULL for the float GEMM */
     const uint16_t *Bh;
     int bdt;
+    /* the backend instance whose slots (and CPU flags) the product uses */
+    const struct mama__cpu_impl *cx;
 } mama__gemm_args;
 
 /* ---- packing ---- */
@@ -2467,7 +2504,7 @@ mama__gemm_kernel_avx512(long kc, const float *a, const float *b, float *c, long
  * (x4 bytes) sits in L2, the B micro-panel kc x nr in L1, the B panel
  * kc x nc in L3.  Tuned on AMD Zen 3 (32 KB L1d, 512 KB L2 per core). */
 enum { MAMA__GEMM_K_SCALAR = 0, MAMA__GEMM_K_AVX2 = 1, MAMA__GEMM_K_AVX512 = 2 };
-static mama__gemm_kinfo mama__gemm_kernels[3] = { /* not const: tuning harnesses adjust it */
+static const mama__gemm_kinfo mama__gemm_kernels[3] = {
     {"scalar", mama__gemm_kernel_scalar, mama__gemm_pack_b, mama__gemm_pack_a, 4, 8, 128, 256, 1024},
 #ifdef MAMA_X86_SIMD
     {"avx2", mama__gemm_kernel_avx2, mama__gemm_pack_b_avx2, mama__gemm_pack_a_avx2, 6, 16, 144, 256, 1024},
@@ -2478,9 +2515,6 @@ static mama__gemm_kinfo mama__gemm_kernels[3] = { /* not const: tuning harnesses
 #endif
 };
 
-/* -1: run-time dispatch; otherwise the kernel index forced by a test. */
-static int mama__gemm_forced = -1;
-
 static int mama__gemm_cpu_runs(int k) {
     if (k == MAMA__GEMM_K_SCALAR) return 1;
 #ifdef MAMA_X86_SIMD
@@ -2490,49 +2524,45 @@ static int mama__gemm_cpu_runs(int k) {
     return 0;
 }
 
-static const mama__gemm_kinfo *mama__gemm_pick(void) {
-    if (mama__gemm_forced >= 0) return &mama__gemm_kernels[mama__gemm_forced];
+/* The run-time dispatch: the widest kernel this CPU runs. */
+static const mama__gemm_kinfo *mama__gemm_dispatch(void) {
     if (mama__gemm_cpu_runs(MAMA__GEMM_K_AVX512)) return &mama__gemm_kernels[MAMA__GEMM_K_AVX512];
     if (mama__gemm_cpu_runs(MAMA__GEMM_K_AVX2)) return &mama__gemm_kernels[MAMA__GEMM_K_AVX2];
     return &mama__gemm_kernels[MAMA__GEMM_K_SCALAR];
 }
 
-MAMA_API const char *mama_gemm_kernel_name(void) {
-#ifdef MAMA_USE_CBLAS
-    return "cblas";
-#else
-    return mama__gemm_pick()->name;
-#endif
-}
-
-MAMA_API int mama_gemm_force_kernel(const char *name) {
-    int k;
-    if (!name || !name[0] || strcmp(name, "auto") == 0) {
-        mama__gemm_forced = -1;
-        return 1;
-    }
-    for (k = 0; k < 3; k++)
-        if (strcmp(name, mama__gemm_kernels[k].name) == 0 && mama__gemm_kernels[k].kern &&
-            mama__gemm_cpu_runs(k)) {
-            mama__gemm_forced = k;
-            return 1;
-        }
-    return 0;
-}
-
-#ifdef MAMA_X86_SIMD
 /* F16C (vcvtph2ps) is its own CPUID bit (leaf 1, ecx bit 29); the
- * compilers' __builtin_cpu_supports does not know it everywhere. */
-static int mama__gemm_has_f16c(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        unsigned int a = 0, b = 0, c = 0, d = 0;
-        __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
-        cached = (c >> 29) & 1u;
-    }
-    return cached;
-}
+ * compilers' __builtin_cpu_supports does not know it everywhere.  Read
+ * once per backend instance (cpuid is slow under virtualisation). */
+static int mama__gemm_cpu_has_f16c(void) {
+#ifdef MAMA_X86_SIMD
+    unsigned int a = 0, b = 0, c = 0, d = 0;
+    __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    (void)a; (void)b; (void)d;
+    return (int)((c >> 29) & 1u);
+#else
+    return 0;
 #endif
+}
+
+/* The CPU backend instance's private state (be->impl).  Everything that
+ * was once static lives here, so that two backends used by two threads
+ * share nothing; a backend shared by two threads is safe too (the slots'
+ * try-lock, with the stack fallback for GEMMs).  The scratch is sized at
+ * creation and never reallocated: the hot path does not allocate. */
+typedef struct mama__cpu_impl {
+    const mama__gemm_kinfo *ki; /* the GEMM kernel: dispatch, or forced by a test */
+    int att_gemm;               /* 1: attention's GEMM schedule where it applies; 0: tile schedule only */
+    int f16c;                   /* the CPU has F16C (half-precision B packing) */
+    int nslots;                 /* thread slots, 1..MAMA_GEMM_MAX_THREADS */
+    int lock;                   /* the slots' try-lock word (GCC/clang atomics) */
+    /* per slot s: abuf + s*MAMA__CPU_ASTRIDE, bbuf + s*MAMA__CPU_BSTRIDE,
+     * sbuf + s*MAMA__CPU_SSTRIDE floats (64-byte aligned, mama_alloc) */
+    float *abuf, *bbuf, *sbuf;
+} mama__cpu_impl;
+#define MAMA__CPU_ASTRIDE ((size_t)MAMA__GEMM_ABUF + MAMA__GEMM_PAD)
+#define MAMA__CPU_BSTRIDE ((size_t)MAMA__GEMM_BBUF + MAMA__GEMM_PAD)
+/* MAMA__CPU_SSTRIDE (attention scores) is defined with the attention, 3.3 */
 
 /* Packs a half-precision op(B) panel: vectorised when the chosen kernel is
  * a SIMD one (so the CPU has AVX2) and, for f16, the CPU has F16C. */
@@ -2544,7 +2574,7 @@ static void mama__gemm_pack_b_half(const mama__gemm_kinfo *ki, const mama__gemm_
             mama__gemm_pack_b_bf16_avx2(g, k0, kc, j0, nc, nr, dst);
             return;
         }
-        if (mama__gemm_has_f16c()) {
+        if (g->cx->f16c) {
             mama__gemm_pack_b_f16_avx2(g, k0, kc, j0, nc, nr, dst);
             return;
         }
@@ -2631,22 +2661,18 @@ static void mama__gemm_blocked(const mama__gemm_kinfo *ki, const mama__gemm_args
     }
 }
 
-/* Align a static buffer to 64 bytes (they are declared MAMA__GEMM_PAD
+/* Align a stack buffer to 64 bytes (they are declared MAMA__GEMM_PAD
  * floats larger). */
 static float *mama__gemm_align(float *p) {
     return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
 }
 
-/* Static per-slot packing buffers (zero-initialised: .bss, so untouched
- * slots cost address space only). */
-static float mama__gemm_abuf[MAMA_GEMM_MAX_THREADS][MAMA__GEMM_ABUF + MAMA__GEMM_PAD];
-static float mama__gemm_bbuf[MAMA_GEMM_MAX_THREADS][MAMA__GEMM_BBUF + MAMA__GEMM_PAD];
-
-/* One thread's part of a GEMM on slot `slot`. */
+/* One thread's part of a GEMM on slot `slot` of the instance g->cx (the
+ * slot buffers are 64-byte aligned, MAMA__GEMM_PAD floats of spill). */
 static void mama__gemm_slot(const mama__gemm_kinfo *ki, const mama__gemm_args *g, int slot,
                             int m0, int m1, int n0, int n1) {
-    mama__gemm_blocked(ki, g, m0, m1, n0, n1, mama__gemm_align(mama__gemm_abuf[slot]),
-                       mama__gemm_align(mama__gemm_bbuf[slot]), ki->mc, ki->kc, ki->nc);
+    mama__gemm_blocked(ki, g, m0, m1, n0, n1, g->cx->abuf + (size_t)slot * MAMA__CPU_ASTRIDE,
+                       g->cx->bbuf + (size_t)slot * MAMA__CPU_BSTRIDE, ki->mc, ki->kc, ki->nc);
 }
 
 /* The fallback when the slots are busy: one thread, buffers on the stack
@@ -2658,19 +2684,28 @@ static void mama__gemm_stack(const mama__gemm_kinfo *ki, const mama__gemm_args *
                        ki->mr, MAMA__GEMM_KC_S, MAMA__GEMM_NC_S);
 }
 
-/* The slot lock: a spin-free try-lock (GCC/clang atomics).  Other
- * compilers always take the stack path. */
-static int mama__gemm_lock_word = 0;
-static int mama__gemm_trylock(void) {
+/* The instance's slot lock: a spin-free try-lock (GCC/clang atomics).
+ * Other compilers always take the stack path.  (The lock word is the one
+ * member of the instance that changes after creation; the cast drops the
+ * const of the GEMM arguments' instance pointer.) */
 #if defined(__GNUC__) || defined(__clang__)
-    return __atomic_exchange_n(&mama__gemm_lock_word, 1, __ATOMIC_ACQUIRE) == 0;
+#define MAMA__GEMM_HAVE_LOCK 1
 #else
+#define MAMA__GEMM_HAVE_LOCK 0
+#endif
+static int mama__gemm_trylock(const mama__cpu_impl *cx) {
+#if MAMA__GEMM_HAVE_LOCK
+    return __atomic_exchange_n((int *)&cx->lock, 1, __ATOMIC_ACQUIRE) == 0;
+#else
+    (void)cx;
     return 0;
 #endif
 }
-static void mama__gemm_unlock(void) {
-#if defined(__GNUC__) || defined(__clang__)
-    __atomic_store_n(&mama__gemm_lock_word, 0, __ATOMIC_RELEASE);
+static void mama__gemm_unlock(const mama__cpu_impl *cx) {
+#if MAMA__GEMM_HAVE_LOCK
+    __atomic_store_n((int *)&cx->lock, 0, __ATOMIC_RELEASE);
+#else
+    (void)cx;
 #endif
 }
 
@@ -2749,7 +2784,7 @@ static int mama__gemm_threads_for(const mama__gemm_args *g) {
 #ifdef _OPENMP
     if (!omp_in_parallel()) nt = omp_get_max_threads();
 #endif
-    if (nt > MAMA_GEMM_MAX_THREADS) nt = MAMA_GEMM_MAX_THREADS;
+    if (nt > g->cx->nslots) nt = g->cx->nslots;
     if (work / 262144.0 < nt) nt = (int)(work / 262144.0);
     return nt < 1 ? 1 : nt;
 }
@@ -2801,7 +2836,7 @@ static void mama__gemm_locked(const mama__gemm_kinfo *ki, const mama__gemm_args 
 #pragma omp parallel num_threads(nt)
     {
         int team = omp_get_num_threads(), tm, tn;
-        if (team > MAMA_GEMM_MAX_THREADS) team = MAMA_GEMM_MAX_THREADS;
+        if (team > g->cx->nslots) team = g->cx->nslots;
         mama__gemm_grid(ki, g, team, &tm, &tn);
         if (omp_get_thread_num() < team) mama__gemm_part(ki, g, omp_get_thread_num(), tm, tn);
     }
@@ -2824,9 +2859,10 @@ static int mama__gemm_easy(const mama__gemm_args *g) {
     return 0;
 }
 
-static void mama__gemm_fill(mama__gemm_args *g, int trans_a, int trans_b, int M, int N, int K,
-                            float alpha, const float *A, int lda, const float *B, int ldb,
-                            float beta, float *C, int ldc) {
+static void mama__gemm_fill(mama__gemm_args *g, const mama__cpu_impl *cx, int trans_a, int trans_b,
+                            int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                            int ldb, float beta, float *C, int ldc) {
+    g->cx = cx;
     g->ta = trans_a != 0;
     g->tb = trans_b != 0;
     g->M = M;
@@ -2847,20 +2883,24 @@ static void mama__gemm_fill(mama__gemm_args *g, int trans_a, int trans_b, int M,
 /* The built-in kernels on one product: on the threads' slots when free,
  * else on one thread with stack buffers. */
 static void mama__gemm_run(const mama__gemm_args *g) {
-    const mama__gemm_kinfo *ki = mama__gemm_pick();
-    if (mama__gemm_trylock()) {
+    const mama__gemm_kinfo *ki = g->cx->ki;
+    if (mama__gemm_trylock(g->cx)) {
         mama__gemm_locked(ki, g, mama__gemm_threads_for(g));
-        mama__gemm_unlock();
+        mama__gemm_unlock(g->cx);
     } else {
         mama__gemm_stack(ki, g);
     }
 }
 
-MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                         int ldc) {
+/* Backend-table members (section 1.5 signatures): the GEMMs of the CPU
+ * backend, on the instance's slots. */
+static MAMA__GEMM_UNUSED void mama__cpu_gemm(mama_backend *be, int trans_a, int trans_b, int M,
+                                             int N, int K, float alpha, const float *A, int lda,
+                                             const float *B, int ldb, float beta, float *C,
+                                             int ldc) {
     mama__gemm_args g;
-    mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    mama__gemm_fill(&g, (const mama__cpu_impl *)be->impl, trans_a, trans_b, M, N, K, alpha, A, lda,
+                    B, ldb, beta, C, ldc);
     if (mama__gemm_easy(&g)) return;
 #ifdef MAMA_USE_CBLAS
     cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans,
@@ -2870,11 +2910,13 @@ MAMA_API void mama_sgemm(int trans_a, int trans_b, int M, int N, int K, float al
     mama__gemm_run(&g);
 }
 
-MAMA_API void mama_gemm_half(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                             const float *A, int lda, const uint16_t *B, int ldb, int b_dtype,
-                             float beta, float *C, int ldc) {
+static MAMA__GEMM_UNUSED void mama__cpu_gemm_half(mama_backend *be, int trans_a, int trans_b, int M,
+                                                  int N, int K, float alpha, const float *A, int lda,
+                                                  const uint16_t *B, int ldb, int b_dtype, float beta,
+                                                  float *C, int ldc) {
     mama__gemm_args g;
-    mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, NULL, ldb, beta, C, ldc);
+    mama__gemm_fill(&g, (const mama__cpu_impl *)be->impl, trans_a, trans_b, M, N, K, alpha, A, lda,
+                    NULL, ldb, beta, C, ldc);
     g.Bh = B;
     g.bdt = b_dtype == MAMA_F16 ? MAMA_F16 : MAMA_BF16;
     if (mama__gemm_easy(&g)) return;
@@ -2883,16 +2925,18 @@ MAMA_API void mama_gemm_half(int trans_a, int trans_b, int M, int N, int K, floa
     mama__gemm_run(&g);
 }
 
-MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                                 const float *A, int lda, long long sa, const float *B, int ldb,
-                                 long long sb, float beta, float *C, int ldc, long long sc,
-                                 int batch) {
-    const mama__gemm_kinfo *ki;
+static MAMA__GEMM_UNUSED void mama__cpu_gemm_batched(mama_backend *be, int trans_a, int trans_b,
+                                                     int M, int N, int K, float alpha,
+                                                     const float *A, int lda, long long sa,
+                                                     const float *B, int ldb, long long sb,
+                                                     float beta, float *C, int ldc, long long sc,
+                                                     int batch) {
+    const mama__cpu_impl *cx = (const mama__cpu_impl *)be->impl;
+    const mama__gemm_kinfo *ki = cx->ki;
     mama__gemm_args g;
     int b, nt, nt_batch;
     if (batch <= 0 || M <= 0 || N <= 0) return;
-    mama__gemm_fill(&g, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    ki = mama__gemm_pick();
+    mama__gemm_fill(&g, cx, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     nt = mama__gemm_threads_for(&g); /* threads one matrix deserves */
     /* threads the whole batch deserves */
     g.M = (int)(M * (long long)batch > INT_MAX ? INT_MAX : M * (long long)batch);
@@ -2902,13 +2946,13 @@ MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K, 
     nt = nt_batch = 1;
 #endif
 #ifdef _OPENMP
-    if (nt_batch > 1 && nt < nt_batch && batch >= 2 && mama__gemm_trylock()) {
+    if (nt_batch > 1 && nt < nt_batch && batch >= 2 && mama__gemm_trylock(cx)) {
         /* Small matrices: one matrix per thread, each on its own slot. */
         if (nt_batch > batch) nt_batch = batch;
 #pragma omp parallel num_threads(nt_batch)
         {
             int tid = omp_get_thread_num(), team = omp_get_num_threads(), i;
-            if (team > MAMA_GEMM_MAX_THREADS) team = MAMA_GEMM_MAX_THREADS;
+            if (team > cx->nslots) team = cx->nslots;
             if (tid < team)
                 for (i = tid; i < batch; i += team) {
                     mama__gemm_args gi = g;
@@ -2918,7 +2962,7 @@ MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K, 
                     if (!mama__gemm_easy(&gi)) mama__gemm_slot(ki, &gi, tid, 0, M, 0, N);
                 }
         }
-        mama__gemm_unlock();
+        mama__gemm_unlock(cx);
         return;
     }
 #else
@@ -2927,34 +2971,8 @@ MAMA_API void mama_sgemm_batched(int trans_a, int trans_b, int M, int N, int K, 
     (void)nt_batch;
 #endif
     for (b = 0; b < batch; b++)
-        mama_sgemm(trans_a, trans_b, M, N, K, alpha, A + b * sa, lda, B + b * sb, ldb, beta,
-                   C + b * sc, ldc);
-}
-
-/* Backend-table adapters (section 1.5 signatures). */
-static MAMA__GEMM_UNUSED void mama__cpu_gemm_half(mama_backend *be, int trans_a, int trans_b, int M,
-                                                  int N, int K, float alpha, const float *A, int lda,
-                                                  const uint16_t *B, int ldb, int b_dtype, float beta,
-                                                  float *C, int ldc) {
-    (void)be;
-    mama_gemm_half(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_dtype, beta, C, ldc);
-}
-static MAMA__GEMM_UNUSED void mama__cpu_gemm(mama_backend *be, int trans_a, int trans_b, int M,
-                                             int N, int K, float alpha, const float *A, int lda,
-                                             const float *B, int ldb, float beta, float *C,
-                                             int ldc) {
-    (void)be;
-    mama_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-static MAMA__GEMM_UNUSED void mama__cpu_gemm_batched(mama_backend *be, int trans_a, int trans_b,
-                                                     int M, int N, int K, float alpha,
-                                                     const float *A, int lda, long long sa,
-                                                     const float *B, int ldb, long long sb,
-                                                     float beta, float *C, int ldc, long long sc,
-                                                     int batch) {
-    (void)be;
-    mama_sgemm_batched(trans_a, trans_b, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc,
-                       batch);
+        mama__cpu_gemm(be, trans_a, trans_b, M, N, K, alpha, A + b * sa, lda, B + b * sb, ldb, beta,
+                       C + b * sc, ldc);
 }
 
 /* ---------------------------------------------------------------------------
@@ -3669,14 +3687,13 @@ static void mama__cpu_l2norm_backward(mama_backend *be, float *dx, const float *
 #define MAMA__ATT_DC 256     /* head-dim columns transposed at a time */
 #define MAMA__ATT_OBUF 16384 /* floats in the forward's [rows][hd] accumulator */
 
+/* No cached flag (no static mutable state): __builtin_cpu_supports reads
+ * the CPU model word libgcc fills once; the init call returns at once
+ * after the first time. */
 static int mama__ops_have_avx2(void) {
 #if defined(MAMA_X86_SIMD)
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif
@@ -4244,17 +4261,18 @@ static void mama__att_backward_head(int simd, float *dqkv, const float *dout, co
  * Causal attention stops each block's keys at its last query (kend), so
  * only the diagonal block's upper triangle is computed and masked.  One
  * thread owns a (b, h) in the backward, so dK and dV accumulate over the
- * query blocks without races.  The score rows live in a static per-thread
- * buffer (like the GEMM's packing buffers: .bss, untouched slots cost
- * address space only); the products use the GEMM's slot buffers, so the
- * GEMM slot lock is held for the whole call, and a caller that cannot take
- * it (another thread is in a GEMM) gets the tile schedule. */
+ * query blocks without races.  The score rows live in the backend
+ * instance's per-slot score buffer (like the GEMM's packing buffers:
+ * allocated once at creation, untouched slots cost address space only);
+ * the products use the GEMM's slot buffers, so the instance's slot lock is
+ * held for the whole call.  A caller that finds it taken (another thread
+ * sharing this backend is in a GEMM or an attention) waits for it, so that
+ * the schedule, and with it the bits, never depends on timing; the
+ * instance's att_gemm flag (mama_cpu_backend_force_attention) picks the
+ * tile schedule instead (the tests run both). */
 #define MAMA__ATT_SCR 131072 /* floats per score buffer (S, dP) and thread: 90 rows of T = 1374 */
 #define MAMA__ATT_RMAX 288  /* query rows per block at most: T up to 288 is one block, K and V packed once */
-static float mama__att_sbuf[MAMA_GEMM_MAX_THREADS][2 * MAMA__ATT_SCR + MAMA__GEMM_PAD];
-/* 1: the GEMM schedule where it applies; 0: always the tile schedule (the
- * tests run both) */
-static int mama__att_use_gemm = 1;
+#define MAMA__CPU_SSTRIDE ((size_t)2 * MAMA__ATT_SCR + MAMA__GEMM_PAD) /* floats per slot */
 
 /* Query rows per block for the GEMM schedule: R rows of ldS scores must
  * fit the buffer, R a multiple of the kernel's mr, and the blocks even
@@ -4279,12 +4297,12 @@ static int mama__att_gemm_rows(const mama__gemm_kinfo *ki, int T, int causal) {
 
 /* C = alpha op(A) op(B) + beta C on one thread with slot `slot`'s packing
  * buffers. */
-static void mama__att_gemm(const mama__gemm_kinfo *ki, int slot, int ta, int tb, int M, int N, int K,
+static void mama__att_gemm(const mama__cpu_impl *cx, int slot, int ta, int tb, int M, int N, int K,
                            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     mama__gemm_args g;
     if (M <= 0 || N <= 0 || K <= 0) return;
-    mama__gemm_fill(&g, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-    mama__gemm_slot(ki, &g, slot, 0, M, 0, N);
+    mama__gemm_fill(&g, cx, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    mama__gemm_slot(cx->ki, &g, slot, 0, M, 0, N);
 }
 
 /* s[j] = scale * s[j] for visible keys j < jmax (kv[j] != 0 when kv is
@@ -4333,10 +4351,10 @@ static float mama__att_scale_mask_max(int simd, float *s, const int *kv, int jma
 }
 
 /* Forward of queries [i0, i0+nq) of head (b, h). */
-static void mama__att_forward_gemm(const mama__gemm_kinfo *ki, int slot, int simd, float *out, float *lse,
+static void mama__att_forward_gemm(const mama__cpu_impl *cx, int slot, int simd, float *out, float *lse,
                                    const float *qkv, const int *key_valid, int b, int h, int i0, int nq, int T,
                                    int H, int hd, int causal, float scale, float p, uint64_t seed) {
-    float *S = mama__gemm_align(mama__att_sbuf[slot]);
+    float *S = cx->sbuf + (size_t)slot * MAMA__CPU_SSTRIDE;
     const int D = H * hd, ld = 3 * D, ldS = (T + 7) & ~7;
     const float *Q = qkv + (size_t)(b * T + i0) * ld + h * hd;
     const float *K = qkv + (size_t)b * T * ld + D + h * hd, *V = K + D;
@@ -4345,7 +4363,7 @@ static void mama__att_forward_gemm(const mama__gemm_kinfo *ki, int slot, int sim
     const float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
     int r, jj;
-    mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
+    mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
     for (r = 0; r < nq; r++) {
         float *s = S + (size_t)r * ldS, *ls = lse + ((size_t)b * H + h) * T + i0 + r;
         int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
@@ -4368,15 +4386,15 @@ static void mama__att_forward_gemm(const mama__gemm_kinfo *ki, int slot, int sim
         for (jj = jmax; jj < kend; jj++) s[jj] = 0.0f;
         *ls = mx + logf(l);
     }
-    mama__att_gemm(ki, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
+    mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
 }
 
 /* Backward of head (b, h), query blocks of R rows. */
-static void mama__att_backward_gemm(const mama__gemm_kinfo *ki, int slot, int simd, float *dqkv, const float *dout,
+static void mama__att_backward_gemm(const mama__cpu_impl *cx, int slot, int simd, float *dqkv, const float *dout,
                                     const float *out, const float *lse, const float *qkv, const int *key_valid,
                                     int b, int h, int T, int H, int hd, int causal, float scale, float p,
                                     uint64_t seed, int R) {
-    float *S = mama__gemm_align(mama__att_sbuf[slot]), *dP = S + MAMA__ATT_SCR;
+    float *S = cx->sbuf + (size_t)slot * MAMA__CPU_SSTRIDE, *dP = S + MAMA__ATT_SCR;
     float Di[MAMA__ATT_RMAX], Li[MAMA__ATT_RMAX];
     const int D = H * hd, ld = 3 * D, ldS = (T + 7) & ~7;
     const float *Qb = qkv + (size_t)b * T * ld + h * hd, *Kb = Qb + D, *Vb = Kb + D;
@@ -4391,8 +4409,8 @@ static void mama__att_backward_gemm(const mama__gemm_kinfo *ki, int slot, int si
         const int nq = mama__ops_min_i(R, T - i0), kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
         const float *Q = Qb + (size_t)i0 * ld, *dO = dOb + (size_t)i0 * D;
         if (!mama__att_row_stats(Di, Li, dO, Ob + (size_t)i0 * D, Lb + i0, D, nq, hd)) continue;
-        mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, Q, ld, Kb, ld, 0.0f, S, ldS);
-        mama__att_gemm(ki, slot, 0, 1, nq, kend, hd, dO, D, Vb, ld, 0.0f, dP, ldS);
+        mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, Q, ld, Kb, ld, 0.0f, S, ldS);
+        mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, dO, D, Vb, ld, 0.0f, dP, ldS);
         for (r = 0; r < nq; r++) {
             float *s = S + (size_t)r * ldS, *dp = dP + (size_t)r * ldS;
             int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
@@ -4412,25 +4430,31 @@ static void mama__att_backward_gemm(const mama__gemm_kinfo *ki, int slot, int si
             for (; jj < kend; jj++) s[jj] = dp[jj] = 0.0f;
         }
         /* dQ += dS K;  dK += dS^T Q;  dV += (P z)^T dO */
-        mama__att_gemm(ki, slot, 0, 0, nq, hd, kend, S, ldS, Kb, ld, 1.0f, dQb + (size_t)i0 * ld, ld);
-        mama__att_gemm(ki, slot, 1, 0, kend, hd, nq, S, ldS, Q, ld, 1.0f, dKb, ld);
-        mama__att_gemm(ki, slot, 1, 0, kend, hd, nq, dP, ldS, dO, D, 1.0f, dVb, ld);
+        mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, Kb, ld, 1.0f, dQb + (size_t)i0 * ld, ld);
+        mama__att_gemm(cx, slot, 1, 0, kend, hd, nq, S, ldS, Q, ld, 1.0f, dKb, ld);
+        mama__att_gemm(cx, slot, 1, 0, kend, hd, nq, dP, ldS, dO, D, 1.0f, dVb, ld);
     }
 }
 
 /* Threads for the GEMM schedule, or 0 when it does not apply (then the
- * tile schedule runs).  Takes the GEMM slot lock on success. */
-static int mama__att_gemm_begin(const mama__gemm_kinfo *ki, int T, int causal, int *R) {
+ * tile schedule runs).  Takes the instance's slot lock on success, waiting
+ * for it when another thread sharing the backend holds it (it does so for
+ * one GEMM or one attention call, never calling out): whether the GEMM
+ * schedule runs depends on the shapes and the thread count only, so the
+ * results do not depend on timing.  Without atomics (no lock) the tile
+ * schedule runs. */
+static int mama__att_gemm_begin(const mama__cpu_impl *cx, int T, int causal, int *R) {
     int nt = 1;
-    if (!mama__att_use_gemm) return 0;
-    *R = mama__att_gemm_rows(ki, T, causal);
+    if (!cx->att_gemm || !MAMA__GEMM_HAVE_LOCK) return 0;
+    *R = mama__att_gemm_rows(cx->ki, T, causal);
     if (*R <= 0) return 0;
 #ifdef _OPENMP
     if (omp_in_parallel()) return 0; /* the slots are per thread of one team */
     nt = omp_get_max_threads();
 #endif
-    if (nt > MAMA_GEMM_MAX_THREADS) return 0;
-    return mama__gemm_trylock() ? nt : 0;
+    if (nt > cx->nslots) return 0;
+    while (!mama__gemm_trylock(cx)) MAMA__YIELD();
+    return nt;
 }
 
 static int mama__att_slot(void) {
@@ -4445,22 +4469,21 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
                                         const int *key_valid, int B, int T, int H, int hd, int causal, float scale,
                                         float dropout_p, uint64_t dropout_seed) {
     int simd = mama__ops_have_avx2();
-    const mama__gemm_kinfo *ki = mama__gemm_pick();
+    const mama__cpu_impl *cx = (const mama__cpu_impl *)be->impl;
     int bq, ntile, ntask, t, par;
-    (void)be;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
     par = (long long)T * T * H * B * hd > 200000;
     (void)par; /* read only by the OpenMP pragmas */
-    if (mama__att_gemm_begin(ki, T, causal, &bq)) {
+    if (mama__att_gemm_begin(cx, T, causal, &bq)) {
         ntile = (T + bq - 1) / bq;
         ntask = B * H * ntile;
         MAMA__OPS_PAR_FOR_DYN(par && ntask > 1)
         for (t = 0; t < ntask; t++) {
             int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
-            mama__att_forward_gemm(ki, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
+            mama__att_forward_gemm(cx, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
                                    mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed);
         }
-        mama__gemm_unlock();
+        mama__gemm_unlock(cx);
         return;
     }
     if (hd > MAMA__ATT_OBUF) { /* not representable in the fixed tiles */
@@ -4483,18 +4506,17 @@ static void mama__cpu_attention_backward(mama_backend *be, float *dqkv, const fl
                                          int H, int hd, int causal, float scale, float dropout_p,
                                          uint64_t dropout_seed) {
     int simd = mama__ops_have_avx2();
-    const mama__gemm_kinfo *ki = mama__gemm_pick();
+    const mama__cpu_impl *cx = (const mama__cpu_impl *)be->impl;
     int t, ntask = B * H, R, par;
-    (void)be;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0 || dropout_p >= 1.0f) return;
     par = ntask > 1 && (long long)T * T * H * B * hd > 200000;
     (void)par; /* read only by the OpenMP pragmas */
-    if (mama__att_gemm_begin(ki, T, causal, &R)) {
+    if (mama__att_gemm_begin(cx, T, causal, &R)) {
         MAMA__OPS_PAR_FOR_DYN(par)
         for (t = 0; t < ntask; t++)
-            mama__att_backward_gemm(ki, mama__att_slot(), simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H,
+            mama__att_backward_gemm(cx, mama__att_slot(), simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H,
                                     T, H, hd, causal, scale, dropout_p, dropout_seed, R);
-        mama__gemm_unlock();
+        mama__gemm_unlock(cx);
         return;
     }
     MAMA__OPS_PAR_FOR_DYN(par)
@@ -4950,15 +4972,12 @@ static mama_status mama__cpu_zero(mama_backend *be, void *dst, size_t bytes) {
 static mama_status mama__cpu_sync(mama_backend *be) { (void)be; return MAMA_OK; }
 
 /* The table is filled member by member (not with a positional initialiser)
- * so that it reads the same in C and C++ and survives reordering. */
-static mama_backend mama__cpu_table;
-static int mama__cpu_table_ready = 0;
-
-MAMA_API mama_backend *mama_cpu_backend(void) {
-    mama_backend *t = &mama__cpu_table;
-    if (mama__cpu_table_ready) return t;
+ * so that it reads the same in C and C++ and survives reordering.  Each
+ * instance carries its own copy (there is no static table). */
+static void mama__cpu_destroy(mama_backend *be);
+static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->name = "cpu";
-    t->impl = NULL;
+    t->impl = cx;
     t->alloc = mama__cpu_alloc;
     t->free = mama__cpu_free;
     t->to_device = mama__cpu_memcpy;
@@ -5008,22 +5027,99 @@ MAMA_API mama_backend *mama_cpu_backend(void) {
     t->adamw_step = mama__cpu_adamw_step;
     t->sgd_step = mama__cpu_sgd_step;
     t->sum_squares = mama__cpu_sum_squares;
-    mama__cpu_table_ready = 1;
-    return t;
+    t->destroy = mama__cpu_destroy;
 }
 
-/* TEMPORARY skeleton (the no-static-state work replaces it): a heap copy
- * of the table. */
-static void mama__cpu_destroy(mama_backend *be) { mama_free(be); }
+static void mama__cpu_destroy(mama_backend *be) {
+    mama__cpu_impl *cx = be ? (mama__cpu_impl *)be->impl : NULL;
+    if (cx) {
+        mama_free(cx->abuf);
+        mama_free(cx->bbuf);
+        mama_free(cx->sbuf);
+        mama_free(cx);
+    }
+    mama_free(be);
+}
+
+/* The instance's scratch: nslots slots of packing buffers and attention
+ * scores, allocated (not touched: pages are backed on first use) once. */
 MAMA_API mama_status mama_cpu_backend_create(mama_backend **out) {
-    mama_backend *t;
+    mama_backend *t = NULL;
+    mama__cpu_impl *cx = NULL;
+    int nslots = 1;
     if (!out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_cpu_backend_create: out is NULL");
     *out = NULL;
-    MAMA_TRY(mama_alloc((void **)&t, sizeof *t, "CPU backend"));
-    *t = *mama_cpu_backend();
-    t->destroy = mama__cpu_destroy;
+#ifdef _OPENMP
+    nslots = omp_get_max_threads();
+#endif
+    if (nslots > MAMA_GEMM_MAX_THREADS) nslots = MAMA_GEMM_MAX_THREADS;
+    if (nslots < 1) nslots = 1;
+    MAMA_TRY(mama_calloc((void **)&t, sizeof *t, "CPU backend table"));
+    if (mama_calloc((void **)&cx, sizeof *cx, "CPU backend state") != MAMA_OK ||
+        mama_alloc((void **)&cx->abuf, sizeof(float) * MAMA__CPU_ASTRIDE * (size_t)nslots,
+                   "CPU backend GEMM packing buffers (A)") != MAMA_OK ||
+        mama_alloc((void **)&cx->bbuf, sizeof(float) * MAMA__CPU_BSTRIDE * (size_t)nslots,
+                   "CPU backend GEMM packing buffers (B)") != MAMA_OK ||
+        mama_alloc((void **)&cx->sbuf, sizeof(float) * MAMA__CPU_SSTRIDE * (size_t)nslots,
+                   "CPU backend attention scores") != MAMA_OK) {
+        t->impl = cx;
+        mama__cpu_destroy(t);
+        return MAMA_ERR_NOMEM;
+    }
+    cx->ki = mama__gemm_dispatch();
+    cx->att_gemm = 1;
+    cx->f16c = mama__gemm_cpu_has_f16c();
+    cx->nslots = nslots;
+    cx->lock = 0;
+    mama__cpu_fill_table(t, cx);
     *out = t;
     return MAMA_OK;
+}
+
+/* The instance behind a CPU backend, NULL for any other backend. */
+static mama__cpu_impl *mama__cpu_of(const mama_backend *be) {
+    return be && be->destroy == mama__cpu_destroy ? (mama__cpu_impl *)be->impl : NULL;
+}
+
+MAMA_API const char *mama_cpu_backend_kernel_name(const mama_backend *be) {
+    const mama__cpu_impl *cx = mama__cpu_of(be);
+    if (!cx) return NULL;
+#ifdef MAMA_USE_CBLAS
+    return "cblas";
+#else
+    return cx->ki->name;
+#endif
+}
+
+MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name) {
+    mama__cpu_impl *cx = mama__cpu_of(be);
+    int k;
+    if (!cx) return 0;
+    if (!name || !name[0] || strcmp(name, "auto") == 0) {
+        cx->ki = mama__gemm_dispatch();
+        return 1;
+    }
+    for (k = 0; k < 3; k++)
+        if (strcmp(name, mama__gemm_kernels[k].name) == 0 && mama__gemm_kernels[k].kern &&
+            mama__gemm_cpu_runs(k)) {
+            cx->ki = &mama__gemm_kernels[k];
+            return 1;
+        }
+    return 0;
+}
+
+MAMA_API int mama_cpu_backend_force_attention(mama_backend *be, const char *schedule) {
+    mama__cpu_impl *cx = mama__cpu_of(be);
+    if (!cx) return 0;
+    if (!schedule || !schedule[0] || !strcmp(schedule, "auto") || !strcmp(schedule, "gemm")) cx->att_gemm = 1;
+    else if (!strcmp(schedule, "tile")) cx->att_gemm = 0;
+    else return 0;
+    return 1;
+}
+
+MAMA_API int mama_cpu_backend_threads(const mama_backend *be) {
+    const mama__cpu_impl *cx = mama__cpu_of(be);
+    return cx ? cx->nslots : 0;
 }
 
 MAMA_API void mama_backend_free(mama_backend *be) {
@@ -13561,8 +13657,8 @@ static double mama__probe_step(float *W, float *b, float *gW, float *gb, float *
         }
     }
     /* PyTorch SGD: g += wd p; buf = mu buf + g (buf = g at first); p -= lr buf */
-    mama_cpu_backend()->sgd_step(mama_cpu_backend(), W, gW, mW, (size_t)K * D, lr, o->momentum, o->weight_decay, first);
-    mama_cpu_backend()->sgd_step(mama_cpu_backend(), b, gb, mb, (size_t)K, lr, o->momentum, o->weight_decay, first);
+    mama__cpu_sgd_step(NULL, W, gW, mW, (size_t)K * D, lr, o->momentum, o->weight_decay, first);
+    mama__cpu_sgd_step(NULL, b, gb, mb, (size_t)K, lr, o->momentum, o->weight_decay, first);
     return loss;
 }
 
@@ -13983,28 +14079,17 @@ static mama_status mama__single_broadcast(mama_comm *c, float *buf, size_t n, in
 }
 static mama_status mama__single_barrier(mama_comm *c) { (void)c; return MAMA_OK; }
 
-static mama_comm mama__single_comm_table;
-MAMA_API mama_comm *mama_comm_single(void) {
-    mama_comm *c = &mama__single_comm_table;
-    c->name = "single";
-    c->rank = 0;
-    c->size = 1;
-    c->impl = NULL;
-    c->allreduce_sum_f32 = mama__single_allreduce;
-    c->allgather_f32 = mama__single_allgather;
-    c->allgatherv_f32 = mama__single_allgatherv;
-    c->broadcast_f32 = mama__single_broadcast;
-    c->barrier = mama__single_barrier;
-    c->dev_allreduce_sum_f32 = NULL;
-    c->dev_allgather_f32 = NULL;
-    c->dev_allgatherv_f32 = NULL;
-    c->dev_broadcast_f32 = NULL;
-    c->destroy = NULL;
-    c->iallreduce_sum_f32 = NULL; /* a size-1 comm never sums */
-    c->test = NULL;
-    c->wait = NULL;
-    return c;
-}
+/* A constant table (read-only memory, no lazy initialisation to race on),
+ * in the member order of struct mama_comm; callers never write it. */
+static const mama_comm mama__single_comm_table = {
+    "single", 0, 1, NULL,
+    mama__single_allreduce, mama__single_allgather, mama__single_allgatherv,
+    mama__single_broadcast, mama__single_barrier,
+    NULL, NULL, NULL, NULL, /* dev_*: none */
+    NULL,                   /* destroy: static */
+    NULL, NULL, NULL        /* iallreduce, test, wait: a size-1 comm never sums */
+};
+MAMA_API mama_comm *mama_comm_single(void) { return (mama_comm *)&mama__single_comm_table; }
 
 MAMA_API void mama_comm_free(mama_comm *c) {
     if (c && c->destroy) c->destroy(c);
@@ -14270,7 +14355,7 @@ static mama_status mama__dp_grow(void **p, size_t *cap, size_t bytes) {
  * tests can check them without a GPU.) */
 static int mama__dp_host(const mama_model *m) {
     const mama_backend *be = m->be;
-    return !m->dp->generic && (be == mama_cpu_backend() || (be->name && !strcmp(be->name, "cpu")));
+    return !m->dp->generic && be->name && !strcmp(be->name, "cpu");
 }
 
 /* Collectives on device memory: the comm's own (NCCL), or the host ones on

@@ -76,8 +76,8 @@ static mama_status mama__verify_read_ints(const mama_safetensors *st, const char
     return mama_st_read_i32(st, name, (int32_t *)dst, count);
 }
 
-MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch, const char *out, int late,
-                                         mama_backend *be) {
+static mama_status mama__verify_run(const char *weights, const char *batch, const char *out, int late,
+                                    mama_backend *be) {
     mama_safetensors st;
     const mama_st_tensor *ti;
     const mama_config *cfg;
@@ -94,8 +94,6 @@ MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch,
     char name[256];
     size_t img, total = 0;
     mama_status s;
-    if (!weights || !batch || !out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_verify_forward: NULL path");
-    if (!be) be = mama_cpu_backend();
     memset(&st, 0, sizeof st);
     MAMA_TRY(mama_st_open(&st, batch));
     ti = mama_st_find(&st, "images");
@@ -170,6 +168,21 @@ done:
     mama_st_close(&st);
     mama_model_free(m);
     mama_free(images); mama_free(ext); mama_free(ids); mama_free(mask); mama_free(emb); mama_free(host);
+    return s;
+}
+
+/* be == NULL: a CPU backend of this call's own. */
+MAMA_API mama_status mama_verify_forward(const char *weights, const char *batch, const char *out, int late,
+                                         mama_backend *be) {
+    mama_backend *own = NULL;
+    mama_status s;
+    if (!weights || !batch || !out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_verify_forward: NULL path");
+    if (!be) {
+        MAMA_TRY(mama_cpu_backend_create(&own));
+        be = own;
+    }
+    s = mama__verify_run(weights, batch, out, late, be);
+    mama_backend_free(own);
     return s;
 }
 

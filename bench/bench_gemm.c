@@ -1,4 +1,4 @@
-/* bench/bench_gemm.c - GFLOP/s of mama_sgemm on the model's GEMM shapes,
+/* bench/bench_gemm.c - GFLOP/s of the CPU backend's gemm on the model's GEMM shapes,
  * optionally against OpenBLAS in the same run.
  *
  * `build/mama bench gemm [--reps=N] [--threads=N] [--kernel=scalar|avx2|avx512]`
@@ -40,11 +40,11 @@ static const int bench_gemm_shapes[][3] = {
 static const char *bench_gemm_layout_names[3] = {"NN", "NT", "TN"};
 
 /* Seconds of one call; layout 0 NN, 1 NT (B transposed), 2 TN (A transposed). */
-static double bench_gemm_time_mama(int layout, int M, int N, int K, const float *A, const float *B,
-                                   float *C) {
+static double bench_gemm_time_mama(mama_backend *be, int layout, int M, int N, int K, const float *A,
+                                   const float *B, float *C) {
     int ta = layout == 2, tb = layout == 1;
     double t0 = mama_time_seconds();
-    mama_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
+    be->gemm(be, ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
     return mama_time_seconds() - t0;
 }
 
@@ -71,7 +71,8 @@ static int bench_gemm_arg(const char *arg, const char *key, const char **val) {
 int mama_bench_gemm_main(int argc, char **argv) {
     int reps = 7, threads = mama_num_threads(), s, i, layout;
     double min_ratio = INFINITY;
-    const char *val;
+    const char *val, *kernel = NULL;
+    mama_backend *be = NULL;
     float *A = NULL, *B = NULL, *C = NULL, *C2 = NULL;
     size_t max_a = 0, max_b = 0, max_c = 0;
     mama_rng rng;
@@ -82,18 +83,24 @@ int mama_bench_gemm_main(int argc, char **argv) {
         if ((i == 0 && argv[i][0] != '-') || strcmp(argv[i], "gemm") == 0) continue;
         if (bench_gemm_arg(argv[i], "--reps", &val)) reps = atoi(val) > 0 ? atoi(val) : reps;
         else if (bench_gemm_arg(argv[i], "--threads", &val)) threads = atoi(val) > 0 ? atoi(val) : threads;
-        else if (bench_gemm_arg(argv[i], "--kernel", &val)) {
-            if (!mama_gemm_force_kernel(val)) {
-                fprintf(stderr, "bench gemm: kernel '%s' not available here\n", val);
-                return 1;
-            }
-        } else {
+        else if (bench_gemm_arg(argv[i], "--kernel", &val)) kernel = val;
+        else {
             fprintf(stderr, "usage: bench gemm [--reps=N] [--threads=N] [--kernel=scalar|avx2|avx512]\n");
             return 1;
         }
     }
     mama_set_num_threads(threads);
     threads = mama_num_threads();
+    /* the backend after the thread count: its scratch has one slot per thread */
+    if (mama_cpu_backend_create(&be) != MAMA_OK) {
+        fprintf(stderr, "bench gemm: %s\n", mama_last_error());
+        return 1;
+    }
+    if (kernel && !mama_cpu_backend_force_kernel(be, kernel)) {
+        fprintf(stderr, "bench gemm: kernel '%s' not available here\n", kernel);
+        mama_backend_free(be);
+        return 1;
+    }
 #ifdef MAMA_BENCH_OPENBLAS
     openblas_set_num_threads(threads);
 #endif
@@ -111,6 +118,7 @@ int mama_bench_gemm_main(int argc, char **argv) {
         mama_alloc((void **)&C2, max_c * sizeof(float), "bench C2") != MAMA_OK) {
         fprintf(stderr, "bench gemm: %s\n", mama_last_error());
         mama_free(A); mama_free(B); mama_free(C); mama_free(C2);
+        mama_backend_free(be);
         return 1;
     }
     mama_rng_seed(&rng, 42);
@@ -118,7 +126,7 @@ int mama_bench_gemm_main(int argc, char **argv) {
     for (i = 0; i < (int)max_b; i++) B[i] = mama_rng_uniform(&rng) - 0.5f;
 
     printf("# mama gemm kernel: %s, threads: %d, best of %d reps after warm-up\n",
-           mama_gemm_kernel_name(), threads, reps);
+           mama_cpu_backend_kernel_name(be), threads, reps);
 #ifdef MAMA_BENCH_OPENBLAS
     {
         const char *ct = getenv("OPENBLAS_CORETYPE");
@@ -136,12 +144,12 @@ int mama_bench_gemm_main(int argc, char **argv) {
             int r;
             snprintf(dims, sizeof dims, "%dx%dx%d", M, N, K);
             /* warm-up: page in the buffers, wake the thread pools */
-            bench_gemm_time_mama(layout, M, N, K, A, B, C);
+            bench_gemm_time_mama(be, layout, M, N, K, A, B, C);
 #ifdef MAMA_BENCH_OPENBLAS
             bench_gemm_time_blas(layout, M, N, K, A, B, C2);
 #endif
             for (r = 0; r < reps; r++) {
-                t = bench_gemm_time_mama(layout, M, N, K, A, B, C);
+                t = bench_gemm_time_mama(be, layout, M, N, K, A, B, C);
                 if (t < best_m) best_m = t;
 #ifdef MAMA_BENCH_OPENBLAS
                 t = bench_gemm_time_blas(layout, M, N, K, A, B, C2);
@@ -163,6 +171,7 @@ int mama_bench_gemm_main(int argc, char **argv) {
             fflush(stdout);
         }
     mama_free(A); mama_free(B); mama_free(C); mama_free(C2);
+    mama_backend_free(be);
 #ifdef MAMA_BENCH_OPENBLAS
     printf("gemm_min_ratio_vs_openblas=%.3f\n", min_ratio);
 #else

@@ -31,9 +31,9 @@
 #include <sys/resource.h>
 #endif
 
-/* The backend: the tool's --device when built into examples/mama.c. */
+/* The backend: the tool's --device (examples/mama.c defines it). */
 #ifndef MAMA_BENCH_BACKEND
-#define MAMA_BENCH_BACKEND() mama_cpu_backend()
+#error "define MAMA_BENCH_BACKEND() (a mama_backend *) before including bench/bench_train.c"
 #endif
 
 static double bench_peak_rss_mb(void) {
@@ -145,7 +145,7 @@ static int mama_bench_train_main(int argc, char **argv) {
     flops = bench_step_flops(&c, B, late);
     printf("bench train: config %s, batch %d, late %d, checkpointing %d, backend %s, %d threads, gemm kernel %s, "
            "%zu trainable params, %.3f TFLOP model FLOPs per step\n", preset, B, late, ckpt, be->name,
-           mama_num_threads(), mama_gemm_kernel_name(),
+           mama_num_threads(), mama_cpu_backend_kernel_name(be) ? mama_cpu_backend_kernel_name(be) : "-",
            mama_model_numel(m, MAMA_GROUP_TRAIN) + mama_model_numel(m, MAMA_GROUP_LATE), flops / 1e12);
     for (s = -1; s < steps; s++) { /* step -1 is the warm-up */
         double t0 = mama_time_seconds();
@@ -205,7 +205,7 @@ static int mama_bench_encode_main(int argc, char **argv) {
     return 0;
 }
 
-static int mama_bench_weights_main(int argc, char **argv) {
+static int mama_bench_weights_run(int argc, char **argv, mama_backend *cpu) {
     const char *w = bench_opt(argc, argv, "--weights", NULL), *fd = bench_opt(argc, argv, "--frozen-dtype", "auto");
     int B = atoi(bench_opt(argc, argv, "--batch", "1"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "1"));
@@ -273,4 +273,14 @@ static int mama_bench_weights_main(int argc, char **argv) {
     free(images); free(ext); free(ids); free(mask); free(emb);
     mama_model_free(m);
     return 0;
+}
+
+/* `bench weights` runs on a CPU backend of its own (whatever --device says). */
+static int mama_bench_weights_main(int argc, char **argv) {
+    mama_backend *cpu = NULL;
+    int rc;
+    if (mama_cpu_backend_create(&cpu) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+    rc = mama_bench_weights_run(argc, argv, cpu);
+    mama_backend_free(cpu);
+    return rc;
 }

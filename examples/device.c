@@ -17,18 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static mama_backend *mama_cli_be = NULL;   /* NULL: the CPU backend */
-static int mama_cli_be_is_cuda = 0;        /* else created by mama_*_backend_create */
+static mama_backend *mama_cli_be = NULL;   /* created by mama_cli_select_device, freed at exit */
 
-static mama_backend *mama_cli_backend(void) { return mama_cli_be ? mama_cli_be : mama_cpu_backend(); }
+static mama_backend *mama_cli_backend(void) { return mama_cli_be; }
 
 static void mama_cli_release(void) {
-#ifdef MAMA_CUDA
-    if (mama_cli_be_is_cuda) mama_cuda_backend_free(mama_cli_be);
-#endif
-    if (mama_cli_be && !mama_cli_be_is_cuda) mama_backend_free(mama_cli_be);
+    mama_backend_free(mama_cli_be); /* CPU or CUDA: the table's destroy */
     mama_cli_be = NULL;
-    mama_cli_be_is_cuda = 0;
 }
 
 /* Remove argv[i] and argv[i+1]. */
@@ -56,6 +51,11 @@ static int mama_cli_select_device(int *argc, char **argv) {
         if (precision && strcmp(precision, "fp32")) {
             fprintf(stderr, "mama: --precision %s needs --device cuda (the CPU backend is FP32)\n", precision);
             return 2;
+        }
+        /* its scratch has one slot per thread of the moment (OMP_NUM_THREADS) */
+        if (mama_cpu_backend_create(&mama_cli_be) != MAMA_OK) {
+            fprintf(stderr, "mama: error: %s\n", mama_last_error());
+            return 1;
         }
         return 0;
     }
@@ -88,7 +88,6 @@ static int mama_cli_select_device(int *argc, char **argv) {
             mama_cli_be = NULL;
             return 1;
         }
-        mama_cli_be_is_cuda = 1;
         if (mama_cuda_set_precision(mama_cli_be, prec) != MAMA_OK) {
             fprintf(stderr, "mama: error: %s\n", mama_last_error());
             mama_cli_release();

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 int main(int argc, char **argv) {
+    mama_backend *cpu = NULL; /* freed at the end (error exits leave it to the OS) */
     mama_model *model = NULL;
     mama_image img = {0, 0, NULL};
     mama_augment_opts aug = {0}; /* zero: every default (size set below) */
@@ -19,7 +20,8 @@ int main(int argc, char **argv) {
     float *pixels, *emb;
     int i;
     if (argc != 3) { fprintf(stderr, "usage: %s model.safetensors image.png\n", argv[0]); return 2; }
-    if (mama_model_load(&model, argv[1], mama_cpu_backend(), 1) != MAMA_OK ||
+    if (mama_cpu_backend_create(&cpu) != MAMA_OK) { fprintf(stderr, "error: %s\n", mama_last_error()); return 1; }
+    if (mama_model_load(&model, argv[1], cpu, 1) != MAMA_OK ||
         mama_image_load(argv[2], &img) != MAMA_OK) {
         fprintf(stderr, "error: %s\n", mama_last_error());
         return 1;
@@ -38,5 +40,6 @@ int main(int argc, char **argv) {
     free(pixels); free(emb);
     mama_image_free(&img);
     mama_model_free(model);
+    mama_backend_free(cpu);
     return 0;
 }

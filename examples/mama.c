@@ -267,6 +267,7 @@ static int has_flag(int argc, char **argv, const char *key) {
 static int cmd_init(int argc, char **argv) {
     mama_config cfg;
     mama_model *m = NULL;
+    mama_backend *cpu = NULL;
     const char *out = arg_value(argc, argv, "--out", NULL), *mode = arg_value(argc, argv, "--text-mode", NULL);
     int fdt, rc = 0;
     double t0 = mama_time_seconds(), t1;
@@ -280,13 +281,18 @@ static int cmd_init(int argc, char **argv) {
         else { fprintf(stderr, "mama init: --text-mode must be full, lora or frozen\n"); return 2; }
     }
     cfg.frozen_dtype = fdt < 0 ? MAMA_F32 : (mama_dtype)fdt;
-    if (mama_model_create(&m, &cfg, mama_cli_backend(), 1, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10)) !=
-        MAMA_OK)
-        return fail();
+    /* initialised on the host whatever --device says: a CPU backend of its own */
+    if (mama_cpu_backend_create(&cpu) != MAMA_OK) return fail();
+    if (mama_model_create(&m, &cfg, cpu, 1, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10)) != MAMA_OK) {
+        rc = fail();
+        mama_backend_free(cpu);
+        return rc;
+    }
     t1 = mama_time_seconds();
     if (mama_model_save(m, out) != MAMA_OK) rc = fail();
     else printf("wrote %s (initialised in %.1f s, written in %.1f s)\n", out, t1 - t0, mama_time_seconds() - t1);
     mama_model_free(m);
+    mama_backend_free(cpu);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 int main(int argc, char **argv) {
+    mama_backend *cpu = NULL; /* freed at the end (error exits leave it to the OS) */
     mama_config cfg;
     mama_model *model = NULL;
     mama_dataset *data = NULL;
@@ -28,7 +29,8 @@ int main(int argc, char **argv) {
     mama_config_preset(&cfg, "tiny");
     dopt.manifest = argv[1];
     dopt.tokenizer = argv[2];
-    if (mama_model_create(&model, &cfg, mama_cpu_backend(), B, 1) != MAMA_OK ||
+    if (mama_cpu_backend_create(&cpu) != MAMA_OK) { fprintf(stderr, "error: %s\n", mama_last_error()); return 1; }
+    if (mama_model_create(&model, &cfg, cpu, B, 1) != MAMA_OK ||
         mama_dataset_create(&data, &dopt, &cfg) != MAMA_OK || mama_adamw_init(&opt, model, 0.1f) != MAMA_OK) {
         fprintf(stderr, "error: %s\n", mama_last_error());
         return 1;
@@ -59,5 +61,6 @@ int main(int argc, char **argv) {
     mama_adamw_free(&opt);
     mama_dataset_free(data);
     mama_model_free(model);
+    mama_backend_free(cpu);
     return 0;
 }

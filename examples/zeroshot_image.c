@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 int main(int argc, char **argv) {
+    mama_backend *cpu = NULL; /* freed at the end (error exits leave it to the OS) */
     mama_model *model = NULL;
     mama_tokenizer *tok = NULL;
     mama_image img = {0, 0, NULL};
@@ -20,7 +21,8 @@ int main(int argc, char **argv) {
     float *pixels, *img_emb, *txt_emb, best = -1e30f, sum = 0, scores[16], scale;
     int *ids, *mask, n = argc - 4, i, e;
     if (argc < 5 || n > 16) { fprintf(stderr, "usage: %s model tokenizer image text1 [text2 ... text16]\n", argv[0]); return 2; }
-    if (mama_model_load(&model, argv[1], mama_cpu_backend(), n) != MAMA_OK || mama_tokenizer_load(&tok, argv[2]) != MAMA_OK ||
+    if (mama_cpu_backend_create(&cpu) != MAMA_OK) { fprintf(stderr, "error: %s\n", mama_last_error()); return 1; }
+    if (mama_model_load(&model, argv[1], cpu, n) != MAMA_OK || mama_tokenizer_load(&tok, argv[2]) != MAMA_OK ||
         mama_image_load(argv[3], &img) != MAMA_OK) {
         fprintf(stderr, "error: %s\n", mama_last_error());
         return 1;
@@ -53,5 +55,6 @@ int main(int argc, char **argv) {
     mama_image_free(&img);
     mama_tokenizer_free(tok);
     mama_model_free(model);
+    mama_backend_free(cpu);
     return 0;
 }

@@ -1,11 +1,11 @@
 /* tests/test_bf16.c - frozen weights kept in bf16 / f16 (issue 6, item 2).
  *
- * 1. mama_gemm_half against a double-precision reference on the widened
+ * 1. The CPU backend's gemm_half against a double-precision reference on the widened
  *    half values, for bf16 and f16, every transpose, shapes that hit the
  *    tiny path, edge tiles and several cache blocks, each SIMD and the
  *    scalar kernel.  Bar: max|C - ref| / max|ref| < 1e-5 (float32 sums of
  *    up to ~700 terms; measured errors are ~1e-7).  Also: the result is
- *    bit-identical to mama_sgemm on a float32 copy of B (packing converts
+ *    bit-identical to its gemm on a float32 copy of B (packing converts
  *    to exactly the floats the float GEMM packs, the kernels are shared).
  * 2. A tiny model whose frozen text matrices are bf16 (text modes lora and
  *    frozen) against the same model with those weights widened to float32
@@ -24,6 +24,8 @@
 #include "test_util.h"
 #include <stdlib.h>
 #include <string.h>
+
+static mama_backend *CPU; /* this program's CPU backend (created in main) */
 
 /* ---- 1. GEMM ------------------------------------------------------------ */
 
@@ -50,10 +52,10 @@ static void gemm_case(int dt, int ta, int tb, int M, int N, int K, float alpha, 
     for (i = 0; i < nc; i++) C0[i] = 2 * mama_rng_uniform(&r) - 1;
     memcpy(C, C0, sizeof(float) * nc);
     memcpy(C2, C0, sizeof(float) * nc);
-    mama_gemm_force_kernel(kernel);
-    mama_gemm_half(ta, tb, M, N, K, alpha, A, lda, Bh, ldb, dt, beta, C, ldc);
-    mama_sgemm(ta, tb, M, N, K, alpha, A, lda, Bf, ldb, beta, C2, ldc);
-    mama_gemm_force_kernel("auto");
+    mama_cpu_backend_force_kernel(CPU, kernel);
+    CPU->gemm_half(CPU, ta, tb, M, N, K, alpha, A, lda, Bh, ldb, dt, beta, C, ldc);
+    CPU->gemm(CPU, ta, tb, M, N, K, alpha, A, lda, Bf, ldb, beta, C2, ldc);
+    mama_cpu_backend_force_kernel(CPU, "auto");
     for (m = 0; m < M; m++)
         for (n = 0; n < N; n++) {
             double ref = 0;
@@ -93,8 +95,8 @@ static void gemm_tests(void) {
         test_report(worst < 1e-5 && same, "gemm_half",
                     "%s B: %d products (NN/TN/NT/TT, 9 shapes from 3x5x7 to 288x64x700, beta 0/1/0.5, kernels %s and "
                     "scalar) vs double reference on the widened values: worst rel err %.3g (bar 1e-5); bit-identical "
-                    "to mama_sgemm on a float32 copy of B: %s",
-                    dts[d] == MAMA_BF16 ? "bf16" : "f16", cases, mama_gemm_kernel_name(), worst, same ? "yes" : "NO");
+                    "to gemm on a float32 copy of B: %s",
+                    dts[d] == MAMA_BF16 ? "bf16" : "f16", cases, mama_cpu_backend_kernel_name(CPU), worst, same ? "yes" : "NO");
     }
 }
 
@@ -165,9 +167,9 @@ static void model_case(mama_text_mode mode, int dt, const char *path) {
     c.text_mode = mode;
     c.frozen_dtype = (mama_dtype)dt;
     make_batch(&bd, &c);
-    if (mama_model_create(&h, &c, mama_cpu_backend(), TB, 5) != MAMA_OK || mama_model_save(h, path) != MAMA_OK ||
-        mama_model_load_as(&f, path, mama_cpu_backend(), TB, MAMA_F32) != MAMA_OK ||
-        mama_model_load(&h2, path, mama_cpu_backend(), TB) != MAMA_OK) {
+    if (mama_model_create(&h, &c, CPU, TB, 5) != MAMA_OK || mama_model_save(h, path) != MAMA_OK ||
+        mama_model_load_as(&f, path, CPU, TB, MAMA_F32) != MAMA_OK ||
+        mama_model_load(&h2, path, CPU, TB) != MAMA_OK) {
         test_report(0, "model_half", "%s %s: %s", mode_name, dt_name, mama_last_error());
         mama_model_free(h); mama_model_free(f); mama_model_free(h2);
         free(bd.images); free(bd.ext);
@@ -239,8 +241,8 @@ static void file_tests(void) {
     c.text_mode = MAMA_TEXT_LORA;
     /* an f32 file loaded as bf16: every value rounded to nearest even */
     memset(&st, 0, sizeof st);
-    if (mama_model_create(&m, &c, mama_cpu_backend(), 1, 3) != MAMA_OK || mama_model_save(m, p32) != MAMA_OK ||
-        mama_model_load_as(&mb, p32, mama_cpu_backend(), 1, MAMA_BF16) != MAMA_OK) {
+    if (mama_model_create(&m, &c, CPU, 1, 3) != MAMA_OK || mama_model_save(m, p32) != MAMA_OK ||
+        mama_model_load_as(&mb, p32, CPU, 1, MAMA_BF16) != MAMA_OK) {
         test_report(0, "load_as_bf16", "%s", mama_last_error());
         mama_model_free(m); mama_model_free(mb);
         return;
@@ -269,7 +271,7 @@ static void file_tests(void) {
     mb = NULL;
     /* bad arguments and files: status + message, never a crash */
     {
-        mama_status s1 = mama_model_load_as(&mb, p16, mama_cpu_backend(), 1, MAMA_I32);
+        mama_status s1 = mama_model_load_as(&mb, p16, CPU, 1, MAMA_I32);
         int ok1 = s1 == MAMA_ERR_INVALID && mb == NULL && strstr(mama_last_error(), "frozen_dtype");
         mama_st_writer *w = NULL;
         mama_status s2;
@@ -290,7 +292,7 @@ static void file_tests(void) {
         mama_st_writer_write(w, bad);
         mama_st_writer_free(w);
         mama_st_close(&src);
-        s2 = mama_model_load(&mb, bad, mama_cpu_backend(), 1);
+        s2 = mama_model_load(&mb, bad, CPU, 1);
         snprintf(msg, sizeof msg, "%s", mama_last_error());
         test_report(ok1 && s2 == MAMA_ERR_SHAPE && mb == NULL && strstr(msg, bad) && strstr(msg, cfc), "load_bad_dtype",
                     "load_as(frozen_dtype I32) -> %s; a file with an I16 c_fc weight -> %s: \"%s\"",
@@ -311,7 +313,7 @@ static void file_tests(void) {
         mama_model *m16 = NULL;
         mama_status s4;
         m->params[q->offset + 5] = 1e6f;
-        s4 = mama_model_save(m, p32) == MAMA_OK ? mama_model_load_as(&m16, p32, mama_cpu_backend(), 1, MAMA_F16)
+        s4 = mama_model_save(m, p32) == MAMA_OK ? mama_model_load_as(&m16, p32, CPU, 1, MAMA_F16)
                                                 : MAMA_ERR_IO;
         test_report(s4 == MAMA_ERR_NUMERIC && m16 == NULL && strstr(mama_last_error(), cfc) &&
                         strstr(mama_last_error(), "element 5"),
@@ -325,7 +327,7 @@ static void file_tests(void) {
     remove(bad);
 }
 
-int main(void) {
+static int test_main(void) {
     gemm_tests();
     model_case(MAMA_TEXT_LORA, MAMA_BF16, "build/test_bf16_lora.safetensors");
     model_case(MAMA_TEXT_FROZEN, MAMA_BF16, "build/test_bf16_frozen.safetensors");
@@ -335,4 +337,15 @@ int main(void) {
     remove("build/test_bf16_lora16.safetensors");
     file_tests();
     return test_finish();
+}
+
+int main(void) {
+    int rc;
+    if (mama_cpu_backend_create(&CPU) != MAMA_OK) {
+        printf("FAIL cpu backend: %s\n", mama_last_error());
+        return 1;
+    }
+    rc = test_main();
+    mama_backend_free(CPU);
+    return rc;
 }

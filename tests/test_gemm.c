@@ -1,4 +1,4 @@
-/* tests/test_gemm.c - mama_sgemm / mama_sgemm_batched against a naive
+/* tests/test_gemm.c - the CPU backend's gemm / gemm_batched against a naive
  * double-precision triple loop.
  *
  * For every shape (1, primes, non-multiples of the 6x16 / 12x32 tiles, a
@@ -13,8 +13,9 @@
  * of that magnitude (typically sqrt(K) eps), so 2e-5 is loose for K <= 1000
  * and a wrong element gives O(1).  The padding between rows of C (ldc > N)
  * must stay untouched.  Every kernel this CPU runs is tested (forced via
- * mama_gemm_force_kernel), plus the stack fallback used when the static
- * buffers are busy, the batched entry point and the degenerate cases.
+ * mama_cpu_backend_force_kernel), plus the stack fallback used when the
+ * instance's slot buffers are busy (same bits as the slots), the batched
+ * entry point and the degenerate cases.
  *
  * Build: gcc -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -fopenmp -I.
  *        tests/test_gemm.c -o build/test_gemm -lm */
@@ -26,6 +27,8 @@
 #include <string.h>
 
 typedef struct { int M, N, K; } shape;
+
+static mama_backend *BE; /* the CPU backend every test uses */
 
 static const shape shapes[] = {
     {1, 1, 1},     {1, 7, 13},     {7, 1, 13},    {13, 7, 1},    {2, 3, 5},
@@ -131,7 +134,7 @@ static void test_kernel(const char *kname, problem *probs, double tol) {
                 problem *p = &probs[s * 4 + t];
                 double e;
                 problem_reset(p, betas[v]);
-                mama_sgemm(p->ta, p->tb, p->M, p->N, p->K, alphas[v], p->A, p->lda, p->B, p->ldb,
+                BE->gemm(BE, p->ta, p->tb, p->M, p->N, p->K, alphas[v], p->A, p->lda, p->B, p->ldb,
                            betas[v], p->C, p->ldc);
                 e = problem_err(p, alphas[v], betas[v]);
                 if (!(e <= worst)) { worst = e; worst_s = s; }
@@ -143,27 +146,37 @@ static void test_kernel(const char *kname, problem *probs, double tol) {
         }
 }
 
-/* The fallback taken when the static buffers are busy: hold the lock and
- * run every problem through the stack path. */
+/* The fallback taken when the instance's slot buffers are busy: hold the
+ * lock and run every problem through the stack path.  It splits K as the
+ * slots do, so it must give the very bits of the slot path. */
 static void test_stack_path(const char *kname, problem *probs, double tol) {
-    int i;
+    int i, diff = 0, held;
     char name[64];
     double worst = 0;
-    /* Without GCC/clang atomics the lock is never taken and every call is
-     * on the stack path already. */
-    int held = mama__gemm_trylock();
+    const mama__cpu_impl *cx = (const mama__cpu_impl *)BE->impl;
     snprintf(name, sizeof name, "gemm_%s_stack_fallback", kname);
     for (i = 0; i < NSHAPES * 4; i++) {
         problem *p = &probs[i];
+        size_t bytes = (size_t)p->M * p->ldc * sizeof(float);
+        float *slots = (float *)malloc(bytes);
         double e;
         problem_reset(p, 0.5f);
-        mama_sgemm(p->ta, p->tb, p->M, p->N, p->K, 1.5f, p->A, p->lda, p->B, p->ldb, 0.5f, p->C, p->ldc);
+        BE->gemm(BE, p->ta, p->tb, p->M, p->N, p->K, 1.5f, p->A, p->lda, p->B, p->ldb, 0.5f, p->C, p->ldc);
+        memcpy(slots, p->C, bytes);
+        /* Without GCC/clang atomics the lock is never taken and every
+         * call is on the stack path already. */
+        held = mama__gemm_trylock(cx);
+        problem_reset(p, 0.5f);
+        BE->gemm(BE, p->ta, p->tb, p->M, p->N, p->K, 1.5f, p->A, p->lda, p->B, p->ldb, 0.5f, p->C, p->ldc);
+        if (held) mama__gemm_unlock(cx);
+        diff += memcmp(slots, p->C, bytes) != 0;
+        free(slots);
         e = problem_err(p, 1.5f, 0.5f);
         if (!(e <= worst)) worst = e;
     }
-    if (held) mama__gemm_unlock();
-    test_report(worst <= tol, name, "slots busy -> stack buffers, all shapes and "
-                "transposes, alpha=1.5 beta=0.5, worst err=%g", worst);
+    test_report(worst <= tol && diff == 0, name, "slots busy -> stack buffers, all shapes and "
+                "transposes, alpha=1.5 beta=0.5, worst err=%g, %d of %d products differ from the "
+                "slot path's bits", worst, diff, NSHAPES * 4);
 }
 
 /* Concurrent calls from the caller's own threads (one wins the slots, the
@@ -179,11 +192,11 @@ static void test_concurrent(problem *probs, double tol) {
         problem *p = &probs[i];
         double e;
         problem_reset(p, 0.0f);
-        mama_sgemm(p->ta, p->tb, p->M, p->N, p->K, 1.0f, p->A, p->lda, p->B, p->ldb, 0.0f, p->C, p->ldc);
+        BE->gemm(BE, p->ta, p->tb, p->M, p->N, p->K, 1.0f, p->A, p->lda, p->B, p->ldb, 0.0f, p->C, p->ldc);
         e = problem_err(p, 1.0f, 0.0f);
         if (!(e <= worst)) worst = e != e ? INFINITY : e;
     }
-    test_report(worst <= tol, "gemm_concurrent_calls", "mama_sgemm from inside an OpenMP parallel "
+    test_report(worst <= tol, "gemm_concurrent_calls", "BE->gemm from inside an OpenMP parallel "
                 "loop (slots busy for all but one thread), worst err=%g", worst);
 }
 
@@ -211,7 +224,7 @@ static void test_batched(mama_rng *rng, double tol) {
             for (n = 0; n < sa * batch; n++) A[n] = urand(rng);
             for (n = 0; n < sb * batch; n++) B[n] = urand(rng);
             for (n = 0; n < sc * batch; n++) C0[n] = C[n] = urand(rng);
-            mama_sgemm_batched(ta, tb, M, N, K, 0.5f, A, lda, sa, B, ldb, sb, 2.0f, C, ldc, sc, batch);
+            BE->gemm_batched(BE, ta, tb, M, N, K, 0.5f, A, lda, sa, B, ldb, sb, 2.0f, C, ldc, sc, batch);
             for (b = 0; b < batch; b++)
                 for (i = 0; i < M; i++)
                     for (j = 0; j < ldc; j++) {
@@ -246,17 +259,17 @@ static void test_degenerate(void) {
     float A[4] = {NAN, NAN, NAN, NAN}, B[4] = {1, 2, 3, 4}, C[4];
     int ok = 1, i;
     for (i = 0; i < 4; i++) C[i] = (float)i + 1;
-    mama_sgemm(0, 0, 2, 2, 0, 1.0f, A, 1, B, 2, 2.0f, C, 2); /* K = 0: C = 2C */
+    BE->gemm(BE, 0, 0, 2, 2, 0, 1.0f, A, 1, B, 2, 2.0f, C, 2); /* K = 0: C = 2C */
     for (i = 0; i < 4; i++) ok &= C[i] == 2.0f * ((float)i + 1);
-    mama_sgemm(0, 0, 2, 2, 2, 0.0f, A, 2, B, 2, 0.5f, C, 2); /* alpha = 0 */
+    BE->gemm(BE, 0, 0, 2, 2, 2, 0.0f, A, 2, B, 2, 0.5f, C, 2); /* alpha = 0 */
     for (i = 0; i < 4; i++) ok &= C[i] == (float)i + 1;
     C[0] = NAN;
-    mama_sgemm(0, 0, 2, 2, 2, 0.0f, A, 2, B, 2, 0.0f, C, 2); /* beta = 0 zeroes */
+    BE->gemm(BE, 0, 0, 2, 2, 2, 0.0f, A, 2, B, 2, 0.0f, C, 2); /* beta = 0 zeroes */
     for (i = 0; i < 4; i++) ok &= C[i] == 0.0f;
     C[0] = 7;
-    mama_sgemm(0, 0, 0, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
-    mama_sgemm(0, 0, 2, 0, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
-    mama_sgemm_batched(0, 0, 2, 2, 2, 1.0f, A, 2, 4, B, 2, 4, 0.0f, C, 2, 4, 0);
+    BE->gemm(BE, 0, 0, 0, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+    BE->gemm(BE, 0, 0, 2, 0, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+    BE->gemm_batched(BE, 0, 0, 2, 2, 2, 1.0f, A, 2, 4, B, 2, 4, 0.0f, C, 2, 4, 0);
     ok &= C[0] == 7.0f;
     test_report(ok, "gemm_degenerate", "K=0 -> beta*C, alpha=0 ignores NaN A, beta=0 zeroes NaN C, "
                 "M=0 / N=0 / batch=0 leave C alone");
@@ -268,9 +281,9 @@ static void test_backend_adapters(void) {
     const double want[4] = {4, 5, 10, 11};
     int ok;
     /* [1 2 3; 4 5 6] x [1 0; 0 1; 1 1] = [4 5; 10 11] */
-    mama__cpu_gemm(NULL, 0, 0, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2);
+    mama__cpu_gemm(BE, 0, 0, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2);
     ok = test_max_rel_err(C, want, 4, 1.0) == 0.0;
-    mama__cpu_gemm_batched(NULL, 0, 0, 2, 2, 3, 1.0f, A, 3, 0, B, 2, 0, 0.0f, Cb, 2, 4, 2);
+    mama__cpu_gemm_batched(BE, 0, 0, 2, 2, 3, 1.0f, A, 3, 0, B, 2, 0, 0.0f, Cb, 2, 4, 2);
     ok &= Cb[0] == 4 && Cb[3] == 11 && Cb[4] == 4 && Cb[7] == 11;
     test_report(ok, "gemm_backend_adapters", "mama__cpu_gemm / _batched on a hand-computed 2x3x2 product");
 }
@@ -281,30 +294,36 @@ int main(void) {
     mama_rng rng;
     double tol = 2e-5;
     int s, t, k;
+    if (mama_cpu_backend_create(&BE) != MAMA_OK) {
+        fprintf(stderr, "mama_cpu_backend_create: %s\n", mama_last_error());
+        return 1;
+    }
     mama_rng_seed(&rng, 1234);
-    printf("# dispatch picked kernel: %s, threads: %d\n", mama_gemm_kernel_name(), mama_num_threads());
+    printf("# dispatch picked kernel: %s, threads: %d, backend slots: %d\n", mama_cpu_backend_kernel_name(BE),
+           mama_num_threads(), mama_cpu_backend_threads(BE));
     for (s = 0; s < NSHAPES; s++)
         for (t = 0; t < 4; t++)
             problem_init(&probs[s * 4 + t], shapes[s].M, shapes[s].N, shapes[s].K, t & 1, (t >> 1) & 1, &rng);
 
     for (k = 0; k < 3; k++) {
-        if (!mama_gemm_force_kernel(kernels[k])) {
+        if (!mama_cpu_backend_force_kernel(BE, kernels[k])) {
             printf("# kernel %s: not available in this build / on this CPU, skipped\n", kernels[k]);
             continue;
         }
         test_kernel(kernels[k], probs, tol);
         test_stack_path(kernels[k], probs, tol);
     }
-    mama_gemm_force_kernel(NULL);
+    mama_cpu_backend_force_kernel(BE, NULL);
     test_concurrent(probs, tol);
     test_batched(&rng, tol);
     test_degenerate();
     test_backend_adapters();
-    test_report(mama_gemm_force_kernel("nonsense") == 0 && mama_gemm_force_kernel("auto") == 1,
+    test_report(mama_cpu_backend_force_kernel(BE, "nonsense") == 0 && mama_cpu_backend_force_kernel(BE, "auto") == 1,
                 "gemm_force_kernel", "unknown kernel names are refused, \"auto\" restores dispatch (%s)",
-                mama_gemm_kernel_name());
+                mama_cpu_backend_kernel_name(BE));
 
     for (s = 0; s < NSHAPES * 4; s++) problem_free(&probs[s]);
     free(probs);
+    mama_backend_free(BE);
     return test_finish();
 }

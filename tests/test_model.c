@@ -20,6 +20,8 @@
 #include "test_util.h"
 #include <stdlib.h>
 
+static mama_backend *CPU; /* this program's CPU backend (created in main) */
+
 #define FIX "tests/ref/fixtures/"
 
 static const char *const cases[] = {"full_late0", "full_late1", "lora_late0", "lora_late1", "lora_late1_lscale",
@@ -116,7 +118,7 @@ static void finite_differences(const char *name) {
     if (mama_st_open(&st, bp) != MAMA_OK) { test_report(0, "model_fd", "%s", mama_last_error()); return; }
     B = (int)mama_st_find(&st, "images")->shape[0];
     img = mama_st_find(&st, "images")->numel / B;
-    if (mama_model_load(&m, w, mama_cpu_backend(), B) != MAMA_OK) { test_report(0, "model_fd", "%s", mama_last_error()); return; }
+    if (mama_model_load(&m, w, CPU, B) != MAMA_OK) { test_report(0, "model_fd", "%s", mama_last_error()); return; }
     T = m->cfg.context;
     images = (float *)malloc(sizeof(float) * img * B); ext = (float *)malloc(sizeof(float) * img * B);
     ids = (int *)malloc(sizeof(int) * B * T); mask = (int *)malloc(sizeof(int) * B * T);
@@ -208,9 +210,9 @@ static void grad_checkpoint(void) {
     mama_config_from_json(&c, mama_st_meta(&st, "mama_config"), "fixture");
     mama_st_close(&st);
     B = 4; T = c.context;
-    mama_model_create(&a, &c, mama_cpu_backend(), B, 0);
+    mama_model_create(&a, &c, CPU, B, 0);
     c.grad_checkpoint = 1;
-    mama_model_create(&b, &c, mama_cpu_backend(), B, 0);
+    mama_model_create(&b, &c, CPU, B, 0);
     if (!a || !b || mama_model_load_weights(a, FIX "weights_lora_late1.safetensors", 0, NULL) != MAMA_OK ||
         mama_model_load_weights(b, FIX "weights_lora_late1.safetensors", 0, NULL) != MAMA_OK ||
         mama_st_open(&st, FIX "batch_lora_late1.safetensors") != MAMA_OK) {
@@ -258,9 +260,9 @@ static void folded_patch(void) {
     mama_config_from_json(&c, mama_st_meta(&st, "mama_config"), "fixture");
     mama_st_close(&st);
     S = c.image_size; E = c.embed_dim;
-    mama_model_create(&m3, &c, mama_cpu_backend(), B, 0);
+    mama_model_create(&m3, &c, CPU, B, 0);
     c.in_chans = 1;
-    mama_model_create(&m1, &c, mama_cpu_backend(), B, 0);
+    mama_model_create(&m1, &c, CPU, B, 0);
     if (!m3 || !m1 || mama_model_load_weights(m3, FIX "weights_full_late0.safetensors", 0, NULL) != MAMA_OK ||
         mama_model_load_weights(m1, FIX "weights_full_late0.safetensors", 0, NULL) != MAMA_OK) {
         test_report(0, "folded_patch", "%s", mama_last_error());
@@ -287,7 +289,7 @@ static void folded_patch(void) {
     mama_model_free(m3); mama_model_free(m1);
 }
 
-int main(void) {
+static int test_main(void) {
     size_t i;
     folded_patch();
     grad_checkpoint();
@@ -295,4 +297,15 @@ int main(void) {
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) parity_case(cases[i]);
     finite_differences("lora_late1");
     return test_finish();
+}
+
+int main(void) {
+    int rc;
+    if (mama_cpu_backend_create(&CPU) != MAMA_OK) {
+        printf("FAIL cpu backend: %s\n", mama_last_error());
+        return 1;
+    }
+    rc = test_main();
+    mama_backend_free(CPU);
+    return rc;
 }

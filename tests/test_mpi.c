@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+static mama_backend *CPU; /* this program's CPU backend (created in main) */
+
 #define DIR "build/test_mpi_data"
 #define NB 3         /* per rank */
 #define STEPS 4
@@ -104,8 +106,8 @@ static void test_step(mama_dataset *d) {
     img = (float *)malloc(sizeof(float) * px * 2 * NB); ext = (float *)malloc(sizeof(float) * px * 2 * NB);
     ids = (int *)malloc(sizeof(int) * T * 2 * NB); mask = (int *)malloc(sizeof(int) * T * 2 * NB);
     if (make_batch(d, 0, 2 * NB, img, ext, ids, mask) != MAMA_OK ||
-        mama_model_create(&ref, &c, mama_cpu_backend(), 2 * NB, 7) != MAMA_OK ||
-        mama_model_create(&dp, &c, mama_cpu_backend(), NB, 7) != MAMA_OK) {
+        mama_model_create(&ref, &c, CPU, 2 * NB, 7) != MAMA_OK ||
+        mama_model_create(&dp, &c, CPU, NB, 7) != MAMA_OK) {
         report(0, "dp_step", "setup: %s", mama_last_error());
         goto done;
     }
@@ -188,8 +190,8 @@ static void test_step(mama_dataset *d) {
         mama_model *h = NULL, *rm = NULL;
         double ra = 0, rr = 0;
         int k;
-        if (mama_model_create(&h, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
-            mama_model_create(&rm, &c, mama_cpu_backend(), NB, 7) != MAMA_OK) {
+        if (mama_model_create(&h, &c, CPU, NB, 7) != MAMA_OK ||
+            mama_model_create(&rm, &c, CPU, NB, 7) != MAMA_OK) {
             report(0, "dp_reference_mode", "%s", mama_last_error());
         } else {
             for (k = 0; k < 2; k++) {
@@ -222,7 +224,7 @@ static void test_step(mama_dataset *d) {
         mama_losses Lg;
         double a1 = 0, r1 = 0, g1 = 0, gr1 = 0, b1 = 0, br1 = 0, mx = 0;
         size_t j;
-        if (mama_model_create(&dg, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
+        if (mama_model_create(&dg, &c, CPU, NB, 7) != MAMA_OK ||
             mama_model_set_comm(dg, world, MAMA_DP_GLOBAL) != MAMA_OK) {
             report(0, "dp_step_generic", "%s", mama_last_error());
         } else {
@@ -269,7 +271,7 @@ static mama_status pretrain2(mama_dataset *d, int dp, int batch, const char *ckp
     mama_pretrain_result r;
     mama_status s;
     config(&c);
-    MAMA_TRY(mama_model_create(&m, &c, mama_cpu_backend(), batch, 5));
+    MAMA_TRY(mama_model_create(&m, &c, CPU, batch, 5));
     if (dp && (s = mama_model_set_comm(m, world, ex ? ex->mode : MAMA_DP_GLOBAL)) != MAMA_OK) { mama_model_free(m); return s; }
     mama_pretrain_opts_default(&o);
     o.steps = STEPS; o.stop_at = stop_at; o.batch = batch; o.accum = 2; o.lr = 1e-3f; o.warmup = 2; o.late_loss = 2;
@@ -525,8 +527,8 @@ static void test_overlap_step(mama_dataset *d) {
         so.late = cases[k].late; so.dropout = MAMA_OFF;
         bt.B = NB; bt.images = img + px * NB * rank_; bt.ext_images = ext + px * NB * rank_;
         bt.input_ids = ids + (size_t)T * NB * rank_; bt.attention_mask = mask + (size_t)T * NB * rank_;
-        if (mama_model_create(&ov, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
-            mama_model_create(&bl, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
+        if (mama_model_create(&ov, &c, CPU, NB, 7) != MAMA_OK ||
+            mama_model_create(&bl, &c, CPU, NB, 7) != MAMA_OK ||
             mama_model_set_comm(ov, world, MAMA_DP_GLOBAL) != MAMA_OK ||
             mama_model_set_comm(bl, world, MAMA_DP_GLOBAL) != MAMA_OK) {
             report(0, "dp_overlap_step", "%s: setup: %s", cases[k].name, mama_last_error());
@@ -584,7 +586,7 @@ static void test_reference_bn(mama_dataset *d) {
     img = (float *)malloc(sizeof(float) * px * 2 * NB); ext = (float *)malloc(sizeof(float) * px * 2 * NB);
     ids = (int *)malloc(sizeof(int) * T * 2 * NB); mask = (int *)malloc(sizeof(int) * T * 2 * NB);
     if (make_batch(d, 0, 2 * NB, img, ext, ids, mask) != MAMA_OK ||
-        mama_model_create(&m, &c, mama_cpu_backend(), NB, 7) != MAMA_OK ||
+        mama_model_create(&m, &c, CPU, NB, 7) != MAMA_OK ||
         mama_model_set_comm(m, world, MAMA_DP_REFERENCE) != MAMA_OK) {
         report(0, "dp_reference_bn_average", "setup: %s", mama_last_error());
         goto done;
@@ -671,8 +673,8 @@ static void test_eval(mama_dataset *d) {
     size_t nv;
     config(&c);
     memset(&r1, 0, sizeof r1); memset(&r2, 0, sizeof r2);
-    if (mama_model_create(&one, &c, mama_cpu_backend(), 2 * NB, 9) != MAMA_OK ||
-        mama_model_create(&dp, &c, mama_cpu_backend(), NB, 9) != MAMA_OK ||
+    if (mama_model_create(&one, &c, CPU, 2 * NB, 9) != MAMA_OK ||
+        mama_model_create(&dp, &c, CPU, NB, 9) != MAMA_OK ||
         mama_model_set_comm(dp, world, MAMA_DP_GLOBAL) != MAMA_OK) {
         report(0, "dp_finetune", "%s", mama_last_error());
         goto done;
@@ -707,7 +709,7 @@ done:
     mama_model_free(dp);
 }
 
-int main(void) {
+static int test_main(void) {
     mama_dataset *d = NULL;
     mama_dataset_opts o;
     mama_config c;
@@ -738,4 +740,15 @@ int main(void) {
     mama_dataset_free(d);
     mama_comm_free(world);
     return rank_ == 0 ? test_finish() : 0;
+}
+
+int main(void) {
+    int rc;
+    if (mama_cpu_backend_create(&CPU) != MAMA_OK) {
+        printf("FAIL cpu backend: %s\n", mama_last_error());
+        return 1;
+    }
+    rc = test_main();
+    mama_backend_free(CPU);
+    return rc;
 }

@@ -27,7 +27,6 @@
 static mama_backend *BE;
 static mama_rng R;
 
-static mama_backend *test_backend(void) { return mama_cpu_backend(); }
 
 static float urand(float a, float b) { return a + (b - a) * mama_rng_uniform(&R); }
 static float *fvec(long n, float a, float b) {
@@ -743,14 +742,14 @@ static void test_attention(void) {
     char label[32];
     int s, k;
     for (s = 0; s < 2; s++) {
-        mama__att_use_gemm = s == 0;
+        mama_cpu_backend_force_attention(BE, sched[s]);
         for (k = 0; k < (int)(sizeof cfg / sizeof cfg[0]); k++) {
             sprintf(label, "%s %s", cfg[k].name, sched[s]);
             test_attention_config(label, cfg[k].B, cfg[k].T, cfg[k].H, cfg[k].hd, cfg[k].causal, cfg[k].mask_mode,
                                   cfg[k].p, cfg[k].samples);
         }
     }
-    mama__att_use_gemm = 1;
+    mama_cpu_backend_force_attention(BE, "auto");
     bench_attention();
 }
 
@@ -997,7 +996,7 @@ static void test_adamw(void) {
                                         memcmp(&V[i], &Vr[i], 4) != 0;
         test_report(mism == 0, "adamw_step_vector",
                     "%d elements x 3 steps, table op (%s) vs scalar C: %lld elements differ in any bit", N,
-                    mama_gemm_kernel_name(), mism);
+                    mama_cpu_backend_kernel_name(BE), mism);
     }
 }
 
@@ -1075,7 +1074,10 @@ static void test_lr_cosine(void) {
 
 int main(void) {
     double t0 = mama_time_seconds();
-    BE = test_backend();
+    if (mama_cpu_backend_create(&BE) != MAMA_OK) {
+        fprintf(stderr, "mama_cpu_backend_create: %s\n", mama_last_error());
+        return 1;
+    }
     mama_rng_seed(&R, 42);
     test_bias();
     test_add_accumulate_scale();
@@ -1097,5 +1099,6 @@ int main(void) {
     test_sum_squares_clip();
     test_lr_cosine();
     printf("# test_ops: %.2f s\n", mama_time_seconds() - t0);
+    mama_backend_free(BE);
     return test_finish();
 }

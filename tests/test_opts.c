@@ -10,6 +10,8 @@
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #include "test_util.h"
+
+static mama_backend *g_cpu; /* the CPU backend of every test here */
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -214,7 +216,7 @@ static void test_pretrain_zero_trains(void) {
          ro.use_sla == 1 && ro.late_loss == 0 && ro.accum == MAMA_PRETRAIN_DEFAULT_ACCUM &&
          ro.lr == MAMA_PRETRAIN_DEFAULT_LR && ro.caption_mask_p == MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P;
     test_report(ok, "pretrain_zero_resolved", "use_mv/sym/sla 1, late_loss 0, accum/lr/mask the defaults");
-    if ((s = mama_model_create(&m, &c, mama_cpu_backend(), o.batch, 1)) != MAMA_OK ||
+    if ((s = mama_model_create(&m, &c, g_cpu, o.batch, 1)) != MAMA_OK ||
         (s = mama_dataset_create(&d, &dopt, &c)) != MAMA_OK) {
         test_report(0, "pretrain_zero_trains", "setup: %s", mama_last_error());
         mama_model_free(m);
@@ -235,11 +237,16 @@ static void test_pretrain_zero_trains(void) {
 }
 
 int main(void) {
+    if (mama_cpu_backend_create(&g_cpu) != MAMA_OK) {
+        printf("FAIL opts_backend: %s\n", mama_last_error());
+        return 1;
+    }
     test_augment();
     test_step();
     test_dataset_opts();
     test_probe();
     test_pretrain_opts();
     test_pretrain_zero_trains();
+    mama_backend_free(g_cpu);
     return test_finish();
 }

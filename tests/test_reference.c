@@ -325,7 +325,7 @@ static void test_attention(void) {
     size_t k;
     int sched;
     for (sched = 0; sched < 2; sched++) {
-        mama__att_use_gemm = sched == 0;
+        mama_cpu_backend_force_attention(CPU, sched == 0 ? "gemm" : "tile");
         for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
             att_case c = cases[k];
             int D = c.H * c.hd, b, j;
@@ -355,7 +355,7 @@ static void test_attention(void) {
             free(qkv); free(o1); free(o2); free(l1); free(l2); free(dout); free(dq1); free(dq2); free(kv);
         }
     }
-    mama__att_use_gemm = 1;
+    mama_cpu_backend_force_attention(CPU, "auto");
     op_end(&fo); op_end(&bo);
 }
 
@@ -661,11 +661,11 @@ static void test_tiny_step(void) {
      * with the portable GEMM kernel and the tile attention schedule (other
      * summation orders, no FMA).  Its distance from the first measures the
      * float32 rounding noise of each tensor. */
-    mama_gemm_force_kernel("scalar");
-    mama__att_use_gemm = 0;
+    mama_cpu_backend_force_kernel(CPU, "scalar");
+    mama_cpu_backend_force_attention(CPU, "tile");
     m2 = tiny_step(CPU, &bt, &l2, &t2);
-    mama_gemm_force_kernel("auto");
-    mama__att_use_gemm = 1;
+    mama_cpu_backend_force_kernel(CPU, "auto");
+    mama_cpu_backend_force_attention(CPU, "auto");
     if (!mc || !mr || !m2) goto done;
     printf("  tiny step B=%d, late losses: cpu %.2f s, reference %.2f s, cpu (scalar GEMM, tile attention) %.2f s\n", B,
            tc, tr, t2);

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+static mama_backend *CPU; /* this program's CPU backend (created in main) */
+
 #define DIR "build/test_train_data"
 
 static int read_file(const char *path, unsigned char **buf, size_t *n) {
@@ -50,7 +52,7 @@ static mama_status run(mama_dataset *d, const char *ckpt, const char *log, long 
     mama_status s;
     mama_config_preset(&c, "tiny");
     c.vision_depth = 2; c.text_depth = 2; /* small and quick; same code paths */
-    MAMA_TRY(mama_model_create(&m, &c, mama_cpu_backend(), 4, 5));
+    MAMA_TRY(mama_model_create(&m, &c, CPU, 4, 5));
     mama_pretrain_opts_default(&o);
     o.steps = steps; o.stop_at = stop_at; o.batch = 4; o.accum = 2; o.lr = 1e-3f; o.warmup = 2; o.late_loss = 2;
     o.seed = 11; o.checkpoint = ckpt; o.log_csv = log; o.resume = resume; o.quiet = 1;
@@ -143,7 +145,7 @@ static void test_metrics(void) {
                 mt.balanced_accuracy, mt.confusion[2][0]);
 }
 
-int main(void) {
+static int test_main(void) {
     mama_dataset *d = NULL;
     mama_dataset_opts o;
     mama_config c;
@@ -159,4 +161,15 @@ int main(void) {
     test_nonfinite(d);
     mama_dataset_free(d);
     return test_finish();
+}
+
+int main(void) {
+    int rc;
+    if (mama_cpu_backend_create(&CPU) != MAMA_OK) {
+        printf("FAIL cpu backend: %s\n", mama_last_error());
+        return 1;
+    }
+    rc = test_main();
+    mama_backend_free(CPU);
+    return rc;
 }

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static mama_backend *CPU; /* this program's CPU backend (created in main) */
+
 #define FIX "tests/fixtures/convert/"
 
 static int fail_msg(const char *what) {
@@ -63,7 +65,7 @@ static mama_status encode(const char *model_path, const char *input_path, featur
     if (ti) B = (int)ti->shape[0];
     if (tt && (int)tt->shape[0] > B) B = (int)tt->shape[0];
     if (B < 1) { mama_st_close(&in); return MAMA_FAIL(MAMA_ERR_INVALID, "%s: no images or input_ids", input_path); }
-    s = mama_model_load(&m, model_path, mama_cpu_backend(), B);
+    s = mama_model_load(&m, model_path, CPU, B);
     if (s != MAMA_OK) { mama_st_close(&in); return s; }
     c = mama_model_config(m);
     f->B = B;
@@ -307,7 +309,7 @@ static int self_check(void) {
     return test_finish();
 }
 
-int main(int argc, char **argv) {
+static int test_main(int argc, char **argv) {
     if (argc == 1) return self_check();
     if (argc == 5 && !strcmp(argv[1], "encode")) {
         features f;
@@ -351,4 +353,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: test_weights [encode MODEL INPUT OUT | tokenize TOKDIR LINES OUT | manifest CSV OUT | "
                     "image PNG OUT]\n");
     return 2;
+}
+
+int main(int argc, char **argv) {
+    int rc;
+    if (mama_cpu_backend_create(&CPU) != MAMA_OK) {
+        printf("FAIL cpu backend: %s\n", mama_last_error());
+        return 1;
+    }
+    rc = test_main(argc, argv);
+    mama_backend_free(CPU);
+    return rc;
 }

@@ -843,10 +843,15 @@ int main(int argc, char **argv) {
         /* checks the harness itself without a GPU: the CPU table on both
          * sides, so every comparison must be exact (precision switches are
          * no-ops that fail quietly) */
-        cpu = gpu = mama_cpu_backend();
+        if (mama_cpu_backend_create(&cpu) != MAMA_OK) {
+            printf("FAIL cpu_backend_create %s\n0 passed, 1 failed\n", mama_last_error());
+            return 1;
+        }
+        gpu = cpu;
         mama_rng_seed(&rng, 2026);
         printf("# test_cuda --cpu-vs-cpu: the CPU backend against itself (harness check, no GPU involved)\n");
         run_all();
+        mama_backend_free(cpu);
         printf("%d passed, %d failed\n", n_pass, n_fail);
         return n_fail ? 1 : 0;
     }
@@ -868,12 +873,17 @@ int main(int argc, char **argv) {
         printf("FAIL cuda_backend_create %s\n0 passed, 1 failed\n", mama_last_error());
         return 1;
     }
-    cpu = mama_cpu_backend();
+    if (mama_cpu_backend_create(&cpu) != MAMA_OK) {
+        printf("FAIL cpu_backend_create %s\n0 passed, 1 failed\n", mama_last_error());
+        mama_cuda_backend_free(gpu);
+        return 1;
+    }
     mama_rng_seed(&rng, 2026);
     printf("# test_cuda: CUDA backend vs CPU backend (%d device%s); max_rel_err = max|gpu-cpu| / max|cpu|\n", ndev,
            ndev == 1 ? "" : "s");
     run_all();
     mama_cuda_backend_free(gpu);
+    mama_backend_free(cpu);
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
