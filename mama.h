@@ -10,7 +10,8 @@
  *  heads and the four MaMA losses, written in plain C99 so that it can be
  *  dropped into any C or C++ project.  Everything the model needs runs
  *  through a table of function pointers (the backend, section 3); this file
- *  carries the CPU backend, mama_cuda.cu fills the same table on NVIDIA GPUs.
+ *  carries the CPU backend and a plain reference backend, mama_cuda.cu fills
+ *  the same table on NVIDIA GPUs.
  *
  * ===========================================================================
  *  USAGE
@@ -21,26 +22,118 @@
  *      #include "mama.h"
  *
  *  everywhere else just #include "mama.h".  Build with -fopenmp for threads
- *  (optional), link -lm.  Every function that can fail returns a
- *  mama_status; on failure mama_last_error() says what went wrong and where:
+ *  (optional), link -lm; image decoding uses stb_image (Debian: libstb-dev),
+ *  compiled here as static functions, so a program with its own stb links.
+ *  Every function that can fail returns a mama_status (MAMA_OK is 0); on
+ *  failure mama_last_error() names the file, line, tensor or field at fault.
+ *  The library never exits or aborts, and keeps no global mutable state:
+ *  two models on two backends in two threads share nothing.
  *
- *      mama_backend *cpu = mama_cpu_backend();
- *      float *buf;
- *      if (cpu->alloc(cpu, (void **)&buf, 1024 * sizeof(float)) != MAMA_OK) {
- *          fprintf(stderr, "mama: %s\n", mama_last_error());
- *          return 1;
+ *  A complete program: zero-shot breast density of one mammogram (SPEC A.7).
+ *
+ *      #define MAMA_IMPLEMENTATION
+ *      #include "mama.h"
+ *      #include <math.h>
+ *      #include <stdlib.h>
+ *
+ *      int main(int argc, char **argv) {  // density WEIGHTS TOKENIZER_DIR IMAGE
+ *          mama_backend *cpu = NULL; mama_model *m = NULL; mama_tokenizer *tok = NULL;
+ *          mama_image img = {0, 0, NULL};
+ *          mama_caption_fields meta;      // the image's metadata: all unknown
+ *          if (argc != 4 || mama_cpu_backend_create(&cpu) || mama_model_load(&m, argv[1], cpu, 4) ||
+ *              mama_tokenizer_load(&tok, argv[2]) || mama_image_load(argv[3], &img))
+ *              return fprintf(stderr, "density: %s\n", argc != 4 ? "3 arguments" : mama_last_error()), 1;
+ *          const mama_config *c = mama_model_config(m);
+ *          int E = c->embed_dim, T = c->context, k, e;
+ *          float *px = (float *)malloc(sizeof(float) * c->in_chans * c->image_size * c->image_size);
+ *          float *emb = (float *)malloc(sizeof(float) * 5 * E), s[4], sum = 0;
+ *          int *ids = (int *)malloc(sizeof(int) * 4 * T), *mask = (int *)malloc(sizeof(int) * 4 * T);
+ *          char text[1024];
+ *          mama_caption_fields_init(&meta);
+ *          for (k = 0; k < 4; k++)        // one caption per density class, as the paper's
+ *              if (mama_zeroshot_caption(MAMA_ZEROSHOT_DENSITY, k, &meta, text, sizeof text, NULL) ||
+ *                  mama_tokenizer_encode_caption(tok, text, T, ids + k * T, mask + k * T, NULL))
+ *                  return fprintf(stderr, "density: %s\n", mama_last_error()), 1;
+ *          if (mama_image_pipeline(&img, NULL, 0, NULL, c->in_chans, px) ||   // crop, resize, normalise
+ *              mama_encode_images(m, px, 1, emb, NULL) || mama_encode_texts(m, ids, mask, 4, emb + E))
+ *              return fprintf(stderr, "density: %s\n", mama_last_error()), 1;
+ *          for (k = 0; k < 4; k++) {      // softmax over temperature * cosine (unit vectors)
+ *              for (s[k] = 0, e = 0; e < E; e++) s[k] += emb[e] * emb[(k + 1) * E + e];
+ *              sum += s[k] = expf(mama_model_logit_scale(m) * (s[k] - 1));
+ *          }
+ *          for (k = 0; k < 4; k++) printf("density %d: %.3f\n", k + 1, s[k] / sum);
+ *          free(px); free(emb); free(ids); free(mask); mama_image_free(&img);
+ *          mama_tokenizer_free(tok); mama_model_free(m); mama_backend_free(cpu);
+ *          return 0;
  *      }
- *      cpu->gemm(cpu, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
- *      cpu->free(cpu, buf);
  *
- *  The library never exits or aborts on bad input or on a failed allocation.
+ *  (tests/check_dropin.sh compiles this example as C and C++ and runs it.)
  *
  * ===========================================================================
- *  CONFIGURATION MACROS (define before including)
+ *  API INDEX (declarations in section 1 with their documentation; the
+ *  implementation in the section after the arrow)
+ * ===========================================================================
+ *  1.1  errors        mama_status, mama_last_error, mama_status_name,
+ *                     mama_fail / MAMA_FAIL, MAMA_TRY, mama_clear_error   -> 2.1
+ *  1.2  memory        mama_alloc, mama_calloc, mama_free                  -> 2.2
+ *  1.3  random        mama_rng_seed/_u64/_uniform/_normal/_below,
+ *                     mama_hash_uniform                                   -> 2.3
+ *  1.4  threads       mama_time_seconds, mama_num_threads,
+ *                     mama_set_num_threads                                -> 2.4
+ *  1.5  backends      struct mama_backend (the op table),
+ *                     mama_cpu_backend_create, mama_reference_backend_create,
+ *                     mama_backend_free; mama_cuda_* (mama_cuda.cu)       -> 3.5, 3.6
+ *  1.6  schedules     mama_lr_cosine, mama_clip_grad_norm                 -> 3.3
+ *  1.7  GEMM          be->gemm / gemm_batched / gemm_half (BLAS
+ *                     semantics); mama_cpu_backend_kernel_name,
+ *                     _force_kernel, _force_attention, _threads           -> 3.1, 3.5
+ *  1.8  text          mama_caption_fields_init, mama_caption_build(_alloc),
+ *                     mama_caption_mask, mama_zeroshot_caption(_alloc),
+ *                     mama_tokenizer_load(_files/_memory), _free,
+ *                     _encode(_padded/_caption), _decode(_alloc), ids     -> 8
+ *  1.9  images        mama_image_alloc/_free/_copy, mama_image_load(_memory),
+ *                     mama_image_prepare (A.5 steps 1-3), the random steps,
+ *                     mama_augment_opts_default, mama_image_pipeline      -> 9
+ *  1.10 formats       mama_json_*, mama_buf_*, mama_read_file,
+ *                     mama_write_file_atomic, mama_atomic_*, half floats,
+ *                     mama_st_* (safetensors read), mama_st_writer_*,
+ *                     mama_manifest_* (the CSV, splits, studies)          -> 7
+ *  1.11 config        mama_config_preset ("tiny" "small" "base"),
+ *                     mama_config_validate, mama_config_to/from_json      -> 4.1
+ *  1.12 model         mama_model_create/_free, _load(_as), _save,
+ *                     _load_weights, _param(_count), _find_param,
+ *                     _params, _grads, _numel                             -> 4, 6.4
+ *  1.13 step          mama_batch, mama_step_opts_default, mama_model_step,
+ *                     mama_model_forward, mama_model_embeddings,
+ *                     mama_encode_images, mama_encode_texts               -> 6.1-6.3
+ *  1.14 optimiser     mama_adamw_init/_step/_free                         -> 6.5
+ *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
+ *                     mama_dataset_image, mama_dataset_caption, _split    -> 10
+ *  1.16 pretraining   mama_pretrain_opts_default, mama_pretrain,
+ *                     mama_checkpoint_save/_load                          -> 11.1-11.2
+ *  1.17 evaluation    mama_metrics_compute, mama_zeroshot,
+ *                     mama_probe_opts_default, mama_linear_probe,
+ *                     mama_finetune, mama_retrieval_eval, mama_metrics_*  -> 11.3-11.7
+ *  1.18 explaining    mama_sla_maps                                       -> 11.8
+ *  1.19 data parallel mama_comm_single, mama_comm_mpi_create, mama_comm_free,
+ *                     mama_model_set_comm, mama_model_allreduce_grads ... -> 12
+ *
+ *  Companion headers, for what a program that embeds the model does not
+ *  need (each: `#include "mama.h"` first, MAMA_<NAME>_IMPLEMENTATION in one
+ *  file, same error model):
+ *     mama_plot.h             canvas, bitmap font, the report charts (PNG)
+ *     mama_synth.h            synthetic mammogram studies, PNG writing
+ *     mama_tokenizer_train.h  training a GPT-2 byte-level BPE tokenizer
+ *     mama_verify.h           the PyTorch parity step (`mama forward`)
+ *
+ * ===========================================================================
+ *  CONFIGURATION MACROS (define before the #include that has
+ *  MAMA_IMPLEMENTATION)
  * ===========================================================================
  *  MAMA_MALLOC(sz), MAMA_REALLOC(p,sz), MAMA_FREE(p)
- *        allocation hooks (default: malloc/realloc/free).  Every allocation
- *        of the library goes through them, so a test can make any one fail.
+ *        allocation hooks (default: malloc/realloc/free); all three or none
+ *        (an #error says so).  Every allocation of the library, stb's
+ *        included, goes through them, so a test can make any one fail.
  *  MAMA_ASSERT(x)      internal invariants only (default: assert).  Never
  *                      used on user input.
  *  MAMA_API            decoration of every public function (default: extern;
@@ -48,12 +141,23 @@
  *                      to one translation unit).
  *  MAMA_NO_STB_IMAGE   do not include <stb/stb_image.h>; image decoding then
  *                      reports MAMA_ERR_UNSUPPORTED (raw arrays still work).
+ *  MAMA_STB_IMAGE_EXTERNAL
+ *                      the program compiles stb_image itself (or includes it
+ *                      in the same file): only its header is included here.
  *  MAMA_NO_SIMD        compile only the portable scalar kernels.
+ *  MAMA_NO_THREADS     no loader thread (pthreads); images are prepared on
+ *                      the training thread.  OpenMP is separate: build
+ *                      without -fopenmp for a single-threaded library.
+ *  MAMA_GEMM_MAX_THREADS
+ *                      most thread slots a CPU backend sizes its scratch for
+ *                      (default 32).
  *  MAMA_USE_CBLAS      route large GEMMs to a CBLAS (e.g. OpenBLAS) instead
  *                      of the built-in kernels (link -lopenblas).
- *  MAMA_MPI            build the MPI communicator (section 13; compile with
+ *  MAMA_MPI            build the MPI communicator (section 12; compile with
  *                      mpicc).  Without it there is no MPI dependency.
  *  MAMA_NCCL           declare mama_comm_nccl_create (mama_nccl.c).
+ *  Companions: MAMA_STB_IMAGE_WRITE_EXTERNAL (mama_plot.h, mama_synth.h):
+ *                      the program compiles stb_image_write itself.
  *
  * ===========================================================================
  *  BIG FROZEN TEXT TOWERS: BF16 / F16 WEIGHTS
@@ -62,7 +166,7 @@
  *  With mama_config.frozen_dtype = MAMA_BF16 (or MAMA_F16) its big matrices
  *  (wte and every block's c_attn, attn.c_proj, c_fc, mlp.c_proj weights)
  *  stay in half precision in memory, in their own buffer; the GEMM widens
- *  them to float32 while packing (mama_gemm_half), so forward and the
+ *  them to float32 while packing (be->gemm_half), so forward and the
  *  backward's dX = dY W^T run in float32 on exactly the stored values.
  *  Trainable tensors are float32 master weights; frozen ones have no
  *  gradient or AdamW state.  mama_model_load keeps the file's BF16/F16
@@ -73,39 +177,56 @@
  *  file pages back once copied, so it runs on a 24 GB CPU machine.
  *
  * ===========================================================================
- *  TABLE OF CONTENTS
+ *  TABLE OF CONTENTS (each number is a banner below; search "* N." or
+ *  "N.M " to jump)
  * ===========================================================================
- *   1. Public API: status codes, errors, allocation, RNG, the backend table,
- *      then per topic: GEMM, text, images, plots, formats, the model, data
- *      and training (each with its own 1.x banner)
- *   2. Utilities: errors and messages, allocation hooks, RNG, timing, threads
- *   3. Backend table and its CPU implementation
- *      3.1 memory   3.2 GEMM (packed, blocked, AVX2/AVX-512 kernels)
- *      3.3 elementwise, normalisation, attention, pooling and loss kernels
- *      3.4 optimisers and schedules   3.5 the table
- *   4. Model state: configuration, parameters, initialisation, activation arena
- *   5. Layers and towers, forward beside backward: ViT, GPT-2 + LoRA, heads
- *   6. Losses and the training step, encoding, weights in safetensors, AdamW
- *   7. Formats: JSON, text buffers, atomic files, half floats, safetensors,
- *      the manifest CSV
- *   8. Text: captions, GPT-2 byte-level BPE tokenizer and trainer
- *   9. Images: decoding (stb_image), Otsu crop, resize, augmentation,
- *      synthetic mammograms
- *  10. Data: datasets, training batches, the loader thread
- *  11. Loops: pretraining, checkpoints, metrics, zero-shot, linear probe,
- *      retrieval, SLA maps
- *  12. Plots: a raster canvas, a bitmap font, the report charts
- *  13. Data parallelism: communicators (single, MPI; NCCL in mama_nccl.c),
- *      synchronised BatchNorm, the losses over the global batch, sharded
- *      encoding, rank-0 checkpoints (public part: 1.15)
-
+ *   1. Public API, by topic: 1.1 errors .. 1.19 data parallelism (the
+ *      index above)
+ *   2. Utilities: 2.1 errors and messages, 2.2 allocation hooks, 2.3 RNG,
+ *      2.4 timing and threads
+ *   3. Backends
+ *      3.1 GEMM (packed, blocked; portable, AVX2 and AVX-512 kernels)
+ *      3.2 CPU kernels: elementwise, normalisation, attention (GEMM and
+ *          tile schedules), pooling, embedding, patches, losses
+ *      3.3 optimisers and schedules   3.4 small ops of the losses
+ *      3.5 the CPU table and its scratch
+ *      3.6 the reference backend: every op as plain scalar C, forward
+ *          beside backward (start reading here)
+ *   4. Model state: 4.1 configuration presets, 4.2 parameter pointers (with
+ *      shapes), 4.3 initialisation, 4.4 activation arena, 4.5 create/free
+ *   5. Layers and towers, forward beside backward: 5.1 ViT block, 5.2 GPT-2
+ *      block with LoRA, 5.3 BatchNorm heads, 5.4 towers
+ *   6. Losses and the training step: 6.1 batches and options, 6.2 the step,
+ *      6.3 encoding, 6.4 weights in safetensors, 6.5 AdamW
+ *   7. Formats: 7.1 text buffer, 7.2 JSON, 7.3 files, 7.4 half floats,
+ *      7.5 safetensors, 7.6 the manifest CSV
+ *   8. Text: 8.1-8.4 pre-tokenizer, byte-level alphabet, hash maps,
+ *      8.5-8.7 the tokenizer, encoding, decoding, 8.8 captions, 8.9 zeroshot
+ *      caption sets
+ *   9. Images: 9.1 the image type, 9.2 decoding, 9.3 resampling, 9.4 the
+ *      deterministic steps, 9.5 the random steps
+ *  10. Data: datasets, 10.1 training batches and the loader thread
+ *  11. Loops: pretraining, 11.1 checkpoints, 11.2 progress, 11.3 metrics,
+ *      11.4 zeroshot, 11.5 linear probe and fine-tuning, 11.6 retrieval,
+ *      11.7 reporting, 11.8 SLA maps
+ *  12. Data parallelism: 12.1 single-process and 12.2 MPI communicators,
+ *      12.3 state, 12.4 synchronised BatchNorm, 12.5 losses over the global
+ *      batch, 12.6 entry points, 12.7 the overlapped gradient sum, 12.8
+ *      BatchNorm statistics in the reference mode
+ *
  *  Conventions used throughout:
  *  - Matrices are row-major float32.  An activation of T tokens with C
- *    channels is a [T, C] matrix; a batch is [B*T, C].
- *  - Every *_backward ACCUMULATES (+=) into the gradients it writes, both of
- *    parameters and of inputs, as in llm.c: a residual stream's gradient is
- *    the sum of its branches' gradients, so accumulation is what the math
- *    wants.  Callers zero gradient buffers once per step.
+ *    channels is a [T, C] matrix; a batch is [B*T, C].  Shapes are written
+ *    in brackets beside every field and parameter.
+ *  - Every backend op's backward (section 1.5) ACCUMULATES (+=) into the
+ *    gradients it writes, both of parameters and of inputs, as in llm.c: a
+ *    residual stream's gradient is the sum of its branches' gradients, so
+ *    accumulation is what the math wants.  The composite layers of section
+ *    5 accumulate into their parameters' gradients and write (overwrite)
+ *    the gradient of their input, as each says.  Callers zero gradient
+ *    buffers once per step.
+ *  - Objects the library allocates: mama_T_create (or _load / _parse) and
+ *    mama_T_free; options structs: zero means the default (section 1).
  *
  *  LICENSE: MIT (see README.md).
  */
@@ -424,7 +545,7 @@ MAMA_API float mama_lr_cosine(long step, long warmup, long total, float lr_peak,
 MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, float max_norm);
 
 /* ---------------------------------------------------------------------------
- * 1.7 Matrix multiply (section 3.2 has the implementation).
+ * 1.7 Matrix multiply (section 3.1 has the implementation).
  *
  * The GEMM is a backend member: be->gemm, be->gemm_batched and
  * be->gemm_half (there is no standalone GEMM: its packing buffers belong to
@@ -470,7 +591,7 @@ MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name);
 
 /* The attention schedule of this backend: "gemm" (NULL, "" or "auto": the
  * GEMM schedule wherever it applies, the default) or "tile" (always the
- * tile schedule, section 3.3).  Returns 1, or 0 for an unknown name or a
+ * tile schedule, section 3.2).  Returns 1, or 0 for an unknown name or a
  * backend that is not a CPU backend (then nothing changes). */
 MAMA_API int mama_cpu_backend_force_attention(mama_backend *be, const char *schedule);
 
@@ -479,10 +600,9 @@ MAMA_API int mama_cpu_backend_force_attention(mama_backend *be, const char *sche
 MAMA_API int mama_cpu_backend_threads(const mama_backend *be);
 
 /* --------------------------------------------------------------------------
- * 1.x Text: structured captions (SPEC A.6, A.5 masking, A.7 zeroshot sets),
+ * 1.8 Text: structured captions (SPEC A.6, A.5 masking, A.7 zeroshot sets),
  * the GPT-2 byte-level BPE tokenizer (its trainer is in the companion
- * header mama_tokenizer_train.h; public declarations; implementation in
- * section 8)
+ * header mama_tokenizer_train.h; implementation in section 8)
  * --------------------------------------------------------------------------
  * Strings are UTF-8 bytes.  Functions that write text into a caller's buffer
  * follow one rule: `out` receives at most `cap` bytes including the NUL;
@@ -681,8 +801,8 @@ MAMA_API void mama_pretokenize(const char *text, size_t len,
                                void (*fn)(const char *piece, size_t len, void *user), void *user);
 
 /* ---------------------------------------------------------------------------
- * 9. IMAGES (public part): grey images, decoding, the A.5 pipeline
- *    (synthetic mammograms and PNG writing: mama_synth.h).
+ * 1.9 Images: grey images, decoding, the A.5 pipeline (implementation in
+ * section 9; synthetic mammograms and PNG writing: mama_synth.h).
  *
  * The pipeline works on 8-bit grey images (A.5: "decode to 8-bit grey") and
  * keeps uint8 between steps, as torchvision does on PIL images; only the
@@ -733,12 +853,12 @@ MAMA_API mama_status mama_image_resize_bilinear(const mama_image *src, int x0, i
                                                 int w, int h, mama_image *dst);
 
 /* --- A.5 steps ------------------------------------------------------------
- * 1. Letterbox to S x S: long side -> S, short side -> floor(short*S/long)
+ * Step 1: letterbox to S x S: long side -> S, short side -> floor(short*S/long)
  *    (at least 1), area resampling, zero padding floor left/top and ceil
  *    right/bottom.  `placed` (may be NULL) receives x0, y0, w, h of the
  *    image inside the square. */
 MAMA_API mama_status mama_image_letterbox(const mama_image *src, int S, mama_image *dst, int placed[4]);
-/* 2. Otsu threshold of the 256-bin histogram: the first t in 0..254 that
+/* Step 2: Otsu threshold of the 256-bin histogram: the first t in 0..254 that
  *    maximises the between-class variance w0 w1 (mu0 - mu1)^2 with class 0 =
  *    pixels <= t.  Returns -1 when no t splits the pixels (constant image).
  *    mama_foreground_box: inclusive box x0,y0,x1,y1 of pixels > thr;
@@ -752,7 +872,7 @@ MAMA_API mama_status mama_image_otsu_crop(const mama_image *src, mama_image *dst
  *    a loader may cache its result per image. */
 MAMA_API mama_status mama_image_prepare(const mama_image *src, int S, mama_image *dst);
 
-/* 4. RandomResizedCrop box as torchvision's get_params: up to `attempts`
+/* Step 4: RandomResizedCrop box as torchvision's get_params: up to `attempts`
  *    tries of area = w*h*U(scale) and aspect = exp(U(log ratio)),
  *    cw = round(sqrt(area*aspect)), ch = round(sqrt(area/aspect)) (Python's
  *    round, half to even), accepted when 0 < cw <= w and 0 < ch <= h, then
@@ -760,22 +880,22 @@ MAMA_API mama_status mama_image_prepare(const mama_image *src, int S, mama_image
  *    ratio clamped into [ratio0, ratio1].  box = x0, y0, cw, ch. */
 MAMA_API void mama_rrc_box(mama_rng *rng, int w, int h, float scale0, float scale1, float ratio0,
                            float ratio1, int attempts, int box[4]);
-/* 5. flips, in place */
+/* Step 5: flips, in place */
 MAMA_API void mama_image_hflip(mama_image *im);
 MAMA_API void mama_image_vflip(mama_image *im);
-/* 6. PIL ImageEnhance, in place.  brightness: blend(black, x, f) = f*x;
+/* Step 6: PIL ImageEnhance, in place.  brightness: blend(black, x, f) = f*x;
  *    contrast: blend(m, x, f) = m + f*(x - m) with m = the image mean
  *    rounded to an integer (PIL's ImageStat); both clipped to 0..255 and
  *    TRUNCATED to integer, as PIL's blend does. */
 MAMA_API void mama_image_brightness(mama_image *im, float f);
 MAMA_API void mama_image_contrast(mama_image *im, float f);
-/* 7. Gaussian blur as torchvision: kernel w[i] ~ exp(-x_i^2 / (2 sigma^2)),
+/* Step 7: Gaussian blur as torchvision: kernel w[i] ~ exp(-x_i^2 / (2 sigma^2)),
  *    x_i = i - (k-1)/2, normalised to sum 1; reflect padding (d c b|a b c d|
  *    c b a); the 2-D kernel is the outer product (applied separably in
  *    float); result rounded half to even (torch.round). */
 MAMA_API void mama_gaussian_kernel1d(int k, float sigma, float *w);
 MAMA_API mama_status mama_image_gaussian_blur(mama_image *im, int k, float sigma);
-/* 8. out[c][y][x] = (pix/255 - mean) / std for each of `channels` planes
+/* Step 8: out[c][y][x] = (pix/255 - mean) / std for each of `channels` planes
  *    (3 replicated planes, or 1 for a folded patch embedding). */
 MAMA_API void mama_image_to_tensor(const mama_image *im, float mean, float std, int channels, float *out);
 
@@ -836,8 +956,8 @@ MAMA_API mama_status mama_image_pipeline(const mama_image *src, const mama_augme
                                          mama_rng *rng, int channels, float *out);
 
 /* --------------------------------------------------------------------------
- * 1.x Formats: JSON, string building, atomic files, safetensors, manifest CSV
- * (public declarations; implementation in section 7 / 10)
+ * 1.10 Formats: JSON, string building, atomic files, half floats,
+ * safetensors, the manifest CSV (implementation in section 7)
  * --------------------------------------------------------------------------
  * Every parser here treats its input as hostile: malformed, truncated or
  * absurd input is a MAMA_ERR_FORMAT (or _IO, _NOMEM) whose message names the
@@ -1151,7 +1271,7 @@ MAMA_API int         mama_manifest_other_view(const mama_manifest *m, int i, mam
  * directory round-trips. */
 MAMA_API mama_status mama_manifest_write(const mama_manifest *m, const char *path);
 
-/* ---- 1.7 Model configuration (SPEC A.1-A.3, issue presets tiny/small/base) */
+/* ---- 1.11 Model configuration (SPEC A.1-A.3, issue presets tiny/small/base) */
 typedef enum mama_text_mode { MAMA_TEXT_FULL = 0, MAMA_TEXT_LORA = 1, MAMA_TEXT_FROZEN = 2 } mama_text_mode;
 
 typedef struct mama_config {
@@ -1196,7 +1316,7 @@ MAMA_API mama_status mama_config_to_json(const mama_config *c, char *out, size_t
 /* Parse that JSON (unknown keys ignored; missing keys keep c's values). */
 MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, const char *source);
 
-/* ---- 1.8 Parameters.  Every tensor of the model lives in one buffer, in
+/* ---- 1.12 Parameters.  Every tensor of the model lives in one buffer, in
  * four contiguous groups: [train | late | frozen | buffers].  `train`
  * parameters learn from step 0, `late` ones (local heads, local_scale,
  * SimCLR head) from the late-loss step, `frozen` never (e.g. the vision
@@ -1259,7 +1379,7 @@ MAMA_API mama_status mama_model_load_as(mama_model **m, const char *path, mama_b
 /* Save all parameters and buffers (and the config) as safetensors, atomically. */
 MAMA_API mama_status mama_model_save(const mama_model *m, const char *path);
 
-/* ---- 1.9 A batch and one training step. */
+/* ---- 1.13 A batch and one training step. */
 typedef struct mama_batch {
     int B;                      /* samples */
     const float *images;        /* host [B, in_chans, S, S], normalised */
@@ -1299,7 +1419,7 @@ MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float 
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
 MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb);
 
-/* ---- 1.10 The optimiser: AdamW over the gradient buffer (SPEC A.5).
+/* ---- 1.14 The optimiser: AdamW over the gradient buffer (SPEC A.5).
  * The `train` group steps from step 0; the `late` group only when late is
  * set, with its own step count for the bias correction, so parameters that
  * start training at the late-loss step are neither moved nor decayed
@@ -1324,7 +1444,7 @@ MAMA_API mama_status mama_model_text_hidden(mama_model *m, int B, float *hidden)
 /* exp(logit_scale): the temperature the global CLIP scores are multiplied by. */
 MAMA_API float mama_model_logit_scale(mama_model *m);
 
-/* ---- 1.11 Datasets: a manifest, a tokenizer and the image pipeline ------ */
+/* ---- 1.15 Datasets: a manifest, a tokenizer and the image pipeline ------ */
 typedef struct mama_dataset mama_dataset;
 
 /* The options rule of section 1: zero is the default (the comment says
@@ -1359,7 +1479,7 @@ MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, 
 MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mask_p, mama_rng *rng, int *ids,
                                           int *mask);
 
-/* ---- 1.12 Pretraining (SPEC A.4, A.5) ----------------------------------- */
+/* ---- 1.16 Pretraining (SPEC A.4, A.5) ----------------------------------- */
 /* Pretraining options.  The options rule of section 1: a zero field takes
  * its default (MAMA_PRETRAIN_DEFAULT_*, the paper's values; the comment
  * names it), MAMA_OFF makes a number zero or turns a switch off (e.g.
@@ -1400,7 +1520,7 @@ typedef struct mama_pretrain_opts {
     mama_augment_opts aug;       /* image augmentation, its own defaults; aug.size 0 = the model's
                                     image_size (another size is an error) */
     int no_overlap;              /* data parallel: one blocking gradient all-reduce after the backward
-                                    instead of bucket all-reduces overlapped with it, 13.7 (default off) */
+                                    instead of bucket all-reduces overlapped with it, 12.7 (default off) */
 } mama_pretrain_opts;
 /* Every field at its default (the resolved zero struct; aug.size 0). */
 MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o);
@@ -1426,7 +1546,7 @@ MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m,
 MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_adamw *opt, long *step,
                                           uint64_t *seed);
 
-/* ---- 1.13 Evaluation: metrics, zeroshot, linear probe (SPEC A.7) ------- */
+/* ---- 1.17 Evaluation: metrics, zeroshot, linear probe (SPEC A.7) ------- */
 #define MAMA_MAX_CLASSES 8
 typedef struct mama_metrics {
     int n, K;
@@ -1503,7 +1623,7 @@ MAMA_API mama_status mama_retrieval_eval(mama_model *m, mama_dataset *d, mama_sp
 MAMA_API mama_status mama_metrics_json(const mama_metrics *m, mama_buf *out);
 MAMA_API void mama_metrics_print(const mama_metrics *m, const char *title, FILE *f);
 
-/* ---- 1.14 Explaining a prediction: SLA similarity maps ------------------
+/* ---- 1.18 Explaining a prediction: SLA similarity maps ------------------
  * For one image [in_chans, S, S] and its caption (ids, mask [context]),
  * maps[s * N + k] = similarity (local embeddings, eval mode) between
  * sentence s and patch k (N = (S/P)^2, row-major grid).  *nsent receives
@@ -1511,7 +1631,7 @@ MAMA_API void mama_metrics_print(const mama_metrics *m, const char *title, FILE 
 MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int *ids, const int *mask, float *maps,
                                    int max_sent, int *nsent);
 
-/* ---- 1.15 Data-parallel training across processes and GPUs (section 13) --
+/* ---- 1.19 Data-parallel training across processes and GPUs (section 12) --
  * Each rank (process) holds a full replica of the model and trains on its
  * own slice of every global batch; a communicator moves the few tensors
  * that must cross ranks.  The library talks to the engines HPC clusters
@@ -1610,7 +1730,7 @@ MAMA_API mama_comm *mama_model_comm(const mama_model *m);   /* NULL when not dat
  * the bucket all-reduces that the backward started (and sums any part no
  * bucket covered).  Either way every value is summed exactly once. */
 MAMA_API mama_status mama_model_allreduce_grads(mama_model *m);
-/* Overlap the gradient sum with the backward (section 13.7): call it on
+/* Overlap the gradient sum with the backward (section 12.7): call it on
  * every rank right before the LAST mama_model_step (micro-batch) of an
  * optimiser step, then mama_model_allreduce_grads after that step.  As the
  * backward finishes a contiguous range of the gradient buffer (the heads,
@@ -1841,7 +1961,7 @@ MAMA_API void mama_set_num_threads(int n) {
  * ========================================================================== */
 
 /* ---------------------------------------------------------------------------
- * 3.2 GEMM: C = alpha * op(A) op(B) + beta * C, row-major float32.
+ * 3.1 GEMM: C = alpha * op(A) op(B) + beta * C, row-major float32.
  *
  * The classic GotoBLAS / BLIS decomposition.  For a C of M x N and an inner
  * dimension K, five loops around a tiny "micro-kernel":
@@ -1898,12 +2018,6 @@ MAMA_API void mama_set_num_threads(int n) {
 
 #ifndef MAMA_GEMM_MAX_THREADS
 #define MAMA_GEMM_MAX_THREADS 32
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define MAMA__GEMM_UNUSED __attribute__((unused))
-#else
-#define MAMA__GEMM_UNUSED
 #endif
 
 /* Largest block sizes of any kernel, in floats (see mama__gemm_kernels). */
@@ -2562,7 +2676,7 @@ typedef struct mama__cpu_impl {
 } mama__cpu_impl;
 #define MAMA__CPU_ASTRIDE ((size_t)MAMA__GEMM_ABUF + MAMA__GEMM_PAD)
 #define MAMA__CPU_BSTRIDE ((size_t)MAMA__GEMM_BBUF + MAMA__GEMM_PAD)
-/* MAMA__CPU_SSTRIDE (attention scores) is defined with the attention, 3.3 */
+/* MAMA__CPU_SSTRIDE (attention scores) is defined with the attention, 3.2 */
 
 /* Packs a half-precision op(B) panel: vectorised when the chosen kernel is
  * a SIMD one (so the CPU has AVX2) and, for f16, the CPU has F16C. */
@@ -2894,7 +3008,7 @@ static void mama__gemm_run(const mama__gemm_args *g) {
 
 /* Backend-table members (section 1.5 signatures): the GEMMs of the CPU
  * backend, on the instance's slots. */
-static MAMA__GEMM_UNUSED void mama__cpu_gemm(mama_backend *be, int trans_a, int trans_b, int M,
+static void mama__cpu_gemm(mama_backend *be, int trans_a, int trans_b, int M,
                                              int N, int K, float alpha, const float *A, int lda,
                                              const float *B, int ldb, float beta, float *C,
                                              int ldc) {
@@ -2910,7 +3024,7 @@ static MAMA__GEMM_UNUSED void mama__cpu_gemm(mama_backend *be, int trans_a, int 
     mama__gemm_run(&g);
 }
 
-static MAMA__GEMM_UNUSED void mama__cpu_gemm_half(mama_backend *be, int trans_a, int trans_b, int M,
+static void mama__cpu_gemm_half(mama_backend *be, int trans_a, int trans_b, int M,
                                                   int N, int K, float alpha, const float *A, int lda,
                                                   const uint16_t *B, int ldb, int b_dtype, float beta,
                                                   float *C, int ldc) {
@@ -2925,7 +3039,7 @@ static MAMA__GEMM_UNUSED void mama__cpu_gemm_half(mama_backend *be, int trans_a,
     mama__gemm_run(&g);
 }
 
-static MAMA__GEMM_UNUSED void mama__cpu_gemm_batched(mama_backend *be, int trans_a, int trans_b,
+static void mama__cpu_gemm_batched(mama_backend *be, int trans_a, int trans_b,
                                                      int M, int N, int K, float alpha,
                                                      const float *A, int lda, long long sa,
                                                      const float *B, int ldb, long long sb,
@@ -2976,8 +3090,8 @@ static MAMA__GEMM_UNUSED void mama__cpu_gemm_batched(mama_backend *be, int trans
 }
 
 /* ---------------------------------------------------------------------------
- * 3.3 CPU kernels: elementwise, normalisation, attention, pooling, losses
- * 3.4 optimisers and schedules
+ * 3.2 CPU kernels: elementwise, normalisation, attention, pooling, losses
+ * (3.3 optimisers and schedules, 3.4 small ops of the losses follow)
  *
  * Every function here is `mama__cpu_<member>` for one member of struct
  * mama_backend (same parameters), so the CPU table is a list of names.
@@ -4718,7 +4832,7 @@ static void mama__cpu_segment_max_forward(mama_backend *be, float *out, int *arg
     }
 }
 
-/* ===== 3.4 optimisers and schedules ===================================== */
+/* ===== 3.3 optimisers and schedules ===================================== */
 
 /* AdamW exactly as torch.optim.AdamW (amsgrad off):
  *   p *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
@@ -4865,7 +4979,7 @@ MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, flo
     return norm;
 }
 
-/* ---- 3.3b Small ops used by the losses: transposes, segment-max scatter,
+/* ---- 3.4 Small ops used by the losses: transposes, segment-max scatter,
  * diagonal masks, dot products.  None is hot; they are kept simple. */
 static void mama__cpu_segment_max_backward(mama_backend *be, float *dx, const float *dout, const int *arg,
                                            int rows, int cols, int nseg) {
@@ -6291,10 +6405,10 @@ struct mama_model {
     float *h_floats;
     int *h_sent_seg;             /* [max_batch + 1] caption sentence offsets */
     int last_B, last_S, last_late;
-    struct mama__dp *dp;         /* data-parallel state (section 13), NULL when single-process */
+    struct mama__dp *dp;         /* data-parallel state (section 12), NULL when single-process */
 };
 
-/* Hooks into section 13 (data parallelism), used by sections 5, 6 and 11. */
+/* Hooks into section 12 (data parallelism), used by sections 5, 6 and 11. */
 typedef struct mama__dp mama__dp;
 static int  mama__dp_world(const mama_model *m);  /* 1 without a comm */
 static int  mama__dp_rank(const mama_model *m);
@@ -6316,7 +6430,7 @@ static mama_status mama__dp_allreduce_dev(mama_model *m, float *buf, size_t n);
  * BatchNorm running statistics); all ranks learn whether that worked */
 static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, const struct mama_adamw *opt,
                                             long step, uint64_t seed);
-/* Overlapped gradient sum (13.7): the backward calls mama__dp_grads_ready
+/* Overlapped gradient sum (12.7): the backward calls mama__dp_grads_ready
  * at each point where a part of the gradient buffer is final for this
  * step (the hook points below, every one on every step, whether or not its
  * branch ran); a no-op unless mama_model_overlap_grads armed this step. */
@@ -7211,7 +7325,7 @@ static void mama__gpt_block_backward(mama_model *m, int l, const mama__block_act
  * BatchNorm statistics are computed together: all patches of the batch for
  * images (one segment), each caption's sentences for text. */
 /* The backend's BatchNorm backward with the signature of the synchronised
- * one (section 13), so a head picks either by a flag. */
+ * one (section 12), so a head picks either by a flag. */
 static void mama__bn_backward_local(mama_model *m, float *dx, float *dw, float *db, const float *dy, const float *x,
                                     const float *w, const float *mean, const float *rstd, int rows, int cols) {
     m->be->batchnorm_backward(m->be, dx, dw, db, dy, x, w, mean, rstd, rows, cols);
@@ -7222,7 +7336,7 @@ typedef struct mama__local_acts {
 } mama__local_acts;
 
 /* sync: the BatchNorms run over the rows of every rank (data parallel,
- * section 13); only for a head whose statistics span the whole batch. */
+ * section 12); only for a head whose statistics span the whole batch. */
 static void mama__local_head_forward(mama_model *m, const mama__local_head *w, const mama__local_acts *k,
                                      const float *x, int rows, int in, const int *segs, int nseg, int train,
                                      int64_t *tracked, int sync) {
@@ -7781,7 +7895,7 @@ static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_ste
         mama__zero(be, a->d_vpooled, (size_t)Bv * D);
     }
     /* losses (each also writes its gradients; cheap next to the towers) */
-    if (mama__dp_world(m) > 1) { /* over the global batch (section 13) */
+    if (mama__dp_world(m) > 1) { /* over the global batch (section 12) */
         MAMA_TRY(mama__dp_losses(m, B, S, use_mv, use_sym, use_sla, backward, &L));
         goto losses_done;
     }
@@ -7806,7 +7920,7 @@ losses_done:
     if (!backward) return mama__dp_status(m);
     /* backward: heads first, then the towers (each hook point below hands a
      * finished part of the gradient buffer to an overlapped all-reduce,
-     * section 13.7; called whether or not its branch ran) */
+     * section 12.7; called whether or not its branch ran) */
     mama__dp_grads_ready(m, MAMA__HOOK_LOSS, 0);
     if (use_mv) mama__simclr_backward(m, B);
     mama__dp_grads_ready(m, MAMA__HOOK_SIMCLR, 0);
@@ -8204,7 +8318,7 @@ MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
     return s;
 }
 
-/* ---- 6.6 AdamW over the parameter groups ------------------------------- */
+/* ---- 6.5 AdamW over the parameter groups ------------------------------- */
 MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay) {
     size_t n;
     memset(o, 0, sizeof *o);
@@ -13224,7 +13338,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     double t0 = mama_time_seconds(), t_step0, comm0 = 0, wait0 = 0;
     long buckets0 = 0;
     int tty = mama__stderr_is_terminal(), k;
-    /* data parallel (section 13): o->batch is per rank; rank 0 alone writes
+    /* data parallel (section 12): o->batch is per rank; rank 0 alone writes
      * the log, the progress and the checkpoints; every rank resumes from
      * the same checkpoint. */
     int rank = mama__dp_rank(m), world = mama__dp_world(m), quiet;
@@ -13287,7 +13401,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
              * of one process of the global batch) */
             if (world > 1) so.seed = mama__mix2(so.seed, (uint64_t)rank + 0x7000ull);
             /* the last micro-batch's backward starts the gradient sum, bucket
-             * by bucket (section 13.7; the earlier ones only accumulate) */
+             * by bucket (section 12.7; the earlier ones only accumulate) */
             if (world > 1 && k == o->accum - 1 && !o->no_overlap) mama_model_overlap_grads(m);
             s = mama_model_step(m, &batch, &so, k > 0, &Lk);
             mama__loader_release(&L, job);
@@ -13328,7 +13442,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
             bad_run == 0)
             if ((s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed)) != MAMA_OK) goto done;
     }
-    /* reference mode: the ranks' BatchNorm statistics averaged (13.8) */
+    /* reference mode: the ranks' BatchNorm statistics averaged (12.8) */
     s = mama_model_average_bn_stats(m);
     if (s == MAMA_OK && o->checkpoint && bad_run == 0) s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed);
 done:
@@ -13537,7 +13651,7 @@ static mama_status mama__encode_range(mama_model *m, mama_dataset *d, const int 
 }
 
 /* All records; data parallel: each rank encodes its contiguous share and
- * the features are all-gathered (section 13). */
+ * the features are all-gathered (section 12). */
 static mama_status mama__encode_records(mama_model *m, mama_dataset *d, const int *records, int n, float *emb,
                                         float *pooled, int train_aug, uint64_t seed) {
     if (mama__dp_world(m) > 1) return mama__dp_encode_records(m, d, records, n, emb, pooled, train_aug, seed);
@@ -13765,7 +13879,7 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     mama_eval_result tr;
     int D = c->vision_dim, K = mama_zeroshot_num_classes(task), i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
     int cls_start[MAMA_MAX_CLASSES + 1], present[MAMA_MAX_CLASSES], npresent = 0, *batch_y = NULL, B = o->batch;
-    /* data parallel (section 13): o->batch per rank; every rank draws the
+    /* data parallel (section 12): o->batch per rank; every rank draws the
      * whole global batch of Bg = world * B from the same sampler, loads and
      * encodes its slice [r0, r0 + B), and the pooled features are gathered,
      * so the classifier steps identically on every rank and the tower's
@@ -13993,7 +14107,7 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
 }
 
 /* ==========================================================================
- * 13. DATA PARALLELISM: communicators, synchronised BatchNorm, the losses
+ * 12. DATA PARALLELISM: communicators, synchronised BatchNorm, the losses
  *     over the global batch, sharded encoding, rank-0 checkpoints
  * ==========================================================================
  * W ranks each hold a replica and take a slice of B samples of every
@@ -14023,7 +14137,7 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
  *   already holds the gradient of the whole (replicated) loss.
  * - BatchNorm over the batch (the image local head over all patches, the
  *   SimCLR head over the batch, SPEC A.3) uses statistics over all ranks
- *   ("synchronised BatchNorm", 13.3); the text local head normalises each
+ *   ("synchronised BatchNorm", 12.3); the text local head normalises each
  *   caption's sentences alone, so it stays local.  Dropout masks are keyed
  *   by rows within a rank, so with dropout on ranks draw their own masks
  *   (statistically the same, not bitwise; the equality tests turn dropout
@@ -14032,14 +14146,14 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
  *   optimiser step (mama_model_allreduce_grads), after the last
  *   micro-batch: on the CPU backend with MPI, in buckets started by the
  *   last micro-batch's backward as each layer's gradients are final
- *   (overlapped with the rest of the backward, 13.7); otherwise one
+ *   (overlapped with the rest of the backward, 12.7); otherwise one
  *   blocking all-reduce after it.
  * MAMA_DP_REFERENCE keeps the reference's behaviour instead: CLIP,
  * symmetric CLIP and SLA over each rank's own B samples (the objective is
  * their mean over ranks, so their gradients are scaled by 1/W before the
  * sum), NT-Xent over the gathered projections, BatchNorm per rank (whose
  * running statistics are averaged over the ranks at every checkpoint and
- * at the end of training, 13.8). */
+ * at the end of training, 12.8). */
 
 #ifdef MAMA_MPI
 #ifdef __cplusplus
@@ -14058,7 +14172,7 @@ extern "C" {
 #endif
 #endif
 
-/* ---- 13.1 The single-process communicator ------------------------------ */
+/* ---- 12.1 The single-process communicator ------------------------------ */
 static mama_status mama__single_allreduce(mama_comm *c, float *buf, size_t n) {
     (void)c; (void)buf; (void)n;
     return MAMA_OK;
@@ -14095,7 +14209,7 @@ MAMA_API void mama_comm_free(mama_comm *c) {
     if (c && c->destroy) c->destroy(c);
 }
 
-/* ---- 13.2 MPI (host memory) --------------------------------------------
+/* ---- 12.2 MPI (host memory) --------------------------------------------
  * MPI counts are ints: reductions and broadcasts go in chunks of 2^28
  * floats; gathers must fit an int (they are embeddings, far below). */
 #ifdef MAMA_MPI
@@ -14269,7 +14383,7 @@ MAMA_API mama_status mama_comm_mpi_create(mama_comm **out) {
 }
 #endif /* MAMA_MPI */
 
-/* ---- 13.3 The data-parallel state of a model --------------------------- */
+/* ---- 12.3 The data-parallel state of a model --------------------------- */
 struct mama__dp {
     mama_comm *comm;
     mama_dp_mode mode;
@@ -14292,7 +14406,7 @@ struct mama__dp {
     int64_t tsave_tracked[2];
     float *tbuf; size_t tbuf_cap;
     double *tdbl; size_t tdbl_cap;
-    /* the overlapped gradient sum (13.7) */
+    /* the overlapped gradient sum (12.7) */
     int ov_off;                /* mama_model_set_grad_overlap(m, 0) */
     int ov_armed;              /* the next backward starts bucket all-reduces */
     int ov_stepped;            /* ... and that backward has begun */
@@ -14423,7 +14537,7 @@ static mama_status mama__dp_allgather_host(mama_model *m, const float *send, siz
     return m->dp->comm->allgather_f32(m->dp->comm, send, n, recv);
 }
 
-/* ---- 13.4 Synchronised BatchNorm ---------------------------------------
+/* ---- 12.4 Synchronised BatchNorm ---------------------------------------
  * Device backends (the generic path; the host path comes first below).
  * Each rank gets its own statistics from the backend's BatchNorm
  * (mean_r, rstd_r = 1/sqrt(var_r + eps) over its n_r rows), then the
@@ -14770,7 +14884,7 @@ fail:
     mama__dp_fail(m, s);
 }
 
-/* ---- 13.5 The losses over the global batch ------------------------------
+/* ---- 12.5 The losses over the global batch ------------------------------
  * The loss buffers of section 4's arena are sized for one rank's batch;
  * the global losses need them for G = W * B rows (and the SLA ones for all
  * sentences of the global batch), so the model gets a second, loss-only
@@ -14986,7 +15100,7 @@ static mama_status mama__dp_losses(mama_model *m, int B, int S, int use_mv, int 
     return s;
 }
 
-/* ---- 13.6 Public entry points, sharded encoding, checkpoints ----------- */
+/* ---- 12.6 Public entry points, sharded encoding, checkpoints ----------- */
 MAMA_API mama_status mama_model_set_comm(mama_model *m, mama_comm *comm, mama_dp_mode mode) {
     mama__dp *dp;
     mama_backend *be;
@@ -15084,7 +15198,7 @@ static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, con
     mama_status s = MAMA_OK;
     float flag;
     mama_comm *c;
-    /* reference mode: the file holds the ranks' mean BatchNorm statistics (13.8) */
+    /* reference mode: the file holds the ranks' mean BatchNorm statistics (12.8) */
     MAMA_TRY(mama_model_average_bn_stats(m));
     if (mama__dp_rank(m) == 0) s = mama_checkpoint_save(path, m, opt, step, seed);
     if (mama__dp_world(m) == 1) return s;
@@ -15097,7 +15211,7 @@ static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, con
     return s;
 }
 
-/* ---- 13.7 The gradient sum, overlapped with the backward ----------------
+/* ---- 12.7 The gradient sum, overlapped with the backward ----------------
  * The parameter visitor (section 5) lays the gradient buffer out as
  *   train: ViT embeddings, ViT blocks 0..L-1, image global head, [wte,
  *          wpe], GPT-2 blocks 0..L-1 (all weights, or their LoRA factors),
@@ -15341,7 +15455,7 @@ static void mama__dp_grad_stats(const mama_model *m, double *seconds, double *wa
     *buckets = m->dp ? m->dp->ov_buckets : 0;
 }
 
-/* ---- 13.8 BatchNorm running statistics in the reference mode ------------
+/* ---- 12.8 BatchNorm running statistics in the reference mode ------------
  * With a BatchNorm per rank (MAMA_DP_REFERENCE) each rank's running
  * statistics follow its own batches.  Before a checkpoint and at the end of
  * training they are replaced, on every rank, by their mean over the ranks:

@@ -1,5 +1,5 @@
 /* mama_nccl.c - the NCCL communicator for data-parallel training on GPUs
- * (mama.h section 13, SPEC issue 8).
+ * (mama.h section 12, SPEC issue 8).
  *
  * NCCL moves device memory (the gradient all-reduce, the embedding
  * all-gathers of the global-batch losses, the initial weight broadcast)

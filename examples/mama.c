@@ -146,7 +146,7 @@ static int fail(void) {
     return 1;
 }
 
-/* Data parallel (mama.h section 13): under `mpirun -np N` a build with
+/* Data parallel (mama.h section 12): under `mpirun -np N` a build with
  * MPI=1 runs pretrain, finetune, probe and zeroshot on N ranks; rank 0
  * alone prints and writes files.  Without MPI this is one process. */
 static mama_comm *g_comm = NULL;

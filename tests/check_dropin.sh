@@ -10,7 +10,10 @@
 #      as C++, and decodes a PNG the same way mama does;
 #   3. MAMA_NO_STB_IMAGE builds, and decoding then fails clearly;
 #   4. defining only some of MAMA_MALLOC / MAMA_REALLOC / MAMA_FREE is a
-#      compile-time #error.
+#      compile-time #error;
+#   5. the complete example of mama.h's doc block compiles as C99 and C++11
+#      and runs on a freshly initialised tiny model and a grey PNG: four
+#      density probabilities that sum to 1.
 set -u
 cd "$(dirname "$0")/.."
 B=${BUILD:-build}/dropin
@@ -78,5 +81,34 @@ elif grep -q 'define all of MAMA_MALLOC, MAMA_REALLOC and MAMA_FREE' $B/partial.
     pass "dropin allocation hooks: only MAMA_MALLOC defined stops the build with the #error naming all three"
 else
     flunk "dropin allocation hooks: failed to compile, but not with the expected #error: $(head -2 $B/partial.log | tr '\n' ' ')"
+fi
+
+# 5. the doc block's example, cut out of mama.h as a user would copy it
+sed -n '/A complete program: zero-shot breast density/,/tests\/check_dropin.sh compiles this example/p' mama.h |
+    sed -n 's/^ \*      //p' > $B/doc_example.c
+if [ "$(wc -l < $B/doc_example.c)" -lt 20 ]; then
+    flunk "dropin doc example: could not cut the example out of mama.h's doc block"
+elif ! gcc -std=c99 -Wpedantic $FLAGS $B/doc_example.c -o $B/doc_example_c -lm 2>$B/doc_example.log ||
+     ! g++ -x c++ -std=c++11 $FLAGS -fsyntax-only $B/doc_example.c 2>>$B/doc_example.log; then
+    flunk "dropin doc example: does not compile: $(head -3 $B/doc_example.log | tr '\n' ' ')"
+elif [ ! -x ${BUILD:-build}/mama ]; then
+    flunk "dropin doc example: ${BUILD:-build}/mama is needed to make a model"
+else
+    ${BUILD:-build}/mama init --config tiny --out $B/doc_tiny.safetensors --seed 3 >/dev/null 2>&1
+    python3 - $B/doc_image.png <<'PY'
+import struct, sys, zlib
+w = h = 160  # a bright ellipse on black: a breast-like foreground for the Otsu crop
+rows = b"".join(b"\0" + bytes(200 if ((x - 60) / 60.0) ** 2 + ((y - 80) / 70.0) ** 2 < 1 else 0 for x in range(w)) for y in range(h))
+chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
+                             chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+PY
+    out=$($B/doc_example_c $B/doc_tiny.safetensors weights/tiny_vocab $B/doc_image.png 2>&1)
+    sum=$(printf '%s\n' "$out" | awk '/^density [1-4]: /{s += $3; n++} END{if (n == 4) printf "%.3f", s; else print "none"}')
+    if [ "$sum" = "1.000" ] || [ "$sum" = "0.999" ] || [ "$sum" = "1.001" ]; then
+        pass "dropin doc example: compiles as C99 and C++11; on a fresh tiny model: $(printf '%s' "$out" | tr '\n' ' ')(sum $sum)"
+    else
+        flunk "dropin doc example: printed '$out' (probabilities summing to $sum)"
+    fi
 fi
 exit $fail

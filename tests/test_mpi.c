@@ -1,4 +1,4 @@
-/* tests/test_mpi.c - data-parallel training (mama.h section 13) against one
+/* tests/test_mpi.c - data-parallel training (mama.h section 12) against one
  * process.  Run under `mpirun -np 2` (make test-mpi); only rank 0 reports.
  *
  * - one step: 2 ranks x batch B (global losses, synchronised BatchNorm,
@@ -23,7 +23,7 @@
  *   averaged over the ranks into every checkpoint and at the end.
  * Every rank also runs the single-process references itself (each to its
  * own files), so no rank idles in a spinning MPI wait.  Dropout is off in
- * the tiny config (masks are keyed per rank; see section 13). */
+ * the tiny config (masks are keyed per rank; see section 12). */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #define MAMA_SYNTH_IMPLEMENTATION
@@ -494,7 +494,7 @@ static void test_pretrain(mama_dataset *d) {
            "%.2e", STEPS / 2, STEPS - STEPS / 2, STEPS, n_big, n_all, wa);
 }
 
-/* ---- the gradient sum overlapped with the backward (13.7) -------------- */
+/* ---- the gradient sum overlapped with the backward (12.7) -------------- */
 /* One step of two replicas (same weights, same slice of the batch): one
  * with the bucket all-reduces started by the backward, one with the
  * blocking all-reduce after it.  Each text-tower mode lays the gradient
@@ -569,7 +569,7 @@ done:
     free(img); free(ext); free(ids); free(mask);
 }
 
-/* ---- reference mode: BatchNorm running statistics averaged (13.8) ------ */
+/* ---- reference mode: BatchNorm running statistics averaged (12.8) ------ */
 static void test_reference_bn(mama_dataset *d) {
     mama_config c;
     mama_model *m = NULL, *kept = NULL;

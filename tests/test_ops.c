@@ -1,4 +1,4 @@
-/* tests/test_ops.c - the CPU backend's non-GEMM ops (mama.h section 3.3/3.4).
+/* tests/test_ops.c - the CPU backend's non-GEMM ops (mama.h sections 3.2-3.4).
  *
  * Truths used:
  *  - forwards: independent double-precision reference implementations

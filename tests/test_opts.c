@@ -9,6 +9,8 @@
  *   all four losses on (only steps, batch and late_loss = MAMA_OFF set). */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "mama_synth.h"
 #include "test_util.h"
 
 static mama_backend *g_cpu; /* the CPU backend of every test here */

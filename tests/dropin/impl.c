@@ -1,8 +1,17 @@
 /* tests/dropin/impl.c - a translation unit with the implementation of
- * mama.h (and its companions), as a program that embeds the library has it.
+ * mama.h and of its four companion headers, as a program that embeds the
+ * library has it.
  * tests/check_dropin.sh compiles it and checks the symbols it exports. */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
+#define MAMA_PLOT_IMPLEMENTATION
+#include "mama_plot.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "mama_synth.h"
+#define MAMA_TOKENIZER_TRAIN_IMPLEMENTATION
+#include "mama_tokenizer_train.h"
+#define MAMA_VERIFY_IMPLEMENTATION
+#include "mama_verify.h"
 
 #ifdef DROPIN_WITH_HELPER
 /* For the link test (not in the symbol check): decode an in-memory PNG
