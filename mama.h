@@ -54,7 +54,7 @@
  *              if (mama_zeroshot_caption(MAMA_ZEROSHOT_DENSITY, k, &meta, text, sizeof text, NULL) ||
  *                  mama_tokenizer_encode_caption(tok, text, T, ids + k * T, mask + k * T, NULL))
  *                  return fprintf(stderr, "density: %s\n", mama_last_error()), 1;
- *          if (mama_image_pipeline(&img, NULL, 0, NULL, c->in_chans, px) ||   // crop, resize, normalise
+ *          if (mama_model_prepare_image(m, &img, px) ||   // crop, resize, normalise (A.5)
  *              mama_encode_images(m, px, 1, emb, NULL) || mama_encode_texts(m, ids, mask, 4, emb + E))
  *              return fprintf(stderr, "density: %s\n", mama_last_error()), 1;
  *          for (k = 0; k < 4; k++) {      // softmax over temperature * cosine (unit vectors)
@@ -105,7 +105,8 @@
  *                     _params, _grads, _numel                             -> 4, 6.4
  *  1.13 step          mama_batch, mama_step_opts_default, mama_model_step,
  *                     mama_model_forward, mama_model_embeddings,
- *                     mama_encode_images, mama_encode_texts               -> 6.1-6.3
+ *                     mama_model_prepare_image, mama_encode_images,
+ *                     mama_encode_texts                                   -> 6.1-6.3
  *  1.14 optimiser     mama_adamw_init/_step/_free                         -> 6.5
  *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
  *                     mama_dataset_image, mama_dataset_caption, _split    -> 10
@@ -1417,6 +1418,10 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
 MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb);
 /* Encode images / texts only (eval mode): outputs [B, E] on host. */
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
+/* One decoded image as this model's input: the evaluation pipeline (SPEC
+ * A.5 steps 1-3 and 8: Otsu crop, letterbox, normalise) at the model's
+ * image size and channels; out [in_chans, image_size, image_size]. */
+MAMA_API mama_status mama_model_prepare_image(const mama_model *m, const mama_image *src, float *out);
 MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb);
 
 /* ---- 1.14 The optimiser: AdamW over the gradient buffer (SPEC A.5).
@@ -8014,6 +8019,14 @@ static mama_status mama__encode_texts_ex(mama_model *m, const int *ids, const in
     ts.pool_masked = ref_feature || c->text_pool_real_only;
     mama__text_forward(m, B, 0, &ts, 0, 0);
     return be->to_host(be, emb, m->a.txt_emb, sizeof(float) * (size_t)B * c->embed_dim);
+}
+
+MAMA_API mama_status mama_model_prepare_image(const mama_model *m, const mama_image *src, float *out) {
+    mama_augment_opts o;
+    if (!m || !src || !out) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_prepare_image: NULL argument");
+    memset(&o, 0, sizeof o); /* the defaults, at the model's size */
+    o.size = m->cfg.image_size;
+    return mama_image_pipeline(src, &o, 0, NULL, m->cfg.in_chans, out);
 }
 
 MAMA_API mama_status mama_encode_texts(mama_model *m, const int *ids, const int *mask, int B, float *emb) {

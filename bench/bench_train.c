@@ -205,7 +205,8 @@ static int mama_bench_encode_main(int argc, char **argv) {
     return 0;
 }
 
-static int mama_bench_weights_run(int argc, char **argv, mama_backend *cpu) {
+/* `bench weights` runs on the backend --device selects. */
+static int mama_bench_weights_main(int argc, char **argv) {
     const char *w = bench_opt(argc, argv, "--weights", NULL), *fd = bench_opt(argc, argv, "--frozen-dtype", "auto");
     int B = atoi(bench_opt(argc, argv, "--batch", "1"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "1"));
@@ -275,12 +276,3 @@ static int mama_bench_weights_run(int argc, char **argv, mama_backend *cpu) {
     return 0;
 }
 
-/* `bench weights` runs on a CPU backend of its own (whatever --device says). */
-static int mama_bench_weights_main(int argc, char **argv) {
-    mama_backend *cpu = NULL;
-    int rc;
-    if (mama_cpu_backend_create(&cpu) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
-    rc = mama_bench_weights_run(argc, argv, cpu);
-    mama_backend_free(cpu);
-    return rc;
-}

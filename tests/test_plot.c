@@ -388,7 +388,7 @@ static void test_confusion(void) {
     m[0] = 1234; /* common class N */
     out_path(path, sizeof path, "confusion7.png");
     mama_clear_error();
-    st = mama_plot_confusion(path, "BI-RADS, zeroshot (test split)", names, 7, m, 40);
+    st = mama_plot_confusion(path, "BI-RADS, zeroshot (split: test)", names, 7, m, 40);
     test_report(st == MAMA_OK, "confusion_write", "7-class plot written to %s (%s)", path, mama_last_error());
     if (st != MAMA_OK || mama_image_load(path, &im) != MAMA_OK) {
         test_report(0, "confusion_read", "cannot read back: %s", mama_last_error());
