@@ -14,7 +14,8 @@
 #   make test-mpi   data-parallel tests under `mpirun -np 2` (OpenMPI: openmpi-bin libopenmpi-dev)
 #
 # Options: BLAS=openblas (compare with / link OpenBLAS), CC=clang,
-#          MPI=1 (build with mpicc and -DMAMA_MPI: `mpirun -np N build/mama pretrain ...`;
+#          MPI=1 (build with mpicc and -DMAMA_MPI, which makes the tool include the MPI
+#          communicator mama_mpi.h: `mpirun -np N build/mama pretrain ...`;
 #          with `make cuda MPI=1` also compiles the NCCL communicator mama_nccl.c).
 
 CC      ?= cc
@@ -29,8 +30,10 @@ LDLIBS   = -lm
 BUILD    = build
 FUZZ_SECONDS ?= 30
 
-# Data parallel over MPI (mama.h section 13).  The default build has no MPI
-# dependency; MPI=1 switches the compiler to mpicc for every target.
+# Data parallel over MPI (mama.h section 12, the communicator in mama_mpi.h).
+# The default build has no MPI dependency; MPI=1 switches the compiler to
+# mpicc for every target and defines MAMA_MPI (examples/mama.c then includes
+# mama_mpi.h).
 MPI     ?= 0
 MPICC   ?= mpicc
 MPIRUN  ?= mpirun
@@ -45,7 +48,7 @@ ifeq ($(BLAS),openblas)
   LDLIBS += -lopenblas
 endif
 
-HEADERS = mama.h mama_plot.h mama_synth.h mama_tokenizer_train.h mama_verify.h
+HEADERS = mama.h mama_plot.h mama_synth.h mama_tokenizer_train.h mama_verify.h mama_mpi.h
 # test_mpi needs MPI and two ranks: `make test-mpi`, not part of `make test`
 TEST_SRC = $(filter-out tests/test_mpi.c,$(wildcard tests/test_*.c))
 TESTS   = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
@@ -92,7 +95,10 @@ $(BUILD)/test_threads: LDLIBS += -pthread
 # The header must also compile as C11 with clang and as C++ with g++.  The
 # companion headers too: all of them in one file with mama.h's
 # implementation, and each implementation alone in its own file (they use
-# only mama.h's public API), the pieces linked into one program.
+# only mama.h's public API), the pieces linked into one program.  mama_mpi.h's
+# implementation needs <mpi.h>: it is checked the same way through $(MPICC)
+# (OMPI_CC / MPICH_CC select the compiler behind the wrapper) when that
+# exists, and skipped with a note otherwise.
 COMPANIONS = plot synth tokenizer_train verify
 compile-check: | $(BUILD)
 	@printf '#define MAMA_IMPLEMENTATION\n#include "mama.h"\n' > $(BUILD)/compile_check.c
@@ -109,6 +115,14 @@ compile-check: | $(BUILD)
 	@printf '#define MAMA_IMPLEMENTATION\n#include "mama.h"\nint main(void){return 0;}\n' > $(BUILD)/compile_check_core.c
 	$(CC) -std=c99 $(WARN) -O0 -fopenmp -I. $(BUILD)/compile_check_core.c $(patsubst %,$(BUILD)/compile_check_%.o,$(COMPANIONS)) -o $(BUILD)/compile_check_link $(LDLIBS)
 	@echo "compile-check: companions $(COMPANIONS): C99 (gcc), C11 (clang), C++11 (g++), each in its own file, linked"
+	@if command -v $(MPICC) >/dev/null 2>&1; then \
+	  printf '#include "mama.h"\n#define MAMA_MPI_IMPLEMENTATION\n#include "mama_mpi.h"\n' > $(BUILD)/compile_check_mpi.c && \
+	  $(MPICC) -std=c99 $(WARN) -O2 -fopenmp -c -I. $(BUILD)/compile_check_mpi.c -o $(BUILD)/compile_check_mpi.o && \
+	  OMPI_CC=clang MPICH_CC=clang $(MPICC) -std=c11 $(WARN) -O2 -c -I. $(BUILD)/compile_check_mpi.c -o $(BUILD)/compile_check_mpi_clang.o && \
+	  OMPI_CC=$(CXX) MPICH_CC=$(CXX) $(MPICC) -x c++ -std=c++11 -Wall -Wextra -Werror -O0 -c -I. $(BUILD)/compile_check_mpi.c -o $(BUILD)/compile_check_mpi_cxx.o && \
+	  $(MPICC) -std=c99 $(WARN) -O0 -fopenmp -I. $(BUILD)/compile_check_core.c $(BUILD)/compile_check_mpi.o -o $(BUILD)/compile_check_mpi_link $(LDLIBS) && \
+	  echo "compile-check: companion mpi (through $(MPICC)): C99 (gcc), C11 (clang), C++11 (g++), in its own file, linked" || exit 1; \
+	else echo "compile-check: $(MPICC) not found: companion mpi (mama_mpi.h needs <mpi.h>) not checked"; fi
 	@for e in embed_image zeroshot_image train_loop; do $(CC) -std=c99 $(WARN) -fsyntax-only -I. examples/$$e.c || exit 1; done
 	@if [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ]; then \
 	  $(CC) -std=c99 $(WARN) -fopenmp -fsyntax-only -DMAMA_USE_CBLAS -I. -I/usr/include/x86_64-linux-gnu $(BUILD)/compile_check.c && \
@@ -125,7 +139,7 @@ asan: stb
 # Data-parallel tests: 2 MPI ranks against one process (tests/test_mpi.c).
 # Each rank single-threaded; --oversubscribe lets 2 ranks share fewer cores.
 $(BUILD)/test_mpi: tests/test_mpi.c tests/test_util.h $(HEADERS) | $(BUILD)
-	$(MPICC) -std=c99 $(WARN) $(CFLAGS) $(OMPFLAGS) -DMAMA_MPI -I. -I/usr/include $< -o $@ $(LDLIBS)
+	$(MPICC) -std=c99 $(WARN) $(CFLAGS) $(OMPFLAGS) -I. -I/usr/include $< -o $@ $(LDLIBS)
 
 test-mpi: stb $(BUILD)/test_mpi
 	@MPIRUN="$(MPIRUN)" bash tests/run_mpi_tests.sh $(BUILD)/test_mpi
@@ -159,7 +173,7 @@ cuda:
 	$(CC) $(CUDA_CFLAGS) $(BUILD)/mama_cli_cuda.o $(BUILD)/mama_cuda.o -o $(BUILD)/mama $(CUDA_LIBS) $(LDLIBS) && \
 	echo "cuda: built $(BUILD)/mama_cuda.o, $(BUILD)/test_cuda and $(BUILD)/mama with --device cuda" && \
 	if [ "$(MPI)" = 1 ]; then \
-	  $(MPICC) -std=c99 $(WARN) -O2 -DMAMA_MPI -DMAMA_NCCL -I. -isystem $(CUDA_HOME)/include -c mama_nccl.c -o $(BUILD)/mama_nccl.o && \
+	  $(MPICC) -std=c99 $(WARN) -O2 -DMAMA_NCCL -I. -isystem $(CUDA_HOME)/include -c mama_nccl.c -o $(BUILD)/mama_nccl.o && \
 	  echo "cuda: built $(BUILD)/mama_nccl.o (NCCL communicator; link -L$(CUDA_HOME)/lib64 -lnccl -lcudart)"; \
 	fi
 

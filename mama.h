@@ -116,7 +116,7 @@
  *                     mama_probe_opts_default, mama_linear_probe,
  *                     mama_finetune, mama_retrieval_eval, mama_metrics_*  -> 11.3-11.7
  *  1.18 explaining    mama_sla_maps                                       -> 11.8
- *  1.19 data parallel mama_comm_single, mama_comm_mpi_create, mama_comm_free,
+ *  1.19 data parallel mama_comm_single, mama_comm_free (MPI: mama_mpi.h),
  *                     mama_model_set_comm, mama_model_allreduce_grads ... -> 12
  *
  *  Companion headers, for what a program that embeds the model does not
@@ -154,8 +154,7 @@
  *                      (default 32).
  *  MAMA_USE_CBLAS      route large GEMMs to a CBLAS (e.g. OpenBLAS) instead
  *                      of the built-in kernels (link -lopenblas).
- *  MAMA_MPI            build the MPI communicator (section 12; compile with
- *                      mpicc).  Without it there is no MPI dependency.
+ *  MAMA_MPI            not read by mama.h: the MPI communicator is mama_mpi.h.
  *  MAMA_NCCL           declare mama_comm_nccl_create (mama_nccl.c).
  *  Companions: MAMA_STB_IMAGE_WRITE_EXTERNAL (mama_plot.h, mama_synth.h):
  *                      the program compiles stb_image_write itself.
@@ -1641,8 +1640,8 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
  * own slice of every global batch; a communicator moves the few tensors
  * that must cross ranks.  The library talks to the engines HPC clusters
  * already have through one small table of collectives (like the backend
- * table): a single-process one (always built), MPI (built with
- * -DMAMA_MPI, `make MPI=1`) and NCCL for GPU memory (mama_nccl.c, built by
+ * table): a single-process one (always built), MPI (the companion
+ * mama_mpi.h, `make MPI=1`) and NCCL for GPU memory (mama_nccl.c, built by
  * `make cuda MPI=1`, bootstrapped through MPI).
  *
  * The collectives are blocking, except the optional non-blocking all-reduce
@@ -1688,12 +1687,7 @@ MAMA_API mama_comm *mama_comm_single(void);
 /* Free a communicator from one of the create functions (NULL and the
  * single comm are ignored). */
 MAMA_API void mama_comm_free(mama_comm *c);
-#ifdef MAMA_MPI
-/* MPI over MPI_COMM_WORLD, host memory.  Calls MPI_Init_thread
- * (MPI_THREAD_FUNNELED) when MPI is not initialised yet, and then
- * MPI_Finalize in mama_comm_free. */
-MAMA_API mama_status mama_comm_mpi_create(mama_comm **out);
-#endif
+/* MPI over MPI_COMM_WORLD: mama_comm_mpi_create in mama_mpi.h. */
 #ifdef MAMA_NCCL
 /* NCCL on the current CUDA device for device memory (dev_* ops), with the
  * host ops of `mpi` (an MPI comm, which also carries the NCCL unique id
@@ -14168,23 +14162,6 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
  * running statistics are averaged over the ranks at every checkpoint and
  * at the end of training, 12.8). */
 
-#ifdef MAMA_MPI
-#ifdef __cplusplus
-}
-#endif
-/* only MPI's C API is used: keep the (deprecated) C++ bindings out */
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
-#ifdef __cplusplus
-extern "C" {
-#endif
-#endif
-
 /* ---- 12.1 The single-process communicator ------------------------------ */
 static mama_status mama__single_allreduce(mama_comm *c, float *buf, size_t n) {
     (void)c; (void)buf; (void)n;
@@ -14223,178 +14200,9 @@ MAMA_API void mama_comm_free(mama_comm *c) {
 }
 
 /* ---- 12.2 MPI (host memory) --------------------------------------------
- * MPI counts are ints: reductions and broadcasts go in chunks of 2^28
- * floats; gathers must fit an int (they are embeddings, far below). */
-#ifdef MAMA_MPI
-typedef struct mama__mpi {
-    MPI_Comm comm;          /* a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN */
-    int finalize;           /* we initialised MPI, so we finalise it */
-    int *counts, *displs;   /* [size] for allgatherv */
-} mama__mpi;
-#define MAMA__MPI_CHUNK ((size_t)1 << 28)
-
-static mama_status mama__mpi_check(int rc, const char *what) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    if (rc == MPI_SUCCESS) return MAMA_OK;
-    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = 0;
-    return MAMA_FAIL(MAMA_ERR_BACKEND, "MPI_%s failed (error %d): %.*s", what, rc, len, msg);
-}
-static mama_status mama__mpi_allreduce(mama_comm *c, float *buf, size_t n) {
-    mama__mpi *p = (mama__mpi *)c->impl;
-    size_t off;
-    for (off = 0; off < n; off += MAMA__MPI_CHUNK) {
-        size_t k = n - off < MAMA__MPI_CHUNK ? n - off : MAMA__MPI_CHUNK;
-        MAMA_TRY(mama__mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, p->comm),
-                                 "Allreduce"));
-    }
-    return MAMA_OK;
-}
-static mama_status mama__mpi_allgather(mama_comm *c, const float *send, size_t n, float *recv) {
-    mama__mpi *p = (mama__mpi *)c->impl;
-    if (n * (size_t)c->size > (size_t)INT_MAX)
-        return MAMA_FAIL(MAMA_ERR_INVALID, "MPI allgather of %zu x %d floats exceeds MPI's int counts", n, c->size);
-    return mama__mpi_check(MPI_Allgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, p->comm),
-                           "Allgather");
-}
-static mama_status mama__mpi_allgatherv(mama_comm *c, const float *send, size_t n, float *recv, const size_t *counts) {
-    mama__mpi *p = (mama__mpi *)c->impl;
-    size_t total = 0;
-    int r;
-    for (r = 0; r < c->size; r++) {
-        if (total + counts[r] > (size_t)INT_MAX)
-            return MAMA_FAIL(MAMA_ERR_INVALID, "MPI allgatherv of more than INT_MAX floats");
-        p->counts[r] = (int)counts[r];
-        p->displs[r] = (int)total;
-        total += counts[r];
-    }
-    if (n != counts[c->rank]) return MAMA_FAIL(MAMA_ERR_INVALID, "allgatherv: n %zu != counts[rank] %zu", n, counts[c->rank]);
-    return mama__mpi_check(MPI_Allgatherv(send, (int)n, MPI_FLOAT, recv, p->counts, p->displs,
-                                          MPI_FLOAT, p->comm), "Allgatherv");
-}
-static mama_status mama__mpi_broadcast(mama_comm *c, float *buf, size_t n, int root) {
-    mama__mpi *p = (mama__mpi *)c->impl;
-    size_t off;
-    for (off = 0; off < n; off += MAMA__MPI_CHUNK) {
-        size_t k = n - off < MAMA__MPI_CHUNK ? n - off : MAMA__MPI_CHUNK;
-        MAMA_TRY(mama__mpi_check(MPI_Bcast(buf + off, (int)k, MPI_FLOAT, root, p->comm), "Bcast"));
-    }
-    return MAMA_OK;
-}
-static mama_status mama__mpi_barrier(mama_comm *c) {
-    return mama__mpi_check(MPI_Barrier(((mama__mpi *)c->impl)->comm), "Barrier");
-}
-/* A non-blocking sum: one MPI_Iallreduce (MPI_IN_PLACE) per chunk of 2^28
- * floats, their requests kept in one allocation. */
-typedef struct mama__mpi_req {
-    int n;
-    MPI_Request *r;
-} mama__mpi_req;
-static mama_status mama__mpi_iallreduce(mama_comm *c, float *buf, size_t n, void **req) {
-    mama__mpi *p = (mama__mpi *)c->impl;
-    mama__mpi_req *q = NULL;
-    size_t off, chunks = n ? (n + MAMA__MPI_CHUNK - 1) / MAMA__MPI_CHUNK : 1;
-    int rc = MPI_SUCCESS;
-    *req = NULL;
-    MAMA_TRY(mama_alloc((void **)&q, sizeof *q + chunks * sizeof(MPI_Request), "MPI request"));
-    q->r = (MPI_Request *)(void *)(q + 1);
-    q->n = 0; /* n = 0: no request (Testall / Waitall of none complete at once) */
-    for (off = 0; off < n; off += MAMA__MPI_CHUNK) {
-        size_t len = n - off < MAMA__MPI_CHUNK ? n - off : MAMA__MPI_CHUNK;
-        rc = MPI_Iallreduce(MPI_IN_PLACE, buf + off, (int)len, MPI_FLOAT, MPI_SUM, p->comm, &q->r[q->n]);
-        if (rc != MPI_SUCCESS) break;
-        q->n++;
-    }
-    if (rc != MPI_SUCCESS) { /* the chunks already started must still complete */
-        if (q->n) MPI_Waitall(q->n, q->r, MPI_STATUSES_IGNORE);
-        mama_free(q);
-        return mama__mpi_check(rc, "Iallreduce");
-    }
-    *req = q;
-    return MAMA_OK;
-}
-static mama_status mama__mpi_test(mama_comm *c, void *req, int *done) {
-    mama__mpi_req *q = (mama__mpi_req *)req;
-    int flag = 0, rc;
-    (void)c;
-    *done = 0;
-    rc = MPI_Testall(q->n, q->r, &flag, MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS) return mama__mpi_check(rc, "Testall");
-    if (flag) {
-        mama_free(q);
-        *done = 1;
-    }
-    return MAMA_OK;
-}
-static mama_status mama__mpi_wait(mama_comm *c, void *req) {
-    mama__mpi_req *q = (mama__mpi_req *)req;
-    int rc;
-    (void)c;
-    rc = MPI_Waitall(q->n, q->r, MPI_STATUSES_IGNORE);
-    mama_free(q);
-    return mama__mpi_check(rc, "Waitall");
-}
-static void mama__mpi_destroy(mama_comm *c) {
-    mama__mpi *p = (mama__mpi *)c->impl;
-    if (p) {
-        int finalized = 0;
-        MPI_Finalized(&finalized);
-        if (!finalized) {
-            MPI_Comm_free(&p->comm);
-            if (p->finalize) MPI_Finalize();
-        }
-        mama_free(p->counts);
-        mama_free(p->displs);
-        mama_free(p);
-    }
-    mama_free(c);
-}
-
-MAMA_API mama_status mama_comm_mpi_create(mama_comm **out) {
-    mama_comm *c = NULL;
-    mama__mpi *p = NULL;
-    int init = 0, provided = 0;
-    *out = NULL;
-    MPI_Initialized(&init);
-    MAMA_TRY(mama_calloc((void **)&c, sizeof *c, "MPI communicator"));
-    if (mama_calloc((void **)&p, sizeof *p, "MPI communicator") != MAMA_OK) { mama_free(c); return MAMA_ERR_NOMEM; }
-    c->impl = p;
-    if (!init) {
-        /* loader threads never call MPI; only the training thread does */
-        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
-            mama_free(p); mama_free(c);
-            return MAMA_FAIL(MAMA_ERR_BACKEND, "MPI_Init_thread failed");
-        }
-        p->finalize = 1;
-    }
-    if (MPI_Comm_dup(MPI_COMM_WORLD, &p->comm) != MPI_SUCCESS) {
-        if (p->finalize) MPI_Finalize();
-        mama_free(p); mama_free(c);
-        return MAMA_FAIL(MAMA_ERR_BACKEND, "MPI_Comm_dup failed");
-    }
-    /* errors come back as return codes (the library never aborts) */
-    MPI_Comm_set_errhandler(p->comm, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(p->comm, &c->rank);
-    MPI_Comm_size(p->comm, &c->size);
-    if (mama_calloc((void **)&p->counts, sizeof(int) * (size_t)c->size, "MPI communicator") != MAMA_OK ||
-        mama_calloc((void **)&p->displs, sizeof(int) * (size_t)c->size, "MPI communicator") != MAMA_OK) {
-        mama__mpi_destroy(c);
-        return MAMA_ERR_NOMEM;
-    }
-    c->name = "mpi";
-    c->allreduce_sum_f32 = mama__mpi_allreduce;
-    c->allgather_f32 = mama__mpi_allgather;
-    c->allgatherv_f32 = mama__mpi_allgatherv;
-    c->broadcast_f32 = mama__mpi_broadcast;
-    c->barrier = mama__mpi_barrier;
-    c->destroy = mama__mpi_destroy;
-    c->iallreduce_sum_f32 = mama__mpi_iallreduce;
-    c->test = mama__mpi_test;
-    c->wait = mama__mpi_wait;
-    *out = c;
-    return MAMA_OK;
-}
-#endif /* MAMA_MPI */
+ * In the companion header mama_mpi.h (mama_comm_mpi_create), which fills
+ * struct mama_comm (1.19) through the public API only: mama.h has no MPI
+ * dependency. */
 
 /* ---- 12.3 The data-parallel state of a model --------------------------- */
 struct mama__dp {

@@ -7,11 +7,12 @@
  * carries NCCL's unique id from rank 0 to the others, and serves the small
  * host-memory collectives (BatchNorm statistics, loss scalars, counts).
  *
- * Build: `make cuda MPI=1` compiles this file with mpicc -DMAMA_MPI
- * -DMAMA_NCCL against the CUDA toolkit's nccl.h; link the program with
+ * Build: `make cuda MPI=1` compiles this file with mpicc -DMAMA_NCCL
+ * against the CUDA toolkit's nccl.h; link the program with
  * build/mama_nccl.o build/mama_cuda.o -L$CUDA_HOME/lib64 -lnccl -lcudart
- * (and the CUDA backend's libraries).  Each rank selects its GPU
- * (cudaSetDevice(local rank)) before mama_comm_nccl_create.
+ * (and the CUDA backend's libraries).  The MPI communicator it takes comes
+ * from mama_comm_mpi_create (the companion header mama_mpi.h).  Each rank
+ * selects its GPU (cudaSetDevice(local rank)) before mama_comm_nccl_create.
  *
  * Status: compiled here, NOT run: the development machine has no GPU.  The
  * code paths it feeds (dev_* collectives) are the ones the MPI comm

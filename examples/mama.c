@@ -11,6 +11,10 @@
 #include "../mama_tokenizer_train.h"
 #define MAMA_VERIFY_IMPLEMENTATION
 #include "../mama_verify.h"
+#ifdef MAMA_MPI /* make MPI=1: mpicc -DMAMA_MPI */
+#define MAMA_MPI_IMPLEMENTATION
+#include "../mama_mpi.h"
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>

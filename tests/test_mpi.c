@@ -28,6 +28,8 @@
 #include "mama.h"
 #define MAMA_SYNTH_IMPLEMENTATION
 #include "mama_synth.h"
+#define MAMA_MPI_IMPLEMENTATION
+#include "mama_mpi.h"
 #include "test_util.h"
 #include <stdlib.h>
 #include <sys/stat.h>
