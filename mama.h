@@ -126,6 +126,7 @@
  *     mama_synth.h            synthetic mammogram studies, PNG writing
  *     mama_tokenizer_train.h  training a GPT-2 byte-level BPE tokenizer
  *     mama_verify.h           the PyTorch parity step (`mama forward`)
+ *     mama_mpi.h              the MPI communicator (data parallelism, 1.19)
  *
  * ===========================================================================
  *  CONFIGURATION MACROS (define before the #include that has
