@@ -590,10 +590,11 @@ MAMA_API const char *mama_cpu_backend_kernel_name(const mama_backend *be);
  * Not thread-safe against concurrent GEMMs on the same backend. */
 MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name);
 
-/* The attention schedule of this backend: "gemm" (NULL, "" or "auto": the
- * GEMM schedule wherever it applies, the default) or "tile" (always the
- * tile schedule, section 3.2).  Returns 1, or 0 for an unknown name or a
- * backend that is not a CPU backend (then nothing changes). */
+/* The attention of this backend: "gemm" (NULL, "" or "auto": the GEMM
+ * schedule wherever it applies, the default) or "reference" (always the
+ * slow fallback, the reference backend's loops; for tests).  Section 3.2.
+ * Returns 1, or 0 for an unknown name or a backend that is not a CPU
+ * backend (then nothing changes). */
 MAMA_API int mama_cpu_backend_force_attention(mama_backend *be, const char *schedule);
 
 /* Thread slots of this CPU backend (the most threads one of its GEMMs or
@@ -2666,7 +2667,7 @@ static int mama__gemm_cpu_has_f16c(void) {
  * creation and never reallocated: the hot path does not allocate. */
 typedef struct mama__cpu_impl {
     const mama__gemm_kinfo *ki; /* the GEMM kernel: dispatch, or forced by a test */
-    int att_gemm;               /* 1: attention's GEMM schedule where it applies; 0: tile schedule only */
+    int att_gemm;               /* 1: attention's schedule (3.2); 0: the reference loops (forced, for tests) */
     int f16c;                   /* the CPU has F16C (half-precision B packing) */
     int nslots;                 /* thread slots, 1..MAMA_GEMM_MAX_THREADS */
     int lock;                   /* the slots' try-lock word (GCC/clang atomics) */
@@ -3762,44 +3763,67 @@ static void mama__cpu_l2norm_backward(mama_backend *be, float *dx, const float *
 }
 
 /* ===== attention ======================================================== */
-/* Multi-head attention on the CPU, two schedules of the same algebra:
- *   - the GEMM schedule (the default; "attention on the GEMM kernels"
- *     below): per (b, h) and block of up to 288 queries, the score rows are
- *     whole and the products run on the packed GEMM micro-kernel;
- *   - the tile schedule, described here: used when the score rows of a
- *     query block do not fit the GEMM schedule's buffer (T beyond ~20000
- *     tokens), or when another thread holds the GEMM slots.
+/* Multi-head attention on the CPU.  qkv is [B, T, 3, H, hd] (row stride
+ * 3D, D = H hd), out is [B, T, D], lse is [B, H, T].  Per (b, h), with
+ * q_i, k_j, v_j the head's rows:
  *
- * Tile schedule: fused, FlashAttention-2 style.
- * Forward, per (batch b, head h, tile of up to 64 queries), all in stack
- * tiles: walk the keys in blocks of BK = 64; S = scale * Q K^T for the
- * block; keep for each query a running max m and running sum l of
- * exp(s - m) ("online softmax"); when the max grows by d, rescale l and the
- * output accumulator O by exp(-d).  At the end O /= l and lse = m + log l.
- * Dropout multiplies the normalised weights that meet V (inverted:
- * keep / (1-p)), so l and lse are those of the undropped softmax.
+ *   forward:  s_ij = scale q_i . k_j               (visible keys only)
+ *             m_i = max_j s_ij,  l_i = sum_j exp(s_ij - m_i)
+ *             P_ij = exp(s_ij - m_i) / l_i,  lse_i = m_i + log l_i
+ *             out_i = sum_j P_ij z_ij v_j
+ *   backward (P recomputed as exp(s_ij - lse_i), nothing T x T saved):
+ *             dPd_ij = dO_i . v_j        (gradient of the dropped weight)
+ *             D_i = sum_j P_ij z_ij dPd_ij = dO_i . out_i
+ *             dS_ij = P_ij (dPd_ij z_ij - D_i)
+ *             dq_i += scale sum_j dS_ij k_j,  dk_j += scale sum_i dS_ij q_i,
+ *             dv_j += sum_i P_ij z_ij dO_i        (all three accumulate)
  *
- * Backward, per (b, h) (one thread owns that head's columns of dqkv, so
- * dQ, dK and dV accumulate in place without races), per key block (its K
- * and V are transposed once), per query tile, recomputing P = exp(S - lse):
- *   dPd = dO V^T (gradient of the dropped weights), dP = dPd * z (z = keep/(1-p))
- *   D_i = sum_j P_ij dP_ij = dO_i . out_i,  dS = P (dP - D_i)
- *   dQ += scale dS K,  dK += scale dS^T Q,  dV += (P z)^T dO.
- * Nothing of size T x T is ever stored; no heap is used.
+ * Masks: key j is visible to query i iff key_valid[b*T + j] (when given)
+ * and, if causal, j <= i; invisible keys get s = -inf, so weight exactly 0.
+ * A query that sees no key gets out = 0, lse = -inf and no gradient (the
+ * backward gives such rows lse = +inf, so P = 0).  Dropout (inverted) is
+ * z_ij = keep_ij / (1 - p), keep_ij = mama_hash_uniform(seed,
+ * ((b H + h) T + i) T + j) >= p; it multiplies the normalised weights that
+ * meet V, so l and lse are those of the undropped softmax.
  *
- * Masks: key j is visible to query i iff key_valid[b*T+j] (when given) and,
- * if causal, j <= i.  A query that sees no key gets out = 0, lse = -inf, and
- * no gradient (the backward skips rows whose lse is not finite).
+ * Schedule: per (b, h) and block of R <= 288 queries, the score rows are
+ * whole (R x kend, kend = T, or the block's last query + 1 when causal:
+ * only the diagonal block's upper triangle is computed and masked), so the
+ * softmax is one pass per row (no online rescaling) and the products are
+ * ordinary GEMMs on the packed micro-kernel (one thread each, on its slot):
+ *   forward:  S = Q K^T; per row scale, mask, max, exp-sum, normalise,
+ *             times z; out = S V;
+ *   backward: S = Q K^T, dP = dO V^T; per row P = exp(scale s - lse),
+ *             S := scale dS, dP := P z; dQ += S K, dK += S^T Q, dV += dP^T dO.
+ * The forward's tasks are (b, h, query block); the backward's are (b, h),
+ * so one thread owns a head's columns of dqkv and dK, dV accumulate over
+ * its query blocks without races.  S and dP live in the backend instance's
+ * per-slot score buffer (allocated at creation, like the GEMM's packing
+ * buffers); the products use the GEMM's slot buffers, so the instance's
+ * slot lock is held for the whole call.  A caller that finds it taken
+ * (another thread sharing this backend is in a GEMM or an attention) waits
+ * for it, so the bits never depend on timing; they do not depend on the
+ * thread count either (each task is one thread's, in a fixed order).
  *
- * The matrix pieces are two micro-kernels: qk (rows of A times a transposed
- * block, 64 outputs per row) and pv (C += A B, B read row by row), plus a
- * vectorised exp; AVX2/FMA versions are chosen at run time, with portable
- * fallbacks. */
-#define MAMA__ATT_BK 64      /* keys per block (fixed: the kernels unroll it) */
-#define MAMA__ATT_BQF 64     /* queries per forward tile */
-#define MAMA__ATT_BQB 32     /* queries per backward tile */
-#define MAMA__ATT_DC 256     /* head-dim columns transposed at a time */
-#define MAMA__ATT_OBUF 16384 /* floats in the forward's [rows][hd] accumulator */
+ * Fallback: the reference backend's loops (section 3.6: correct, no
+ * scratch, and slow: O(T^2 hd) per head with every dot product twice, no
+ * SIMD, no threads) run instead when not even one query row of scores fits
+ * the slot buffer (T > 131072 tokens: no model config comes near; the
+ * largest ViT has 1374 tokens), without GCC/clang atomics (no slot lock;
+ * e.g. MSVC), and when a test forces it (mama_cpu_backend_force_attention
+ * with "reference"). */
+#define MAMA__ATT_SCR 131072 /* floats per score buffer (S, dP) and slot: 90 rows of T = 1374 */
+#define MAMA__ATT_RMAX 288  /* query rows per block at most: T up to 288 is one block, K and V packed once */
+#define MAMA__CPU_SSTRIDE ((size_t)2 * MAMA__ATT_SCR + MAMA__GEMM_PAD) /* floats per slot */
+
+/* section 3.6, the fallback */
+static void mama__ref_attention_forward(mama_backend *be, float *out, float *lse, const float *qkv,
+                                        const int *key_valid, int B, int T, int H, int hd, int causal, float scale,
+                                        float dropout_p, uint64_t dropout_seed);
+static void mama__ref_attention_backward(mama_backend *be, float *dqkv, const float *dout, const float *out,
+                                         const float *lse, const float *qkv, const int *key_valid, int B, int T,
+                                         int H, int hd, int causal, float scale, float dropout_p,
+                                         uint64_t dropout_seed);
 
 /* No cached flag (no static mutable state): __builtin_cpu_supports reads
  * the CPU model word libgcc fills once; the init call returns at once
@@ -3811,42 +3835,6 @@ static int mama__ops_have_avx2(void) {
 #else
     return 0;
 #endif
-}
-
-/* S[r][j] (+)= sum_{d<dc} A[r*lda + d] * Kt[d*BK + j] for r < nr, j < nc.
- * nc (<= BK) is the key count of the block rounded up to 8: a short last
- * block (69 tokens = 64 + 5) then costs 8 columns, not 64.  Columns from
- * nc on are left as they are; no caller reads them. */
-static void mama__att_qk_scalar(float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc, int nc) {
-    int r, d, j;
-    for (r = 0; r < nr; r++) {
-        float *s = S + r * MAMA__ATT_BK;
-        const float *q = A + (size_t)r * lda;
-        if (!acc)
-            for (j = 0; j < nc; j++) s[j] = 0.0f;
-        for (d = 0; d < dc; d++) {
-            float qd = q[d];
-            const float *kt = Kt + d * MAMA__ATT_BK;
-            MAMA__OPS_SIMD
-            for (j = 0; j < nc; j++) s[j] += qd * kt[j];
-        }
-    }
-}
-
-/* C[r*ldc + c] += sum_{s<ns} A[r*lda + s] * B[s*ldb + c] for r < nr, c < n. */
-static void mama__att_pv_scalar(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int nr, int ns,
-                                int n) {
-    int r, s, c;
-    for (r = 0; r < nr; r++) {
-        float *cr = C + (size_t)r * ldc;
-        for (s = 0; s < ns; s++) {
-            float a = A[(size_t)r * lda + s];
-            const float *br = B + (size_t)s * ldb;
-            if (a == 0.0f) continue; /* masked / causal / dropped weights */
-            MAMA__OPS_SIMD
-            for (c = 0; c < n; c++) cr[c] += a * br[c];
-        }
-    }
 }
 
 /* s[j] = exp(s[j] - m) for j < n; returns the sum (exp(-inf) = 0). */
@@ -3862,102 +3850,6 @@ static float mama__att_exp_sum_scalar(float *s, int n, float m) {
 }
 
 #if defined(MAMA_X86_SIMD)
-/* two rows x 32 outputs per pass: 8 accumulators, 6 loads per 8 FMAs */
-__attribute__((target("avx2,fma"))) static void mama__att_qk_avx2(float *S, const float *A, int lda, const float *Kt,
-                                                                    int nr, int dc, int acc, int nc) {
-    int r, d, h;
-    for (r = 0; r + 2 <= nr; r += 2) {
-        const float *q0 = A + (size_t)r * lda, *q1 = q0 + lda;
-        for (h = 0; h + 32 <= nc; h += 32) {
-            float *s0 = S + r * MAMA__ATT_BK + h, *s1 = s0 + MAMA__ATT_BK;
-            __m256 x0, x1, x2, x3, y0, y1, y2, y3;
-            if (acc) {
-                x0 = _mm256_loadu_ps(s0); x1 = _mm256_loadu_ps(s0 + 8);
-                x2 = _mm256_loadu_ps(s0 + 16); x3 = _mm256_loadu_ps(s0 + 24);
-                y0 = _mm256_loadu_ps(s1); y1 = _mm256_loadu_ps(s1 + 8);
-                y2 = _mm256_loadu_ps(s1 + 16); y3 = _mm256_loadu_ps(s1 + 24);
-            } else {
-                x0 = x1 = x2 = x3 = y0 = y1 = y2 = y3 = _mm256_setzero_ps();
-            }
-            for (d = 0; d < dc; d++) {
-                const float *kt = Kt + d * MAMA__ATT_BK + h;
-                __m256 k0 = _mm256_loadu_ps(kt), k1 = _mm256_loadu_ps(kt + 8);
-                __m256 k2 = _mm256_loadu_ps(kt + 16), k3 = _mm256_loadu_ps(kt + 24);
-                __m256 a = _mm256_set1_ps(q0[d]), b = _mm256_set1_ps(q1[d]);
-                x0 = _mm256_fmadd_ps(a, k0, x0); x1 = _mm256_fmadd_ps(a, k1, x1);
-                x2 = _mm256_fmadd_ps(a, k2, x2); x3 = _mm256_fmadd_ps(a, k3, x3);
-                y0 = _mm256_fmadd_ps(b, k0, y0); y1 = _mm256_fmadd_ps(b, k1, y1);
-                y2 = _mm256_fmadd_ps(b, k2, y2); y3 = _mm256_fmadd_ps(b, k3, y3);
-            }
-            _mm256_storeu_ps(s0, x0); _mm256_storeu_ps(s0 + 8, x1);
-            _mm256_storeu_ps(s0 + 16, x2); _mm256_storeu_ps(s0 + 24, x3);
-            _mm256_storeu_ps(s1, y0); _mm256_storeu_ps(s1 + 8, y1);
-            _mm256_storeu_ps(s1 + 16, y2); _mm256_storeu_ps(s1 + 24, y3);
-        }
-        for (; h < nc; h += 8) { /* the short block's last 8-column groups */
-            float *s0 = S + r * MAMA__ATT_BK + h, *s1 = s0 + MAMA__ATT_BK;
-            __m256 x0 = acc ? _mm256_loadu_ps(s0) : _mm256_setzero_ps();
-            __m256 y0 = acc ? _mm256_loadu_ps(s1) : _mm256_setzero_ps();
-            for (d = 0; d < dc; d++) {
-                __m256 k0 = _mm256_loadu_ps(Kt + d * MAMA__ATT_BK + h);
-                x0 = _mm256_fmadd_ps(_mm256_set1_ps(q0[d]), k0, x0);
-                y0 = _mm256_fmadd_ps(_mm256_set1_ps(q1[d]), k0, y0);
-            }
-            _mm256_storeu_ps(s0, x0);
-            _mm256_storeu_ps(s1, y0);
-        }
-    }
-    if (r < nr) mama__att_qk_scalar(S + r * MAMA__ATT_BK, A + (size_t)r * lda, lda, Kt, nr - r, dc, acc, nc);
-}
-
-/* four rows x 16 columns per pass: 8 accumulators, 6 loads per 8 FMAs */
-__attribute__((target("avx2,fma"))) static void mama__att_pv_avx2(float *C, int ldc, const float *A, int lda,
-                                                                    const float *B, int ldb, int nr, int ns, int n) {
-    int r, s, c0;
-    for (r = 0; r + 4 <= nr; r += 4) {
-        float *c_0 = C + (size_t)r * ldc, *c_1 = c_0 + ldc, *c_2 = c_1 + ldc, *c_3 = c_2 + ldc;
-        const float *a0 = A + (size_t)r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-        for (c0 = 0; c0 + 16 <= n; c0 += 16) {
-            __m256 x00 = _mm256_loadu_ps(c_0 + c0), x01 = _mm256_loadu_ps(c_0 + c0 + 8);
-            __m256 x10 = _mm256_loadu_ps(c_1 + c0), x11 = _mm256_loadu_ps(c_1 + c0 + 8);
-            __m256 x20 = _mm256_loadu_ps(c_2 + c0), x21 = _mm256_loadu_ps(c_2 + c0 + 8);
-            __m256 x30 = _mm256_loadu_ps(c_3 + c0), x31 = _mm256_loadu_ps(c_3 + c0 + 8);
-            for (s = 0; s < ns; s++) {
-                const float *br = B + (size_t)s * ldb + c0;
-                __m256 b0 = _mm256_loadu_ps(br), b1 = _mm256_loadu_ps(br + 8), a;
-                a = _mm256_set1_ps(a0[s]);
-                x00 = _mm256_fmadd_ps(a, b0, x00); x01 = _mm256_fmadd_ps(a, b1, x01);
-                a = _mm256_set1_ps(a1[s]);
-                x10 = _mm256_fmadd_ps(a, b0, x10); x11 = _mm256_fmadd_ps(a, b1, x11);
-                a = _mm256_set1_ps(a2[s]);
-                x20 = _mm256_fmadd_ps(a, b0, x20); x21 = _mm256_fmadd_ps(a, b1, x21);
-                a = _mm256_set1_ps(a3[s]);
-                x30 = _mm256_fmadd_ps(a, b0, x30); x31 = _mm256_fmadd_ps(a, b1, x31);
-            }
-            _mm256_storeu_ps(c_0 + c0, x00); _mm256_storeu_ps(c_0 + c0 + 8, x01);
-            _mm256_storeu_ps(c_1 + c0, x10); _mm256_storeu_ps(c_1 + c0 + 8, x11);
-            _mm256_storeu_ps(c_2 + c0, x20); _mm256_storeu_ps(c_2 + c0 + 8, x21);
-            _mm256_storeu_ps(c_3 + c0, x30); _mm256_storeu_ps(c_3 + c0 + 8, x31);
-        }
-        for (; c0 + 8 <= n; c0 += 8) {
-            __m256 x0 = _mm256_loadu_ps(c_0 + c0), x1 = _mm256_loadu_ps(c_1 + c0);
-            __m256 x2 = _mm256_loadu_ps(c_2 + c0), x3 = _mm256_loadu_ps(c_3 + c0);
-            for (s = 0; s < ns; s++) {
-                __m256 b0 = _mm256_loadu_ps(B + (size_t)s * ldb + c0);
-                x0 = _mm256_fmadd_ps(_mm256_set1_ps(a0[s]), b0, x0);
-                x1 = _mm256_fmadd_ps(_mm256_set1_ps(a1[s]), b0, x1);
-                x2 = _mm256_fmadd_ps(_mm256_set1_ps(a2[s]), b0, x2);
-                x3 = _mm256_fmadd_ps(_mm256_set1_ps(a3[s]), b0, x3);
-            }
-            _mm256_storeu_ps(c_0 + c0, x0); _mm256_storeu_ps(c_1 + c0, x1);
-            _mm256_storeu_ps(c_2 + c0, x2); _mm256_storeu_ps(c_3 + c0, x3);
-        }
-        if (c0 < n) mama__att_pv_scalar(C + (size_t)r * ldc + c0, ldc, A + (size_t)r * lda, lda, B + c0, ldb, 4, ns,
-                                        n - c0);
-    }
-    if (r < nr) mama__att_pv_scalar(C + (size_t)r * ldc, ldc, A + (size_t)r * lda, lda, B, ldb, nr - r, ns, n);
-}
-
 /* The 8 lanes of v summed in a fixed order (the same bits every call). */
 __attribute__((target("avx2,fma"))) static float mama__hsum256(__m256 v) {
     float t[8];
@@ -3999,31 +3891,6 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
 }
 #endif
 
-static void mama__att_qk(int simd, float *S, const float *A, int lda, const float *Kt, int nr, int dc, int acc,
-                         int nk) {
-    int nc = (nk + 7) & ~7;
-#if defined(MAMA_X86_SIMD)
-    if (simd) {
-        mama__att_qk_avx2(S, A, lda, Kt, nr, dc, acc, nc);
-        return;
-    }
-#endif
-    (void)simd;
-    mama__att_qk_scalar(S, A, lda, Kt, nr, dc, acc, nc);
-}
-
-static void mama__att_pv(int simd, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int nr, int ns,
-                         int n) {
-#if defined(MAMA_X86_SIMD)
-    if (simd) {
-        mama__att_pv_avx2(C, ldc, A, lda, B, ldb, nr, ns, n);
-        return;
-    }
-#endif
-    (void)simd;
-    mama__att_pv_scalar(C, ldc, A, lda, B, ldb, nr, ns, n);
-}
-
 static float mama__att_exp_sum(int simd, float *s, int n, float m) {
 #if defined(MAMA_X86_SIMD)
     if (simd) return mama__att_exp_sum_avx2(s, n, m);
@@ -4032,152 +3899,11 @@ static float mama__att_exp_sum(int simd, float *s, int n, float m) {
     return mama__att_exp_sum_scalar(s, n, m);
 }
 
-#if defined(MAMA_X86_SIMD)
-/* One 8 x 8 block through registers: dst[c*ldd + r] = src[r*lds + c] for
- * the first `rows` rows of src (the others read as zeros) and the first
- * `cols` rows of dst (the others are not written). */
-__attribute__((target("avx2,fma"))) static void mama__transpose8_avx2(float *dst, long ldd, const float *src, long lds,
-                                                                        int rows, int cols) {
-    __m256 v[8];
-    int r;
-    for (r = 0; r < 8; r++) v[r] = r < rows ? _mm256_loadu_ps(src + r * lds) : _mm256_setzero_ps();
-    MAMA__TRANSPOSE8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
-    for (r = 0; r < cols; r++) _mm256_storeu_ps(dst + r * ldd, v[r]);
-}
-
-/* Kt[d][j] = K[j*ldk + d0 + d] for d < dc8 (a multiple of 8), j < nk8 (a
- * multiple of 8). */
-__attribute__((target("avx2,fma"))) static void mama__att_transpose_avx2(float *Kt, const float *K, int ldk, int nk8,
-                                                                           int d0, int dc8) {
-    int j, d;
-    for (j = 0; j < nk8; j += 8)
-        for (d = 0; d < dc8; d += 8)
-            mama__transpose8_avx2(Kt + d * MAMA__ATT_BK + j, MAMA__ATT_BK, K + (size_t)j * ldk + d0 + d, ldk, 8, 8);
-}
-#endif
-
-/* Kt[d][j] = K[j*ldk + d0 + d] for d < dc, j < nk; zero for nk <= j <
- * round8(nk), the columns the qk kernel reads.  Full 8 x 8 blocks go
- * through registers; the edges walk 8 keys at a time so each Kt row gets
- * consecutive stores. */
-static void mama__att_transpose(int simd, float *Kt, const float *K, int ldk, int nk, int d0, int dc) {
-    int j = 0, d, jj, d8 = 0, nc = (nk + 7) & ~7;
-#if defined(MAMA_X86_SIMD)
-    if (simd) {
-        d8 = dc & ~7;
-        mama__att_transpose_avx2(Kt, K, ldk, nk & ~7, d0, d8);
-    }
-#endif
-    (void)simd;
-    for (j = 0; j + 8 <= nk; j += 8) {
-        const float *k = K + (size_t)j * ldk + d0;
-        for (d = d8; d < dc; d++) {
-            float *o = Kt + d * MAMA__ATT_BK + j;
-            for (jj = 0; jj < 8; jj++) o[jj] = k[(size_t)jj * ldk + d];
-        }
-    }
-    for (; j < nk; j++)
-        for (d = 0; d < dc; d++) Kt[d * MAMA__ATT_BK + j] = K[(size_t)j * ldk + d0 + d];
-    for (; j < nc; j++)
-        for (d = 0; d < dc; d++) Kt[d * MAMA__ATT_BK + j] = 0.0f;
-}
-
-/* S = A K^T for rows of A and one key block, head-dim chunk by chunk
- * (the K rows, stride ldk, are transposed into the Kt scratch). */
-static void mama__att_scores(int simd, float *S, float *Kt, const float *A, int lda, const float *K, int ldk, int nr,
-                             int nk, int hd) {
-    int d0;
-    for (d0 = 0; d0 < hd; d0 += MAMA__ATT_DC) {
-        int dc = mama__ops_min_i(MAMA__ATT_DC, hd - d0);
-        mama__att_transpose(simd, Kt, K, ldk, nk, d0, dc);
-        mama__att_qk(simd, S, A + d0, lda, Kt, nr, dc, d0 > 0, nk);
-    }
-}
-
-/* forward query-tile rows: at most BQF, and rows*hd must fit the accumulator */
-static int mama__att_tile_rows(int hd) {
-    int bq = MAMA__ATT_OBUF / (hd > 0 ? hd : 1);
-    return bq < MAMA__ATT_BQF ? bq : MAMA__ATT_BQF;
-}
-
-static void mama__att_forward_tile(int simd, float *out, float *lse, const float *qkv, const int *key_valid, int b,
-                                   int h, int i0, int nq, int T, int H, int hd, int causal, float scale, float p,
-                                   uint64_t seed) {
-    float Kt[MAMA__ATT_DC * MAMA__ATT_BK];
-    float S[MAMA__ATT_BQF * MAMA__ATT_BK];
-    float O[MAMA__ATT_OBUF];
-    float m[MAMA__ATT_BQF], l[MAMA__ATT_BQF];
-    const int D = H * hd, ld = 3 * D;
-    const float *Q = qkv + (size_t)(b * T + i0) * ld + h * hd;
-    const float *K = qkv + (size_t)b * T * ld + D + h * hd;
-    const float *V = K + D;
-    const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
-    int kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
-    float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
-    int r, j0, jj, c;
-    for (r = 0; r < nq; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-    }
-    memset(O, 0, sizeof(float) * (size_t)nq * hd);
-    for (j0 = 0; j0 < kend; j0 += MAMA__ATT_BK) {
-        int nk = mama__ops_min_i(MAMA__ATT_BK, kend - j0);
-        mama__att_scores(simd, S, Kt, Q, ld, K + (size_t)j0 * ld, ld, nq, nk, hd);
-        for (r = 0; r < nq; r++) {
-            float *s = S + r * MAMA__ATT_BK;
-            int i = i0 + r, jmax = causal ? mama__ops_min_i(nk, i - j0 + 1) : nk;
-            float bmax = -INFINITY, mnew, alpha;
-            if (jmax < 0) jmax = 0;
-            /* scale and mask: invisible keys get -inf (weight exactly 0) */
-            for (jj = 0; jj < jmax; jj++) {
-                float v = (kv && !kv[j0 + jj]) ? -INFINITY : s[jj] * scale;
-                s[jj] = v;
-                bmax = v > bmax ? v : bmax;
-            }
-            if (bmax == -INFINITY) { /* nothing visible in this block */
-                memset(s, 0, sizeof(float) * MAMA__ATT_BK);
-                continue;
-            }
-            mnew = m[r] > bmax ? m[r] : bmax;
-            alpha = expf(m[r] - mnew); /* 0 on the first visible block */
-            if (alpha != 1.0f) {
-                float *o = O + (size_t)r * hd;
-                l[r] *= alpha;
-                MAMA__OPS_SIMD
-                for (c = 0; c < hd; c++) o[c] *= alpha;
-            }
-            l[r] += mama__att_exp_sum(simd, s, jmax, mnew);
-            for (jj = jmax; jj < MAMA__ATT_BK; jj++) s[jj] = 0.0f;
-            m[r] = mnew;
-            if (p > 0.0f) {
-                uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T + (uint64_t)j0;
-                for (jj = 0; jj < jmax; jj++)
-                    s[jj] = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? s[jj] * zscale : 0.0f;
-            }
-        }
-        mama__att_pv(simd, O, hd, S, MAMA__ATT_BK, V + (size_t)j0 * ld, ld, nq, nk, hd);
-    }
-    for (r = 0; r < nq; r++) {
-        float *o = out + (size_t)(b * T + i0 + r) * D + h * hd;
-        const float *acc = O + (size_t)r * hd;
-        float *ls = lse + ((size_t)b * H + h) * T + i0 + r;
-        if (l[r] > 0.0f) {
-            float inv = 1.0f / l[r];
-            for (c = 0; c < hd; c++) o[c] = acc[c] * inv;
-            *ls = m[r] + logf(l[r]);
-        } else {
-            for (c = 0; c < hd; c++) o[c] = 0.0f;
-            *ls = -INFINITY;
-        }
-    }
-}
-
 /* One backward row without dropout: P = exp(scale s - lse) on the visible
  * keys (masked ones -> 0), Pz = P, s = scale dS = P (dp - D) scale; zero
  * from jmax to nk.  The same IEEE operations in the same order as the
- * generic loop (no FMA contraction), so both give the same bits.  pz may
- * be dp (the GEMM schedule keeps P in dP's buffer). */
+ * generic loop in mama__att_backward_head (no FMA contraction), so both
+ * give the same bits.  pz may be dp (the backward keeps P in dP's buffer). */
 #if defined(MAMA_X86_SIMD)
 __attribute__((target("avx2,fma"))) static void mama__att_bwd_row_avx2(float *s, const float *dp, float *pz,
                                                                          const int *kv, int jmax, int nk, float scale,
@@ -4209,18 +3935,6 @@ __attribute__((target("avx2,fma"))) static void mama__att_bwd_row_avx2(float *s,
     }
     for (; jj < nk; jj++) s[jj] = pz[jj] = 0.0f;
 }
-
-/* dst[j*BQB + r] = src[r*BK + j] for r < nq, j < nk, in 8 x 8 register
- * blocks; rows of src from nq up to the next multiple of 8 are read as
- * zeros (they land in columns of dst that no product reads). */
-__attribute__((target("avx2,fma"))) static void mama__att_tile_transpose_avx2(float *dst, const float *src, int nq,
-                                                                                int nk) {
-    int r0, j0;
-    for (r0 = 0; r0 < nq; r0 += 8)
-        for (j0 = 0; j0 < nk; j0 += 8)
-            mama__transpose8_avx2(dst + j0 * MAMA__ATT_BQB + r0, MAMA__ATT_BQB, src + r0 * MAMA__ATT_BK + j0,
-                                  MAMA__ATT_BK, mama__ops_min_i(8, nq - r0), mama__ops_min_i(8, nk - j0));
-}
 #endif
 
 static void mama__att_bwd_row(float *s, const float *dp, float *pz, const int *kv, int jmax, int nk, float scale,
@@ -4230,19 +3944,6 @@ static void mama__att_bwd_row(float *s, const float *dp, float *pz, const int *k
 #else
     (void)s; (void)dp; (void)pz; (void)kv; (void)jmax; (void)nk; (void)scale; (void)li; (void)di;
 #endif
-}
-
-static void mama__att_tile_transpose(int simd, float *dst, const float *src, int nq, int nk) {
-    int r, j;
-#if defined(MAMA_X86_SIMD)
-    if (simd) {
-        mama__att_tile_transpose_avx2(dst, src, nq, nk);
-        return;
-    }
-#endif
-    (void)simd;
-    for (r = 0; r < nq; r++)
-        for (j = 0; j < nk; j++) dst[j * MAMA__ATT_BQB + r] = src[r * MAMA__ATT_BK + j];
 }
 
 #if defined(MAMA_X86_SIMD)
@@ -4286,126 +3987,25 @@ static int mama__att_row_stats(float *Di, float *Li, const float *dO, const floa
     return any;
 }
 
-/* One (b, h): for each key block (K, V transposed once when hd <= DC), for
- * each query tile that can see it, recompute P and accumulate dQ, dK, dV
- * straight into dqkv (this thread owns those columns of batch b). */
-static void mama__att_backward_head(int simd, float *dqkv, const float *dout, const float *out, const float *lse,
-                                    const float *qkv, const int *key_valid, int b, int h, int T, int H, int hd,
-                                    int causal, float scale, float p, uint64_t seed) {
-    float Kt[MAMA__ATT_DC * MAMA__ATT_BK], Vt[MAMA__ATT_DC * MAMA__ATT_BK];
-    float S[MAMA__ATT_BQB * MAMA__ATT_BK], dP[MAMA__ATT_BQB * MAMA__ATT_BK], Pz[MAMA__ATT_BQB * MAMA__ATT_BK];
-    float dSt[MAMA__ATT_BK * MAMA__ATT_BQB], Pzt[MAMA__ATT_BK * MAMA__ATT_BQB];
-    float Di[MAMA__ATT_BQB], Li[MAMA__ATT_BQB];
-    const int D = H * hd, ld = 3 * D, bq = MAMA__ATT_BQB, whole = hd <= MAMA__ATT_DC;
-    const float *Qb = qkv + (size_t)b * T * ld + h * hd, *Kb = Qb + D, *Vb = Kb + D;
-    float *dQb = dqkv + (size_t)b * T * ld + h * hd, *dKb = dQb + D, *dVb = dKb + D;
-    const float *dOb = dout + (size_t)b * T * D + h * hd, *Ob = out + (size_t)b * T * D + h * hd;
-    const float *Lb = lse + ((size_t)b * H + h) * T;
-    const int *kv = key_valid ? key_valid + (size_t)b * T : NULL;
-    float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
-    int i0, r, j0, jj;
-    for (j0 = 0; j0 < T; j0 += MAMA__ATT_BK) {
-        int nk = mama__ops_min_i(MAMA__ATT_BK, T - j0), any_key = 0;
-        const float *Kj = Kb + (size_t)j0 * ld, *Vj = Vb + (size_t)j0 * ld;
-        for (jj = 0; jj < nk && !any_key; jj++) any_key = !kv || kv[j0 + jj];
-        if (!any_key) continue; /* a block of padding keys: P = 0 throughout */
-        if (whole) {
-            mama__att_transpose(simd, Kt, Kj, ld, nk, 0, hd);
-            mama__att_transpose(simd, Vt, Vj, ld, nk, 0, hd);
-        }
-        /* under the causal mask, queries before j0 see none of these keys */
-        for (i0 = causal ? j0 : 0; i0 < T; i0 += bq) {
-            int nq = mama__ops_min_i(bq, T - i0);
-            const float *Q = Qb + (size_t)i0 * ld, *dO = dOb + (size_t)i0 * D;
-            if (!mama__att_row_stats(Di, Li, dO, Ob + (size_t)i0 * D, Lb + i0, D, nq, hd)) continue;
-            if (whole) {
-                mama__att_qk(simd, S, Q, ld, Kt, nq, hd, 0, nk);
-                mama__att_qk(simd, dP, dO, D, Vt, nq, hd, 0, nk);
-            } else {
-                mama__att_scores(simd, S, Kt, Q, ld, Kj, ld, nq, nk, hd);
-                mama__att_scores(simd, dP, Vt, dO, D, Vj, ld, nq, nk, hd);
-            }
-            for (r = 0; r < nq; r++) {
-                float *s = S + r * MAMA__ATT_BK, *dp = dP + r * MAMA__ATT_BK, *pz = Pz + r * MAMA__ATT_BK;
-                int i = i0 + r, jmax = causal ? mama__ops_min_i(nk, i - j0 + 1) : nk;
-                uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T + (uint64_t)j0;
-                if (jmax < 0) jmax = 0;
-                if (p == 0.0f && simd) {
-                    mama__att_bwd_row(s, dp, pz, kv ? kv + j0 : NULL, jmax, nk, scale, Li[r], Di[r]);
-                    continue;
-                }
-                /* P = exp(scale * s - lse) on the visible keys */
-                for (jj = 0; jj < jmax; jj++) s[jj] = (kv && !kv[j0 + jj]) ? -INFINITY : s[jj] * scale - Li[r];
-                mama__att_exp_sum(simd, s, jmax, 0.0f);
-                for (jj = 0; jj < jmax; jj++) {
-                    float pij = s[jj], z = 1.0f, ds;
-                    if (p > 0.0f) z = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? zscale : 0.0f;
-                    ds = pij * (dp[jj] * z - Di[r]) * scale;
-                    s[jj] = ds; /* S now holds scale * dS */
-                    pz[jj] = pij * z;
-                }
-                for (; jj < nk; jj++) s[jj] = pz[jj] = 0.0f;
-            }
-            /* dS^T and (P z)^T for the key-major products below */
-            mama__att_tile_transpose(simd, dSt, S, nq, nk);
-            mama__att_tile_transpose(simd, Pzt, Pz, nq, nk);
-            /* dQ += dS K;  dK += dS^T Q;  dV += (P z)^T dO */
-            mama__att_pv(simd, dQb + (size_t)i0 * ld, ld, S, MAMA__ATT_BK, Kj, ld, nq, nk, hd);
-            mama__att_pv(simd, dKb + (size_t)j0 * ld, ld, dSt, MAMA__ATT_BQB, Q, ld, nk, nq, hd);
-            mama__att_pv(simd, dVb + (size_t)j0 * ld, ld, Pzt, MAMA__ATT_BQB, dO, D, nk, nq, hd);
-        }
-    }
-}
-
-/* ---- attention on the GEMM kernels (the default schedule) ----
- *
- * The tile schedule above keeps everything in small stack tiles, but its
- * products are 64 x 64 x hd pieces with the online-softmax and mask work
- * between them, and they reach well under half the rate of the big GEMMs.
- * When a whole row block of scores fits a per-thread buffer (T up to a few
- * thousand), the same algebra runs as ordinary products on the packed GEMM
- * micro-kernel instead, per (b, h) and query block of R rows:
- *   forward:  S = Q K^T (R x kend), P = softmax(scale S) row by row with
- *             the masks (one pass: the whole row is at hand, so no online
- *             rescaling), P *= keep/(1-p) under dropout, out = P V;
- *   backward: S = Q K^T, dP = dO V^T, then per row P = exp(scale s - lse),
- *             dS = scale P (dP z - D_i), Pz = P z (written over dP), and
- *             dQ += dS K, dK += dS^T Q, dV += Pz^T dO.
- * Causal attention stops each block's keys at its last query (kend), so
- * only the diagonal block's upper triangle is computed and masked.  One
- * thread owns a (b, h) in the backward, so dK and dV accumulate over the
- * query blocks without races.  The score rows live in the backend
- * instance's per-slot score buffer (like the GEMM's packing buffers:
- * allocated once at creation, untouched slots cost address space only);
- * the products use the GEMM's slot buffers, so the instance's slot lock is
- * held for the whole call.  A caller that finds it taken (another thread
- * sharing this backend is in a GEMM or an attention) waits for it, so that
- * the schedule, and with it the bits, never depends on timing; the
- * instance's att_gemm flag (mama_cpu_backend_force_attention) picks the
- * tile schedule instead (the tests run both). */
-#define MAMA__ATT_SCR 131072 /* floats per score buffer (S, dP) and thread: 90 rows of T = 1374 */
-#define MAMA__ATT_RMAX 288  /* query rows per block at most: T up to 288 is one block, K and V packed once */
-#define MAMA__CPU_SSTRIDE ((size_t)2 * MAMA__ATT_SCR + MAMA__GEMM_PAD) /* floats per slot */
-
-/* Query rows per block for the GEMM schedule: R rows of ldS scores must
- * fit the buffer, R a multiple of the kernel's mr, and the blocks even
+/* Query rows per block: R rows of ldS scores must fit the buffer, R a
+ * multiple of the kernel's mr (fewer only when not even mr rows fit: T
+ * beyond ~10900 tokens with AVX-512's mr = 12), and the blocks even
  * (300 tokens -> 2 blocks of 150, not 288 + 12).  A whole
  * head in one block (T <= 288: the small ViT's 261 tokens) packs its K and
  * V once instead of once per block: 5% faster forward, 2.5% faster
  * backward at T = 261 on one thread than blocks of 90, although S and dP
  * (2 x 276 KB) then leave L2.  Causal attention uses
  * shorter blocks: the masked triangle of each diagonal block is wasted
- * work.  0 when T is too long for the buffer. */
-static int mama__att_gemm_rows(const mama__gemm_kinfo *ki, int T, int causal) {
+ * work.  0 when not even one row fits (T > MAMA__ATT_SCR). */
+static int mama__att_rows(const mama__gemm_kinfo *ki, int T, int causal) {
     int ldS = (T + 7) & ~7, cap = MAMA__ATT_SCR / ldS, nblk, r;
     if (cap > MAMA__ATT_RMAX) cap = MAMA__ATT_RMAX;
     if (causal && cap > 48) cap = 48;
-    cap -= cap % ki->mr;
-    if (cap < ki->mr) return 0;
+    if (cap >= ki->mr) cap -= cap % ki->mr;
+    if (cap < 1) return 0;
     nblk = (T + cap - 1) / cap;
     r = (T + nblk - 1) / nblk;
-    r = (r + ki->mr - 1) / ki->mr * ki->mr;
+    if (cap >= ki->mr) r = (r + ki->mr - 1) / ki->mr * ki->mr;
     return r < cap ? r : cap;
 }
 
@@ -4465,9 +4065,9 @@ static float mama__att_scale_mask_max(int simd, float *s, const int *kv, int jma
 }
 
 /* Forward of queries [i0, i0+nq) of head (b, h). */
-static void mama__att_forward_gemm(const mama__cpu_impl *cx, int slot, int simd, float *out, float *lse,
-                                   const float *qkv, const int *key_valid, int b, int h, int i0, int nq, int T,
-                                   int H, int hd, int causal, float scale, float p, uint64_t seed) {
+static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd, float *out, float *lse,
+                                    const float *qkv, const int *key_valid, int b, int h, int i0, int nq, int T,
+                                    int H, int hd, int causal, float scale, float p, uint64_t seed) {
     float *S = cx->sbuf + (size_t)slot * MAMA__CPU_SSTRIDE;
     const int D = H * hd, ld = 3 * D, ldS = (T + 7) & ~7;
     const float *Q = qkv + (size_t)(b * T + i0) * ld + h * hd;
@@ -4504,7 +4104,7 @@ static void mama__att_forward_gemm(const mama__cpu_impl *cx, int slot, int simd,
 }
 
 /* Backward of head (b, h), query blocks of R rows. */
-static void mama__att_backward_gemm(const mama__cpu_impl *cx, int slot, int simd, float *dqkv, const float *dout,
+static void mama__att_backward_head(const mama__cpu_impl *cx, int slot, int simd, float *dqkv, const float *dout,
                                     const float *out, const float *lse, const float *qkv, const int *key_valid,
                                     int b, int h, int T, int H, int hd, int causal, float scale, float p,
                                     uint64_t seed, int R) {
@@ -4550,23 +4150,21 @@ static void mama__att_backward_gemm(const mama__cpu_impl *cx, int slot, int simd
     }
 }
 
-/* Threads for the GEMM schedule, or 0 when it does not apply (then the
- * tile schedule runs).  Takes the instance's slot lock on success, waiting
- * for it when another thread sharing the backend holds it (it does so for
- * one GEMM or one attention call, never calling out): whether the GEMM
- * schedule runs depends on the shapes and the thread count only, so the
- * results do not depend on timing.  Without atomics (no lock) the tile
- * schedule runs. */
-static int mama__att_gemm_begin(const mama__cpu_impl *cx, int T, int causal, int *R) {
+/* Threads for the schedule, or 0 when the reference fallback runs (forced,
+ * no atomics, or T too long for one row of scores).  Takes the instance's
+ * slot lock on success, waiting for it when another thread sharing the
+ * backend holds it (it does so for one GEMM or one attention call, never
+ * calling out).  Threads: the OpenMP team, at most the instance's slots;
+ * one inside a parallel region (the team there is a single thread with
+ * number 0, so slot 0, which the lock makes ours). */
+static int mama__att_begin(const mama__cpu_impl *cx, int T, int causal, int *R) {
     int nt = 1;
     if (!cx->att_gemm || !MAMA__GEMM_HAVE_LOCK) return 0;
-    *R = mama__att_gemm_rows(cx->ki, T, causal);
+    *R = mama__att_rows(cx->ki, T, causal);
     if (*R <= 0) return 0;
 #ifdef _OPENMP
-    if (omp_in_parallel()) return 0; /* the slots are per thread of one team */
-    nt = omp_get_max_threads();
+    if (!omp_in_parallel()) nt = mama__ops_min_i(omp_get_max_threads(), cx->nslots);
 #endif
-    if (nt > cx->nslots) return 0;
     while (!mama__gemm_trylock(cx)) MAMA__YIELD();
     return nt;
 }
@@ -4584,35 +4182,25 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
                                         float dropout_p, uint64_t dropout_seed) {
     int simd = mama__ops_have_avx2();
     const mama__cpu_impl *cx = (const mama__cpu_impl *)be->impl;
-    int bq, ntile, ntask, t, par;
+    int bq, ntile, ntask, t, nt, par;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
-    par = (long long)T * T * H * B * hd > 200000;
-    (void)par; /* read only by the OpenMP pragmas */
-    if (mama__att_gemm_begin(cx, T, causal, &bq)) {
-        ntile = (T + bq - 1) / bq;
-        ntask = B * H * ntile;
-        MAMA__OPS_PAR_FOR_DYN(par && ntask > 1)
-        for (t = 0; t < ntask; t++) {
-            int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
-            mama__att_forward_gemm(cx, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
-                                   mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed);
-        }
-        mama__gemm_unlock(cx);
+    nt = mama__att_begin(cx, T, causal, &bq);
+    if (!nt) {
+        mama__ref_attention_forward(be, out, lse, qkv, key_valid, B, T, H, hd, causal, scale, dropout_p,
+                                    dropout_seed);
         return;
     }
-    if (hd > MAMA__ATT_OBUF) { /* not representable in the fixed tiles */
-        MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "attention_forward: head dim %d > %d", hd, MAMA__ATT_OBUF);
-        return;
-    }
-    bq = mama__att_tile_rows(hd);
     ntile = (T + bq - 1) / bq;
     ntask = B * H * ntile;
-    MAMA__OPS_PAR_FOR_DYN(par && ntask > 1)
+    par = nt > 1 && ntask > 1 && (long long)T * T * H * B * hd > 200000;
+    (void)par; /* read only by the OpenMP pragma */
+    MAMA__OPS_PRAGMA(omp parallel for schedule(dynamic, 1) if(par) num_threads(nt))
     for (t = 0; t < ntask; t++) {
         int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
-        mama__att_forward_tile(simd, out, lse, qkv, key_valid, bh / H, bh % H, i0, mama__ops_min_i(bq, T - i0), T, H,
-                               hd, causal, scale, dropout_p, dropout_seed);
+        mama__att_forward_block(cx, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
+                                mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed);
     }
+    mama__gemm_unlock(cx);
 }
 
 static void mama__cpu_attention_backward(mama_backend *be, float *dqkv, const float *dout, const float *out,
@@ -4621,24 +4209,22 @@ static void mama__cpu_attention_backward(mama_backend *be, float *dqkv, const fl
                                          uint64_t dropout_seed) {
     int simd = mama__ops_have_avx2();
     const mama__cpu_impl *cx = (const mama__cpu_impl *)be->impl;
-    int t, ntask = B * H, R, par;
+    int t, ntask = B * H, R, nt, par;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0 || dropout_p >= 1.0f) return;
-    par = ntask > 1 && (long long)T * T * H * B * hd > 200000;
-    (void)par; /* read only by the OpenMP pragmas */
-    if (mama__att_gemm_begin(cx, T, causal, &R)) {
-        MAMA__OPS_PAR_FOR_DYN(par)
-        for (t = 0; t < ntask; t++)
-            mama__att_backward_gemm(cx, mama__att_slot(), simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H,
-                                    T, H, hd, causal, scale, dropout_p, dropout_seed, R);
-        mama__gemm_unlock(cx);
+    nt = mama__att_begin(cx, T, causal, &R);
+    if (!nt) {
+        mama__ref_attention_backward(be, dqkv, dout, out, lse, qkv, key_valid, B, T, H, hd, causal, scale,
+                                     dropout_p, dropout_seed);
         return;
     }
-    MAMA__OPS_PAR_FOR_DYN(par)
+    par = nt > 1 && ntask > 1 && (long long)T * T * H * B * hd > 200000;
+    (void)par; /* read only by the OpenMP pragma */
+    MAMA__OPS_PRAGMA(omp parallel for schedule(dynamic, 1) if(par) num_threads(nt))
     for (t = 0; t < ntask; t++)
-        mama__att_backward_head(simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H, T, H, hd, causal, scale,
-                                dropout_p, dropout_seed);
+        mama__att_backward_head(cx, mama__att_slot(), simd, dqkv, dout, out, lse, qkv, key_valid, t / H, t % H, T,
+                                H, hd, causal, scale, dropout_p, dropout_seed, R);
+    mama__gemm_unlock(cx);
 }
-
 /* ===== pooling, embedding, patches ====================================== */
 
 /* Weighted mean over tokens: y[b,c] = sum_t w[b,t] x[b,t,c] / sum_t w[b,t]
@@ -5226,7 +4812,7 @@ MAMA_API int mama_cpu_backend_force_attention(mama_backend *be, const char *sche
     mama__cpu_impl *cx = mama__cpu_of(be);
     if (!cx) return 0;
     if (!schedule || !schedule[0] || !strcmp(schedule, "auto") || !strcmp(schedule, "gemm")) cx->att_gemm = 1;
-    else if (!strcmp(schedule, "tile")) cx->att_gemm = 0;
+    else if (!strcmp(schedule, "reference")) cx->att_gemm = 0;
     else return 0;
     return 1;
 }

@@ -25,8 +25,8 @@
  *      tower (measured: 1.0-1.6e-4 against the reference, 1.4-2.1e-4
  *      between the two CPU runs); with 8 rows that falls to ~1e-5.
  *    For information each line also shows the float32 noise, measured by a
- *    third run: the CPU backend with the portable GEMM kernel and the tile
- *    attention schedule (other summation orders, no FMA). */
+ *    third run: the CPU backend with the portable GEMM kernel (other
+ *    summation orders, no FMA; the attention's products run on it too). */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #include "test_util.h"
@@ -323,39 +323,34 @@ static void test_attention(void) {
                          "float dot products over hd and a float exp polynomial on the CPU vs double; out is a float sum of T terms on both");
     opstat bo = op_begin("ref_attention_backward", 2e-5, "as the forward; dQ, dK, dV are float sums over T on both");
     size_t k;
-    int sched;
-    for (sched = 0; sched < 2; sched++) {
-        mama_cpu_backend_force_attention(CPU, sched == 0 ? "gemm" : "tile");
-        for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-            att_case c = cases[k];
-            int D = c.H * c.hd, b, j;
-            size_t nq = (size_t)c.B * c.T * 3 * D, no = (size_t)c.B * c.T * D, nl = (size_t)c.B * c.H * c.T;
-            float *qkv = rnd(nq, -1, 1), *o1 = rnd(no, -1, 1), *o2 = cp(o1, no), *l1 = rnd(nl, -1, 1), *l2 = cp(l1, nl);
-            float *dout = rnd(no, -1, 1), *dq1 = rnd(nq, -1, 1), *dq2 = cp(dq1, nq);
-            float scale = 1.0f / sqrtf((float)c.hd) * 2.0f; /* sharper softmax than 1/sqrt(hd) */
-            int *kv = (int *)malloc(sizeof(int) * (size_t)c.B * c.T);
-            for (b = 0; b < c.B; b++)
-                for (j = 0; j < c.T; j++) {
-                    int len = c.T - (b * c.T) / 3 - 1;
-                    kv[b * c.T + j] = c.kv == 1 ? (j <= len) : c.kv == 2 ? b != 0 : c.kv == 3 ? j >= 3 : 1;
-                }
-            CPU->attention_forward(CPU, o1, l1, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale, c.p, 99);
-            REF->attention_forward(REF, o2, l2, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale, c.p, 99);
-            op_case(&fo, serr(o1, o2, no), "out %s B=%d T=%d H=%d hd=%d causal=%d kv=%d p=%g", sched ? "tile" : "gemm",
-                    c.B, c.T, c.H, c.hd, c.causal, c.kv, c.p);
-            op_case(&fo, serr(l1, l2, nl), "lse %s B=%d T=%d H=%d hd=%d causal=%d kv=%d p=%g", sched ? "tile" : "gemm",
-                    c.B, c.T, c.H, c.hd, c.causal, c.kv, c.p);
-            /* the backward from the reference's out and lse on both sides */
-            CPU->attention_backward(CPU, dq1, dout, o2, l2, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale,
-                                    c.p, 99);
-            REF->attention_backward(REF, dq2, dout, o2, l2, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale,
-                                    c.p, 99);
-            op_case(&bo, serr(dq1, dq2, nq), "dqkv %s B=%d T=%d H=%d hd=%d causal=%d kv=%d p=%g",
-                    sched ? "tile" : "gemm", c.B, c.T, c.H, c.hd, c.causal, c.kv, c.p);
-            free(qkv); free(o1); free(o2); free(l1); free(l2); free(dout); free(dq1); free(dq2); free(kv);
-        }
+    for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        att_case c = cases[k];
+        int D = c.H * c.hd, b, j;
+        size_t nq = (size_t)c.B * c.T * 3 * D, no = (size_t)c.B * c.T * D, nl = (size_t)c.B * c.H * c.T;
+        float *qkv = rnd(nq, -1, 1), *o1 = rnd(no, -1, 1), *o2 = cp(o1, no), *l1 = rnd(nl, -1, 1), *l2 = cp(l1, nl);
+        float *dout = rnd(no, -1, 1), *dq1 = rnd(nq, -1, 1), *dq2 = cp(dq1, nq);
+        float scale = 1.0f / sqrtf((float)c.hd) * 2.0f; /* sharper softmax than 1/sqrt(hd) */
+        int *kv = (int *)malloc(sizeof(int) * (size_t)c.B * c.T);
+        for (b = 0; b < c.B; b++)
+            for (j = 0; j < c.T; j++) {
+                int len = c.T - (b * c.T) / 3 - 1;
+                kv[b * c.T + j] = c.kv == 1 ? (j <= len) : c.kv == 2 ? b != 0 : c.kv == 3 ? j >= 3 : 1;
+            }
+        CPU->attention_forward(CPU, o1, l1, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale, c.p, 99);
+        REF->attention_forward(REF, o2, l2, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale, c.p, 99);
+        op_case(&fo, serr(o1, o2, no), "out B=%d T=%d H=%d hd=%d causal=%d kv=%d p=%g", c.B, c.T, c.H, c.hd,
+                c.causal, c.kv, c.p);
+        op_case(&fo, serr(l1, l2, nl), "lse B=%d T=%d H=%d hd=%d causal=%d kv=%d p=%g", c.B, c.T, c.H, c.hd,
+                c.causal, c.kv, c.p);
+        /* the backward from the reference's out and lse on both sides */
+        CPU->attention_backward(CPU, dq1, dout, o2, l2, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale,
+                                c.p, 99);
+        REF->attention_backward(REF, dq2, dout, o2, l2, qkv, c.kv ? kv : NULL, c.B, c.T, c.H, c.hd, c.causal, scale,
+                                c.p, 99);
+        op_case(&bo, serr(dq1, dq2, nq), "dqkv B=%d T=%d H=%d hd=%d causal=%d kv=%d p=%g", c.B, c.T, c.H, c.hd,
+                c.causal, c.kv, c.p);
+        free(qkv); free(o1); free(o2); free(l1); free(l2); free(dout); free(dq1); free(dq2); free(kv);
     }
-    mama_cpu_backend_force_attention(CPU, "auto");
     op_end(&fo); op_end(&bo);
 }
 
@@ -658,16 +653,14 @@ static void test_tiny_step(void) {
     mc = tiny_step(CPU, &bt, &lc, &tc);
     mr = tiny_step(REF, &bt, &lr, &tr);
     /* a second float32 implementation of the same math: the CPU backend
-     * with the portable GEMM kernel and the tile attention schedule (other
-     * summation orders, no FMA).  Its distance from the first measures the
-     * float32 rounding noise of each tensor. */
+     * with the portable GEMM kernel (other summation orders, no FMA; the
+     * attention's products run on it too).  Its distance from the first
+     * measures the float32 rounding noise of each tensor. */
     mama_cpu_backend_force_kernel(CPU, "scalar");
-    mama_cpu_backend_force_attention(CPU, "tile");
     m2 = tiny_step(CPU, &bt, &l2, &t2);
     mama_cpu_backend_force_kernel(CPU, "auto");
-    mama_cpu_backend_force_attention(CPU, "auto");
     if (!mc || !mr || !m2) goto done;
-    printf("  tiny step B=%d, late losses: cpu %.2f s, reference %.2f s, cpu (scalar GEMM, tile attention) %.2f s\n", B,
+    printf("  tiny step B=%d, late losses: cpu %.2f s, reference %.2f s, cpu (scalar GEMM) %.2f s\n", B,
            tc, tr, t2);
     printf("  losses cpu: total %.7f clip %.7f mv %.7f sym %.7f sla %.7f\n", lc.loss, lc.clip, lc.mv, lc.sym, lc.sla);
     printf("  losses ref: total %.7f clip %.7f mv %.7f sym %.7f sla %.7f\n", lr.loss, lr.clip, lr.mv, lr.sym, lr.sla);
