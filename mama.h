@@ -187,8 +187,8 @@
  *      2.4 timing and threads
  *   3. Backends
  *      3.1 GEMM (packed, blocked; portable, AVX2 and AVX-512 kernels)
- *      3.2 CPU kernels: elementwise, normalisation, attention (GEMM and
- *          tile schedules), pooling, embedding, patches, losses
+ *      3.2 CPU kernels: elementwise, normalisation, attention (on the
+ *          GEMM micro-kernel), pooling, embedding, patches, losses
  *      3.3 optimisers and schedules   3.4 small ops of the losses
  *      3.5 the CPU table and its scratch
  *      3.6 the reference backend: every op as plain scalar C, forward
