@@ -1502,6 +1502,7 @@ MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mas
 #define MAMA_PRETRAIN_DEFAULT_EXT_OTHER_VIEW_P 0.5f
 #define MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P 0.8f
 #define MAMA_PRETRAIN_DEFAULT_MAX_BAD_STEPS 5
+#define MAMA_PRETRAIN_DEFAULT_SEED 1
 typedef struct mama_pretrain_opts {
     long steps;                  /* optimiser steps, >= 1 (_STEPS); the schedule spans them */
     long stop_at;                /* stop (and checkpoint) after this step (default: run to `steps`) */
@@ -1515,7 +1516,7 @@ typedef struct mama_pretrain_opts {
     float ext_other_view_p;      /* P(ext = another image of the study) (_EXT_OTHER_VIEW_P) */
     float caption_mask_p;        /* per-field caption masking (_CAPTION_MASK_P) */
     float clip_grad;             /* gradient-norm clipping (default none) */
-    uint64_t seed;               /* any value (default 0) */
+    uint64_t seed;               /* data order, augmentation, masks (_SEED; 0: the default) */
     int max_bad_steps;           /* consecutive non-finite steps before stopping (_MAX_BAD_STEPS;
                                     MAMA_OFF: never stop, skip them all) */
     const char *checkpoint;      /* path; written every checkpoint_every steps and at the end (default none) */
@@ -1595,6 +1596,7 @@ MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split sp
 #define MAMA_PROBE_DEFAULT_WARMUP 100L
 #define MAMA_PROBE_DEFAULT_MOMENTUM 0.9f
 #define MAMA_PROBE_DEFAULT_WEIGHT_DECAY 1e-3f
+#define MAMA_PROBE_DEFAULT_SEED 1
 typedef struct mama_probe_opts {
     long steps;                  /* SGD steps, >= 1 (_STEPS) */
     int batch;                   /* per step and rank (_BATCH) */
@@ -1603,7 +1605,7 @@ typedef struct mama_probe_opts {
     float momentum, weight_decay;/* SGD's (_MOMENTUM, _WEIGHT_DECAY) */
     int augment;                 /* augmented training images each step, A.7 (default on);
                                     MAMA_OFF: features computed once (linear probe only) */
-    uint64_t seed;               /* any value (default 0) */
+    uint64_t seed;               /* sampling and augmentation (_SEED; 0: the default) */
     int quiet;                   /* no progress output (default off) */
 } mama_probe_opts;
 /* Every field at its default (the resolved zero struct). */
@@ -12778,7 +12780,7 @@ static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mam
     o->ext_other_view_p = mama__opt_float(in->ext_other_view_p, MAMA_PRETRAIN_DEFAULT_EXT_OTHER_VIEW_P);
     o->caption_mask_p = mama__opt_float(in->caption_mask_p, MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P);
     o->clip_grad = mama__opt_float(in->clip_grad, 0.0f);
-    o->seed = in->seed;
+    o->seed = in->seed ? in->seed : MAMA_PRETRAIN_DEFAULT_SEED;
     o->max_bad_steps = mama__opt_int(in->max_bad_steps, MAMA_PRETRAIN_DEFAULT_MAX_BAD_STEPS);
     o->checkpoint = in->checkpoint;
     o->checkpoint_every = mama__opt_long(in->checkpoint_every, 0);
@@ -13326,7 +13328,7 @@ static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_prob
     o->momentum = mama__opt_float(in->momentum, MAMA_PROBE_DEFAULT_MOMENTUM);
     o->weight_decay = mama__opt_float(in->weight_decay, MAMA_PROBE_DEFAULT_WEIGHT_DECAY);
     o->augment = mama__opt_flag(in->augment, 1);
-    o->seed = in->seed;
+    o->seed = in->seed ? in->seed : MAMA_PROBE_DEFAULT_SEED;
     o->quiet = mama__opt_flag(in->quiet, 0);
     if (o->steps < 1 || o->batch < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "probe: steps and batch must be >= 1");
     if (!(o->lr >= 0) || !(o->lr_floor >= 0) || !(o->momentum >= 0) || !(o->weight_decay >= 0))

@@ -117,7 +117,7 @@ static void test_probe(void) {
     ok = ok && o.steps == MAMA_PROBE_DEFAULT_STEPS && o.batch == MAMA_PROBE_DEFAULT_BATCH &&
          o.lr == MAMA_PROBE_DEFAULT_LR && o.lr_floor == MAMA_PROBE_DEFAULT_LR_FLOOR &&
          o.warmup == MAMA_PROBE_DEFAULT_WARMUP && o.momentum == MAMA_PROBE_DEFAULT_MOMENTUM &&
-         o.weight_decay == MAMA_PROBE_DEFAULT_WEIGHT_DECAY && o.augment == 1 && o.seed == 0 && o.quiet == 0 &&
+         o.weight_decay == MAMA_PROBE_DEFAULT_WEIGHT_DECAY && o.augment == 1 && o.seed == MAMA_PROBE_DEFAULT_SEED && o.quiet == 0 &&
          !memcmp(&o, &d, sizeof o);
     test_report(ok, "probe_zero_is_default", "zero struct -> every MAMA_PROBE_DEFAULT_*; == mama_probe_opts_default");
     ok = d.steps == 8000 && d.batch == 32 && d.lr == 5e-4f && d.lr_floor == 1e-5f && d.warmup == 100 &&
@@ -146,7 +146,7 @@ static int pretrain_is_default(const mama_pretrain_opts *o) {
            o->weight_decay == MAMA_PRETRAIN_DEFAULT_WEIGHT_DECAY && o->late_loss == MAMA_PRETRAIN_DEFAULT_LATE_LOSS &&
            o->use_mv == 1 && o->use_sym == 1 && o->use_sla == 1 &&
            o->ext_other_view_p == MAMA_PRETRAIN_DEFAULT_EXT_OTHER_VIEW_P &&
-           o->caption_mask_p == MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P && o->clip_grad == 0 && o->seed == 0 &&
+           o->caption_mask_p == MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P && o->clip_grad == 0 && o->seed == MAMA_PRETRAIN_DEFAULT_SEED &&
            o->max_bad_steps == MAMA_PRETRAIN_DEFAULT_MAX_BAD_STEPS && o->checkpoint == NULL &&
            o->checkpoint_every == 0 && o->log_csv == NULL && o->resume == 0 && o->quiet == 0 && o->no_overlap == 0 &&
            !memcmp(&o->aug, &a, sizeof a);
