@@ -92,6 +92,7 @@
  *                     mama_tokenizer_load(_files/_memory), _free,
  *                     _encode(_padded/_caption), _decode(_alloc), ids     -> 8
  *  1.9  images        mama_image_alloc/_free/_copy, mama_image_load(_memory),
+ *                     mama_png_write, mama_image_save_png,
  *                     mama_image_prepare (A.5 steps 1-3), the random steps,
  *                     mama_augment_opts_default, mama_image_pipeline      -> 9
  *  1.10 formats       mama_json_*, mama_buf_*, mama_read_file,
@@ -123,7 +124,7 @@
  *  need (each: `#include "mama.h"` first, MAMA_<NAME>_IMPLEMENTATION in one
  *  file, same error model):
  *     mama_plot.h             canvas, bitmap font, the report charts (PNG)
- *     mama_synth.h            synthetic mammogram studies, PNG writing
+ *     mama_synth.h            synthetic mammogram studies
  *     mama_tokenizer_train.h  training a GPT-2 byte-level BPE tokenizer
  *     mama_verify.h           the PyTorch parity step (`mama forward`)
  *     mama_mpi.h              the MPI communicator (data parallelism, 1.19)
@@ -144,8 +145,9 @@
  *  MAMA_NO_STB_IMAGE   do not include <stb/stb_image.h>; image decoding then
  *                      reports MAMA_ERR_UNSUPPORTED (raw arrays still work).
  *  MAMA_STB_IMAGE_EXTERNAL
- *                      the program compiles stb_image itself (or includes it
- *                      in the same file): only its header is included here.
+ *                      the program compiles stb_image and stb_image_write
+ *                      itself (or includes them in the same file): only
+ *                      their headers are included here.
  *  MAMA_NO_SIMD        compile only the portable scalar kernels.
  *  MAMA_NO_THREADS     no loader thread (pthreads); images are prepared on
  *                      the training thread.  OpenMP is separate: build
@@ -157,8 +159,6 @@
  *                      of the built-in kernels (link -lopenblas).
  *  MAMA_MPI            not read by mama.h: the MPI communicator is mama_mpi.h.
  *  MAMA_NCCL           declare mama_comm_nccl_create (mama_nccl.c).
- *  Companions: MAMA_STB_IMAGE_WRITE_EXTERNAL (mama_plot.h, mama_synth.h):
- *                      the program compiles stb_image_write itself.
  *
  * ===========================================================================
  *  BIG FROZEN TEXT TOWERS: BF16 / F16 WEIGHTS
@@ -834,6 +834,12 @@ MAMA_API mama_status mama_image_copy(const mama_image *src, mama_image *dst);
 MAMA_API mama_status mama_image_load(const char *path, mama_image *out);
 MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, const char *name,
                                             mama_image *out);
+/* PNG writing (stb_image_write): 8-bit pixels, `channels` 1 (grey), 3
+ * (RGB) or 4 interleaved, rows of w*channels bytes; mama_image_save_png
+ * writes a mama_image as grey.  MAMA_ERR_UNSUPPORTED with
+ * MAMA_NO_STB_IMAGE. */
+MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels);
+MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path);
 /* Colour to grey as above: `channels` 1..4 interleaved 8-bit samples. */
 MAMA_API void mama_rgb_to_grey(const uint8_t *src, int w, int h, int channels, uint8_t *grey);
 
@@ -4567,40 +4573,10 @@ MAMA_API double mama_clip_grad_norm(mama_backend *be, float *grad, size_t n, flo
     return norm;
 }
 
-/* ---- 3.4 Small ops used by the losses: transposes, segment-max scatter,
- * diagonal masks, dot products.  None is hot; they are kept simple. */
-static void mama__cpu_segment_max_backward(mama_backend *be, float *dx, const float *dout, const int *arg,
-                                           int rows, int cols, int nseg) {
-    int r, s;
-    (void)be;
-    /* The max picks one element per (row, segment); only it gets gradient
-     * (subgradient of max, matching PyTorch's max() which routes to the
-     * first maximal index). */
-    for (r = 0; r < rows; r++)
-        for (s = 0; s < nseg; s++) {
-            int c = arg[(size_t)r * nseg + s];
-            if (c >= 0 && c < cols) dx[(size_t)r * cols + c] += dout[(size_t)r * nseg + s];
-        }
-}
-static void mama__cpu_transpose(mama_backend *be, float *y, const float *x, int rows, int cols) {
-    int r, c;
-    (void)be;
-    for (r = 0; r < rows; r++)
-        for (c = 0; c < cols; c++) y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
-}
-static void mama__cpu_fill_diagonal(mama_backend *be, float *x, int n, int ld, float value) {
-    int i;
-    (void)be;
-    for (i = 0; i < n; i++) x[(size_t)i * ld + i] = value;
-}
-static double mama__cpu_dot(mama_backend *be, const float *a, const float *b, size_t n) {
-    double s = 0;
-    size_t i;
-    (void)be;
-    for (i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
-    return s;
-}
-
+/* ---- 3.4 Small ops: the ViT token assembly.  The other small ops of the
+ * losses (segment-max scatter, transpose, diagonal mask, dot product) are
+ * not hot, and their plainest form is the reference backend's (3.6): the
+ * CPU table points at those functions instead of a second copy. */
 /* ViT token assembly: position embeddings go to cls and patches only; the
  * registers are inserted after (DINOv2 with registers). */
 static void mama__cpu_vit_tokens_forward(mama_backend *be, float *x, const float *patches, const float *cls,
@@ -4646,7 +4622,6 @@ static mama_status mama__cpu_alloc(mama_backend *be, void **ptr, size_t bytes) {
     (void)be;
     return mama_alloc(ptr, bytes ? bytes : 1, "cpu backend buffer");
 }
-static void mama__cpu_free(mama_backend *be, void *ptr) { (void)be; mama_free(ptr); }
 static mama_status mama__cpu_memcpy(mama_backend *be, void *dst, const void *src, size_t bytes) {
     (void)be;
     if (bytes && (!dst || !src)) return MAMA_FAIL(MAMA_ERR_INVALID, "cpu copy of %zu bytes with a NULL pointer", bytes);
@@ -4671,22 +4646,29 @@ static mama_status mama__cpu_zero(mama_backend *be, void *dst, size_t bytes) {
     }
     return MAMA_OK;
 }
-static mama_status mama__cpu_sync(mama_backend *be) { (void)be; return MAMA_OK; }
 
 /* The table is filled member by member (not with a positional initialiser)
  * so that it reads the same in C and C++ and survives reordering.  Each
  * instance carries its own copy (there is no static table). */
 static void mama__cpu_destroy(mama_backend *be);
+/* shared with the reference backend (section 3.6) */
+static void mama__ref_free(mama_backend *be, void *ptr);
+static mama_status mama__ref_sync(mama_backend *be);
+static void mama__ref_segment_max_backward(mama_backend *be, float *dx, const float *dout, const int *arg, int rows,
+                                           int cols, int nseg);
+static void mama__ref_transpose(mama_backend *be, float *y, const float *x, int rows, int cols);
+static void mama__ref_fill_diagonal(mama_backend *be, float *x, int n, int ld, float value);
+static double mama__ref_dot_op(mama_backend *be, const float *a, const float *b, size_t n);
 static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->name = "cpu";
     t->impl = cx;
     t->alloc = mama__cpu_alloc;
-    t->free = mama__cpu_free;
+    t->free = mama__ref_free;
     t->to_device = mama__cpu_memcpy;
     t->to_host = mama__cpu_memcpy;
     t->copy = mama__cpu_memcpy;
     t->zero = mama__cpu_zero;
-    t->sync = mama__cpu_sync;
+    t->sync = mama__ref_sync;
     t->gemm = mama__cpu_gemm;
     t->gemm_batched = mama__cpu_gemm_batched;
     t->bias_add_forward = mama__cpu_bias_add_forward;
@@ -4722,10 +4704,10 @@ static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->cross_entropy_forward = mama__cpu_cross_entropy_forward;
     t->cross_entropy_backward = mama__cpu_cross_entropy_backward;
     t->segment_max_forward = mama__cpu_segment_max_forward;
-    t->segment_max_backward = mama__cpu_segment_max_backward;
-    t->transpose = mama__cpu_transpose;
-    t->fill_diagonal = mama__cpu_fill_diagonal;
-    t->dot = mama__cpu_dot;
+    t->segment_max_backward = mama__ref_segment_max_backward;
+    t->transpose = mama__ref_transpose;
+    t->fill_diagonal = mama__ref_fill_diagonal;
+    t->dot = mama__ref_dot_op;
     t->adamw_step = mama__cpu_adamw_step;
     t->sgd_step = mama__cpu_sgd_step;
     t->sum_squares = mama__cpu_sum_squares;
@@ -4842,7 +4824,9 @@ MAMA_API void mama_backend_free(mama_backend *be) {
  * CUDA run can be checked the same way.  The semantics are exactly the CPU
  * backend's (accumulating backwards, the dropout hash indices, lse layout,
  * negated BatchNorm rstd in eval mode, tie rules ...); only the rounding
- * differs.  It is slow (a naive triple-loop GEMM): `--device reference`
+ * differs.  Six ops where nothing faster is worth having (free, sync,
+ * segment-max backward, transpose, diagonal fill, dot) are this code in
+ * the CPU table too.  It is slow (a naive triple-loop GEMM): `--device reference`
  * suits a few steps of the tiny config, not training.
  * ------------------------------------------------------------------------- */
 
@@ -11649,8 +11633,14 @@ MAMA_API mama_status mama_zeroshot_caption_alloc(mama_zeroshot_task task, int cl
 #define STBI_MALLOC(sz) MAMA_MALLOC(sz)
 #define STBI_REALLOC(p, sz) MAMA_REALLOC(p, sz)
 #define STBI_FREE(p) MAMA_FREE(p)
+#define STB_IMAGE_WRITE_STATIC /* PNG writing (mama_png_write), static too */
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STBIW_MALLOC(sz) MAMA_MALLOC(sz)
+#define STBIW_REALLOC(p, sz) MAMA_REALLOC(p, sz)
+#define STBIW_FREE(p) MAMA_FREE(p)
 #endif
 #include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
 #undef stbi_set_unpremultiply_on_load_thread
 #undef stbi__unpremultiply_on_load_thread
 #if defined(__clang__)
@@ -11797,6 +11787,24 @@ MAMA_API mama_status mama_image_load(const char *path, mama_image *out) {
     s = mama_image_load_memory(data, n, path, out);
     mama_free(data);
     return s;
+}
+
+MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels) {
+    if (!path || !pix || w <= 0 || h <= 0 || channels < 1 || channels > 4)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: bad arguments (%d x %d x %d)", path ? path : "?", w, h, channels);
+#ifdef MAMA_NO_STB_IMAGE
+    return MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "%s: built with MAMA_NO_STB_IMAGE, cannot write PNG", path);
+#else
+    if (w > INT_MAX / channels)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: rows of %d x %d bytes are too long", path, w, channels);
+    if (!stbi_write_png(path, w, h, channels, pix, w * channels))
+        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot write PNG (directory missing, disk full, or out of memory)", path);
+    return MAMA_OK;
+#endif
+}
+MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path) {
+    if (!im) return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: NULL image", path ? path : "?");
+    return mama_png_write(path, im->pix, im->w, im->h, 1);
 }
 
 /* --------------------------------------------------------------------------

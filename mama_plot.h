@@ -33,18 +33,9 @@
  *      }
  *
  * ===========================================================================
- *  CONFIGURATION MACROS (define before including the implementation)
- * ===========================================================================
- *  MAMA_MALLOC, MAMA_REALLOC, MAMA_FREE
- *        as for mama.h: stb_image_write's allocations go through them.
- *  MAMA_STB_IMAGE_WRITE_EXTERNAL
- *        the program compiles stb_image_write itself (STB_IMAGE_WRITE_
- *        IMPLEMENTATION elsewhere): only its header is included here.
- *        Otherwise PNGs are encoded by Debian's libstb-dev
- *        (<stb/stb_image_write.h>), compiled here as `static` functions
- *        (STB_IMAGE_WRITE_STATIC), so no stbi_write_* symbol is exported.
- *  MAMA_NO_STB_IMAGE
- *        no stb at all: drawing works, saving a PNG is MAMA_ERR_UNSUPPORTED.
+ *  PNG files are written by mama.h's mama_png_write (stb_image_write,
+ *  compiled there); with MAMA_NO_STB_IMAGE drawing works and saving a PNG
+ *  is MAMA_ERR_UNSUPPORTED.
  *
  *  LICENSE: MIT (see README.md).
  */
@@ -63,7 +54,7 @@ extern "C" {
  * 1. PUBLIC API: a small RGB raster canvas with a built-in bitmap font, and
  *    the charts of a training report: loss curves, confusion matrices,
  *    patch-similarity heatmaps, grouped bars.  Written to PNG with
- *    stb_image_write; no other dependency.
+ *    mama_png_write; no other dependency.
  *
  * Colours are 0xRRGGBB integers (MAMA_RGB builds one).  Coordinates are
  * pixels, x to the right, y down; pixel (x, y) has its centre at (x, y), so
@@ -219,68 +210,6 @@ MAMA_API mama_status mama_plot_bars(const char *path, const char *title, const c
 #include <stdlib.h>
 #include <string.h>
 
-/* stb_image_write (Debian's libstb-dev), shared with mama_synth.h: the
- * first companion implementation in a translation unit includes it, as
- * `static` functions unless MAMA_STB_IMAGE_WRITE_EXTERNAL.  stb is
- * third-party code that does not build warning-free under -Wall -Wextra
- * -Wpedantic, so its warnings are silenced around the include only. */
-#if !defined(MAMA_NO_STB_IMAGE) && !defined(MAMA__STB_IMAGE_WRITE_INCLUDED)
-#define MAMA__STB_IMAGE_WRITE_INCLUDED
-#ifndef MAMA_MALLOC
-#define MAMA_MALLOC(sz) malloc(sz)
-#define MAMA_REALLOC(p, sz) realloc(p, sz)
-#define MAMA_FREE(p) free(p)
-#endif
-#if defined(__clang__)
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wunused-function"
-#pragma clang diagnostic ignored "-Wunused-parameter"
-#pragma clang diagnostic ignored "-Wunused-but-set-variable"
-#pragma clang diagnostic ignored "-Wsign-compare"
-#pragma clang diagnostic ignored "-Wmissing-field-initializers"
-#pragma clang diagnostic ignored "-Wimplicit-fallthrough"
-#pragma clang diagnostic ignored "-Wcast-qual"
-#pragma clang diagnostic ignored "-Wdouble-promotion"
-#pragma clang diagnostic ignored "-Wshadow"
-#pragma clang diagnostic ignored "-Wconversion"
-#pragma clang diagnostic ignored "-Wpedantic"
-#pragma clang diagnostic ignored "-Wcomma"
-#pragma clang diagnostic ignored "-Wdeprecated-declarations"
-#elif defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wtype-limits"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wcast-qual"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wpedantic"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-#elif defined(_MSC_VER)
-#pragma warning(push)
-#pragma warning(disable : 4996 4244 4267 4456 4457 4100)
-#endif
-#ifndef MAMA_STB_IMAGE_WRITE_EXTERNAL
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STBIW_MALLOC(sz) MAMA_MALLOC(sz)
-#define STBIW_REALLOC(p, sz) MAMA_REALLOC(p, sz)
-#define STBIW_FREE(p) MAMA_FREE(p)
-#endif
-#include <stb/stb_image_write.h>
-#if defined(__clang__)
-#pragma clang diagnostic pop
-#elif defined(__GNUC__)
-#pragma GCC diagnostic pop
-#elif defined(_MSC_VER)
-#pragma warning(pop)
-#endif
-#endif /* stb_image_write */
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -424,13 +353,7 @@ MAMA_API void mama_canvas_free(mama_canvas *c) {
 MAMA_API mama_status mama_canvas_save_png(const mama_canvas *c, const char *path) {
     if (!c || !c->pix || !path)
         return MAMA_FAIL(MAMA_ERR_INVALID, "canvas save %s: empty canvas or NULL path", path ? path : "?");
-#ifdef MAMA_NO_STB_IMAGE
-    return MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "%s: built with MAMA_NO_STB_IMAGE, cannot write PNG", path);
-#else
-    if (!stbi_write_png(path, c->w, c->h, 3, c->pix, c->w * 3))
-        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot write PNG (directory missing, disk full, or out of memory)", path);
-    return MAMA_OK;
-#endif
+    return mama_png_write(path, c->pix, c->w, c->h, 3);
 }
 /* Inside test shared by every pixel write: one unsigned compare per axis. */
 static int mama__plot_inside(const mama_canvas *c, int x, int y) {

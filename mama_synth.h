@@ -1,9 +1,7 @@
 /* mama_synth.h - synthetic mammograms for mama.h: four-view studies with
  *                BI-RADS findings, breast density and metadata, written as
  *                8-bit PNG files and a manifest.csv that mama_manifest_load
- *                reads (SPEC part B).  Also the 8-bit PNG writer
- *                (mama_png_write, mama_image_save_png).  A companion
- *                single-file header: a program that trains or embeds real
+ *                reads (SPEC part B).  A companion single-file header: a program that trains or embeds real
  *                images with mama.h does not need it.
  *
  * ===========================================================================
@@ -33,13 +31,8 @@
  *      }
  *
  * ===========================================================================
- *  CONFIGURATION MACROS (define before including the implementation)
- * ===========================================================================
- *  MAMA_MALLOC, MAMA_REALLOC, MAMA_FREE, MAMA_STB_IMAGE_WRITE_EXTERNAL,
- *  MAMA_NO_STB_IMAGE
- *        as in mama_plot.h: PNGs are encoded by Debian's libstb-dev
- *        (<stb/stb_image_write.h>) compiled as `static` functions; without
- *        stb, writing a PNG is MAMA_ERR_UNSUPPORTED.
+ *  PNG files are written by mama.h's mama_png_write; with MAMA_NO_STB_IMAGE
+ *  mama_synth_write fails with MAMA_ERR_UNSUPPORTED.
  *
  *  LICENSE: MIT (see README.md).
  */
@@ -58,12 +51,6 @@ extern "C" {
  * 1. PUBLIC API
  * ------------------------------------------------------------------------- */
 
-/* --- PNG writing (stb_image_write) ----------------------------------------
- * Write a PNG: channels 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA),
- * rows of w*channels bytes, zlib-compressed by stb_image_write.
- * mama_image_save_png writes a mama_image as 8-bit grey. */
-MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels);
-MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path);
 
 /* --- synthetic mammograms (SPEC part B) -----------------------------------
  * One study = one patient, four views.  Each breast has a BI-RADS letter
@@ -136,92 +123,10 @@ MAMA_API mama_status mama_synth_write(const char *out_dir, int studies, int size
 #define mama__synth_mkdir(p) mkdir(p, 0755)
 #endif
 
-/* stb_image_write (Debian's libstb-dev), shared with mama_plot.h: the
- * first companion implementation in a translation unit includes it, as
- * `static` functions unless MAMA_STB_IMAGE_WRITE_EXTERNAL.  stb is
- * third-party code that does not build warning-free under -Wall -Wextra
- * -Wpedantic, so its warnings are silenced around the include only. */
-#if !defined(MAMA_NO_STB_IMAGE) && !defined(MAMA__STB_IMAGE_WRITE_INCLUDED)
-#define MAMA__STB_IMAGE_WRITE_INCLUDED
-#ifndef MAMA_MALLOC
-#define MAMA_MALLOC(sz) malloc(sz)
-#define MAMA_REALLOC(p, sz) realloc(p, sz)
-#define MAMA_FREE(p) free(p)
-#endif
-#if defined(__clang__)
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wunused-function"
-#pragma clang diagnostic ignored "-Wunused-parameter"
-#pragma clang diagnostic ignored "-Wunused-but-set-variable"
-#pragma clang diagnostic ignored "-Wsign-compare"
-#pragma clang diagnostic ignored "-Wmissing-field-initializers"
-#pragma clang diagnostic ignored "-Wimplicit-fallthrough"
-#pragma clang diagnostic ignored "-Wcast-qual"
-#pragma clang diagnostic ignored "-Wdouble-promotion"
-#pragma clang diagnostic ignored "-Wshadow"
-#pragma clang diagnostic ignored "-Wconversion"
-#pragma clang diagnostic ignored "-Wpedantic"
-#pragma clang diagnostic ignored "-Wcomma"
-#pragma clang diagnostic ignored "-Wdeprecated-declarations"
-#elif defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wtype-limits"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wcast-qual"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wpedantic"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-#elif defined(_MSC_VER)
-#pragma warning(push)
-#pragma warning(disable : 4996 4244 4267 4456 4457 4100)
-#endif
-#ifndef MAMA_STB_IMAGE_WRITE_EXTERNAL
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STBIW_MALLOC(sz) MAMA_MALLOC(sz)
-#define STBIW_REALLOC(p, sz) MAMA_REALLOC(p, sz)
-#define STBIW_FREE(p) MAMA_FREE(p)
-#endif
-#include <stb/stb_image_write.h>
-#if defined(__clang__)
-#pragma clang diagnostic pop
-#elif defined(__GNUC__)
-#pragma GCC diagnostic pop
-#elif defined(_MSC_VER)
-#pragma warning(pop)
-#endif
-#endif /* stb_image_write */
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* --------------------------------------------------------------------------
- * 2. PNG writing
- * ------------------------------------------------------------------------ */
-MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels) {
-    if (!path || !pix || w <= 0 || h <= 0 || channels < 1 || channels > 4)
-        return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: bad arguments (%d x %d x %d)", path ? path : "?", w, h, channels);
-#ifdef MAMA_NO_STB_IMAGE
-    return MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "%s: built with MAMA_NO_STB_IMAGE, cannot write PNG", path);
-#else
-    if (w > INT_MAX / channels)
-        return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: rows of %d x %d bytes are too long", path, w, channels);
-    if (!stbi_write_png(path, w, h, channels, pix, w * channels))
-        return MAMA_FAIL(MAMA_ERR_IO, "%s: cannot write PNG (directory missing, disk full, or out of memory)", path);
-    return MAMA_OK;
-#endif
-}
-MAMA_API mama_status mama_image_save_png(const mama_image *im, const char *path) {
-    if (!im) return MAMA_FAIL(MAMA_ERR_INVALID, "png write %s: NULL image", path ? path : "?");
-    return mama_png_write(path, im->pix, im->w, im->h, 1);
-}
 
 /* The helpers of mama.h that the generator shares, as private copies so
  * that this file needs only mama.h's public API. */

@@ -744,13 +744,4 @@ static int test_main(void) {
     return rank_ == 0 ? test_finish() : 0;
 }
 
-int main(void) {
-    int rc;
-    if (mama_cpu_backend_create(&CPU) != MAMA_OK) {
-        printf("FAIL cpu backend: %s\n", mama_last_error());
-        return 1;
-    }
-    rc = test_main();
-    mama_backend_free(CPU);
-    return rc;
-}
+int main(void) { return test_with_cpu_backend(&CPU, test_main); }

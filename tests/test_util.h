@@ -36,6 +36,21 @@ static inline double test_max_rel_err(const float *a, const double *b, long n, d
     return worst;
 }
 
+#ifdef MAMA_H_INCLUDED
+/* main() of a test program whose checks share one CPU backend: creates it
+ * in *cpu, runs body, frees it. */
+static inline int test_with_cpu_backend(mama_backend **cpu, int (*body)(void)) {
+    int rc;
+    if (mama_cpu_backend_create(cpu) != MAMA_OK) {
+        printf("FAIL cpu backend: %s\n", mama_last_error());
+        return 1;
+    }
+    rc = body();
+    mama_backend_free(*cpu);
+    return rc;
+}
+#endif
+
 static inline int test_finish(void) {
     printf("# %d checks passed, %d failed\n", test_passes, test_failures);
     return test_failures ? 1 : 0;
