@@ -1841,9 +1841,8 @@ extern "C" {
  * (section 3.5), not to static variables.  The mutable statics left are
  * thread-local, one copy per thread: this message, and the context
  * pointers qsort has no argument for (mama__st_sort_ctx, mama__st_wctx,
- * mama__mf_ctx, mama__mf_first in section 7); plus the temporary-name
- * counter of mama_atomic_open (section 7).  tests/check_bss.sh keeps the
- * .bss of an implementation object small. */
+ * mama__mf_ctx, mama__mf_first in section 7).  tests/check_bss.sh keeps
+ * the .bss of an implementation object small. */
 static MAMA_THREAD_LOCAL char mama__error_message[1024];
 
 MAMA_API const char *mama_last_error(void) { return mama__error_message; }
@@ -8546,11 +8545,11 @@ static void mama__atomic_release(mama_atomic_file *af) {
  * needs no feature macros even under -std=c99, unlike fdopen/fileno.
  * Elsewhere: stdio, without fsync. */
 MAMA_API mama_status mama_atomic_open(mama_atomic_file *af, const char *path) {
-    /* The temporary name carries the pid and a per-process counter so that
-     * concurrent writers (threads or processes) never share one; creation
-     * is exclusive, so a clash only costs a retry. */
-    static unsigned long counter = 0;
-    unsigned long pid = 0, k;
+    /* The temporary name carries the pid and an attempt number; creation is
+     * exclusive, so concurrent writers (threads or processes) never share
+     * one: a name taken by another writer only costs a retry with the next
+     * number (no shared counter, no static state). */
+    unsigned long pid = 0;
     size_t n = strlen(path) + 64;
     int attempt, opened = 0;
     memset(af, 0, sizeof *af);
@@ -8561,11 +8560,7 @@ MAMA_API mama_status mama_atomic_open(mama_atomic_file *af, const char *path) {
     MAMA_TRY(mama__strdup(&af->path, path, "atomic file path"));
     if (mama_alloc((void **)&af->tmp_path, n, "atomic temp path") != MAMA_OK) { mama__atomic_release(af); return MAMA_ERR_NOMEM; }
     for (attempt = 0; attempt < 100 && !opened; attempt++) {
-#ifdef _OPENMP
-#pragma omp atomic capture
-#endif
-        k = counter++;
-        snprintf(af->tmp_path, n, "%s.tmp.%lu.%lu", path, pid, k);
+        snprintf(af->tmp_path, n, "%s.tmp.%lu.%d", path, pid, attempt);
 #ifdef MAMA__POSIX
         /* O_EXCL: never clobber (or follow a symlink to) an existing file */
         af->fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_EXCL, 0644);
