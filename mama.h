@@ -4617,16 +4617,6 @@ static void mama__cpu_vit_tokens_backward(mama_backend *be, float *dpatches, flo
 }
 
 /* ---- 3.5 The CPU table.  Device memory is host memory, so copies are memcpy. */
-static mama_status mama__cpu_alloc(mama_backend *be, void **ptr, size_t bytes) {
-    (void)be;
-    return mama_alloc(ptr, bytes ? bytes : 1, "cpu backend buffer");
-}
-static mama_status mama__cpu_memcpy(mama_backend *be, void *dst, const void *src, size_t bytes) {
-    (void)be;
-    if (bytes && (!dst || !src)) return MAMA_FAIL(MAMA_ERR_INVALID, "cpu copy of %zu bytes with a NULL pointer", bytes);
-    if (bytes) memmove(dst, src, bytes);
-    return MAMA_OK;
-}
 static mama_status mama__cpu_zero(mama_backend *be, void *dst, size_t bytes) {
     (void)be;
     if (bytes && !dst) return MAMA_FAIL(MAMA_ERR_INVALID, "cpu zero of %zu bytes at NULL", bytes);
@@ -4651,6 +4641,8 @@ static mama_status mama__cpu_zero(mama_backend *be, void *dst, size_t bytes) {
  * instance carries its own copy (there is no static table). */
 static void mama__cpu_destroy(mama_backend *be);
 /* shared with the reference backend (section 3.6) */
+static mama_status mama__ref_alloc(mama_backend *be, void **ptr, size_t bytes);
+static mama_status mama__ref_copy(mama_backend *be, void *dst, const void *src, size_t bytes);
 static void mama__ref_free(mama_backend *be, void *ptr);
 static mama_status mama__ref_sync(mama_backend *be);
 static void mama__ref_segment_max_backward(mama_backend *be, float *dx, const float *dout, const int *arg, int rows,
@@ -4661,11 +4653,11 @@ static double mama__ref_dot_op(mama_backend *be, const float *a, const float *b,
 static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->name = "cpu";
     t->impl = cx;
-    t->alloc = mama__cpu_alloc;
+    t->alloc = mama__ref_alloc;
     t->free = mama__ref_free;
-    t->to_device = mama__cpu_memcpy;
-    t->to_host = mama__cpu_memcpy;
-    t->copy = mama__cpu_memcpy;
+    t->to_device = mama__ref_copy;
+    t->to_host = mama__ref_copy;
+    t->copy = mama__ref_copy;
     t->zero = mama__cpu_zero;
     t->sync = mama__ref_sync;
     t->gemm = mama__cpu_gemm;
@@ -4823,16 +4815,15 @@ MAMA_API void mama_backend_free(mama_backend *be) {
  * CUDA run can be checked the same way.  The semantics are exactly the CPU
  * backend's (accumulating backwards, the dropout hash indices, lse layout,
  * negated BatchNorm rstd in eval mode, tie rules ...); only the rounding
- * differs.  Six ops where nothing faster is worth having (free, sync,
- * segment-max backward, transpose, diagonal fill, dot) are this code in
- * the CPU table too.  It is slow (a naive triple-loop GEMM): `--device reference`
+ * differs.  The ops where nothing faster is worth having (alloc, free,
+ * the copies, sync, segment-max backward, transpose, diagonal fill, dot)
+ * are this code in the CPU table too.  It is slow (a naive triple-loop GEMM): `--device reference`
  * suits a few steps of the tiny config, not training.
  * ------------------------------------------------------------------------- */
 
 /* ---- memory: device memory is host memory ---- */
 static mama_status mama__ref_alloc(mama_backend *be, void **ptr, size_t bytes) {
-    (void)be;
-    return mama_alloc(ptr, bytes ? bytes : 1, "reference backend buffer");
+    return mama_alloc(ptr, bytes ? bytes : 1, be && be->name ? be->name : "backend buffer");
 }
 static void mama__ref_free(mama_backend *be, void *ptr) {
     (void)be;
@@ -4840,8 +4831,8 @@ static void mama__ref_free(mama_backend *be, void *ptr) {
 }
 /* to_device, to_host and copy: regions may overlap (memmove) */
 static mama_status mama__ref_copy(mama_backend *be, void *dst, const void *src, size_t bytes) {
-    (void)be;
-    if (bytes && (!dst || !src)) return MAMA_FAIL(MAMA_ERR_INVALID, "reference copy of %zu bytes with a NULL pointer", bytes);
+    if (bytes && (!dst || !src))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s copy of %zu bytes with a NULL pointer", be ? be->name : "backend", bytes);
     if (bytes) memmove(dst, src, bytes);
     return MAMA_OK;
 }
@@ -6582,11 +6573,12 @@ typedef struct mama__host_weights {
     mama__weights w;
 } mama__host_weights;
 
-/* A backend whose device memory is host memory (the CPU table): the host
- * view can then bind the model's own buffers instead of a staging copy,
- * which for the 2.7B text tower saves a second copy of every weight. */
+/* A backend whose device memory is host memory (the CPU and reference
+ * tables): the host view can then bind the model's own buffers instead of
+ * a staging copy, which for the 2.7B text tower saves a second copy of
+ * every weight. */
 static int mama__backend_is_host(const mama_backend *be) {
-    return be->to_device == mama__cpu_memcpy && be->to_host == mama__cpu_memcpy;
+    return be->to_device == mama__ref_copy && be->to_host == mama__ref_copy;
 }
 
 static void mama__host_weights_free(mama__host_weights *h) {
