@@ -2,8 +2,10 @@
  * BPE tokenizer and its trainer.
  *
  * Truth sources: the SPEC's caption example and hand-written whole strings;
- * token ids produced by Hugging Face `tokenizers` (tests/gen_text_fixtures.py,
- * committed in tests/fixtures/text/); the shipped vocabulary
+ * token ids produced by Hugging Face `tokenizers` 0.23.3 (tests/gen_text_fixtures.py,
+ * committed in tests/fixtures/text/: cases.txt, unicode16.txt with letters
+ * and digits new in Unicode 15-16, hf_classes.txt with the class tokenizers'
+ * regex gives every code point); the shipped vocabulary
  * weights/tiny_vocab, which the trainer must reproduce byte for byte.
  *
  * Modes (used to regenerate the shipped files):
@@ -580,15 +582,9 @@ static void check_cases(const mama_tokenizer *t, const tcase *cs, int n, int k, 
     }
 }
 
-static void test_tokenizer_fixtures(void) {
-    tcase *cs;
-    int n, i, bad = 0, first_bad = -1;
-    mama_tokenizer *tiny = NULL, *hf = NULL, *hf_json = NULL, *hf_json_str = NULL;
-    mama_status s;
-    cs = load_cases(path_of("tests/fixtures/text/cases.txt"), &n);
-    test_report(cs != NULL && n > 50, "fixture_cases_loaded", "%d cases from tests/fixtures/text/cases.txt", n);
-    if (!cs) return;
-    /* pre-tokenizer: pieces equal to tokenizers' ByteLevel pre_tokenize_str */
+/* Pre-tokenizer: pieces equal to tokenizers' ByteLevel pre_tokenize_str. */
+static void check_pieces(const tcase *cs, int n, const char *name) {
+    int i, bad = 0, first_bad = -1;
     for (i = 0; i < n; i++) {
         static piece_acc acc;
         acc.len = 0;
@@ -600,7 +596,18 @@ static void test_tokenizer_fixtures(void) {
             if (first_bad < 0) { first_bad = i; printf("  case %d\n  got : %s\n  want: %s\n", i, acc.buf, cs[i].pieces); }
         }
     }
-    test_report(bad == 0, "pretokenize_vs_hf", "GPT-2 regex pieces vs tokenizers.pre_tokenizers.ByteLevel on %d texts, %d differ", n, bad);
+    test_report(bad == 0, name, "GPT-2 regex pieces vs tokenizers.pre_tokenizers.ByteLevel on %d texts, %d differ", n, bad);
+}
+
+static void test_tokenizer_fixtures(void) {
+    tcase *cs;
+    int n;
+    mama_tokenizer *tiny = NULL, *hf = NULL, *hf_json = NULL, *hf_json_str = NULL;
+    mama_status s;
+    cs = load_cases(path_of("tests/fixtures/text/cases.txt"), &n);
+    test_report(cs != NULL && n > 50, "fixture_cases_loaded", "%d cases from tests/fixtures/text/cases.txt", n);
+    if (!cs) return;
+    check_pieces(cs, n, "pretokenize_vs_hf");
 
     s = mama_tokenizer_load(&tiny, path_of("weights/tiny_vocab"));
     test_report(s == MAMA_OK, "tiny_vocab_load", "weights/tiny_vocab: %s", s == MAMA_OK ? "ok" : mama_last_error());
@@ -638,6 +645,102 @@ static void test_tokenizer_fixtures(void) {
     mama_tokenizer_free(hf_json);
     mama_tokenizer_free(hf_json_str);
     free_cases(cs, n);
+}
+
+/* Texts with letters and digits new in Unicode 15.0-16.0 (unicode16.txt):
+ * pieces and ids identical to tokenizers 0.23. */
+static void test_unicode16_fixtures(void) {
+    tcase *cs;
+    int n;
+    mama_tokenizer *tiny = NULL, *hf = NULL;
+    cs = load_cases(path_of("tests/fixtures/text/unicode16.txt"), &n);
+    test_report(cs != NULL && n >= 30, "unicode16_cases_loaded", "%d cases from tests/fixtures/text/unicode16.txt", n);
+    if (!cs) return;
+    check_pieces(cs, n, "unicode16_pretokenize_vs_hf");
+    if (mama_tokenizer_load(&tiny, path_of("weights/tiny_vocab")) == MAMA_OK) check_cases(tiny, cs, n, 0, "unicode16_tiny_vocab_ids");
+    else test_report(0, "unicode16_tiny_vocab_ids", "load: %s", mama_last_error());
+    if (mama_tokenizer_load(&hf, path_of("tests/fixtures/text/hf_bpe/tokenizer.json")) == MAMA_OK)
+        check_cases(hf, cs, n, 1, "unicode16_hf_tokenizer_json_ids");
+    else test_report(0, "unicode16_hf_tokenizer_json_ids", "load: %s", mama_last_error());
+    mama_tokenizer_free(tiny);
+    mama_tokenizer_free(hf);
+    free_cases(cs, n);
+}
+
+/* Class of code point cp as the pre-tokenizer sees it: 'L' if "a"+c is one
+ * piece, 'N' if "1"+c is, 'O' if "!"+c is, else 'S' (how the generator asks
+ * tokenizers for hf_classes.txt). */
+static void count_piece(const char *p, size_t n, void *user) {
+    (void)p;
+    (void)n;
+    (*(int *)user)++;
+}
+static char pretok_class(uint32_t cp) {
+    static const char lead[3] = {'a', '1', '!'};
+    static const char cls[3] = {'L', 'N', 'O'};
+    char s[5];
+    int k, len = 1;
+    if (cp < 0x80) s[len++] = (char)cp;
+    else if (cp < 0x800) { s[len++] = (char)(0xC0 | (cp >> 6)); s[len++] = (char)(0x80 | (cp & 0x3F)); }
+    else if (cp < 0x10000) {
+        s[len++] = (char)(0xE0 | (cp >> 12));
+        s[len++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[len++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+        s[len++] = (char)(0xF0 | (cp >> 18));
+        s[len++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        s[len++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[len++] = (char)(0x80 | (cp & 0x3F));
+    }
+    for (k = 0; k < 3; k++) {
+        int pieces = 0;
+        s[0] = lead[k];
+        mama_pretokenize(s, (size_t)len, count_piece, &pieces);
+        if (pieces == 1) return cls[k];
+    }
+    return 'S';
+}
+
+/* Every code point (surrogates aside) gets the class that tokenizers 0.23's
+ * ByteLevel regex gives it (hf_classes.txt), and the texts new in Unicode
+ * 15-16 are letters / numbers. */
+static void test_hf_classes(void) {
+    FILE *f = fopen(path_of("tests/fixtures/text/hf_classes.txt"), "rb");
+    char line[256], *want;
+    uint32_t cp;
+    int ranges = 0, bad = 0, n_l = 0, n_n = 0, n_s = 0, parse_ok = 1;
+    if (!f) { test_report(0, "hf_classes_loaded", "tests/fixtures/text/hf_classes.txt missing"); return; }
+    want = (char *)malloc(0x110000);
+    memset(want, 'O', 0x110000);
+    while (fgets(line, sizeof line, f)) {
+        char k;
+        unsigned long a, b;
+        if (line[0] == '#' || line[0] == '\n') continue;
+        if (sscanf(line, "%c %lx %lx", &k, &a, &b) != 3 || (k != 'L' && k != 'N' && k != 'S') || a > b || b > 0x10FFFF) {
+            parse_ok = 0;
+            continue;
+        }
+        memset(want + a, k, b - a + 1);
+        ranges++;
+    }
+    fclose(f);
+    for (cp = 0; cp < 0x110000; cp++) {
+        char got;
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        got = pretok_class(cp);
+        n_l += want[cp] == 'L';
+        n_n += want[cp] == 'N';
+        n_s += want[cp] == 'S';
+        if (got != want[cp]) {
+            if (bad < 5) printf("  U+%04lX: got %c, tokenizers %c\n", (unsigned long)cp, got, want[cp]);
+            bad++;
+        }
+    }
+    free(want);
+    test_report(parse_ok && ranges > 800, "hf_classes_loaded", "%d ranges: %d letters, %d numbers, %d whitespace", ranges,
+                n_l, n_n, n_s);
+    test_report(bad == 0, "pretokenize_classes_vs_hf", "class of all %d code points vs tokenizers 0.23 (Unicode 16.0), %d differ",
+                0x110000 - 0x800, bad);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1012,6 +1115,8 @@ int main(int argc, char **argv) {
     test_zeroshot();
     test_tokenizer_input();
     test_tokenizer_fixtures();
+    test_unicode16_fixtures();
+    test_hf_classes();
     test_tokenizer_behaviour();
     test_tokenizer_errors();
     test_trainer();
