@@ -1188,6 +1188,8 @@ MAMA_API void mama_st_writer_free(mama_st_writer *w);
  *            (any case) become the string "unknown";
  *   side:    L/left -> "left", R/right -> "right", B/bilateral/both ->
  *            "bilateral" (any case); other text kept;
+ *   image_type: "2D" in any case is stored as "2D"; other text kept (the
+ *            dataset compares it case-insensitively too, 1.15);
  *   birads:  a letter A N B P S M K (any case, stored upper case) or the
  *            category digit 0..6 (mapped to that letter); else "unknown"
  *            if missing, else a bad row;
@@ -1270,7 +1272,8 @@ MAMA_API mama_split  mama_split_of_patient(const char *patient);
 MAMA_API const char *mama_split_name(int split);  /* "train" "val" "test" */
 /* All images of record i's study (i included), ascending; *n gets the count. */
 MAMA_API const int  *mama_manifest_study_of(const mama_manifest *m, int i, int *n);
-/* A uniformly random OTHER image of record i's study, or -1 if it has none. */
+/* A uniformly random OTHER image of record i's study, or -1 if it has none
+ * (any member; the loader draws with mama_dataset_other_view instead). */
 MAMA_API int         mama_manifest_other_view(const mama_manifest *m, int i, mama_rng *rng);
 /* Write all columns (header first, CRLF line ends, fields quoted when they
  * hold a comma, quote, CR, LF or edge space; -1 numbers as empty fields),
@@ -1468,8 +1471,25 @@ typedef struct mama_dataset_opts {
     int skip_bad_rows;           /* skip (and count) malformed rows and unreadable images (default off) */
     int cache;                   /* keep the prepared (letterboxed, cropped, stretched) images in
                                     memory (default on) */
-    int only_2d;                 /* keep image_type "2D" (or unknown) only, SPEC A.6 (default on) */
+    int only_2d;                 /* keep image_type "2D" (any case, or unknown) only, SPEC A.6 (default on) */
+    int keep_incomplete;         /* pretrain on incomplete records too (default off: left out, SPEC A.7) */
 } mama_dataset_opts;
+/* Data hygiene (SPEC A.6, A.7).  Every record is placed by the first rule
+ * it meets, and each rule that leaves a record out counts it:
+ *   not_2d      image_type known and not "2D" (any case): in no split (only_2d);
+ *   unreadable  image could not be decoded (with cache and skip_bad_rows;
+ *               otherwise creation fails): in no split;
+ *   incomplete  the caption lacks the procedure, the procedure's reason
+ *               (it contains neither "screen" nor "diag", any case), the
+ *               density or the BI-RADS letter: kept in mama_dataset_split
+ *               (evaluation picks the records its task has labels for) but
+ *               left out of mama_dataset_pretrain_split, which pretraining
+ *               and its validation read (keep_incomplete keeps them; then
+ *               the count is 0).  Counted over all three splits.
+ * bad_rows are the manifest rows skip_bad_rows dropped before all this. */
+typedef struct mama_dataset_skips {
+    int bad_rows, unreadable, not_2d, incomplete;
+} mama_dataset_skips;
 /* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o);
 /* Create a dataset for a model config (image size, channels, context). */
@@ -1479,8 +1499,22 @@ MAMA_API const mama_manifest *mama_dataset_manifest(const mama_dataset *d);
 MAMA_API const mama_tokenizer *mama_dataset_tokenizer(const mama_dataset *d);
 /* Record indices of one split (train/val/test), and their count. */
 MAMA_API int mama_dataset_split(const mama_dataset *d, mama_split s, const int **indices);
-/* Images that could not be decoded and were skipped (skip_bad_rows). */
+/* The records of one split that pretraining uses: mama_dataset_split less
+ * the incomplete ones (unless keep_incomplete), in the same order. */
+MAMA_API int mama_dataset_pretrain_split(const mama_dataset *d, mama_split s, const int **indices);
+/* Bad manifest rows plus images that could not be decoded, skipped with
+ * skip_bad_rows (bad_rows + unreadable of the reasons below). */
 MAMA_API int mama_dataset_skipped(const mama_dataset *d);
+/* What was left out, per reason (see mama_dataset_skips). */
+MAMA_API const mama_dataset_skips *mama_dataset_skipped_reasons(const mama_dataset *d);
+/* Whether record i is complete for pretraining (the rule above). */
+MAMA_API int mama_record_complete(const mama_record *r);
+/* The second view of training record i (SPEC A.4, A.7): a uniformly random
+ * OTHER record of its study among those pretraining uses in the train
+ * split (other splits, non-2D, unreadable and, by default, incomplete
+ * records excluded), or -1 when there is none -- then the loader takes a
+ * second augmentation of the image itself, as the reference does. */
+MAMA_API int mama_dataset_other_view(const mama_dataset *d, int i, mama_rng *rng);
 /* A record's metadata as caption fields (strings point into the manifest). */
 MAMA_API void mama_record_caption_fields(const mama_record *r, mama_caption_fields *f);
 /* One image through the pipeline into out [in_chans, S, S]: train != 0
@@ -9861,6 +9895,7 @@ static mama_status mama__mf_row(mama_manifest *m, mama__arena *a, const mama__cs
                 else if (mama__ieq(tmp, "r") || mama__ieq(tmp, "right")) { v = "right"; n = 5; }
                 else if (mama__ieq(tmp, "b") || mama__ieq(tmp, "bilateral") || mama__ieq(tmp, "both")) { v = "bilateral"; n = 9; }
             }
+            if (cols[k] == MAMA__C_IMAGE_TYPE && n < sizeof tmp && mama__ieq(tmp, "2d")) { v = "2D"; n = 2; }
             if (cols[k] == MAMA__C_BIRADS) {
                 const char *hit;
                 char L[2];
@@ -12361,9 +12396,12 @@ struct mama_dataset {
     mama_dataset_opts opts;
     int image_size, in_chans, context;
     int *split_idx[3], split_n[3];
+    int *pre_idx[3], pre_n[3];   /* what pretraining reads: split_idx less incomplete records */
     mama_image *cache;           /* prepared images, when opts.cache */
-    unsigned char *bad;          /* 1: image could not be decoded (skipped) */
+    unsigned char *bad;          /* 1: image could not be decoded, 2: not 2D (both in no split) */
+    unsigned char *pre;          /* 1: record is in pre_idx of its split */
     int skipped;
+    mama_dataset_skips skips;
 };
 
 /* The options rule (6.1b) on every field. */
@@ -12377,6 +12415,7 @@ static mama_status mama__dataset_opts_resolve(const mama_dataset_opts *in, mama_
     o->skip_bad_rows = mama__opt_flag(in->skip_bad_rows, 0);
     o->cache = mama__opt_flag(in->cache, 1);
     o->only_2d = mama__opt_flag(in->only_2d, 1);
+    o->keep_incomplete = mama__opt_flag(in->keep_incomplete, 0);
     return MAMA_OK;
 }
 
@@ -12386,9 +12425,39 @@ MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o) {
 MAMA_API const mama_manifest *mama_dataset_manifest(const mama_dataset *d) { return &d->man; }
 MAMA_API const mama_tokenizer *mama_dataset_tokenizer(const mama_dataset *d) { return d->tok; }
 MAMA_API int mama_dataset_skipped(const mama_dataset *d) { return d->skipped + d->man.skipped; }
+MAMA_API const mama_dataset_skips *mama_dataset_skipped_reasons(const mama_dataset *d) { return &d->skips; }
 MAMA_API int mama_dataset_split(const mama_dataset *d, mama_split s, const int **indices) {
     if (indices) *indices = d->split_idx[s];
     return d->split_n[s];
+}
+MAMA_API int mama_dataset_pretrain_split(const mama_dataset *d, mama_split s, const int **indices) {
+    if (indices) *indices = d->pre_idx[s];
+    return d->pre_n[s];
+}
+
+/* SPEC A.6/A.7: the reference drops from pretraining the images whose
+ * caption lacks the procedure, its reason, the density or the BI-RADS
+ * letter (density 5 is a valid caption). */
+MAMA_API int mama_record_complete(const mama_record *r) {
+    const char *p = r->procedure;
+    if (mama__is_unknown(p) || !p[0]) return 0;
+    if (!mama__tx_icontains(p, "screen") && !mama__tx_icontains(p, "diag")) return 0;
+    if (r->density < 1 || r->density > 5) return 0;
+    return r->birads && strlen(r->birads) == 1 && strchr("ANBPSMK", r->birads[0]) != NULL;
+}
+
+/* image_type passes only_2d: "2D" in any case, or unknown. */
+static int mama__is_2d(const char *t) { return mama__is_unknown(t) || mama__ieq(t, "2D"); }
+
+MAMA_API int mama_dataset_other_view(const mama_dataset *d, int i, mama_rng *rng) {
+    int n, k, c = 0;
+    const int *mem = mama_manifest_study_of(&d->man, i, &n);
+    for (k = 0; k < n; k++) c += mem[k] != i && d->pre[mem[k]] && d->man.records[mem[k]].split == MAMA_SPLIT_TRAIN;
+    if (c == 0) return -1;
+    c = (int)mama_rng_below(rng, (uint32_t)c);
+    for (k = 0; k < n; k++)
+        if (mem[k] != i && d->pre[mem[k]] && d->man.records[mem[k]].split == MAMA_SPLIT_TRAIN && c-- == 0) return mem[k];
+    return -1;
 }
 
 MAMA_API void mama_dataset_free(mama_dataset *d) {
@@ -12398,7 +12467,8 @@ MAMA_API void mama_dataset_free(mama_dataset *d) {
         for (i = 0; i < d->man.count; i++) mama_image_free(&d->cache[i]);
     mama_free(d->cache);
     mama_free(d->bad);
-    for (i = 0; i < 3; i++) mama_free(d->split_idx[i]);
+    mama_free(d->pre);
+    for (i = 0; i < 3; i++) { mama_free(d->split_idx[i]); mama_free(d->pre_idx[i]); }
     mama_tokenizer_free(d->tok);
     mama_manifest_free(&d->man);
     mama_free(d);
@@ -12438,7 +12508,12 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
         goto fail;
     }
     n = d->man.count;
+    d->skips.bad_rows = d->man.skipped;
     if ((s = mama_calloc((void **)&d->bad, (size_t)n + 1, "dataset flags")) != MAMA_OK) goto fail;
+    if ((s = mama_calloc((void **)&d->pre, (size_t)n + 1, "dataset flags")) != MAMA_OK) goto fail;
+    /* not 2D first: such images are never decoded (2 marks them in bad[]) */
+    for (i = 0; i < n; i++)
+        if (o->only_2d && !mama__is_2d(d->man.records[i].image_type)) { d->bad[i] = 2; d->skips.not_2d++; }
     if (o->cache) {
         if ((s = mama_calloc((void **)&d->cache, sizeof(mama_image) * (size_t)(n + 1), "image cache")) != MAMA_OK) goto fail;
         /* Decode and prepare every image once, in parallel.  Errors are
@@ -12447,6 +12522,7 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
 #pragma omp parallel for schedule(dynamic, 8)
 #endif
         for (i = 0; i < n; i++) {
+            if (d->bad[i]) continue;
             if (mama__prepare_record(d, i, &d->cache[i]) != MAMA_OK) {
                 d->bad[i] = 1;
                 /* keep the message of the lowest failing row, whatever the
@@ -12461,7 +12537,8 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
                 }
             }
         }
-        for (i = 0; i < n; i++) d->skipped += d->bad[i];
+        for (i = 0; i < n; i++) d->skipped += d->bad[i] == 1;
+        d->skips.unreadable = d->skipped;
         if (d->skipped && !o->skip_bad_rows) {
             s = MAMA_FAIL(MAMA_ERR_IO, "%s: %d image(s) could not be read; first: %s (skip them with skip_bad_rows)",
                           o->manifest, d->skipped, first_error);
@@ -12470,12 +12547,15 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
     }
     for (sp = 0; sp < 3; sp++) {
         if ((s = mama_alloc((void **)&d->split_idx[sp], sizeof(int) * (size_t)(n + 1), "split index")) != MAMA_OK) goto fail;
+        if ((s = mama_alloc((void **)&d->pre_idx[sp], sizeof(int) * (size_t)(n + 1), "split index")) != MAMA_OK) goto fail;
     }
     for (i = 0; i < n; i++) {
         const mama_record *r = &d->man.records[i];
-        if (d->bad[i]) continue;
-        if (o->only_2d && strcmp(r->image_type, "2D") && strcmp(r->image_type, "unknown")) continue;
-        if (r->split >= 0 && r->split < 3) d->split_idx[r->split][d->split_n[r->split]++] = i;
+        if (d->bad[i] || r->split < 0 || r->split > 2) continue;
+        d->split_idx[r->split][d->split_n[r->split]++] = i;
+        if (!o->keep_incomplete && !mama_record_complete(r)) { d->skips.incomplete++; continue; }
+        d->pre_idx[r->split][d->pre_n[r->split]++] = i;
+        d->pre[i] = 1;
     }
     *out = d;
     return MAMA_OK;
@@ -12555,11 +12635,15 @@ MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mas
     return s;
 }
 
-/* ---- 10.1 Training batches.  Micro-batch k holds the samples at positions
- * k*B .. k*B+B-1 of an endless sequence of epochs, each a permutation of
- * the train split seeded by (seed, epoch); each sample's randomness comes
- * from (seed, position).  So a batch is a pure function of (seed, k):
- * resuming and threading cannot change it. */
+/* ---- 10.1 Training batches (SPEC A.7: epochs are shuffles, the last
+ * partial batch dropped).  The n training records (mama_dataset_pretrain_
+ * split) make epochs of E = floor(n / G) global micro-batches of G = world
+ * x B samples: epoch e is a permutation of them seeded by (seed, e), cut
+ * into E batches, the n - E G left over dropped, so no batch holds one
+ * image twice.  Global micro-batch k is batch k % E of epoch k / E; rank r
+ * takes its samples r B .. r B + B - 1.  Each sample's randomness comes
+ * from (seed, k G + r B + i).  So a batch is a pure function of (seed, k,
+ * n, G): resuming and threading cannot change it. */
 static uint64_t mama__mix2(uint64_t a, uint64_t b) {
     uint64_t x = a ^ (b * 0x9E3779B97F4A7C15ull);
     return mama__splitmix64(&x);
@@ -12574,6 +12658,7 @@ typedef struct mama__loader {
     mama_dataset *d;
     const mama_pretrain_opts *o; /* resolved, aug.size = the dataset's image size */
     int B, n, accum;
+    long per_epoch;              /* E: full global micro-batches per epoch */
     int rank, world;             /* data parallel: this rank's slice of a global batch of world * B */
     size_t img;
     int *perm;                   /* permutation of the current epoch */
@@ -12597,7 +12682,7 @@ static void mama__loader_epoch(mama__loader *L, long epoch) {
     mama_rng r;
     const int *idx;
     int i;
-    mama_dataset_split(L->d, MAMA_SPLIT_TRAIN, &idx);
+    mama_dataset_pretrain_split(L->d, MAMA_SPLIT_TRAIN, &idx);
     mama_rng_seed(&r, mama__mix2(L->o->seed, (uint64_t)epoch + 0x51ull));
     for (i = 0; i < L->n; i++) L->perm[i] = idx[i];
     for (i = L->n - 1; i > 0; i--) { /* Fisher-Yates */
@@ -12607,9 +12692,19 @@ static void mama__loader_epoch(mama__loader *L, long epoch) {
     L->perm_epoch = epoch;
 }
 
-/* Build micro-batch `job` into `b`.  The ext image (SPEC A.4): with
- * probability ext_other_view_p another image of the same study, otherwise
- * (or when the study has one image) a second augmentation of the image. */
+/* The record at sample i of this rank's part of global micro-batch `job`,
+ * and the sample's randomness key. */
+static int mama__loader_record(mama__loader *L, long job, int i, uint64_t *key) {
+    long epoch = job / L->per_epoch, at = (job % L->per_epoch) * L->world * L->B + (long)L->rank * L->B + i;
+    if (epoch != L->perm_epoch) mama__loader_epoch(L, epoch);
+    *key = (uint64_t)((job * L->world + L->rank) * L->B + i);
+    return L->perm[at];
+}
+
+/* Build micro-batch `job` into `b`.  The ext image (SPEC A.4, A.7): with
+ * probability ext_other_view_p another usable training image of the same
+ * study (mama_dataset_other_view), otherwise, or when the study has none,
+ * a second augmentation of the image (the reference's fallback). */
 static mama_status mama__build_batch(mama__loader *L, long job, mama__batch_buf *b) {
     const mama_pretrain_opts *o = L->o;
     mama_dataset *d = L->d;
@@ -12620,23 +12715,15 @@ static mama_status mama__build_batch(mama__loader *L, long job, mama__batch_buf 
          * micro-batch of world * B, so the union over ranks is the batch one
          * process of batch world * B would see, sample by sample (the image,
          * ext and caption randomness is keyed by the global position). */
-        long pos = (job * L->world + L->rank) * L->B + i, epoch = pos / L->n;
-        int rec, other = -1;
+        uint64_t key;
+        int rec = mama__loader_record(L, job, i, &key), other = -1;
         mama_rng r;
-        if (epoch != L->perm_epoch) mama__loader_epoch(L, epoch);
-        rec = L->perm[pos % L->n];
-        mama_rng_seed(&r, mama__mix2(o->seed, (uint64_t)pos));
+        mama_rng_seed(&r, mama__mix2(o->seed, key));
         MAMA_TRY(mama__dataset_image(d, rec, 1, &r, &o->aug, b->images + L->img * i));
         MAMA_TRY(mama_dataset_caption(d, rec, o->caption_mask_p, &r, b->ids + (size_t)i * d->context,
                                       b->mask + (size_t)i * d->context));
         if (late) {
-            const mama_study *st = &d->man.studies[d->man.records[rec].study_index];
-            if (st->count > 1 && mama_rng_uniform(&r) < o->ext_other_view_p) {
-                int k = (int)mama_rng_below(&r, (uint32_t)(st->count - 1));
-                other = d->man.study_members[st->first + k];
-                if (other == rec) other = d->man.study_members[st->first + st->count - 1];
-                if (d->bad[other]) other = -1;
-            }
+            if (mama_rng_uniform(&r) < o->ext_other_view_p) other = mama_dataset_other_view(d, rec, &r);
             MAMA_TRY(mama__dataset_image(d, other >= 0 ? other : rec, 1, &r, &o->aug, b->ext + L->img * i));
         }
     }
@@ -12700,13 +12787,20 @@ static mama_status mama__loader_init(mama__loader *L, mama_dataset *d, const mam
     memset(L, 0, sizeof *L);
     L->d = d; L->o = o; L->B = o->batch; L->accum = o->accum;
     L->rank = rank; L->world = world;
-    L->n = d->split_n[MAMA_SPLIT_TRAIN];
+    L->n = d->pre_n[MAMA_SPLIT_TRAIN];
+    L->per_epoch = L->B > 0 && world > 0 ? L->n / ((long)L->B * world) : 0;
     L->img = (size_t)d->in_chans * d->image_size * d->image_size;
     L->perm_epoch = -1;
     L->next_job = L->released = first_job;
     L->last_job = last_job;
     L->slot_job[0] = L->slot_job[1] = -1;
-    if (L->n < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "%s: the train split is empty", d->man.path);
+    if (L->per_epoch < 1) {
+        const mama_dataset_skips *k = &d->skips;
+        return MAMA_FAIL(MAMA_ERR_INVALID,
+                         "%s: the train split has %d usable image(s), fewer than one batch of %d (%d x %d rank(s)); "
+                         "left out: %d not 2D, %d unreadable, %d incomplete (all splits), %d bad rows", d->man.path,
+                         L->n, L->B * world, L->B, world, k->not_2d, k->unreadable, k->incomplete, k->bad_rows);
+    }
     if (mama_alloc((void **)&L->perm, sizeof(int) * (size_t)L->n, "loader permutation") != MAMA_OK) return MAMA_ERR_NOMEM;
     for (k = 0; k < 2; k++) {
         if (mama_alloc((void **)&L->slot[k].images, sizeof(float) * L->img * L->B, "loader batch") != MAMA_OK ||

@@ -25,6 +25,14 @@
 #include "../bench/bench_gemm.c"
 #include "../bench/bench_train.c"
 
+/* The data options, printed after USAGE_TEXT (one literal must stay under
+ * the 4095 characters C99 promises). */
+#define USAGE_DATA_TEXT \
+    "data options (every command that opens a dataset; each prints what it left out and why):\n" \
+    "  --skip-bad          skip malformed manifest rows and unreadable images instead of failing\n" \
+    "  --keep-incomplete   pretrain on records whose caption lacks the procedure, its reason, the\n" \
+    "                      density or BI-RADS too (SPEC A.7; left out by default)\n"
+
 /* The help text.  The numbers it shows come from the library's defaults
  * (mama_*_opts_default) and the demo's (demo_opts_default), never from a
  * copy here; print_usage fills them in. */
@@ -164,6 +172,19 @@ static int attach_comm(mama_model *m) {
         fprintf(stderr, "data parallel: %d ranks over %s, %s losses\n", g_comm->size, g_comm->name,
                 g_dp_mode == MAMA_DP_GLOBAL ? "global-batch" : "reference (per-rank CLIP/SLA)");
     return 0;
+}
+
+/* What the dataset left out and why: one line per non-zero reason (rank 0),
+ * printed by every command that opens a dataset. */
+static void print_skips(const mama_dataset *d) {
+    const mama_dataset_skips *k = mama_dataset_skipped_reasons(d);
+    if (g_rank != 0) return;
+    if (k->bad_rows) fprintf(stderr, "data: %d malformed manifest row(s) skipped (--skip-bad)\n", k->bad_rows);
+    if (k->unreadable) fprintf(stderr, "data: %d unreadable image(s) skipped (--skip-bad)\n", k->unreadable);
+    if (k->not_2d) fprintf(stderr, "data: %d image(s) left out: image_type is not 2D (SPEC A.6)\n", k->not_2d);
+    if (k->incomplete)
+        fprintf(stderr, "data: %d incomplete record(s) left out of pretraining: the caption lacks the procedure, its "
+                "reason, the density or BI-RADS (SPEC A.7; --keep-incomplete keeps them)\n", k->incomplete);
 }
 
 /* --frozen-dtype auto|bf16|f16|f32 -> -1 (the file's) or a mama_dtype;
@@ -327,6 +348,7 @@ static int cmd_pretrain(int argc, char **argv) {
     dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
     dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
     dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
+    dopt.keep_incomplete = has_flag(argc, argv, "--keep-incomplete");
     o.checkpoint = arg_value(argc, argv, "--out", NULL);
     if (!dopt.manifest || !o.checkpoint) { fprintf(stderr, "mama pretrain: --manifest and --out are required\n"); return 2; }
     if (mama_config_preset(&cfg, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) return fail();
@@ -355,9 +377,10 @@ static int cmd_pretrain(int argc, char **argv) {
     }
     if (attach_comm(m) != 0) { mama_model_free(m); return 1; }
     if (mama_dataset_create(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
+    print_skips(d);
     if (g_rank == 0)
         fprintf(stderr, "pretrain: %d train images (%d skipped), %ld steps of %d x %d x %d ranks, %d threads\n",
-                mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
+                mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
                 g_comm ? g_comm->size : 1, mama_num_threads());
     if (mama_pretrain(m, d, &o, &r) != MAMA_OK) rc = fail();
     else if (g_rank == 0) {
@@ -386,6 +409,7 @@ static void print_usage(FILE *f) {
     fprintf(f, USAGE_TEXT, po.steps, po.batch, po.accum, (double)po.lr, po.warmup, po.late_loss,
             (double)po.caption_mask_p, (unsigned long long)po.seed, pr.steps, pr.batch, dm.out, dm.studies, dm.size,
             dm.steps, dm.batch, dm.probe_steps, (double)dm.lr, (unsigned long long)dm.seed);
+    fputs(USAGE_DATA_TEXT, f);
 }
 
 static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
@@ -411,9 +435,11 @@ static int open_eval(int argc, char **argv, mama_model **m, mama_dataset **d) {
     dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
     dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
     dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
+    dopt.keep_incomplete = has_flag(argc, argv, "--keep-incomplete");
     if (!w || !dopt.manifest) { fprintf(stderr, "mama: --weights and --manifest are required\n"); return 2; }
     if (load_model(argc, argv, m, w, atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
     if (mama_dataset_create(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
+    print_skips(*d);
     return 0;
 }
 

@@ -108,6 +108,7 @@ static int demo_run(const demo_opts *o, const char *manifest, const char *tag, i
     dopt.tokenizer = "weights/tiny_vocab";
     if (mama_model_create(&m, &cfg, mama_cli_backend(), o->batch, o->seed) != MAMA_OK) return fail();
     if (mama_dataset_create(&d, &dopt, &cfg) != MAMA_OK) { mama_model_free(m); return fail(); }
+    print_skips(d);
     mama_pretrain_opts_default(&po);
     /* options fields: 0 means the library default, MAMA_OFF zero / off */
     po.steps = o->steps; po.batch = o->batch; po.accum = 1;

@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: %s\n", mama_last_error());
         return 1;
     }
-    n_train = mama_dataset_split(data, MAMA_SPLIT_TRAIN, &train);
+    n_train = mama_dataset_pretrain_split(data, MAMA_SPLIT_TRAIN, &train); /* complete records only (SPEC A.7) */
     img = (size_t)cfg.in_chans * cfg.image_size * cfg.image_size;
     images = (float *)malloc(sizeof(float) * img * B);
     ext = (float *)malloc(sizeof(float) * img * B);

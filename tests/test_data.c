@@ -1,0 +1,277 @@
+/* tests/test_data.c - data hygiene as the reference (SPEC A.6, A.7):
+ * - image_type "2D" in any case is kept, "FFDM"/"ffdm" left out and
+ *   counted; split names and sides read in any case;
+ * - incomplete records (caption without procedure, reason, density or
+ *   BI-RADS) stay in the split but leave the pretraining split, unless
+ *   keep_incomplete; every reason is counted;
+ * - epochs are shuffles cut into full batches (no batch holds an image
+ *   twice, each epoch covers floor(n / G) G distinct images), and a batch
+ *   does not depend on where the loader started (resume);
+ * - the second view comes from the usable training images of the exam. */
+#define MAMA_IMPLEMENTATION
+#include "mama.h"
+#define MAMA_SYNTH_IMPLEMENTATION
+#include "mama_synth.h"
+#include "test_util.h"
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#define DIR "build/test_data_data"
+
+static mama_config CFG;
+
+static int write_text(const char *path, const char *text) {
+    return mama_write_file_atomic(path, text, strlen(text)) == MAMA_OK;
+}
+
+static mama_status open_ds(mama_dataset **d, const char *csv, int keep_incomplete, int skip_bad) {
+    mama_dataset_opts o;
+    memset(&o, 0, sizeof o); /* every default */
+    o.manifest = csv;
+    o.tokenizer = "weights/tiny_vocab";
+    o.keep_incomplete = keep_incomplete;
+    o.skip_bad_rows = skip_bad;
+    return mama_dataset_create(d, &o, &CFG);
+}
+
+static int contains(const int *a, int n, int v) {
+    int i;
+    for (i = 0; i < n; i++) if (a[i] == v) return 1;
+    return 0;
+}
+
+static void test_opts(void) {
+    mama_dataset_opts z, o;
+    memset(&z, 0, sizeof z);
+    mama__dataset_opts_resolve(&z, &o);
+    test_report(o.keep_incomplete == 0 && o.only_2d == 1, "opts_keep_incomplete_default", "zero: off (%d)", o.keep_incomplete);
+    z.keep_incomplete = MAMA_OFF;
+    mama__dataset_opts_resolve(&z, &o);
+    test_report(o.keep_incomplete == 0, "opts_keep_incomplete_off", "MAMA_OFF: off (%d)", o.keep_incomplete);
+    z.keep_incomplete = 1;
+    mama__dataset_opts_resolve(&z, &o);
+    test_report(o.keep_incomplete == 1, "opts_keep_incomplete_on", "1: on (%d)", o.keep_incomplete);
+}
+
+/* Rows 0..: the image type, split and side in many cases; incomplete ones. */
+static const char *const HDR = "path,patient,study,side,view,procedure,age,race,ethnicity,image_type,density,birads,split\n";
+#define IMG "images/p00001_L_CC.png"
+#define FULL "MG Screening Bilateral,57,White,Non-Hispanic,"
+
+static void test_hygiene(void) {
+    mama_buf b = {NULL, 0, 0};
+    mama_dataset *d = NULL;
+    const mama_dataset_skips *k;
+    const mama_record *r;
+    const int *idx, *pidx;
+    int n, pn, ok;
+    mama_status s;
+    mama_buf_puts(&b, HDR);
+    mama_buf_puts(&b, IMG ",a,s1,L,CC," FULL "2D,3,N,train\n");               /* 0 kept */
+    mama_buf_puts(&b, IMG ",a,s1,left,MLO," FULL "2d,3,N,TRAIN\n");           /* 1 kept, 2d -> 2D */
+    mama_buf_puts(&b, IMG ",a,s1,LEFT,CC," FULL "FFDM,3,N,Train\n");          /* 2 not 2D */
+    mama_buf_puts(&b, IMG ",a,s1,R,CC," FULL "ffdm,3,N,train\n");             /* 3 not 2D */
+    mama_buf_puts(&b, IMG ",a,s1,r,CC," FULL ",3,N,Val\n");                   /* 4 unknown type: kept */
+    mama_buf_puts(&b, IMG ",b,s2,L,CC,,57,White,Non-Hispanic,2D,3,N,train\n");              /* 5 no procedure */
+    mama_buf_puts(&b, IMG ",b,s2,L,CC,MG Bilateral,57,White,Non-Hispanic,2D,3,N,train\n");  /* 6 no reason */
+    mama_buf_puts(&b, IMG ",b,s2,L,CC,MG DIAGNOSTIC Left,57,White,,2D,3,N,test\n");          /* 7 ok (diag, any case) */
+    mama_buf_puts(&b, IMG ",b,s2,L,CC," FULL "2D,,N,train\n");                 /* 8 no density */
+    mama_buf_puts(&b, IMG ",b,s2,L,CC," FULL "2D,5,,train\n");                 /* 9 no BI-RADS */
+    mama_buf_puts(&b, IMG ",b,s2,L,CC," FULL "2D,5,k,TEST\n");                 /* 10 ok: density 5, letter k */
+    mama_buf_puts(&b, "images/missing.png,c,s3,L,CC," FULL "2D,3,N,train\n");  /* 11 unreadable */
+    mama_buf_puts(&b, "images/missing2.png,c,s3,L,CC," FULL "FFDM,3,N,train\n"); /* 12 not 2D, never decoded */
+    mama_buf_puts(&b, "bad row\n");                                            /* 13 bad row */
+    ok = write_text(DIR "/hyg.csv", b.data);
+    mama_buf_free(&b);
+    if (!ok) { test_report(0, "hygiene", "cannot write the manifest"); return; }
+    s = open_ds(&d, DIR "/hyg.csv", 0, 0);
+    test_report(s != MAMA_OK, "hygiene_bad_row_fails", "without --skip-bad a bad row fails: %s", mama_last_error());
+    mama_dataset_free(d);
+    d = NULL;
+    if (open_ds(&d, DIR "/hyg.csv", 0, 1) != MAMA_OK) { test_report(0, "hygiene", "%s", mama_last_error()); return; }
+    k = mama_dataset_skipped_reasons(d);
+    r = mama_dataset_manifest(d)->records;
+    test_report(strcmp(r[1].image_type, "2D") == 0 && strcmp(r[2].image_type, "FFDM") == 0 &&
+                strcmp(r[3].image_type, "ffdm") == 0,
+                "hygiene_image_type_case", "\"2d\" stored as \"2D\", other types kept as written (%s %s %s)",
+                r[1].image_type, r[2].image_type, r[3].image_type);
+    test_report(!strcmp(r[0].side, "left") && !strcmp(r[1].side, "left") && !strcmp(r[2].side, "left") &&
+                !strcmp(r[3].side, "right") && !strcmp(r[4].side, "right") && r[1].split == MAMA_SPLIT_TRAIN &&
+                r[2].split == MAMA_SPLIT_TRAIN && r[4].split == MAMA_SPLIT_VAL && r[10].split == MAMA_SPLIT_TEST &&
+                !strcmp(r[10].birads, "K"),
+                "hygiene_categorical_case", "side L/left/LEFT/R/r, split train/TRAIN/Train/Val/TEST, BI-RADS k: any case");
+    test_report(k->bad_rows == 1 && k->unreadable == 1 && k->not_2d == 3 && k->incomplete == 4 &&
+                mama_dataset_skipped(d) == 2,
+                "hygiene_counts", "bad rows %d (1), unreadable %d (1), not 2D %d (3: FFDM, ffdm, an unreadable FFDM "
+                "never decoded), incomplete %d (4), mama_dataset_skipped %d (2)", k->bad_rows, k->unreadable,
+                k->not_2d, k->incomplete, mama_dataset_skipped(d));
+    n = mama_dataset_split(d, MAMA_SPLIT_TRAIN, &idx);
+    pn = mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, &pidx);
+    test_report(n == 6 && contains(idx, n, 0) && contains(idx, n, 1) && !contains(idx, n, 2) && !contains(idx, n, 3) &&
+                contains(idx, n, 5) && contains(idx, n, 9) && !contains(idx, n, 11),
+                "hygiene_train_split", "train split: 0 1 5 6 8 9 (2D any case, incomplete kept for evaluation): %d", n);
+    test_report(pn == 2 && pidx[0] == 0 && pidx[1] == 1, "hygiene_pretrain_split",
+                "pretraining reads the complete ones only: %d (2: rows 0, 1)", pn);
+    test_report(mama_dataset_pretrain_split(d, MAMA_SPLIT_TEST, NULL) == 2 && mama_dataset_split(d, MAMA_SPLIT_VAL, NULL) == 1,
+                "hygiene_other_splits", "test: rows 7 (\"MG DIAGNOSTIC\") and 10 (density 5) complete; val: row 4 "
+                "(unknown image type kept)");
+    mama_dataset_free(d);
+    d = NULL;
+    if (open_ds(&d, DIR "/hyg.csv", 1, 1) != MAMA_OK) { test_report(0, "hygiene_keep", "%s", mama_last_error()); return; }
+    k = mama_dataset_skipped_reasons(d);
+    test_report(k->incomplete == 0 && mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, NULL) == 6, "hygiene_keep_incomplete",
+                "keep_incomplete: pretraining reads all 6 train rows, nothing counted incomplete (%d)", k->incomplete);
+    mama_dataset_free(d);
+}
+
+/* "FFDM" on every row: the loader says why the train split is empty. */
+static void test_all_ffdm(void) {
+    mama_buf b = {NULL, 0, 0};
+    mama_dataset *d = NULL;
+    mama__loader L;
+    mama_pretrain_opts o;
+    mama_status s;
+    int i;
+    mama_buf_puts(&b, HDR);
+    for (i = 0; i < 4; i++) mama_buf_puts(&b, IMG ",a,s1,L,CC," FULL "FFDM,3,N,train\n");
+    write_text(DIR "/ffdm.csv", b.data);
+    mama_buf_free(&b);
+    if (open_ds(&d, DIR "/ffdm.csv", 0, 0) != MAMA_OK) { test_report(0, "ffdm_message", "%s", mama_last_error()); return; }
+    mama_pretrain_opts_default(&o);
+    o.batch = 2;
+    s = mama__loader_init(&L, d, &o, 0, 0, 0, 1);
+    test_report(s == MAMA_ERR_INVALID && strstr(mama_last_error(), "4 not 2D") != NULL, "ffdm_message",
+                "all FFDM: %s", mama_last_error());
+    if (s == MAMA_OK) mama__loader_free(&L);
+    mama_dataset_free(d);
+}
+
+/* n = 11 training images, batch 3: 3 batches an epoch, 2 dropped. */
+static void test_sampler(void) {
+    mama_buf b = {NULL, 0, 0};
+    mama_dataset *d = NULL;
+    mama__loader L, R;
+    mama_pretrain_opts o;
+    const int n = 11, epochs = 6;
+    int i, e, j, w, dup = 0, cover_ok = 1, resume_ok = 1, fresh = 0, G;
+    int seen[11], first[3][11];
+    mama_buf_puts(&b, HDR);
+    for (i = 0; i < n; i++) mama_buf_printf(&b, IMG ",p%d,s%d,L,CC," FULL "2D,3,N,train\n", i, i);
+    write_text(DIR "/sampler.csv", b.data);
+    mama_buf_free(&b);
+    if (open_ds(&d, DIR "/sampler.csv", 0, 0) != MAMA_OK) { test_report(0, "sampler", "%s", mama_last_error()); return; }
+    mama_pretrain_opts_default(&o);
+    for (w = 1; w <= 2; w++) { /* one rank of batch 3, then two ranks of batch 2 (G = 4, 2 batches an epoch) */
+        mama__loader ranks[2];
+        int B = w == 1 ? 3 : 2, r, per;
+        o.batch = B;
+        G = B * w;
+        per = n / G;
+        for (r = 0; r < w; r++)
+            if (mama__loader_init(&ranks[r], d, &o, 0, 0, r, w) != MAMA_OK) { test_report(0, "sampler", "%s", mama_last_error()); return; }
+        for (e = 0; e < epochs; e++) {
+            memset(seen, 0, sizeof seen);
+            for (j = 0; j < per; j++) {
+                int batch[11], m = 0, x, y;
+                for (r = 0; r < w; r++)
+                    for (i = 0; i < B; i++) {
+                        uint64_t key;
+                        batch[m++] = mama__loader_record(&ranks[r], (long)e * per + j, i, &key);
+                    }
+                for (x = 0; x < m; x++)
+                    for (y = x + 1; y < m; y++) dup += batch[x] == batch[y];
+                for (x = 0; x < m; x++) seen[batch[x]]++;
+                if (w == 1 && e < 3) for (x = 0; x < m; x++) first[e][j * B + x] = batch[x];
+            }
+            for (i = 0, j = 0; i < n; i++) { j += seen[i] > 0; if (seen[i] > 1) cover_ok = 0; }
+            if (j != per * G) cover_ok = 0;
+        }
+        for (r = 0; r < w; r++) mama__loader_free(&ranks[r]);
+    }
+    test_report(dup == 0, "sampler_no_duplicates", "6 epochs of 11 images, batch 3 (1 rank) and 2 x 2 ranks: %d duplicate "
+                "pairs in a batch (0)", dup);
+    test_report(cover_ok, "sampler_epoch_cover", "every epoch covers floor(n/G) G distinct images (9 for G 3, 8 for G 4), "
+                "none twice");
+    for (i = 0; i < 9; i++) fresh += first[0][i] != first[1][i] || first[1][i] != first[2][i];
+    test_report(fresh > 0, "sampler_fresh_shuffle", "epochs 0, 1, 2 are different permutations");
+    /* resume: a loader that starts at job 7 (epoch 2) and one that ran from 0 agree, job by job */
+    o.batch = 3;
+    if (mama__loader_init(&L, d, &o, 0, 0, 0, 1) != MAMA_OK || mama__loader_init(&R, d, &o, 7, 7, 0, 1) != MAMA_OK) {
+        test_report(0, "sampler_resume", "%s", mama_last_error());
+        mama_dataset_free(d);
+        return;
+    }
+    for (j = 0; j < 12; j++) { /* L runs through every job first */
+        uint64_t k1;
+        for (i = 0; i < 3; i++) (void)mama__loader_record(&L, j, i, &k1);
+    }
+    for (j = 7; j < 12; j++)
+        for (i = 0; i < 3; i++) {
+            uint64_t k1, k2;
+            int b2 = mama__loader_record(&R, j, i, &k2), a = mama__loader_record(&L, j, i, &k1);
+            if (a != b2 || k1 != k2) resume_ok = 0;
+        }
+    for (j = 0; j < 3; j++) { /* and going back to the first epoch */
+        uint64_t k1;
+        if (mama__loader_record(&R, j, 0, &k1) != first[0][j * 3]) resume_ok = 0;
+    }
+    test_report(resume_ok, "sampler_resume", "jobs 7..11 from a loader started at 7 == from one started at 0 (records "
+                "and randomness keys)");
+    mama__loader_free(&L);
+    mama__loader_free(&R);
+    mama_dataset_free(d);
+}
+
+/* Exam s1 of patient a: rows 0, 1 usable train; 2 val; 3 incomplete; 4 not 2D;
+ * 5 unreadable.  Exam s2: row 6 alone among the usable. */
+static void test_other_view(void) {
+    mama_buf b = {NULL, 0, 0};
+    mama_dataset *d = NULL;
+    mama_rng rng;
+    int i, hits[8] = {0}, bad = 0, alone, keep_hit = 0;
+    mama_buf_puts(&b, HDR);
+    mama_buf_puts(&b, IMG ",a,s1,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s1,L,MLO," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s1,R,CC," FULL "2D,3,N,val\n");
+    mama_buf_puts(&b, IMG ",a,s1,R,MLO," FULL "2D,,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s1,R,MLO," FULL "FFDM,3,N,train\n");
+    mama_buf_puts(&b, "images/missing.png,a,s1,R,MLO," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s2,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s2,L,MLO," FULL "2D,3,N,test\n");
+    write_text(DIR "/views.csv", b.data);
+    mama_buf_free(&b);
+    if (open_ds(&d, DIR "/views.csv", 0, 1) != MAMA_OK) { test_report(0, "other_view", "%s", mama_last_error()); return; }
+    mama_rng_seed(&rng, 5);
+    for (i = 0; i < 400; i++) {
+        int a = mama_dataset_other_view(d, 0, &rng), c = mama_dataset_other_view(d, 1, &rng);
+        if (a != 1 || c != 0) bad++;
+    }
+    alone = mama_dataset_other_view(d, 6, &rng);
+    test_report(bad == 0, "other_view_usable_train", "exam of 6: rows 0 and 1 only ever draw each other (val, "
+                "incomplete, FFDM, unreadable excluded): %d wrong of 800", bad);
+    test_report(alone == -1, "other_view_none", "a row whose exam has no other usable training image: -1 (%d) -> the "
+                "loader augments the image itself twice", alone);
+    mama_dataset_free(d);
+    d = NULL;
+    if (open_ds(&d, DIR "/views.csv", 1, 1) != MAMA_OK) { test_report(0, "other_view_keep", "%s", mama_last_error()); return; }
+    for (i = 0; i < 400; i++) {
+        int a = mama_dataset_other_view(d, 0, &rng);
+        if (a >= 0 && a < 8) hits[a]++;
+    }
+    keep_hit = hits[1] > 100 && hits[3] > 100 && hits[1] + hits[3] == 400;
+    test_report(keep_hit, "other_view_keep_incomplete", "keep_incomplete: row 0 draws rows 1 and 3 evenly (%d, %d of 400)",
+                hits[1], hits[3]);
+    mama_dataset_free(d);
+}
+
+int main(void) {
+    mkdir("build", 0755);
+    if (mama_synth_write(DIR, 1, 64, 3, 0) != MAMA_OK) { printf("FAIL synth: %s\n", mama_last_error()); return 1; }
+    mama_config_preset(&CFG, "tiny");
+    test_opts();
+    test_hygiene();
+    test_all_ffdm();
+    test_sampler();
+    test_other_view();
+    return test_finish();
+}
