@@ -91,7 +91,7 @@
  *                     mama_caption_mask, mama_zeroshot_caption(_alloc),
  *                     mama_tokenizer_load(_files/_memory), _free,
  *                     _encode(_padded/_caption), _decode(_alloc), ids     -> 8
- *  1.9  images        mama_image_alloc/_free/_copy, mama_image_load(_memory),
+ *  1.9  images        mama_image_alloc/_free/_copy, mama_image_load(_memory)(_opts),
  *                     mama_png_write, mama_image_save_png,
  *                     mama_image_prepare (A.5 steps 1-3), the random steps,
  *                     mama_augment_opts_default, mama_image_pipeline      -> 9
@@ -828,12 +828,41 @@ MAMA_API mama_status mama_image_copy(const mama_image *src, mama_image *dst);
  * Loads PNG (8 or 16 bit, grey/grey+alpha/RGB/RGBA/palette), JPEG, PGM/PPM,
  * BMP, TGA.  Colour becomes grey with PIL's convert('L') ITU-R 601 luma,
  * L = (19595 R + 38470 G + 7471 B + 32768) >> 16 (= R*299/1000 + G*587/1000
- * + B*114/1000, rounded); alpha is ignored.  16-bit samples v become
- * round(v / 257) (0 -> 0, 65535 -> 255, exact on 257*k), not v >> 8.
+ * + B*114/1000, rounded); alpha is ignored.  8-bit images are taken as they
+ * are (the decode options below do not apply to them).
+ * 16-bit images (16-bit colour first becomes 16-bit luma, rounded): by
+ * default each sample v becomes v * 255 / max, max = the image's largest
+ * sample (SPEC A.5 step 1, the reference's own preprocessing: no rescale, no
+ * window, no minimum shift), so a 12-bit mammogram in a 16-bit PNG fills
+ * 0..255 instead of the 0..16 that v / 257 would give.  Rounding is half up,
+ * floor(v * 255 / max + 1/2), in exact integer arithmetic (as
+ * tools/dicom_to_png.py's floor(y * 255 + 0.5)); e.g. max 4095, v 2048 ->
+ * 127.53 -> 128.  An image whose max is 0 is all zero.  A full-range image
+ * (max 65535) gives round(v / 257).
  * Errors name the file and stb_image's reason.  `name` only labels errors. */
 MAMA_API mama_status mama_image_load(const char *path, mama_image *out);
 MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, const char *name,
                                             mama_image *out);
+/* How 16-bit samples become 8 bits.  The options rule of section 1: the zero
+ * struct (or NULL) is the default above, the per-image maximum.
+ *   bit_depth N (1..16): v * 255 / (2^N - 1), the same for every image
+ *     (values above 2^N - 1 give 255), rounded half up as above;
+ *   window_width W > 0 (>= 1): DICOM's LINEAR VOI window (PS3.3
+ *     C.11.2.1.2) with centre window_center C (taken as given, 0 included;
+ *     read only when W > 0): v <= C - 0.5 - (W-1)/2 -> 0,
+ *     v > C - 0.5 + (W-1)/2 -> 255, else ((v - (C - 0.5)) / (W-1) + 0.5) *
+ *     255 rounded half up (W = 1: v > C - 0.5 -> 255, else 0).
+ * bit_depth <= 0 and window_width <= 0 (MAMA_OFF) are the default.  Setting
+ * both, bit_depth > 16, 0 < window_width < 1 or a non-finite value is
+ * MAMA_ERR_INVALID naming the field. */
+typedef struct mama_decode_opts {
+    int bit_depth;        /* fixed bit depth (default 0: the image's maximum) */
+    float window_center;  /* VOI window centre (used when window_width > 0)   */
+    float window_width;   /* VOI window width (default 0: no window)          */
+} mama_decode_opts;
+MAMA_API mama_status mama_image_load_opts(const char *path, const mama_decode_opts *o, mama_image *out);
+MAMA_API mama_status mama_image_load_memory_opts(const void *data, size_t bytes, const char *name,
+                                                 const mama_decode_opts *o, mama_image *out);
 /* PNG writing (stb_image_write): 8-bit pixels, `channels` 1 (grey), 3
  * (RGB) or 4 interleaved, rows of w*channels bytes; mama_image_save_png
  * writes a mama_image as grey.  MAMA_ERR_UNSUPPORTED with
@@ -1473,6 +1502,7 @@ typedef struct mama_dataset_opts {
                                     memory (default on) */
     int only_2d;                 /* keep image_type "2D" (any case, or unknown) only, SPEC A.6 (default on) */
     int keep_incomplete;         /* pretrain on incomplete records too (default off: left out, SPEC A.7) */
+    mama_decode_opts decode;     /* 16-bit images to 8 bits (default: by each image's maximum) */
 } mama_dataset_opts;
 /* Data hygiene (SPEC A.6, A.7).  Every record is placed by the first rule
  * it meets, and each rule that leaves a record out counts it:
@@ -11737,15 +11767,59 @@ MAMA_API void mama_rgb_to_grey(const uint8_t *src, int w, int h, int channels, u
     }
 }
 
+/* The decode options' values (section 1.9); `what` names the struct in the
+ * message ("mama_decode_opts", "mama_dataset_opts.decode"). */
+static mama_status mama__decode_opts_check(const mama_decode_opts *o, const char *what) {
+    if (!o) return MAMA_OK;
+    if (o->bit_depth > 16)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s.bit_depth: %d is not 1..16 (0: the image's maximum)", what,
+                         o->bit_depth);
+    if (!isfinite(o->window_width) || !isfinite(o->window_center))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s.window_center/window_width: not finite", what);
+    if (o->window_width > 0 && o->window_width < 1)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s.window_width: %g is below 1 (DICOM LINEAR needs >= 1)", what,
+                         (double)o->window_width);
+    if (o->window_width > 0 && o->bit_depth > 0)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: bit_depth (%d) and window_width (%g) are exclusive", what,
+                         o->bit_depth, (double)o->window_width);
+    return MAMA_OK;
+}
+
 #ifndef MAMA_NO_STB_IMAGE
-/* 16-bit to 8-bit: round(v / 257).  v = 257 k + r (0 <= r <= 256) rounds to
- * k for r <= 128 and to k + 1 above, which (v + 128) / 257 computes. */
-static uint8_t mama__to8(unsigned v) { return (uint8_t)((v + 128u) / 257u); }
+/* n 16-bit grey samples to 8 bits by the decode options (checked): a DICOM
+ * LINEAR window, a fixed bit depth, or the image's maximum d, as
+ * floor(v * 255 / d + 1/2) = (2 * 255 v + d) / (2 d) in integers (exact;
+ * d = 65535 gives round(v / 257)). */
+static void mama__u16_to_8(const stbi_us *v, size_t n, const mama_decode_opts *o, uint8_t *dst) {
+    size_t i;
+    if (o && o->window_width > 0) {
+        double c = (double)o->window_center - 0.5, w = (double)o->window_width;
+        double lo = c - (w - 1) / 2, hi = c + (w - 1) / 2;
+        for (i = 0; i < n; i++) {
+            double x = (double)v[i], y;
+            if (w == 1) { dst[i] = (uint8_t)(x > c ? 255 : 0); continue; }
+            if (x <= lo) { dst[i] = 0; continue; }
+            if (x > hi) { dst[i] = 255; continue; }
+            y = floor(((x - c) / (w - 1) + 0.5) * 255.0 + 0.5);
+            dst[i] = (uint8_t)(y < 0 ? 0 : y > 255 ? 255 : y);
+        }
+    } else {
+        unsigned long d = 0;
+        if (o && o->bit_depth > 0) d = (1ul << o->bit_depth) - 1;
+        else
+            for (i = 0; i < n; i++) d = v[i] > d ? v[i] : d;
+        for (i = 0; i < n; i++) {
+            unsigned long x = v[i] < d ? v[i] : d;
+            dst[i] = d ? (uint8_t)((2ul * 255ul * x + d) / (2ul * d)) : 0;
+        }
+    }
+}
 
 /* Decode with stb into 8-bit grey.  16-bit files are read at 16 bits and
  * reduced here (stb's own 16->8 is v >> 8, its own RGB->grey uses coarser
  * weights than PIL; both would shift values by one grey level). */
-static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, mama_image *out) {
+static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, const mama_decode_opts *o,
+                                mama_image *out) {
     int w = 0, h = 0, c = 0;
     size_t i, n;
     out->w = out->h = 0;
@@ -11755,11 +11829,12 @@ static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, m
         if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());
         if (mama_image_alloc(out, w, h) != MAMA_OK) { stbi_image_free(p); return MAMA_ERR_NOMEM; }
         n = (size_t)w * (size_t)h;
-        for (i = 0; i < n; i++) {
+        for (i = 0; i < n; i++) { /* grey in place: sample i is read from i * c >= i before p[i] is written */
             const stbi_us *q = p + i * (size_t)c;
             double y = c >= 3 ? 0.299 * q[0] + 0.587 * q[1] + 0.114 * q[2] : (double)q[0];
-            out->pix[i] = mama__to8((unsigned)(y + 0.5));
+            p[i] = (stbi_us)(y + 0.5);
         }
+        mama__u16_to_8(p, n, o, out->pix);
         stbi_image_free(p);
     } else {
         stbi_uc *p = stbi_load_from_memory(buf, len, &w, &h, &c, 0);
@@ -11772,17 +11847,22 @@ static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, m
 }
 #endif
 
-MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, const char *name, mama_image *out) {
+MAMA_API mama_status mama_image_load_memory_opts(const void *data, size_t bytes, const char *name,
+                                                 const mama_decode_opts *o, mama_image *out) {
     if (!name) name = "<memory>";
     out->w = out->h = 0;
     out->pix = NULL;
     if (!data || bytes == 0 || bytes > (size_t)INT_MAX)
         return MAMA_FAIL(MAMA_ERR_INVALID, "%s: empty or oversized image buffer (%zu bytes)", name, bytes);
+    MAMA_TRY(mama__decode_opts_check(o, "mama_decode_opts"));
 #ifdef MAMA_NO_STB_IMAGE
     return MAMA_FAIL(MAMA_ERR_UNSUPPORTED, "%s: built with MAMA_NO_STB_IMAGE, cannot decode", name);
 #else
-    return mama__decode((const stbi_uc *)data, (int)bytes, name, out);
+    return mama__decode((const stbi_uc *)data, (int)bytes, name, o, out);
 #endif
+}
+MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, const char *name, mama_image *out) {
+    return mama_image_load_memory_opts(data, bytes, name, NULL, out);
 }
 
 /* Read a whole file with mama_alloc (so the decoder sees one buffer and
@@ -11809,17 +11889,21 @@ static mama_status mama__read_file(const char *path, unsigned char **data, size_
     return MAMA_OK;
 }
 
-MAMA_API mama_status mama_image_load(const char *path, mama_image *out) {
+MAMA_API mama_status mama_image_load_opts(const char *path, const mama_decode_opts *o, mama_image *out) {
     unsigned char *data;
     size_t n;
     mama_status s;
     out->w = out->h = 0;
     out->pix = NULL;
+    MAMA_TRY(mama__decode_opts_check(o, "mama_decode_opts"));
     MAMA_TRY(mama__read_file(path, &data, &n));
     if (n == 0) { mama_free(data); return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: empty file", path); }
-    s = mama_image_load_memory(data, n, path, out);
+    s = mama_image_load_memory_opts(data, n, path, o, out);
     mama_free(data);
     return s;
+}
+MAMA_API mama_status mama_image_load(const char *path, mama_image *out) {
+    return mama_image_load_opts(path, NULL, out);
 }
 
 MAMA_API mama_status mama_png_write(const char *path, const uint8_t *pix, int w, int h, int channels) {
@@ -12416,7 +12500,8 @@ static mama_status mama__dataset_opts_resolve(const mama_dataset_opts *in, mama_
     o->cache = mama__opt_flag(in->cache, 1);
     o->only_2d = mama__opt_flag(in->only_2d, 1);
     o->keep_incomplete = mama__opt_flag(in->keep_incomplete, 0);
-    return MAMA_OK;
+    o->decode = in->decode;
+    return mama__decode_opts_check(&o->decode, "mama_dataset_opts.decode");
 }
 
 MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o) {
@@ -12479,7 +12564,7 @@ static mama_status mama__prepare_record(mama_dataset *d, int i, mama_image *out)
     mama_image raw;
     mama_status s;
     memset(&raw, 0, sizeof raw);
-    MAMA_TRY(mama_image_load(d->man.records[i].path, &raw));
+    MAMA_TRY(mama_image_load_opts(d->man.records[i].path, &d->opts.decode, &raw));
     s = mama_image_prepare(&raw, d->image_size, out);
     mama_image_free(&raw);
     return s;

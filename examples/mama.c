@@ -92,6 +92,12 @@
     "text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when it is\n" \
     "BF16 or F16, else f32 (f32 for a model created from a preset).  bf16/f16 halve their memory; all\n" \
     "arithmetic stays float32.  Trainable weights are always f32.\n"
+/* (a second string: USAGE_TEXT is at C99's 4095-character limit) */
+#define USAGE_DECODE_TEXT \
+    "--bit-depth N | --window C,W (pretrain, zeroshot, probe, finetune, embed, heatmap): how 16-bit\n" \
+    "images become 8-bit grey; default v*255/max(v) per image (SPEC A.5 step 1); --bit-depth N:\n" \
+    "v*255/(2^N-1), N 1..16; --window C,W: DICOM linear window, centre C, width W >= 1.  8-bit\n" \
+    "images are read as they are.\n"
 
 static void print_usage(FILE *f);
 
@@ -150,6 +156,44 @@ static int opt_float(int argc, char **argv, const char *key, float *v) {
     double x = (double)*v;
     if (!arg_number(argc, argv, key, 0, &x)) return 0;
     if (x != (double)*v) *v = x == 0 ? (float)MAMA_OFF : (float)x;
+    return 1;
+}
+
+/* --bit-depth N and --window C,W (pretrain, zeroshot, probe, finetune, embed,
+ * heatmap): how 16-bit images become 8 bits (mama_decode_opts; default: by
+ * each image's maximum).  Returns 0 after a message naming the flag when a
+ * value is malformed. */
+static int decode_args(int argc, char **argv, mama_decode_opts *o) {
+    const char *bd = arg_value(argc, argv, "--bit-depth", NULL), *win = arg_value(argc, argv, "--window", NULL);
+    char *end;
+    memset(o, 0, sizeof *o);
+    if (bd) {
+        long n = strtol(bd, &end, 10);
+        if (end == bd || *end || n < 1 || n > 16) {
+            fprintf(stderr, "mama: --bit-depth wants a whole number 1..16 (got '%s')\n", bd);
+            return 0;
+        }
+        o->bit_depth = (int)n;
+    }
+    if (win) {
+        double c = strtod(win, &end), w = 0;
+        const char *p = end;
+        int good = end != win && *p == ',';
+        if (good) {
+            w = strtod(p + 1, &end);
+            good = end != p + 1 && !*end && isfinite(c) && isfinite(w) && w >= 1 && fabs(c) < 1e30 && w < 1e30;
+        }
+        if (!good) {
+            fprintf(stderr, "mama: --window wants CENTER,WIDTH (numbers, WIDTH >= 1; got '%s')\n", win);
+            return 0;
+        }
+        o->window_center = (float)c;
+        o->window_width = (float)w;
+    }
+    if (bd && win) {
+        fprintf(stderr, "mama: --bit-depth and --window are exclusive\n");
+        return 0;
+    }
     return 1;
 }
 
@@ -349,6 +393,7 @@ static int cmd_pretrain(int argc, char **argv) {
     dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
     dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
     dopt.keep_incomplete = has_flag(argc, argv, "--keep-incomplete");
+    if (!decode_args(argc, argv, &dopt.decode)) return 2;
     o.checkpoint = arg_value(argc, argv, "--out", NULL);
     if (!dopt.manifest || !o.checkpoint) { fprintf(stderr, "mama pretrain: --manifest and --out are required\n"); return 2; }
     if (mama_config_preset(&cfg, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) return fail();
@@ -410,6 +455,7 @@ static void print_usage(FILE *f) {
             (double)po.caption_mask_p, (unsigned long long)po.seed, pr.steps, pr.batch, dm.out, dm.studies, dm.size,
             dm.steps, dm.batch, dm.probe_steps, (double)dm.lr, (unsigned long long)dm.seed);
     fputs(USAGE_DATA_TEXT, f);
+    fputs(USAGE_DECODE_TEXT, f);
 }
 
 static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
@@ -436,6 +482,7 @@ static int open_eval(int argc, char **argv, mama_model **m, mama_dataset **d) {
     dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
     dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
     dopt.keep_incomplete = has_flag(argc, argv, "--keep-incomplete");
+    if (!decode_args(argc, argv, &dopt.decode)) return 2;
     if (!w || !dopt.manifest) { fprintf(stderr, "mama: --weights and --manifest are required\n"); return 2; }
     if (load_model(argc, argv, m, w, atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
     if (mama_dataset_create(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
@@ -619,8 +666,10 @@ static int cmd_embed(int argc, char **argv) {
     if (!out || !w) { fprintf(stderr, "mama embed: --weights and --out are required\n"); return 2; }
     if (first_image > 0) {
         mama_augment_opts aug = {0}; /* every default; the model's size below */
+        mama_decode_opts dec;
         float *px;
         int n = 0;
+        if (!decode_args(argc, argv, &dec)) return 2;
         while (first_image + n < argc && strncmp(argv[first_image + n], "--", 2)) n++;
         if (load_model(argc, argv, &m, w, 1) != MAMA_OK) return fail();
         c = mama_model_config(m);
@@ -629,7 +678,7 @@ static int cmd_embed(int argc, char **argv) {
         px = (float *)malloc(sizeof(float) * c->in_chans * c->image_size * c->image_size);
         for (i = 0; i < n && rc == 0; i++) {
             mama_image img = {0, 0, NULL};
-            if (mama_image_load(argv[first_image + i], &img) != MAMA_OK ||
+            if (mama_image_load_opts(argv[first_image + i], &dec, &img) != MAMA_OK ||
                 mama_image_pipeline(&img, &aug, 0, NULL, c->in_chans, px) != MAMA_OK ||
                 mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, NULL) != MAMA_OK) rc = fail();
             mama_image_free(&img);

@@ -824,7 +824,7 @@ def test_dicom(tmp):
     a1 = rng.integers(0, 4096, size=(2048, 1536))
     a1[:400, :300] = 4095
     write(j("m1.dcm"), a1, photometric="MONOCHROME1", WindowCenter="2000", WindowWidth="3000")
-    run([sys.executable, "tools/dicom_to_png.py", j("m1.dcm"), j("m1.png")])
+    run([sys.executable, "tools/dicom_to_png.py", j("m1.dcm"), j("m1.png"), "--voi"])
     y = dp.window(a1.astype(np.float64), 2000, 3000)
     y = 1 - y
     y = y.reshape(1024, 2, 768, 2).mean(axis=(1, 3))
@@ -832,7 +832,7 @@ def test_dicom(tmp):
     got = dp.read_png_grey(j("m1.png")).astype(np.float64)
     e = float(np.abs(got - want).max()) if got.shape == want.shape else 999
     report(e <= 1 and got.shape == (1024, 768) and got[:100, :100].max() == 0, "dicom_window_mono1",
-           "16-bit MONOCHROME1 with WindowCenter/Width: windowed, inverted, 2048x1536 -> 1024x768 area mean, "
+           "--voi: 16-bit MONOCHROME1 with WindowCenter/Width: windowed, inverted, 2048x1536 -> 1024x768 area mean, "
            "8-bit (max diff in grey levels)", e)
     # 2: MONOCHROME2 with a VOI LUT sequence and rescale, 300x200 -> 1024 long side (bilinear)
     a2 = rng.integers(0, 1024, size=(300, 200))
@@ -841,21 +841,60 @@ def test_dicom(tmp):
     lut = [int(round(4095 * (i / 1023) ** 0.5)) for i in range(1024)]
     item.add_new(0x00283006, "US", lut)
     write(j("m2.dcm"), a2, bits=10, VOILUTSequence=Sequence([item]), RescaleSlope="1", RescaleIntercept="0")
-    run([sys.executable, "tools/dicom_to_png.py", j("m2.dcm"), j("m2.png")])
+    run([sys.executable, "tools/dicom_to_png.py", j("m2.dcm"), j("m2.png"), "--voi"])
     got2 = dp.read_png_grey(j("m2.png")).astype(np.float64)
     y2 = np.array(lut, dtype=np.float64)[a2] / 4095.0
     y2 = dp.bilinear_weights(300, 1024) @ y2 @ dp.bilinear_weights(200, 683).T
     e2 = float(np.abs(got2 - np.floor(y2 * 255 + 0.5)).max()) if got2.shape == (1024, 683) else 999
-    report(e2 <= 1, "dicom_voi_lut", "VOI LUT Sequence (gamma LUT, 12-bit output), MONOCHROME2, 300x200 -> 1024x683 "
+    report(e2 <= 1, "dicom_voi_lut", "--voi: VOI LUT Sequence (gamma LUT, 12-bit output), MONOCHROME2, 300x200 -> 1024x683 "
            "bilinear", e2)
-    # 3: no VOI: min..max; and the PNG decodes identically in mama.h (stb_image)
+    # 3: --voi without a VOI in the file: min..max
     a3 = rng.integers(100, 900, size=(64, 48))
     write(j("m3.dcm"), a3, bits=16)
-    run([sys.executable, "tools/dicom_to_png.py", j("m3.dcm"), j("m3.png"), "--size", "0"])
+    run([sys.executable, "tools/dicom_to_png.py", j("m3.dcm"), j("m3.png"), "--size", "0", "--voi"])
     got3 = dp.read_png_grey(j("m3.png")).astype(np.float64)
     want3 = np.floor((a3 - a3.min()) / (a3.max() - a3.min()) * 255 + 0.5)
     e3 = float(np.abs(got3 - want3).max())
-    report(e3 == 0, "dicom_minmax", "no VOI: min..max to 0..255, --size 0 keeps 64x48", e3)
+    report(e3 == 0, "dicom_minmax", "--voi, no VOI in the file: min..max to 0..255, --size 0 keeps 64x48", e3)
+    # 4: the default, SPEC A.5 step 1: x * 255 / max(x) rounded half up, no minimum shift.  Hand values
+    # (12-bit, max 4095): 1000 -> 255000/4095 = 62.27 -> 62, 2048 -> 522240/4095 = 127.53 -> 128,
+    # 3000 -> 765000/4095 = 186.81 -> 187 (mama.h's decode16_12bit_max gives the same)
+    a4 = np.array([[0, 1, 1000], [2048, 3000, 4095]])
+    write(j("m4.dcm"), a4, RescaleSlope="2", RescaleIntercept="-100", WindowCenter="10", WindowWidth="5")
+    run([sys.executable, "tools/dicom_to_png.py", j("m4.dcm"), j("m4.png"), "--size", "0"])
+    got4 = dp.read_png_grey(j("m4.png")).tolist()
+    report(got4 == [[0, 0, 62], [128, 187, 255]], "dicom_default_max",
+           "stored values * 255 / max (rescale and window in the file ignored): %s" % got4)
+    run([sys.executable, "tools/dicom_to_png.py", j("m3.dcm"), j("m3d.png"), "--size", "0"])
+    e4 = float(np.abs(dp.read_png_grey(j("m3d.png")) - np.floor(a3 * 255.0 / a3.max() + 0.5)).max())
+    report(e4 == 0, "dicom_default_max_random", "64x48 values 100..899: x * 255 / max(x), no minimum shift", e4)
+    # 5: MONOCHROME1 inverted first: max(x) - x of {0, 1000, 3000, 4000} is {4000, 3000, 1000, 0}, max 4000:
+    # 3000 -> 191.25 -> 191, 1000 -> 63.75 -> 64
+    write(j("m5.dcm"), np.array([[0, 1000], [3000, 4000]]), photometric="MONOCHROME1")
+    run([sys.executable, "tools/dicom_to_png.py", j("m5.dcm"), j("m5.png"), "--size", "0"])
+    got5 = dp.read_png_grey(j("m5.png")).tolist()
+    report(got5 == [[255, 191], [64, 0]], "dicom_mono1_default", "MONOCHROME1: max(x) - x, then * 255 / max: %s" % got5)
+    # 6: --bit-depth 12 on a max-1000 image: 250 -> 63750/4095 = 15.57 -> 16, 500 -> 31.14 -> 31,
+    # 1000 -> 62.27 -> 62 (the per-image max would give 64 128 255)
+    write(j("m6.dcm"), np.array([[0, 250], [500, 1000]]))
+    run([sys.executable, "tools/dicom_to_png.py", j("m6.dcm"), j("m6.png"), "--size", "0", "--bit-depth", "12"])
+    run([sys.executable, "tools/dicom_to_png.py", j("m6.dcm"), j("m6m.png"), "--size", "0"])
+    got6, got6m = dp.read_png_grey(j("m6.png")).tolist(), dp.read_png_grey(j("m6m.png")).tolist()
+    report(got6 == [[0, 16], [31, 62]] and got6m == [[0, 64], [128, 255]], "dicom_bit_depth",
+           "--bit-depth 12: %s, per-image max: %s" % (got6, got6m))
+    # 7: --window 1000.5,1001: v <= 500 -> 0, v > 1500 -> 255, else ((v - 1000)/1000 + 0.5) * 255:
+    # 750 -> 63.75 -> 64, 1000 -> 127.5 -> 128, 1250 -> 191.25 -> 191
+    write(j("m7.dcm"), np.array([[400, 750, 1000], [1250, 1500, 4000]]))
+    run([sys.executable, "tools/dicom_to_png.py", j("m7.dcm"), j("m7.png"), "--size", "0", "--window", "1000.5,1001"])
+    got7 = dp.read_png_grey(j("m7.png")).tolist()
+    report(got7 == [[0, 64, 128], [191, 255, 255]], "dicom_window_option", "--window 1000.5,1001: %s" % got7)
+    # 8: all zero: no division by zero
+    write(j("m8.dcm"), np.zeros((2, 2), dtype=np.int64))
+    run([sys.executable, "tools/dicom_to_png.py", j("m8.dcm"), j("m8.png"), "--size", "0"])
+    report(dp.read_png_grey(j("m8.png")).tolist() == [[0, 0], [0, 0]], "dicom_all_zero", "max 0 -> all 0")
+    bad = subprocess.run([sys.executable, "tools/dicom_to_png.py", j("m8.dcm"), j("m8b.png"), "--window", "5"],
+                         cwd=ROOT, capture_output=True, text=True)
+    report(bad.returncode != 0 and "--window" in bad.stderr, "dicom_bad_window", "--window 5 rejected naming the flag")
     os.makedirs(j("tree", "p1"))
     shutil.copyfile(j("m3.dcm"), j("tree", "p1", "x.dcm"))
     run([sys.executable, "tools/dicom_to_png.py", j("tree"), "-o", j("tree_png"), "--size", "128"])

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 static long getpid_fallback(void) { return (long)getpid(); }
 
@@ -621,23 +622,25 @@ static void test_io(void) {
         test_report(ok && i == 0, "png_rgb_to_grey", "ITU-R 601 luma as PIL convert('L'), worst=%d", i);
         mama_image_free(&back);
     }
-    /* 16-bit PNG (png_write16 above, stored deflate) -> round(v/257):
+    /* 16-bit PNG (png_write16 above, stored deflate), full range (max 65535):
+     * v * 255 / 65535 = v / 257 rounded half up:
      * 0->0, 25700->100, 25828 (100*257+128)->100, 25829->101, 65535->255, 1000->4 (3.89) */
     {
         static const uint16_t v16[6] = {0, 25700, 25828, 25829, 65535, 1000};
         static const int want[6] = {0, 100, 100, 101, 255, 4};
         ok = png_write16(path, v16, 3, 2, 1) == MAMA_OK && mama_image_load(path, &back) == MAMA_OK && back.w == 3;
         i = ok ? worst_diff(back.pix, want, 6) : 99;
-        test_report(ok && i == 0, "png16_to_8", "16-bit grey PNG scaled by round(v/257), worst=%d (%s)", i, ok ? "" : mama_last_error());
+        test_report(ok && i == 0, "png16_to_8", "full-range 16-bit grey PNG (max 65535): round(v/257), worst=%d (%s)", i, ok ? "" : mama_last_error());
         mama_image_free(&back);
     }
     {
-        /* 16-bit RGB: red 65535 -> luma 19595 -> round(19595/257) = 76 */
+        /* 16-bit RGB: red 65535 -> luma 0.299*65535 = 19594.97 -> 19595, blue 0.114*65535 -> 7471;
+         * then by the image's maximum 19595: red 255, blue 7471*255/19595 = 1905105/19595 = 97.22 -> 97 */
         static const uint16_t c16[6] = {65535, 0, 0, 0, 0, 65535};
-        static const int want[2] = {76, 29};
+        static const int want[2] = {255, 97};
         ok = png_write16(path, c16, 2, 1, 3) == MAMA_OK && mama_image_load(path, &back) == MAMA_OK;
         i = ok ? worst_diff(back.pix, want, 2) : 99;
-        test_report(ok && i == 0, "png16_rgb", "16-bit RGB -> luma -> 8 bit, worst=%d", i);
+        test_report(ok && i == 0, "png16_rgb", "16-bit RGB -> 16-bit luma -> 8 bit by the maximum, worst=%d", i);
         mama_image_free(&back);
     }
     /* PGM (binary P5) and 16-bit PGM */
@@ -664,6 +667,190 @@ static void test_io(void) {
     ok = write_bytes(path, "this is not an image at all", 27) && mama_image_load(path, &back) == MAMA_ERR_FORMAT &&
          strstr(mama_last_error(), path) != NULL;
     test_report(ok, "load_garbage", "%s", mama_last_error());
+    remove(path);
+}
+
+/* ------------------------------------------------- 16-bit intensity (A.5 step 1) */
+
+/* Write v (w x h grey 16-bit) as a PNG, decode it with o, compare with want. */
+static int decode16_case(const char *path, const uint16_t *v, int w, int h, const mama_decode_opts *o,
+                         const int *want, int *worst) {
+    mama_image back = {0, 0, NULL};
+    int ok = png_write16(path, v, w, h, 1) == MAMA_OK && mama_image_load_opts(path, o, &back) == MAMA_OK &&
+             back.w == w && back.h == h;
+    *worst = ok ? worst_diff(back.pix, want, w * h) : 99;
+    mama_image_free(&back);
+    return ok && *worst == 0;
+}
+
+static void test_decode16(void) {
+    char path[256];
+    mama_decode_opts o;
+    int ok, worst;
+    snprintf(path, sizeof path, "/tmp/mama_test_dec16_%ld.png", (long)getpid_fallback());
+    {
+        /* 12-bit, max 4095, default (per-image max), floor(v*255/4095 + 1/2):
+         * 1 -> 0.06 -> 0; 1000 -> 255000/4095 = 62.27 -> 62; 2048 -> 522240/4095 = 127.53 -> 128;
+         * 3000 -> 765000/4095 = 186.81 -> 187; 4095 -> 255.  (v/257 would give 0 4 8 12 16.) */
+        static const uint16_t v[6] = {0, 1, 1000, 2048, 3000, 4095};
+        static const int want[6] = {0, 0, 62, 128, 187, 255};
+        ok = decode16_case(path, v, 3, 2, NULL, want, &worst);
+        test_report(ok, "decode16_12bit_max", "max 4095: 2048 -> 128, 1000 -> 62, 3000 -> 187, worst=%d (%s)", worst,
+                    ok ? "" : mama_last_error());
+        /* the same image with bit_depth 12: 2^12 - 1 = 4095 = its max, so the same values */
+        memset(&o, 0, sizeof o);
+        o.bit_depth = 12;
+        ok = decode16_case(path, v, 3, 2, &o, want, &worst);
+        test_report(ok, "decode16_12bit_depth12", "bit_depth 12 on a max-4095 image = the per-image result, worst=%d",
+                    worst);
+    }
+    {
+        /* 14-bit, max 16383: 100 -> 25500/16383 = 1.56 -> 2; 8192 -> 2088960/16383 = 127.508 -> 128;
+         * 16383 -> 255 */
+        static const uint16_t v[4] = {0, 100, 8192, 16383};
+        static const int want[4] = {0, 2, 128, 255};
+        ok = decode16_case(path, v, 2, 2, NULL, want, &worst);
+        test_report(ok, "decode16_14bit_max", "max 16383: 8192 -> 128, 100 -> 2, worst=%d", worst);
+    }
+    {
+        /* full range, max 65535 = v/257 rounded: 25700 -> 100, 25828 = 100*257+128 -> 100.498 -> 100,
+         * 25829 -> 100.502 -> 101, 1000 -> 3.89 -> 4; bit_depth 16 gives the same */
+        static const uint16_t v[6] = {0, 25700, 25828, 25829, 65535, 1000};
+        static const int want[6] = {0, 100, 100, 101, 255, 4};
+        int ok2;
+        ok = decode16_case(path, v, 3, 2, NULL, want, &worst);
+        memset(&o, 0, sizeof o);
+        o.bit_depth = 16;
+        ok2 = decode16_case(path, v, 3, 2, &o, want, &worst);
+        test_report(ok && ok2, "decode16_full_range", "max 65535 and bit_depth 16: v/257 rounded half up, worst=%d",
+                    worst);
+    }
+    {
+        /* max 1000 below the 12-bit depth.  Per-image max: 250 -> 63.75 -> 64, 500 -> 127.5 -> 128 (the
+         * half rounds up), 1000 -> 255.  bit_depth 12: 250 -> 63750/4095 = 15.57 -> 16,
+         * 500 -> 127500/4095 = 31.14 -> 31, 1000 -> 255000/4095 = 62.27 -> 62; 5000 is above 4095 -> 255. */
+        static const uint16_t v[4] = {0, 250, 500, 1000}, v5[4] = {0, 250, 500, 5000};
+        static const int want_max[4] = {0, 64, 128, 255}, want_d12[4] = {0, 16, 31, 62}, want_clip[4] = {0, 16, 31, 255};
+        int w1, w2, w3, ok1, ok2, ok3;
+        ok1 = decode16_case(path, v, 2, 2, NULL, want_max, &w1);
+        memset(&o, 0, sizeof o);
+        o.bit_depth = 12;
+        ok2 = decode16_case(path, v, 2, 2, &o, want_d12, &w2);
+        ok3 = decode16_case(path, v5, 2, 2, &o, want_clip, &w3);
+        test_report(ok1, "decode16_below_depth_max", "max 1000, per-image: 250 500 1000 -> 64 128 255, worst=%d", w1);
+        test_report(ok2, "decode16_below_depth_12", "max 1000, bit_depth 12: 250 500 1000 -> 16 31 62, worst=%d", w2);
+        test_report(ok3, "decode16_depth_clips", "bit_depth 12: 5000 > 4095 -> 255, worst=%d", w3);
+    }
+    {
+        /* DICOM LINEAR window C 1000.5, W 1001: c - 0.5 = 1000, (W-1)/2 = 500, so v <= 500 -> 0,
+         * v > 1500 -> 255, else ((v - 1000)/1000 + 0.5) * 255: 501 -> 0.255 -> 0, 750 -> 63.75 -> 64,
+         * 1000 -> 127.5 -> 128, 1250 -> 191.25 -> 191, 1500 -> 255 */
+        static const uint16_t v[9] = {400, 500, 501, 750, 1000, 1250, 1500, 1501, 4000};
+        static const int want[9] = {0, 0, 0, 64, 128, 191, 255, 255, 255};
+        memset(&o, 0, sizeof o);
+        o.window_center = 1000.5f;
+        o.window_width = 1001.0f;
+        ok = decode16_case(path, v, 3, 3, &o, want, &worst);
+        test_report(ok, "decode16_window", "C 1000.5 W 1001: 750 1000 1250 -> 64 128 191, clipped outside, worst=%d",
+                    worst);
+        /* W = 1: v > C - 0.5 -> 255 */
+        {
+            static const uint16_t v1[2] = {999, 1000};
+            static const int want1[2] = {0, 255};
+            o.window_center = 1000.0f;
+            o.window_width = 1.0f;
+            ok = decode16_case(path, v1, 2, 1, &o, want1, &worst);
+            test_report(ok, "decode16_window_w1", "C 1000 W 1: 999 -> 0, 1000 -> 255, worst=%d", worst);
+        }
+    }
+    {
+        /* all zero: max 0 gives 0, not a division by zero */
+        static const uint16_t v[4] = {0, 0, 0, 0};
+        static const int want[4] = {0, 0, 0, 0};
+        ok = decode16_case(path, v, 2, 2, NULL, want, &worst);
+        test_report(ok, "decode16_all_zero", "max 0 -> all 0, worst=%d", worst);
+    }
+    {
+        /* 8-bit images are not touched by the options */
+        mama_image im = mk(4, 1, NULL), back = {0, 0, NULL};
+        im.pix[0] = 0; im.pix[1] = 10; im.pix[2] = 100; im.pix[3] = 200;
+        memset(&o, 0, sizeof o);
+        o.bit_depth = 12;
+        ok = mama_image_save_png(&im, path) == MAMA_OK && mama_image_load_opts(path, &o, &back) == MAMA_OK &&
+             back.w == 4 && memcmp(back.pix, im.pix, 4) == 0;
+        test_report(ok, "decode8_unchanged", "8-bit PNG with bit_depth 12: identical pixels");
+        mama_image_free(&im);
+        mama_image_free(&back);
+    }
+    {
+        /* bad options name the field */
+        mama_image back = {0, 0, NULL};
+        mama_status s1, s2, s3;
+        int m1, m2, m3;
+        memset(&o, 0, sizeof o);
+        o.bit_depth = 17;
+        s1 = mama_image_load_opts(path, &o, &back);
+        m1 = strstr(mama_last_error(), "bit_depth") != NULL;
+        memset(&o, 0, sizeof o);
+        o.window_width = 0.5f;
+        s2 = mama_image_load_opts(path, &o, &back);
+        m2 = strstr(mama_last_error(), "window_width") != NULL;
+        o.window_width = 100.0f;
+        o.bit_depth = 12;
+        s3 = mama_image_load_opts(path, &o, &back);
+        m3 = strstr(mama_last_error(), "exclusive") != NULL;
+        test_report(s1 == MAMA_ERR_INVALID && s2 == MAMA_ERR_INVALID && s3 == MAMA_ERR_INVALID && m1 && m2 && m3,
+                    "decode_opts_invalid", "bit_depth 17, window_width 0.5, both set: MAMA_ERR_INVALID (%s)",
+                    mama_last_error());
+    }
+    {
+        /* the dataset decodes with mama_dataset_opts.decode: an 8x8 image of 2048 (max 2048) is 255 by
+         * default -> (255/255 - 0.5)/0.5 = 1; with bit_depth 12 it is 2048*255/4095 -> 128 ->
+         * (128/255 - 0.5)/0.5 = 1/255 = 0.00392 */
+        char dir[256], man[300], img[300];
+        uint16_t v[64];
+        mama_config c;
+        mama_dataset_opts dopt;
+        mama_dataset *d = NULL;
+        float *px = NULL, got[2] = {-9, -9};
+        int i, k, uniform = 1;
+        FILE *f;
+        snprintf(dir, sizeof dir, "/tmp/mama_test_ds16_%ld", (long)getpid_fallback());
+        snprintf(man, sizeof man, "%s/manifest.csv", dir);
+        snprintf(img, sizeof img, "%s/a.png", dir);
+        for (i = 0; i < 64; i++) v[i] = 2048;
+        mkdir(dir, 0755);
+        ok = png_write16(img, v, 8, 8, 1) == MAMA_OK && (f = fopen(man, "wb")) != NULL;
+        if (ok) { fputs("path,split\na.png,train\n", f); fclose(f); }
+        ok = ok && mama_config_preset(&c, "tiny") == MAMA_OK;
+        if (ok) px = (float *)malloc(sizeof(float) * (size_t)c.in_chans * c.image_size * c.image_size);
+        for (k = 0; ok && k < 2; k++) {
+            memset(&dopt, 0, sizeof dopt);
+            dopt.manifest = man;
+            dopt.decode.bit_depth = k ? 12 : 0;
+            ok = px && mama_dataset_create(&d, &dopt, &c) == MAMA_OK && mama_dataset_image(d, 0, 0, NULL, px) == MAMA_OK;
+            if (ok) {
+                got[k] = px[0];
+                for (i = 0; i < c.in_chans * c.image_size * c.image_size; i++) uniform &= px[i] == px[0];
+            }
+            mama_dataset_free(d);
+            d = NULL;
+        }
+        test_report(ok && uniform && fabsf(got[0] - 1.0f) < 1e-6f && fabsf(got[1] - 1.0f / 255.0f) < 1e-6f,
+                    "decode16_dataset", "dataset pixels %.6f (default, want 1) and %.6f (bit_depth 12, want 0.003922) "
+                    "(%s)", got[0], got[1], ok ? "" : mama_last_error());
+        memset(&dopt, 0, sizeof dopt);
+        dopt.manifest = man;
+        dopt.decode.bit_depth = 17;
+        ok = mama_dataset_create(&d, &dopt, &c) == MAMA_ERR_INVALID &&
+             strstr(mama_last_error(), "mama_dataset_opts.decode.bit_depth") != NULL;
+        test_report(ok, "decode16_dataset_invalid", "%s", mama_last_error());
+        mama_dataset_free(d);
+        free(px);
+        remove(img);
+        remove(man);
+        rmdir(dir);
+    }
     remove(path);
 }
 
@@ -931,6 +1118,7 @@ int main(int argc, char **argv) {
     test_tensor_and_rrc();
     test_pipeline();
     test_io();
+    test_decode16();
     test_synth();
     test_synth_write();
     test_alloc_failures();

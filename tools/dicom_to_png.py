@@ -6,16 +6,26 @@
 
 Per image (needs numpy and pydicom; compressed transfer syntaxes need pydicom's optional
 decoders, e.g. `pip install pylibjpeg pylibjpeg-libjpeg` for JPEG-lossless):
-  1. the stored values through the Modality LUT (Rescale Slope / Intercept);
-  2. the VOI transform, when the file has one (--window N picks which; --no-voi skips it):
-     a VOI LUT Sequence (output scaled by the LUT's own range), else Window Center / Width
-     with VOI LUT Function LINEAR (default), LINEAR_EXACT or SIGMOID (DICOM PS3.3
-     C.11.2.1.2), mapped to [0, 1]; without VOI the image's min..max is mapped to [0, 1];
-  3. MONOCHROME1 (or Presentation LUT Shape INVERSE) is inverted, so that dense tissue is
-     bright as in MONOCHROME2;
-  4. the long side is resized to --size (default 1024; 0 keeps the size): area averaging
+  1. intensity, by default as the reference's own preprocessing (SPEC A.5 step 1): the
+     stored pixel values x (no Rescale Slope / Intercept, no VOI window, no minimum shift),
+     MONOCHROME1 (or Presentation LUT Shape INVERSE) inverted first as max(x) - x, then
+     x * 255 / max(x) (an all-zero image stays zero; negative stored values become 0).
+     Options instead of the per-image maximum (the same as mama's --bit-depth / --window):
+       --bit-depth N   x * 255 / (2^N - 1), x clipped to 0..2^N-1; MONOCHROME1 is inverted
+                       as (2^N - 1) - x;
+       --window C,W    DICOM's LINEAR window (PS3.3 C.11.2.1.2) with centre C and width W
+                       (>= 1) on the stored values, to 0..255; MONOCHROME1 inverted after it
+                       (255 - y), as DICOM applies the VOI before the presentation;
+       --voi           the file's own display transform: the Modality LUT, then its VOI LUT
+                       Sequence (output scaled by the LUT's own range) or Window Center / Width
+                       with VOI LUT Function LINEAR (default), LINEAR_EXACT or SIGMOID
+                       (--voi-index N picks which when there are several), else the image's
+                       min..max; MONOCHROME1 inverted after;
+  2. the long side is resized to --size (default 1024; 0 keeps the size): area averaging
      when shrinking, bilinear (half-pixel centres) when growing, on the float image;
-  5. rounded to 8 bits and written as a grey PNG (zlib, no other dependency).
+  3. rounded half up to 8 bits, floor(y + 0.5) on the 0..255 scale, and written as a grey
+     PNG (zlib, no other dependency).  With --size 0 the default gives exactly
+     floor(x * 255 / max(x) + 1/2), mama.h's reading of a 16-bit PNG.
 A multi-frame file contributes its first frame.
 """
 import argparse
@@ -88,6 +98,52 @@ def to_unit(ds, window_index=0, voi=True):
             str(getattr(ds, "PresentationLUTShape", "")).upper() == "INVERSE":
         y = 1.0 - y
     return np.clip(y, 0.0, 1.0)
+
+
+def stored_grey(ds):
+    """The stored pixel values as float64 (first frame; colour becomes ITU-R 601 luma)."""
+    arr = ds.pixel_array
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        arr = arr[0]
+    if arr.ndim == 3:
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.asarray(arr, dtype=np.float64)
+
+
+def inverted(ds):
+    return str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1" or \
+        str(getattr(ds, "PresentationLUTShape", "")).upper() == "INVERSE"
+
+
+def scale_max(x, invert=False):
+    """SPEC A.5 step 1: MONOCHROME1 inverted first (max(x) - x), then x * 255 / max(x)."""
+    x = np.maximum(x, 0.0)
+    if invert:
+        x = x.max() - x if x.size else x
+    m = float(x.max()) if x.size else 0.0
+    return x * 255.0 / m if m > 0 else np.zeros_like(x)
+
+
+def scale_bits(x, bits, invert=False):
+    """x * 255 / (2^bits - 1), x clipped to 0..2^bits-1; MONOCHROME1 as (2^bits - 1) - x."""
+    d = float((1 << bits) - 1)
+    x = np.clip(x, 0.0, d)
+    if invert:
+        x = d - x
+    return x * 255.0 / d
+
+
+def to_grey(ds, bit_depth=0, win=None, voi=False, voi_index=0):
+    """The image on the 0..255 scale, float64 (step 1)."""
+    if voi:
+        return to_unit(ds, voi_index, True) * 255.0
+    x = stored_grey(ds)
+    if win is not None:
+        y = window(x, win[0], win[1], "LINEAR") * 255.0
+        return 255.0 - y if inverted(ds) else y
+    if bit_depth:
+        return scale_bits(x, bit_depth, inverted(ds))
+    return scale_max(x, inverted(ds))
 
 
 # --------------------------------------------------------------------------------------
@@ -201,14 +257,14 @@ def read_png_grey(path):
 
 # --------------------------------------------------------------------------------------
 
-def convert_file(src, dst, size=1024, window_index=0, voi=True):
+def convert_file(src, dst, size=1024, bit_depth=0, win=None, voi=False, voi_index=0):
     import pydicom
     ds = pydicom.dcmread(src)
-    y = to_unit(ds, window_index, voi)
+    y = to_grey(ds, bit_depth, win, voi, voi_index)
     h, w = target_size(y.shape[0], y.shape[1], size)
     if (h, w) != y.shape:
         y = resize(y, h, w)
-    grey = np.floor(np.clip(y, 0, 1) * 255 + 0.5).astype(np.uint8)
+    grey = np.floor(np.clip(y, 0, 255) + 0.5).astype(np.uint8)
     d = os.path.dirname(os.path.abspath(dst))
     os.makedirs(d, exist_ok=True)
     tmp = dst + ".tmp"
@@ -225,10 +281,29 @@ def main(argv=None):
     ap.add_argument("output", nargs="?", help="output PNG (for one file)")
     ap.add_argument("-o", "--out-dir", help="output directory (for a directory input)")
     ap.add_argument("--size", type=int, default=1024, help="long side in pixels (0 = keep; default 1024)")
-    ap.add_argument("--window", type=int, default=0, help="which VOI window / LUT when there are several")
-    ap.add_argument("--no-voi", action="store_true", help="ignore VOI LUT / windowing (min..max instead)")
+    ap.add_argument("--bit-depth", type=int, default=0, metavar="N",
+                    help="x * 255 / (2^N - 1), N 1..16, instead of the image's maximum")
+    ap.add_argument("--window", metavar="C,W", help="DICOM linear window, centre C and width W >= 1, instead "
+                    "of the image's maximum")
+    ap.add_argument("--voi", action="store_true", help="the file's own Modality LUT + VOI (LUT or window)")
+    ap.add_argument("--voi-index", type=int, default=0, help="with --voi: which VOI window / LUT when there "
+                    "are several")
     ap.add_argument("--skip-existing", action="store_true")
     args = ap.parse_args(argv)
+    win = None
+    if args.window is not None:
+        try:
+            c, w = (float(v) for v in args.window.split(","))
+            if not (math.isfinite(c) and math.isfinite(w) and w >= 1):
+                raise ValueError
+        except ValueError:
+            ap.error("--window wants CENTER,WIDTH (numbers, WIDTH >= 1; got %r)" % args.window)
+        win = (c, w)
+    if args.bit_depth and not 1 <= args.bit_depth <= 16:
+        ap.error("--bit-depth wants a whole number 1..16 (got %d)" % args.bit_depth)
+    if sum([bool(args.bit_depth), win is not None, args.voi]) > 1:
+        ap.error("--bit-depth, --window and --voi are exclusive")
+    opts = dict(bit_depth=args.bit_depth, win=win, voi=args.voi, voi_index=args.voi_index)
     if os.path.isdir(args.input):
         if not args.out_dir:
             raise SystemExit("a directory input needs -o OUT_DIR")
@@ -243,7 +318,7 @@ def main(argv=None):
                 if args.skip_existing and os.path.exists(dst):
                     continue
                 try:
-                    convert_file(src, dst, args.size, args.window, not args.no_voi)
+                    convert_file(src, dst, args.size, **opts)
                     n += 1
                 except Exception as e:  # keep going over a large tree; report at the end
                     bad += 1
@@ -252,7 +327,7 @@ def main(argv=None):
         return 1 if bad and not n else 0
     dst = args.output or (os.path.join(args.out_dir, os.path.splitext(os.path.basename(args.input))[0] + ".png")
                           if args.out_dir else os.path.splitext(args.input)[0] + ".png")
-    convert_file(args.input, dst, args.size, args.window, not args.no_voi)
+    convert_file(args.input, dst, args.size, **opts)
     return 0
 
 
