@@ -1591,6 +1591,12 @@ typedef struct mama_pretrain_opts {
                                     MAMA_OFF: never stop, skip them all) */
     const char *checkpoint;      /* path; written every checkpoint_every steps and at the end (default none) */
     long checkpoint_every;       /* default: only at the end */
+    long val_every;              /* the validation loss (below) after every val_every optimiser steps and
+                                    after the last one (default: at each checkpoint_every and after the
+                                    last step; MAMA_OFF, kept negative when resolved: never) */
+    const char *best_checkpoint; /* where the best-validation checkpoint goes (default: `checkpoint`
+                                    with ".best" before its extension, a.safetensors -> a.best.safetensors;
+                                    none without a checkpoint) */
     const char *log_csv;         /* a row per step (default none) */
     int resume;                  /* continue from `checkpoint` if it exists (default off) */
     int quiet;                   /* no progress output (default off) */
@@ -1612,8 +1618,33 @@ typedef struct mama_pretrain_result {
      * after the backward (the final wait, or all of the blocking one) */
     double grad_comm_seconds, grad_wait_seconds;
     long grad_buckets;           /* bucket all-reduces started (0: the blocking path) */
+    /* validation: the best loss over the run, resumed runs included (NaN
+     * when none), the step after which it was measured (0: none), and the
+     * loss of the last validation of this call (NaN when none) */
+    double best_val_loss, last_val_loss;
+    long best_val_step;
 } mama_pretrain_result;
 
+/* Validation (SPEC A.7, "best and last"): the training objective on the
+ * val split at the current step, averaged over its images: no
+ * augmentation (the evaluation pipeline), unmasked captions, eval mode
+ * (dropout off, BatchNorm with its running statistics, as every eval-mode
+ * forward here), the losses the step uses (the late ones from late_loss on;
+ * their ext image is chosen as in training, another image of the study
+ * with probability ext_other_view_p, from a random stream fixed per record,
+ * so every validation sees the same pairs; else the image itself).  The
+ * split goes in batches of `batch` (per rank; the global batch of world *
+ * batch in data parallel), each batch's loss weighted by its size; the last
+ * batch is partial (in data parallel each rank takes floor(rest / world)
+ * images of it, so at most world - 1 images are left out).  After a
+ * validation, when it is the best so far (strictly lower, finite; the
+ * first validation with the late losses, from late_loss on, starts the
+ * comparison afresh, since the objective it measures changed there), the
+ * checkpoint goes to best_checkpoint too; both files carry best_val_loss
+ * and best_val_step in their metadata, and a resumed run starts from the
+ * lower of the two files' best (so a worse validation after a resume never
+ * replaces a better best).  Validation never changes the training
+ * trajectory: a run validated or not, resumed or not, trains identically. */
 MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o,
                                    mama_pretrain_result *res);
 /* Checkpoints: weights + AdamW moments + step + seed + config, written
@@ -1646,6 +1677,11 @@ typedef struct mama_eval_result {
     int *labels;                 /* [n] */
     int *records;                /* [n] record indices */
     mama_metrics metrics;
+    /* fine-tuning's validation (val_every): the step whose weights made
+     * these results (0: the last weights, no validation) and their mean
+     * cross-entropy on the val split (set only when best_step > 0) */
+    long best_step;
+    double best_val_loss;
 } mama_eval_result;
 MAMA_API void mama_eval_result_free(mama_eval_result *r);
 
@@ -1677,6 +1713,10 @@ typedef struct mama_probe_opts {
                                     MAMA_OFF: features computed once (linear probe only) */
     uint64_t seed;               /* sampling and augmentation (_SEED; 0: the default) */
     int quiet;                   /* no progress output (default off) */
+    long val_every;              /* fine-tuning only: the val split's cross-entropy after every val_every
+                                    steps and after the last; the weights of the lowest are kept and
+                                    evaluated (default: steps / 10, at least 1; MAMA_OFF, kept negative
+                                    when resolved: never, the last weights) */
 } mama_probe_opts;
 /* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_probe_opts_default(mama_probe_opts *o);
@@ -1688,7 +1728,13 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
 /* Full fine-tuning (SPEC A.7): the same as the linear probe, but the image
  * encoder trains too (SGD with the probe's settings on the vision tower's
  * parameters; training images augmented).  The model's vision weights are
- * changed in place. */
+ * changed in place.  Model selection (val_every): every val_every steps and
+ * after the last, the mean cross-entropy of the classifier on the val
+ * split's labelled images (evaluation pipeline, eval mode); the vision
+ * weights and classifier with the lowest (the earliest on ties) are kept in
+ * memory, restored at the end (so the model holds them on return) and
+ * evaluated on `eval_split` (out->best_step says which step).  Without
+ * labelled val images there is no selection (the last weights). */
 MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot_task task, const mama_probe_opts *o,
                                    mama_split eval_split, mama_eval_result *out);
 
@@ -6055,7 +6101,7 @@ static mama_status mama__dp_allreduce_dev(mama_model *m, float *buf, size_t n);
 /* rank 0 writes the checkpoint (reference mode: after averaging the
  * BatchNorm running statistics); all ranks learn whether that worked */
 static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, const struct mama_adamw *opt,
-                                            long step, uint64_t seed);
+                                            long step, uint64_t seed, double best_val, long best_step);
 /* Overlapped gradient sum (12.7): the backward calls mama__dp_grads_ready
  * at each point where a part of the gradient buffer is final for this
  * step (the hook points below, every one on every step, whether or not its
@@ -12969,6 +13015,8 @@ static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mam
     o->max_bad_steps = mama__opt_int(in->max_bad_steps, MAMA_PRETRAIN_DEFAULT_MAX_BAD_STEPS);
     o->checkpoint = in->checkpoint;
     o->checkpoint_every = mama__opt_long(in->checkpoint_every, 0);
+    o->val_every = in->val_every < 0 ? MAMA_OFF : in->val_every; /* 0: the default rule (at the checkpoints) */
+    o->best_checkpoint = in->best_checkpoint;
     o->log_csv = in->log_csv;
     o->resume = mama__opt_flag(in->resume, 0);
     o->quiet = mama__opt_flag(in->quiet, 0);
@@ -12998,8 +13046,10 @@ MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o) {
  * groups, and metadata: mama_config, step, seed, the optimiser's step
  * counts.  Every random choice of training derives from (seed, step), so
  * these restore the run exactly. */
-MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
-                                          uint64_t seed) {
+/* best_step > 0: the metadata also records the best validation so far
+ * (best_val_loss, best_val_step; mama_pretrain). */
+static mama_status mama__checkpoint_save_best(const char *path, const mama_model *m, const mama_adamw *opt, long step,
+                                              uint64_t seed, double best_val, long best_step) {
     mama_st_writer *w = NULL;
     float *moments = NULL;
     mama__host_weights h;
@@ -13029,11 +13079,22 @@ MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m,
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
     if (s == MAMA_OK) s = mama_st_writer_meta(w, "seed", buf);
     if (s == MAMA_OK) s = mama_st_writer_meta(w, "format", "mama-checkpoint-1");
+    if (s == MAMA_OK && best_step > 0) {
+        snprintf(buf, sizeof buf, "%.17g", best_val); /* exact: resume compares it */
+        s = mama_st_writer_meta(w, "best_val_loss", buf);
+        snprintf(buf, sizeof buf, "%ld", best_step);
+        if (s == MAMA_OK) s = mama_st_writer_meta(w, "best_val_step", buf);
+    }
     if (s == MAMA_OK) s = mama_st_writer_write(w, path); /* temporary file, fsync, rename */
     mama_st_writer_free(w);
     mama__host_weights_free(&h);
     mama_free(moments);
     return s;
+}
+
+MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
+                                          uint64_t seed) {
+    return mama__checkpoint_save_best(path, m, opt, step, seed, 0.0, 0);
 }
 
 static mama_status mama__meta_long(const mama_safetensors *st, const char *key, long *v) {
@@ -13104,6 +13165,99 @@ static int mama__file_exists(const char *path) {
     return f != NULL;
 }
 
+/* ---- 11.2b Validation and the best checkpoint (see mama_pretrain in 1.16) */
+
+/* The best checkpoint's path: best_checkpoint, else `ckpt` with ".best"
+ * before the extension of its last path component (or appended when it has
+ * none).  NULL without either; else mama_alloc'ed. */
+static mama_status mama__best_path(const mama_pretrain_opts *o, char **out) {
+    const char *src = o->best_checkpoint ? o->best_checkpoint : o->checkpoint, *dot, *slash;
+    size_t n, at;
+    *out = NULL;
+    if (!src) return MAMA_OK;
+    n = strlen(src);
+    MAMA_TRY(mama_alloc((void **)out, n + 6, "best checkpoint path"));
+    if (o->best_checkpoint) { memcpy(*out, src, n + 1); return MAMA_OK; }
+    dot = strrchr(src, '.');
+    slash = strrchr(src, '/');
+    at = dot && (!slash || dot > slash + 1) ? (size_t)(dot - src) : n;
+    memcpy(*out, src, at);
+    memcpy(*out + at, ".best", 5);
+    memcpy(*out + at + 5, src + at, n - at + 1);
+    return MAMA_OK;
+}
+
+/* The best validation recorded in a checkpoint's metadata (left as it is
+ * when the file or the keys are missing). */
+static void mama__checkpoint_best_read(const char *path, double *best, long *best_step) {
+    mama_safetensors st;
+    const char *v, *k;
+    if (!mama__file_exists(path)) return;
+    memset(&st, 0, sizeof st);
+    if (mama_st_open(&st, path) != MAMA_OK) { mama_clear_error(); return; }
+    v = mama_st_meta(&st, "best_val_loss");
+    k = mama_st_meta(&st, "best_val_step");
+    if (v && k && atol(k) > 0 && isfinite(strtod(v, NULL)) && (*best_step <= 0 || strtod(v, NULL) < *best)) {
+        *best = strtod(v, NULL);
+        *best_step = atol(k);
+    }
+    mama_st_close(&st);
+}
+
+/* The validation loss (1.16) after `step` optimiser steps into *out (NaN
+ * with an empty val split).  b holds one batch (batch rows). */
+static mama_status mama__pretrain_val(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o, long step,
+                                      mama__batch_buf *b, double *out) {
+    const int *idx;
+    int n = mama_dataset_pretrain_split(d, MAMA_SPLIT_VAL, &idx), world = mama__dp_world(m), rank = mama__dp_rank(m);
+    int G = o->batch * world, late = step >= o->late_loss, pos, i;
+    size_t img = (size_t)d->in_chans * d->image_size * d->image_size;
+    double sum = 0;
+    long count = 0;
+    mama_step_opts so;
+    memset(&so, 0, sizeof so);
+    so.late = mama__opt_pass(late);
+    so.use_mv = mama__opt_pass(o->use_mv);
+    so.use_sym = mama__opt_pass(o->use_sym);
+    so.use_sla = mama__opt_pass(o->use_sla);
+    so.train = MAMA_OFF;   /* BatchNorm running statistics, no dropout */
+    so.dropout = MAMA_OFF;
+    MAMA_TRY(mama__step_opts_resolve(&so, &so));
+    for (pos = 0; pos < n; pos += G) {
+        int bl = (n - pos < G ? n - pos : G) / world; /* this rank's rows of the global batch */
+        mama_batch batch;
+        mama_losses L;
+        if (bl < 1) break;
+        for (i = 0; i < bl; i++) {
+            int rec = idx[pos + rank * bl + i], other = -1;
+            mama_rng r;
+            MAMA_TRY(mama__dataset_image(d, rec, 0, NULL, &o->aug, b->images + img * i));
+            MAMA_TRY(mama_dataset_caption(d, rec, 0.0f, NULL, b->ids + (size_t)i * d->context,
+                                          b->mask + (size_t)i * d->context));
+            if (!late) continue;
+            /* the training rule for the ext image, on a stream fixed per record */
+            mama_rng_seed(&r, mama__mix2(o->seed ^ 0x76616c2dull, (uint64_t)rec));
+            {
+                const mama_study *st = &d->man.studies[d->man.records[rec].study_index];
+                if (st->count > 1 && mama_rng_uniform(&r) < o->ext_other_view_p) {
+                    int k = (int)mama_rng_below(&r, (uint32_t)(st->count - 1));
+                    other = d->man.study_members[st->first + k];
+                    if (other == rec) other = d->man.study_members[st->first + st->count - 1];
+                    if (d->bad[other]) other = -1;
+                }
+            }
+            MAMA_TRY(mama__dataset_image(d, other >= 0 ? other : rec, 0, NULL, &o->aug, b->ext + img * i));
+        }
+        batch.B = bl; batch.images = b->images; batch.ext_images = late ? b->ext : NULL;
+        batch.input_ids = b->ids; batch.attention_mask = b->mask;
+        MAMA_TRY(mama__step(m, &batch, &so, 0, 0, &L));
+        sum += (double)L.loss * bl * world; /* the global batch's loss, weighted by its size */
+        count += (long)bl * world;
+    }
+    *out = count > 0 ? sum / (double)count : NAN;
+    return MAMA_OK;
+}
+
 MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *opts,
                                    mama_pretrain_result *res) {
     mama_pretrain_opts ro;       /* the resolved options (section 1's rule) */
@@ -13114,6 +13268,8 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     mama_pretrain_result r;
     FILE *log = NULL;
     long step = 0, bad_run = 0;
+    double vloss = NAN;
+    int better = 0;
     uint64_t seed;
     size_t ngrad = m->group_numel[MAMA_GROUP_TRAIN] + m->group_numel[MAMA_GROUP_LATE];
     double t0 = mama_time_seconds(), t_step0, comm0 = 0, wait0 = 0;
@@ -13125,8 +13281,17 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     int rank = mama__dp_rank(m), world = mama__dp_world(m), quiet;
     mama_pretrain_opts oq;
     mama_status s = MAMA_OK;
+    /* validation (11.2b): every val_every steps (0: at the checkpoints) and after the last */
+    mama__batch_buf vb;
+    char *best_path = NULL;
+    long val_every;
+    int do_val;
+    memset(&vb, 0, sizeof vb);
     memset(&r, 0, sizeof r);
+    r.best_val_loss = r.last_val_loss = NAN;
     MAMA_TRY(mama__pretrain_opts_resolve(opts, &ro, m->cfg.image_size));
+    val_every = o->val_every > 0 ? o->val_every : o->checkpoint_every;
+    do_val = o->val_every >= 0 && mama_dataset_pretrain_split(d, MAMA_SPLIT_VAL, NULL) > 0;
     seed = o->seed;
     quiet = o->quiet || rank != 0;
     oq = *o;
@@ -13135,25 +13300,42 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: batch %d does not fit the model's max_batch %d", o->batch, m->max_batch);
     if (o->accum < 1 || o->steps < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps and accum must be >= 1");
     if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: the dataset has no tokenizer");
-    MAMA_TRY(mama_adamw_init(&opt, m, o->weight_decay));
+    if (do_val) {
+        size_t img = (size_t)d->in_chans * d->image_size * d->image_size;
+        if ((s = mama__best_path(o, &best_path)) != MAMA_OK ||
+            (s = mama_alloc((void **)&vb.images, sizeof(float) * img * o->batch, "validation batch")) != MAMA_OK ||
+            (s = mama_alloc((void **)&vb.ext, sizeof(float) * img * o->batch, "validation batch")) != MAMA_OK ||
+            (s = mama_alloc((void **)&vb.ids, sizeof(int) * (size_t)o->batch * d->context, "validation batch")) != MAMA_OK ||
+            (s = mama_alloc((void **)&vb.mask, sizeof(int) * (size_t)o->batch * d->context, "validation batch")) != MAMA_OK)
+            goto early;
+    }
+    if ((s = mama_adamw_init(&opt, m, o->weight_decay)) != MAMA_OK) goto early;
     if (o->resume && o->checkpoint && mama__file_exists(o->checkpoint)) {
-        if ((s = mama_checkpoint_load(o->checkpoint, m, &opt, &step, &seed)) != MAMA_OK) { mama_adamw_free(&opt); return s; }
+        if ((s = mama_checkpoint_load(o->checkpoint, m, &opt, &step, &seed)) != MAMA_OK) { mama_adamw_free(&opt); goto early; }
         if (seed != o->seed) {
             mama_adamw_free(&opt);
-            return MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with seed %llu, not %llu", o->checkpoint,
-                             (unsigned long long)seed, (unsigned long long)o->seed);
+            s = MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with seed %llu, not %llu", o->checkpoint,
+                          (unsigned long long)seed, (unsigned long long)o->seed);
+            goto early;
         }
+        /* the best validation so far: the lower of the two files' records */
+        mama__checkpoint_best_read(o->checkpoint, &r.best_val_loss, &r.best_val_step);
+        if (best_path) mama__checkpoint_best_read(best_path, &r.best_val_loss, &r.best_val_step);
         if (!quiet) fprintf(stderr, "resuming from %s at step %ld\n", o->checkpoint, step);
     }
     if (o->log_csv && rank == 0) {
         log = fopen(o->log_csv, step > 0 ? "ab" : "wb");
-        if (!log) { mama_adamw_free(&opt); return MAMA_FAIL(MAMA_ERR_IO, "cannot open log %s: %s", o->log_csv, strerror(errno)); }
-        if (step == 0) fprintf(log, "step,lr,loss,clip,mv,sym,sla,grad_norm,skipped,images_per_s,seconds\n");
+        if (!log) {
+            mama_adamw_free(&opt);
+            s = MAMA_FAIL(MAMA_ERR_IO, "cannot open log %s: %s", o->log_csv, strerror(errno));
+            goto early;
+        }
+        if (step == 0) fprintf(log, "step,lr,loss,clip,mv,sym,sla,grad_norm,skipped,images_per_s,seconds,val_loss\n");
     }
     if ((s = mama__loader_init(&L, d, o, step * o->accum, o->steps * o->accum, rank, world)) != MAMA_OK) {
         if (log) fclose(log);
         mama_adamw_free(&opt);
-        return s;
+        goto early;
     }
     mama__dp_grad_stats(m, &comm0, &wait0, &buckets0);
     t_step0 = mama_time_seconds();
@@ -13210,22 +13392,45 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         }
         r.last = sum;
         r.steps_done++;
+        vloss = NAN;
+        /* validation after the step (not inside a run of non-finite steps) */
+        if (do_val && bad_run == 0 && ((val_every > 0 && (step + 1) % val_every == 0) || step + 1 == o->steps)) {
+            if ((s = mama__pretrain_val(m, d, o, step, &vb, &vloss)) != MAMA_OK) goto done;
+            r.last_val_loss = vloss;
+            /* the objective gains the late losses at late_loss: a val from
+             * then on is not compared with an earlier one (which would keep
+             * a pre-late checkpoint forever); the best restarts there */
+            better = isfinite(vloss) && (r.best_val_step <= 0 || vloss < r.best_val_loss ||
+                                         (late && r.best_val_step - 1 < o->late_loss));
+            if (better) { r.best_val_loss = vloss; r.best_val_step = step + 1; }
+        }
         ips = (double)r.steps_done * o->batch * o->accum * world / (mama_time_seconds() - t_step0);
         eta = (double)(o->steps - step - 1) * o->batch * o->accum * world / (ips > 0 ? ips : 1);
         if (log) {
-            fprintf(log, "%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g,%ld,%.3f,%.3f\n", step + 1, lr, sum.loss, sum.clip,
+            fprintf(log, "%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g,%ld,%.3f,%.3f,", step + 1, lr, sum.loss, sum.clip,
                     sum.mv, sum.sym, sum.sla, gnorm, r.skipped_steps, ips, mama_time_seconds() - t0);
+            if (!isnan(vloss)) fprintf(log, "%.6f", vloss);
+            fputc('\n', log);
             fflush(log);
         }
         mama__progress(&oq, step, &sum, lr, ips, eta, tty);
-        /* never checkpoint inside a run of non-finite steps: the last good one stays */
+        if (!quiet && !isnan(vloss))
+            fprintf(stderr, "%sstep %ld/%ld val_loss %.4f%s (best %.4f at step %ld)\n", tty ? "\n" : "", step + 1,
+                    o->steps, vloss, better ? " *" : "", r.best_val_loss, r.best_val_step);
+        /* the best checkpoint first, then the last (both record the best);
+         * never inside a run of non-finite steps: the last good one stays */
+        if (better && best_path && (s = mama__dp_checkpoint_save(best_path, m, &opt, step + 1, seed, r.best_val_loss,
+                                                                  r.best_val_step)) != MAMA_OK) goto done;
+        better = 0;
         if (o->checkpoint && o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps &&
             bad_run == 0)
-            if ((s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed)) != MAMA_OK) goto done;
+            if ((s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed, r.best_val_loss,
+                                              r.best_val_step)) != MAMA_OK) goto done;
     }
     /* reference mode: the ranks' BatchNorm statistics averaged (12.8) */
     s = mama_model_average_bn_stats(m);
-    if (s == MAMA_OK && o->checkpoint && bad_run == 0) s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed);
+    if (s == MAMA_OK && o->checkpoint && bad_run == 0)
+        s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed, r.best_val_loss, r.best_val_step);
 done:
     if (world > 1) {
         double comm1, wait1;
@@ -13239,6 +13444,9 @@ done:
     mama__loader_free(&L);
     if (log) fclose(log);
     mama_adamw_free(&opt);
+early:
+    mama_free(vb.images); mama_free(vb.ext); mama_free(vb.ids); mama_free(vb.mask);
+    mama_free(best_path);
     r.seconds = mama_time_seconds() - t0;
     r.images_per_s = r.seconds > 0 ? (double)r.steps_done * o->batch * o->accum * world / r.seconds : 0;
     if (res) *res = r;
@@ -13515,6 +13723,7 @@ static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_prob
     o->augment = mama__opt_flag(in->augment, 1);
     o->seed = in->seed ? in->seed : MAMA_PROBE_DEFAULT_SEED;
     o->quiet = mama__opt_flag(in->quiet, 0);
+    o->val_every = in->val_every < 0 ? MAMA_OFF : in->val_every; /* 0: the default rule (steps / 10) */
     if (o->steps < 1 || o->batch < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "probe: steps and batch must be >= 1");
     if (!(o->lr >= 0) || !(o->lr_floor >= 0) || !(o->momentum >= 0) || !(o->weight_decay >= 0))
         return MAMA_FAIL(MAMA_ERR_INVALID, "probe: lr, lr_floor, momentum and weight_decay must be numbers >= 0");
@@ -13672,6 +13881,13 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     long step;
     mama_rng rng;
     mama_status s;
+    /* model selection on the val split: its features vf, the best weights
+     * (vision tower on the host, classifier) and their step */
+    mama_eval_result va;
+    float *vf = NULL, *vprobs = NULL, *best_vis = NULL, *best_W = NULL, *best_b = NULL;
+    double best_val = NAN;
+    long best_step = 0, val_every = o->val_every > 0 ? o->val_every : o->steps / 10 > 0 ? o->steps / 10 : 1;
+    memset(&va, 0, sizeof va);
     memset(out, 0, sizeof *out);
     if (rs != MAMA_OK) return rs;
     /* the vision tower's trainable tensors lead the [train] group, up to the global head */
@@ -13687,6 +13903,16 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     MAMA__A(bx, sizeof(float) * (size_t)Bg * D); MAMA__A(dpool, sizeof(float) * (size_t)B * D);
     MAMA__A(bxl, sizeof(float) * (size_t)B * D);
     MAMA__A(imgs, sizeof(float) * img * B);
+    if (o->val_every >= 0) {
+        s = mama__eval_items(d, MAMA_SPLIT_VAL, task, &va);
+        if (s == MAMA_ERR_INVALID) { mama_clear_error(); s = MAMA_OK; } /* no labelled val image: no selection */
+        if (s != MAMA_OK) goto done;
+        if (va.n > 0) {
+            MAMA__A(vf, sizeof(float) * (size_t)va.n * D); MAMA__A(vprobs, sizeof(float) * (size_t)va.n * K);
+            MAMA__A(best_vis, sizeof(float) * n_vis);
+            MAMA__A(best_W, sizeof(float) * (size_t)K * D); MAMA__A(best_b, sizeof(float) * K);
+        }
+    }
 #undef MAMA__A
     if ((s = be->alloc(be, (void **)&vis_mom, sizeof(float) * n_vis)) != MAMA_OK) goto done;
     memset(n_cls, 0, sizeof n_cls);
@@ -13751,8 +13977,31 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
         if (!o->quiet && mama__dp_rank(m) == 0 && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
             fprintf(stderr, "finetune %s: step %ld/%ld loss %.4f lr %.2e\n", mama_task_name(task), step + 1, o->steps,
                     loss, lr);
+        if (va.n > 0 && ((step + 1) % val_every == 0 || step + 1 == o->steps)) {
+            double vl = 0;
+            if ((s = mama__encode_records(m, d, va.records, va.n, NULL, vf, 0, 0)) != MAMA_OK) goto done;
+            mama__classifier_probs(W, b, vf, va.n, K, D, vprobs);
+            for (i = 0; i < va.n; i++) vl -= log((double)vprobs[(size_t)i * K + va.labels[i]] + 1e-30) / va.n;
+            if (isfinite(vl) && (best_step == 0 || vl < best_val)) {
+                best_val = vl;
+                best_step = step + 1;
+                if ((s = be->to_host(be, best_vis, m->params, sizeof(float) * n_vis)) != MAMA_OK) goto done;
+                memcpy(best_W, W, sizeof(float) * (size_t)K * D);
+                memcpy(best_b, b, sizeof(float) * K);
+            }
+            if (!o->quiet && mama__dp_rank(m) == 0)
+                fprintf(stderr, "finetune %s: step %ld/%ld val_loss %.4f (best %.4f at step %ld)\n", mama_task_name(task),
+                        step + 1, o->steps, vl, best_val, best_step);
+        }
+    }
+    if (best_step > 0) { /* the selected weights back into the model */
+        if ((s = be->to_device(be, m->params, best_vis, sizeof(float) * n_vis)) != MAMA_OK) goto done;
+        memcpy(W, best_W, sizeof(float) * (size_t)K * D);
+        memcpy(b, best_b, sizeof(float) * K);
     }
     if ((s = mama__eval_items(d, eval_split, task, out)) != MAMA_OK) goto done;
+    out->best_step = best_step;
+    out->best_val_loss = best_val;
     if ((s = mama_alloc((void **)&tf, sizeof(float) * (size_t)out->n * D, "finetune")) != MAMA_OK) goto done;
     if ((s = mama__encode_records(m, d, out->records, out->n, NULL, tf, 0, 0)) != MAMA_OK) goto done;
     mama__classifier_probs(W, b, tf, out->n, K, D, out->probs);
@@ -13763,6 +14012,8 @@ done:
     mama_free(W); mama_free(b); mama_free(gW); mama_free(gb); mama_free(mW); mama_free(mb);
     mama_free(by_class); mama_free(batch_y); mama_free(bx); mama_free(tf); mama_free(imgs); mama_free(dpool);
     mama_free(bxl);
+    mama_eval_result_free(&va);
+    mama_free(vf); mama_free(vprobs); mama_free(best_vis); mama_free(best_W); mama_free(best_b);
     if (s != MAMA_OK) mama_eval_result_free(out);
     return s;
 }
@@ -14789,13 +15040,13 @@ static mama_status mama__dp_encode_records(mama_model *m, mama_dataset *d, const
 }
 
 static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, const mama_adamw *opt, long step,
-                                            uint64_t seed) {
+                                            uint64_t seed, double best_val, long best_step) {
     mama_status s = MAMA_OK;
     float flag;
     mama_comm *c;
     /* reference mode: the file holds the ranks' mean BatchNorm statistics (12.8) */
     MAMA_TRY(mama_model_average_bn_stats(m));
-    if (mama__dp_rank(m) == 0) s = mama_checkpoint_save(path, m, opt, step, seed);
+    if (mama__dp_rank(m) == 0) s = mama__checkpoint_save_best(path, m, opt, step, seed, best_val, best_step);
     if (mama__dp_world(m) == 1) return s;
     /* every rank learns whether rank 0 succeeded; the all-reduce also
      * orders the (atomic) rename before any rank goes on to read it */

@@ -99,6 +99,16 @@
     "v*255/(2^N-1), N 1..16; --window C,W: DICOM linear window, centre C, width W >= 1.  8-bit\n" \
     "images are read as they are.\n"
 
+/* Validation (kept apart: one string literal may not pass 4095 characters). */
+#define USAGE_VAL_TEXT \
+    "\n" \
+    "validation: pretrain [--val-every N] [--best PATH], finetune [--val-every N]\n" \
+    "  pretrain computes the val loss (the objective on the val split: eval mode, no augmentation,\n" \
+    "  unmasked captions) at each checkpoint and at the end, or every N steps (--val-every 0: never),\n" \
+    "  logged as the val_loss column; the best checkpoint goes to PATH (default: the --out path with\n" \
+    "  .best before its extension).  finetune evaluates the weights with the lowest val cross-entropy,\n" \
+    "  checked every N steps (default steps/10) and at the end (--val-every 0: the last weights).\n"
+
 static void print_usage(FILE *f);
 
 static const char *arg_value(int argc, char **argv, const char *key, const char *def) {
@@ -401,8 +411,12 @@ static int cmd_pretrain(int argc, char **argv) {
         !opt_int(argc, argv, "--accum", &o.accum) || !opt_float(argc, argv, "--lr", &o.lr) ||
         !opt_long(argc, argv, "--warmup", &o.warmup) || !opt_long(argc, argv, "--late-loss", &o.late_loss) ||
         !arg_u64(argc, argv, "--seed", &o.seed) || !opt_long(argc, argv, "--checkpoint-every", &o.checkpoint_every) ||
-        !opt_float(argc, argv, "--clip", &o.clip_grad) || !opt_float(argc, argv, "--mask", &o.caption_mask_p))
+        !opt_float(argc, argv, "--clip", &o.clip_grad) || !opt_float(argc, argv, "--mask", &o.caption_mask_p) ||
+        !opt_long(argc, argv, "--val-every", &o.val_every))
         return 2;
+    if (arg_value(argc, argv, "--val-every", NULL) && atol(arg_value(argc, argv, "--val-every", NULL)) == 0)
+        o.val_every = MAMA_OFF; /* 0: never (the default struct's 0 is the default rule) */
+    o.best_checkpoint = arg_value(argc, argv, "--best", NULL);
     if (o.steps < 1 || o.batch < 1 || o.accum < 1) {
         fprintf(stderr, "mama pretrain: --steps, --batch and --accum must be >= 1\n");
         return 2;
@@ -431,6 +445,9 @@ static int cmd_pretrain(int argc, char **argv) {
     else if (g_rank == 0) {
         printf("pretrained %ld steps in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s\n", r.steps_done,
                r.seconds, r.images_per_s, r.last.loss, o.checkpoint);
+        if (r.best_val_step > 0)
+            printf("best validation loss %.4f after step %ld (last %.4f)\n", r.best_val_loss, r.best_val_step,
+                   r.last_val_loss);
         if (g_comm && g_comm->size > 1)
             printf("gradient all-reduce (rank 0, %s): %.2f s in the training thread (%.1f%% of %.1f s), %.2f s of it "
                    "after the backward\n", r.grad_buckets ? "overlapped with the backward" : "blocking",
@@ -456,6 +473,7 @@ static void print_usage(FILE *f) {
             dm.steps, dm.batch, dm.probe_steps, (double)dm.lr, (unsigned long long)dm.seed);
     fputs(USAGE_DATA_TEXT, f);
     fputs(USAGE_DECODE_TEXT, f);
+    fputs(USAGE_VAL_TEXT, f);
 }
 
 static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
@@ -519,10 +537,13 @@ static int cmd_eval(int argc, char **argv, int probe) {
         if (probe) {
             mama_probe_opts po;
             mama_probe_opts_default(&po); /* the library's defaults, then the options given */
-            if (!opt_long(argc, argv, "--steps", &po.steps) || !opt_int(argc, argv, "--batch", &po.batch)) {
+            if (!opt_long(argc, argv, "--steps", &po.steps) || !opt_int(argc, argv, "--batch", &po.batch) ||
+                !opt_long(argc, argv, "--val-every", &po.val_every)) {
                 rc = 2;
                 break;
             }
+            if (arg_value(argc, argv, "--val-every", NULL) && atol(arg_value(argc, argv, "--val-every", NULL)) == 0)
+                po.val_every = MAMA_OFF; /* 0: never, the last weights */
             if (has_flag(argc, argv, "--no-augment")) po.augment = MAMA_OFF;
             s = probe == 2 ? mama_finetune(m, d, tasks[i], &po, split, &r) : mama_linear_probe(m, d, tasks[i], &po, split, &r);
         } else {

@@ -3,6 +3,10 @@
  *   steps (every logged loss and the final weights bit for bit);
  * - non-finite steps are skipped and counted, and K in a row stop training
  *   with MAMA_ERR_NUMERIC while the last checkpoint stays as it was;
+ * - validation: the val loss at each checkpoint in the log, the best
+ *   checkpoint's step is the argmin of the logged val losses, a resumed run
+ *   keeps the best (a worse val after the resume does not replace it);
+ *   fine-tuning evaluates the weights of its best val step;
  * - metrics against hand-computed values;
  * - the dataset: splits keep patients together, captions tokenise. */
 #define MAMA_IMPLEMENTATION
@@ -66,6 +70,7 @@ static void test_resume(mama_dataset *d) {
     double a[16], b[16];
     int na, nb, i, same;
     remove(DIR "/a.safetensors"); remove(DIR "/b.safetensors");
+    remove(DIR "/a.best.safetensors"); remove(DIR "/b.best.safetensors"); /* a resume reads the best file too */
     if (run(d, DIR "/a.safetensors", DIR "/a.csv", 6, 0, 0, NULL) != MAMA_OK ||
         run(d, DIR "/b.safetensors", DIR "/b.csv", 6, 3, 0, NULL) != MAMA_OK ||
         run(d, DIR "/b.safetensors", DIR "/b.csv", 6, 0, 1, NULL) != MAMA_OK) {
@@ -114,6 +119,153 @@ static void test_nonfinite(mama_dataset *d) {
     mama_model_free(m);
 }
 
+/* the val_loss column (the 12th) of a log: steps and values of the rows that have one */
+static int log_vals(const char *path, long *steps, double *vals, int max) {
+    FILE *f = fopen(path, "r");
+    char line[512];
+    int n = 0;
+    if (!f) return 0;
+    if (!fgets(line, sizeof line, f) || !strstr(line, ",val_loss")) { fclose(f); return -1; }
+    while (n < max && fgets(line, sizeof line, f)) {
+        char *p = line;
+        int comma = 0;
+        long step = atol(line);
+        while (*p && comma < 11) comma += *p++ == ',';
+        if (comma == 11 && *p && *p != '\n') { steps[n] = step; vals[n++] = atof(p); }
+    }
+    fclose(f);
+    return n;
+}
+
+/* a checkpoint's integer / number metadata (-1 / NaN when missing) */
+static double ckpt_meta(const char *path, const char *key) {
+    mama_safetensors st;
+    const char *v;
+    double x = NAN;
+    memset(&st, 0, sizeof st);
+    if (mama_st_open(&st, path) != MAMA_OK) return NAN;
+    v = mama_st_meta(&st, key);
+    if (v) x = atof(v);
+    mama_st_close(&st);
+    return x;
+}
+
+static mama_status run_val(mama_dataset *d, const char *ckpt, const char *log, long stop_at, int resume, float lr,
+                           long late_loss, mama_pretrain_result *r) {
+    mama_config c;
+    mama_model *m = NULL;
+    mama_pretrain_opts o;
+    mama_status s;
+    mama_config_preset(&c, "tiny");
+    c.vision_depth = 1; c.text_depth = 1;
+    MAMA_TRY(mama_model_create(&m, &c, CPU, 4, 5));
+    memset(&o, 0, sizeof o); /* defaults: val at each checkpoint and at the end */
+    o.steps = 6; o.stop_at = stop_at; o.batch = 4; o.accum = 1; o.lr = lr; o.warmup = 1; o.late_loss = late_loss;
+    o.seed = 13; o.checkpoint = ckpt; o.checkpoint_every = 2; o.log_csv = log; o.resume = resume; o.quiet = 1;
+    s = mama_pretrain(m, d, &o, r);
+    mama_model_free(m);
+    return s;
+}
+
+static void test_val(mama_dataset *d) {
+    long st[16], st2[16];
+    double v[16], v2[16], best_before;
+    int n, n2, i, arg = 0, ok;
+    mama_pretrain_result r, r1, r2;
+    unsigned char *bytes1 = NULL;
+    size_t nb1 = 0;
+    remove(DIR "/v.safetensors"); remove(DIR "/v.best.safetensors");
+    remove(DIR "/w.safetensors"); remove(DIR "/w.best.safetensors");
+    if (run_val(d, DIR "/v.safetensors", DIR "/v.csv", 0, 0, 1e-3f, 3, &r) != MAMA_OK) {
+        test_report(0, "val_log", "%s", mama_last_error());
+        return;
+    }
+    n = log_vals(DIR "/v.csv", st, v, 16);
+    printf("  %d val images; val losses:", mama_dataset_split(d, MAMA_SPLIT_VAL, NULL));
+    for (i = 0; i < n; i++) printf(" step %ld %.6f", st[i], v[i]);
+    printf("\n");
+    test_report(n == 3 && st[0] == 2 && st[1] == 4 && st[2] == 6, "val_log",
+                "val_loss logged on the checkpoint steps 2, 4 and the end 6 only (%d rows)", n);
+    /* the best restarts at the first val with the late losses (step - 1 >=
+     * late_loss 3): the argmin is over those rows when there are any */
+    for (i = 0; i < n; i++) if (st[i] - 1 >= 3) { arg = i; break; }
+    for (i = arg + 1; i < n; i++) if (v[i] < v[arg]) arg = i;
+    ok = n == 3 && mama_read_file(DIR "/v.best.safetensors", &bytes1, &nb1) == MAMA_OK;
+    mama_free(bytes1); bytes1 = NULL;
+    test_report(ok && ckpt_meta(DIR "/v.best.safetensors", "best_val_step") == st[arg] &&
+                ckpt_meta(DIR "/v.best.safetensors", "step") == st[arg] && r.best_val_step == st[arg] &&
+                fabs(r.best_val_loss - v[arg]) < 1e-5 && ckpt_meta(DIR "/v.safetensors", "best_val_step") == st[arg],
+                "val_best_file", "v.best.safetensors at step %g = argmin step %ld of the logged val (result: %.6f at %ld; "
+                "last file records step %g)", ckpt_meta(DIR "/v.best.safetensors", "step"), n ? st[arg] : -1L,
+                r.best_val_loss, r.best_val_step, ckpt_meta(DIR "/v.safetensors", "best_val_step"));
+    /* resume from the middle checkpoint (step 4), the rest with a huge
+     * learning rate: its vals are worse, the best stays (all four losses
+     * from step 0, late_loss MAMA_OFF, so every val measures one objective) */
+    if (run_val(d, DIR "/w.safetensors", DIR "/w.csv", 4, 0, 1e-3f, MAMA_OFF, &r1) != MAMA_OK ||
+        mama_read_file(DIR "/w.best.safetensors", &bytes1, &nb1) != MAMA_OK ||
+        run_val(d, DIR "/w.safetensors", DIR "/w.csv", 0, 1, 50.0f, MAMA_OFF, &r2) != MAMA_OK) {
+        test_report(0, "val_resume_keeps_best", "%s", mama_last_error());
+        mama_free(bytes1);
+        return;
+    }
+    n2 = log_vals(DIR "/w.csv", st2, v2, 16);
+    best_before = r1.best_val_loss;
+    printf("  resumed log val losses:");
+    for (i = 0; i < n2; i++) printf(" step %ld %.6g", st2[i], v2[i]);
+    printf("\n");
+    {   /* the same run without the stop (late_loss MAMA_OFF as well) */
+        long stu[16];
+        double vu[16];
+        mama_pretrain_result ru;
+        int nu;
+        remove(DIR "/u.safetensors"); remove(DIR "/u.best.safetensors");
+        nu = run_val(d, DIR "/u.safetensors", DIR "/u.csv", 0, 0, 1e-3f, MAMA_OFF, &ru) == MAMA_OK
+                 ? log_vals(DIR "/u.csv", stu, vu, 16) : 0;
+        ok = n2 == 3 && nu == 3 && st2[0] == 2 && st2[1] == 4 && st2[2] == 6 && v2[0] == vu[0] && v2[1] == vu[1];
+        test_report(ok, "val_resume_log", "stop at 4 + resume: val rows at 2, 4, 6; the first two equal the "
+                    "uninterrupted run's (%d rows)", nu);
+    }
+    {
+        unsigned char *bytes2 = NULL;
+        size_t nb2 = 0;
+        int same = mama_read_file(DIR "/w.best.safetensors", &bytes2, &nb2) == MAMA_OK && nb2 == nb1 &&
+                   !memcmp(bytes1, bytes2, nb1);
+        int worse = n2 == 3 && !(v2[2] < best_before);
+        test_report(worse && same && r2.best_val_step == r1.best_val_step && r2.best_val_loss == best_before &&
+                    ckpt_meta(DIR "/w.safetensors", "best_val_step") == r1.best_val_step &&
+                    fabs(ckpt_meta(DIR "/w.safetensors", "best_val_loss") - best_before) < 1e-6,
+                    "val_resume_keeps_best", "best %.6f at step %ld before the resume; after it val %.6g (worse=%d), "
+                    "best %.6f at step %ld, best file unchanged=%d, last file records step %g", best_before,
+                    r1.best_val_step, n2 == 3 ? v2[2] : NAN, worse, r2.best_val_loss, r2.best_val_step, same,
+                    ckpt_meta(DIR "/w.safetensors", "best_val_step"));
+        mama_free(bytes2);
+    }
+    mama_free(bytes1);
+}
+
+static void test_finetune_val(mama_dataset *d) {
+    mama_config c;
+    mama_model *m = NULL;
+    mama_probe_opts o;
+    mama_eval_result a, b;
+    mama_status s1, s2;
+    mama_config_preset(&c, "tiny");
+    c.vision_depth = 1; c.text_depth = 1;
+    memset(&a, 0, sizeof a); memset(&b, 0, sizeof b);
+    if (mama_model_create(&m, &c, CPU, 4, 5) != MAMA_OK) { test_report(0, "finetune_val", "%s", mama_last_error()); return; }
+    memset(&o, 0, sizeof o);
+    o.steps = 4; o.batch = 4; o.warmup = 1; o.lr = 0.05f; o.quiet = 1; o.val_every = 2;
+    s1 = mama_finetune(m, d, MAMA_ZEROSHOT_DENSITY, &o, MAMA_SPLIT_TEST, &a);
+    o.val_every = MAMA_OFF;
+    s2 = mama_finetune(m, d, MAMA_ZEROSHOT_DENSITY, &o, MAMA_SPLIT_TEST, &b);
+    test_report(s1 == MAMA_OK && s2 == MAMA_OK && (a.best_step == 2 || a.best_step == 4) && isfinite(a.best_val_loss) &&
+                b.best_step == 0 && a.n > 0, "finetune_val",
+                "val every 2 of 4 steps: evaluated the weights of step %ld (val loss %.4f); MAMA_OFF: step %ld (last)",
+                a.best_step, a.best_val_loss, b.best_step);
+    mama_eval_result_free(&a); mama_eval_result_free(&b);
+    mama_model_free(m);
+}
+
 static void test_metrics(void) {
     /* binary: scores of the positive class and labels, AUC by hand:
      * positives {0.9, 0.4}, negatives {0.8, 0.3, 0.1}: pairs won = (0.9>all 3)
@@ -159,6 +311,8 @@ static int test_main(void) {
     test_metrics();
     test_resume(d);
     test_nonfinite(d);
+    test_val(d);
+    test_finetune_val(d);
     mama_dataset_free(d);
     return test_finish();
 }
