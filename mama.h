@@ -110,7 +110,8 @@
  *                     mama_encode_texts                                   -> 6.1-6.3
  *  1.14 optimiser     mama_adamw_init/_step/_free                         -> 6.5
  *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
- *                     mama_dataset_image, mama_dataset_caption, _split    -> 10
+ *                     mama_dataset_image, mama_dataset_caption, _split,
+ *                     _pretrain_split, _skipped_reasons, _other_view      -> 10
  *  1.16 pretraining   mama_pretrain_opts_default, mama_pretrain,
  *                     mama_checkpoint_save/_load                          -> 11.1-11.2
  *  1.17 evaluation    mama_metrics_compute, mama_zeroshot,
