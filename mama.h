@@ -111,7 +111,8 @@
  *  1.14 optimiser     mama_adamw_init/_step/_free                         -> 6.5
  *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
  *                     mama_dataset_image, mama_dataset_caption, _split,
- *                     _pretrain_split, _skipped_reasons, _other_view      -> 10
+ *                     _pretrain_split, _skipped_reasons, _other_view,
+ *                     mama_tokenizer_check_config                         -> 10
  *  1.16 pretraining   mama_pretrain_opts_default, mama_pretrain,
  *                     mama_checkpoint_save/_load                          -> 11.1-11.2
  *  1.17 evaluation    mama_metrics_compute, mama_zeroshot,
@@ -1532,6 +1533,13 @@ MAMA_API const mama_tokenizer *mama_dataset_tokenizer(const mama_dataset *d);
 MAMA_API int mama_dataset_split(const mama_dataset *d, mama_split s, const int **indices);
 /* The records of one split that pretraining uses: mama_dataset_split less
  * the incomplete ones (unless keep_incomplete), in the same order. */
+/* A tokenizer fits a model when its vocabulary fits the embedding table
+ * and its special tokens have the config's ids (bos, eos, pad, sep):
+ * MAMA_ERR_SHAPE otherwise, the message naming both sides (t_name: the
+ * tokenizer's file or folder, c_name: where the config came from; either
+ * may be NULL).  mama_dataset_create checks its tokenizer this way. */
+MAMA_API mama_status mama_tokenizer_check_config(const mama_tokenizer *t, const char *t_name, const mama_config *c,
+                                                 const char *c_name);
 MAMA_API int mama_dataset_pretrain_split(const mama_dataset *d, mama_split s, const int **indices);
 /* Bad manifest rows plus images that could not be decoded, skipped with
  * skip_bad_rows (bad_rows + unreadable of the reasons below). */
@@ -12617,6 +12625,29 @@ static mama_status mama__prepare_record(mama_dataset *d, int i, mama_image *out)
     return s;
 }
 
+MAMA_API mama_status mama_tokenizer_check_config(const mama_tokenizer *t, const char *t_name, const mama_config *c,
+                                                 const char *c_name) {
+    static const struct { mama_special_token tok; const char *name; } specials[4] = {
+        {MAMA_TOKEN_BOS, "bos_id"}, {MAMA_TOKEN_EOS, "eos_id"}, {MAMA_TOKEN_PAD, "pad_id"}, {MAMA_TOKEN_SEP, "sep_id"}};
+    int k;
+    if (!t || !c) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_check_config: NULL tokenizer or config");
+    if (!t_name) t_name = "the tokenizer";
+    if (!c_name) c_name = "the model's config";
+    if (mama_tokenizer_vocab_size(t) > c->vocab_size)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s has %d tokens but %s has vocab_size %d: not the "
+                         "tokenizer this model was made for", t_name, mama_tokenizer_vocab_size(t), c_name,
+                         c->vocab_size);
+    for (k = 0; k < 4; k++) {
+        int want = k == 0 ? c->bos_id : k == 1 ? c->eos_id : k == 2 ? c->pad_id : c->sep_id;
+        int have = mama_tokenizer_special_id(t, specials[k].tok);
+        if (have != want)
+            return MAMA_FAIL(MAMA_ERR_SHAPE, "%s gives %s the id %d but %s has %s %d: not the tokenizer "
+                             "this model was made for", t_name, mama_special_token_text(specials[k].tok), have, c_name,
+                             specials[k].name, want);
+    }
+    return MAMA_OK;
+}
+
 MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_opts *opts, const mama_config *c) {
     mama_dataset *d;
     const mama_dataset_opts *o;
@@ -12634,11 +12665,7 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
     d->context = c->context;
     if ((s = mama_manifest_load(&d->man, o->manifest, o->skip_bad_rows)) != MAMA_OK) goto fail;
     if (o->tokenizer && (s = mama_tokenizer_load(&d->tok, o->tokenizer)) != MAMA_OK) goto fail;
-    if (d->tok && mama_tokenizer_vocab_size(d->tok) > c->vocab_size) {
-        s = MAMA_FAIL(MAMA_ERR_SHAPE, "tokenizer %s has %d tokens but the model's vocabulary has %d", o->tokenizer,
-                      mama_tokenizer_vocab_size(d->tok), c->vocab_size);
-        goto fail;
-    }
+    if (d->tok && (s = mama_tokenizer_check_config(d->tok, o->tokenizer, c, NULL)) != MAMA_OK) goto fail;
     n = d->man.count;
     d->skips.bad_rows = d->man.skipped;
     if ((s = mama_calloc((void **)&d->bad, (size_t)n + 1, "dataset flags")) != MAMA_OK) goto fail;

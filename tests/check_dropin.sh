@@ -5,6 +5,8 @@
 #      mama_ (gcc C99, clang C11, g++ C++11), apart from what the compiler
 #      itself emits (OpenMP's lock for unnamed critical sections and
 #      reductions, C++ library inline functions), which are listed;
+#      and a file that includes the headers without an IMPLEMENTATION
+#      macro defines nothing at all;
 #   2. a program with its own STB_IMAGE_IMPLEMENTATION and
 #      STB_IMAGE_WRITE_IMPLEMENTATION links with such an object, as C and
 #      as C++, and decodes a PNG the same way mama does;
@@ -50,6 +52,19 @@ check_symbols() { # name compiler-command...
 check_symbols gcc-c99 gcc -std=c99 -Wpedantic $FLAGS
 check_symbols clang-c11 clang -std=c11 -Wpedantic $FLAGS
 check_symbols gxx-c++11 g++ -x c++ -std=c++11 $FLAGS
+
+# 1b. the headers without an IMPLEMENTATION macro define nothing
+if gcc -std=c99 -Wpedantic $FLAGS -c $D/decl_only.c -o $B/decl_only.o 2>$B/decl_only.log &&
+   g++ -x c++ -std=c++11 $FLAGS -c $D/decl_only.c -o $B/decl_only_cxx.o 2>>$B/decl_only.log; then
+    defs=$(nm --defined-only $B/decl_only.o $B/decl_only_cxx.o | awk 'NF == 3 {print $3}' | tr '\n' ' ')
+    if [ -z "$defs" ]; then
+        pass "dropin declarations only: mama.h and the five companions without IMPLEMENTATION define no symbol (C and C++)"
+    else
+        flunk "dropin declarations only: a file that only includes the headers defines: $defs"
+    fi
+else
+    flunk "dropin declarations only: does not compile: $(head -3 $B/decl_only.log | tr '\n' ' ')"
+fi
 
 # 2. a program with its own stb (C, then C++ for both translation units)
 if gcc -std=c99 $FLAGS -DDROPIN_WITH_HELPER -c $D/impl.c -o $B/impl_helper_c.o 2>$B/own_stb_c.log &&

@@ -264,6 +264,42 @@ static void test_other_view(void) {
     mama_dataset_free(d);
 }
 
+/* The tokenizer and the model's config agree or the dataset fails early,
+ * naming both sides: tiny_vocab fits tiny; with the small preset (GPT-2's
+ * 50,263 ids) its special ids are wrong; a tiny config with another sep_id
+ * is refused by name. */
+static void test_tokenizer_fit(void) {
+    mama_tokenizer *t = NULL;
+    mama_config c;
+    mama_dataset *d = NULL;
+    mama_dataset_opts o;
+    int ok_tiny, small_refused, sep_refused, ds_refused;
+    if (mama_tokenizer_load(&t, "weights/tiny_vocab") != MAMA_OK) {
+        test_report(0, "tokenizer_fit", "%s", mama_last_error());
+        return;
+    }
+    mama_config_preset(&c, "tiny");
+    ok_tiny = mama_tokenizer_check_config(t, "weights/tiny_vocab", &c, "tiny") == MAMA_OK;
+    mama_config_preset(&c, "small");
+    small_refused = mama_tokenizer_check_config(t, "weights/tiny_vocab", &c, "the small preset") == MAMA_ERR_SHAPE &&
+                    strstr(mama_last_error(), "weights/tiny_vocab") && strstr(mama_last_error(), "bos_id 50257");
+    printf("  small: %s\n", mama_last_error());
+    mama_config_preset(&c, "tiny");
+    c.sep_id = c.pad_id + 1;
+    sep_refused = mama_tokenizer_check_config(t, "weights/tiny_vocab", &c, NULL) == MAMA_ERR_SHAPE &&
+                  strstr(mama_last_error(), "sep_id") != NULL;
+    printf("  sep: %s\n", mama_last_error());
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/manifest.csv";
+    o.tokenizer = "weights/tiny_vocab";
+    ds_refused = mama_dataset_create(&d, &o, &c) == MAMA_ERR_SHAPE && !d && strstr(mama_last_error(), "sep_id") != NULL;
+    test_report(ok_tiny && small_refused && sep_refused && ds_refused, "tokenizer_fit",
+                "tiny_vocab fits tiny=%d; refused, both sides named: small preset=%d, another sep_id=%d, and by "
+                "mama_dataset_create=%d", ok_tiny, small_refused, sep_refused, ds_refused);
+    mama_dataset_free(d);
+    mama_tokenizer_free(t);
+}
+
 int main(void) {
     mkdir("build", 0755);
     if (mama_synth_write(DIR, 1, 64, 3, 0) != MAMA_OK) { printf("FAIL synth: %s\n", mama_last_error()); return 1; }
@@ -273,5 +309,6 @@ int main(void) {
     test_all_ffdm();
     test_sampler();
     test_other_view();
+    test_tokenizer_fit();
     return test_finish();
 }
