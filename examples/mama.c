@@ -68,7 +68,7 @@
     "       [--ablation]\n" \
     "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md; defaults:\n" \
     "        --out %s --studies %d --size %d --steps %d --batch %d --probe-steps %d --lr %g --seed %llu\n" \
-    "  caption --manifest M --row N [--mask P --seed S] [--tokens --vocab DIR]\n" \
+    "  caption --manifest M --row N [--mask P --seed S] [--tokens --vocab DIR --config C]\n" \
     "        the caption of data row N (0-based) exactly as the model sees it\n" \
     "  tokenizer train --manifest M --out DIR [--vocab-size 2042] [--variants 8]\n" \
     "        a byte-level BPE vocabulary from the manifest's captions (+6 special tokens)\n" \
@@ -598,10 +598,23 @@ static int cmd_caption(int argc, char **argv) {
     printf("%s\n", caption);
     if (has_flag(argc, argv, "--tokens")) {
         mama_tokenizer *tok = NULL;
-        int ids[1024], mask[1024], n = 0, i;
-        int context = atoi(arg_value(argc, argv, "--context", "144"));
+        int ids[1024], mask[1024], n = 0, i, context;
+        const char *vocab = arg_value(argc, argv, "--vocab", "weights/tiny_vocab");
+        mama_config cc;
+        char cname[80];
+        /* the context and the special ids of the model the ids are for
+         * (--config, default tiny; --context overrides the length) */
+        snprintf(cname, sizeof cname, "--config %s", arg_value(argc, argv, "--config", "tiny"));
+        if (mama_config_preset(&cc, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) {
+            mama_free(caption);
+            mama_manifest_free(&man);
+            return fail();
+        }
+        context = atoi(arg_value(argc, argv, "--context", "0"));
+        if (context <= 0) context = cc.context;
         if (context > 1024) context = 1024;
-        if (mama_tokenizer_load(&tok, arg_value(argc, argv, "--vocab", "weights/tiny_vocab")) != MAMA_OK ||
+        if (mama_tokenizer_load(&tok, vocab) != MAMA_OK ||
+            mama_tokenizer_check_config(tok, vocab, &cc, cname) != MAMA_OK ||
             mama_tokenizer_encode_caption(tok, caption, context, ids, mask, &n) != MAMA_OK) {
             rc = fail();
         } else {
