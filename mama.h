@@ -1548,11 +1548,12 @@ MAMA_API int mama_dataset_skipped(const mama_dataset *d);
 MAMA_API const mama_dataset_skips *mama_dataset_skipped_reasons(const mama_dataset *d);
 /* Whether record i is complete for pretraining (the rule above). */
 MAMA_API int mama_record_complete(const mama_record *r);
-/* The second view of training record i (SPEC A.4, A.7): a uniformly random
- * OTHER record of its study among those pretraining uses in the train
- * split (other splits, non-2D, unreadable and, by default, incomplete
- * records excluded), or -1 when there is none -- then the loader takes a
- * second augmentation of the image itself, as the reference does. */
+/* The second view of record i (SPEC A.4, A.7): a uniformly random OTHER
+ * record of its study among those pretraining uses in i's own split (the
+ * train split for training, the val split for the validation loss; other
+ * splits, non-2D, unreadable and, by default, incomplete records
+ * excluded), or -1 when there is none -- then the loader takes a second
+ * augmentation of the image itself, as the reference does. */
 MAMA_API int mama_dataset_other_view(const mama_dataset *d, int i, mama_rng *rng);
 /* A record's metadata as caption fields (strings point into the manifest). */
 MAMA_API void mama_record_caption_fields(const mama_record *r, mama_caption_fields *f);
@@ -12590,13 +12591,13 @@ MAMA_API int mama_record_complete(const mama_record *r) {
 static int mama__is_2d(const char *t) { return mama__is_unknown(t) || mama__ieq(t, "2D"); }
 
 MAMA_API int mama_dataset_other_view(const mama_dataset *d, int i, mama_rng *rng) {
-    int n, k, c = 0;
+    int n, k, c = 0, split = d->man.records[i].split;
     const int *mem = mama_manifest_study_of(&d->man, i, &n);
-    for (k = 0; k < n; k++) c += mem[k] != i && d->pre[mem[k]] && d->man.records[mem[k]].split == MAMA_SPLIT_TRAIN;
+    for (k = 0; k < n; k++) c += mem[k] != i && d->pre[mem[k]] && d->man.records[mem[k]].split == split;
     if (c == 0) return -1;
     c = (int)mama_rng_below(rng, (uint32_t)c);
     for (k = 0; k < n; k++)
-        if (mem[k] != i && d->pre[mem[k]] && d->man.records[mem[k]].split == MAMA_SPLIT_TRAIN && c-- == 0) return mem[k];
+        if (mem[k] != i && d->pre[mem[k]] && d->man.records[mem[k]].split == split && c-- == 0) return mem[k];
     return -1;
 }
 
@@ -13263,17 +13264,10 @@ static mama_status mama__pretrain_val(mama_model *m, mama_dataset *d, const mama
             MAMA_TRY(mama_dataset_caption(d, rec, 0.0f, NULL, b->ids + (size_t)i * d->context,
                                           b->mask + (size_t)i * d->context));
             if (!late) continue;
-            /* the training rule for the ext image, on a stream fixed per record */
+            /* the training rule for the ext image (mama__build_batch), on a
+             * stream fixed per record */
             mama_rng_seed(&r, mama__mix2(o->seed ^ 0x76616c2dull, (uint64_t)rec));
-            {
-                const mama_study *st = &d->man.studies[d->man.records[rec].study_index];
-                if (st->count > 1 && mama_rng_uniform(&r) < o->ext_other_view_p) {
-                    int k = (int)mama_rng_below(&r, (uint32_t)(st->count - 1));
-                    other = d->man.study_members[st->first + k];
-                    if (other == rec) other = d->man.study_members[st->first + st->count - 1];
-                    if (d->bad[other]) other = -1;
-                }
-            }
+            if (mama_rng_uniform(&r) < o->ext_other_view_p) other = mama_dataset_other_view(d, rec, &r);
             MAMA_TRY(mama__dataset_image(d, other >= 0 ? other : rec, 0, NULL, &o->aug, b->ext + img * i));
         }
         batch.B = bl; batch.images = b->images; batch.ext_images = late ? b->ext : NULL;
