@@ -404,17 +404,19 @@ static const char *const cli_api_words[][2] = {
     {"late_loss", "--late-loss"},      {"caption_mask_p", "--mask"},
     {"clip_grad", "--clip"},           {"val_every", "--val-every"},
     {"best_checkpoint", "--best"},     {"log_csv", "--log"},
-    {"warmup", "--warmup"},            {NULL, NULL}};
+    {"warmup", "--warmup"},            {"(steps ", "(--steps "},
+    {"of steps)", "of --steps)"},      {NULL, NULL}};
 
 static void cli_print_error(const char *msg) {
     const char *p = msg;
-    fputs("mama: error: ", stderr);
     while (*p) {
         int w, hit = 0;
         int boundary = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '-' || p[-1] == '.');
         for (w = 0; boundary && cli_api_words[w][0]; w++) {
             size_t n = strlen(cli_api_words[w][0]);
-            if (!strncmp(p, cli_api_words[w][0], n) && !isalnum((unsigned char)p[n]) && p[n] != '_') {
+            char last = cli_api_words[w][0][n - 1];
+            if (!strncmp(p, cli_api_words[w][0], n) &&
+                (!(isalnum((unsigned char)last) || last == '_') || (!isalnum((unsigned char)p[n]) && p[n] != '_'))) {
                 fputs(cli_api_words[w][1], stderr);
                 p += n;
                 hit = 1;
@@ -427,6 +429,7 @@ static void cli_print_error(const char *msg) {
 }
 
 static int fail(void) {
+    fputs("mama: error: ", stderr);
     cli_print_error(mama_last_error());
     return 1;
 }
@@ -617,6 +620,50 @@ static int cmd_synth(const cli_args *a) {
     return 0;
 }
 
+/* Before the first step, so that nothing is lost and nothing fails late
+ * (issue 16 item 3): an existing --out is replaced only with --overwrite
+ * (--resume continues it, and wants it to exist); --out, --best and --log
+ * must be writable (a temporary file is created beside each and removed;
+ * an existing file must open for writing without being changed). */
+static int cli_file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL || errno == EACCES; /* (ENOENT, ENOTDIR: not there) */
+}
+static int cli_writable(const char *flag, const char *path) {
+    mama_atomic_file af;
+    FILE *f;
+    if (mama_atomic_open(&af, path) != MAMA_OK) {
+        fprintf(stderr, "mama pretrain: %s %s cannot be written: ", flag, path);
+        cli_print_error(mama_last_error());
+        return 0;
+    }
+    mama_atomic_abort(&af);
+    if (cli_file_exists(path)) {
+        if (!(f = fopen(path, "r+b"))) {
+            fprintf(stderr, "mama pretrain: %s %s cannot be written: %s\n", flag, path, strerror(errno));
+            return 0;
+        }
+        fclose(f);
+    }
+    return 1;
+}
+static int pretrain_preflight(const cli_args *a, const mama_pretrain_opts *o) {
+    int exists = cli_file_exists(o->checkpoint), resume = cli_given(a, "--resume");
+    if (resume && !exists) {
+        fprintf(stderr, "mama pretrain: --resume: %s does not exist (%s); without --resume a new run starts there\n",
+                o->checkpoint, strerror(errno));
+        return 0;
+    }
+    if (exists && !resume && !cli_given(a, "--overwrite")) {
+        fprintf(stderr, "mama pretrain: --out %s exists: --resume continues that run, --overwrite replaces it\n",
+                o->checkpoint);
+        return 0;
+    }
+    return cli_writable("--out", o->checkpoint) && (!o->best_checkpoint || cli_writable("--best", o->best_checkpoint)) &&
+           (!o->log_csv || cli_writable("--log", o->log_csv));
+}
+
 static int cmd_pretrain(const cli_args *a) {
     mama_config cfg;
     mama_model *m = NULL;
@@ -634,6 +681,7 @@ static int cmd_pretrain(const cli_args *a) {
     cli_opt_int(a, "--batch", &o.batch);
     cli_opt_int(a, "--accum", &o.accum);
     cli_opt_float(a, "--lr", &o.lr);
+    o.warmup = o.late_loss = 0; /* unless given: fractions of --steps (the library's rule) */
     cli_opt_long(a, "--warmup", &o.warmup);
     cli_opt_long(a, "--late-loss", &o.late_loss);
     cli_opt_u64(a, "--seed", &o.seed);
@@ -648,6 +696,7 @@ static int cmd_pretrain(const cli_args *a) {
     if (cli_given(a, "--no-sym")) o.use_sym = MAMA_OFF;
     if (cli_given(a, "--no-sla")) o.use_sla = MAMA_OFF;
     o.no_overlap = cli_given(a, "--no-overlap");
+    if (!pretrain_preflight(a, &o)) return 2;
     if (init) {
         if (mama_model_load_as(&m, init, mama_cli_backend(), o.batch, fdt) != MAMA_OK) return fail();
     } else {
@@ -994,6 +1043,8 @@ static int cmd_bench_weights(const cli_args *a) { return cmd_bench_run(a, mama_b
  * range is the one the parser enforces.  Shared groups first.
  * ========================================================================== */
 #define CLI_INT_MAX 2147483647.0
+#define CLI_STRINGIFY(x) #x
+#define CLI_XSTR(x) CLI_STRINGIFY(x)
 #define CLI_SPLITS "test|val|train"
 #define CLI_TASKS "all|birads|density|cancer"
 #define CLI_CONFIGS "tiny|small|base"
@@ -1053,16 +1104,18 @@ static const cli_flag pretrain_flags[] = {
     CLI_NUM("--batch", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_BATCH, "images per micro-batch (per rank)"),
     CLI_NUM("--accum", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_ACCUM, "micro-batches per optimiser step"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, MAMA_PRETRAIN_DEFAULT_LR, "peak learning rate"),
-    CLI_NUM("--warmup", CLI_LONG, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_WARMUP, "linear warm-up steps (0: none)"),
-    CLI_NUM("--late-loss", CLI_LONG, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_LATE_LOSS,
-            "step from which the multi-view, symmetric and SLA losses join (0: from the start)"),
+    CLI_NUMT("--warmup", CLI_LONG, 0, CLI_INF, 0, CLI_XSTR(MAMA_PRETRAIN_DEFAULT_WARMUP_PCT) "% of --steps",
+             "linear warm-up steps, < --steps (0: none)"),
+    CLI_NUMT("--late-loss", CLI_LONG, 0, CLI_INF, 0, CLI_XSTR(MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT) "% of --steps",
+             "step from which the multi-view, symmetric and SLA losses join, < --steps (0: from the start)"),
     CLI_NUM("--mask", CLI_FLOAT, 0, 1, CLI_HI_OPEN, MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P,
             "per-field caption masking probability"),
     CLI_NUM("--clip", CLI_FLOAT, 0, CLI_INF, 0, 0, "gradient-norm clipping (0: none)"),
     CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_SEED, "data order, augmentation, masks"),
     CLI_STR("--log", "PATH", 0, NULL, "CSV log, a row per step"),
     CLI_NUM("--checkpoint-every", CLI_LONG, 0, CLI_INF, 0, 0, "also write --out every N steps (0: only at the end)"),
-    CLI_SW("--resume", "continue from --out if it exists"),
+    CLI_SW("--resume", "continue the run of --out (which must exist)"),
+    CLI_SW("--overwrite", "replace an existing --out (a new run; without it an existing --out is an error)"),
     CLI_NUMT("--val-every", CLI_LONG, 0, CLI_INF, 0, "at each checkpoint and the end",
              "validation loss every N steps (0: never)"),
     CLI_STR("--best", "PATH", 0, "--out with .best before the extension", "where the best-validation checkpoint goes"),
