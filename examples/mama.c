@@ -212,7 +212,7 @@ static int cli_choice_ok(const char *choices, const char *v) {
 }
 
 /* One value against its row; 0 after a message naming the flag. */
-static int cli_value(const cli_args *a, int k, const char *s) {
+static int cli_value(cli_args *a, int k, const char *s) {
     const cli_flag *f = a->flag[k];
     char *end = NULL, want[96];
     double x = 0;
@@ -229,7 +229,7 @@ static int cli_value(const cli_args *a, int k, const char *s) {
     else if (f->kind == CLI_U64) {
         unsigned long long u = strtoull(s, &end, 10);
         ok = isdigit((unsigned char)s[0]) && !*end && errno == 0;
-        ((cli_args *)a)->u64[k] = (uint64_t)u;
+        a->u64[k] = (uint64_t)u;
         x = (double)u;
     } else if (f->kind == CLI_FLOAT) {
         x = strtod(s, &end);
@@ -246,7 +246,7 @@ static int cli_value(const cli_args *a, int k, const char *s) {
         fprintf(stderr, "mama %s: %s wants %s (got '%s')\n", a->cmd->name, f->name, want, s);
         return 0;
     }
-    ((cli_args *)a)->num[k] = x;
+    a->num[k] = x;
     return 1;
 }
 
@@ -650,6 +650,10 @@ static int cli_writable(const char *flag, const char *path) {
 }
 static int pretrain_preflight(const cli_args *a, const mama_pretrain_opts *o) {
     int exists = cli_file_exists(o->checkpoint), resume = cli_given(a, "--resume");
+    if (resume && cli_given(a, "--overwrite")) {
+        fprintf(stderr, "mama pretrain: --resume continues %s, --overwrite replaces it: give one\n", o->checkpoint);
+        return 0;
+    }
     if (resume && !exists) {
         fprintf(stderr, "mama pretrain: --resume: %s does not exist (%s); without --resume a new run starts there\n",
                 o->checkpoint, strerror(errno));
@@ -1043,6 +1047,7 @@ static int cmd_bench_weights(const cli_args *a) { return cmd_bench_run(a, mama_b
  * range is the one the parser enforces.  Shared groups first.
  * ========================================================================== */
 #define CLI_INT_MAX 2147483647.0
+#define CLI_MAX_BATCH 4096 /* mama_model_create's max_batch range */
 #define CLI_STRINGIFY(x) #x
 #define CLI_XSTR(x) CLI_STRINGIFY(x)
 #define CLI_SPLITS "test|val|train"
@@ -1101,7 +1106,7 @@ static const cli_flag pretrain_flags[] = {
     CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset (without --init)"),
     CLI_STR("--init", "PATH", 0, NULL, "start from these weights instead of a fresh --config model"),
     CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_STEPS, "optimiser steps"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_BATCH, "images per micro-batch (per rank)"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, MAMA_PRETRAIN_DEFAULT_BATCH, "images per micro-batch (per rank)"),
     CLI_NUM("--accum", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_ACCUM, "micro-batches per optimiser step"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, MAMA_PRETRAIN_DEFAULT_LR, "peak learning rate"),
     CLI_NUMT("--warmup", CLI_LONG, 0, CLI_INF, 0, CLI_XSTR(MAMA_PRETRAIN_DEFAULT_WARMUP_PCT) "% of --steps",
@@ -1133,14 +1138,14 @@ static const cli_flag eval_flags[] = {
     CLI_CH("--split", CLI_SPLITS, "test", "the split evaluated"),
     CLI_STR("--json", "OUT", 0, NULL, "write the metrics as JSON"),
     CLI_STR("--png", "PREFIX", 0, NULL, "confusion matrices to PREFIX_TASK.png"),
-    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
     CLI_END};
 static const cli_flag zeroshot_flags[] = {
     CLI_SW("--ref-text-feature", "the reference code's text feature"),
     CLI_END};
 static const cli_flag probe_flags[] = {
     CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PROBE_DEFAULT_STEPS, "training steps"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, MAMA_PROBE_DEFAULT_BATCH, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, MAMA_PROBE_DEFAULT_BATCH, "batch"),
     CLI_SW("--no-augment", "no augmentation (the linear probe computes features once)"),
     CLI_END};
 static const cli_flag finetune_flags[] = {
@@ -1172,7 +1177,7 @@ static const cli_flag embed_flags[] = {
     CLI_CH("--split", CLI_SPLITS, "test", "the split (with --manifest)"),
     CLI_SW("--texts", "the captions instead of the images (with --manifest)"),
     CLI_LIST("--images", "embed these image files instead"),
-    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
     CLI_END};
 
 static const cli_flag heatmap_flags[] = {
@@ -1180,7 +1185,7 @@ static const cli_flag heatmap_flags[] = {
     CLI_STR("--manifest", "PATH", CLI_REQUIRED, NULL, "the manifest CSV"),
     CLI_NUM("--row", CLI_INT, 0, CLI_INT_MAX, 0, 0, "data row (0-based)"),
     CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output PNG"),
-    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
     CLI_END};
 
 static const cli_flag demo_flags[] = {
@@ -1188,7 +1193,7 @@ static const cli_flag demo_flags[] = {
     CLI_NUM("--studies", CLI_INT, 1, 1000000, 0, DEMO_DEFAULT_STUDIES, "synthetic studies"),
     CLI_NUM("--size", CLI_INT, 32, 16384, 0, DEMO_DEFAULT_SIZE, "image side in pixels"),
     CLI_NUM("--steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_STEPS, "pretraining steps"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, DEMO_DEFAULT_BATCH, "pretraining batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, DEMO_DEFAULT_BATCH, "pretraining batch"),
     CLI_NUM("--probe-steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_PROBE_STEPS, "linear-probe steps"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, DEMO_DEFAULT_LR, "peak learning rate"),
     CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, DEMO_DEFAULT_SEED, "seed"),
@@ -1202,7 +1207,7 @@ static const cli_flag bench_gemm_flags[] = {
     CLI_END};
 static const cli_flag bench_train_flags[] = {
     CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 8, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 8, "batch"),
     CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 10, "timed steps"),
     CLI_CH("--late", "0|1", "1", "1: all four losses"),
     CLI_CH("--checkpoint", "0|1", "0", "1: activation checkpointing"),
@@ -1210,12 +1215,12 @@ static const cli_flag bench_train_flags[] = {
     CLI_END};
 static const cli_flag bench_encode_flags[] = {
     CLI_CH("--config", CLI_CONFIGS, "base", "model preset"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 4, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 4, "batch"),
     CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 3, "timed steps"),
     CLI_END};
 static const cli_flag bench_weights_flags[] = {
     CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the weights file"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 1, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 1, "batch"),
     CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 1, "timed steps"),
     CLI_END};
 

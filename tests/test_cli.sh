@@ -52,7 +52,7 @@ expect ckpt_every_neg 2 "--checkpoint-every wants a whole number >= 0 (got '-1')
 expect mask_5 2 "--mask wants a number in [0, 1) (got '5')" -- $P --mask 5
 expect mask_1 2 "--mask wants a number in [0, 1) (got '1')" -- $P --mask 1
 expect clip_neg 2 "--clip wants a number >= 0 (got '-1')" -- $P --clip -1
-expect batch_big 2 "--batch wants a whole number in [1, 65536] (got '99999999999')" -- $P --batch 99999999999
+expect batch_big 2 "--batch wants a whole number in [1, 4096] (got '99999999999')" -- $P --batch 99999999999
 expect seed_neg 2 "--seed wants a whole number >= 0 (got '-3')" -- $P --seed -3
 expect probe_steps_0 2 "--steps wants a whole number >= 1 (got '0')" -- probe --weights w --manifest m --steps 0
 expect finetune_steps_0 2 "--steps wants a whole number >= 1 (got '0')" -- finetune --weights w --manifest m --steps 0
@@ -124,6 +124,8 @@ else
   echo "FAIL cli_overwrite_kept: the existing checkpoint changed"; fails=$((fails + 1))
 fi
 expect resume_missing 2 "--resume: $T/nothere.safetensors does not exist" -- $PT --steps 1 --out "$T/nothere.safetensors" --resume
+expect resume_overwrite 2 "--resume continues $T/old.safetensors, --overwrite replaces it: give one" -- \
+  $PT --steps 1 --out "$T/old.safetensors" --resume --overwrite
 expect out_dir_missing 2 "--out $T/no/dir/c.safetensors cannot be written" -- $PT --steps 1 --out "$T/no/dir/c.safetensors"
 expect out_dir_file 2 "Not a directory" -- $PT --steps 1 --out "$T/old.safetensors/c.safetensors"
 expect out_is_dir 2 "--out $T/syn exists" -- $PT --steps 1 --out "$T/syn"
