@@ -411,7 +411,7 @@ static void cli_print_error(const char *msg) {
     const char *p = msg;
     while (*p) {
         int w, hit = 0;
-        int boundary = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '-' || p[-1] == '.');
+        int boundary = p == msg || !(isalnum((unsigned char)p[-1]) || strchr("_-./", p[-1]));
         for (w = 0; boundary && cli_api_words[w][0]; w++) {
             size_t n = strlen(cli_api_words[w][0]);
             char last = cli_api_words[w][0][n - 1];
