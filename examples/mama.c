@@ -1105,7 +1105,7 @@ static const cli_flag pretrain_flags[] = {
     CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "the checkpoint (safetensors), written at the end and every --checkpoint-every"),
     CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset (without --init)"),
     CLI_STR("--init", "PATH", 0, NULL, "start from these weights instead of a fresh --config model"),
-    CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_STEPS, "optimiser steps"),
+    CLI_NUM("--steps", CLI_LONG, 1, 1e12, 0, MAMA_PRETRAIN_DEFAULT_STEPS, "optimiser steps"),
     CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, MAMA_PRETRAIN_DEFAULT_BATCH, "images per micro-batch (per rank)"),
     CLI_NUM("--accum", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_ACCUM, "micro-batches per optimiser step"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, MAMA_PRETRAIN_DEFAULT_LR, "peak learning rate"),
