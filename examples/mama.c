@@ -181,11 +181,11 @@ static void cli_describe(const cli_flag *f, char *buf, size_t cap) {
     const char *what = f->kind == CLI_FLOAT ? "a number" : "a whole number";
     int has_lo = f->lo > -CLI_INF, has_hi = f->hi < CLI_INF && !(f->kind == CLI_INT && f->hi >= 2147483647.0);
     if (f->kind == CLI_U64) snprintf(buf, cap, "a whole number >= 0");
-    else if (has_lo && has_hi)
-        snprintf(buf, cap, "%s in %c%g, %g%c", what, f->bits & CLI_LO_OPEN ? '(' : '[', f->lo, f->hi,
+    else if (has_lo && has_hi) /* (%.15g: whole bounds such as 1e12 written out) */
+        snprintf(buf, cap, "%s in %c%.15g, %.15g%c", what, f->bits & CLI_LO_OPEN ? '(' : '[', f->lo, f->hi,
                  f->bits & CLI_HI_OPEN ? ')' : ']');
-    else if (has_lo) snprintf(buf, cap, "%s %s %g", what, f->bits & CLI_LO_OPEN ? ">" : ">=", f->lo);
-    else if (has_hi) snprintf(buf, cap, "%s %s %g", what, f->bits & CLI_HI_OPEN ? "<" : "<=", f->hi);
+    else if (has_lo) snprintf(buf, cap, "%s %s %.15g", what, f->bits & CLI_LO_OPEN ? ">" : ">=", f->lo);
+    else if (has_hi) snprintf(buf, cap, "%s %s %.15g", what, f->bits & CLI_HI_OPEN ? "<" : "<=", f->hi);
     else snprintf(buf, cap, "%s", what);
 }
 

@@ -41,9 +41,9 @@ expect unknown_other_cmd 2 "unknown flag --steps" -- zeroshot --weights w --mani
 
 # -- numbers: whole string, range per flag, no nan/inf
 P="pretrain --manifest m --out o"
-expect steps_2x 2 "--steps wants a whole number >= 1 (got '2x')" -- $P --steps 2x
-expect steps_0 2 "--steps wants a whole number >= 1 (got '0')" -- $P --steps 0
-expect steps_float 2 "--steps wants a whole number >= 1 (got '1.5')" -- $P --steps 1.5
+expect steps_2x 2 "--steps wants a whole number in [1, 1000000000000] (got '2x')" -- $P --steps 2x
+expect steps_0 2 "--steps wants a whole number in [1, 1000000000000] (got '0')" -- $P --steps 0
+expect steps_float 2 "--steps wants a whole number in [1, 1000000000000] (got '1.5')" -- $P --steps 1.5
 expect lr_neg 2 "--lr wants a number > 0 (got '-1')" -- $P --lr -1
 expect lr_nan 2 "--lr wants a number > 0 (got 'nan')" -- $P --lr nan
 expect lr_inf 2 "--lr wants a number > 0 (got 'inf')" -- $P --lr inf
@@ -78,7 +78,7 @@ expect images_none2 2 "--images wants one or more files after it" -- embed --wei
 expect embed_both 2 "give either --manifest M" -- embed --weights w --out o.npy
 expect extra_word 2 "unexpected argument 'extra'" -- synth --out d extra
 expect bench_sub 2 "unknown subcommand 'gemmm'; one of: bench gemm bench train" -- bench gemmm
-expect equals_form 2 "--steps wants a whole number >= 1 (got 'x')" -- $P --steps=x
+expect equals_form 2 "--steps wants a whole number in [1, 1000000000000] (got 'x')" -- $P --steps=x
 
 # -- --help on every command: usage, every flag of its table with its default
 for c in forward info init synth pretrain zeroshot probe finetune demo caption "tokenizer train" embed heatmap \
@@ -86,7 +86,7 @@ for c in forward info init synth pretrain zeroshot probe finetune demo caption "
   # shellcheck disable=SC2086
   expect "help_${c// /_}" 0 "usage: mama $c" -- $c --help
 done
-expect help_pretrain_steps 0 "--steps N                  optimiser steps (a whole number >= 1; default 40000)" -- pretrain --help
+expect help_pretrain_steps 0 "--steps N                  optimiser steps (a whole number in [1, 1000000000000]; default 40000)" -- pretrain --help
 expect help_pretrain_lr 0 "default 4e-05)" -- pretrain -h
 expect help_probe_steps 0 "(a whole number >= 1; default 8000)" -- probe --help
 expect help_split 0 "--split test|val|train" -- embed --help
