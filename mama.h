@@ -1857,9 +1857,10 @@ MAMA_API void mama_comm_free(mama_comm *c);
 #ifdef MAMA_NCCL
 /* NCCL on the current CUDA device for device memory (dev_* ops), with the
  * host ops of `mpi` (an MPI comm, which also carries the NCCL unique id
- * from rank 0).  `stream` is the cudaStream_t to run on (NULL: the legacy
- * default stream, which orders with the CUDA backend's blocking stream);
- * every op synchronises it before returning.  In mama_nccl.c. */
+ * from rank 0).  `stream`: the CUDA backend's, be->stream(be); the dev_*
+ * ops are then queued on it in order with the backend's ops and return
+ * without waiting.  NULL: the legacy default stream, with a device-wide
+ * wait before and after each op.  In mama_nccl.c. */
 MAMA_API mama_status mama_comm_nccl_create(mama_comm **out, mama_comm *mpi, void *stream);
 #endif
 
@@ -14351,6 +14352,10 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
  *   last micro-batch's backward as each layer's gradients are final
  *   (overlapped with the rest of the backward, 12.7); otherwise one
  *   blocking all-reduce after it.
+ * - Order: device collectives (NCCL, created on the backend's stream,
+ *   be->stream) are queued on the stream the ops run on, so they follow the
+ *   ops that wrote their inputs without any synchronisation; host
+ *   collectives read device data only through to_host, which waits.
  * MAMA_DP_REFERENCE keeps the reference's behaviour instead: CLIP,
  * symmetric CLIP and SLA over each rank's own B samples (the objective is
  * their mean over ranks, so their gradients are scaled by 1/W before the
