@@ -4813,8 +4813,6 @@ static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->impl = cx;
     t->alloc = mama__ref_alloc;
     t->free = mama__ref_free;
-    t->to_device = mama__ref_copy;
-    t->to_host = mama__ref_copy;
     t->copy = mama__ref_copy;
     t->zero = mama__cpu_zero;
     t->sync = mama__ref_sync;
@@ -5016,9 +5014,6 @@ static mama_status mama__ref_to_host(mama_backend *be, void *dst, const void *sr
 }
 /* ---- device scalars (1.5), also the CPU table's: each is the host
  * arithmetic section 6 did before, so the CPU step keeps its bits ---- */
-static mama_status mama__ref_host_alloc(mama_backend *be, void **ptr, size_t bytes) {
-    return mama_alloc(ptr, bytes ? bytes : 1, be && be->name ? be->name : "host buffer");
-}
 static void mama__ref_reduce_acc(mama_backend *be, double *acc, const float *a, const float *b, size_t n,
                                  double div) {
     double s = 0.0;
@@ -5039,10 +5034,11 @@ static void mama__ref_gemm_exp_alpha(mama_backend *be, int ta, int tb, int M, in
                                      const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     be->gemm(be, ta, tb, M, N, K, expf(log_alpha[0]), A, lda, B, ldb, beta, C, ldc);
 }
+/* the memory slots and those of 1.5's step on the device (both tables) */
 static void mama__ref_fill_device_slots(mama_backend *t) {
     t->to_device = mama__ref_to_device;
     t->to_host = mama__ref_to_host;
-    t->host_alloc = mama__ref_host_alloc;
+    t->host_alloc = mama__ref_alloc;
     t->host_free = mama__ref_free;
     t->to_device_async = mama__ref_copy;
     t->reduce_acc = mama__ref_reduce_acc;
@@ -5723,8 +5719,6 @@ MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
     t->impl = NULL;
     t->alloc = mama__ref_alloc;
     t->free = mama__ref_free;
-    t->to_device = mama__ref_copy;
-    t->to_host = mama__ref_copy;
     t->copy = mama__ref_copy;
     t->zero = mama__ref_zero;
     t->sync = mama__ref_sync;
