@@ -94,14 +94,26 @@ esac
 
 # ---- 2. binaries: the carried ones if they run, else a rebuild ------------
 log "binaries"
-probe() { # can the binaries run here (loader, kernels for this GPU, the CLI's --device cuda)?
-  [ -x build/test_cuda ] && [ -x build/mama ] || { echo "build/test_cuda or build/mama missing"; return 1; }
-  capped 20 build/test_cuda --list > /dev/null || { echo "build/test_cuda does not start (loader?)"; return 1; }
+# Can the binaries run here?  Not when test_cuda does not start, when its
+# memory section prints no PASS line at all (loader, driver, or no kernel
+# image for this GPU: the reason is in the output), or when build/mama has
+# no CUDA backend.  A check that FAILs next to PASS lines is a result, not
+# a reason to rebuild.
+probe() {
+  [ -x build/test_cuda ] && [ -x build/mama ] || { echo "probe: build/test_cuda or build/mama missing"; return 1; }
+  capped 20 build/test_cuda --list > /dev/null || { echo "probe: build/test_cuda does not start (loader?)"; return 1; }
   [ "$DRY" = 1 ] && return 0
-  MAMA_EXPECT_GPU=1 capped 60 build/test_cuda --only memory || { echo "build/test_cuda --only memory failed"; return 1; }
-  capped 60 build/mama bench train --device cuda --config tiny --batch 2 --steps 1 > /dev/null ||
-    { echo "build/mama bench train --device cuda (tiny) failed"; return 1; }
+  MAMA_EXPECT_GPU=1 capped 60 build/test_cuda --only memory > "$OUT/probe_memory.txt" 2>&1
+  cat "$OUT/probe_memory.txt"
+  grep -q '^PASS' "$OUT/probe_memory.txt" || { echo "probe: build/test_cuda ran no GPU check (above)"; return 1; }
+  capped 60 build/mama bench train --device cuda --config tiny --batch 2 --steps 1 > "$OUT/probe_cli.txt" 2>&1
+  tail -3 "$OUT/probe_cli.txt"
+  if grep -q "has no CUDA backend" "$OUT/probe_cli.txt"; then echo "probe: build/mama was built without CUDA"; return 1; fi
+  return 0
 }
+# the rebuild targets this GPU (compute capability 9.0 -> sm_90)
+CAP=$(timeout 10 nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
+ARCH=${CAP:+sm_$CAP}
 BUILT="carried"
 {
   if [ "${FORCE_BUILD:-0}" != 1 ] && probe; then
@@ -111,10 +123,12 @@ BUILT="carried"
     BUILT="missing"
   else
     echo "rebuilding (FORCE_BUILD=${FORCE_BUILD:-0}, or the probe above failed)"
-    if capped 240 make --no-print-directory -j"$(nproc)" cuda; then BUILT="rebuilt (strict)"
+    echo "make cuda CUDA_ARCH=${ARCH:-sm_90}"
+    if capped 240 make --no-print-directory -j"$(nproc)" cuda CUDA_ARCH="${ARCH:-sm_90}"; then BUILT="rebuilt (strict)"
     else
       echo "the strict build failed (above); again without -Werror"
-      if capped 240 make --no-print-directory -j"$(nproc)" cuda CUDA_WERROR=0; then BUILT="rebuilt (without -Werror)"
+      if capped 240 make --no-print-directory -j"$(nproc)" cuda CUDA_ARCH="${ARCH:-sm_90}" CUDA_WERROR=0; then
+        BUILT="rebuilt (without -Werror)"
       else BUILT="build failed"; fi
     fi
     probe || echo "the rebuilt binaries do not run either"
@@ -179,12 +193,14 @@ else capped 60 build/test_cuda --timing > "$OUT/ops_timing.log" 2>&1; fi
 # ---- 6. the step: mama.h and PyTorch ------------------------------------------------------
 bench_c() { # batch checkpoint file
   if [ "$DRY" = 1 ]; then skip_file "$3" "dry run"; return; fi
+  if [ "$(left)" -lt 40 ]; then skip_file "$3" "deadline"; note "mama.h batch $1 skipped: $(left)s left"; return; fi
   capped 150 build/mama bench train --device cuda --precision bf16 --config base --batch "$1" --checkpoint "$2" \
     --steps "$STEPS" --peak-tflops "$PEAK" > "$OUT/$3" 2>&1
 }
 bench_t() { # batch file
   if [ "$DRY" = 1 ]; then skip_file "$2" "dry run"; return; fi
-  if timeout 30 python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+  if [ "$(left)" -lt 40 ]; then skip_file "$2" "deadline"; note "PyTorch batch $1 skipped: $(left)s left"; return; fi
+  if timeout 20 python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
     capped 120 python3 bench/bench_train_torch.py --preset base --device cuda --bf16 --dropout 0.1 --batch "$1" \
       --steps "$STEPS" --warmup 2 --peak-tflops "$PEAK" > "$OUT/$2" 2>&1
   else
