@@ -498,6 +498,36 @@ struct mama_backend {
     /* --- lifetime --- releases the table, its scratch and `impl`
      * (called by mama_backend_free). */
     void (*destroy)(mama_backend *be);
+
+    /* --- keeping a training step on the device (section 6): no host round
+     * trip inside a step; its losses come back in one download.  Every
+     * backend of this library fills these slots. --- */
+    /* host memory for uploads: pinned on a GPU (plain memory on the CPU) */
+    mama_status (*host_alloc)(mama_backend *be, void **ptr, size_t bytes);
+    void        (*host_free)(mama_backend *be, void *ptr);
+    /* queue a copy from host_alloc memory in order with the ops; src must not
+     * change until the next sync or to_host (the CPU copies at once) */
+    mama_status (*to_device_async)(mama_backend *be, void *dst, const void *src, size_t bytes);
+    /* acc[0] += (b ? sum_i a[i] b[i] : sum_i a[i]) / div, accumulated in
+     * double in the order of i; acc is device memory (a double) */
+    void (*reduce_acc)(mama_backend *be, double *acc, const float *a, const float *b, size_t n, double div);
+    /* y[0] += (float)acc[0], both device scalars */
+    void (*acc_to_scalar)(mama_backend *be, float *y, const double *acc);
+    /* y[i] *= expf(log_s[0]) / gemm with alpha = expf(log_alpha[0]): a
+     * temperature kept as its log in device memory */
+    void (*scale_exp)(mama_backend *be, float *y, const float *log_s, size_t n);
+    void (*gemm_exp_alpha)(mama_backend *be, int trans_a, int trans_b, int M, int N, int K, const float *log_alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+    /* the queue every op runs on, in order (a cudaStream_t for CUDA), for
+     * device collectives to run on the same one (mama_comm_nccl_create);
+     * NULL slot: ops finish before they return (CPU, reference) */
+    void *(*stream)(mama_backend *be);
+    /* Host synchronisations so far: each sync, to_host, to_device, dot and
+     * sum_squares waits until every op queued before it has run, and counts
+     * one; to_device_async and the device-scalar ops above count none.
+     * Exact when one thread uses the backend; `bench train` reports it per
+     * step. */
+    unsigned long long host_syncs;
 };
 
 /* Backends are objects: create one, pass it to mama_model_create, free it
@@ -525,12 +555,18 @@ MAMA_API void mama_backend_free(mama_backend *be);
  * (`make cuda`) to use them.  create fails with MAMA_ERR_UNSUPPORTED when
  * no device is present; free releases the table.  Precision applies to
  * the GEMMs: FP32 (default), TF32 or BF16 tensor cores, FP32 accumulation.
- * host_alloc gives pinned host memory (for asynchronous uploads).  Plain
+ * host_alloc gives pinned host memory (for asynchronous uploads; the
+ * table's host_alloc slot is the same).  be->stream(be) is the backend's
+ * cudaStream_t, for mama_comm_nccl_create.  Plain
  * `extern` (not MAMA_API): they live in another translation unit even when
  * MAMA_API makes the library static. */
 #define MAMA_CUDA_FP32 0
 #define MAMA_CUDA_TF32 1
 #define MAMA_CUDA_BF16 2
+/* device_query fails (MAMA_ERR_BACKEND, the CUDA error in the message)
+ * when the runtime cannot count devices, e.g. a driver older than the
+ * toolkit; device_count is its count, or -1 on that failure. */
+extern mama_status mama_cuda_device_query(int *count);
 extern int         mama_cuda_device_count(void);
 extern mama_status mama_cuda_backend_create(mama_backend **out, int device);
 extern void        mama_cuda_backend_free(mama_backend *be);
@@ -1827,9 +1863,10 @@ MAMA_API void mama_comm_free(mama_comm *c);
 #ifdef MAMA_NCCL
 /* NCCL on the current CUDA device for device memory (dev_* ops), with the
  * host ops of `mpi` (an MPI comm, which also carries the NCCL unique id
- * from rank 0).  `stream` is the cudaStream_t to run on (NULL: the legacy
- * default stream, which orders with the CUDA backend's blocking stream);
- * every op synchronises it before returning.  In mama_nccl.c. */
+ * from rank 0).  `stream`: the CUDA backend's, be->stream(be); the dev_*
+ * ops are then queued on it in order with the backend's ops and return
+ * without waiting.  NULL: the legacy default stream, with a device-wide
+ * wait before and after each op.  In mama_nccl.c. */
 MAMA_API mama_status mama_comm_nccl_create(mama_comm **out, mama_comm *mpi, void *stream);
 #endif
 
@@ -4664,7 +4701,7 @@ static void mama__cpu_sgd_step(mama_backend *be, float *p, const float *g, float
 static double mama__cpu_sum_squares(mama_backend *be, const float *x, size_t n) {
     long long i, nn = (long long)n;
     double s = 0.0;
-    (void)be;
+    if (be) be->host_syncs++;
     MAMA__OPS_PRAGMA(omp parallel for schedule(static) reduction(+:s) if(nn > MAMA__OPS_MIN_PAR))
     for (i = 0; i < nn; i++) s += (double)x[i] * (double)x[i];
     return s;
@@ -4771,6 +4808,7 @@ static mama_status mama__ref_alloc(mama_backend *be, void **ptr, size_t bytes);
 static mama_status mama__ref_copy(mama_backend *be, void *dst, const void *src, size_t bytes);
 static void mama__ref_free(mama_backend *be, void *ptr);
 static mama_status mama__ref_sync(mama_backend *be);
+static void mama__ref_fill_device_slots(mama_backend *t);
 static void mama__ref_segment_max_backward(mama_backend *be, float *dx, const float *dout, const int *arg, int rows,
                                            int cols, int nseg);
 static void mama__ref_transpose(mama_backend *be, float *y, const float *x, int rows, int cols);
@@ -4781,8 +4819,6 @@ static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->impl = cx;
     t->alloc = mama__ref_alloc;
     t->free = mama__ref_free;
-    t->to_device = mama__ref_copy;
-    t->to_host = mama__ref_copy;
     t->copy = mama__ref_copy;
     t->zero = mama__cpu_zero;
     t->sync = mama__ref_sync;
@@ -4829,6 +4865,7 @@ static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->sgd_step = mama__cpu_sgd_step;
     t->sum_squares = mama__cpu_sum_squares;
     t->destroy = mama__cpu_destroy;
+    mama__ref_fill_device_slots(t);
 }
 
 static void mama__cpu_destroy(mama_backend *be) {
@@ -4969,8 +5006,51 @@ static mama_status mama__ref_zero(mama_backend *be, void *dst, size_t bytes) {
     return MAMA_OK;
 }
 static mama_status mama__ref_sync(mama_backend *be) {
-    (void)be;
+    be->host_syncs++;
     return MAMA_OK;
+}
+/* the synchronous copies count as host synchronisations (1.5), copy does not */
+static mama_status mama__ref_to_device(mama_backend *be, void *dst, const void *src, size_t bytes) {
+    be->host_syncs++;
+    return mama__ref_copy(be, dst, src, bytes);
+}
+static mama_status mama__ref_to_host(mama_backend *be, void *dst, const void *src, size_t bytes) {
+    be->host_syncs++;
+    return mama__ref_copy(be, dst, src, bytes);
+}
+/* ---- device scalars (1.5), also the CPU table's: each is the host
+ * arithmetic section 6 did before, so the CPU step keeps its bits ---- */
+static void mama__ref_reduce_acc(mama_backend *be, double *acc, const float *a, const float *b, size_t n,
+                                 double div) {
+    double s = 0.0;
+    size_t i;
+    (void)be;
+    if (b) for (i = 0; i < n; i++) s += (double)a[i] * b[i];
+    else for (i = 0; i < n; i++) s += a[i];
+    acc[0] += s / div;
+}
+static void mama__ref_acc_to_scalar(mama_backend *be, float *y, const double *acc) {
+    (void)be;
+    y[0] += (float)acc[0];
+}
+static void mama__ref_scale_exp(mama_backend *be, float *y, const float *log_s, size_t n) {
+    be->scale(be, y, expf(log_s[0]), n);
+}
+static void mama__ref_gemm_exp_alpha(mama_backend *be, int ta, int tb, int M, int N, int K, const float *log_alpha,
+                                     const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    be->gemm(be, ta, tb, M, N, K, expf(log_alpha[0]), A, lda, B, ldb, beta, C, ldc);
+}
+/* the memory slots and those of 1.5's step on the device (both tables) */
+static void mama__ref_fill_device_slots(mama_backend *t) {
+    t->to_device = mama__ref_to_device;
+    t->to_host = mama__ref_to_host;
+    t->host_alloc = mama__ref_alloc;
+    t->host_free = mama__ref_free;
+    t->to_device_async = mama__ref_copy;
+    t->reduce_acc = mama__ref_reduce_acc;
+    t->acc_to_scalar = mama__ref_acc_to_scalar;
+    t->scale_exp = mama__ref_scale_exp;
+    t->gemm_exp_alpha = mama__ref_gemm_exp_alpha;
 }
 
 /* ---- matrix multiply ----
@@ -5590,7 +5670,7 @@ static void mama__ref_fill_diagonal(mama_backend *be, float *x, int n, int ld, f
 static double mama__ref_dot_op(mama_backend *be, const float *a, const float *b, size_t n) {
     double s = 0.0;
     size_t i;
-    (void)be;
+    if (be) be->host_syncs++;
     for (i = 0; i < n; i++) s += (double)a[i] * b[i];
     return s;
 }
@@ -5645,8 +5725,6 @@ MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
     t->impl = NULL;
     t->alloc = mama__ref_alloc;
     t->free = mama__ref_free;
-    t->to_device = mama__ref_copy;
-    t->to_host = mama__ref_copy;
     t->copy = mama__ref_copy;
     t->zero = mama__ref_zero;
     t->sync = mama__ref_sync;
@@ -5693,6 +5771,7 @@ MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
     t->gemm_half = mama__ref_gemm_half;
     t->embedding_forward_half = mama__ref_embedding_forward_half;
     t->destroy = mama__ref_destroy;
+    mama__ref_fill_device_slots(t);
     *out = t;
     return MAMA_OK;
 }
@@ -6092,6 +6171,10 @@ struct mama_model {
     int *h_ints;
     float *h_floats;
     int *h_sent_seg;             /* [max_batch + 1] caption sentence offsets */
+    unsigned char *h_stage;      /* upload staging from be->host_alloc (6.1), made by the first step */
+    int stage_busy;              /* copies from h_stage were queued ... */
+    unsigned long long stage_mark; /* ... when be->host_syncs was this */
+    double *d_acc;               /* device: the step's loss terms and a scratch sum (6) */
     int last_B, last_S, last_late;
     struct mama__dp *dp;         /* data-parallel state (section 12), NULL when single-process */
 };
@@ -6593,6 +6676,8 @@ MAMA_API void mama_model_free(mama_model *m) {
         if (m->grads) m->be->free(m->be, m->grads);
         if (m->params_half) m->be->free(m->be, m->params_half);
         if (m->arena) m->be->free(m->be, m->arena);
+        if (m->d_acc) m->be->free(m->be, m->d_acc);
+        if (m->h_stage) { m->be->sync(m->be); m->be->host_free(m->be, m->h_stage); }
     }
     mama_free(m->info);
     mama_free(m->w.vit); mama_free(m->g.vit);
@@ -6704,7 +6789,7 @@ typedef struct mama__host_weights {
  * a staging copy, which for the 2.7B text tower saves a second copy of
  * every weight. */
 static int mama__backend_is_host(const mama_backend *be) {
-    return be->to_device == mama__ref_copy && be->to_host == mama__ref_copy;
+    return be->to_device == mama__ref_to_device && be->to_host == mama__ref_to_host;
 }
 
 static void mama__host_weights_free(mama__host_weights *h) {
@@ -7322,76 +7407,75 @@ static float mama__read_scalar(mama_model *m, const float *dev) {
     m->be->to_host(m->be, &v, dev, sizeof v);
     return v;
 }
-static void mama__add_scalar(mama_model *m, float *dev, double delta) {
-    float v = mama__read_scalar(m, dev);
-    v += (float)delta;
-    m->be->to_device(m->be, dev, &v, sizeof v);
-}
-static double mama__sum_host(mama_model *m, const float *dev, int n) {
-    float buf[256];
-    double s = 0;
-    int i, done = 0;
-    while (done < n) {
-        int k = n - done < 256 ? n - done : 256;
-        m->be->to_host(m->be, buf, dev + done, sizeof(float) * (size_t)k);
-        for (i = 0; i < k; i++) s += buf[i];
-        done += k;
-    }
-    return s;
+
+/* The losses stay on the device: each adds its mean into a device double
+ * (m->d_acc, zeroed per step), the temperatures are read as their logs by
+ * the ops that use them, and their gradients are added in place, so a
+ * step has no host round trip; 6.2 downloads the four terms once, and only
+ * when the caller asks for them.  The arithmetic is the host's of before
+ * (double sums in order, divided by the row count), so the CPU backend's
+ * losses are the same bits. */
+enum { MAMA__ACC_CLIP, MAMA__ACC_MV, MAMA__ACC_SYM, MAMA__ACC_SLA, MAMA__ACC_TMP, MAMA__ACC_N };
+
+/* g[0] += (float)(a.b + c.d) on the device (c, d may be NULL) */
+static void mama__add_dots(mama_model *m, float *g, const float *a, const float *b, const float *c, const float *d,
+                           size_t n) {
+    mama_backend *be = m->be;
+    double *t = m->d_acc + MAMA__ACC_TMP;
+    be->zero(be, t, sizeof(double));
+    be->reduce_acc(be, t, a, b, n, 1.0);
+    if (c) be->reduce_acc(be, t, c, d, n, 1.0);
+    be->acc_to_scalar(be, g, t);
 }
 
 /* The CLIP objective on a B x B logit matrix L (rows: images, columns:
  * texts, matched pairs on the diagonal): CE over rows plus CE over columns,
- * each a mean over the batch.  dL receives the whole gradient (overwritten). */
-static double mama__ce_both(mama_model *m, const float *L, float *dL, int B) {
+ * each a mean over the batch, added to acc[0].  dL receives the whole
+ * gradient (overwritten). */
+static void mama__ce_both(mama_model *m, const float *L, float *dL, int B, double *acc) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
-    double loss;
     be->transpose(be, a->logits_t, L, B, B);
     be->cross_entropy_forward(be, a->ce_loss, a->ce_probs, L, a->targets_diag, B, B);
     be->cross_entropy_forward(be, a->ce_loss + B, a->ce_probs_t, a->logits_t, a->targets_diag, B, B);
-    loss = mama__sum_host(m, a->ce_loss, 2 * B) / B;
+    be->reduce_acc(be, acc, a->ce_loss, NULL, 2 * (size_t)B, (double)B);
     mama__zero(be, dL, (size_t)B * B);
     mama__zero(be, a->dlogits_t, (size_t)B * B);
     be->cross_entropy_backward(be, dL, a->ce_probs, a->targets_diag, a->ce_dloss, B, B);
     be->cross_entropy_backward(be, a->dlogits_t, a->ce_probs_t, a->targets_diag, a->ce_dloss, B, B);
     be->transpose(be, a->logits_t, a->dlogits_t, B, B); /* reuse as scratch */
     be->accumulate(be, dL, a->logits_t, 1.0f, (size_t)B * B);
-    return loss;
 }
 
 /* Global CLIP loss between image embeddings Im and text embeddings Tx
- * (B x E each, L2-normalised): S = exp(logit_scale) Im Tx^T.  Gradients
- * accumulate into dIm, dT and the log-scale's gradient (if dscale). */
-static double mama__clip_loss(mama_model *m, const float *Im, const float *Tx, float *dIm, float *dT,
-                              const float *log_scale, float *dscale, int B) {
+ * (B x E each, L2-normalised): S = exp(logit_scale) Im Tx^T, the loss
+ * added to acc[0].  Gradients accumulate into dIm, dT and the log-scale's
+ * gradient (if dscale). */
+static void mama__clip_loss(mama_model *m, const float *Im, const float *Tx, float *dIm, float *dT,
+                            const float *log_scale, float *dscale, int B, double *acc) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     int E = m->cfg.embed_dim;
-    float scale = expf(mama__read_scalar(m, log_scale));
-    double loss;
-    be->gemm(be, 0, 1, B, B, E, scale, Im, E, Tx, E, 0.0f, a->logits, B);
-    loss = mama__ce_both(m, a->logits, a->dlogits, B);
-    if (!dIm) return loss;
-    if (dscale) mama__add_scalar(m, dscale, be->dot(be, a->dlogits, a->logits, (size_t)B * B));
-    be->gemm(be, 0, 0, B, E, B, scale, a->dlogits, B, Tx, E, 1.0f, dIm, E);
-    be->gemm(be, 1, 0, B, E, B, scale, a->dlogits, B, Im, E, 1.0f, dT, E);
-    return loss;
+    be->gemm_exp_alpha(be, 0, 1, B, B, E, log_scale, Im, E, Tx, E, 0.0f, a->logits, B);
+    mama__ce_both(m, a->logits, a->dlogits, B, acc);
+    if (!dIm) return;
+    if (dscale) mama__add_dots(m, dscale, a->dlogits, a->logits, NULL, NULL, (size_t)B * B);
+    be->gemm_exp_alpha(be, 0, 0, B, E, B, log_scale, a->dlogits, B, Tx, E, 1.0f, dIm, E);
+    be->gemm_exp_alpha(be, 1, 0, B, E, B, log_scale, a->dlogits, B, Im, E, 1.0f, dT, E);
 }
 
 /* Multi-view NT-Xent (SimCLR, temperature 0.5) between the projections of
  * the image half and the ext half of sc_z; 2B-2 negatives per anchor. */
-static double mama__ntxent_loss(mama_model *m, int B, int backward) {
+static void mama__ntxent_loss(mama_model *m, int B, int backward, double *acc) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     int E = m->cfg.embed_dim, n2 = 2 * B;
-    double loss;
     be->l2norm_forward(be, a->sc_zn, a->sc_norm, a->sc_z, n2, E);
     be->gemm(be, 0, 1, n2, n2, E, 2.0f, a->sc_zn, E, a->sc_zn, E, 0.0f, a->ntx_sim, n2);
     be->fill_diagonal(be, a->ntx_sim, n2, n2, -1e30f); /* an anchor is not its own negative */
     be->cross_entropy_forward(be, a->ntx_loss, a->ntx_probs, a->ntx_sim, a->targets_ntx, n2, n2);
-    loss = mama__sum_host(m, a->ntx_loss, n2) / n2;
-    if (!backward) return loss;
+    be->reduce_acc(be, acc, a->ntx_loss, NULL, (size_t)n2, (double)n2);
+    if (!backward) return;
     mama__zero(be, a->ntx_dsim, (size_t)n2 * n2);
     be->cross_entropy_backward(be, a->ntx_dsim, a->ntx_probs, a->targets_ntx, a->ntx_dloss, n2, n2);
     /* sim = 2 zn zn^T  =>  dzn = 2 (dsim + dsim^T) zn */
@@ -7399,7 +7483,6 @@ static double mama__ntxent_loss(mama_model *m, int B, int backward) {
     be->gemm(be, 1, 0, n2, E, n2, 2.0f, a->ntx_dsim, n2, a->sc_zn, E, 1.0f, a->d_sc_zn, E);
     mama__zero(be, a->d_sc_z, (size_t)n2 * E);
     be->l2norm_backward(be, a->d_sc_z, a->d_sc_zn, a->sc_zn, a->sc_norm, n2, E);
-    return loss;
 }
 
 /* Symmetric local alignment.  sim = p s^T between every patch of every
@@ -7408,29 +7491,27 @@ static double mama__ntxent_loss(mama_model *m, int B, int backward) {
  * i2t = mean over i's patches of the max over j's sentences.  The maxima
  * are segment maxima (rows of sim grouped by caption, rows of sim^T grouped
  * by image); the sentence mean is a GEMM with an averaging matrix. */
-static double mama__sla_loss(mama_model *m, int B, int S, int backward) {
+static void mama__sla_loss(mama_model *m, int B, int S, int backward, double *acc) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     int E = m->cfg.embed_dim, N = m->n_patches, BN = B * N;
-    float scale = expf(mama__read_scalar(m, m->w.local_scale));
-    double loss;
+    const float *log_scale = m->w.local_scale;
     be->gemm(be, 0, 1, BN, S, E, 1.0f, a->p_emb, E, a->s_emb, E, 0.0f, a->sla_sim, S);
     be->transpose(be, a->sla_simt, a->sla_sim, BN, S);
     be->segment_max_forward(be, a->sla_rowmax, a->sla_rowarg, a->sla_sim, BN, S, a->sent_seg, B);
     be->meanpool_forward(be, a->sla_i2t, a->sla_rowmax, NULL, B, N, B);        /* i2t[i, j] */
     be->segment_max_forward(be, a->sla_colmax, a->sla_colarg, a->sla_simt, S, BN, a->img_seg, B);
     be->gemm(be, 0, 0, B, B, S, 1.0f, a->sla_avg, S, a->sla_colmax, B, 0.0f, a->sla_t2i_t, B); /* t2i[i,j] at [j,i] */
-    be->scale(be, a->sla_t2i_t, scale, (size_t)B * B);
-    be->scale(be, a->sla_i2t, scale, (size_t)B * B);
+    be->scale_exp(be, a->sla_t2i_t, log_scale, (size_t)B * B);
+    be->scale_exp(be, a->sla_i2t, log_scale, (size_t)B * B);
     /* CE in both directions is symmetric in the orientation of the matrix */
-    loss = mama__ce_both(m, a->sla_t2i_t, a->sla_dt2i_t, B);
-    loss += mama__ce_both(m, a->sla_i2t, a->sla_di2t, B);
-    if (!backward) return loss;
+    mama__ce_both(m, a->sla_t2i_t, a->sla_dt2i_t, B, acc);
+    mama__ce_both(m, a->sla_i2t, a->sla_di2t, B, acc);
+    if (!backward) return;
     if (m->g.local_scale)
-        mama__add_scalar(m, m->g.local_scale, be->dot(be, a->sla_dt2i_t, a->sla_t2i_t, (size_t)B * B) +
-                                              be->dot(be, a->sla_di2t, a->sla_i2t, (size_t)B * B));
-    be->scale(be, a->sla_dt2i_t, scale, (size_t)B * B);
-    be->scale(be, a->sla_di2t, scale, (size_t)B * B);
+        mama__add_dots(m, m->g.local_scale, a->sla_dt2i_t, a->sla_t2i_t, a->sla_di2t, a->sla_i2t, (size_t)B * B);
+    be->scale_exp(be, a->sla_dt2i_t, log_scale, (size_t)B * B);
+    be->scale_exp(be, a->sla_di2t, log_scale, (size_t)B * B);
     /* back through the averaging and the maxima to sim and sim^T */
     be->gemm(be, 1, 0, S, B, B, 1.0f, a->sla_avg, S, a->sla_dt2i_t, B, 0.0f, a->sla_dcolmax, B);
     mama__zero(be, a->sla_dsimt, (size_t)S * BN);
@@ -7444,19 +7525,61 @@ static double mama__sla_loss(mama_model *m, int B, int S, int backward) {
     be->gemm(be, 1, 0, BN, E, S, 1.0f, a->sla_dsimt, BN, a->s_emb, E, 1.0f, a->d_p_emb, E);
     be->gemm(be, 1, 0, S, E, BN, 1.0f, a->sla_dsim, S, a->p_emb, E, 1.0f, a->d_s_emb, E);
     be->gemm(be, 0, 0, S, E, BN, 1.0f, a->sla_dsimt, BN, a->p_emb, E, 1.0f, a->d_s_emb, E);
-    return loss;
 }
 
-/* ---- 6.1 Uploading a batch --------------------------------------------- */
+/* The loss terms of this step: one download (a host synchronisation, which
+ * also frees the upload staging of 6.1). */
+static mama_status mama__losses_download(mama_model *m, mama_losses *L) {
+    double h[4];
+    MAMA_TRY(m->be->to_host(m->be, h, m->d_acc, sizeof h));
+    L->clip = (float)h[MAMA__ACC_CLIP];
+    L->mv = (float)h[MAMA__ACC_MV];
+    L->sym = (float)h[MAMA__ACC_SYM];
+    L->sla = (float)h[MAMA__ACC_SLA];
+    return MAMA_OK;
+}
+
+/* ---- 6.1 Uploading a batch ---------------------------------------------
+ * Every array is written into one staging buffer from host_alloc (pinned
+ * on a GPU) and queued with to_device_async: the host does not wait.  The
+ * staging is written again only after the last step's copies have run: a
+ * host synchronisation since then (be->host_syncs moved: the loss download,
+ * the caller's sync) proves it, else one sync here. */
+
+/* the next 64-byte aligned piece of the staging buffer */
+static void *mama__stage_take(mama_model *m, size_t *off, size_t bytes) {
+    void *p = m->h_stage + *off;
+    *off += (bytes + 63) & ~(size_t)63;
+    return p;
+}
+
+static mama_status mama__stage_begin(mama_model *m) {
+    mama_backend *be = m->be;
+    const mama_config *c = &m->cfg;
+    size_t B = (size_t)m->max_batch, T = (size_t)c->context;
+    size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
+    if (!m->h_stage) { /* the largest batch: B <= max_batch, S <= B * MAMA_MAX_SENTENCES, 11 paddings */
+        size_t f = sizeof(float), cap = 2 * B * img * f + 3 * B * T * 4 + B * MAMA_MAX_SENTENCES * 4 +
+                                        2 * (B + 1) * 4 + B * (size_t)m->n_patches * 4 +
+                                        B * B * MAMA_MAX_SENTENCES * f + 6 * B * 4 + 16 * 64;
+        MAMA_TRY(be->host_alloc(be, (void **)&m->h_stage, cap));
+        MAMA_TRY(be->alloc(be, (void **)&m->d_acc, sizeof(double) * MAMA__ACC_N));
+    } else if (m->stage_busy && be->host_syncs == m->stage_mark) {
+        MAMA_TRY(be->sync(be)); /* no wait since the last uploads were queued */
+    }
+    m->stage_busy = 1;
+    m->stage_mark = be->host_syncs;
+    return MAMA_OK;
+}
 
 static mama_status mama__upload_batch(mama_model *m, const mama_batch *b, int late, int need_sentences, int *S_out) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     const mama_config *c = &m->cfg;
     int B = b->B, T = c->context, N = m->n_patches, Tv = m->n_vtok, i, t, S = 0;
-    size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
-    int *hi = m->h_ints;
-    float *hf = m->h_floats;
+    size_t img = (size_t)c->in_chans * c->image_size * c->image_size, off = 0, bt = (size_t)B * T;
+    int *hi;
+    float *hf;
     if (B < 1 || B > m->max_batch)
         return MAMA_FAIL(MAMA_ERR_INVALID, "batch of %d samples; this model was created for 1..%d", B, m->max_batch);
     if (!b->images || !b->input_ids || !b->attention_mask)
@@ -7467,55 +7590,73 @@ static mama_status mama__upload_batch(mama_model *m, const mama_batch *b, int la
         if (b->input_ids[i] < 0 || b->input_ids[i] >= c->vocab_size)
             return MAMA_FAIL(MAMA_ERR_INVALID, "batch: input_ids[%d][%d] = %d is outside the vocabulary (0..%d)",
                              i / T, i % T, b->input_ids[i], c->vocab_size - 1);
-    MAMA_TRY(be->to_device(be, a->images, b->images, sizeof(float) * img * (size_t)B));
-    if (late) MAMA_TRY(be->to_device(be, a->images + img * (size_t)B, b->ext_images, sizeof(float) * img * (size_t)B));
-    MAMA_TRY(be->to_device(be, a->ids, b->input_ids, sizeof(int) * (size_t)B * T));
-    for (i = 0; i < B * T; i++) hi[i] = b->attention_mask[i] != 0;
-    MAMA_TRY(be->to_device(be, a->key_valid, hi, sizeof(int) * (size_t)B * T));
-    for (i = 0; i < B * T; i++) hf[i] = b->attention_mask[i] != 0 ? 1.0f : 0.0f;
-    MAMA_TRY(be->to_device(be, a->pool_mask, hf, sizeof(float) * (size_t)B * T));
-    /* sentence rows: every sep position, caption by caption */
+    /* sentence rows: every sep position, caption by caption (checked before
+     * anything is queued) */
     m->h_sent_seg[0] = 0;
     for (i = 0; i < B; i++) {
         int count = 0;
-        for (t = 0; t < T; t++)
-            if (b->input_ids[i * T + t] == c->sep_id) {
-                if (count == MAMA_MAX_SENTENCES)
-                    return MAMA_FAIL(MAMA_ERR_INVALID, "batch: caption %d has more than %d sentence separators", i,
-                                     MAMA_MAX_SENTENCES);
-                hi[S++] = i * T + t;
-                count++;
-            }
+        for (t = 0; t < T; t++) count += b->input_ids[i * T + t] == c->sep_id;
+        if (count > MAMA_MAX_SENTENCES)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "batch: caption %d has more than %d sentence separators", i,
+                             MAMA_MAX_SENTENCES);
         if (need_sentences && count == 0)
             return MAMA_FAIL(MAMA_ERR_INVALID, "batch: caption %d has no sentence separator (id %d), which the "
                              "local alignment needs", i, c->sep_id);
-        m->h_sent_seg[i + 1] = S;
+        m->h_sent_seg[i + 1] = S += count;
     }
-    if (S > 0) MAMA_TRY(be->to_device(be, a->sent_idx, hi, sizeof(int) * (size_t)S));
-    MAMA_TRY(be->to_device(be, a->sent_seg, m->h_sent_seg, sizeof(int) * (size_t)(B + 1)));
+    MAMA_TRY(mama__stage_begin(m));
+#define MAMA__UP(dev, host, bytes) MAMA_TRY(be->to_device_async(be, (dev), (host), (bytes)))
+    hf = (float *)mama__stage_take(m, &off, sizeof(float) * img * B * (late ? 2 : 1));
+    memcpy(hf, b->images, sizeof(float) * img * B);
+    if (late) memcpy(hf + img * B, b->ext_images, sizeof(float) * img * B);
+    MAMA__UP(a->images, hf, sizeof(float) * img * B * (late ? 2 : 1));
+    hi = (int *)mama__stage_take(m, &off, sizeof(int) * bt);
+    memcpy(hi, b->input_ids, sizeof(int) * bt);
+    MAMA__UP(a->ids, hi, sizeof(int) * bt);
+    hi = (int *)mama__stage_take(m, &off, sizeof(int) * bt);
+    for (i = 0; i < B * T; i++) hi[i] = b->attention_mask[i] != 0;
+    MAMA__UP(a->key_valid, hi, sizeof(int) * bt);
+    hf = (float *)mama__stage_take(m, &off, sizeof(float) * bt);
+    for (i = 0; i < B * T; i++) hf[i] = b->attention_mask[i] != 0 ? 1.0f : 0.0f;
+    MAMA__UP(a->pool_mask, hf, sizeof(float) * bt);
+    if (S > 0) {
+        hi = (int *)mama__stage_take(m, &off, sizeof(int) * (size_t)S);
+        for (i = 0, S = 0; i < B * T; i++)
+            if (b->input_ids[i] == c->sep_id) hi[S++] = i;
+        MAMA__UP(a->sent_idx, hi, sizeof(int) * (size_t)S);
+    }
+    hi = (int *)mama__stage_take(m, &off, sizeof(int) * (size_t)(B + 1));
+    memcpy(hi, m->h_sent_seg, sizeof(int) * (size_t)(B + 1));
+    MAMA__UP(a->sent_seg, hi, sizeof(int) * (size_t)(B + 1));
+    hi = (int *)mama__stage_take(m, &off, sizeof(int) * (size_t)(B + 1));
     for (i = 0; i <= B; i++) hi[i] = i * N;
-    MAMA_TRY(be->to_device(be, a->img_seg, hi, sizeof(int) * (size_t)(B + 1)));
+    MAMA__UP(a->img_seg, hi, sizeof(int) * (size_t)(B + 1));
     /* patch rows of the first B images inside the token matrix */
+    hi = (int *)mama__stage_take(m, &off, sizeof(int) * (size_t)B * N);
     for (i = 0; i < B; i++)
         for (t = 0; t < N; t++) hi[i * N + t] = i * Tv + 1 + c->registers + t;
-    MAMA_TRY(be->to_device(be, a->patch_idx, hi, sizeof(int) * (size_t)B * N));
+    MAMA__UP(a->patch_idx, hi, sizeof(int) * (size_t)B * N);
     /* sentence averaging matrix [B captions, S] for t2i */
     if (S > 0) {
+        hf = (float *)mama__stage_take(m, &off, sizeof(float) * (size_t)B * S);
         memset(hf, 0, sizeof(float) * (size_t)B * S);
         for (i = 0; i < B; i++)
             for (t = m->h_sent_seg[i]; t < m->h_sent_seg[i + 1]; t++)
                 hf[(size_t)i * S + t] = 1.0f / (float)(m->h_sent_seg[i + 1] - m->h_sent_seg[i]);
-        MAMA_TRY(be->to_device(be, a->sla_avg, hf, sizeof(float) * (size_t)B * S));
+        MAMA__UP(a->sla_avg, hf, sizeof(float) * (size_t)B * S);
     }
     /* targets and per-row loss weights */
+    hi = (int *)mama__stage_take(m, &off, sizeof(int) * (size_t)(3 * B));
     for (i = 0; i < B; i++) hi[i] = i;
-    MAMA_TRY(be->to_device(be, a->targets_diag, hi, sizeof(int) * (size_t)B));
-    for (i = 0; i < 2 * B; i++) hi[i] = (i + B) % (2 * B);
-    MAMA_TRY(be->to_device(be, a->targets_ntx, hi, sizeof(int) * (size_t)(2 * B)));
+    for (i = 0; i < 2 * B; i++) hi[B + i] = (i + B) % (2 * B);
+    MAMA__UP(a->targets_diag, hi, sizeof(int) * (size_t)B);
+    MAMA__UP(a->targets_ntx, hi + B, sizeof(int) * (size_t)(2 * B));
+    hf = (float *)mama__stage_take(m, &off, sizeof(float) * (size_t)(3 * B));
     for (i = 0; i < B; i++) hf[i] = 1.0f / (float)B;
-    MAMA_TRY(be->to_device(be, a->ce_dloss, hf, sizeof(float) * (size_t)B));
-    for (i = 0; i < 2 * B; i++) hf[i] = 1.0f / (float)(2 * B);
-    MAMA_TRY(be->to_device(be, a->ntx_dloss, hf, sizeof(float) * (size_t)(2 * B)));
+    for (i = 0; i < 2 * B; i++) hf[B + i] = 1.0f / (float)(2 * B);
+    MAMA__UP(a->ce_dloss, hf, sizeof(float) * (size_t)B);
+    MAMA__UP(a->ntx_dloss, hf + B, sizeof(float) * (size_t)(2 * B));
+#undef MAMA__UP
     *S_out = S;
     return MAMA_OK;
 }
@@ -7583,25 +7724,28 @@ static mama_status mama__step(mama_model *m, const mama_batch *b, const mama_ste
         mama__zero(be, a->d_txt_emb, (size_t)B * E);
         mama__zero(be, a->d_vpooled, (size_t)Bv * D);
     }
-    /* losses (each also writes its gradients; cheap next to the towers) */
+    /* losses (each also writes its gradients; cheap next to the towers),
+     * their values in device memory until the one download below */
+    MAMA_TRY(be->zero(be, m->d_acc, sizeof(double) * MAMA__ACC_N));
     if (mama__dp_world(m) > 1) { /* over the global batch (section 12) */
         MAMA_TRY(mama__dp_losses(m, B, S, use_mv, use_sym, use_sla, backward, &L));
         goto losses_done;
     }
-    L.clip = (float)mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb,
-                                    m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
+    mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb, m->w.logit_scale,
+                    backward ? m->g.logit_scale : NULL, B, m->d_acc + MAMA__ACC_CLIP);
     if (use_sym)
-        L.sym = (float)mama__clip_loss(m, a->img_emb + (size_t)B * E, a->txt_emb,
-                                       backward ? a->d_img_emb + (size_t)B * E : NULL, a->d_txt_emb,
-                                       m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
-    if (use_mv) L.mv = (float)mama__ntxent_loss(m, B, backward);
+        mama__clip_loss(m, a->img_emb + (size_t)B * E, a->txt_emb, backward ? a->d_img_emb + (size_t)B * E : NULL,
+                        a->d_txt_emb, m->w.logit_scale, backward ? m->g.logit_scale : NULL, B,
+                        m->d_acc + MAMA__ACC_SYM);
+    if (use_mv) mama__ntxent_loss(m, B, backward, m->d_acc + MAMA__ACC_MV);
     if (use_sla) {
         if (backward) {
             mama__zero(be, a->d_p_emb, (size_t)B * N * E);
             mama__zero(be, a->d_s_emb, (size_t)S * E);
         }
-        L.sla = (float)mama__sla_loss(m, B, S, backward);
+        mama__sla_loss(m, B, S, backward, m->d_acc + MAMA__ACC_SLA);
     }
+    if (out) MAMA_TRY(mama__losses_download(m, &L));
 losses_done:
     L.loss = L.clip + L.mv + L.sym + L.sla;
     if (out) *out = L;
@@ -14216,6 +14360,10 @@ MAMA_API mama_status mama_sla_maps(mama_model *m, const float *image, const int 
  *   last micro-batch's backward as each layer's gradients are final
  *   (overlapped with the rest of the backward, 12.7); otherwise one
  *   blocking all-reduce after it.
+ * - Order: device collectives (NCCL, created on the backend's stream,
+ *   be->stream) are queued on the stream the ops run on, so they follow the
+ *   ops that wrote their inputs without any synchronisation; host
+ *   collectives read device data only through to_host, which waits.
  * MAMA_DP_REFERENCE keeps the reference's behaviour instead: CLIP,
  * symmetric CLIP and SLA over each rank's own B samples (the objective is
  * their mean over ranks, so their gradients are scaled by 1/W before the
@@ -14917,18 +15065,19 @@ static mama_status mama__dp_losses(mama_model *m, int B, int S, int use_mv, int 
          * and are averaged for the report below) */
         for (i = 0; i < B; i++) hf[i] = 1.0f / (float)G;
         MAMA_TRY(be->to_device(be, a->ce_dloss, hf, sizeof(float) * (size_t)B));
-        L->clip = (float)mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb,
-                                         m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
+        mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb, m->w.logit_scale,
+                        backward ? m->g.logit_scale : NULL, B, m->d_acc + MAMA__ACC_CLIP);
         if (use_sym)
-            L->sym = (float)mama__clip_loss(m, a->img_emb + BE, a->txt_emb, backward ? a->d_img_emb + BE : NULL,
-                                            a->d_txt_emb, m->w.logit_scale, backward ? m->g.logit_scale : NULL, B);
+            mama__clip_loss(m, a->img_emb + BE, a->txt_emb, backward ? a->d_img_emb + BE : NULL, a->d_txt_emb,
+                            m->w.logit_scale, backward ? m->g.logit_scale : NULL, B, m->d_acc + MAMA__ACC_SYM);
         if (use_sla) {
             if (backward) {
                 mama__zero(be, a->d_p_emb, BE * N);
                 mama__zero(be, a->d_s_emb, (size_t)S * E);
             }
-            L->sla = (float)mama__sla_loss(m, B, S, backward);
+            mama__sla_loss(m, B, S, backward, m->d_acc + MAMA__ACC_SLA);
         }
+        MAMA_TRY(mama__losses_download(m, L));
         hf[0] = L->clip; hf[1] = L->sym; hf[2] = L->sla;
         MAMA_TRY(c->allreduce_sum_f32(c, hf, 3));
         L->clip = hf[0] / W; L->sym = hf[1] / W; L->sla = hf[2] / W;
@@ -14947,23 +15096,28 @@ static mama_status mama__dp_losses(mama_model *m, int B, int S, int use_mv, int 
         mama__zero(be, a->d_txt_emb, (size_t)G * E);
     }
     if (global) {
-        L->clip = (float)mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb,
-                                         m->w.logit_scale, dscale, G);
+        mama__clip_loss(m, a->img_emb, a->txt_emb, backward ? a->d_img_emb : NULL, a->d_txt_emb, m->w.logit_scale,
+                        dscale, G, m->d_acc + MAMA__ACC_CLIP);
         if (use_sym)
-            L->sym = (float)mama__clip_loss(m, a->img_emb + (size_t)G * E, a->txt_emb,
-                                            backward ? a->d_img_emb + (size_t)G * E : NULL, a->d_txt_emb,
-                                            m->w.logit_scale, dscale, G);
+            mama__clip_loss(m, a->img_emb + (size_t)G * E, a->txt_emb, backward ? a->d_img_emb + (size_t)G * E : NULL,
+                            a->d_txt_emb, m->w.logit_scale, dscale, G, m->d_acc + MAMA__ACC_SYM);
         if (use_sla) {
             if (backward) {
                 mama__zero(be, a->d_p_emb, (size_t)G * N * E);
                 mama__zero(be, a->d_s_emb, (size_t)Sg * E);
             }
-            L->sla = (float)mama__sla_loss(m, G, Sg, backward);
+            mama__sla_loss(m, G, Sg, backward, m->d_acc + MAMA__ACC_SLA);
         }
     }
-    if (use_mv) L->mv = (float)mama__ntxent_loss(m, G, backward);
+    if (use_mv) mama__ntxent_loss(m, G, backward, m->d_acc + MAMA__ACC_MV);
     *a = saved;
     m->g.local_scale = local_scale_grad;
+    { /* the terms computed here (the reference mode keeps its rank means) */
+        mama_losses g;
+        MAMA_TRY(mama__losses_download(m, &g));
+        if (global) { L->clip = g.clip; L->sym = g.sym; L->sla = g.sla; }
+        L->mv = g.mv;
+    }
     if (!backward) return s;
     /* 5. keep the gradient rows of this rank's samples */
     if (global) {

@@ -100,6 +100,7 @@ struct mama_cuda_impl {
     size_t scratch_bytes;
     float *colbuf;            /* column sums: per-row-slice partial sums */
     size_t colbuf_bytes;
+    float *scal;              /* device [2]: gemm_exp_alpha's alpha and beta (pointer mode device) */
 };
 
 #define MAMA__CU_RED_BLOCKS 256
@@ -191,23 +192,36 @@ static mama_status cuda_alloc(mama_backend *be, void **ptr, size_t bytes) {
 static void cuda_free(mama_backend *be, void *ptr) {
     if (ptr) cu_note(cu_impl(be), cudaFree(ptr), "cudaFree");
 }
+/* The synchronous upload: the caller may reuse src at once (pinned or
+ * pageable), and every op queued before it has run: a host
+ * synchronisation (counted, mama.h 1.5).  The step's uploads take
+ * to_device_async instead. */
 static mama_status cuda_to_device(mama_backend *be, void *dst, const void *src, size_t bytes) {
     mama_cuda_impl *c = cu_impl(be);
-    cudaPointerAttributes at;
-    mama_status s;
-    if (!bytes) return cu_pending(c);
+    be->host_syncs++;
     MAMA_TRY(cu_pending(c));
-    MAMA_TRY(cu_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload"));
-    /* A copy from pageable memory has left `src` when cudaMemcpyAsync
-     * returns; one from pinned memory has not, so wait for it: the caller
-     * may reuse src at once. */
-    s = cu_check(cudaPointerGetAttributes(&at, src), "cudaPointerGetAttributes");
-    if (s != MAMA_OK) { cudaGetLastError(); return cu_check(cudaStreamSynchronize(c->stream), "upload sync"); }
-    if (at.type == cudaMemoryTypeHost) return cu_check(cudaStreamSynchronize(c->stream), "upload sync");
-    return MAMA_OK;
+    if (bytes) MAMA_TRY(cu_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload"));
+    return cu_check(cudaStreamSynchronize(c->stream), "upload sync");
 }
+/* from pinned memory (host_alloc), queued: no wait */
+static mama_status cuda_to_device_async(mama_backend *be, void *dst, const void *src, size_t bytes) {
+    mama_cuda_impl *c = cu_impl(be);
+    MAMA_TRY(cu_pending(c));
+    if (!bytes) return MAMA_OK;
+    return cu_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "async upload");
+}
+static mama_status cuda_host_alloc(mama_backend *be, void **ptr, size_t bytes) {
+    (void)be;
+    return mama_cuda_host_alloc(ptr, bytes);
+}
+static void cuda_host_free(mama_backend *be, void *ptr) {
+    (void)be;
+    mama_cuda_host_free(ptr);
+}
+static void *cuda_stream(mama_backend *be) { return (void *)cu_impl(be)->stream; }
 static mama_status cuda_to_host(mama_backend *be, void *dst, const void *src, size_t bytes) {
     mama_cuda_impl *c = cu_impl(be);
+    be->host_syncs++;
     MAMA_TRY(cu_pending(c));
     if (bytes) MAMA_TRY(cu_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download"));
     MAMA_TRY(cu_check(cudaStreamSynchronize(c->stream), "download sync"));
@@ -227,6 +241,7 @@ static mama_status cuda_zero(mama_backend *be, void *dst, size_t bytes) {
 }
 static mama_status cuda_sync(mama_backend *be) {
     mama_cuda_impl *c = cu_impl(be);
+    be->host_syncs++;
     MAMA_TRY(cu_check(cudaStreamSynchronize(c->stream), "cudaStreamSynchronize"));
     return cu_pending(c);
 }
@@ -243,30 +258,53 @@ __global__ void k_scale_matrix(float *C, int M, int N, int ldc, long long sc, in
     }
 }
 
-static void cuda_gemm_batched(mama_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A,
-                              int lda, long long sa, const float *B, int ldb, long long sb, float beta, float *C,
-                              int ldc, long long sc, int batch) {
-    mama_cuda_impl *c = cu_impl(be);
+/* alpha and beta are host pointers, or device pointers when `dev` (cuBLAS
+ * pointer mode device; beta is then 0 or 1, see gemm_exp_alpha) */
+static void cu_gemm(mama_cuda_impl *c, int ta, int tb, int M, int N, int K, const float *alpha, const float *A,
+                    int lda, long long sa, const float *B, int ldb, long long sb, const float *beta, float *C,
+                    int ldc, long long sc, int batch, int dev, float host_beta) {
     cublasComputeType_t ct = c->precision == MAMA_CUDA_BF16   ? CUBLAS_COMPUTE_32F_FAST_16BF
                              : c->precision == MAMA_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                               : CUBLAS_COMPUTE_32F;
     if (M <= 0 || N <= 0 || batch <= 0) return;
     if (K <= 0) {
         k_scale_matrix<<<cu_grid((size_t)M * N * batch, MAMA__CU_THREADS), MAMA__CU_THREADS, 0, c->stream>>>(
-            C, M, N, ldc, sc, batch, beta);
+            C, M, N, ldc, sc, batch, host_beta);
         CU_LAUNCHED(c, "gemm (K = 0)");
         return;
     }
+    if (dev) cu_note_blas(c, cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_DEVICE), "pointer mode");
     /* row-major C[M,N] = op(A) op(B)  <=>  column-major C^T[N,M] = op(B)^T op(A)^T */
     cu_note_blas(c,
                  cublasGemmStridedBatchedEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N,
-                                            M, K, &alpha, B, CUDA_R_32F, ldb, sb, A, CUDA_R_32F, lda, sa, &beta, C,
+                                            M, K, alpha, B, CUDA_R_32F, ldb, sb, A, CUDA_R_32F, lda, sa, beta, C,
                                             CUDA_R_32F, ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT),
                  "gemm");
+    if (dev) cu_note_blas(c, cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_HOST), "pointer mode");
+}
+static void cuda_gemm_batched(mama_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                              int lda, long long sa, const float *B, int ldb, long long sb, float beta, float *C,
+                              int ldc, long long sc, int batch) {
+    cu_gemm(cu_impl(be), ta, tb, M, N, K, &alpha, A, lda, sa, B, ldb, sb, &beta, C, ldc, sc, batch, 0, beta);
 }
 static void cuda_gemm(mama_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc) {
     cuda_gemm_batched(be, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+}
+/* alpha = expf(log_alpha[0]) read on the device: a one-thread kernel writes
+ * alpha and beta into c->scal, cuBLAS reads them there (stream order keeps
+ * successive calls apart) */
+__global__ void k_exp_alpha(float *scal, const float *log_alpha, float beta) {
+    scal[0] = expf(log_alpha[0]);
+    scal[1] = beta;
+}
+static void cuda_gemm_exp_alpha(mama_backend *be, int ta, int tb, int M, int N, int K, const float *log_alpha,
+                                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    mama_cuda_impl *c = cu_impl(be);
+    if (M <= 0 || N <= 0) return;
+    k_exp_alpha<<<1, 1, 0, c->stream>>>(c->scal, log_alpha, beta);
+    CU_LAUNCHED(c, "gemm_exp_alpha");
+    cu_gemm(c, ta, tb, M, N, K, c->scal, A, lda, 0, B, ldb, 0, c->scal + 1, C, ldc, 0, 1, 1, beta);
 }
 
 /* ---- elementwise ------------------------------------------------------- */
@@ -413,6 +451,16 @@ static void cuda_scale(mama_backend *be, float *y, float s, size_t n) {
     if (!n) return;
     k_scale<<<cu_grid(n, MAMA__CU_THREADS), MAMA__CU_THREADS, 0, c->stream>>>(y, s, n);
     CU_LAUNCHED(c, "scale");
+}
+__global__ void k_scale_exp(float *y, const float *log_s, size_t n) {
+    float s = expf(log_s[0]);
+    CU_FOR(i, n) y[i] *= s;
+}
+static void cuda_scale_exp(mama_backend *be, float *y, const float *log_s, size_t n) {
+    mama_cuda_impl *c = cu_impl(be);
+    if (!n) return;
+    k_scale_exp<<<cu_grid(n, MAMA__CU_THREADS), MAMA__CU_THREADS, 0, c->stream>>>(y, log_s, n);
+    CU_LAUNCHED(c, "scale_exp");
 }
 
 #define MAMA__CU_SQRT1_2 0.70710678118654752440f
@@ -1620,10 +1668,11 @@ static void cuda_fill_diagonal(mama_backend *be, float *x, int n, int ld, float 
 
 /* Two-stage deterministic double reduction: RED_BLOCKS partial sums, then
  * one block adds them; the host reads the result through pinned memory. */
-__global__ void k_reduce_partial(double *part, const float *a, const float *b, size_t n) {
+/* mode 0: sum a[i] b[i]; 1: sum a[i]^2; 2: sum a[i] */
+__global__ void k_reduce_partial(double *part, const float *a, const float *b, size_t n, int mode) {
     __shared__ double sh[MAMA__CU_THREADS];
     double s = 0.0;
-    CU_FOR(i, n) s += (double)a[i] * (double)(b ? b[i] : a[i]);
+    CU_FOR(i, n) s += (double)a[i] * (mode == 0 ? (double)b[i] : mode == 1 ? (double)a[i] : 1.0);
     sh[threadIdx.x] = s;
     __syncthreads();
     for (int w = MAMA__CU_THREADS / 2; w > 0; w >>= 1) {
@@ -1639,9 +1688,33 @@ __global__ void k_reduce_final(double *part, int nparts) {
         part[MAMA__CU_RED_BLOCKS] = s;
     }
 }
-static double cu_reduce(mama_cuda_impl *c, const float *a, const float *b, size_t n) {
+/* acc[0] += (the sum of the partials) / div: the device-side result */
+__global__ void k_reduce_acc(const double *part, int nparts, double *acc, double div) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        double s = 0.0;
+        for (int k = 0; k < nparts; k++) s += part[k];
+        acc[0] += s / div;
+    }
+}
+static void cuda_reduce_acc(mama_backend *be, double *acc, const float *a, const float *b, size_t n, double div) {
+    mama_cuda_impl *c = cu_impl(be);
+    if (!n) return;
+    k_reduce_partial<<<MAMA__CU_RED_BLOCKS, MAMA__CU_THREADS, 0, c->stream>>>(c->red, a, b, n, b ? 0 : 2);
+    CU_LAUNCHED(c, "reduce_acc");
+    k_reduce_acc<<<1, 32, 0, c->stream>>>(c->red, MAMA__CU_RED_BLOCKS, acc, div);
+    CU_LAUNCHED(c, "reduce_acc (final)");
+}
+__global__ void k_acc_to_scalar(float *y, const double *acc) { y[0] += (float)acc[0]; }
+static void cuda_acc_to_scalar(mama_backend *be, float *y, const double *acc) {
+    mama_cuda_impl *c = cu_impl(be);
+    k_acc_to_scalar<<<1, 1, 0, c->stream>>>(y, acc);
+    CU_LAUNCHED(c, "acc_to_scalar");
+}
+static double cu_reduce(mama_backend *be, const float *a, const float *b, size_t n) {
+    mama_cuda_impl *c = cu_impl(be);
+    be->host_syncs++;
     if (!n) return 0.0;
-    k_reduce_partial<<<MAMA__CU_RED_BLOCKS, MAMA__CU_THREADS, 0, c->stream>>>(c->red, a, b, n);
+    k_reduce_partial<<<MAMA__CU_RED_BLOCKS, MAMA__CU_THREADS, 0, c->stream>>>(c->red, a, b, n, b ? 0 : 1);
     CU_LAUNCHED(c, "reduction");
     k_reduce_final<<<1, 32, 0, c->stream>>>(c->red, MAMA__CU_RED_BLOCKS);
     CU_LAUNCHED(c, "reduction (final)");
@@ -1651,10 +1724,10 @@ static double cu_reduce(mama_cuda_impl *c, const float *a, const float *b, size_
     return c->err == MAMA_OK ? *c->red_host : NAN; /* a failed device reads as non-finite */
 }
 static double cuda_dot(mama_backend *be, const float *a, const float *b, size_t n) {
-    return cu_reduce(cu_impl(be), a, b, n);
+    return cu_reduce(be, a, b, n);
 }
 static double cuda_sum_squares(mama_backend *be, const float *x, size_t n) {
-    return cu_reduce(cu_impl(be), x, (const float *)NULL, n);
+    return cu_reduce(be, x, (const float *)NULL, n);
 }
 
 /* ---- optimisers ---------------------------------------------------------- */
@@ -1705,13 +1778,21 @@ static void cuda_sgd_step(mama_backend *be, float *p, const float *g, float *buf
 
 /* ---- creation ------------------------------------------------------------ */
 
-extern "C" int mama_cuda_device_count(void) {
+extern "C" mama_status mama_cuda_device_query(int *count) {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaError_t e = cudaGetDeviceCount(&n);
+    *count = 0;
+    if (e != cudaSuccess) {
         cudaGetLastError();
-        return 0;
+        return MAMA_FAIL(MAMA_ERR_BACKEND, "cuda: cudaGetDeviceCount failed: %s (%s)", cudaGetErrorString(e),
+                         cudaGetErrorName(e));
     }
-    return n;
+    *count = n;
+    return MAMA_OK;
+}
+extern "C" int mama_cuda_device_count(void) {
+    int n;
+    return mama_cuda_device_query(&n) == MAMA_OK ? n : -1;
 }
 
 extern "C" mama_status mama_cuda_set_precision(mama_backend *be, int precision) {
@@ -1745,6 +1826,7 @@ extern "C" void mama_cuda_backend_free(mama_backend *be) {
         if (c->scratch) cudaFree(c->scratch);
         if (c->colbuf) cudaFree(c->colbuf);
         if (c->red) cudaFree(c->red);
+        if (c->scal) cudaFree(c->scal);
         if (c->red_host) cudaFreeHost(c->red_host);
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
@@ -1782,6 +1864,7 @@ extern "C" mama_status mama_cuda_backend_create(mama_backend **out, int device) 
     if (cu_check(cudaSetDevice(device), "cudaSetDevice") != MAMA_OK ||
         cu_check(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate") != MAMA_OK ||
         cu_check(cudaMalloc((void **)&c->red, sizeof(double) * (MAMA__CU_RED_BLOCKS + 1)), "cudaMalloc") != MAMA_OK ||
+        cu_check(cudaMalloc((void **)&c->scal, sizeof(float) * 2), "cudaMalloc") != MAMA_OK ||
         cu_check(cudaMallocHost((void **)&c->red_host, sizeof(double)), "cudaMallocHost") != MAMA_OK) {
         mama_cuda_backend_free(be);
         return MAMA_ERR_BACKEND;
@@ -1815,6 +1898,9 @@ extern "C" mama_status mama_cuda_backend_create(mama_backend **out, int device) 
     be->transpose = cuda_transpose; be->fill_diagonal = cuda_fill_diagonal; be->dot = cuda_dot;
     be->adamw_step = cuda_adamw_step; be->sgd_step = cuda_sgd_step; be->sum_squares = cuda_sum_squares;
     be->destroy = mama_cuda_backend_free;
+    be->host_alloc = cuda_host_alloc; be->host_free = cuda_host_free; be->to_device_async = cuda_to_device_async;
+    be->reduce_acc = cuda_reduce_acc; be->acc_to_scalar = cuda_acc_to_scalar; be->scale_exp = cuda_scale_exp;
+    be->gemm_exp_alpha = cuda_gemm_exp_alpha; be->stream = cuda_stream;
     *out = be;
     return MAMA_OK;
 }

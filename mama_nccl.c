@@ -14,6 +14,8 @@
  * from mama_comm_mpi_create (the companion header mama_mpi.h).  Each rank
  * selects its GPU (cudaSetDevice(local rank)) before mama_comm_nccl_create.
  *
+ * Pass the CUDA backend's stream: mama_comm_nccl_create(&c, mpi, be->stream(be)).
+ *
  * Status: compiled here, NOT run: the development machine has no GPU.  The
  * code paths it feeds (dev_* collectives) are the ones the MPI comm
  * exercises through host staging in tests/test_mpi.c. */
@@ -24,9 +26,17 @@
 #include <nccl.h>
 #include "mama.h"
 
+/* One stream for everything: given the CUDA backend's stream
+ * (be->stream(be)), the collectives are queued on it behind the ops that
+ * wrote their inputs and ahead of the ops that read their outputs, so
+ * nothing waits on the host (a later to_host or sync of the backend waits
+ * for them like for any op).  Without a stream (NULL) they run on the
+ * legacy default stream, which does not order with the backend's
+ * non-blocking stream: each op then waits for the whole device before and
+ * after (correct, slow; only for a program that has no backend stream). */
 typedef struct mama__nccl {
     ncclComm_t comm;
-    cudaStream_t stream;   /* NULL: the legacy default stream */
+    cudaStream_t stream;   /* the backend's stream, or NULL (see above) */
     mama_comm *mpi;        /* host collectives */
 } mama__nccl;
 
@@ -38,9 +48,10 @@ static mama_status mama__nccl_cuda(cudaError_t e, const char *what) {
     if (e == cudaSuccess) return MAMA_OK;
     return MAMA_FAIL(MAMA_ERR_BACKEND, "CUDA %s failed: %s", what, cudaGetErrorString(e));
 }
-/* The library's collectives are blocking: wait for the stream. */
+/* before and after each op: nothing on the backend's stream, a device-wide
+ * wait without it */
 static mama_status mama__nccl_sync(mama__nccl *p) {
-    return mama__nccl_cuda(cudaStreamSynchronize(p->stream), "cudaStreamSynchronize");
+    return p->stream ? MAMA_OK : mama__nccl_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 /* host memory: MPI */
@@ -68,11 +79,13 @@ static mama_status mama__nccl_barrier(mama_comm *c) {
 /* device memory: NCCL */
 static mama_status mama__nccl_allreduce(mama_comm *c, float *buf, size_t n) {
     mama__nccl *p = (mama__nccl *)c->impl;
+    MAMA_TRY(mama__nccl_sync(p));
     MAMA_TRY(mama__nccl_check(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, p->comm, p->stream), "AllReduce"));
     return mama__nccl_sync(p);
 }
 static mama_status mama__nccl_allgather(mama_comm *c, const float *send, size_t n, float *recv) {
     mama__nccl *p = (mama__nccl *)c->impl;
+    MAMA_TRY(mama__nccl_sync(p));
     MAMA_TRY(mama__nccl_check(ncclAllGather(send, recv, n, ncclFloat, p->comm, p->stream), "AllGather"));
     return mama__nccl_sync(p);
 }
@@ -84,6 +97,7 @@ static mama_status mama__nccl_allgatherv(mama_comm *c, const float *send, size_t
     int r;
     ncclResult_t e = ncclSuccess;
     if (n != counts[c->rank]) return MAMA_FAIL(MAMA_ERR_INVALID, "NCCL allgatherv: n %zu != counts[rank] %zu", n, counts[c->rank]);
+    MAMA_TRY(mama__nccl_sync(p));
     MAMA_TRY(mama__nccl_check(ncclGroupStart(), "GroupStart"));
     for (r = 0; r < c->size && e == ncclSuccess; r++) {
         if (counts[r] > 0)
@@ -97,6 +111,7 @@ static mama_status mama__nccl_allgatherv(mama_comm *c, const float *send, size_t
 }
 static mama_status mama__nccl_broadcast(mama_comm *c, float *buf, size_t n, int root) {
     mama__nccl *p = (mama__nccl *)c->impl;
+    MAMA_TRY(mama__nccl_sync(p));
     MAMA_TRY(mama__nccl_check(ncclBroadcast(buf, buf, n, ncclFloat, root, p->comm, p->stream), "Broadcast"));
     return mama__nccl_sync(p);
 }

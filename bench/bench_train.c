@@ -3,6 +3,7 @@
  *
  *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
+ *                           [--log 0|1]
  *   build/mama bench encode --config base [--batch 4] [--steps 3]
  *   build/mama bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]
  *
@@ -12,7 +13,10 @@
  * (formula at bench_step_flops; model FLOPs utilisation when --peak-tflops
  * gives the device's peak); last line train_step_ms=<median>.  The backend
  * is the tool's --device (each timed step ends with be->sync, so GPU work
- * is inside the timing).
+ * is inside the timing).  Each step also reports its host synchronisations
+ * (be->host_syncs, mama.h 1.5: the loss download with --log 1, the
+ * default, and the timing's own sync; target at most 2), and the run
+ * host_syncs_per_step=<max over the timed steps>.
  * `encode` times the vision tower alone in eval mode and prints images/s;
  * the text tower is irrelevant to it, so the model is built with a one-layer
  * text tower to keep memory small (the vision tower is the preset's).
@@ -113,6 +117,8 @@ static int mama_bench_train_main(int argc, char **argv) {
     int B = atoi(bench_opt(argc, argv, "--batch", "8"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "10"));
     int late = atoi(bench_opt(argc, argv, "--late", "1"));
+    int log_losses = atoi(bench_opt(argc, argv, "--log", "1"));
+    unsigned long long syncs, max_syncs = 0;
     int ckpt = atoi(bench_opt(argc, argv, "--checkpoint", "0"));
     double peak = atof(bench_opt(argc, argv, "--peak-tflops", "0")), flops, med, t_create;
     mama_backend *be = MAMA_BENCH_BACKEND();
@@ -149,14 +155,18 @@ static int mama_bench_train_main(int argc, char **argv) {
            mama_model_numel(m, MAMA_GROUP_TRAIN) + mama_model_numel(m, MAMA_GROUP_LATE), flops / 1e12);
     for (s = -1; s < steps; s++) { /* step -1 is the warm-up */
         double t0 = mama_time_seconds();
+        unsigned long long h0 = be->host_syncs;
         o.seed = (uint64_t)(s + 2);
-        if (mama_model_step(m, &batch, &o, 0, &L) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+        memset(&L, 0, sizeof L);
+        if (mama_model_step(m, &batch, &o, 0, log_losses ? &L : NULL) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
         mama_adamw_step(&opt, m, 1e-5f, late);
         if (be->sync(be) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+        syncs = be->host_syncs - h0;
         if (s >= 0) {
             ms[s] = 1e3 * (mama_time_seconds() - t0);
-            printf("step %d: %.1f ms, loss %.4f (clip %.4f mv %.4f sym %.4f sla %.4f)\n", s, ms[s], L.loss, L.clip,
-                   L.mv, L.sym, L.sla);
+            if (syncs > max_syncs) max_syncs = syncs;
+            printf("step %d: %.1f ms, %llu host syncs, loss %.4f (clip %.4f mv %.4f sym %.4f sla %.4f)%s\n", s, ms[s],
+                   syncs, L.loss, L.clip, L.mv, L.sym, L.sla, log_losses ? "" : " (--log 0: not downloaded)");
         }
     }
     qsort(ms, (size_t)steps, sizeof(double), bench_cmp_double);
@@ -165,6 +175,8 @@ static int mama_bench_train_main(int argc, char **argv) {
     printf("images_per_s=%.2f (batch %d per step)\n", 1e3 * B / med, B);
     printf("model_tflops_per_s=%.2f\n", flops / (med * 1e-3) / 1e12);
     if (peak > 0) printf("mfu=%.4f (of %.1f TFLOP/s peak)\n", flops / (med * 1e-3) / (peak * 1e12), peak);
+    printf("host_syncs_per_step=%llu (max over the timed steps; the step's loss download with --log 1, and the "
+           "timing's be->sync)\n", max_syncs);
     printf("train_step_ms=%.3f\n", med);
     free(ms); free(images); free(ext); free(ids); free(mask);
     mama_adamw_free(&opt);

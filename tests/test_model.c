@@ -289,8 +289,71 @@ static void folded_patch(void) {
     mama_model_free(m3); mama_model_free(m1);
 }
 
+/* The step keeps its losses on the device (mama.h section 6): with the
+ * losses asked for, one host synchronisation (their download) per step,
+ * none without; counted by the backend (be->host_syncs).  A model that
+ * logs only its last step must end with the same losses and weights bit
+ * for bit as one that logs every step (the staging of the uploads is
+ * reused only after the copies ran, with or without the download). */
+static void host_syncs(void) {
+    mama_config c;
+    mama_model *m[2] = {NULL, NULL};
+    mama_adamw opt[2];
+    mama_batch bt;
+    mama_step_opts o;
+    mama_losses L[2];
+    float *images, *ext;
+    int *ids, *mask, B = 2, T, i, t, s, k, same = 1;
+    unsigned long long per_step[2][3];
+    size_t img, j, n;
+    mama_rng r;
+    mama_config_preset(&c, "tiny");
+    c.vision_depth = 1; c.text_depth = 1;
+    T = c.context;
+    img = (size_t)c.in_chans * c.image_size * c.image_size;
+    for (k = 0; k < 2; k++)
+        if (mama_model_create(&m[k], &c, CPU, B, 3) != MAMA_OK || mama_adamw_init(&opt[k], m[k], 0.1f) != MAMA_OK) {
+            test_report(0, "host_syncs", "%s", mama_last_error());
+            return;
+        }
+    images = (float *)malloc(sizeof(float) * img * B); ext = (float *)malloc(sizeof(float) * img * B);
+    ids = (int *)malloc(sizeof(int) * B * T); mask = (int *)malloc(sizeof(int) * B * T);
+    mama_rng_seed(&r, 5);
+    for (j = 0; j < img * B; j++) { images[j] = 2 * mama_rng_uniform(&r) - 1; ext[j] = 2 * mama_rng_uniform(&r) - 1; }
+    for (i = 0; i < B; i++)
+        for (t = 0; t < T; t++) {
+            int len = T - 3 * i;
+            ids[i * T + t] = t == 0 ? c.bos_id : t >= len ? c.pad_id : t % 5 == 4 ? c.sep_id : 10 + (i * 7 + t) % 40;
+            mask[i * T + t] = t < len;
+        }
+    bt.B = B; bt.images = images; bt.ext_images = ext; bt.input_ids = ids; bt.attention_mask = mask;
+    mama_step_opts_default(&o);
+    o.late = 1;
+    for (s = 0; s < 3; s++)
+        for (k = 0; k < 2; k++) { /* model 0 logs every step, model 1 only the last */
+            unsigned long long h0 = CPU->host_syncs;
+            o.seed = (uint64_t)s + 1;
+            mama_model_step(m[k], &bt, &o, 0, k == 0 || s == 2 ? &L[k] : NULL);
+            mama_adamw_step(&opt[k], m[k], 1e-3f, 1);
+            per_step[k][s] = CPU->host_syncs - h0;
+        }
+    n = mama_model_numel(m[0], MAMA_GROUP_TRAIN) + mama_model_numel(m[0], MAMA_GROUP_LATE);
+    for (j = 0; j < n; j++) if (mama_model_params(m[0])[j] != mama_model_params(m[1])[j]) { same = 0; break; }
+    test_report(per_step[0][1] == 1 && per_step[0][2] == 1 && per_step[1][1] <= 1 && per_step[1][2] == 1,
+                "host_syncs", "host synchronisations per step + AdamW on the CPU backend: logging %llu %llu %llu, "
+                "logging off %llu %llu then on %llu (want 1 with the loss download; <= 1 without: the staging wait "
+                "when nothing synchronised since the last uploads)", per_step[0][0], per_step[0][1], per_step[0][2],
+                per_step[1][0], per_step[1][1], per_step[1][2]);
+    test_report(same && L[0].loss == L[1].loss && L[0].sla == L[1].sla, "host_syncs",
+                "3 steps logging every step vs only the last: last loss %.6f vs %.6f, %zu weights bit-identical=%d",
+                L[0].loss, L[1].loss, n, same);
+    free(images); free(ext); free(ids); free(mask);
+    for (k = 0; k < 2; k++) { mama_adamw_free(&opt[k]); mama_model_free(m[k]); }
+}
+
 static int test_main(void) {
     size_t i;
+    host_syncs();
     folded_patch();
     grad_checkpoint();
     pos_resample();
