@@ -176,7 +176,7 @@ cuda:
 	$(CC) $(CUDA_CFLAGS) $(BUILD)/mama_cli_cuda.o $(BUILD)/mama_cuda.o -o $(BUILD)/mama $(CUDA_LIBS) $(LDLIBS) && \
 	echo "cuda: built $(BUILD)/mama_cuda.o, $(BUILD)/test_cuda and $(BUILD)/mama with --device cuda" && \
 	if [ "$(MPI)" = 1 ]; then \
-	  $(MPICC) -std=c99 $(WARN) -O2 -DMAMA_NCCL -I. -isystem $(CUDA_HOME)/include -c mama_nccl.c -o $(BUILD)/mama_nccl.o && \
+	  $(MPICC) -std=c99 $(if $(filter 1,$(CUDA_WERROR)),$(WARN),$(filter-out -Werror,$(WARN))) -O2 -DMAMA_NCCL -I. -isystem $(CUDA_HOME)/include -c mama_nccl.c -o $(BUILD)/mama_nccl.o && \
 	  echo "cuda: built $(BUILD)/mama_nccl.o (NCCL communicator; link -L$(CUDA_HOME)/lib64 -lnccl -lcudart)"; \
 	fi
 
