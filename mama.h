@@ -1662,8 +1662,13 @@ typedef struct mama_pretrain_result {
  * trajectory: a run validated or not, resumed or not, trains identically. */
 MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o,
                                    mama_pretrain_result *res);
-/* Checkpoints: weights + AdamW moments + step + seed + config, written
- * atomically (temporary file, fsync, rename). */
+/* Checkpoints: weights + AdamW moments + step + seed + config (+ batch,
+ * accum, lr, late_loss when mama_pretrain writes them), written atomically
+ * (temporary file, fsync, rename); weights or moments that are not all
+ * finite are never written (MAMA_ERR_NUMERIC naming the first bad tensor).
+ * Loading checks every metadata value's range and the file's config
+ * against the model's before any tensor (MAMA_ERR_FORMAT naming file, key
+ * and value), and refuses non-finite weights or moments (MAMA_ERR_NUMERIC). */
 MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
                                           uint64_t seed);
 MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_adamw *opt, long *step,
@@ -6695,9 +6700,10 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     MAMA__ALLOC(m->info, m->nparams, "parameter table");
     for (g = 0; g < 4; g++) { m->group_offset[g] = total; total += m->group_numel[g]; }
     if (max_numel && total + m->half_numel > max_numel) {
+        size_t need = total + m->half_numel;
         mama_model_free(m);
         return MAMA_FAIL(MAMA_ERR_FORMAT, "mama_config needs %zu weights, more than the %zu values the file holds",
-                         total + m->half_numel, max_numel);
+                         need, max_numel);
     }
     if (be->alloc(be, (void **)&m->params, sizeof(float) * total) != MAMA_OK) goto fail;
     /* gradients for [train | late] only: frozen tensors and buffers have
@@ -13282,8 +13288,8 @@ MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_
     long v = 0, at = 0, al = 0, bs = 0;
     size_t n = opt ? opt->n_train + opt->n_late : 0, k;
     mama_status s;
-    const char *sd, *fmt;
-    char *end;
+    const char *sd, *fmt, *cj;
+    char *end, src[600];
     memset(&st, 0, sizeof st);
     /* the metadata first: nothing is loaded from a file whose values are out of range */
     MAMA_TRY(mama_st_open(&st, path));
@@ -13304,6 +13310,22 @@ MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_
     if (s == MAMA_OK && opt) s = mama__meta_long(&st, "adam_step_late", 0, at, 1, &al);
     if (s == MAMA_OK) s = mama__meta_long(&st, "best_val_step", 0, v, 0, &bs);
     if (s == MAMA_OK) { double b; s = mama__meta_double(&st, "best_val_loss", &b); }
+    /* the file's config (validated) must be the model's, field by field */
+    if (s == MAMA_OK && (cj = mama_st_meta(&st, "mama_config")) != NULL) {
+        mama_config fc = m->cfg;
+        size_t i;
+        snprintf(src, sizeof src, "%s:__metadata__.mama_config", path);
+        s = mama_config_from_json(&fc, cj, src);
+        for (i = 0; s == MAMA_OK && i + 1 < MAMA__CFG_NRANGES; i++) /* all but grad_checkpoint */
+            if (MAMA__CFG_INT(&fc, &mama__cfg_ranges[i]) != MAMA__CFG_INT(&m->cfg, &mama__cfg_ranges[i]))
+                s = MAMA_FAIL(MAMA_ERR_INVALID, "%s: the checkpoint's mama_config has %s %d, the model %d", path,
+                              mama__cfg_ranges[i].key, MAMA__CFG_INT(&fc, &mama__cfg_ranges[i]),
+                              MAMA__CFG_INT(&m->cfg, &mama__cfg_ranges[i]));
+        if (s == MAMA_OK && (fc.text_mode != m->cfg.text_mode || fc.lora_alpha != m->cfg.lora_alpha ||
+                             fc.lora_dropout != m->cfg.lora_dropout || fc.text_dropout != m->cfg.text_dropout))
+            s = MAMA_FAIL(MAMA_ERR_INVALID, "%s: the checkpoint's mama_config differs from the model's in text_mode, "
+                          "lora_alpha, lora_dropout or text_dropout", path);
+    }
     if (s == MAMA_OK) s = mama_model_load_weights(m, path, 0, NULL);
     if (s == MAMA_OK) *step = v;
     if (s == MAMA_OK && opt) {
@@ -13399,12 +13421,13 @@ static mama_status mama__checkpoint_meta(const char *path, const mama_pretrain_o
         const char *v = mama_st_meta(&st, keys[i]);
         double now = i == 0 ? o->batch : i == 1 ? o->accum : i == 2 ? (double)o->lr : (double)o->late_loss;
         if (!v || (s = mama__meta_double(&st, keys[i], &x)) != MAMA_OK) continue;
-        if ((i == 2 ? (double)(float)x : x) == now) continue;
+        if (i == 2) x = (float)x; /* as written: "%.9g" of a float */
+        if (x == now) continue;
         if (!o->allow_changes)
-            s = MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with %s %s, this run has %s %.9g (allow_changes, "
-                          "the CLI's --allow-changes, accepts the change)", path, keys[i], v, keys[i], now);
+            s = MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with %s %.7g, this run has %s %.7g (allow_changes, "
+                          "the CLI's --allow-changes, accepts the change)", path, keys[i], x, keys[i], now);
         else if (loud)
-            fprintf(stderr, "resume: %s changed from %s to %.9g (allowed)\n", keys[i], v, now);
+            fprintf(stderr, "resume: %s changed from %.7g to %.7g (allowed)\n", keys[i], x, now);
     }
     mama_st_close(&st);
     return s;
@@ -13603,7 +13626,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
                           o->steps);
         /* the training settings, and the best validation so far: the lower
          * of the two files' records */
-        if (s == MAMA_OK) s = mama__checkpoint_meta(o->checkpoint, o, rank == 0, &r.best_val_loss, &r.best_val_step);
+        if (s == MAMA_OK) s = mama__checkpoint_meta(o->checkpoint, o, !quiet, &r.best_val_loss, &r.best_val_step);
         if (s == MAMA_OK && best_path) s = mama__checkpoint_meta(best_path, NULL, 0, &r.best_val_loss, &r.best_val_step);
         if (s != MAMA_OK) { mama_adamw_free(&opt); goto early; }
         kept = step;

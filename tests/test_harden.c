@@ -152,6 +152,7 @@ static void test_metadata(void) {
         {"best_val_step", "-2", "'best_val_step'"},
         {"best_val_loss", "nan", "'best_val_loss'"},
         {"format", "mama-checkpoint-9", "'format'"},
+        {"cfg.vision_depth", "100000000", "'vision_depth' = 100000000"},
     };
     size_t i;
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -162,6 +163,15 @@ static void test_metadata(void) {
         printf("  %s = \"%s\": %s\n", cases[i][0], cases[i][1], mama_last_error());
         test_report(s == MAMA_ERR_FORMAT && has("r.safetensors") && has(cases[i][2]), "metadata_range",
                     "resume from metadata %s = \"%s\": %s naming file, key and value", cases[i][0], cases[i][1],
+                    mama_status_name(s));
+    }
+    {   /* a valid config that is not the model's */
+        mama_status s;
+        craft("cfg.text_pool", "\"all\"");
+        s = resume_bad();
+        printf("  %s\n", mama_last_error());
+        test_report(s == MAMA_ERR_INVALID && has("text_pool_real_only 0, the model 1"), "metadata_config_differs",
+                    "resume from a checkpoint whose mama_config pools all tokens: %s naming the field and both values",
                     mama_status_name(s));
     }
 }

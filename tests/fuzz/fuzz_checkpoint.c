@@ -1,7 +1,10 @@
-/* tests/fuzz/fuzz_checkpoint.c - libFuzzer target for whole checkpoints:
- * the safetensors header of a valid micro checkpoint (its metadata, the
- * mama_config JSON string inside it, the tensor entries) is the input; the
- * tensor data stays the valid file's.  Each input is written as a file and
+/* tests/fuzz/fuzz_checkpoint.c - libFuzzer target for whole checkpoints.
+ * The input is the mama_config JSON of a valid micro checkpoint, a newline,
+ * and the rest of its safetensors header (metadata, tensor entries), where
+ * the mama_config value is the placeholder "@CFG@": the harness puts the
+ * first line there as a JSON string, so the fuzzer mutates the config's
+ * numbers directly as well as the metadata around it; the tensor data
+ * stays the valid file's.  Each input is written as a file and
  * driven through mama_model_load (config -> model) and a resumed
  * mama_pretrain (metadata, AdamW moments, log truncation) of one step.
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz/fuzz_checkpoint.c -o build/fuzz/fuzz_checkpoint -lm
@@ -75,7 +78,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     memcpy(blob, file + 8 + hl, blob_n);
     if (seed_out) {
         FILE *f = fopen(seed_out, "wb");
-        if (f) { fwrite(file + 8, 1, (size_t)hl, f); fclose(f); }
+        char cfg[2048];
+        const char *at = strstr((const char *)file + 8, "\"mama_config\":\"");
+        const char *end = at ? strstr(at, "}\"") : NULL; /* the config string ends with '}' */
+        mama_config_to_json(&c, cfg, sizeof cfg);
+        if (f && at && end && end < (const char *)file + 8 + hl) {
+            fprintf(f, "%s\n", cfg);
+            fwrite(file + 8, 1, (size_t)(at - (const char *)file - 8) + 15, f);
+            fputs("@CFG@", f);
+            fwrite(end + 1, 1, (size_t)((const char *)file + 8 + hl - end - 1), f);
+        }
+        if (f) fclose(f);
     }
     mama_free(file);
     fprintf(stderr, "fuzz_checkpoint: micro checkpoint of %zu bytes (header %llu)\n", n, (unsigned long long)hl);
@@ -84,15 +97,34 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
+    const uint8_t *nl = (const uint8_t *)memchr(in, '\n', size), *rest = nl ? nl + 1 : in, *at = NULL;
+    size_t nrest = size - (size_t)(rest - in), ncfg = nl ? (size_t)(nl - in) : 0, i, k = 0;
+    unsigned char *hdr = (unsigned char *)malloc(size * 6 + 8);
     FILE *f = fopen(path, "wb");
-    uint64_t hl = size;
+    uint64_t hl;
     mama_model *m = NULL;
     mama_pretrain_opts o;
-    if (!f) abort();
+    if (!f || !hdr) abort();
+    for (i = 0; i + 5 <= nrest && !at; i++) if (!memcmp(rest + i, "@CFG@", 5)) at = rest + i;
+    if (!at) { memcpy(hdr, rest, nrest); k = nrest; }
+    else { /* the first line as a JSON string's contents (quotes, backslashes, controls escaped) */
+        memcpy(hdr, rest, (size_t)(at - rest));
+        k = (size_t)(at - rest);
+        for (i = 0; i < ncfg; i++) {
+            unsigned char ch = in[i];
+            if (ch == '"' || ch == '\\') { hdr[k++] = '\\'; hdr[k++] = ch; }
+            else if (ch < 0x20) k += (size_t)sprintf((char *)hdr + k, "\\u%04x", ch);
+            else hdr[k++] = ch;
+        }
+        memcpy(hdr + k, at + 5, nrest - (size_t)(at + 5 - rest));
+        k += nrest - (size_t)(at + 5 - rest);
+    }
+    hl = k;
     fwrite(&hl, 8, 1, f);
-    fwrite(in, 1, size, f);
+    fwrite(hdr, 1, k, f);
     fwrite(blob, 1, blob_n, f);
     fclose(f);
+    free(hdr);
     f = fopen(logp, "wb"); /* a log with a row past the checkpoint's step and a torn one: resume cuts them */
     if (f) { fputs("step,lr,loss\n1,0.1,2\n2,0.1,2\n3,0.1,2\n4,0.", f); fclose(f); }
     if (mama_model_load(&m, path, cpu, 2) == MAMA_OK) {
