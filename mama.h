@@ -13230,7 +13230,7 @@ static mama_status mama__checkpoint_save_best(const char *path, const mama_model
         if (s == MAMA_OK) s = mama_st_writer_meta(w, "best_val_step", buf);
     }
     if (s == MAMA_OK && o) {
-        snprintf(buf, sizeof buf, "%d", o->batch);
+        snprintf(buf, sizeof buf, "%ld", (long)o->batch * mama__dp_world(m)); /* over all ranks */
         s = mama_st_writer_meta(w, "batch", buf);
         snprintf(buf, sizeof buf, "%d", o->accum);
         if (s == MAMA_OK) s = mama_st_writer_meta(w, "accum", buf);
@@ -13401,10 +13401,11 @@ static mama_status mama__best_path(const mama_pretrain_opts *o, char **out) {
 /* A checkpoint's metadata on resume: the best validation it records (the
  * lower of it and *best), and with o (the main checkpoint, not the best
  * one) the training settings, which must equal o's unless allow_changes
- * (then each change is logged when `loud`).  Absent keys (older files, no
+ * (then each change is logged when `loud`); the batch is the global one,
+ * o->batch x world, so a resume on another number of ranks keeps it.  Absent keys (older files, no
  * validation yet) are skipped; malformed ones are MAMA_ERR_FORMAT. */
-static mama_status mama__checkpoint_meta(const char *path, const mama_pretrain_opts *o, int loud, double *best,
-                                         long *best_step) {
+static mama_status mama__checkpoint_meta(const char *path, const mama_pretrain_opts *o, int world, int loud,
+                                         double *best, long *best_step) {
     static const char *const keys[4] = {"batch", "accum", "lr", "late_loss"};
     mama_safetensors st;
     double b = NAN, x;
@@ -13419,7 +13420,7 @@ static mama_status mama__checkpoint_meta(const char *path, const mama_pretrain_o
     if (s == MAMA_OK && k > 0 && isfinite(b) && (*best_step <= 0 || b < *best)) { *best = b; *best_step = k; }
     for (i = 0; o && s == MAMA_OK && i < 4; i++) {
         const char *v = mama_st_meta(&st, keys[i]);
-        double now = i == 0 ? o->batch : i == 1 ? o->accum : i == 2 ? (double)o->lr : (double)o->late_loss;
+        double now = i == 0 ? (double)o->batch * world : i == 1 ? o->accum : i == 2 ? (double)o->lr : (double)o->late_loss;
         if (!v || (s = mama__meta_double(&st, keys[i], &x)) != MAMA_OK) continue;
         if (i == 2) x = (float)x; /* as written: "%.9g" of a float */
         if (x == now) continue;
@@ -13626,14 +13627,15 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
                           o->steps);
         /* the training settings, and the best validation so far: the lower
          * of the two files' records */
-        if (s == MAMA_OK) s = mama__checkpoint_meta(o->checkpoint, o, !quiet, &r.best_val_loss, &r.best_val_step);
-        if (s == MAMA_OK && best_path) s = mama__checkpoint_meta(best_path, NULL, 0, &r.best_val_loss, &r.best_val_step);
+        if (s == MAMA_OK) s = mama__checkpoint_meta(o->checkpoint, o, world, !quiet, &r.best_val_loss, &r.best_val_step);
+        if (s == MAMA_OK && best_path) s = mama__checkpoint_meta(best_path, NULL, world, 0, &r.best_val_loss, &r.best_val_step);
         if (s != MAMA_OK) { mama_adamw_free(&opt); goto early; }
         kept = step;
         if (!quiet) fprintf(stderr, "resuming from %s at step %ld\n", o->checkpoint, step);
     }
     /* before the first step: stale temporary files of killed runs go, and
      * the checkpoints must be writable (a probe file, removed again) */
+    if (o->log_csv && rank == 0) mama__remove_stale_tmp(o->log_csv, !quiet); /* the log's cut (mama__log_open) */
     for (k = 0; k < 2 && rank == 0; k++) {
         const char *path = k ? best_path : o->checkpoint;
         mama_atomic_file af;
