@@ -1,11 +1,13 @@
 /* tests/fuzz/fuzz_checkpoint.c - libFuzzer target for whole checkpoints.
- * The input is the mama_config JSON of a valid micro checkpoint, a newline,
- * and the rest of its safetensors header (metadata, tensor entries), where
- * the mama_config value is the placeholder "@CFG@": the harness puts the
- * first line there as a JSON string, so the fuzzer mutates the config's
- * numbers directly as well as the metadata around it; the tensor data
- * stays the valid file's.  Each input is written as a file and
- * driven through mama_model_load (config -> model) and a resumed
+ * The input is a valid micro checkpoint's header in three parts, so that
+ * the fuzzer mutates the values themselves, not only the JSON around them:
+ *   line 1: the mama_config JSON;
+ *   then one "key=value" line per metadata entry (step=2, seed=7, ...),
+ *   an empty line, then the safetensors header JSON with @META@ where the
+ *   __metadata__ object goes.
+ * The harness assembles the __metadata__ object (mama_config = line 1, each
+ * value a JSON string) and writes the file with the valid tensor data.
+ * Each input is driven through mama_model_load (config -> model) and a resumed
  * mama_pretrain (metadata, AdamW moments, log truncation) of one step.
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz/fuzz_checkpoint.c -o build/fuzz/fuzz_checkpoint -lm
  *   MAMA_FUZZ_SEED_OUT=DIR build/fuzz/fuzz_checkpoint -rss_limit_mb=2048 DIR
@@ -76,19 +78,25 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     blob_n = n - 8 - (size_t)hl;
     blob = (unsigned char *)malloc(blob_n);
     memcpy(blob, file + 8 + hl, blob_n);
-    if (seed_out) {
+    if (seed_out) { /* the valid file in the input's three parts */
         FILE *f = fopen(seed_out, "wb");
-        char cfg[2048];
-        const char *at = strstr((const char *)file + 8, "\"mama_config\":\"");
-        const char *end = at ? strstr(at, "}\"") : NULL; /* the config string ends with '}' */
-        mama_config_to_json(&c, cfg, sizeof cfg);
-        if (f && at && end && end < (const char *)file + 8 + hl) {
-            fprintf(f, "%s\n", cfg);
-            fwrite(file + 8, 1, (size_t)(at - (const char *)file - 8) + 15, f);
-            fputs("@CFG@", f);
-            fwrite(end + 1, 1, (size_t)((const char *)file + 8 + hl - end - 1), f);
+        mama_safetensors st;
+        const char *h = (const char *)file + 8, *at = strstr(h, "\"__metadata__\":{"), *e;
+        int k, depth = 0, str = 0;
+        memset(&st, 0, sizeof st);
+        if (!f || !at || mama_st_open(&st, path) != MAMA_OK) abort();
+        for (e = at + 15; e < h + hl; e++) { /* the end of the metadata object */
+            if (str) { if (*e == '\\') e++; else if (*e == '"') str = 0; continue; }
+            if (*e == '"') str = 1;
+            else if (*e == '{') depth++;
+            else if (*e == '}' && --depth == 0) break;
         }
-        if (f) fclose(f);
+        fprintf(f, "%s\n", mama_st_meta(&st, "mama_config"));
+        for (k = 0; k < st.meta_count; k++)
+            if (strcmp(st.meta_keys[k], "mama_config")) fprintf(f, "%s=%s\n", st.meta_keys[k], st.meta_values[k]);
+        fprintf(f, "\n%.*s@META@%.*s", (int)(at + 15 - h), h, (int)(h + hl - e - 1), e + 1);
+        fclose(f);
+        mama_st_close(&st);
     }
     mama_free(file);
     fprintf(stderr, "fuzz_checkpoint: micro checkpoint of %zu bytes (header %llu)\n", n, (unsigned long long)hl);
@@ -96,28 +104,58 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size);
+/* n bytes of s as the contents of a JSON string */
+static size_t esc(unsigned char *out, const uint8_t *s, size_t n) {
+    size_t i, k = 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\') { out[k++] = '\\'; out[k++] = s[i]; }
+        else if (s[i] < 0x20) k += (size_t)sprintf((char *)out + k, "\\u%04x", s[i]);
+        else out[k++] = s[i];
+    }
+    return k;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
-    const uint8_t *nl = (const uint8_t *)memchr(in, '\n', size), *rest = nl ? nl + 1 : in, *at = NULL;
-    size_t nrest = size - (size_t)(rest - in), ncfg = nl ? (size_t)(nl - in) : 0, i, k = 0;
-    unsigned char *hdr = (unsigned char *)malloc(size * 6 + 8);
+    const uint8_t *p = in, *end = in + size, *nl, *at = NULL;
+    unsigned char *hdr = (unsigned char *)malloc(size * 7 + 64);
+    size_t k = 0, i;
     FILE *f = fopen(path, "wb");
     uint64_t hl;
     mama_model *m = NULL;
     mama_pretrain_opts o;
     if (!f || !hdr) abort();
-    for (i = 0; i + 5 <= nrest && !at; i++) if (!memcmp(rest + i, "@CFG@", 5)) at = rest + i;
-    if (!at) { memcpy(hdr, rest, nrest); k = nrest; }
-    else { /* the first line as a JSON string's contents (quotes, backslashes, controls escaped) */
-        memcpy(hdr, rest, (size_t)(at - rest));
-        k = (size_t)(at - rest);
-        for (i = 0; i < ncfg; i++) {
-            unsigned char ch = in[i];
-            if (ch == '"' || ch == '\\') { hdr[k++] = '\\'; hdr[k++] = ch; }
-            else if (ch < 0x20) k += (size_t)sprintf((char *)hdr + k, "\\u%04x", ch);
-            else hdr[k++] = ch;
+    /* the header template (after the first empty line) */
+    for (i = 0; i + 1 < size && !at; i++) if (in[i] == '\n' && in[i + 1] == '\n') at = in + i + 2;
+    if (!at) { memcpy(hdr, in, size); k = size; }
+    else {
+        const uint8_t *tpl = at, *meta = NULL;
+        for (i = 0; tpl + i + 6 <= end && !meta; i++) if (!memcmp(tpl + i, "@META@", 6)) meta = tpl + i;
+        if (!meta) meta = end;
+        memcpy(hdr, tpl, (size_t)(meta - tpl));
+        k = (size_t)(meta - tpl);
+        if (meta < end) {
+            /* line 1 is mama_config; then key=value lines up to the empty one */
+            nl = (const uint8_t *)memchr(p, '\n', (size_t)(at - p));
+            k += (size_t)sprintf((char *)hdr + k, "{\"mama_config\":\"");
+            k += esc(hdr + k, p, (size_t)(nl - p));
+            hdr[k++] = '"';
+            for (p = nl + 1; p < at - 1; p = nl + 1) {
+                const uint8_t *eq;
+                nl = (const uint8_t *)memchr(p, '\n', (size_t)(at - p));
+                eq = (const uint8_t *)memchr(p, '=', (size_t)(nl - p));
+                if (!eq) continue;
+                hdr[k++] = ',';
+                hdr[k++] = '"';
+                k += esc(hdr + k, p, (size_t)(eq - p));
+                memcpy(hdr + k, "\":\"", 3);
+                k += 3;
+                k += esc(hdr + k, eq + 1, (size_t)(nl - eq - 1));
+                hdr[k++] = '"';
+            }
+            hdr[k++] = '}';
+            memcpy(hdr + k, meta + 6, (size_t)(end - meta - 6));
+            k += (size_t)(end - meta - 6);
         }
-        memcpy(hdr + k, at + 5, nrest - (size_t)(at + 5 - rest));
-        k += nrest - (size_t)(at + 5 - rest);
     }
     hl = k;
     fwrite(&hl, 8, 1, f);
