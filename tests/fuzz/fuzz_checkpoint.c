@@ -1,10 +1,10 @@
 /* tests/fuzz/fuzz_checkpoint.c - libFuzzer target for whole checkpoints.
- * The input is a valid micro checkpoint's header in three parts, so that
- * the fuzzer mutates the values themselves, not only the JSON around them:
+ * The input is a micro checkpoint's metadata as lines, so that the fuzzer
+ * mutates the values themselves, not the JSON around them:
  *   line 1: the mama_config JSON;
- *   then one "key=value" line per metadata entry (step=2, seed=7, ...),
- *   an empty line, then the safetensors header JSON with @META@ where the
- *   __metadata__ object goes.
+ *   then one "key=value" line per metadata entry (step=2, seed=7, ...);
+ *   optionally an empty line and a safetensors header JSON with @META@
+ *   where the __metadata__ object goes (else the valid file's header).
  * The harness assembles the __metadata__ object (mama_config = line 1, each
  * value a JSON string) and writes the file with the valid tensor data.
  * Each input is driven through mama_model_load (config -> model) and a resumed
@@ -29,6 +29,8 @@ static mama_backend *cpu;
 static mama_dataset *data;
 static unsigned char *blob;   /* the valid file's tensor data */
 static size_t blob_n;
+static char *tpl;             /* its header with @META@ for the metadata object */
+static size_t tpl_n;
 static char path[256], logp[256];
 
 static void micro_config(mama_config *c) {
@@ -78,8 +80,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     blob_n = n - 8 - (size_t)hl;
     blob = (unsigned char *)malloc(blob_n);
     memcpy(blob, file + 8 + hl, blob_n);
-    if (seed_out) { /* the valid file in the input's three parts */
-        FILE *f = fopen(seed_out, "wb");
+    { /* the valid file as an input (the seed), and its header template */
+        FILE *f = fopen(seed_out ? seed_out : "/dev/null", "wb");
         mama_safetensors st;
         const char *h = (const char *)file + 8, *at = strstr(h, "\"__metadata__\":{"), *e;
         int k, depth = 0, str = 0;
@@ -94,8 +96,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         fprintf(f, "%s\n", mama_st_meta(&st, "mama_config"));
         for (k = 0; k < st.meta_count; k++)
             if (strcmp(st.meta_keys[k], "mama_config")) fprintf(f, "%s=%s\n", st.meta_keys[k], st.meta_values[k]);
-        fprintf(f, "\n%.*s@META@%.*s", (int)(at + 15 - h), h, (int)(h + hl - e - 1), e + 1);
         fclose(f);
+        tpl = (char *)malloc(hl + 8);
+        tpl_n = (size_t)sprintf(tpl, "%.*s@META@%.*s", (int)(at + 15 - h), h, (int)(h + hl - e - 1), e + 1);
         mama_st_close(&st);
     }
     mama_free(file);
@@ -116,46 +119,43 @@ static size_t esc(unsigned char *out, const uint8_t *s, size_t n) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
-    const uint8_t *p = in, *end = in + size, *nl, *at = NULL;
-    unsigned char *hdr = (unsigned char *)malloc(size * 7 + 64);
+    const uint8_t *end = in + size, *lines = NULL, *t, *tend, *meta = NULL, *p, *nl;
+    unsigned char *hdr = (unsigned char *)malloc(size * 7 + tpl_n + 64);
     size_t k = 0, i;
     FILE *f = fopen(path, "wb");
     uint64_t hl;
     mama_model *m = NULL;
     mama_pretrain_opts o;
     if (!f || !hdr) abort();
-    /* the header template (after the first empty line) */
-    for (i = 0; i + 1 < size && !at; i++) if (in[i] == '\n' && in[i + 1] == '\n') at = in + i + 2;
-    if (!at) { memcpy(hdr, in, size); k = size; }
-    else {
-        const uint8_t *tpl = at, *meta = NULL;
-        for (i = 0; tpl + i + 6 <= end && !meta; i++) if (!memcmp(tpl + i, "@META@", 6)) meta = tpl + i;
-        if (!meta) meta = end;
-        memcpy(hdr, tpl, (size_t)(meta - tpl));
-        k = (size_t)(meta - tpl);
-        if (meta < end) {
-            /* line 1 is mama_config; then key=value lines up to the empty one */
-            nl = (const uint8_t *)memchr(p, '\n', (size_t)(at - p));
-            k += (size_t)sprintf((char *)hdr + k, "{\"mama_config\":\"");
-            k += esc(hdr + k, p, (size_t)(nl - p));
+    for (i = 0; i + 1 < size && !lines; i++) if (in[i] == '\n' && in[i + 1] == '\n') lines = in + i;
+    if (lines) { t = lines + 2; tend = end; } /* a header template of its own */
+    else { lines = end; t = (const uint8_t *)tpl; tend = t + tpl_n; }
+    for (p = t; p + 6 <= tend && !meta; p++) if (!memcmp(p, "@META@", 6)) meta = p;
+    if (!meta) meta = tend;
+    memcpy(hdr, t, (size_t)(meta - t));
+    k = (size_t)(meta - t);
+    if (meta < tend) {
+        nl = (const uint8_t *)memchr(in, '\n', (size_t)(lines - in));
+        if (!nl) nl = lines;
+        k += (size_t)sprintf((char *)hdr + k, "{\"mama_config\":\"");
+        k += esc(hdr + k, in, (size_t)(nl - in));
+        hdr[k++] = '"';
+        for (p = nl + 1; p < lines; p = nl + 1) { /* key=value lines */
+            const uint8_t *eq;
+            nl = (const uint8_t *)memchr(p, '\n', (size_t)(lines - p));
+            if (!nl) nl = lines;
+            if (!(eq = (const uint8_t *)memchr(p, '=', (size_t)(nl - p)))) continue;
+            hdr[k++] = ',';
             hdr[k++] = '"';
-            for (p = nl + 1; p < at - 1; p = nl + 1) {
-                const uint8_t *eq;
-                nl = (const uint8_t *)memchr(p, '\n', (size_t)(at - p));
-                eq = (const uint8_t *)memchr(p, '=', (size_t)(nl - p));
-                if (!eq) continue;
-                hdr[k++] = ',';
-                hdr[k++] = '"';
-                k += esc(hdr + k, p, (size_t)(eq - p));
-                memcpy(hdr + k, "\":\"", 3);
-                k += 3;
-                k += esc(hdr + k, eq + 1, (size_t)(nl - eq - 1));
-                hdr[k++] = '"';
-            }
-            hdr[k++] = '}';
-            memcpy(hdr + k, meta + 6, (size_t)(end - meta - 6));
-            k += (size_t)(end - meta - 6);
+            k += esc(hdr + k, p, (size_t)(eq - p));
+            memcpy(hdr + k, "\":\"", 3);
+            k += 3;
+            k += esc(hdr + k, eq + 1, (size_t)(nl - eq - 1));
+            hdr[k++] = '"';
         }
+        hdr[k++] = '}';
+        memcpy(hdr + k, meta + 6, (size_t)(tend - meta - 6));
+        k += (size_t)(tend - meta - 6);
     }
     hl = k;
     fwrite(&hl, 8, 1, f);
