@@ -1650,7 +1650,12 @@ typedef struct mama_pretrain_opts {
                                     with ".best" before its extension, a.safetensors -> a.best.safetensors;
                                     none without a checkpoint) */
     const char *log_csv;         /* a row per step (default none) */
-    int resume;                  /* continue from `checkpoint` if it exists (default off) */
+    int resume;                  /* continue from `checkpoint` if it exists (default off); stale temporary
+                                    files of killed runs (<checkpoint>.tmp.PID.N of a PID that no longer
+                                    runs) are removed at the start, and log_csv keeps the rows of the
+                                    resumed steps only, so every step appears once */
+    int allow_changes;           /* resume with other batch, accum, lr or late_loss than the checkpoint
+                                    records: default an error naming both values; on: each change logged */
     int quiet;                   /* no progress output (default off) */
     mama_augment_opts aug;       /* image augmentation, its own defaults; aug.size 0 = the model's
                                     image_size (another size is an error) */
@@ -1699,8 +1704,13 @@ typedef struct mama_pretrain_result {
  * trajectory: a run validated or not, resumed or not, trains identically. */
 MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pretrain_opts *o,
                                    mama_pretrain_result *res);
-/* Checkpoints: weights + AdamW moments + step + seed + config, written
- * atomically (temporary file, fsync, rename). */
+/* Checkpoints: weights + AdamW moments + step + seed + config (+ batch,
+ * accum, lr, late_loss when mama_pretrain writes them), written atomically
+ * (temporary file, fsync, rename); weights or moments that are not all
+ * finite are never written (MAMA_ERR_NUMERIC naming the first bad tensor).
+ * Loading checks every metadata value's range and the file's config
+ * against the model's before any tensor (MAMA_ERR_FORMAT naming file, key
+ * and value), and refuses non-finite weights or moments (MAMA_ERR_NUMERIC). */
 MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
                                           uint64_t seed);
 MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_adamw *opt, long *step,
@@ -5821,29 +5831,56 @@ MAMA_API mama_status mama_config_preset(mama_config *c, const char *name) {
     return MAMA_OK;
 }
 
+/* The range of every integer field (mama_config_validate checks them, and
+ * mama_config_from_json before converting a number): generous bounds that
+ * keep every size product of the model far inside size_t and int. */
+typedef struct mama__cfg_range { const char *key; size_t off; int lo, hi; } mama__cfg_range;
+#define MAMA__CR(f, lo, hi) {#f, offsetof(mama_config, f), lo, hi}
+static const mama__cfg_range mama__cfg_ranges[] = {
+    MAMA__CR(image_size, 1, 4096), MAMA__CR(patch_size, 1, 1024), MAMA__CR(vision_dim, 1, 16384),
+    MAMA__CR(vision_depth, 1, 1024), MAMA__CR(vision_heads, 1, 1024), MAMA__CR(registers, 0, 1024),
+    MAMA__CR(in_chans, 1, 3), MAMA__CR(text_dim, 1, 16384), MAMA__CR(text_depth, 1, 1024),
+    MAMA__CR(text_heads, 1, 1024), MAMA__CR(vocab_size, 1, 1 << 24), MAMA__CR(context, 1, 16384),
+    MAMA__CR(embed_dim, 1, 16384), MAMA__CR(local_hidden, 1, 65536), MAMA__CR(lora_rank, 0, 4096),
+    MAMA__CR(text_attn_layer_scale, 0, 1), MAMA__CR(bos_id, 0, (1 << 24) - 1), MAMA__CR(eos_id, 0, (1 << 24) - 1),
+    MAMA__CR(pad_id, 0, (1 << 24) - 1), MAMA__CR(sep_id, 0, (1 << 24) - 1), MAMA__CR(text_pool_real_only, 0, 1),
+    MAMA__CR(grad_checkpoint, 0, 1)};
+#undef MAMA__CR
+#define MAMA__CFG_NRANGES (sizeof mama__cfg_ranges / sizeof mama__cfg_ranges[0])
+#define MAMA__CFG_INT(c, r) (*(const int *)(const void *)((const char *)(c) + (r)->off))
+
 MAMA_API mama_status mama_config_validate(const mama_config *c) {
 #define MAMA__CHECK(cond, ...) do { if (!(cond)) return MAMA_FAIL(MAMA_ERR_INVALID, __VA_ARGS__); } while (0)
-    MAMA__CHECK(c->patch_size > 0 && c->image_size > 0 && c->image_size % c->patch_size == 0,
+    size_t i;
+    for (i = 0; i < MAMA__CFG_NRANGES; i++) {
+        const mama__cfg_range *r = &mama__cfg_ranges[i];
+        MAMA__CHECK(MAMA__CFG_INT(c, r) >= r->lo && MAMA__CFG_INT(c, r) <= r->hi, "config: %s %d out of range [%d, %d]",
+                    r->key, MAMA__CFG_INT(c, r), r->lo, r->hi);
+    }
+    MAMA__CHECK(c->image_size % c->patch_size == 0,
                 "config: image_size %d must be a positive multiple of patch_size %d", c->image_size, c->patch_size);
-    MAMA__CHECK(c->vision_dim > 0 && c->vision_heads > 0 && c->vision_dim % c->vision_heads == 0,
+    MAMA__CHECK(1 + c->registers + (c->image_size / c->patch_size) * (c->image_size / c->patch_size) <= 16384,
+                "config: %d image tokens (1 + registers %d + (image_size %d / patch_size %d)^2) exceed 16384",
+                1 + c->registers + (c->image_size / c->patch_size) * (c->image_size / c->patch_size), c->registers,
+                c->image_size, c->patch_size);
+    MAMA__CHECK(c->vision_dim % c->vision_heads == 0,
                 "config: vision_dim %d must be divisible by vision_heads %d", c->vision_dim, c->vision_heads);
-    MAMA__CHECK(c->text_dim > 0 && c->text_heads > 0 && c->text_dim % c->text_heads == 0,
+    MAMA__CHECK(c->text_dim % c->text_heads == 0,
                 "config: text_dim %d must be divisible by text_heads %d", c->text_dim, c->text_heads);
     MAMA__CHECK(c->vision_dim / c->vision_heads <= 256 && c->text_dim / c->text_heads <= 256,
                 "config: head dimension above 256 is not supported");
-    MAMA__CHECK(c->vision_depth >= 1 && c->text_depth >= 1, "config: depths must be >= 1");
-    MAMA__CHECK(c->registers >= 0, "config: registers must be >= 0");
     MAMA__CHECK(c->in_chans == 1 || c->in_chans == 3, "config: in_chans must be 1 or 3 (got %d)", c->in_chans);
-    MAMA__CHECK(c->vocab_size > 0 && c->context > 0, "config: vocab_size and context must be positive");
-    MAMA__CHECK(c->embed_dim > 0 && c->local_hidden > 0, "config: embed_dim and local_hidden must be positive");
     MAMA__CHECK(c->text_mode >= MAMA_TEXT_FULL && c->text_mode <= MAMA_TEXT_FROZEN, "config: bad text_mode %d", (int)c->text_mode);
     MAMA__CHECK(c->frozen_dtype == MAMA_F32 || c->frozen_dtype == MAMA_BF16 || c->frozen_dtype == MAMA_F16,
                 "config: frozen_dtype must be F32, BF16 or F16 (got %d)", (int)c->frozen_dtype);
     MAMA__CHECK(c->text_mode != MAMA_TEXT_LORA || c->lora_rank > 0, "config: lora_rank must be positive in lora mode");
+    MAMA__CHECK(c->lora_alpha >= 0 && c->lora_alpha <= 1e6f, "config: lora_alpha %g out of range [0, 1e6]",
+                (double)c->lora_alpha);
     MAMA__CHECK(c->text_dropout >= 0 && c->text_dropout < 1 && c->lora_dropout >= 0 && c->lora_dropout < 1,
-                "config: dropout probabilities must be in [0, 1)");
-    MAMA__CHECK(c->bos_id >= 0 && c->bos_id < c->vocab_size && c->eos_id >= 0 && c->eos_id < c->vocab_size &&
-                c->pad_id >= 0 && c->pad_id < c->vocab_size && c->sep_id >= 0 && c->sep_id < c->vocab_size,
+                "config: dropout probabilities must be in [0, 1) (text_dropout %g, lora_dropout %g)",
+                (double)c->text_dropout, (double)c->lora_dropout);
+    MAMA__CHECK(c->bos_id < c->vocab_size && c->eos_id < c->vocab_size && c->pad_id < c->vocab_size &&
+                c->sep_id < c->vocab_size,
                 "config: special token ids (bos %d eos %d pad %d sep %d) must lie in the vocabulary of %d",
                 c->bos_id, c->eos_id, c->pad_id, c->sep_id, c->vocab_size);
 #undef MAMA__CHECK
@@ -5871,38 +5908,43 @@ MAMA_API mama_status mama_config_to_json(const mama_config *c, char *out, size_t
 }
 
 MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, const char *source) {
-    static const char *const int_keys[] = {"image_size", "patch_size", "vision_dim", "vision_depth", "vision_heads",
-        "registers", "in_chans", "text_dim", "text_depth", "text_heads", "vocab_size", "context", "embed_dim",
-        "local_hidden", "lora_rank", "text_attn_layer_scale", "bos_id", "eos_id", "pad_id", "sep_id"};
-    int *const int_slots[] = {&c->image_size, &c->patch_size, &c->vision_dim, &c->vision_depth, &c->vision_heads,
-        &c->registers, &c->in_chans, &c->text_dim, &c->text_depth, &c->text_heads, &c->vocab_size, &c->context,
-        &c->embed_dim, &c->local_hidden, &c->lora_rank, &c->text_attn_layer_scale, &c->bos_id, &c->eos_id,
-        &c->pad_id, &c->sep_id};
     static const char *const float_keys[] = {"lora_alpha", "lora_dropout", "text_dropout"};
     float *const float_slots[] = {&c->lora_alpha, &c->lora_dropout, &c->text_dropout};
     mama_json *root = NULL;
     const mama_json *v;
+    const char *src = source ? source : "config", *why;
+    char msg[1024];
     size_t i;
     MAMA_TRY(mama_json_parse(json, strlen(json), source, &root));
     if (root->type != MAMA_JSON_OBJECT) {
         mama_json_free(root);
-        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config is not a JSON object", source ? source : "config");
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config is not a JSON object", src);
     }
-    for (i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
-        v = mama_json_get(root, int_keys[i]);
+    /* the integer fields, range-checked before the conversion (the last two
+     * of the table are not JSON keys) */
+    for (i = 0; i + 2 < MAMA__CFG_NRANGES; i++) {
+        const mama__cfg_range *r = &mama__cfg_ranges[i];
+        double x;
+        v = mama_json_get(root, r->key);
         if (!v) continue;
         if (v->type != MAMA_JSON_NUMBER && v->type != MAMA_JSON_BOOL) {
             mama_json_free(root);
-            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field '%s' is not a number", source ? source : "config", int_keys[i]);
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field '%s' is not a number", src, r->key);
         }
-        *int_slots[i] = (int)v->number;
+        x = v->number;
+        if (!(x >= r->lo && x <= r->hi) || x != floor(x)) {
+            mama_json_free(root);
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field '%s' = %.17g is not an integer in [%d, %d]", src,
+                             r->key, x, r->lo, r->hi);
+        }
+        *(int *)(void *)((char *)c + r->off) = (int)x;
     }
     for (i = 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
         v = mama_json_get(root, float_keys[i]);
         if (!v) continue;
-        if (v->type != MAMA_JSON_NUMBER) {
+        if (v->type != MAMA_JSON_NUMBER || !(fabs(v->number) <= 1e30)) {
             mama_json_free(root);
-            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field '%s' is not a number", source ? source : "config", float_keys[i]);
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field '%s' is not a finite number", src, float_keys[i]);
         }
         *float_slots[i] = (float)v->number;
     }
@@ -5913,13 +5955,17 @@ MAMA_API mama_status mama_config_from_json(mama_config *c, const char *json, con
         else if (v->type == MAMA_JSON_STRING && !strcmp(v->string, "frozen")) c->text_mode = MAMA_TEXT_FROZEN;
         else {
             mama_json_free(root);
-            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field 'text_mode' must be \"full\", \"lora\" or \"frozen\"", source ? source : "config");
+            return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config field 'text_mode' must be \"full\", \"lora\" or \"frozen\"", src);
         }
     }
     v = mama_json_get(root, "text_pool");
     if (v && v->type == MAMA_JSON_STRING) c->text_pool_real_only = !strcmp(v->string, "real");
     mama_json_free(root);
-    return mama_config_validate(c);
+    if (mama_config_validate(c) == MAMA_OK) return MAMA_OK;
+    /* a file's config: MAMA_ERR_FORMAT naming the file ("config: <field> ...") */
+    why = strstr(mama_last_error(), "config: ");
+    snprintf(msg, sizeof msg, "%s", why ? why + 8 : mama_last_error());
+    return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: mama_config: %s", src, msg);
 }
 
 /* ---- 4.2 Parameter pointers.  One struct of pointers for the weights and a
@@ -6200,7 +6246,8 @@ static mama_status mama__dp_allreduce_dev(mama_model *m, float *buf, size_t n);
 /* rank 0 writes the checkpoint (reference mode: after averaging the
  * BatchNorm running statistics); all ranks learn whether that worked */
 static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, const struct mama_adamw *opt,
-                                            long step, uint64_t seed, double best_val, long best_step);
+                                            long step, uint64_t seed, double best_val, long best_step,
+                                            const struct mama_pretrain_opts *o);
 /* Overlapped gradient sum (12.7): the backward calls mama__dp_grads_ready
  * at each point where a part of the gradient buffer is final for this
  * step (the hook points below, every one on every step, whether or not its
@@ -6703,7 +6750,10 @@ fail:
     return MAMA_ERR_BACKEND;
 }
 
-static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mama_backend *be, int max_batch) {
+/* max_numel > 0 (loading a file holding that many values): a config that
+ * needs more weights is refused before the big allocations. */
+static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mama_backend *be, int max_batch,
+                                     size_t max_numel) {
     mama_model *m;
     mama__bind bind;
     size_t total = 0;
@@ -6740,6 +6790,12 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     mama__visit_params(m, NULL);
     MAMA__ALLOC(m->info, m->nparams, "parameter table");
     for (g = 0; g < 4; g++) { m->group_offset[g] = total; total += m->group_numel[g]; }
+    if (max_numel && total + m->half_numel > max_numel) {
+        size_t need = total + m->half_numel;
+        mama_model_free(m);
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "mama_config needs %zu weights, more than the %zu values the file holds",
+                         need, max_numel);
+    }
     if (be->alloc(be, (void **)&m->params, sizeof(float) * total) != MAMA_OK) goto fail;
     /* gradients for [train | late] only: frozen tensors and buffers have
      * none (nor AdamW moments, which cover the same range) */
@@ -6846,12 +6902,12 @@ static mama_status mama__host_weights_upload(mama_model *m, mama__host_weights *
 
 /* init == 0 leaves the weights unset (mama_model_load fills every one). */
 static mama_status mama__model_create(mama_model **out, const mama_config *c, mama_backend *be, int max_batch,
-                                      uint64_t seed, int init) {
+                                      uint64_t seed, int init, size_t max_numel) {
     mama_model *m;
     mama__host_weights h;
     mama_status s;
     *out = NULL;
-    MAMA_TRY(mama__model_alloc(&m, c, be, max_batch));
+    MAMA_TRY(mama__model_alloc(&m, c, be, max_batch, max_numel));
     if (!init) {
         *out = m;
         return MAMA_OK;
@@ -6869,7 +6925,7 @@ static mama_status mama__model_create(mama_model **out, const mama_config *c, ma
 }
 MAMA_API mama_status mama_model_create(mama_model **out, const mama_config *c, mama_backend *be, int max_batch,
                                        uint64_t seed) {
-    return mama__model_create(out, c, be, max_batch, seed, 1);
+    return mama__model_create(out, c, be, max_batch, seed, 1, 0);
 }
 
 /* ==========================================================================
@@ -7998,6 +8054,33 @@ static mama_status mama__load_folded_patch(const mama_safetensors *st, const mam
  * half-precision ones into h->half).  A first pass checks every tensor
  * (presence, shape, dtype) so that a bad file changes nothing, also when
  * the view is the model itself (host backends). */
+/* The index of the first non-finite value of x[n] (float32, or BF16/F16
+ * bits when dtype says so), n when all are finite. */
+static size_t mama__first_nonfinite(const void *x, size_t n, mama_dtype dtype) {
+    size_t i;
+    if (dtype == MAMA_F32) {
+        for (i = 0; i < n; i++) if (!isfinite(((const float *)x)[i])) return i;
+    } else {
+        uint16_t e = dtype == MAMA_BF16 ? 0x7f80 : 0x7c00; /* all-ones exponent: Inf or NaN */
+        for (i = 0; i < n; i++) if ((((const uint16_t *)x)[i] & e) == e) return i;
+    }
+    return n;
+}
+/* The first tensor of the host view holding a non-finite value: a message
+ * "<what>: tensor '<name>' holds a non-finite value ..." (MAMA_ERR_NUMERIC). */
+static mama_status mama__check_finite(const mama_model *m, const mama__host_weights *h, const char *what) {
+    int i;
+    for (i = 0; i < m->nparams; i++) {
+        const mama_param_info *p = &m->info[i];
+        const void *x = p->dtype == MAMA_F32 ? (const void *)(h->data + p->offset) : (const void *)(h->half + p->offset);
+        size_t k = mama__first_nonfinite(x, p->numel, p->dtype);
+        if (k < p->numel)
+            return MAMA_FAIL(MAMA_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (%g at element %zu of %zu)", what,
+                             p->name, p->dtype == MAMA_F32 ? (double)((const float *)x)[k] : (double)NAN, k, p->numel);
+    }
+    return MAMA_OK;
+}
+
 static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *st, mama__host_weights *h,
                                         int allow_missing, int *loaded) {
     int i, pass, count = 0;
@@ -8034,6 +8117,10 @@ static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *s
             if (p->dtype == MAMA_F32) MAMA_TRY(mama_st_read_f32(st, alias, dst, p->numel));
             else MAMA_TRY(mama__st_read_half(st, alias, h->half + p->offset, p->numel, p->dtype));
             mama__st_release(st, t);
+            if (mama__first_nonfinite(p->dtype == MAMA_F32 ? (const void *)dst : (const void *)(h->half + p->offset),
+                                      p->numel, p->dtype) < p->numel)
+                return MAMA_FAIL(MAMA_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (NaN or Inf): refused",
+                                 st->path, alias);
             count++;
         }
     }
@@ -8041,8 +8128,12 @@ static mama_status mama__load_into_host(mama_model *m, const mama_safetensors *s
         const mama_st_tensor *t = mama_st_find(st, mama__bn_tracked_names[i]);
         int64_t v;
         if (t && t->numel == 1 && (t->dtype == MAMA_I64 || t->dtype == MAMA_I32) &&
-            mama_st_read_i64(st, mama__bn_tracked_names[i], &v, 1) == MAMA_OK)
+            mama_st_read_i64(st, mama__bn_tracked_names[i], &v, 1) == MAMA_OK) {
+            if (v < 0 || v > ((int64_t)1 << 53))
+                return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: '%s' = %lld is out of range [0, 2^53]", st->path,
+                                 mama__bn_tracked_names[i], (long long)v);
             m->bn_batches[i] = v;
+        }
     }
     if (loaded) *loaded = count;
     return MAMA_OK;
@@ -8087,6 +8178,8 @@ MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama
     mama_status s;
     char src[512];
     mama_dtype fd;
+    size_t numel = 0;
+    int i;
     *out = NULL;
     if (frozen_dtype != -1 && frozen_dtype != MAMA_F32 && frozen_dtype != MAMA_BF16 && frozen_dtype != MAMA_F16)
         return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_load_as: frozen_dtype %d is not -1, F32, BF16 or F16", frozen_dtype);
@@ -8104,11 +8197,16 @@ MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama
     snprintf(src, sizeof src, "%s:__metadata__.mama_config", path);
     s = mama_config_from_json(&c, json, src);
     fd = mama__file_frozen_dtype(&st);
+    for (i = 0; i < st.count; i++) numel += (size_t)st.tensors[i].numel; /* bounds the model the config may ask for */
     mama_st_close(&st);
     MAMA_TRY(s);
     c.frozen_dtype = frozen_dtype == -1 ? fd : (mama_dtype)frozen_dtype;
     /* no random initialisation: the load sets every tensor */
-    MAMA_TRY(mama__model_create(out, &c, be, max_batch, 0, 0));
+    if ((s = mama__model_create(out, &c, be, max_batch, 0, 0, numel + 1)) == MAMA_ERR_FORMAT) {
+        snprintf(src, sizeof src, "%s", strstr(mama_last_error(), "mama_config") ? strstr(mama_last_error(), "mama_config") : "");
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: %s", path, src);
+    }
+    MAMA_TRY(s);
     s = mama_model_load_weights(*out, path, 0, NULL);
     if (s != MAMA_OK) { mama_model_free(*out); *out = NULL; }
     return s;
@@ -8151,7 +8249,8 @@ MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
     mama__host_weights h;
     mama_status s;
     MAMA_TRY(mama__host_weights_get(m, &h));
-    s = mama_st_writer_create(&w);
+    s = mama__check_finite(m, &h, path); /* never write a broken model */
+    if (s == MAMA_OK) s = mama_st_writer_create(&w);
     if (s == MAMA_OK) s = mama__writer_add_model(w, m, &h);
     if (s == MAMA_OK) s = mama_st_writer_write(w, path);
     mama_st_writer_free(w);
@@ -8230,6 +8329,7 @@ MAMA_API float mama_model_logit_scale(mama_model *m) { return expf(mama__read_sc
 #if defined(__unix__) || defined(__APPLE__)
 #define MAMA__POSIX 1
 #include <unistd.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/types.h>
 #include <sys/stat.h>
@@ -13167,6 +13267,8 @@ static void mama__loader_release(mama__loader *L, long job) {
  * 11. LOOPS: pretraining, checkpoints
  * ========================================================================== */
 
+#define MAMA__MAX_STEP 1000000000000L /* steps and schedule positions: at most 1e12 */
+
 /* The options rule (6.1b) on every field, then the checks.  image_size is
  * the model's (aug.size 0 becomes it), or 0 to leave aug.size 0. */
 static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mama_pretrain_opts *o, int image_size) {
@@ -13201,6 +13303,7 @@ static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mam
     o->best_checkpoint = in->best_checkpoint;
     o->log_csv = in->log_csv;
     o->resume = mama__opt_flag(in->resume, 0);
+    o->allow_changes = mama__opt_flag(in->allow_changes, 0);
     o->quiet = mama__opt_flag(in->quiet, 0);
     o->no_overlap = mama__opt_flag(in->no_overlap, 0);
     if (image_size > 0 && in->aug.size > 0 && in->aug.size != image_size)
@@ -13212,6 +13315,9 @@ static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mam
     if (image_size <= 0) o->aug.size = 0;
     if (o->steps < 1 || o->batch < 1 || o->accum < 1)
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps, batch and accum must be >= 1");
+    if (o->steps > MAMA__MAX_STEP || o->accum > 65536)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps %ld (at most 1e12) or accum %d (at most 65536) too large",
+                         o->steps, o->accum);
     if (o->warmup >= o->steps || o->late_loss >= o->steps) /* the warm-up never ends, the late losses never start */
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: %s %ld is at or past the last step (steps %ld; the default "
                          "is %d%% of steps)", o->warmup >= o->steps ? "warmup" : "late_loss",
@@ -13234,13 +13340,18 @@ MAMA_API void mama_pretrain_opts_default(mama_pretrain_opts *o) {
  * counts.  Every random choice of training derives from (seed, step), so
  * these restore the run exactly. */
 /* best_step > 0: the metadata also records the best validation so far
- * (best_val_loss, best_val_step; mama_pretrain). */
+ * (best_val_loss, best_val_step; mama_pretrain); o (mama_pretrain's
+ * resolved options, or NULL) adds the settings a resume must not change
+ * silently: batch, accum, lr, late_loss.  Weights and moments that are not
+ * all finite are never written (MAMA_ERR_NUMERIC naming the first bad
+ * tensor; the file at `path` stays as it was). */
 static mama_status mama__checkpoint_save_best(const char *path, const mama_model *m, const mama_adamw *opt, long step,
-                                              uint64_t seed, double best_val, long best_step) {
+                                              uint64_t seed, double best_val, long best_step,
+                                              const mama_pretrain_opts *o) {
     mama_st_writer *w = NULL;
     float *moments = NULL;
     mama__host_weights h;
-    size_t n = opt ? opt->n_train + opt->n_late : 0;
+    size_t n = opt ? opt->n_train + opt->n_late : 0, k;
     int64_t shape = (int64_t)n;
     char buf[64];
     mama_status s;
@@ -13249,11 +13360,15 @@ static mama_status mama__checkpoint_save_best(const char *path, const mama_model
         mama__host_weights_free(&h);
         return s;
     }
-    s = mama_st_writer_create(&w);
+    s = mama__check_finite(m, &h, path);
+    if (s == MAMA_OK) s = mama_st_writer_create(&w);
     if (s == MAMA_OK) s = mama__writer_add_model(w, m, &h);
     if (s == MAMA_OK && opt) {
         s = m->be->to_host(m->be, moments, opt->m, sizeof(float) * n);
         if (s == MAMA_OK) s = m->be->to_host(m->be, moments + n, opt->v, sizeof(float) * n);
+        if (s == MAMA_OK && (k = mama__first_nonfinite(moments, 2 * n, MAMA_F32)) < 2 * n)
+            s = MAMA_FAIL(MAMA_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (%g at element %zu of %zu)", path,
+                          k < n ? "optimizer.adam_m" : "optimizer.adam_v", (double)moments[k], k % (n ? n : 1), n);
         if (s == MAMA_OK) s = mama_st_writer_add(w, "optimizer.adam_m", MAMA_F32, 1, &shape, moments);
         if (s == MAMA_OK) s = mama_st_writer_add(w, "optimizer.adam_v", MAMA_F32, 1, &shape, moments + n);
         snprintf(buf, sizeof buf, "%ld", opt->step_train);
@@ -13272,6 +13387,16 @@ static mama_status mama__checkpoint_save_best(const char *path, const mama_model
         snprintf(buf, sizeof buf, "%ld", best_step);
         if (s == MAMA_OK) s = mama_st_writer_meta(w, "best_val_step", buf);
     }
+    if (s == MAMA_OK && o) {
+        snprintf(buf, sizeof buf, "%ld", (long)o->batch * mama__dp_world(m)); /* over all ranks */
+        s = mama_st_writer_meta(w, "batch", buf);
+        snprintf(buf, sizeof buf, "%d", o->accum);
+        if (s == MAMA_OK) s = mama_st_writer_meta(w, "accum", buf);
+        snprintf(buf, sizeof buf, "%.9g", (double)o->lr); /* exact for a float */
+        if (s == MAMA_OK) s = mama_st_writer_meta(w, "lr", buf);
+        snprintf(buf, sizeof buf, "%ld", o->late_loss);
+        if (s == MAMA_OK) s = mama_st_writer_meta(w, "late_loss", buf);
+    }
     if (s == MAMA_OK) s = mama_st_writer_write(w, path); /* temporary file, fsync, rename */
     mama_st_writer_free(w);
     mama__host_weights_free(&h);
@@ -13281,15 +13406,36 @@ static mama_status mama__checkpoint_save_best(const char *path, const mama_model
 
 MAMA_API mama_status mama_checkpoint_save(const char *path, const mama_model *m, const mama_adamw *opt, long step,
                                           uint64_t seed) {
-    return mama__checkpoint_save_best(path, m, opt, step, seed, 0.0, 0);
+    return mama__checkpoint_save_best(path, m, opt, step, seed, 0.0, 0, NULL);
 }
 
-static mama_status mama__meta_long(const mama_safetensors *st, const char *key, long *v) {
+/* Checkpoint metadata values, each with its range: absent (when required),
+ * malformed or out of range is MAMA_ERR_FORMAT naming file, key and value. */
+static mama_status mama__meta_bad(const mama_safetensors *st, const char *key, const char *v, const char *want) {
+    return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: checkpoint metadata '%s' = \"%.40s\" is not %s", st->path, key, v, want);
+}
+static mama_status mama__meta_long(const mama_safetensors *st, const char *key, long lo, long hi, int required,
+                                   long *v) {
+    const char *s = mama_st_meta(st, key);
+    char *end, want[96];
+    long x;
+    if (!s) return required ? MAMA_FAIL(MAMA_ERR_FORMAT, "%s: checkpoint metadata has no '%s'", st->path, key) : MAMA_OK;
+    errno = 0;
+    x = strtol(s, &end, 10);
+    snprintf(want, sizeof want, "an integer in [%ld, %ld]", lo, hi);
+    if (end == s || *end || errno == ERANGE || x < lo || x > hi || !(*s == '-' || (*s >= '0' && *s <= '9')))
+        return mama__meta_bad(st, key, s, want);
+    *v = x;
+    return MAMA_OK;
+}
+static mama_status mama__meta_double(const mama_safetensors *st, const char *key, double *v) {
     const char *s = mama_st_meta(st, key);
     char *end;
-    if (!s) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: checkpoint metadata has no '%s'", st->path, key);
-    *v = strtol(s, &end, 10);
-    if (end == s || *end) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: checkpoint metadata '%s' is not an integer", st->path, key);
+    double x;
+    if (!s) return MAMA_OK;
+    x = strtod(s, &end);
+    if (end == s || *end || !isfinite(x) || *s == ' ' || *s == '\t') return mama__meta_bad(st, key, s, "a finite number");
+    *v = x;
     return MAMA_OK;
 }
 
@@ -13297,25 +13443,61 @@ MAMA_API mama_status mama_checkpoint_load(const char *path, mama_model *m, mama_
                                           uint64_t *seed) {
     mama_safetensors st;
     float *moments = NULL;
-    long v;
-    size_t n = opt ? opt->n_train + opt->n_late : 0;
+    long v = 0, at = 0, al = 0, bs = 0;
+    size_t n = opt ? opt->n_train + opt->n_late : 0, k;
     mama_status s;
-    const char *sd;
-    MAMA_TRY(mama_model_load_weights(m, path, 0, NULL));
+    const char *sd, *fmt, *cj;
+    char *end, src[600];
     memset(&st, 0, sizeof st);
+    /* the metadata first: nothing is loaded from a file whose values are out of range */
     MAMA_TRY(mama_st_open(&st, path));
-    s = mama__meta_long(&st, "step", &v);
-    if (s == MAMA_OK) *step = v;
+    fmt = mama_st_meta(&st, "format");
     sd = mama_st_meta(&st, "seed");
-    if (s == MAMA_OK && seed && sd) *seed = (uint64_t)strtoull(sd, NULL, 10);
+    s = fmt && strcmp(fmt, "mama-checkpoint-1") ? mama__meta_bad(&st, "format", fmt, "\"mama-checkpoint-1\"") : MAMA_OK;
+    if (s == MAMA_OK) s = mama__meta_long(&st, "step", 0, MAMA__MAX_STEP, 1, &v);
+    if (s == MAMA_OK && sd) {
+        unsigned long long x;
+        errno = 0;
+        x = strtoull(sd, &end, 10);
+        if (!(*sd >= '0' && *sd <= '9') || *end || errno == ERANGE) s = mama__meta_bad(&st, "seed", sd, "an unsigned 64-bit integer");
+        else if (seed) *seed = (uint64_t)x;
+    }
+    /* AdamW's step counts: at most the checkpoint's step (each optimiser
+     * step counts once, the late group only from late_loss on) */
+    if (s == MAMA_OK && opt) s = mama__meta_long(&st, "adam_step_train", 0, v < INT_MAX - 1 ? v : INT_MAX - 1, 1, &at);
+    if (s == MAMA_OK && opt) s = mama__meta_long(&st, "adam_step_late", 0, at, 1, &al);
+    if (s == MAMA_OK) s = mama__meta_long(&st, "best_val_step", 0, v, 0, &bs);
+    if (s == MAMA_OK) { double b; s = mama__meta_double(&st, "best_val_loss", &b); }
+    /* the file's config (validated) must be the model's, field by field */
+    if (s == MAMA_OK && (cj = mama_st_meta(&st, "mama_config")) != NULL) {
+        mama_config fc = m->cfg;
+        size_t i;
+        snprintf(src, sizeof src, "%s:__metadata__.mama_config", path);
+        s = mama_config_from_json(&fc, cj, src);
+        for (i = 0; s == MAMA_OK && i + 1 < MAMA__CFG_NRANGES; i++) /* all but grad_checkpoint */
+            if (MAMA__CFG_INT(&fc, &mama__cfg_ranges[i]) != MAMA__CFG_INT(&m->cfg, &mama__cfg_ranges[i]))
+                s = MAMA_FAIL(MAMA_ERR_INVALID, "%s: the checkpoint's mama_config has %s %d, the model %d", path,
+                              mama__cfg_ranges[i].key, MAMA__CFG_INT(&fc, &mama__cfg_ranges[i]),
+                              MAMA__CFG_INT(&m->cfg, &mama__cfg_ranges[i]));
+        if (s == MAMA_OK && (fc.text_mode != m->cfg.text_mode || fc.lora_alpha != m->cfg.lora_alpha ||
+                             fc.lora_dropout != m->cfg.lora_dropout || fc.text_dropout != m->cfg.text_dropout))
+            s = MAMA_FAIL(MAMA_ERR_INVALID, "%s: the checkpoint's mama_config differs from the model's in text_mode, "
+                          "lora_alpha, lora_dropout or text_dropout", path);
+    }
+    if (s == MAMA_OK) s = mama_model_load_weights(m, path, 0, NULL);
+    if (s == MAMA_OK) *step = v;
     if (s == MAMA_OK && opt) {
         s = mama_alloc((void **)&moments, sizeof(float) * (2 * n + 1), "checkpoint moments");
         if (s == MAMA_OK) s = mama_st_read_f32(&st, "optimizer.adam_m", moments, n);
         if (s == MAMA_OK) s = mama_st_read_f32(&st, "optimizer.adam_v", moments + n, n);
+        for (k = 0; s == MAMA_OK && k < 2 * n; k++)
+            if (!isfinite(moments[k]) || (k >= n && moments[k] < 0))
+                s = MAMA_FAIL(MAMA_ERR_NUMERIC, "%s: tensor '%s' holds %g at element %zu (AdamW moments must be finite, "
+                              "the second ones >= 0): refused", path, k < n ? "optimizer.adam_m" : "optimizer.adam_v",
+                              (double)moments[k], k % n);
         if (s == MAMA_OK) s = m->be->to_device(m->be, opt->m, moments, sizeof(float) * n);
         if (s == MAMA_OK) s = m->be->to_device(m->be, opt->v, moments + n, sizeof(float) * n);
-        if (s == MAMA_OK) s = mama__meta_long(&st, "adam_step_train", &opt->step_train);
-        if (s == MAMA_OK) s = mama__meta_long(&st, "adam_step_late", &opt->step_late);
+        if (s == MAMA_OK) { opt->step_train = at; opt->step_late = al; }
     }
     mama_free(moments);
     mama_st_close(&st);
@@ -13374,21 +13556,124 @@ static mama_status mama__best_path(const mama_pretrain_opts *o, char **out) {
     return MAMA_OK;
 }
 
-/* The best validation recorded in a checkpoint's metadata (left as it is
- * when the file or the keys are missing). */
-static void mama__checkpoint_best_read(const char *path, double *best, long *best_step) {
+/* A checkpoint's metadata on resume: the best validation it records (the
+ * lower of it and *best), and with o (the main checkpoint, not the best
+ * one) the training settings, which must equal o's unless allow_changes
+ * (then each change is logged when `loud`); the batch is the global one,
+ * o->batch x world, so a resume on another number of ranks keeps it.  Absent keys (older files, no
+ * validation yet) are skipped; malformed ones are MAMA_ERR_FORMAT. */
+static mama_status mama__checkpoint_meta(const char *path, const mama_pretrain_opts *o, int world, int loud,
+                                         double *best, long *best_step) {
+    static const char *const keys[4] = {"batch", "accum", "lr", "late_loss"};
     mama_safetensors st;
-    const char *v, *k;
-    if (!mama__file_exists(path)) return;
+    double b = NAN, x;
+    long k = 0;
+    mama_status s;
+    int i;
+    if (!mama__file_exists(path)) return MAMA_OK;
     memset(&st, 0, sizeof st);
-    if (mama_st_open(&st, path) != MAMA_OK) { mama_clear_error(); return; }
-    v = mama_st_meta(&st, "best_val_loss");
-    k = mama_st_meta(&st, "best_val_step");
-    if (v && k && atol(k) > 0 && isfinite(strtod(v, NULL)) && (*best_step <= 0 || strtod(v, NULL) < *best)) {
-        *best = strtod(v, NULL);
-        *best_step = atol(k);
+    MAMA_TRY(mama_st_open(&st, path));
+    s = mama__meta_double(&st, "best_val_loss", &b);
+    if (s == MAMA_OK) s = mama__meta_long(&st, "best_val_step", 0, MAMA__MAX_STEP, 0, &k);
+    if (s == MAMA_OK && k > 0 && isfinite(b) && (*best_step <= 0 || b < *best)) { *best = b; *best_step = k; }
+    for (i = 0; o && s == MAMA_OK && i < 4; i++) {
+        const char *v = mama_st_meta(&st, keys[i]);
+        double now = i == 0 ? (double)o->batch * world : i == 1 ? o->accum : i == 2 ? (double)o->lr : (double)o->late_loss;
+        if (!v || (s = mama__meta_double(&st, keys[i], &x)) != MAMA_OK) continue;
+        if (i == 2) x = (float)x; /* as written: "%.9g" of a float */
+        if (x == now) continue;
+        if (!o->allow_changes)
+            s = MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with %s %.7g, this run has %s %.7g (allow_changes "
+                          "accepts the change)", path, keys[i], x, keys[i], now);
+        else if (loud)
+            fprintf(stderr, "resume: %s changed from %.7g to %.7g (allowed)\n", keys[i], x, now);
     }
     mama_st_close(&st);
+    return s;
+}
+
+/* Temporary files of a killed writer (mama_atomic_open's "<path>.tmp.PID.N")
+ * whose PID no longer runs: removed (each named on stderr when `loud`).
+ * Linux only (a PID is known dead when /proc/PID is absent); elsewhere a
+ * no-op. */
+static void mama__remove_stale_tmp(const char *path, int loud) {
+#if defined(MAMA__POSIX) && defined(__linux__)
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    char dir[4096], full[4096 + 256], proc[64];
+    size_t bl = strlen(base);
+    struct stat sb;
+    DIR *dp;
+    struct dirent *e;
+    if (!slash || slash == path) snprintf(dir, sizeof dir, "%s", slash ? "/" : ".");
+    else if ((size_t)(slash - path) < sizeof dir) { memcpy(dir, path, (size_t)(slash - path)); dir[slash - path] = 0; }
+    else return;
+    if (stat("/proc/self", &sb) != 0 || !(dp = opendir(dir))) return;
+    while ((e = readdir(dp)) != NULL) {
+        const char *t = e->d_name + bl, *q;
+        unsigned long pid;
+        if (strncmp(e->d_name, base, bl) || strncmp(t, ".tmp.", 5)) continue;
+        pid = strtoul(t + 5, (char **)&q, 10);
+        if (q == t + 5 || *q != '.' || !(q[1] >= '0' && q[1] <= '9') || strspn(q + 1, "0123456789") != strlen(q + 1) ||
+            pid == (unsigned long)getpid())
+            continue;
+        snprintf(proc, sizeof proc, "/proc/%lu", pid);
+        if (stat(proc, &sb) == 0) continue; /* still running: its write goes on */
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        if (remove(full) == 0 && loud) fprintf(stderr, "removed %s (left by process %lu, which no longer runs)\n", full, pid);
+    }
+    closedir(dp);
+#else
+    (void)path; (void)loud;
+#endif
+}
+
+/* The log of a run: a new file with the header, or on a resume at `step`
+ * the old one cut to the header and the rows of steps 1..step (a killed
+ * run's rows after its last checkpoint, or a torn last row, would appear
+ * twice), then appended to. */
+static mama_status mama__log_open(const char *path, long step, FILE **out) {
+    unsigned char *buf = NULL;
+    size_t n = 0, cut = 0;
+    mama_status s = MAMA_OK;
+    *out = NULL;
+    if (step > 0 && mama__file_exists(path)) {
+        MAMA_TRY(mama_read_file(path, &buf, &n));
+        while (cut < n) {
+            const char *line = (const char *)buf + cut, *nl = (const char *)memchr(line, '\n', n - cut);
+            char *end;
+            long k = strtol(line, &end, 10);
+            if (!nl || (cut == 0 ? strncmp(line, "step,", 5) != 0 : (end == line || *end != ',' || k < 1 || k > step)))
+                break;
+            cut = (size_t)(nl - (const char *)buf) + 1;
+        }
+        if (cut > 0 && cut < n) {
+            mama_atomic_file af;
+            s = mama_atomic_open(&af, path);
+            if (s == MAMA_OK && (s = mama_atomic_write(&af, buf, cut)) != MAMA_OK) mama_atomic_abort(&af);
+            else if (s == MAMA_OK) s = mama_atomic_commit(&af);
+        }
+        mama_free(buf);
+        MAMA_TRY(s);
+    }
+    *out = fopen(path, cut > 0 ? "ab" : "wb");
+    if (!*out) return MAMA_FAIL(MAMA_ERR_IO, "cannot open log %s: %s", path, strerror(errno));
+    if (cut == 0) fprintf(*out, "step,lr,loss,clip,mv,sym,sla,grad_norm,skipped,images_per_s,seconds,val_loss\n");
+    if (fflush(*out) != 0) {
+        fclose(*out);
+        *out = NULL;
+        return MAMA_FAIL(MAMA_ERR_IO, "cannot write log %s: %s", path, strerror(errno));
+    }
+    return MAMA_OK;
+}
+
+/* What a stop leaves: "the last good checkpoint P (step N) is kept" when
+ * this run wrote or resumed one, else what is there. */
+static const char *mama__kept(char *buf, size_t n, const char *path, long kept) {
+    if (!path) snprintf(buf, n, "no checkpoint was asked for");
+    else if (kept >= 0) snprintf(buf, n, "the last good checkpoint %s (step %ld) is kept", path, kept);
+    else if (mama__file_exists(path)) snprintf(buf, n, "%s is left as it was (not written by this run)", path);
+    else snprintf(buf, n, "no checkpoint was written");
+    return buf;
 }
 
 /* The validation loss (1.16) after `step` optimiser steps into *out (NaN
@@ -13464,8 +13749,9 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     /* validation (11.2b): every val_every steps (0: at the checkpoints) and after the last */
     mama__batch_buf vb;
     char *best_path = NULL;
-    long val_every;
+    long val_every, kept = -1;   /* kept: the step of the last good checkpoint, -1: none of this run */
     int do_val;
+    char note[600];
     memset(&vb, 0, sizeof vb);
     memset(&r, 0, sizeof r);
     r.best_val_loss = r.last_val_loss = NAN;
@@ -13492,25 +13778,33 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     if ((s = mama_adamw_init(&opt, m, o->weight_decay)) != MAMA_OK) goto early;
     if (o->resume && o->checkpoint && mama__file_exists(o->checkpoint)) {
         if ((s = mama_checkpoint_load(o->checkpoint, m, &opt, &step, &seed)) != MAMA_OK) { mama_adamw_free(&opt); goto early; }
-        if (seed != o->seed) {
-            mama_adamw_free(&opt);
-            s = MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with seed %llu, not %llu", o->checkpoint,
-                          (unsigned long long)seed, (unsigned long long)o->seed);
-            goto early;
-        }
-        /* the best validation so far: the lower of the two files' records */
-        mama__checkpoint_best_read(o->checkpoint, &r.best_val_loss, &r.best_val_step);
-        if (best_path) mama__checkpoint_best_read(best_path, &r.best_val_loss, &r.best_val_step);
+        if (seed != o->seed) s = MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s was trained with seed %llu, not %llu",
+                                           o->checkpoint, (unsigned long long)seed, (unsigned long long)o->seed);
+        else if (step > o->steps)
+            s = MAMA_FAIL(MAMA_ERR_INVALID, "resume: %s is at step %ld, past this run's steps %ld", o->checkpoint, step,
+                          o->steps);
+        /* the training settings, and the best validation so far: the lower
+         * of the two files' records */
+        if (s == MAMA_OK) s = mama__checkpoint_meta(o->checkpoint, o, world, !quiet, &r.best_val_loss, &r.best_val_step);
+        if (s == MAMA_OK && best_path) s = mama__checkpoint_meta(best_path, NULL, world, 0, &r.best_val_loss, &r.best_val_step);
+        if (s != MAMA_OK) { mama_adamw_free(&opt); goto early; }
+        kept = step;
         if (!quiet) fprintf(stderr, "resuming from %s at step %ld\n", o->checkpoint, step);
     }
-    if (o->log_csv && rank == 0) {
-        log = fopen(o->log_csv, step > 0 ? "ab" : "wb");
-        if (!log) {
-            mama_adamw_free(&opt);
-            s = MAMA_FAIL(MAMA_ERR_IO, "cannot open log %s: %s", o->log_csv, strerror(errno));
-            goto early;
-        }
-        if (step == 0) fprintf(log, "step,lr,loss,clip,mv,sym,sla,grad_norm,skipped,images_per_s,seconds,val_loss\n");
+    /* before the first step: stale temporary files of killed runs go, and
+     * the checkpoints must be writable (a probe file, removed again) */
+    if (o->log_csv && rank == 0) mama__remove_stale_tmp(o->log_csv, !quiet); /* the log's cut (mama__log_open) */
+    for (k = 0; k < 2 && rank == 0; k++) {
+        const char *path = k ? best_path : o->checkpoint;
+        mama_atomic_file af;
+        if (!path) continue;
+        mama__remove_stale_tmp(path, !quiet);
+        if ((s = mama_atomic_open(&af, path)) != MAMA_OK) { mama_adamw_free(&opt); goto early; }
+        mama_atomic_abort(&af);
+    }
+    if (o->log_csv && rank == 0 && (s = mama__log_open(o->log_csv, step, &log)) != MAMA_OK) {
+        mama_adamw_free(&opt);
+        goto early;
     }
     if ((s = mama__loader_init(&L, d, o, step * o->accum, o->steps * o->accum, rank, world)) != MAMA_OK) {
         if (log) fclose(log);
@@ -13562,8 +13856,8 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
             r.skipped_steps++;
             if (++bad_run >= o->max_bad_steps && o->max_bad_steps > 0) {
                 s = MAMA_FAIL(MAMA_ERR_NUMERIC, "pretrain: %ld non-finite steps in a row at step %ld (loss %g, gradient "
-                              "norm %g); stopped, the last checkpoint (%s) is kept", bad_run, step, sum.loss, gnorm,
-                              o->checkpoint ? o->checkpoint : "none");
+                              "norm %g); stopped, %s", bad_run, step, sum.loss, gnorm,
+                              mama__kept(note, sizeof note, o->checkpoint, kept));
                 goto done;
             }
         } else {
@@ -13591,7 +13885,11 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
                     sum.mv, sum.sym, sum.sla, gnorm, r.skipped_steps, ips, mama_time_seconds() - t0);
             if (!isnan(vloss)) fprintf(log, "%.6f", vloss);
             fputc('\n', log);
-            fflush(log);
+            if (fflush(log) != 0 || ferror(log)) {
+                s = MAMA_FAIL(MAMA_ERR_IO, "log %s: the row of step %ld could not be written: %s", o->log_csv, step + 1,
+                              strerror(errno));
+                goto done;
+            }
         }
         mama__progress(&oq, step, &sum, lr, ips, eta, tty);
         if (!quiet && !isnan(vloss))
@@ -13600,18 +13898,28 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
         /* the best checkpoint first, then the last (both record the best);
          * never inside a run of non-finite steps: the last good one stays */
         if (better && best_path && (s = mama__dp_checkpoint_save(best_path, m, &opt, step + 1, seed, r.best_val_loss,
-                                                                  r.best_val_step)) != MAMA_OK) goto done;
+                                                                  r.best_val_step, o)) != MAMA_OK) goto done;
         better = 0;
         if (o->checkpoint && o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps &&
-            bad_run == 0)
+            bad_run == 0) {
             if ((s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step + 1, seed, r.best_val_loss,
-                                              r.best_val_step)) != MAMA_OK) goto done;
+                                              r.best_val_step, o)) != MAMA_OK) goto done;
+            kept = step + 1;
+        }
     }
     /* reference mode: the ranks' BatchNorm statistics averaged (12.8) */
     s = mama_model_average_bn_stats(m);
     if (s == MAMA_OK && o->checkpoint && bad_run == 0)
-        s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed, r.best_val_loss, r.best_val_step);
+        s = mama__dp_checkpoint_save(o->checkpoint, m, &opt, step, seed, r.best_val_loss, r.best_val_step, o);
 done:
+    /* weights or moments that went non-finite are never written (11.1):
+     * say what is left */
+    if (s == MAMA_ERR_NUMERIC && strstr(mama_last_error(), "holds a non-finite value")) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", mama_last_error());
+        s = MAMA_FAIL(MAMA_ERR_NUMERIC, "pretrain: stopped, a checkpoint was not written (%s); %s", why,
+                      mama__kept(note, sizeof note, o->checkpoint, kept));
+    }
     if (world > 1) {
         double comm1, wait1;
         long buckets1;
@@ -13622,7 +13930,8 @@ done:
         r.grad_buckets = buckets1 - buckets0;
     }
     mama__loader_free(&L);
-    if (log) fclose(log);
+    if (log && fclose(log) != 0 && s == MAMA_OK)
+        s = MAMA_FAIL(MAMA_ERR_IO, "log %s: closing failed: %s", o->log_csv, strerror(errno));
     mama_adamw_free(&opt);
 early:
     mama_free(vb.images); mama_free(vb.ext); mama_free(vb.ids); mama_free(vb.mask);
@@ -15230,13 +15539,14 @@ static mama_status mama__dp_encode_records(mama_model *m, mama_dataset *d, const
 }
 
 static mama_status mama__dp_checkpoint_save(const char *path, mama_model *m, const mama_adamw *opt, long step,
-                                            uint64_t seed, double best_val, long best_step) {
+                                            uint64_t seed, double best_val, long best_step,
+                                            const mama_pretrain_opts *o) {
     mama_status s = MAMA_OK;
     float flag;
     mama_comm *c;
     /* reference mode: the file holds the ranks' mean BatchNorm statistics (12.8) */
     MAMA_TRY(mama_model_average_bn_stats(m));
-    if (mama__dp_rank(m) == 0) s = mama__checkpoint_save_best(path, m, opt, step, seed, best_val, best_step);
+    if (mama__dp_rank(m) == 0) s = mama__checkpoint_save_best(path, m, opt, step, seed, best_val, best_step, o);
     if (mama__dp_world(m) == 1) return s;
     /* every rank learns whether rank 0 succeeded; the all-reduce also
      * orders the (atomic) rename before any rank goes on to read it */

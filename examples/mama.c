@@ -696,6 +696,7 @@ static int cmd_pretrain(const cli_args *a) {
     o.best_checkpoint = cli_str(a, "--best");
     o.log_csv = cli_str(a, "--log");
     o.resume = cli_given(a, "--resume");
+    o.allow_changes = cli_given(a, "--allow-changes");
     if (cli_given(a, "--no-mv")) o.use_mv = MAMA_OFF;
     if (cli_given(a, "--no-sym")) o.use_sym = MAMA_OFF;
     if (cli_given(a, "--no-sla")) o.use_sla = MAMA_OFF;
@@ -1121,6 +1122,7 @@ static const cli_flag pretrain_flags[] = {
     CLI_NUM("--checkpoint-every", CLI_LONG, 0, CLI_INF, 0, 0, "also write --out every N steps (0: only at the end)"),
     CLI_SW("--resume", "continue the run of --out (which must exist)"),
     CLI_SW("--overwrite", "replace an existing --out (a new run; without it an existing --out is an error)"),
+    CLI_SW("--allow-changes", "with --resume: accept another --batch, --accum, --lr or --late-loss (each logged)"),
     CLI_NUMT("--val-every", CLI_LONG, 0, CLI_INF, 0, "at each checkpoint and the end",
              "validation loss every N steps (0: never)"),
     CLI_STR("--best", "PATH", 0, "--out with .best before the extension", "where the best-validation checkpoint goes"),

@@ -162,6 +162,11 @@ if [ "$(cut -d, -f1 "$T/log.csv" | tr '\n' ' ')" = "step 1 2 " ]; then
 else
   echo "FAIL cli_resume_log: the log's steps: $(cut -d, -f1 "$T/log.csv" | tr '\n' ' ')"; fails=$((fails + 1))
 fi
+# resuming with another --lr is refused unless --allow-changes, which logs it
+expect resume_changed_lr 1 "this run has lr 0.001 (--allow-changes accepts the change)" -- \
+  $PT --steps 3 --out "$T/old.safetensors" --resume --lr 1e-3
+expect resume_allow_changes 0 "resume: lr changed from 4e-05 to 0.001 (allowed)" -- \
+  $PT --steps 3 --out "$T/old.safetensors" --resume --lr 1e-3 --allow-changes
 
 rm -rf "$T"
 [ "$fails" -eq 0 ]

@@ -613,7 +613,7 @@ static void test_reference_bn(mama_dataset *d) {
     for (i = 0; i < nbuf; i++) expect[i] = (float)(((double)both[i] + (double)both[nbuf + i]) / 2.0);
     /* a checkpoint (rank 0 writes) must hold the average, and every rank too */
     if (rank_ == 0) remove(DIR "/ref_bn.safetensors");
-    if (mama__dp_checkpoint_save(DIR "/ref_bn.safetensors", m, NULL, 1, 11, NAN, 0) != MAMA_OK) {
+    if (mama__dp_checkpoint_save(DIR "/ref_bn.safetensors", m, NULL, 1, 11, NAN, 0, NULL) != MAMA_OK) {
         report(0, "dp_reference_bn_average", "checkpoint: %s", mama_last_error());
         goto done;
     }

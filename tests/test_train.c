@@ -162,6 +162,7 @@ static mama_status run_val(mama_dataset *d, const char *ckpt, const char *log, l
     memset(&o, 0, sizeof o); /* defaults: val at each checkpoint and at the end */
     o.steps = 6; o.stop_at = stop_at; o.batch = 4; o.accum = 1; o.lr = lr; o.warmup = 1; o.late_loss = late_loss;
     o.seed = 13; o.checkpoint = ckpt; o.checkpoint_every = 2; o.log_csv = log; o.resume = resume; o.quiet = 1;
+    o.allow_changes = 1; /* test_val resumes with another lr on purpose */
     s = mama_pretrain(m, d, &o, r);
     mama_model_free(m);
     return s;
