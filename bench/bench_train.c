@@ -3,7 +3,8 @@
  *
  *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
- *   build/mama bench encode --config base [--batch 4] [--steps 3]
+ *   build/mama bench encode --config base [--batch 4] [--steps 3] [--save W] [--weights W]
+ *                           [--images F] [--emb-out F]
  *   build/mama bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]
  *
  * `train` times whole steps: forward through both towers, all four losses
@@ -15,7 +16,11 @@
  * is inside the timing).
  * `encode` times the vision tower alone in eval mode and prints images/s;
  * the text tower is irrelevant to it, so the model is built with a one-layer
- * text tower to keep memory small (the vision tower is the preset's).
+ * text tower to keep memory small (the vision tower is the preset's);
+ * --save W writes that model (bench/bench_onnx.py exports the same weights
+ * to ONNX), --weights W loads a model file instead, --images F reads the
+ * batch as raw float32 [B, C, S, S] and --emb-out F writes the last pass's
+ * embeddings [B, E] as raw float32 (the comparison with ONNX Runtime).
  * `weights` loads a real weights file (e.g. the `base` config with a bf16
  * text tower) and times a zeroshot-style text encode (eval mode) and one
  * training step (train mode, late losses on, dropout off: the gradient
@@ -36,9 +41,18 @@
 #error "define MAMA_BENCH_BACKEND() (a mama_backend *) before including bench/bench_train.c"
 #endif
 
+/* Peak resident memory of this process image: VmHWM where /proc has it
+ * (ru_maxrss would inherit the peak of the process that forked this one). */
 static double bench_peak_rss_mb(void) {
 #if defined(__unix__) || defined(__APPLE__)
     struct rusage ru;
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
+    if (f) fclose(f);
+    if (kb > 0) return kb / 1024.0;
     if (getrusage(RUSAGE_SELF, &ru) == 0) return (double)ru.ru_maxrss / 1024.0; /* KB on Linux */
 #endif
     return -1;
@@ -172,34 +186,62 @@ static int mama_bench_train_main(int argc, char **argv) {
     return 0;
 }
 
+/* raw float32 file <-> buffer (bench encode's --images / --emb-out) */
+static int bench_raw_io(const char *path, float *x, size_t n, int write) {
+    FILE *f = fopen(path, write ? "wb" : "rb");
+    size_t got;
+    if (!f) { fprintf(stderr, "mama bench: cannot open %s\n", path); return 1; }
+    got = write ? fwrite(x, sizeof(float), n, f) : fread(x, sizeof(float), n, f);
+    fclose(f);
+    if (got != n) { fprintf(stderr, "mama bench: %s: %zu of %zu floats\n", path, got, n); return 1; }
+    return 0;
+}
+
 static int mama_bench_encode_main(int argc, char **argv) {
-    const char *preset = bench_opt(argc, argv, "--config", "base");
+    const char *preset = bench_opt(argc, argv, "--config", "base"), *wpath = bench_opt(argc, argv, "--weights", NULL);
+    const char *save = bench_opt(argc, argv, "--save", NULL), *inp = bench_opt(argc, argv, "--images", NULL);
+    const char *eout = bench_opt(argc, argv, "--emb-out", NULL);
     int B = atoi(bench_opt(argc, argv, "--batch", "4"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "3"));
     mama_config c;
+    const mama_config *mc;
     mama_model *m = NULL;
+    mama_status st;
     float *images, *ext, *emb;
     int *ids, *mask, s;
-    double best = 1e30;
-    if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
-    c.text_depth = 1;           /* encode touches only the vision tower */
-    c.vocab_size = 64; c.bos_id = 58; c.eos_id = 57; c.pad_id = 59; c.sep_id = 61;
-    if (mama_model_create(&m, &c, MAMA_BENCH_BACKEND(), (B + 1) / 2, 1) != MAMA_OK) {
+    double best = 1e30, t0 = mama_time_seconds();
+    if (B < 1) B = 1;
+    if (wpath) {
+        st = mama_model_load(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2);
+    } else {
+        if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+        c.text_depth = 1;           /* encode touches only the vision tower */
+        c.vocab_size = 64; c.bos_id = 58; c.eos_id = 57; c.pad_id = 59; c.sep_id = 61;
+        st = mama_model_create(&m, &c, MAMA_BENCH_BACKEND(), (B + 1) / 2, 1);
+    }
+    if (st != MAMA_OK || (save && mama_model_save(m, save) != MAMA_OK)) {
         fprintf(stderr, "mama: %s\n", mama_last_error());
+        mama_model_free(m);
         return 1;
     }
-    if (bench_make_batch(&c, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
-    emb = (float *)malloc(sizeof(float) * (size_t)B * c.embed_dim);
-    printf("bench encode: config %s (vision %dpx, D=%d, depth %d), batch %d, %d threads\n", preset, c.image_size,
-           c.vision_dim, c.vision_depth, B, mama_num_threads());
+    mc = mama_model_config(m);
+    if (bench_make_batch(mc, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
+    if (inp && bench_raw_io(inp, images, (size_t)B * mc->in_chans * mc->image_size * mc->image_size, 0)) return 1;
+    emb = (float *)malloc(sizeof(float) * (size_t)B * mc->embed_dim);
+    printf("bench encode: %s %s (vision %dpx, D=%d, depth %d), batch %d, %d threads, ready in %.1f s, "
+           "peak host memory %.0f MB\n", wpath ? "weights" : "config", wpath ? wpath : preset, mc->image_size,
+           mc->vision_dim, mc->vision_depth, B, mama_num_threads(), mama_time_seconds() - t0, bench_peak_rss_mb());
     for (s = 0; s < steps; s++) {
-        double t0 = mama_time_seconds(), dt;
+        double dt;
+        t0 = mama_time_seconds();
         if (mama_encode_images(m, images, B, emb, NULL) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
         dt = mama_time_seconds() - t0;
         printf("pass %d: %.2f s (%.2f images/s)\n", s, dt, B / dt);
         if (dt < best) best = dt;
     }
-    printf("encode_images_per_s=%.3f\n", B / best);
+    if (steps > 0 && eout && bench_raw_io(eout, emb, (size_t)B * mc->embed_dim, 1)) return 1;
+    printf("peak host memory %.0f MB\n", bench_peak_rss_mb());
+    if (steps > 0) printf("encode_images_per_s=%.3f\n", B / best);
     free(images); free(ext); free(ids); free(mask); free(emb);
     mama_model_free(m);
     return 0;
