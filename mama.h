@@ -498,6 +498,19 @@ struct mama_backend {
     /* --- lifetime --- releases the table, its scratch and `impl`
      * (called by mama_backend_free). */
     void (*destroy)(mama_backend *be);
+
+    /* --- fused linear layer for inference (optional; NULL: the model
+     * composes gemm, bias_add_forward, gelu_forward, layerscale_forward and
+     * accumulate, which is what the reference backend does):
+     *   C = res + gamma * act(A W^T + bias),  act = exact GELU when gelu != 0
+     * A [M, K], W [N, K] (a linear layer's weight) in float32, or in half
+     * precision Wh (w_dtype MAMA_BF16 / MAMA_F16; W is then NULL), C and
+     * res [M, N], all contiguous; bias, gamma, res may be NULL; res must
+     * not alias C.  The CPU backend applies the epilogue to each block of C
+     * right after its last K block (while it is in cache) and gives the
+     * same bits as the composition. */
+    void (*linear_fused)(mama_backend *be, int M, int N, int K, const float *A, const float *W, const uint16_t *Wh,
+                         int w_dtype, const float *bias, int gelu, const float *gamma, const float *res, float *C);
 };
 
 /* Backends are objects: create one, pass it to mama_model_create, free it
@@ -1345,6 +1358,14 @@ typedef struct mama_config {
      * mama_config metadata (a saved model's tensors carry their dtype;
      * mama_model_load keeps it). */
     mama_dtype frozen_dtype;
+    /* 0 (default): the model trains and encodes.  1: inference only, for
+     * programs that only encode: no gradient buffer, no gradient scratch,
+     * one set of block buffers reused layer to layer and one residual
+     * stream (a `base` image model needs ~10 D floats per token of
+     * activations instead of ~17 D per token and layer); mama_model_step,
+     * mama_model_forward and mama_adamw_init refuse such a model.  A
+     * runtime choice like frozen_dtype: not written to the metadata. */
+    int inference;
     /* special tokens */
     int bos_id, eos_id, pad_id, sep_id;
 } mama_config;
@@ -1418,6 +1439,9 @@ MAMA_API mama_status mama_model_load(mama_model **m, const char *path, mama_back
  * load, rounding to nearest even), or -1 for the file's (as above). */
 MAMA_API mama_status mama_model_load_as(mama_model **m, const char *path, mama_backend *be, int max_batch,
                                         int frozen_dtype);
+/* The same for inference only (mama_config.inference = 1; frozen dtype
+ * as the file's). */
+MAMA_API mama_status mama_model_load_inference(mama_model **m, const char *path, mama_backend *be, int max_batch);
 /* Save all parameters and buffers (and the config) as safetensors, atomically. */
 MAMA_API mama_status mama_model_save(const mama_model *m, const char *path);
 
@@ -2196,7 +2220,12 @@ typedef struct mama__gemm_args {
     int bdt;
     /* the backend instance whose slots (and CPU flags) the product uses */
     const struct mama__cpu_impl *cx;
+    /* be->linear_fused's epilogue (C = res + gamma * act(C + bias)) on each
+     * finished block of C; all NULL / 0 for a plain GEMM */
+    const float *e_bias, *e_gamma, *e_res;
+    int e_gelu;
 } mama__gemm_args;
+static void mama__gemm_epilogue(const mama__gemm_args *g, int i0, int i1, int j0, int j1);
 
 /* ---- packing ---- */
 
@@ -2898,6 +2927,7 @@ static void mama__gemm_blocked(const mama__gemm_kinfo *ki, const mama__gemm_args
                 int mc = m1 - ic < mc_blk ? m1 - ic : mc_blk;
                 ki->pack_a(g, ic, mc, pc, kc, ki->mr, abuf);
                 mama__gemm_macro(ki, g, ic, mc, jc, nc, pc, kc, abuf, bbuf, beta, ic == m0);
+                if (pc + kc >= g->K) mama__gemm_epilogue(g, ic, ic + mc, jc, jc + nc);
             }
         }
     }
@@ -3120,6 +3150,8 @@ static void mama__gemm_fill(mama__gemm_args *g, const mama__cpu_impl *cx, int tr
     g->ldc = ldc;
     g->Bh = NULL;
     g->bdt = MAMA_F32;
+    g->e_bias = g->e_gamma = g->e_res = NULL;
+    g->e_gelu = 0;
 }
 
 /* The built-in kernels on one product: on the threads' slots when free,
@@ -3606,6 +3638,60 @@ static void mama__cpu_dropout_backward(mama_backend *be, float *dx, const float 
         for (i = 0; i < nn; i++)
             if (mama_hash_uniform(seed, (uint64_t)i) >= p) dx[i] += dy[i] * s;
     }
+}
+
+/* be->linear_fused's epilogue on C[i0:i1, j0:j1] (row stride N): the
+ * operations of bias_add_forward, gelu_forward, layerscale_forward and
+ * accumulate in their order and arithmetic, so the bits are those of the
+ * composition (GELU's vector groups of 8 start at the same columns when N
+ * and j0 are multiples of 8, as every ViT width is). */
+static void mama__gemm_epilogue(const mama__gemm_args *g, int i0, int i1, int j0, int j1) {
+    int i, j, n = j1 - j0, nv = 0;
+    if (!g->e_bias && !g->e_gelu && !g->e_gamma && !g->e_res) return;
+    for (i = i0; i < i1 && i < g->M; i++) {
+        float *c = g->C + (ptrdiff_t)i * g->ldc + j0;
+        if (g->e_bias)
+            for (j = 0; j < n; j++) c[j] += g->e_bias[j0 + j];
+        if (g->e_gelu) {
+#if defined(MAMA_X86_SIMD)
+            if (mama__ops_have_avx2()) {
+                nv = n / 8 * 8;
+                mama__gelu_forward_avx2(c, c, nv, 0);
+            }
+#endif
+            for (j = nv; j < n; j++) c[j] = 0.5f * c[j] * (1.0f + erff(c[j] * MAMA__SQRT1_2));
+        }
+        if (g->e_gamma)
+            for (j = 0; j < n; j++) c[j] = c[j] * g->e_gamma[j0 + j];
+        if (g->e_res) {
+            const float *r = g->e_res + (ptrdiff_t)i * g->N + j0;
+            for (j = 0; j < n; j++) c[j] += 1.0f * r[j];
+        }
+    }
+}
+
+static void mama__cpu_linear_fused(mama_backend *be, int M, int N, int K, const float *A, const float *W,
+                                   const uint16_t *Wh, int w_dtype, const float *bias, int gelu, const float *gamma,
+                                   const float *res, float *C) {
+    mama__gemm_args g;
+    mama__gemm_fill(&g, (const mama__cpu_impl *)be->impl, 0, 1, M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+    if (Wh) {
+        g.Bh = Wh;
+        g.bdt = w_dtype == MAMA_F16 ? MAMA_F16 : MAMA_BF16;
+    }
+    g.e_bias = bias; g.e_gelu = gelu; g.e_gamma = gamma; g.e_res = res;
+    if (mama__gemm_easy(&g)) {
+        mama__gemm_epilogue(&g, 0, M, 0, N);
+        return;
+    }
+#ifdef MAMA_USE_CBLAS
+    if (!Wh) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+        mama__gemm_epilogue(&g, 0, M, 0, N);
+        return;
+    }
+#endif
+    mama__gemm_run(&g);
 }
 
 static void mama__cpu_layerscale_forward(mama_backend *be, float *y, const float *x, const float *gamma, int rows,
@@ -4823,6 +4909,7 @@ static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->sgd_step = mama__cpu_sgd_step;
     t->sum_squares = mama__cpu_sum_squares;
     t->destroy = mama__cpu_destroy;
+    t->linear_fused = mama__cpu_linear_fused;
 }
 
 static void mama__cpu_destroy(mama_backend *be) {
@@ -5629,6 +5716,20 @@ static void mama__ref_sgd_step(mama_backend *be, float *p, const float *g, float
 }
 
 /* ---- the table ---- */
+/* be->linear_fused as its composition from the table's own ops (the
+ * reference backend's member, and what the model does on a backend that
+ * leaves the slot NULL). */
+static void mama__linear_fused_compose(mama_backend *be, int M, int N, int K, const float *A, const float *W,
+                                       const uint16_t *Wh, int w_dtype, const float *bias, int gelu,
+                                       const float *gamma, const float *res, float *C) {
+    if (Wh) be->gemm_half(be, 0, 1, M, N, K, 1.0f, A, K, Wh, K, w_dtype, 0.0f, C, N);
+    else be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+    if (bias) be->bias_add_forward(be, C, bias, M, N);
+    if (gelu) be->gelu_forward(be, C, C, (size_t)M * N, 0);
+    if (gamma) be->layerscale_forward(be, C, C, gamma, M, N);
+    if (res) be->accumulate(be, C, res, 1.0f, (size_t)M * N);
+}
+
 static void mama__ref_destroy(mama_backend *be) { mama_free(be); }
 MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
     mama_backend *t;
@@ -5687,6 +5788,7 @@ MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
     t->gemm_half = mama__ref_gemm_half;
     t->embedding_forward_half = mama__ref_embedding_forward_half;
     t->destroy = mama__ref_destroy;
+    t->linear_fused = mama__linear_fused_compose;
     *out = t;
     return MAMA_OK;
 }
@@ -6484,8 +6586,8 @@ static size_t mama__layout_acts(mama_model *m, float *base) {
     int S = B * MAMA_MAX_SENTENCES, l;
     int pdim = c->in_chans * c->patch_size * c->patch_size;
     size_t Rv = (size_t)Bv * Tv, Rt = (size_t)B * T;
-    int vblocks = c->grad_checkpoint ? 1 : c->vision_depth;
-    int tblocks = c->grad_checkpoint ? 1 : c->text_depth;
+    int vblocks = c->grad_checkpoint || c->inference ? 1 : c->vision_depth;
+    int tblocks = c->grad_checkpoint || c->inference ? 1 : c->text_depth;
     size_t Rmax = Rv > Rt ? Rv : Rt;
     int Dmax = D > Dt ? D : Dt;
 #define MAMA__F(ptr, n) do { (ptr) = base ? base + off : NULL; off += mama__round16((size_t)(n)); } while (0)
@@ -6494,6 +6596,16 @@ static size_t mama__layout_acts(mama_model *m, float *base) {
     MAMA__F(a->cols, (size_t)Bv * N * pdim);
     MAMA__F(a->patch_out, (size_t)Bv * N * D);
     for (l = 0; l <= c->vision_depth; l++) MAMA__F(a->vres[l], Rv * D);
+    if (c->inference) { /* one residual stream updated in place, one set of block buffers (mama__vit_block_infer) */
+        mama__block_acts *k = &a->vblk[0];
+        for (l = 1; l <= c->vision_depth; l++) a->vres[l] = a->vres[0];
+        off -= c->vision_depth * mama__round16(Rv * D);
+        MAMA__F(k->ln1, Rv * D); MAMA__F(k->ln1_mean, Rv); MAMA__F(k->ln1_rstd, Rv);
+        MAMA__F(k->qkv, Rv * 3 * D); MAMA__F(k->lse, (size_t)Bv * Hv * Tv); MAMA__F(k->xmid, Rv * D);
+        MAMA__F(k->fc, Rv * 4 * D);
+        k->att = k->ln1;
+        vblocks = 0;
+    }
     for (l = 0; l < vblocks; l++) {
         mama__block_acts *k = &a->vblk[l];
         MAMA__F(k->ln1, Rv * D); MAMA__F(k->ln1_mean, Rv); MAMA__F(k->ln1_rstd, Rv);
@@ -6555,6 +6667,7 @@ static size_t mama__layout_acts(mama_model *m, float *base) {
     MAMA__F(a->sla_dsim, (size_t)B * N * S); MAMA__F(a->sla_dsimt, (size_t)B * N * S);
     MAMA__F(a->sla_drowmax, (size_t)B * N * B); MAMA__F(a->sla_dcolmax, (size_t)S * B);
     MAMA__F(a->sla_dt2i, B * B); MAMA__F(a->sla_dt2i_t, B * B); MAMA__F(a->sla_di2t, B * B);
+    if (c->inference) return off; /* no gradient scratch */
     /* gradient scratch, shared by both towers where shapes allow */
     MAMA__F(a->d_img_emb, (size_t)Bv * E); MAMA__F(a->d_img_g, (size_t)Bv * E); MAMA__F(a->d_vpooled, (size_t)Bv * D);
     MAMA__F(a->d_vx, Rv * D); MAMA__F(a->d_vx2, Rv * D);
@@ -6652,20 +6765,22 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     if (be->alloc(be, (void **)&m->params, sizeof(float) * total) != MAMA_OK) goto fail;
     /* gradients for [train | late] only: frozen tensors and buffers have
      * none (nor AdamW moments, which cover the same range) */
-    if (be->alloc(be, (void **)&m->grads, sizeof(float) * (total - m->group_numel[2] - m->group_numel[3] + 1)) != MAMA_OK) goto fail;
+    if (!c->inference &&
+        be->alloc(be, (void **)&m->grads, sizeof(float) * (total - m->group_numel[2] - m->group_numel[3] + 1)) != MAMA_OK) goto fail;
     if (m->half_numel && be->alloc(be, (void **)&m->params_half, sizeof(uint16_t) * m->half_numel) != MAMA_OK) goto fail;
     /* defined contents before initialisation or loading fills them */
     if (be->zero(be, m->params, sizeof(float) * total) != MAMA_OK) goto fail;
     if (m->half_numel && be->zero(be, m->params_half, sizeof(uint16_t) * m->half_numel) != MAMA_OK) goto fail;
     /* pass 1: record names and offsets, bind pointers */
-    bind.w = &m->w; bind.g = &m->g; bind.wbase = m->params; bind.gbase = m->grads; bind.hbase = m->params_half;
+    bind.w = &m->w; bind.g = c->inference ? NULL : &m->g; bind.wbase = m->params; bind.gbase = m->grads;
+    bind.hbase = m->params_half;
     m->nparams = 0;
     mama__visit_params(m, &bind);
     m->arena_floats = mama__layout_acts(m, NULL);
     if (be->alloc(be, (void **)&m->arena, sizeof(float) * m->arena_floats) != MAMA_OK) goto fail;
     if (be->zero(be, m->arena, sizeof(float) * m->arena_floats) != MAMA_OK) goto fail;
     mama__layout_acts(m, m->arena);
-    if (c->grad_checkpoint) {
+    if (c->grad_checkpoint || c->inference) {
         int l;
         for (l = 1; l < c->vision_depth; l++) m->a.vblk[l] = m->a.vblk[0];
         for (l = 1; l < c->text_depth; l++) m->a.tblk[l] = m->a.tblk[0];
@@ -6868,6 +6983,31 @@ static void mama__vit_block_forward(mama_model *m, const mama__vit_block *w, mam
     mama__linear_forward(be, k->fc2, k->gelu, w->fc2_w, w->fc2_b, rows, 4 * D, D);
     be->layerscale_forward(be, out, k->fc2, w->ls2, rows, D);
     be->accumulate(be, out, k->xmid, 1.0f, n);
+}
+
+/* y = res + gamma * act(x W^T + b) in one pass over y (be->linear_fused,
+ * or its composition where the backend leaves the slot NULL). */
+static void mama__linear_fused(mama_model *m, float *y, const float *x, const float *W, const float *b, int gelu,
+                               const float *gamma, const float *res, int M, int in, int out) {
+    mama_backend *be = m->be;
+    (be->linear_fused ? be->linear_fused : mama__linear_fused_compose)(be, M, out, in, x, W, NULL, MAMA_F32, b, gelu,
+                                                                      gamma, res, y);
+}
+
+/* The block for encoding only: mama__vit_block_forward's arithmetic with
+ * the bias, GELU, LayerScale and residual in the GEMM epilogues and nothing
+ * kept for a backward.  x is updated in place (k->xmid is the one other
+ * stream); k->att may alias k->ln1 (the inference-only arena does). */
+static void mama__vit_block_infer(mama_model *m, const mama__vit_block *w, mama__block_acts *k, float *x, int Bv) {
+    mama_backend *be = m->be;
+    int D = m->cfg.vision_dim, H = m->cfg.vision_heads, hd = D / H, rows = Bv * m->n_vtok;
+    be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, x, w->ln1_w, w->ln1_b, rows, D, 1e-6f);
+    mama__linear_fused(m, k->qkv, k->ln1, w->qkv_w, w->qkv_b, 0, NULL, NULL, rows, D, 3 * D);
+    be->attention_forward(be, k->att, k->lse, k->qkv, NULL, Bv, m->n_vtok, H, hd, 0, 1.0f / sqrtf((float)hd), 0.0f, 0);
+    mama__linear_fused(m, k->xmid, k->att, w->proj_w, w->proj_b, 0, w->ls1, x, rows, D, D);
+    be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, k->xmid, w->ln2_w, w->ln2_b, rows, D, 1e-6f);
+    mama__linear_fused(m, k->fc, k->ln1, w->fc1_w, w->fc1_b, 1, NULL, NULL, rows, D, 4 * D);
+    mama__linear_fused(m, x, k->fc, w->fc2_w, w->fc2_b, 0, w->ls2, k->xmid, rows, 4 * D, D);
 }
 
 /* dout -> dx (dx is overwritten); parameter gradients accumulate into gw. */
@@ -7104,8 +7244,10 @@ static mama__local_acts mama__txt_local_acts(mama__acts *a) {
 
 /* Vision tower over Bv images in a->images: patch embedding (as a GEMM over
  * im2col rows), tokens, blocks; then the pooled feature (mean of the
- * pre-norm tokens over ALL tokens) and the global embedding. */
-static void mama__vision_forward(mama_model *m, int Bv) {
+ * pre-norm tokens over ALL tokens) and the global embedding.  infer: the
+ * blocks of mama__vit_block_infer on vres[0] in place (the same values,
+ * nothing kept for a backward), the result copied to vres[depth]. */
+static void mama__vision_forward_ex(mama_model *m, int Bv, int infer) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     const mama_config *c = &m->cfg;
@@ -7115,12 +7257,17 @@ static void mama__vision_forward(mama_model *m, int Bv) {
     mama__linear_forward(be, a->patch_out, a->cols, m->w.patch_w, m->w.patch_b, Bv * N, pdim, D);
     be->vit_tokens_forward(be, a->vres[0], a->patch_out, m->w.cls_token, m->w.register_tokens, m->w.pos_embed,
                            Bv, N, c->registers, D);
-    for (l = 0; l < c->vision_depth; l++)
-        mama__vit_block_forward(m, &m->w.vit[l], &a->vblk[l], a->vres[l], a->vres[l + 1], Bv);
+    for (l = 0; l < c->vision_depth; l++) {
+        if (infer) mama__vit_block_infer(m, &m->w.vit[l], &a->vblk[0], a->vres[0], Bv);
+        else mama__vit_block_forward(m, &m->w.vit[l], &a->vblk[l], a->vres[l], a->vres[l + 1], Bv);
+    }
+    if (infer && a->vres[c->vision_depth] != a->vres[0])
+        be->copy(be, a->vres[c->vision_depth], a->vres[0], sizeof(float) * (size_t)Bv * T * D);
     be->meanpool_forward(be, a->vpooled, a->vres[c->vision_depth], NULL, Bv, T, D);
     mama__linear_forward(be, a->img_g, a->vpooled, m->w.img_global_w, m->w.img_global_b, Bv, D, E);
     be->l2norm_forward(be, a->img_emb, a->img_gnorm, a->img_g, Bv, E);
 }
+static void mama__vision_forward(mama_model *m, int Bv) { mama__vision_forward_ex(m, Bv, 0); }
 
 /* Patch tokens after the (frozen) final norm, for the first B images, and
  * their local embeddings. */
@@ -7625,6 +7772,7 @@ MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const m
                                      mama_losses *out) {
     mama_step_opts ro;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: model and batch are required");
+    if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: the model was created for inference only");
     MAMA_TRY(mama__step_opts_resolve(o, &ro));
     MAMA_TRY(mama__dp_step_begin(m));
     return mama__step(m, b, &ro, 1, accumulate, out);
@@ -7637,6 +7785,7 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
     o.dropout = 0;
     o.late = b && b->ext_images != NULL;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: model and batch are required");
+    if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: the model was created for inference only");
     return mama__step(m, b, &o, 0, 0, out);
 }
 
@@ -7657,7 +7806,7 @@ MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int 
         return MAMA_FAIL(MAMA_ERR_INVALID, "mama_encode_images: %d images; at most %d per call for this model", B,
                          2 * m->max_batch);
     MAMA_TRY(be->to_device(be, m->a.images, images, sizeof(float) * img * (size_t)B));
-    mama__vision_forward(m, B);
+    mama__vision_forward_ex(m, B, 1);
     if (emb) MAMA_TRY(be->to_host(be, emb, m->a.img_emb, sizeof(float) * (size_t)B * c->embed_dim));
     if (pooled) MAMA_TRY(be->to_host(be, pooled, m->a.vpooled, sizeof(float) * (size_t)B * c->vision_dim));
     return MAMA_OK;
@@ -7929,8 +8078,8 @@ static mama_dtype mama__file_frozen_dtype(const mama_safetensors *st) {
     return MAMA_F32;
 }
 
-MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama_backend *be, int max_batch,
-                                        int frozen_dtype) {
+static mama_status mama__model_load(mama_model **out, const char *path, mama_backend *be, int max_batch,
+                                    int frozen_dtype, int inference) {
     mama_safetensors st;
     mama_config c;
     const char *json;
@@ -7957,6 +8106,7 @@ MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama
     mama_st_close(&st);
     MAMA_TRY(s);
     c.frozen_dtype = frozen_dtype == -1 ? fd : (mama_dtype)frozen_dtype;
+    c.inference = inference;
     /* no random initialisation: the load sets every tensor */
     MAMA_TRY(mama__model_create(out, &c, be, max_batch, 0, 0));
     s = mama_model_load_weights(*out, path, 0, NULL);
@@ -7964,8 +8114,15 @@ MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama
     return s;
 }
 
+MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama_backend *be, int max_batch,
+                                        int frozen_dtype) {
+    return mama__model_load(out, path, be, max_batch, frozen_dtype, 0);
+}
 MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_backend *be, int max_batch) {
-    return mama_model_load_as(out, path, be, max_batch, -1);
+    return mama__model_load(out, path, be, max_batch, -1, 0);
+}
+MAMA_API mama_status mama_model_load_inference(mama_model **out, const char *path, mama_backend *be, int max_batch) {
+    return mama__model_load(out, path, be, max_batch, -1, 1);
 }
 
 /* Add every tensor of the model and the config metadata to a writer.  The
@@ -8013,6 +8170,7 @@ MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
 MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay) {
     size_t n;
     memset(o, 0, sizeof *o);
+    if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_adamw_init: the model was created for inference only");
     o->beta1 = 0.9f; o->beta2 = 0.999f; o->eps = 1e-8f; o->weight_decay = weight_decay;
     o->be = m->be;
     o->n_train = m->group_numel[MAMA_GROUP_TRAIN];

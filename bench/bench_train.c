@@ -4,7 +4,7 @@
  *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
  *   build/mama bench encode --config base [--batch 4] [--steps 3] [--save W] [--weights W]
- *                           [--images F] [--emb-out F]
+ *                           [--images F] [--emb-out F] [--inference 0|1]
  *   build/mama bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]
  *
  * `train` times whole steps: forward through both towers, all four losses
@@ -16,7 +16,9 @@
  * is inside the timing).
  * `encode` times the vision tower alone in eval mode and prints images/s;
  * the text tower is irrelevant to it, so the model is built with a one-layer
- * text tower to keep memory small (the vision tower is the preset's);
+ * text tower to keep memory small (the vision tower is the preset's), and
+ * created for inference only (mama_config.inference; --inference 0: a
+ * model that could train, the old behaviour);
  * --save W writes that model (bench/bench_onnx.py exports the same weights
  * to ONNX), --weights W loads a model file instead, --images F reads the
  * batch as raw float32 [B, C, S, S] and --emb-out F writes the last pass's
@@ -203,6 +205,7 @@ static int mama_bench_encode_main(int argc, char **argv) {
     const char *eout = bench_opt(argc, argv, "--emb-out", NULL);
     int B = atoi(bench_opt(argc, argv, "--batch", "4"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "3"));
+    int inference = atoi(bench_opt(argc, argv, "--inference", "1"));
     mama_config c;
     const mama_config *mc;
     mama_model *m = NULL;
@@ -212,11 +215,14 @@ static int mama_bench_encode_main(int argc, char **argv) {
     double best = 1e30, t0 = mama_time_seconds();
     if (B < 1) B = 1;
     if (wpath) {
-        st = mama_model_load(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2);
+        st = inference ? mama_model_load_inference(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2)
+                       : mama_model_load(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2);
     } else {
         if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
         c.text_depth = 1;           /* encode touches only the vision tower */
+        c.text_dim = 64; c.text_heads = 1;
         c.vocab_size = 64; c.bos_id = 58; c.eos_id = 57; c.pad_id = 59; c.sep_id = 61;
+        c.inference = inference && !save;
         st = mama_model_create(&m, &c, MAMA_BENCH_BACKEND(), (B + 1) / 2, 1);
     }
     if (st != MAMA_OK || (save && mama_model_save(m, save) != MAMA_OK)) {
@@ -228,9 +234,10 @@ static int mama_bench_encode_main(int argc, char **argv) {
     if (bench_make_batch(mc, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
     if (inp && bench_raw_io(inp, images, (size_t)B * mc->in_chans * mc->image_size * mc->image_size, 0)) return 1;
     emb = (float *)malloc(sizeof(float) * (size_t)B * mc->embed_dim);
-    printf("bench encode: %s %s (vision %dpx, D=%d, depth %d), batch %d, %d threads, ready in %.1f s, "
+    printf("bench encode: %s %s (vision %dpx, D=%d, depth %d), batch %d, %d threads, %s model, ready in %.1f s, "
            "peak host memory %.0f MB\n", wpath ? "weights" : "config", wpath ? wpath : preset, mc->image_size,
-           mc->vision_dim, mc->vision_depth, B, mama_num_threads(), mama_time_seconds() - t0, bench_peak_rss_mb());
+           mc->vision_dim, mc->vision_depth, B, mama_num_threads(), mc->inference ? "inference-only" : "training",
+           mama_time_seconds() - t0, bench_peak_rss_mb());
     for (s = 0; s < steps; s++) {
         double dt;
         t0 = mama_time_seconds();
