@@ -4,7 +4,7 @@
  *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
  *   build/mama bench encode --config base [--batch 4] [--steps 3] [--save W] [--weights W]
- *                           [--images F] [--emb-out F] [--inference 0|1]
+ *                           [--images F] [--emb-out F] [--inference 0|1] [--kernels REPS]
  *   build/mama bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]
  *
  * `train` times whole steps: forward through both towers, all four losses
@@ -22,7 +22,9 @@
  * --save W writes that model (bench/bench_onnx.py exports the same weights
  * to ONNX), --weights W loads a model file instead, --images F reads the
  * batch as raw float32 [B, C, S, S] and --emb-out F writes the last pass's
- * embeddings [B, E] as raw float32 (the comparison with ONNX Runtime).
+ * embeddings [B, E] as raw float32 (the comparison with ONNX Runtime);
+ * --kernels REPS first times the attention against the fc1 GEMM at the
+ * tower's shapes (issue 18: attention at >= 80% of the GEMM rate).
  * `weights` loads a real weights file (e.g. the `base` config with a bf16
  * text tower) and times a zeroshot-style text encode (eval mode) and one
  * training step (train mode, late losses on, dropout off: the gradient
@@ -199,6 +201,45 @@ static int bench_raw_io(const char *path, float *x, size_t n, int write) {
     return 0;
 }
 
+/* The vision tower's attention against its GEMMs at the config's shapes
+ * (B images of T tokens): attention_forward on [B*T, 3D] and the fc1 GEMM
+ * [B*T, D] x [D, 4D], alternately, `reps` times each, best of each;
+ * attention FLOPs 4 B H T^2 hd (QK^T and PV), GEMM 2 M N K. */
+static void bench_kernels(const mama_config *c, int B, int reps) {
+    mama_backend *be = MAMA_BENCH_BACKEND();
+    int N = (c->image_size / c->patch_size) * (c->image_size / c->patch_size), T = 1 + c->registers + N;
+    int D = c->vision_dim, H = c->vision_heads, hd = D / H, M = B * T, r;
+    size_t nq = (size_t)M * 3 * D, nw = (size_t)4 * D * D, no = (size_t)M * 4 * D, i;
+    float *h = (float *)malloc(sizeof(float) * (nq > nw ? nq : nw)), *qkv, *w, *x, *out, *lse;
+    double ta = 1e30, tg = 1e30, fa = 4.0 * B * H * (double)T * T * hd, fg = 2.0 * M * 4.0 * D * D;
+    mama_rng rng;
+    if (!h || be->alloc(be, (void **)&qkv, sizeof(float) * nq) || be->alloc(be, (void **)&w, sizeof(float) * nw) ||
+        be->alloc(be, (void **)&x, sizeof(float) * (size_t)M * D) || be->alloc(be, (void **)&out, sizeof(float) * no) ||
+        be->alloc(be, (void **)&lse, sizeof(float) * (size_t)B * H * T)) { fprintf(stderr, "mama: out of memory\n"); return; }
+    mama_rng_seed(&rng, 7);
+    for (i = 0; i < nq; i++) h[i] = 2 * mama_rng_uniform(&rng) - 1;
+    be->to_device(be, qkv, h, sizeof(float) * nq);
+    be->to_device(be, w, h, sizeof(float) * nw);
+    be->to_device(be, x, h, sizeof(float) * (size_t)M * D);
+    for (r = 0; r <= reps; r++) { /* rep 0 warms up */
+        double t0 = mama_time_seconds(), t1, t2;
+        be->attention_forward(be, out, lse, qkv, NULL, B, T, H, hd, 0, 1.0f / sqrtf((float)hd), 0.0f, 0);
+        be->sync(be);
+        t1 = mama_time_seconds();
+        be->gemm(be, 0, 1, M, 4 * D, D, 1.0f, x, D, w, D, 0.0f, out, 4 * D);
+        be->sync(be);
+        t2 = mama_time_seconds();
+        if (r > 0 && t1 - t0 < ta) ta = t1 - t0;
+        if (r > 0 && t2 - t1 < tg) tg = t2 - t1;
+    }
+    printf("kernels: attention (B=%d T=%d H=%d hd=%d) %.1f GFLOP/s, GEMM fc1 (%d x %d x %d) %.1f GFLOP/s, "
+           "attention at %.0f%% of the GEMM rate (best of %d alternating)\n", B, T, H, hd, fa / ta / 1e9, M, 4 * D, D,
+           fg / tg / 1e9, 100.0 * (fa / ta) / (fg / tg), reps);
+    printf("attention_vs_gemm=%.3f\n", (fa / ta) / (fg / tg));
+    be->free(be, qkv); be->free(be, w); be->free(be, x); be->free(be, out); be->free(be, lse);
+    free(h);
+}
+
 static int mama_bench_encode_main(int argc, char **argv) {
     const char *preset = bench_opt(argc, argv, "--config", "base"), *wpath = bench_opt(argc, argv, "--weights", NULL);
     const char *save = bench_opt(argc, argv, "--save", NULL), *inp = bench_opt(argc, argv, "--images", NULL);
@@ -206,6 +247,7 @@ static int mama_bench_encode_main(int argc, char **argv) {
     int B = atoi(bench_opt(argc, argv, "--batch", "4"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "3"));
     int inference = atoi(bench_opt(argc, argv, "--inference", "1"));
+    int kernels = atoi(bench_opt(argc, argv, "--kernels", "0"));
     mama_config c;
     const mama_config *mc;
     mama_model *m = NULL;
@@ -231,6 +273,7 @@ static int mama_bench_encode_main(int argc, char **argv) {
         return 1;
     }
     mc = mama_model_config(m);
+    if (kernels > 0) bench_kernels(mc, B, kernels);
     if (bench_make_batch(mc, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
     if (inp && bench_raw_io(inp, images, (size_t)B * mc->in_chans * mc->image_size * mc->image_size, 0)) return 1;
     emb = (float *)malloc(sizeof(float) * (size_t)B * mc->embed_dim);
