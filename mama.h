@@ -2501,6 +2501,60 @@ mama__gemm_kernel_avx2(long kc, const float *a, const float *b, float *c, long l
         r7 = _mm256_permute2f128_ps(u3, u7, 0x31);                                        \
     }
 
+/* alpha * op(A) packing for the 12-row (AVX-512) kernel, full micro-panels
+ * by vectors (the same products alpha * a, so the same bits as the
+ * portable loop), a last partial panel by that loop.  A not transposed:
+ * rows 0-7 and 8-11 (+4 zero rows) of 8 k are transposed as two 8 x 8
+ * blocks; column c goes to dst + (k+c)*12 as 8 + 4 floats.  A transposed
+ * (K x M): each k of a panel is 12 contiguous floats, copied as 8 + 4. */
+__attribute__((target("avx2,fma"))) static void
+mama__gemm_pack_a12_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc, float *dst) {
+    const __m256 al = _mm256_set1_ps(g->alpha);
+    const ptrdiff_t ld = g->lda;
+    int ir, k, i;
+    for (ir = 0; ir + 12 <= mc; ir += 12, dst += (ptrdiff_t)12 * kc) {
+        if (g->ta) {
+            for (k = 0; k < kc; k++) {
+                const float *s = g->A + (ptrdiff_t)(k0 + k) * ld + i0 + ir;
+                _mm256_storeu_ps(dst + (ptrdiff_t)k * 12, _mm256_mul_ps(al, _mm256_loadu_ps(s)));
+                _mm_storeu_ps(dst + (ptrdiff_t)k * 12 + 8, _mm_mul_ps(_mm256_castps256_ps128(al), _mm_loadu_ps(s + 8)));
+            }
+            continue;
+        }
+        {
+            const float *s = g->A + (ptrdiff_t)(i0 + ir) * ld + k0;
+            for (k = 0; k + 8 <= kc; k += 8) {
+                __m256 r0 = _mm256_mul_ps(al, _mm256_loadu_ps(s + k)), r1 = _mm256_mul_ps(al, _mm256_loadu_ps(s + ld + k));
+                __m256 r2 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 2 * ld + k));
+                __m256 r3 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 3 * ld + k));
+                __m256 r4 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 4 * ld + k));
+                __m256 r5 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 5 * ld + k));
+                __m256 r6 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 6 * ld + k));
+                __m256 r7 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 7 * ld + k));
+                __m256 q0 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 8 * ld + k));
+                __m256 q1 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 9 * ld + k));
+                __m256 q2 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 10 * ld + k));
+                __m256 q3 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 11 * ld + k));
+                __m256 q4 = _mm256_setzero_ps(), q5 = q4, q6 = q4, q7 = q4;
+                float *d = dst + (ptrdiff_t)k * 12;
+                MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
+                MAMA__TRANSPOSE8(q0, q1, q2, q3, q4, q5, q6, q7)
+                _mm256_storeu_ps(d + 0, r0); _mm_storeu_ps(d + 8, _mm256_castps256_ps128(q0));
+                _mm256_storeu_ps(d + 12, r1); _mm_storeu_ps(d + 20, _mm256_castps256_ps128(q1));
+                _mm256_storeu_ps(d + 24, r2); _mm_storeu_ps(d + 32, _mm256_castps256_ps128(q2));
+                _mm256_storeu_ps(d + 36, r3); _mm_storeu_ps(d + 44, _mm256_castps256_ps128(q3));
+                _mm256_storeu_ps(d + 48, r4); _mm_storeu_ps(d + 56, _mm256_castps256_ps128(q4));
+                _mm256_storeu_ps(d + 60, r5); _mm_storeu_ps(d + 68, _mm256_castps256_ps128(q5));
+                _mm256_storeu_ps(d + 72, r6); _mm_storeu_ps(d + 80, _mm256_castps256_ps128(q6));
+                _mm256_storeu_ps(d + 84, r7); _mm_storeu_ps(d + 92, _mm256_castps256_ps128(q7));
+            }
+            for (; k < kc; k++)
+                for (i = 0; i < 12; i++) dst[(ptrdiff_t)k * 12 + i] = g->alpha * s[i * ld + k];
+        }
+    }
+    if (ir < mc) mama__gemm_pack_a(g, i0 + ir, mc - ir, k0, kc, 12, dst);
+}
+
 /* alpha * op(A) packing for the 6-row kernel when A is not transposed
  * (rows of A contiguous in k): 6 rows x 8 k are loaded, scaled, padded to
  * 8 rows and transposed; column c (6 values + 2 junk) is stored at
@@ -2511,6 +2565,10 @@ __attribute__((target("avx2,fma"))) static void
 mama__gemm_pack_a_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc, int mr,
                        float *dst) {
     int ir, k, i;
+    if (mr == 12) {
+        mama__gemm_pack_a12_avx2(g, i0, mc, k0, kc, dst);
+        return;
+    }
     if (mr != 6) {
         mama__gemm_pack_a(g, i0, mc, k0, kc, mr, dst);
         return;
@@ -3650,8 +3708,11 @@ static void mama__gemm_epilogue(const mama__gemm_args *g, int i0, int i1, int j0
     if (!g->e_bias && !g->e_gelu && !g->e_gamma && !g->e_res) return;
     for (i = i0; i < i1 && i < g->M; i++) {
         float *c = g->C + (ptrdiff_t)i * g->ldc + j0;
-        if (g->e_bias)
-            for (j = 0; j < n; j++) c[j] += g->e_bias[j0 + j];
+        const float *bias = g->e_bias ? g->e_bias + j0 : NULL, *gam = g->e_gamma ? g->e_gamma + j0 : NULL;
+        if (bias) {
+            MAMA__OPS_SIMD
+            for (j = 0; j < n; j++) c[j] += bias[j];
+        }
         if (g->e_gelu) {
 #if defined(MAMA_X86_SIMD)
             if (mama__ops_have_avx2()) {
@@ -3661,10 +3722,13 @@ static void mama__gemm_epilogue(const mama__gemm_args *g, int i0, int i1, int j0
 #endif
             for (j = nv; j < n; j++) c[j] = 0.5f * c[j] * (1.0f + erff(c[j] * MAMA__SQRT1_2));
         }
-        if (g->e_gamma)
-            for (j = 0; j < n; j++) c[j] = c[j] * g->e_gamma[j0 + j];
+        if (gam) {
+            MAMA__OPS_SIMD
+            for (j = 0; j < n; j++) c[j] = c[j] * gam[j];
+        }
         if (g->e_res) {
             const float *r = g->e_res + (ptrdiff_t)i * g->N + j0;
+            MAMA__OPS_SIMD
             for (j = 0; j < n; j++) c[j] += 1.0f * r[j];
         }
     }
