@@ -2503,16 +2503,19 @@ mama__gemm_kernel_avx2(long kc, const float *a, const float *b, float *c, long l
 
 /* alpha * op(A) packing for the 12-row (AVX-512) kernel, full micro-panels
  * by vectors (the same products alpha * a, so the same bits as the
- * portable loop), a last partial panel by that loop.  A not transposed:
- * rows 0-7 and 8-11 (+4 zero rows) of 8 k are transposed as two 8 x 8
- * blocks; column c goes to dst + (k+c)*12 as 8 + 4 floats.  A transposed
- * (K x M): each k of a panel is 12 contiguous floats, copied as 8 + 4. */
+ * portable loop).  A not transposed: rows 0-7 and 8-11 (+4 zero rows) of
+ * 8 k are transposed as two 8 x 8 blocks; column c goes to dst + (k+c)*12
+ * as 8 + 4 floats; a last partial panel reads only its rows (the others
+ * are zeros).  A transposed (K x M): each k of a panel is 12 contiguous
+ * floats, copied as 8 + 4; a partial panel by the portable loop. */
 __attribute__((target("avx2,fma"))) static void
 mama__gemm_pack_a12_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc, float *dst) {
-    const __m256 al = _mm256_set1_ps(g->alpha);
+    const __m256 al = _mm256_set1_ps(g->alpha), z = _mm256_setzero_ps();
     const ptrdiff_t ld = g->lda;
     int ir, k, i;
-    for (ir = 0; ir + 12 <= mc; ir += 12, dst += (ptrdiff_t)12 * kc) {
+    for (ir = 0; ir < mc; ir += 12, dst += (ptrdiff_t)12 * kc) {
+        const int m = mc - ir < 12 ? mc - ir : 12;
+        if (g->ta && m < 12) break;
         if (g->ta) {
             for (k = 0; k < kc; k++) {
                 const float *s = g->A + (ptrdiff_t)(k0 + k) * ld + i0 + ir;
@@ -2522,20 +2525,14 @@ mama__gemm_pack_a12_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int k
             continue;
         }
         {
+            /* rows past m (a last partial panel) are zeros, never read */
             const float *s = g->A + (ptrdiff_t)(i0 + ir) * ld + k0;
+#define MAMA__PA_ROW(i) ((i) < m ? _mm256_mul_ps(al, _mm256_loadu_ps(s + (i) * ld + k)) : z)
             for (k = 0; k + 8 <= kc; k += 8) {
-                __m256 r0 = _mm256_mul_ps(al, _mm256_loadu_ps(s + k)), r1 = _mm256_mul_ps(al, _mm256_loadu_ps(s + ld + k));
-                __m256 r2 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 2 * ld + k));
-                __m256 r3 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 3 * ld + k));
-                __m256 r4 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 4 * ld + k));
-                __m256 r5 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 5 * ld + k));
-                __m256 r6 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 6 * ld + k));
-                __m256 r7 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 7 * ld + k));
-                __m256 q0 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 8 * ld + k));
-                __m256 q1 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 9 * ld + k));
-                __m256 q2 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 10 * ld + k));
-                __m256 q3 = _mm256_mul_ps(al, _mm256_loadu_ps(s + 11 * ld + k));
-                __m256 q4 = _mm256_setzero_ps(), q5 = q4, q6 = q4, q7 = q4;
+                __m256 r0 = MAMA__PA_ROW(0), r1 = MAMA__PA_ROW(1), r2 = MAMA__PA_ROW(2), r3 = MAMA__PA_ROW(3);
+                __m256 r4 = MAMA__PA_ROW(4), r5 = MAMA__PA_ROW(5), r6 = MAMA__PA_ROW(6), r7 = MAMA__PA_ROW(7);
+                __m256 q0 = MAMA__PA_ROW(8), q1 = MAMA__PA_ROW(9), q2 = MAMA__PA_ROW(10), q3 = MAMA__PA_ROW(11);
+                __m256 q4 = z, q5 = z, q6 = z, q7 = z;
                 float *d = dst + (ptrdiff_t)k * 12;
                 MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
                 MAMA__TRANSPOSE8(q0, q1, q2, q3, q4, q5, q6, q7)
@@ -2548,8 +2545,9 @@ mama__gemm_pack_a12_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int k
                 _mm256_storeu_ps(d + 72, r6); _mm_storeu_ps(d + 80, _mm256_castps256_ps128(q6));
                 _mm256_storeu_ps(d + 84, r7); _mm_storeu_ps(d + 92, _mm256_castps256_ps128(q7));
             }
+#undef MAMA__PA_ROW
             for (; k < kc; k++)
-                for (i = 0; i < 12; i++) dst[(ptrdiff_t)k * 12 + i] = g->alpha * s[i * ld + k];
+                for (i = 0; i < 12; i++) dst[(ptrdiff_t)k * 12 + i] = i < m ? g->alpha * s[i * ld + k] : 0.0f;
         }
     }
     if (ir < mc) mama__gemm_pack_a(g, i0 + ir, mc - ir, k0, kc, 12, dst);
