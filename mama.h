@@ -1356,7 +1356,9 @@ typedef struct mama_config {
      * and on a backend without half-precision ops (then float32).  A
      * runtime choice, not part of the architecture: not written to the
      * mama_config metadata (a saved model's tensors carry their dtype;
-     * mama_model_load keeps it). */
+     * mama_model_load keeps it).  In an inference-only model (below) it
+     * also applies to the image tower's block matrices (qkv, proj, fc1,
+     * fc2), in any text mode. */
     mama_dtype frozen_dtype;
     /* 0 (default): the model trains and encodes.  1: inference only, for
      * programs that only encode: no gradient buffer, no gradient scratch,
@@ -1439,9 +1441,11 @@ MAMA_API mama_status mama_model_load(mama_model **m, const char *path, mama_back
  * load, rounding to nearest even), or -1 for the file's (as above). */
 MAMA_API mama_status mama_model_load_as(mama_model **m, const char *path, mama_backend *be, int max_batch,
                                         int frozen_dtype);
-/* The same for inference only (mama_config.inference = 1; frozen dtype
- * as the file's). */
-MAMA_API mama_status mama_model_load_inference(mama_model **m, const char *path, mama_backend *be, int max_batch);
+/* The same for inference only (mama_config.inference = 1): frozen_dtype
+ * (as for load_as) then also applies to the image tower's block matrices
+ * (BF16 / F16 halve the image tower's memory; the GEMMs widen them). */
+MAMA_API mama_status mama_model_load_inference(mama_model **m, const char *path, mama_backend *be, int max_batch,
+                                               int frozen_dtype);
 /* Save all parameters and buffers (and the config) as safetensors, atomically. */
 MAMA_API mama_status mama_model_save(const mama_model *m, const char *path);
 
@@ -6018,6 +6022,9 @@ typedef struct mama__vit_block {   /* one of vision_depth */
     float *fc1_w, *fc1_b;          /* [4D, D], [4D] mlp.fc1 */
     float *fc2_w, *fc2_b;          /* [D, 4D], [D] mlp.fc2 */
     float *ls2;                    /* [D] ls2.gamma */
+    /* the four matrices in half precision (then the float pointers are
+     * NULL): an inference-only model with frozen_dtype BF16 / F16 */
+    uint16_t *qkv_wh, *proj_wh, *fc1_wh, *fc2_wh;
 } mama__vit_block;
 
 typedef struct mama__gpt_block {   /* one of text_depth */
@@ -6419,23 +6426,28 @@ static void mama__visit_params(mama_model *m, const mama__bind *bind) {
     MAMA__NAME("%spatch_embed.proj.bias", vp); MAMA__P(MAMA_GROUP_TRAIN, patch_b, 1, D, 1, 1, 1);
     for (l = 0; l < c->vision_depth; l++) {
         mama__vit_block *wb = &w->vit[l], *gb = g ? &g->vit[l] : NULL;
+        /* an inference-only model keeps the matrices in m->half_dtype (frozen: nothing trains) */
+        mama_param_group vg = c->inference && m->half_dtype != MAMA_F32 ? MAMA_GROUP_FROZEN : MAMA_GROUP_TRAIN;
 #define MAMA__B(suffix, field, ...) (MAMA__NAME("%sblocks.%d.%s", vp, l, suffix), \
         mama__param(m, bind, cur, n, MAMA_GROUP_TRAIN, &wb->field, gb ? &gb->field : NULL, __VA_ARGS__))
+#define MAMA__BH(suffix, field, ...) (MAMA__NAME("%sblocks.%d.%s", vp, l, suffix), \
+        mama__param_h(m, bind, cur, n, vg, &wb->field, gb ? &gb->field : NULL, &wb->field##h, __VA_ARGS__))
         MAMA__B("norm1.weight", ln1_w, 1, D, 1, 1, 1);
         MAMA__B("norm1.bias", ln1_b, 1, D, 1, 1, 1);
-        MAMA__B("attn.qkv.weight", qkv_w, 2, 3 * D, D, 1, 1);
+        MAMA__BH("attn.qkv.weight", qkv_w, 2, 3 * D, D, 1, 1);
         MAMA__B("attn.qkv.bias", qkv_b, 1, 3 * D, 1, 1, 1);
-        MAMA__B("attn.proj.weight", proj_w, 2, D, D, 1, 1);
+        MAMA__BH("attn.proj.weight", proj_w, 2, D, D, 1, 1);
         MAMA__B("attn.proj.bias", proj_b, 1, D, 1, 1, 1);
         MAMA__B("ls1.gamma", ls1, 1, D, 1, 1, 1);
         MAMA__B("norm2.weight", ln2_w, 1, D, 1, 1, 1);
         MAMA__B("norm2.bias", ln2_b, 1, D, 1, 1, 1);
-        MAMA__B("mlp.fc1.weight", fc1_w, 2, 4 * D, D, 1, 1);
+        MAMA__BH("mlp.fc1.weight", fc1_w, 2, 4 * D, D, 1, 1);
         MAMA__B("mlp.fc1.bias", fc1_b, 1, 4 * D, 1, 1, 1);
-        MAMA__B("mlp.fc2.weight", fc2_w, 2, D, 4 * D, 1, 1);
+        MAMA__BH("mlp.fc2.weight", fc2_w, 2, D, 4 * D, 1, 1);
         MAMA__B("mlp.fc2.bias", fc2_b, 1, D, 1, 1, 1);
         MAMA__B("ls2.gamma", ls2, 1, D, 1, 1, 1);
 #undef MAMA__B
+#undef MAMA__BH
     }
     /* `norm` only feeds the local branch and is frozen (SPEC A.1) */
     MAMA__NAME("%snorm.weight", vp); MAMA__P(MAMA_GROUP_FROZEN, norm_w, 1, D, 1, 1, 1);
@@ -6587,12 +6599,16 @@ static void mama__init_weights(const mama_config *c, const mama__weights *w, int
     for (l = 0; l < c->vision_depth; l++) {
         const mama__vit_block *b = &w->vit[l];
         mama__fill_const(b->ln1_w, (size_t)D, 1.0f); mama__fill_const(b->ln1_b, (size_t)D, 0.0f);
-        mama__fill_normal(b->qkv_w, (size_t)3 * D * D, 0.02f, &r); mama__fill_const(b->qkv_b, (size_t)3 * D, 0.0f);
-        mama__fill_normal(b->proj_w, (size_t)D * D, 0.02f, &r); mama__fill_const(b->proj_b, (size_t)D, 0.0f);
+        mama__fill_normal_hx(b->qkv_w, b->qkv_wh, c->frozen_dtype, (size_t)3 * D * D, 0.02f, &r);
+        mama__fill_const(b->qkv_b, (size_t)3 * D, 0.0f);
+        mama__fill_normal_hx(b->proj_w, b->proj_wh, c->frozen_dtype, (size_t)D * D, 0.02f, &r);
+        mama__fill_const(b->proj_b, (size_t)D, 0.0f);
         mama__fill_const(b->ls1, (size_t)D, 1.0f);
         mama__fill_const(b->ln2_w, (size_t)D, 1.0f); mama__fill_const(b->ln2_b, (size_t)D, 0.0f);
-        mama__fill_normal(b->fc1_w, (size_t)4 * D * D, 0.02f, &r); mama__fill_const(b->fc1_b, (size_t)4 * D, 0.0f);
-        mama__fill_normal(b->fc2_w, (size_t)4 * D * D, 0.02f, &r); mama__fill_const(b->fc2_b, (size_t)D, 0.0f);
+        mama__fill_normal_hx(b->fc1_w, b->fc1_wh, c->frozen_dtype, (size_t)4 * D * D, 0.02f, &r);
+        mama__fill_const(b->fc1_b, (size_t)4 * D, 0.0f);
+        mama__fill_normal_hx(b->fc2_w, b->fc2_wh, c->frozen_dtype, (size_t)4 * D * D, 0.02f, &r);
+        mama__fill_const(b->fc2_b, (size_t)D, 0.0f);
         mama__fill_const(b->ls2, (size_t)D, 1.0f);
     }
     mama__fill_const(w->norm_w, (size_t)D, 1.0f);
@@ -6803,7 +6819,7 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     /* half-precision frozen matrices: only where something is frozen and
      * the backend has the half-precision ops; the config then says what
      * the model really keeps */
-    m->half_dtype = (c->frozen_dtype != MAMA_F32 && c->text_mode != MAMA_TEXT_FULL && be->gemm_half &&
+    m->half_dtype = (c->frozen_dtype != MAMA_F32 && (c->text_mode != MAMA_TEXT_FULL || c->inference) && be->gemm_half &&
                      be->embedding_forward_half) ? c->frozen_dtype : MAMA_F32;
     m->cfg.frozen_dtype = m->half_dtype;
     m->max_batch = max_batch;
@@ -7049,11 +7065,11 @@ static void mama__vit_block_forward(mama_model *m, const mama__vit_block *w, mam
 
 /* y = res + gamma * act(x W^T + b) in one pass over y (be->linear_fused,
  * or its composition where the backend leaves the slot NULL). */
-static void mama__linear_fused(mama_model *m, float *y, const float *x, const float *W, const float *b, int gelu,
-                               const float *gamma, const float *res, int M, int in, int out) {
+static void mama__linear_fused(mama_model *m, float *y, const float *x, const float *W, const uint16_t *Wh,
+                               const float *b, int gelu, const float *gamma, const float *res, int M, int in, int out) {
     mama_backend *be = m->be;
-    (be->linear_fused ? be->linear_fused : mama__linear_fused_compose)(be, M, out, in, x, W, NULL, MAMA_F32, b, gelu,
-                                                                      gamma, res, y);
+    (be->linear_fused ? be->linear_fused : mama__linear_fused_compose)(be, M, out, in, x, W, Wh, (int)m->half_dtype, b,
+                                                                      gelu, gamma, res, y);
 }
 
 /* The block for encoding only: mama__vit_block_forward's arithmetic with
@@ -7064,12 +7080,12 @@ static void mama__vit_block_infer(mama_model *m, const mama__vit_block *w, mama_
     mama_backend *be = m->be;
     int D = m->cfg.vision_dim, H = m->cfg.vision_heads, hd = D / H, rows = Bv * m->n_vtok;
     be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, x, w->ln1_w, w->ln1_b, rows, D, 1e-6f);
-    mama__linear_fused(m, k->qkv, k->ln1, w->qkv_w, w->qkv_b, 0, NULL, NULL, rows, D, 3 * D);
+    mama__linear_fused(m, k->qkv, k->ln1, w->qkv_w, w->qkv_wh, w->qkv_b, 0, NULL, NULL, rows, D, 3 * D);
     be->attention_forward(be, k->att, k->lse, k->qkv, NULL, Bv, m->n_vtok, H, hd, 0, 1.0f / sqrtf((float)hd), 0.0f, 0);
-    mama__linear_fused(m, k->xmid, k->att, w->proj_w, w->proj_b, 0, w->ls1, x, rows, D, D);
+    mama__linear_fused(m, k->xmid, k->att, w->proj_w, w->proj_wh, w->proj_b, 0, w->ls1, x, rows, D, D);
     be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, k->xmid, w->ln2_w, w->ln2_b, rows, D, 1e-6f);
-    mama__linear_fused(m, k->fc, k->ln1, w->fc1_w, w->fc1_b, 1, NULL, NULL, rows, D, 4 * D);
-    mama__linear_fused(m, x, k->fc, w->fc2_w, w->fc2_b, 0, w->ls2, k->xmid, rows, 4 * D, D);
+    mama__linear_fused(m, k->fc, k->ln1, w->fc1_w, w->fc1_wh, w->fc1_b, 1, NULL, NULL, rows, D, 4 * D);
+    mama__linear_fused(m, x, k->fc, w->fc2_w, w->fc2_wh, w->fc2_b, 0, w->ls2, k->xmid, rows, 4 * D, D);
 }
 
 /* dout -> dx (dx is overwritten); parameter gradients accumulate into gw. */
@@ -8183,8 +8199,9 @@ MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama
 MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_backend *be, int max_batch) {
     return mama__model_load(out, path, be, max_batch, -1, 0);
 }
-MAMA_API mama_status mama_model_load_inference(mama_model **out, const char *path, mama_backend *be, int max_batch) {
-    return mama__model_load(out, path, be, max_batch, -1, 1);
+MAMA_API mama_status mama_model_load_inference(mama_model **out, const char *path, mama_backend *be, int max_batch,
+                                               int frozen_dtype) {
+    return mama__model_load(out, path, be, max_batch, frozen_dtype, 1);
 }
 
 /* Add every tensor of the model and the config metadata to a writer.  The

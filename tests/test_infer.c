@@ -182,11 +182,63 @@ static void test_encode(const char *preset, int B) {
     free(img); free(ids); free(mask); free(e_train); free(e_inf); free(e_only); free(tok_train); free(tok_inf);
 }
 
+/* bf16 image-tower weights (inference-only model, frozen_dtype BF16): the
+ * widening GEMM against an f32 model whose block matrices hold the same
+ * bf16-rounded values (tight), and the error against the f32 weights
+ * (reported: the price of the halved memory). */
+static void test_bf16(const char *preset, int B) {
+    mama_config c;
+    mama_model *m = NULL, *mf = NULL, *mr = NULL, *mb = NULL;
+    const char *path = "build/test_infer_bf16.safetensors";
+    float *img, *e_f, *e_r, *e_b;
+    int *ids, *mask, i;
+    size_t n, k;
+    double d, amax, d2, amax2;
+    mama_config_preset(&c, preset);
+    c.text_depth = 1;
+    if (mama_model_create(&m, &c, cpu, B, 9) != MAMA_OK || mama_model_save(m, path) != MAMA_OK ||
+        images_and_captions(&c, B, &img, &ids, &mask)) {
+        test_report(0, "bf16 image tower", "%s: %s", preset, mama_last_error());
+        mama_model_free(m);
+        return;
+    }
+    mama_model_free(m);
+    n = (size_t)B * c.embed_dim;
+    e_f = (float *)malloc(sizeof(float) * n); e_r = (float *)malloc(sizeof(float) * n); e_b = (float *)malloc(sizeof(float) * n);
+    if (mama_model_load_inference(&mf, path, cpu, B, MAMA_F32) != MAMA_OK ||
+        mama_model_load_inference(&mr, path, cpu, B, MAMA_F32) != MAMA_OK ||
+        mama_model_load_inference(&mb, path, cpu, B, MAMA_BF16) != MAMA_OK) {
+        test_report(0, "bf16 image tower", "%s: load: %s", preset, mama_last_error());
+        return;
+    }
+    /* mr: the block matrices rounded to bf16 in place (the CPU backend's memory is host memory) */
+    for (i = 0; i < mama_model_param_count(mr); i++) {
+        const mama_param_info *p = mama_model_param(mr, i);
+        float *x = mama_model_params(mr) + p->offset;
+        if (!strstr(p->name, "img_encoder_q.model.blocks.") || p->ndim != 2) continue;
+        for (k = 0; k < p->numel; k++) x[k] = mama_bf16_to_f32(mama_f32_to_bf16(x[k]));
+    }
+    mama_encode_images(mf, img, B, e_f, NULL);
+    mama_encode_images(mr, img, B, e_r, NULL);
+    mama_encode_images(mb, img, B, e_b, NULL);
+    d = max_abs_diff(e_b, e_r, n, &amax);
+    d2 = max_abs_diff(e_b, e_f, n, &amax2);
+    test_report(mama_model_half_numel(mb, NULL) > 0 && d <= 1e-5 * amax, "bf16 image tower (widening GEMM)",
+                "%s: %zu bf16 values; vs f32 weights rounded to bf16: max|diff| %.3g (tolerance 1e-5 relative); "
+                "vs the f32 weights: max|diff| %.3g of max %.3g (%.2g relative, reported)", preset,
+                mama_model_half_numel(mb, NULL), d, d2, amax2, d2 / amax2);
+    mama_model_free(mf); mama_model_free(mr); mama_model_free(mb);
+    remove(path);
+    free(img); free(ids); free(mask); free(e_f); free(e_r); free(e_b);
+}
+
 static int body(void) {
     test_pack_a12();
     test_linear_fused();
     test_encode("tiny", 3);
     test_encode("small", 2);
+    test_bf16("tiny", 3);
+    test_bf16("small", 2);
     return test_finish();
 }
 
