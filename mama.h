@@ -4298,6 +4298,61 @@ static void mama__att_gemm(const mama__cpu_impl *cx, int slot, int ta, int tb, i
     mama__gemm_slot(cx->ki, &g, slot, 0, M, 0, N);
 }
 
+/* The forward without masks or causality packs a head's K^T and V once
+ * (for all its query blocks) into the slot's B buffer, in the layout the
+ * blocked GEMM packs them per call: per K block (kc rows, the GEMM's
+ * split), panels of nr columns over all N (Npad = N rounded up to nr), so
+ * a block's panel at column j sits at pc * Npad + j * kc.  The products
+ * then run the blocked loops with B already packed: the same panels, the
+ * same kernel calls, the same bits.  Returns 0 when K^T and V do not fit
+ * (the per-call packing runs instead). */
+static int mama__att_pack_kv(const mama__cpu_impl *cx, const float *K, const float *V, int ld, int T, int hd,
+                             float *dst, int *npad_t, int *npad_h) {
+    const mama__gemm_kinfo *ki = cx->ki;
+    mama__gemm_args g;
+    int nt = (T + ki->nr - 1) / ki->nr * ki->nr, nh = (hd + ki->nr - 1) / ki->nr * ki->nr, pc, kc, kb;
+    if ((size_t)hd * nt + (size_t)T * nh > MAMA__GEMM_BBUF) return 0;
+    *npad_t = nt;
+    *npad_h = nh;
+    mama__gemm_fill(&g, cx, 0, 1, 0, T, hd, 1.0f, NULL, 0, K, ld, 0.0f, NULL, 0);
+    kb = mama__gemm_even(hd, ki->kc, 1);
+    for (pc = 0; pc < hd; pc += kb) {
+        kc = hd - pc < kb ? hd - pc : kb;
+        ki->pack_b(&g, pc, kc, 0, T, ki->nr, dst + (size_t)pc * nt);
+    }
+    mama__gemm_fill(&g, cx, 0, 0, 0, hd, T, 1.0f, NULL, 0, V, ld, 0.0f, NULL, 0);
+    kb = mama__gemm_even(T, ki->kc, 1);
+    for (pc = 0; pc < T; pc += kb) {
+        kc = T - pc < kb ? T - pc : kb;
+        ki->pack_b(&g, pc, kc, 0, hd, ki->nr, dst + (size_t)hd * nt + (size_t)pc * nh);
+    }
+    return 1;
+}
+/* C = A B (beta 0) with B packed by mama__att_pack_kv: mama__gemm_blocked's
+ * loops on slot `slot`'s A buffer. */
+static void mama__att_gemm_pp(const mama__cpu_impl *cx, int slot, int M, int N, int K, const float *A, int lda,
+                              const float *Bp, int npad, float *C, int ldc) {
+    const mama__gemm_kinfo *ki = cx->ki;
+    float *abuf = cx->abuf + (size_t)slot * MAMA__CPU_ASTRIDE;
+    int nb = mama__gemm_even(N, ki->nc, ki->nr), kb = mama__gemm_even(K, ki->kc, 1);
+    int mb = mama__gemm_even(M, ki->mc, ki->mr), jc, pc, ic;
+    mama__gemm_args g;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    mama__gemm_fill(&g, cx, 0, 0, M, N, K, 1.0f, A, lda, NULL, 0, 0.0f, C, ldc);
+    for (jc = 0; jc < N; jc += nb) {
+        int nc = N - jc < nb ? N - jc : nb;
+        for (pc = 0; pc < K; pc += kb) {
+            int kc = K - pc < kb ? K - pc : kb;
+            for (ic = 0; ic < M; ic += mb) {
+                int mc = M - ic < mb ? M - ic : mb;
+                ki->pack_a(&g, ic, mc, pc, kc, ki->mr, abuf);
+                mama__gemm_macro(ki, &g, ic, mc, jc, nc, pc, kc, abuf,
+                                 (float *)(uintptr_t)(Bp + (size_t)pc * npad + (size_t)jc * kc), pc == 0 ? 0.0f : 1.0f, 0);
+            }
+        }
+    }
+}
+
 /* s[j] = scale * s[j] for visible keys j < jmax (kv[j] != 0 when kv is
  * given), -inf for the others; returns the row maximum. */
 #if defined(MAMA_X86_SIMD)
@@ -4346,7 +4401,8 @@ static float mama__att_scale_mask_max(int simd, float *s, const int *kv, int jma
 /* Forward of queries [i0, i0+nq) of head (b, h). */
 static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd, float *out, float *lse,
                                     const float *qkv, const int *key_valid, int b, int h, int i0, int nq, int T,
-                                    int H, int hd, int causal, float scale, float p, uint64_t seed) {
+                                    int H, int hd, int causal, float scale, float p, uint64_t seed,
+                                    const float *kvp, int npad_t, int npad_h) {
     float *S = cx->sbuf + (size_t)slot * MAMA__CPU_SSTRIDE;
     const int D = H * hd, ld = 3 * D, ldS = (T + 7) & ~7;
     const float *Q = qkv + (size_t)(b * T + i0) * ld + h * hd;
@@ -4356,7 +4412,8 @@ static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd
     const float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
     int r, jj;
-    mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
+    if (kvp) mama__att_gemm_pp(cx, slot, nq, kend, hd, Q, ld, kvp, npad_t, S, ldS);
+    else mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
     for (r = 0; r < nq; r++) {
         float *s = S + (size_t)r * ldS, *ls = lse + ((size_t)b * H + h) * T + i0 + r;
         int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
@@ -4379,7 +4436,11 @@ static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd
         for (jj = jmax; jj < kend; jj++) s[jj] = 0.0f;
         *ls = mx + logf(l);
     }
-    mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
+    if (kvp)
+        mama__att_gemm_pp(cx, slot, nq, hd, kend, S, ldS, kvp + (size_t)hd * npad_t, npad_h,
+                          out + (size_t)(b * T + i0) * D + h * hd, D);
+    else
+        mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
 }
 
 /* Backward of head (b, h), query blocks of R rows. */
@@ -4461,7 +4522,7 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
                                         float dropout_p, uint64_t dropout_seed) {
     int simd = mama__ops_have_avx2();
     const mama__cpu_impl *cx = (const mama__cpu_impl *)be->impl;
-    int bq, ntile, ntask, t, nt, par;
+    int bq, ntile, ntask, t, nt, par, pp;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
     nt = mama__att_begin(cx, T, causal, &bq);
     if (!nt) {
@@ -4470,14 +4531,24 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
         return;
     }
     ntile = (T + bq - 1) / bq;
-    ntask = B * H * ntile;
+    /* one task per head (K^T and V packed once) when there is nothing to
+     * mask and a head per thread at least; else per query block */
+    pp = !causal && !key_valid && ntile > 1 && B * H >= nt;
+    ntask = pp ? B * H : B * H * ntile;
     par = nt > 1 && ntask > 1 && (long long)T * T * H * B * hd > 200000;
     (void)par; /* read only by the OpenMP pragma */
     MAMA__OPS_PRAGMA(omp parallel for schedule(dynamic, 1) if(par) num_threads(nt))
     for (t = 0; t < ntask; t++) {
-        int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
-        mama__att_forward_block(cx, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
-                                mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed);
+        int slot = mama__att_slot(), qt, bh = pp ? t : t / ntile, i0, nh = 0, ntp = 0;
+        const float *Kh = qkv + (size_t)(bh / H) * T * 3 * H * hd + H * hd + (bh % H) * hd;
+        float *kvp = cx->bbuf + (size_t)slot * MAMA__CPU_BSTRIDE;
+        if (pp && !mama__att_pack_kv(cx, Kh, Kh + H * hd, 3 * H * hd, T, hd, kvp, &ntp, &nh)) kvp = NULL;
+        for (qt = pp ? 0 : t % ntile; qt < (pp ? ntile : t % ntile + 1); qt++) {
+            i0 = qt * bq;
+            mama__att_forward_block(cx, slot, simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
+                                    mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed,
+                                    pp ? kvp : NULL, ntp, nh);
+        }
     }
     mama__gemm_unlock(cx);
 }
