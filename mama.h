@@ -4170,6 +4170,74 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
 }
 #endif
 
+/* The forward's row passes with 16 lanes (the AVX-512 GEMM kernel's CPUs),
+ * for rows without a key mask: scale and max (exact in any order), exp
+ * and sum, normalise.  exp is mama__att_exp_sum_avx2's arithmetic lane for
+ * lane, and each 16 values are added to the same 8-lane accumulator as two
+ * 8-value halves in order, so l and every value are the AVX2 pass's bits. */
+__attribute__((target("avx512f"))) static float mama__att_scale_max_avx512(float *s, int n, float scale) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    float tmp[16], mx;
+    int j, k;
+    for (j = 0; j + 16 <= n; j += 16) {
+        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s + j), vs);
+        _mm512_storeu_ps(s + j, x);
+        vmax = _mm512_max_ps(vmax, x);
+    }
+    _mm512_storeu_ps(tmp, vmax);
+    mx = tmp[0];
+    for (k = 1; k < 16; k++) mx = tmp[k] > mx ? tmp[k] : mx;
+    for (; j < n; j++) {
+        s[j] *= scale;
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
+}
+__attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx512(float *s, int n, float m) {
+    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m256 acc = _mm256_setzero_ps();
+    int j;
+    for (j = 0; j + 16 <= n; j += 16) {
+        __m512 x = _mm512_sub_ps(_mm512_loadu_ps(s + j), vm), fx, r, y;
+        __m512i e;
+        x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+        fx = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_fnmadd_ps(fx, ln2hi, x);
+        r = _mm512_fnmadd_ps(fx, ln2lo, r);
+        y = _mm512_set1_ps(1.9875691500e-4f);
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+        y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, one));
+        e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+        y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+        _mm512_storeu_ps(s + j, y);
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
+        acc = _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+    }
+    if (j + 8 <= n) { /* one 8-value block left: the AVX2 pass on it continues the same accumulator */
+        float part[8];
+        int k;
+        mama__att_exp_sum_avx2(s + j, 8, m);
+        for (k = 0; k < 8; k++) part[k] = s[j + k];
+        acc = _mm256_add_ps(acc, _mm256_loadu_ps(part));
+        j += 8;
+    }
+    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m);
+}
+__attribute__((target("avx512f"))) static void mama__att_scale_avx512(float *s, int n, float inv) {
+    const __m512 v = _mm512_set1_ps(inv);
+    int j;
+    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), v));
+    for (; j < n; j++) s[j] *= inv;
+}
+
 static float mama__att_exp_sum(int simd, float *s, int n, float m) {
 #if defined(MAMA_X86_SIMD)
     if (simd) return mama__att_exp_sum_avx2(s, n, m);
@@ -4411,20 +4479,36 @@ static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd
     const int kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
     const float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
+    /* 16-lane row passes where the AVX-512 GEMM kernel runs */
+    const int wide = simd && cx->ki->mr == 12;
     int r, jj;
+    (void)wide;
     if (kvp) mama__att_gemm_pp(cx, slot, nq, kend, hd, Q, ld, kvp, npad_t, S, ldS);
     else mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
     for (r = 0; r < nq; r++) {
         float *s = S + (size_t)r * ldS, *ls = lse + ((size_t)b * H + h) * T + i0 + r;
         int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
-        float mx = mama__att_scale_mask_max(simd, s, kv, jmax, scale), inv, l;
+        float mx, inv, l;
+#if defined(MAMA_X86_SIMD)
+        if (wide && !kv) mx = mama__att_scale_max_avx512(s, jmax, scale);
+        else
+#endif
+            mx = mama__att_scale_mask_max(simd, s, kv, jmax, scale);
         if (mx == -INFINITY) { /* no visible key: out = 0, lse = -inf */
             memset(s, 0, sizeof(float) * (size_t)kend);
             *ls = -INFINITY;
             continue;
         }
-        l = mama__att_exp_sum(simd, s, jmax, mx);
+#if defined(MAMA_X86_SIMD)
+        if (wide) l = mama__att_exp_sum_avx512(s, jmax, mx);
+        else
+#endif
+            l = mama__att_exp_sum(simd, s, jmax, mx);
         inv = 1.0f / l;
+#if defined(MAMA_X86_SIMD)
+        if (wide && p == 0.0f) mama__att_scale_avx512(s, jmax, inv);
+        else
+#endif
         if (p > 0.0f) {
             uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T;
             for (jj = 0; jj < jmax; jj++)

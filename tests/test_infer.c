@@ -133,6 +133,15 @@ static void test_attention_packed(void) {
         for (k = 0; k < nl; k++) same += memcmp(&l1[k], &l2[k], sizeof(float)) == 0;
         test_report(same == no + nl, "attention K/V packed once per head == per block",
                     "B=%d T=%d H=%d hd=%d: %zu of %zu outputs and lse bitwise equal", B, T, H, hd, same, no + nl);
+        /* the 16-lane row passes (AVX-512 kernel) against the 8-lane ones (AVX2 kernel) */
+        if (mama_cpu_backend_force_kernel(cpu, "avx2") == 1) {
+            cpu->attention_forward(cpu, o2, l2, qkv, NULL, B, T, H, hd, 0, 1.0f / sqrtf((float)hd), 0.0f, 0);
+            mama_cpu_backend_force_kernel(cpu, "auto");
+            for (same = 0, k = 0; k < no; k++) same += memcmp(&o1[k], &o2[k], sizeof(float)) == 0;
+            for (k = 0; k < nl; k++) same += memcmp(&l1[k], &l2[k], sizeof(float)) == 0;
+            test_report(same == no + nl, "attention (kernel auto) == attention (avx2 kernel, 8-lane rows)",
+                        "B=%d T=%d H=%d hd=%d: %zu of %zu outputs and lse bitwise equal", B, T, H, hd, same, no + nl);
+        }
         free(qkv); free(o1); free(o2); free(l1); free(l2); free(kv);
     }
 }
