@@ -1487,6 +1487,11 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
 MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb);
 /* Encode images / texts only (eval mode): outputs [B, E] on host. */
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
+/* mama_encode_images runs each call on all threads or on one, whichever
+ * was faster lately (re-checked every 32nd call): on a loaded machine
+ * several threads can be slower than one.  Results are the same bits
+ * either way.  on = 0 always uses all threads (default on). */
+MAMA_API void mama_model_set_thread_tuning(mama_model *m, int on);
 /* One decoded image as this model's input: the evaluation pipeline (SPEC
  * A.5 steps 1-3 and 8: Otsu crop, letterbox, normalise) at the model's
  * image size and channels; out [in_chans, image_size, image_size]. */
@@ -6414,6 +6419,11 @@ struct mama_model {
     int *h_sent_seg;             /* [max_batch + 1] caption sentence offsets */
     int last_B, last_S, last_late;
     struct mama__dp *dp;         /* data-parallel state (section 12), NULL when single-process */
+    /* mama__threads_pick / _done: seconds per item of the last call with
+     * all threads [0] and with one [1] (0: none yet), calls seen, off */
+    double tune_sec[2];
+    long tune_calls;
+    int tune_off;
 };
 
 /* Hooks into section 12 (data parallelism), used by sections 5, 6 and 11. */
@@ -8031,6 +8041,37 @@ MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float 
 
 /* ---- 6.3 Encoding only (evaluation mode) ------------------------------- */
 
+/* Robust under load (issue 18 item 5): with another process holding a
+ * core, n OpenMP threads can be far slower than one (each parallel region
+ * waits for a descheduled thread).  The results do not depend on the
+ * thread count (every op's bits are thread-count independent), so a call
+ * may run on either: pick returns 0 (all threads) or 1 (one thread) by the
+ * last measured seconds per item of each, trying the other every 32nd
+ * call so a change of load is noticed; the first call (warm-up) is not
+ * counted.  _done records a call's time and restores the thread count. */
+static int mama__threads_pick(mama_model *m, int *nmax) {
+    int k = 0;
+    *nmax = m->tune_off || !mama__backend_is_host(m->be) ? 0 : mama_num_threads();
+    if (*nmax <= 1) return 0;
+    if (m->tune_calls >= 1) {
+        if (m->tune_sec[0] == 0) k = 0;
+        else if (m->tune_sec[1] == 0) k = 1;
+        else k = (m->tune_sec[1] < m->tune_sec[0]) ^ (m->tune_calls % 32 == 0);
+    }
+    if (k) mama_set_num_threads(1);
+    return k;
+}
+static void mama__threads_done(mama_model *m, int k, int nmax, double sec_per_item) {
+    if (nmax <= 1) return;
+    if (m->tune_calls++ >= 1) m->tune_sec[k] = sec_per_item > 0 ? sec_per_item : 1e-12;
+    if (k) mama_set_num_threads(nmax);
+}
+MAMA_API void mama_model_set_thread_tuning(mama_model *m, int on) {
+    m->tune_off = !on;
+    m->tune_sec[0] = m->tune_sec[1] = 0;
+    m->tune_calls = 0;
+}
+
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled) {
     mama_backend *be = m->be;
     const mama_config *c = &m->cfg;
@@ -8038,8 +8079,14 @@ MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int 
     if (B < 1 || B > 2 * m->max_batch)
         return MAMA_FAIL(MAMA_ERR_INVALID, "mama_encode_images: %d images; at most %d per call for this model", B,
                          2 * m->max_batch);
+    int nmax, k;
+    double t0;
     MAMA_TRY(be->to_device(be, m->a.images, images, sizeof(float) * img * (size_t)B));
+    k = mama__threads_pick(m, &nmax);
+    t0 = mama_time_seconds();
     mama__vision_forward_ex(m, B, 1);
+    if (be->sync(be) == MAMA_OK) mama__threads_done(m, k, nmax, (mama_time_seconds() - t0) / B);
+    else mama__threads_done(m, k, nmax, 0);
     if (emb) MAMA_TRY(be->to_host(be, emb, m->a.img_emb, sizeof(float) * (size_t)B * c->embed_dim));
     if (pooled) MAMA_TRY(be->to_host(be, pooled, m->a.vpooled, sizeof(float) * (size_t)B * c->vision_dim));
     return MAMA_OK;

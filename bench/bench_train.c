@@ -5,7 +5,7 @@
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
  *   build/mama bench encode --config base [--batch 4] [--steps 3] [--save W] [--weights W]
  *                           [--images F] [--emb-out F] [--inference 0|1] [--kernels REPS]
- *                           [--dtype f32|bf16|f16]
+ *                           [--dtype f32|bf16|f16] [--tune 0|1]
  *   build/mama bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]
  *
  * `train` times whole steps: forward through both towers, all four losses
@@ -25,7 +25,8 @@
  * to ONNX), --weights W loads a model file instead, --images F reads the
  * batch as raw float32 [B, C, S, S] and --emb-out F writes the last pass's
  * embeddings [B, E] as raw float32 (the comparison with ONNX Runtime);
- * --kernels REPS first times the attention against the fc1 GEMM at the
+ * --tune 0 turns off the per-call choice between all threads and one
+ * (mama_model_set_thread_tuning); --kernels REPS first times the attention against the fc1 GEMM at the
  * tower's shapes (issue 18: attention at >= 80% of the GEMM rate).
  * `weights` loads a real weights file (e.g. the `base` config with a bf16
  * text tower) and times a zeroshot-style text encode (eval mode) and one
@@ -288,6 +289,7 @@ static int mama_bench_encode_main(int argc, char **argv) {
         return 1;
     }
     mc = mama_model_config(m);
+    mama_model_set_thread_tuning(m, atoi(bench_opt(argc, argv, "--tune", "1")));
     if (kernels > 0) bench_kernels(mc, B, kernels);
     if (bench_make_batch(mc, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
     if (inp && bench_raw_io(inp, images, (size_t)B * mc->in_chans * mc->image_size * mc->image_size, 0)) return 1;

@@ -197,6 +197,17 @@ static void test_encode(const char *preset, int B) {
     d = max_abs_diff(tok_inf, tok_train, nt, &amax);
     test_report(d <= 1e-5 * amax, "encode (inference blocks) vs training forward",
                 "%s, %d images: pre-norm tokens max|diff| %.3g (max %.3g; tolerance 1e-5 relative)", preset, B, d, amax);
+    /* the per-call thread choice (all threads / one) changes no bit and
+     * leaves the thread count as it was */
+    {
+        int call, nthr = mama_num_threads(), same = 1;
+        for (call = 0; call < 6; call++) {
+            mama_encode_images(m, img, B, e_only, NULL);
+            same = same && memcmp(e_only, e_inf, sizeof(float) * n) == 0 && mama_num_threads() == nthr;
+        }
+        test_report(same, "encode thread tuning", "%s: 6 more calls (each on %d or 1 threads, by timing): embeddings "
+                    "bitwise equal to the first call's, thread count %d restored", preset, nthr, nthr);
+    }
     /* an inference-only model with the same weights (same seed) */
     c.inference = 1;
     if (mama_model_create(&mi, &c, cpu, B, 5) != MAMA_OK || mama_encode_images(mi, img, B, e_only, NULL) != MAMA_OK) {
