@@ -101,13 +101,13 @@
  *                     mama_manifest_* (the CSV, splits, studies)          -> 7
  *  1.11 config        mama_config_preset ("tiny" "small" "base"),
  *                     mama_config_validate, mama_config_to/from_json      -> 4.1
- *  1.12 model         mama_model_create/_free, _load(_as), _save,
+ *  1.12 model         mama_model_create/_free, _load(_as/_inference), _save,
  *                     _load_weights, _param(_count), _find_param,
  *                     _params, _grads, _numel                             -> 4, 6.4
  *  1.13 step          mama_batch, mama_step_opts_default, mama_model_step,
  *                     mama_model_forward, mama_model_embeddings,
  *                     mama_model_prepare_image, mama_encode_images,
- *                     mama_encode_texts                                   -> 6.1-6.3
+ *                     mama_model_set_thread_tuning, mama_encode_texts     -> 6.1-6.3
  *  1.14 optimiser     mama_adamw_init/_step/_free                         -> 6.5
  *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
  *                     mama_dataset_image, mama_dataset_caption, _split,
