@@ -4,7 +4,10 @@
 #   make            build/mama (the command-line tool)
 #   make test       build and run every test (ends with "N passed, M failed")
 #   make asan       the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make bench      GEMM and training-step benchmarks (vs OpenBLAS / PyTorch when present)
+#   make bench      GEMM and training-step benchmarks (vs OpenBLAS / PyTorch when present),
+#                   then image encoding vs ONNX Runtime (make bench-onnx)
+#   make bench-onnx image encoding, small and base, 1 and 2 threads, vs ONNX Runtime
+#                   (needs torch, onnx, onnxruntime; says SKIP without them)
 #   make cuda       the CUDA backend (needs nvcc; says so and succeeds without it)
 #   make demo       the main job on synthetic data
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (clang)
@@ -53,7 +56,7 @@ HEADERS = mama.h mama_plot.h mama_synth.h mama_tokenizer_train.h mama_verify.h m
 TEST_SRC = $(filter-out tests/test_mpi.c,$(wildcard tests/test_*.c))
 TESTS   = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
 
-.PHONY: all test asan bench cuda demo ablation clean fuzz stb compile-check examples test-mpi
+.PHONY: all test asan bench bench-onnx cuda demo ablation clean fuzz stb compile-check examples test-mpi
 
 all: stb $(BUILD)/mama
 
@@ -147,6 +150,11 @@ test-mpi: stb $(BUILD)/test_mpi
 bench: all
 	@echo "== GEMM (OMP_NUM_THREADS=$${OMP_NUM_THREADS:-all}) =="
 	@bash bench/run_bench.sh
+	@python3 bench/bench_onnx.py
+
+# issue 18: ONNX_ARGS="--configs small --threads 1 --rounds 5" to narrow it
+bench-onnx: all
+	@python3 bench/bench_onnx.py $(ONNX_ARGS)
 
 # make cuda: build/mama_cuda.o (mama_cuda.cu), build/test_cuda (tests/cuda/,
 # CPU vs CUDA parity; not part of `make test`: CI has no GPU) and build/mama

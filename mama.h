@@ -101,13 +101,13 @@
  *                     mama_manifest_* (the CSV, splits, studies)          -> 7
  *  1.11 config        mama_config_preset ("tiny" "small" "base"),
  *                     mama_config_validate, mama_config_to/from_json      -> 4.1
- *  1.12 model         mama_model_create/_free, _load(_as), _save,
+ *  1.12 model         mama_model_create/_free, _load(_as/_inference), _save,
  *                     _load_weights, _param(_count), _find_param,
  *                     _params, _grads, _numel                             -> 4, 6.4
  *  1.13 step          mama_batch, mama_step_opts_default, mama_model_step,
  *                     mama_model_forward, mama_model_embeddings,
  *                     mama_model_prepare_image, mama_encode_images,
- *                     mama_encode_texts                                   -> 6.1-6.3
+ *                     mama_model_set_thread_tuning, mama_encode_texts     -> 6.1-6.3
  *  1.14 optimiser     mama_adamw_init/_step/_free                         -> 6.5
  *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
  *                     mama_dataset_image, mama_dataset_caption, _split,
@@ -528,6 +528,18 @@ struct mama_backend {
      * Exact when one thread uses the backend; `bench train` reports it per
      * step. */
     unsigned long long host_syncs;
+    /* --- fused linear layer for inference (optional; NULL: the model
+     * composes gemm, bias_add_forward, gelu_forward, layerscale_forward and
+     * accumulate, which is what the reference backend does):
+     *   C = res + gamma * act(A W^T + bias),  act = exact GELU when gelu != 0
+     * A [M, K], W [N, K] (a linear layer's weight) in float32, or in half
+     * precision Wh (w_dtype MAMA_BF16 / MAMA_F16; W is then NULL), C and
+     * res [M, N], all contiguous; bias, gamma, res may be NULL; res must
+     * not alias C.  The CPU backend applies the epilogue to each block of C
+     * right after its last K block (while it is in cache) and gives the
+     * same bits as the composition. */
+    void (*linear_fused)(mama_backend *be, int M, int N, int K, const float *A, const float *W, const uint16_t *Wh,
+                         int w_dtype, const float *bias, int gelu, const float *gamma, const float *res, float *C);
 };
 
 /* Backends are objects: create one, pass it to mama_model_create, free it
@@ -1379,8 +1391,18 @@ typedef struct mama_config {
      * and on a backend without half-precision ops (then float32).  A
      * runtime choice, not part of the architecture: not written to the
      * mama_config metadata (a saved model's tensors carry their dtype;
-     * mama_model_load keeps it). */
+     * mama_model_load keeps it).  In an inference-only model (below) it
+     * also applies to the image tower's block matrices (qkv, proj, fc1,
+     * fc2), in any text mode. */
     mama_dtype frozen_dtype;
+    /* 0 (default): the model trains and encodes.  1: inference only, for
+     * programs that only encode: no gradient buffer, no gradient scratch,
+     * one set of block buffers reused layer to layer and one residual
+     * stream (a `base` image model needs ~10 D floats per token of
+     * activations instead of ~17 D per token and layer); mama_model_step,
+     * mama_model_forward and mama_adamw_init refuse such a model.  A
+     * runtime choice like frozen_dtype: not written to the metadata. */
+    int inference;
     /* special tokens */
     int bos_id, eos_id, pad_id, sep_id;
 } mama_config;
@@ -1454,6 +1476,11 @@ MAMA_API mama_status mama_model_load(mama_model **m, const char *path, mama_back
  * load, rounding to nearest even), or -1 for the file's (as above). */
 MAMA_API mama_status mama_model_load_as(mama_model **m, const char *path, mama_backend *be, int max_batch,
                                         int frozen_dtype);
+/* The same for inference only (mama_config.inference = 1): frozen_dtype
+ * (as for load_as) then also applies to the image tower's block matrices
+ * (BF16 / F16 halve the image tower's memory; the GEMMs widen them). */
+MAMA_API mama_status mama_model_load_inference(mama_model **m, const char *path, mama_backend *be, int max_batch,
+                                               int frozen_dtype);
 /* Save all parameters and buffers (and the config) as safetensors, atomically. */
 MAMA_API mama_status mama_model_save(const mama_model *m, const char *path);
 
@@ -1495,6 +1522,11 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
 MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb);
 /* Encode images / texts only (eval mode): outputs [B, E] on host. */
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
+/* mama_encode_images runs each call on all threads or on one, whichever
+ * was faster lately (re-checked every 32nd call): on a loaded machine
+ * several threads can be slower than one.  Results are the same bits
+ * either way.  on = 0 always uses all threads (default on). */
+MAMA_API void mama_model_set_thread_tuning(mama_model *m, int on);
 /* One decoded image as this model's input: the evaluation pipeline (SPEC
  * A.5 steps 1-3 and 8: Otsu crop, letterbox, normalise) at the model's
  * image size and channels; out [in_chans, image_size, image_size]. */
@@ -2249,7 +2281,12 @@ typedef struct mama__gemm_args {
     int bdt;
     /* the backend instance whose slots (and CPU flags) the product uses */
     const struct mama__cpu_impl *cx;
+    /* be->linear_fused's epilogue (C = res + gamma * act(C + bias)) on each
+     * finished block of C; all NULL / 0 for a plain GEMM */
+    const float *e_bias, *e_gamma, *e_res;
+    int e_gelu;
 } mama__gemm_args;
+static void mama__gemm_epilogue(const mama__gemm_args *g, int i0, int i1, int j0, int j1);
 
 /* ---- packing ---- */
 
@@ -2525,6 +2562,58 @@ mama__gemm_kernel_avx2(long kc, const float *a, const float *b, float *c, long l
         r7 = _mm256_permute2f128_ps(u3, u7, 0x31);                                        \
     }
 
+/* alpha * op(A) packing for the 12-row (AVX-512) kernel, full micro-panels
+ * by vectors (the same products alpha * a, so the same bits as the
+ * portable loop).  A not transposed: rows 0-7 and 8-11 (+4 zero rows) of
+ * 8 k are transposed as two 8 x 8 blocks; column c goes to dst + (k+c)*12
+ * as 8 + 4 floats; a last partial panel reads only its rows (the others
+ * are zeros).  A transposed (K x M): each k of a panel is 12 contiguous
+ * floats, copied as 8 + 4; a partial panel by the portable loop. */
+__attribute__((target("avx2,fma"))) static void
+mama__gemm_pack_a12_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc, float *dst) {
+    const __m256 al = _mm256_set1_ps(g->alpha), z = _mm256_setzero_ps();
+    const ptrdiff_t ld = g->lda;
+    int ir, k, i;
+    for (ir = 0; ir < mc; ir += 12, dst += (ptrdiff_t)12 * kc) {
+        const int m = mc - ir < 12 ? mc - ir : 12;
+        if (g->ta && m < 12) break;
+        if (g->ta) {
+            for (k = 0; k < kc; k++) {
+                const float *s = g->A + (ptrdiff_t)(k0 + k) * ld + i0 + ir;
+                _mm256_storeu_ps(dst + (ptrdiff_t)k * 12, _mm256_mul_ps(al, _mm256_loadu_ps(s)));
+                _mm_storeu_ps(dst + (ptrdiff_t)k * 12 + 8, _mm_mul_ps(_mm256_castps256_ps128(al), _mm_loadu_ps(s + 8)));
+            }
+            continue;
+        }
+        {
+            /* rows past m (a last partial panel) are zeros, never read */
+            const float *s = g->A + (ptrdiff_t)(i0 + ir) * ld + k0;
+#define MAMA__PA_ROW(i) ((i) < m ? _mm256_mul_ps(al, _mm256_loadu_ps(s + (i) * ld + k)) : z)
+            for (k = 0; k + 8 <= kc; k += 8) {
+                __m256 r0 = MAMA__PA_ROW(0), r1 = MAMA__PA_ROW(1), r2 = MAMA__PA_ROW(2), r3 = MAMA__PA_ROW(3);
+                __m256 r4 = MAMA__PA_ROW(4), r5 = MAMA__PA_ROW(5), r6 = MAMA__PA_ROW(6), r7 = MAMA__PA_ROW(7);
+                __m256 q0 = MAMA__PA_ROW(8), q1 = MAMA__PA_ROW(9), q2 = MAMA__PA_ROW(10), q3 = MAMA__PA_ROW(11);
+                __m256 q4 = z, q5 = z, q6 = z, q7 = z;
+                float *d = dst + (ptrdiff_t)k * 12;
+                MAMA__TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
+                MAMA__TRANSPOSE8(q0, q1, q2, q3, q4, q5, q6, q7)
+                _mm256_storeu_ps(d + 0, r0); _mm_storeu_ps(d + 8, _mm256_castps256_ps128(q0));
+                _mm256_storeu_ps(d + 12, r1); _mm_storeu_ps(d + 20, _mm256_castps256_ps128(q1));
+                _mm256_storeu_ps(d + 24, r2); _mm_storeu_ps(d + 32, _mm256_castps256_ps128(q2));
+                _mm256_storeu_ps(d + 36, r3); _mm_storeu_ps(d + 44, _mm256_castps256_ps128(q3));
+                _mm256_storeu_ps(d + 48, r4); _mm_storeu_ps(d + 56, _mm256_castps256_ps128(q4));
+                _mm256_storeu_ps(d + 60, r5); _mm_storeu_ps(d + 68, _mm256_castps256_ps128(q5));
+                _mm256_storeu_ps(d + 72, r6); _mm_storeu_ps(d + 80, _mm256_castps256_ps128(q6));
+                _mm256_storeu_ps(d + 84, r7); _mm_storeu_ps(d + 92, _mm256_castps256_ps128(q7));
+            }
+#undef MAMA__PA_ROW
+            for (; k < kc; k++)
+                for (i = 0; i < 12; i++) dst[(ptrdiff_t)k * 12 + i] = i < m ? g->alpha * s[i * ld + k] : 0.0f;
+        }
+    }
+    if (ir < mc) mama__gemm_pack_a(g, i0 + ir, mc - ir, k0, kc, 12, dst);
+}
+
 /* alpha * op(A) packing for the 6-row kernel when A is not transposed
  * (rows of A contiguous in k): 6 rows x 8 k are loaded, scaled, padded to
  * 8 rows and transposed; column c (6 values + 2 junk) is stored at
@@ -2535,6 +2624,10 @@ __attribute__((target("avx2,fma"))) static void
 mama__gemm_pack_a_avx2(const mama__gemm_args *g, int i0, int mc, int k0, int kc, int mr,
                        float *dst) {
     int ir, k, i;
+    if (mr == 12) {
+        mama__gemm_pack_a12_avx2(g, i0, mc, k0, kc, dst);
+        return;
+    }
     if (mr != 6) {
         mama__gemm_pack_a(g, i0, mc, k0, kc, mr, dst);
         return;
@@ -2951,6 +3044,7 @@ static void mama__gemm_blocked(const mama__gemm_kinfo *ki, const mama__gemm_args
                 int mc = m1 - ic < mc_blk ? m1 - ic : mc_blk;
                 ki->pack_a(g, ic, mc, pc, kc, ki->mr, abuf);
                 mama__gemm_macro(ki, g, ic, mc, jc, nc, pc, kc, abuf, bbuf, beta, ic == m0);
+                if (pc + kc >= g->K) mama__gemm_epilogue(g, ic, ic + mc, jc, jc + nc);
             }
         }
     }
@@ -3173,6 +3267,8 @@ static void mama__gemm_fill(mama__gemm_args *g, const mama__cpu_impl *cx, int tr
     g->ldc = ldc;
     g->Bh = NULL;
     g->bdt = MAMA_F32;
+    g->e_bias = g->e_gamma = g->e_res = NULL;
+    g->e_gelu = 0;
 }
 
 /* The built-in kernels on one product: on the threads' slots when free,
@@ -3661,6 +3757,66 @@ static void mama__cpu_dropout_backward(mama_backend *be, float *dx, const float 
     }
 }
 
+/* be->linear_fused's epilogue on C[i0:i1, j0:j1] (row stride N): the
+ * operations of bias_add_forward, gelu_forward, layerscale_forward and
+ * accumulate in their order and arithmetic, so the bits are those of the
+ * composition (GELU's vector groups of 8 start at the same columns when N
+ * and j0 are multiples of 8, as every ViT width is). */
+static void mama__gemm_epilogue(const mama__gemm_args *g, int i0, int i1, int j0, int j1) {
+    int i, j, n = j1 - j0, nv = 0;
+    if (!g->e_bias && !g->e_gelu && !g->e_gamma && !g->e_res) return;
+    for (i = i0; i < i1 && i < g->M; i++) {
+        float *c = g->C + (ptrdiff_t)i * g->ldc + j0;
+        const float *bias = g->e_bias ? g->e_bias + j0 : NULL, *gam = g->e_gamma ? g->e_gamma + j0 : NULL;
+        if (bias) {
+            MAMA__OPS_SIMD
+            for (j = 0; j < n; j++) c[j] += bias[j];
+        }
+        if (g->e_gelu) {
+#if defined(MAMA_X86_SIMD)
+            if (mama__ops_have_avx2()) {
+                nv = n / 8 * 8;
+                mama__gelu_forward_avx2(c, c, nv, 0);
+            }
+#endif
+            for (j = nv; j < n; j++) c[j] = 0.5f * c[j] * (1.0f + erff(c[j] * MAMA__SQRT1_2));
+        }
+        if (gam) {
+            MAMA__OPS_SIMD
+            for (j = 0; j < n; j++) c[j] = c[j] * gam[j];
+        }
+        if (g->e_res) {
+            const float *r = g->e_res + (ptrdiff_t)i * g->N + j0;
+            MAMA__OPS_SIMD
+            for (j = 0; j < n; j++) c[j] += 1.0f * r[j];
+        }
+    }
+}
+
+static void mama__cpu_linear_fused(mama_backend *be, int M, int N, int K, const float *A, const float *W,
+                                   const uint16_t *Wh, int w_dtype, const float *bias, int gelu, const float *gamma,
+                                   const float *res, float *C) {
+    mama__gemm_args g;
+    mama__gemm_fill(&g, (const mama__cpu_impl *)be->impl, 0, 1, M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+    if (Wh) {
+        g.Bh = Wh;
+        g.bdt = w_dtype == MAMA_F16 ? MAMA_F16 : MAMA_BF16;
+    }
+    g.e_bias = bias; g.e_gelu = gelu; g.e_gamma = gamma; g.e_res = res;
+    if (mama__gemm_easy(&g)) {
+        mama__gemm_epilogue(&g, 0, M, 0, N);
+        return;
+    }
+#ifdef MAMA_USE_CBLAS
+    if (!Wh) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+        mama__gemm_epilogue(&g, 0, M, 0, N);
+        return;
+    }
+#endif
+    mama__gemm_run(&g);
+}
+
 static void mama__cpu_layerscale_forward(mama_backend *be, float *y, const float *x, const float *gamma, int rows,
                                          int cols) {
     int r;
@@ -4071,6 +4227,74 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
 }
 #endif
 
+/* The forward's row passes with 16 lanes (the AVX-512 GEMM kernel's CPUs),
+ * for rows without a key mask: scale and max (exact in any order), exp
+ * and sum, normalise.  exp is mama__att_exp_sum_avx2's arithmetic lane for
+ * lane, and each 16 values are added to the same 8-lane accumulator as two
+ * 8-value halves in order, so l and every value are the AVX2 pass's bits. */
+__attribute__((target("avx512f"))) static float mama__att_scale_max_avx512(float *s, int n, float scale) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    float tmp[16], mx;
+    int j, k;
+    for (j = 0; j + 16 <= n; j += 16) {
+        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s + j), vs);
+        _mm512_storeu_ps(s + j, x);
+        vmax = _mm512_max_ps(vmax, x);
+    }
+    _mm512_storeu_ps(tmp, vmax);
+    mx = tmp[0];
+    for (k = 1; k < 16; k++) mx = tmp[k] > mx ? tmp[k] : mx;
+    for (; j < n; j++) {
+        s[j] *= scale;
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
+}
+__attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx512(float *s, int n, float m) {
+    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m256 acc = _mm256_setzero_ps();
+    int j;
+    for (j = 0; j + 16 <= n; j += 16) {
+        __m512 x = _mm512_sub_ps(_mm512_loadu_ps(s + j), vm), fx, r, y;
+        __m512i e;
+        x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+        fx = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_fnmadd_ps(fx, ln2hi, x);
+        r = _mm512_fnmadd_ps(fx, ln2lo, r);
+        y = _mm512_set1_ps(1.9875691500e-4f);
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+        y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, one));
+        e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+        y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+        _mm512_storeu_ps(s + j, y);
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
+        acc = _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+    }
+    if (j + 8 <= n) { /* one 8-value block left: the AVX2 pass on it continues the same accumulator */
+        float part[8];
+        int k;
+        mama__att_exp_sum_avx2(s + j, 8, m);
+        for (k = 0; k < 8; k++) part[k] = s[j + k];
+        acc = _mm256_add_ps(acc, _mm256_loadu_ps(part));
+        j += 8;
+    }
+    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m);
+}
+__attribute__((target("avx512f"))) static void mama__att_scale_avx512(float *s, int n, float inv) {
+    const __m512 v = _mm512_set1_ps(inv);
+    int j;
+    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), v));
+    for (; j < n; j++) s[j] *= inv;
+}
+
 static float mama__att_exp_sum(int simd, float *s, int n, float m) {
 #if defined(MAMA_X86_SIMD)
     if (simd) return mama__att_exp_sum_avx2(s, n, m);
@@ -4199,6 +4423,61 @@ static void mama__att_gemm(const mama__cpu_impl *cx, int slot, int ta, int tb, i
     mama__gemm_slot(cx->ki, &g, slot, 0, M, 0, N);
 }
 
+/* The forward without masks or causality packs a head's K^T and V once
+ * (for all its query blocks) into the slot's B buffer, in the layout the
+ * blocked GEMM packs them per call: per K block (kc rows, the GEMM's
+ * split), panels of nr columns over all N (Npad = N rounded up to nr), so
+ * a block's panel at column j sits at pc * Npad + j * kc.  The products
+ * then run the blocked loops with B already packed: the same panels, the
+ * same kernel calls, the same bits.  Returns 0 when K^T and V do not fit
+ * (the per-call packing runs instead). */
+static int mama__att_pack_kv(const mama__cpu_impl *cx, const float *K, const float *V, int ld, int T, int hd,
+                             float *dst, int *npad_t, int *npad_h) {
+    const mama__gemm_kinfo *ki = cx->ki;
+    mama__gemm_args g;
+    int nt = (T + ki->nr - 1) / ki->nr * ki->nr, nh = (hd + ki->nr - 1) / ki->nr * ki->nr, pc, kc, kb;
+    if ((size_t)hd * nt + (size_t)T * nh > MAMA__GEMM_BBUF) return 0;
+    *npad_t = nt;
+    *npad_h = nh;
+    mama__gemm_fill(&g, cx, 0, 1, 0, T, hd, 1.0f, NULL, 0, K, ld, 0.0f, NULL, 0);
+    kb = mama__gemm_even(hd, ki->kc, 1);
+    for (pc = 0; pc < hd; pc += kb) {
+        kc = hd - pc < kb ? hd - pc : kb;
+        ki->pack_b(&g, pc, kc, 0, T, ki->nr, dst + (size_t)pc * nt);
+    }
+    mama__gemm_fill(&g, cx, 0, 0, 0, hd, T, 1.0f, NULL, 0, V, ld, 0.0f, NULL, 0);
+    kb = mama__gemm_even(T, ki->kc, 1);
+    for (pc = 0; pc < T; pc += kb) {
+        kc = T - pc < kb ? T - pc : kb;
+        ki->pack_b(&g, pc, kc, 0, hd, ki->nr, dst + (size_t)hd * nt + (size_t)pc * nh);
+    }
+    return 1;
+}
+/* C = A B (beta 0) with B packed by mama__att_pack_kv: mama__gemm_blocked's
+ * loops on slot `slot`'s A buffer. */
+static void mama__att_gemm_pp(const mama__cpu_impl *cx, int slot, int M, int N, int K, const float *A, int lda,
+                              const float *Bp, int npad, float *C, int ldc) {
+    const mama__gemm_kinfo *ki = cx->ki;
+    float *abuf = cx->abuf + (size_t)slot * MAMA__CPU_ASTRIDE;
+    int nb = mama__gemm_even(N, ki->nc, ki->nr), kb = mama__gemm_even(K, ki->kc, 1);
+    int mb = mama__gemm_even(M, ki->mc, ki->mr), jc, pc, ic;
+    mama__gemm_args g;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    mama__gemm_fill(&g, cx, 0, 0, M, N, K, 1.0f, A, lda, NULL, 0, 0.0f, C, ldc);
+    for (jc = 0; jc < N; jc += nb) {
+        int nc = N - jc < nb ? N - jc : nb;
+        for (pc = 0; pc < K; pc += kb) {
+            int kc = K - pc < kb ? K - pc : kb;
+            for (ic = 0; ic < M; ic += mb) {
+                int mc = M - ic < mb ? M - ic : mb;
+                ki->pack_a(&g, ic, mc, pc, kc, ki->mr, abuf);
+                mama__gemm_macro(ki, &g, ic, mc, jc, nc, pc, kc, abuf,
+                                 (float *)(uintptr_t)(Bp + (size_t)pc * npad + (size_t)jc * kc), pc == 0 ? 0.0f : 1.0f, 0);
+            }
+        }
+    }
+}
+
 /* s[j] = scale * s[j] for visible keys j < jmax (kv[j] != 0 when kv is
  * given), -inf for the others; returns the row maximum. */
 #if defined(MAMA_X86_SIMD)
@@ -4247,7 +4526,8 @@ static float mama__att_scale_mask_max(int simd, float *s, const int *kv, int jma
 /* Forward of queries [i0, i0+nq) of head (b, h). */
 static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd, float *out, float *lse,
                                     const float *qkv, const int *key_valid, int b, int h, int i0, int nq, int T,
-                                    int H, int hd, int causal, float scale, float p, uint64_t seed) {
+                                    int H, int hd, int causal, float scale, float p, uint64_t seed,
+                                    const float *kvp, int npad_t, int npad_h) {
     float *S = cx->sbuf + (size_t)slot * MAMA__CPU_SSTRIDE;
     const int D = H * hd, ld = 3 * D, ldS = (T + 7) & ~7;
     const float *Q = qkv + (size_t)(b * T + i0) * ld + h * hd;
@@ -4256,19 +4536,36 @@ static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd
     const int kend = causal ? mama__ops_min_i(T, i0 + nq) : T;
     const float zscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
+    /* 16-lane row passes where the AVX-512 GEMM kernel runs */
+    const int wide = simd && cx->ki->mr == 12;
     int r, jj;
-    mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
+    (void)wide;
+    if (kvp) mama__att_gemm_pp(cx, slot, nq, kend, hd, Q, ld, kvp, npad_t, S, ldS);
+    else mama__att_gemm(cx, slot, 0, 1, nq, kend, hd, Q, ld, K, ld, 0.0f, S, ldS);
     for (r = 0; r < nq; r++) {
         float *s = S + (size_t)r * ldS, *ls = lse + ((size_t)b * H + h) * T + i0 + r;
         int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
-        float mx = mama__att_scale_mask_max(simd, s, kv, jmax, scale), inv, l;
+        float mx, inv, l;
+#if defined(MAMA_X86_SIMD)
+        if (wide && !kv) mx = mama__att_scale_max_avx512(s, jmax, scale);
+        else
+#endif
+            mx = mama__att_scale_mask_max(simd, s, kv, jmax, scale);
         if (mx == -INFINITY) { /* no visible key: out = 0, lse = -inf */
             memset(s, 0, sizeof(float) * (size_t)kend);
             *ls = -INFINITY;
             continue;
         }
-        l = mama__att_exp_sum(simd, s, jmax, mx);
+#if defined(MAMA_X86_SIMD)
+        if (wide) l = mama__att_exp_sum_avx512(s, jmax, mx);
+        else
+#endif
+            l = mama__att_exp_sum(simd, s, jmax, mx);
         inv = 1.0f / l;
+#if defined(MAMA_X86_SIMD)
+        if (wide && p == 0.0f) mama__att_scale_avx512(s, jmax, inv);
+        else
+#endif
         if (p > 0.0f) {
             uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T;
             for (jj = 0; jj < jmax; jj++)
@@ -4280,7 +4577,11 @@ static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd
         for (jj = jmax; jj < kend; jj++) s[jj] = 0.0f;
         *ls = mx + logf(l);
     }
-    mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
+    if (kvp)
+        mama__att_gemm_pp(cx, slot, nq, hd, kend, S, ldS, kvp + (size_t)hd * npad_t, npad_h,
+                          out + (size_t)(b * T + i0) * D + h * hd, D);
+    else
+        mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
 }
 
 /* Backward of head (b, h), query blocks of R rows. */
@@ -4362,7 +4663,7 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
                                         float dropout_p, uint64_t dropout_seed) {
     int simd = mama__ops_have_avx2();
     const mama__cpu_impl *cx = (const mama__cpu_impl *)be->impl;
-    int bq, ntile, ntask, t, nt, par;
+    int bq, ntile, ntask, t, nt, par, pp;
     if (B <= 0 || T <= 0 || H <= 0 || hd <= 0) return;
     nt = mama__att_begin(cx, T, causal, &bq);
     if (!nt) {
@@ -4371,14 +4672,24 @@ static void mama__cpu_attention_forward(mama_backend *be, float *out, float *lse
         return;
     }
     ntile = (T + bq - 1) / bq;
-    ntask = B * H * ntile;
+    /* one task per head (K^T and V packed once) when there is nothing to
+     * mask and a head per thread at least; else per query block */
+    pp = !causal && !key_valid && ntile > 1 && B * H >= nt;
+    ntask = pp ? B * H : B * H * ntile;
     par = nt > 1 && ntask > 1 && (long long)T * T * H * B * hd > 200000;
     (void)par; /* read only by the OpenMP pragma */
     MAMA__OPS_PRAGMA(omp parallel for schedule(dynamic, 1) if(par) num_threads(nt))
     for (t = 0; t < ntask; t++) {
-        int qt = t % ntile, bh = t / ntile, i0 = qt * bq;
-        mama__att_forward_block(cx, mama__att_slot(), simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
-                                mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed);
+        int slot = mama__att_slot(), qt, bh = pp ? t : t / ntile, i0, nh = 0, ntp = 0;
+        const float *Kh = qkv + (size_t)(bh / H) * T * 3 * H * hd + H * hd + (bh % H) * hd;
+        float *kvp = cx->bbuf + (size_t)slot * MAMA__CPU_BSTRIDE;
+        if (pp && !mama__att_pack_kv(cx, Kh, Kh + H * hd, 3 * H * hd, T, hd, kvp, &ntp, &nh)) kvp = NULL;
+        for (qt = pp ? 0 : t % ntile; qt < (pp ? ntile : t % ntile + 1); qt++) {
+            i0 = qt * bq;
+            mama__att_forward_block(cx, slot, simd, out, lse, qkv, key_valid, bh / H, bh % H, i0,
+                                    mama__ops_min_i(bq, T - i0), T, H, hd, causal, scale, dropout_p, dropout_seed,
+                                    pp ? kvp : NULL, ntp, nh);
+        }
     }
     mama__gemm_unlock(cx);
 }
@@ -4876,6 +5187,7 @@ static void mama__cpu_fill_table(mama_backend *t, mama__cpu_impl *cx) {
     t->sum_squares = mama__cpu_sum_squares;
     t->destroy = mama__cpu_destroy;
     mama__ref_fill_device_slots(t);
+    t->linear_fused = mama__cpu_linear_fused;
 }
 
 static void mama__cpu_destroy(mama_backend *be) {
@@ -5725,6 +6037,20 @@ static void mama__ref_sgd_step(mama_backend *be, float *p, const float *g, float
 }
 
 /* ---- the table ---- */
+/* be->linear_fused as its composition from the table's own ops (the
+ * reference backend's member, and what the model does on a backend that
+ * leaves the slot NULL). */
+static void mama__linear_fused_compose(mama_backend *be, int M, int N, int K, const float *A, const float *W,
+                                       const uint16_t *Wh, int w_dtype, const float *bias, int gelu,
+                                       const float *gamma, const float *res, float *C) {
+    if (Wh) be->gemm_half(be, 0, 1, M, N, K, 1.0f, A, K, Wh, K, w_dtype, 0.0f, C, N);
+    else be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+    if (bias) be->bias_add_forward(be, C, bias, M, N);
+    if (gelu) be->gelu_forward(be, C, C, (size_t)M * N, 0);
+    if (gamma) be->layerscale_forward(be, C, C, gamma, M, N);
+    if (res) be->accumulate(be, C, res, 1.0f, (size_t)M * N);
+}
+
 static void mama__ref_destroy(mama_backend *be) { mama_free(be); }
 MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
     mama_backend *t;
@@ -5782,6 +6108,7 @@ MAMA_API mama_status mama_reference_backend_create(mama_backend **out) {
     t->embedding_forward_half = mama__ref_embedding_forward_half;
     t->destroy = mama__ref_destroy;
     mama__ref_fill_device_slots(t);
+    t->linear_fused = mama__linear_fused_compose;
     *out = t;
     return MAMA_OK;
 }
@@ -5985,6 +6312,9 @@ typedef struct mama__vit_block {   /* one of vision_depth */
     float *fc1_w, *fc1_b;          /* [4D, D], [4D] mlp.fc1 */
     float *fc2_w, *fc2_b;          /* [D, 4D], [D] mlp.fc2 */
     float *ls2;                    /* [D] ls2.gamma */
+    /* the four matrices in half precision (then the float pointers are
+     * NULL): an inference-only model with frozen_dtype BF16 / F16 */
+    uint16_t *qkv_wh, *proj_wh, *fc1_wh, *fc2_wh;
 } mama__vit_block;
 
 typedef struct mama__gpt_block {   /* one of text_depth */
@@ -6223,6 +6553,11 @@ struct mama_model {
     double *d_acc;               /* device: the step's loss terms and a scratch sum (6) */
     int last_B, last_S, last_late;
     struct mama__dp *dp;         /* data-parallel state (section 12), NULL when single-process */
+    /* mama__threads_pick / _done: seconds per item of the last call with
+     * all threads [0] and with one [1] (0: none yet), calls seen, off */
+    double tune_sec[2];
+    long tune_calls;
+    int tune_off;
 };
 
 /* Hooks into section 12 (data parallelism), used by sections 5, 6 and 11. */
@@ -6391,23 +6726,28 @@ static void mama__visit_params(mama_model *m, const mama__bind *bind) {
     MAMA__NAME("%spatch_embed.proj.bias", vp); MAMA__P(MAMA_GROUP_TRAIN, patch_b, 1, D, 1, 1, 1);
     for (l = 0; l < c->vision_depth; l++) {
         mama__vit_block *wb = &w->vit[l], *gb = g ? &g->vit[l] : NULL;
+        /* an inference-only model keeps the matrices in m->half_dtype (frozen: nothing trains) */
+        mama_param_group vg = c->inference && m->half_dtype != MAMA_F32 ? MAMA_GROUP_FROZEN : MAMA_GROUP_TRAIN;
 #define MAMA__B(suffix, field, ...) (MAMA__NAME("%sblocks.%d.%s", vp, l, suffix), \
         mama__param(m, bind, cur, n, MAMA_GROUP_TRAIN, &wb->field, gb ? &gb->field : NULL, __VA_ARGS__))
+#define MAMA__BH(suffix, field, ...) (MAMA__NAME("%sblocks.%d.%s", vp, l, suffix), \
+        mama__param_h(m, bind, cur, n, vg, &wb->field, gb ? &gb->field : NULL, &wb->field##h, __VA_ARGS__))
         MAMA__B("norm1.weight", ln1_w, 1, D, 1, 1, 1);
         MAMA__B("norm1.bias", ln1_b, 1, D, 1, 1, 1);
-        MAMA__B("attn.qkv.weight", qkv_w, 2, 3 * D, D, 1, 1);
+        MAMA__BH("attn.qkv.weight", qkv_w, 2, 3 * D, D, 1, 1);
         MAMA__B("attn.qkv.bias", qkv_b, 1, 3 * D, 1, 1, 1);
-        MAMA__B("attn.proj.weight", proj_w, 2, D, D, 1, 1);
+        MAMA__BH("attn.proj.weight", proj_w, 2, D, D, 1, 1);
         MAMA__B("attn.proj.bias", proj_b, 1, D, 1, 1, 1);
         MAMA__B("ls1.gamma", ls1, 1, D, 1, 1, 1);
         MAMA__B("norm2.weight", ln2_w, 1, D, 1, 1, 1);
         MAMA__B("norm2.bias", ln2_b, 1, D, 1, 1, 1);
-        MAMA__B("mlp.fc1.weight", fc1_w, 2, 4 * D, D, 1, 1);
+        MAMA__BH("mlp.fc1.weight", fc1_w, 2, 4 * D, D, 1, 1);
         MAMA__B("mlp.fc1.bias", fc1_b, 1, 4 * D, 1, 1, 1);
-        MAMA__B("mlp.fc2.weight", fc2_w, 2, D, 4 * D, 1, 1);
+        MAMA__BH("mlp.fc2.weight", fc2_w, 2, D, 4 * D, 1, 1);
         MAMA__B("mlp.fc2.bias", fc2_b, 1, D, 1, 1, 1);
         MAMA__B("ls2.gamma", ls2, 1, D, 1, 1, 1);
 #undef MAMA__B
+#undef MAMA__BH
     }
     /* `norm` only feeds the local branch and is frozen (SPEC A.1) */
     MAMA__NAME("%snorm.weight", vp); MAMA__P(MAMA_GROUP_FROZEN, norm_w, 1, D, 1, 1, 1);
@@ -6559,12 +6899,16 @@ static void mama__init_weights(const mama_config *c, const mama__weights *w, int
     for (l = 0; l < c->vision_depth; l++) {
         const mama__vit_block *b = &w->vit[l];
         mama__fill_const(b->ln1_w, (size_t)D, 1.0f); mama__fill_const(b->ln1_b, (size_t)D, 0.0f);
-        mama__fill_normal(b->qkv_w, (size_t)3 * D * D, 0.02f, &r); mama__fill_const(b->qkv_b, (size_t)3 * D, 0.0f);
-        mama__fill_normal(b->proj_w, (size_t)D * D, 0.02f, &r); mama__fill_const(b->proj_b, (size_t)D, 0.0f);
+        mama__fill_normal_hx(b->qkv_w, b->qkv_wh, c->frozen_dtype, (size_t)3 * D * D, 0.02f, &r);
+        mama__fill_const(b->qkv_b, (size_t)3 * D, 0.0f);
+        mama__fill_normal_hx(b->proj_w, b->proj_wh, c->frozen_dtype, (size_t)D * D, 0.02f, &r);
+        mama__fill_const(b->proj_b, (size_t)D, 0.0f);
         mama__fill_const(b->ls1, (size_t)D, 1.0f);
         mama__fill_const(b->ln2_w, (size_t)D, 1.0f); mama__fill_const(b->ln2_b, (size_t)D, 0.0f);
-        mama__fill_normal(b->fc1_w, (size_t)4 * D * D, 0.02f, &r); mama__fill_const(b->fc1_b, (size_t)4 * D, 0.0f);
-        mama__fill_normal(b->fc2_w, (size_t)4 * D * D, 0.02f, &r); mama__fill_const(b->fc2_b, (size_t)D, 0.0f);
+        mama__fill_normal_hx(b->fc1_w, b->fc1_wh, c->frozen_dtype, (size_t)4 * D * D, 0.02f, &r);
+        mama__fill_const(b->fc1_b, (size_t)4 * D, 0.0f);
+        mama__fill_normal_hx(b->fc2_w, b->fc2_wh, c->frozen_dtype, (size_t)4 * D * D, 0.02f, &r);
+        mama__fill_const(b->fc2_b, (size_t)D, 0.0f);
         mama__fill_const(b->ls2, (size_t)D, 1.0f);
     }
     mama__fill_const(w->norm_w, (size_t)D, 1.0f);
@@ -6620,8 +6964,8 @@ static size_t mama__layout_acts(mama_model *m, float *base) {
     int S = B * MAMA_MAX_SENTENCES, l;
     int pdim = c->in_chans * c->patch_size * c->patch_size;
     size_t Rv = (size_t)Bv * Tv, Rt = (size_t)B * T;
-    int vblocks = c->grad_checkpoint ? 1 : c->vision_depth;
-    int tblocks = c->grad_checkpoint ? 1 : c->text_depth;
+    int vblocks = c->grad_checkpoint || c->inference ? 1 : c->vision_depth;
+    int tblocks = c->grad_checkpoint || c->inference ? 1 : c->text_depth;
     size_t Rmax = Rv > Rt ? Rv : Rt;
     int Dmax = D > Dt ? D : Dt;
 #define MAMA__F(ptr, n) do { (ptr) = base ? base + off : NULL; off += mama__round16((size_t)(n)); } while (0)
@@ -6630,6 +6974,16 @@ static size_t mama__layout_acts(mama_model *m, float *base) {
     MAMA__F(a->cols, (size_t)Bv * N * pdim);
     MAMA__F(a->patch_out, (size_t)Bv * N * D);
     for (l = 0; l <= c->vision_depth; l++) MAMA__F(a->vres[l], Rv * D);
+    if (c->inference) { /* one residual stream updated in place, one set of block buffers (mama__vit_block_infer) */
+        mama__block_acts *k = &a->vblk[0];
+        for (l = 1; l <= c->vision_depth; l++) a->vres[l] = a->vres[0];
+        off -= c->vision_depth * mama__round16(Rv * D);
+        MAMA__F(k->ln1, Rv * D); MAMA__F(k->ln1_mean, Rv); MAMA__F(k->ln1_rstd, Rv);
+        MAMA__F(k->qkv, Rv * 3 * D); MAMA__F(k->lse, (size_t)Bv * Hv * Tv); MAMA__F(k->xmid, Rv * D);
+        MAMA__F(k->fc, Rv * 4 * D);
+        k->att = k->ln1;
+        vblocks = 0;
+    }
     for (l = 0; l < vblocks; l++) {
         mama__block_acts *k = &a->vblk[l];
         MAMA__F(k->ln1, Rv * D); MAMA__F(k->ln1_mean, Rv); MAMA__F(k->ln1_rstd, Rv);
@@ -6691,6 +7045,7 @@ static size_t mama__layout_acts(mama_model *m, float *base) {
     MAMA__F(a->sla_dsim, (size_t)B * N * S); MAMA__F(a->sla_dsimt, (size_t)B * N * S);
     MAMA__F(a->sla_drowmax, (size_t)B * N * B); MAMA__F(a->sla_dcolmax, (size_t)S * B);
     MAMA__F(a->sla_dt2i, B * B); MAMA__F(a->sla_dt2i_t, B * B); MAMA__F(a->sla_di2t, B * B);
+    if (c->inference) return off; /* no gradient scratch */
     /* gradient scratch, shared by both towers where shapes allow */
     MAMA__F(a->d_img_emb, (size_t)Bv * E); MAMA__F(a->d_img_g, (size_t)Bv * E); MAMA__F(a->d_vpooled, (size_t)Bv * D);
     MAMA__F(a->d_vx, Rv * D); MAMA__F(a->d_vx2, Rv * D);
@@ -6769,7 +7124,7 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     /* half-precision frozen matrices: only where something is frozen and
      * the backend has the half-precision ops; the config then says what
      * the model really keeps */
-    m->half_dtype = (c->frozen_dtype != MAMA_F32 && c->text_mode != MAMA_TEXT_FULL && be->gemm_half &&
+    m->half_dtype = (c->frozen_dtype != MAMA_F32 && (c->text_mode != MAMA_TEXT_FULL || c->inference) && be->gemm_half &&
                      be->embedding_forward_half) ? c->frozen_dtype : MAMA_F32;
     m->cfg.frozen_dtype = m->half_dtype;
     m->max_batch = max_batch;
@@ -6799,20 +7154,22 @@ static mama_status mama__model_alloc(mama_model **out, const mama_config *c, mam
     if (be->alloc(be, (void **)&m->params, sizeof(float) * total) != MAMA_OK) goto fail;
     /* gradients for [train | late] only: frozen tensors and buffers have
      * none (nor AdamW moments, which cover the same range) */
-    if (be->alloc(be, (void **)&m->grads, sizeof(float) * (total - m->group_numel[2] - m->group_numel[3] + 1)) != MAMA_OK) goto fail;
+    if (!c->inference &&
+        be->alloc(be, (void **)&m->grads, sizeof(float) * (total - m->group_numel[2] - m->group_numel[3] + 1)) != MAMA_OK) goto fail;
     if (m->half_numel && be->alloc(be, (void **)&m->params_half, sizeof(uint16_t) * m->half_numel) != MAMA_OK) goto fail;
     /* defined contents before initialisation or loading fills them */
     if (be->zero(be, m->params, sizeof(float) * total) != MAMA_OK) goto fail;
     if (m->half_numel && be->zero(be, m->params_half, sizeof(uint16_t) * m->half_numel) != MAMA_OK) goto fail;
     /* pass 1: record names and offsets, bind pointers */
-    bind.w = &m->w; bind.g = &m->g; bind.wbase = m->params; bind.gbase = m->grads; bind.hbase = m->params_half;
+    bind.w = &m->w; bind.g = c->inference ? NULL : &m->g; bind.wbase = m->params; bind.gbase = m->grads;
+    bind.hbase = m->params_half;
     m->nparams = 0;
     mama__visit_params(m, &bind);
     m->arena_floats = mama__layout_acts(m, NULL);
     if (be->alloc(be, (void **)&m->arena, sizeof(float) * m->arena_floats) != MAMA_OK) goto fail;
     if (be->zero(be, m->arena, sizeof(float) * m->arena_floats) != MAMA_OK) goto fail;
     mama__layout_acts(m, m->arena);
-    if (c->grad_checkpoint) {
+    if (c->grad_checkpoint || c->inference) {
         int l;
         for (l = 1; l < c->vision_depth; l++) m->a.vblk[l] = m->a.vblk[0];
         for (l = 1; l < c->text_depth; l++) m->a.tblk[l] = m->a.tblk[0];
@@ -7015,6 +7372,31 @@ static void mama__vit_block_forward(mama_model *m, const mama__vit_block *w, mam
     mama__linear_forward(be, k->fc2, k->gelu, w->fc2_w, w->fc2_b, rows, 4 * D, D);
     be->layerscale_forward(be, out, k->fc2, w->ls2, rows, D);
     be->accumulate(be, out, k->xmid, 1.0f, n);
+}
+
+/* y = res + gamma * act(x W^T + b) in one pass over y (be->linear_fused,
+ * or its composition where the backend leaves the slot NULL). */
+static void mama__linear_fused(mama_model *m, float *y, const float *x, const float *W, const uint16_t *Wh,
+                               const float *b, int gelu, const float *gamma, const float *res, int M, int in, int out) {
+    mama_backend *be = m->be;
+    (be->linear_fused ? be->linear_fused : mama__linear_fused_compose)(be, M, out, in, x, W, Wh, (int)m->half_dtype, b,
+                                                                      gelu, gamma, res, y);
+}
+
+/* The block for encoding only: mama__vit_block_forward's arithmetic with
+ * the bias, GELU, LayerScale and residual in the GEMM epilogues and nothing
+ * kept for a backward.  x is updated in place (k->xmid is the one other
+ * stream); k->att may alias k->ln1 (the inference-only arena does). */
+static void mama__vit_block_infer(mama_model *m, const mama__vit_block *w, mama__block_acts *k, float *x, int Bv) {
+    mama_backend *be = m->be;
+    int D = m->cfg.vision_dim, H = m->cfg.vision_heads, hd = D / H, rows = Bv * m->n_vtok;
+    be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, x, w->ln1_w, w->ln1_b, rows, D, 1e-6f);
+    mama__linear_fused(m, k->qkv, k->ln1, w->qkv_w, w->qkv_wh, w->qkv_b, 0, NULL, NULL, rows, D, 3 * D);
+    be->attention_forward(be, k->att, k->lse, k->qkv, NULL, Bv, m->n_vtok, H, hd, 0, 1.0f / sqrtf((float)hd), 0.0f, 0);
+    mama__linear_fused(m, k->xmid, k->att, w->proj_w, w->proj_wh, w->proj_b, 0, w->ls1, x, rows, D, D);
+    be->layernorm_forward(be, k->ln1, k->ln1_mean, k->ln1_rstd, k->xmid, w->ln2_w, w->ln2_b, rows, D, 1e-6f);
+    mama__linear_fused(m, k->fc, k->ln1, w->fc1_w, w->fc1_wh, w->fc1_b, 1, NULL, NULL, rows, D, 4 * D);
+    mama__linear_fused(m, x, k->fc, w->fc2_w, w->fc2_wh, w->fc2_b, 0, w->ls2, k->xmid, rows, 4 * D, D);
 }
 
 /* dout -> dx (dx is overwritten); parameter gradients accumulate into gw. */
@@ -7251,8 +7633,10 @@ static mama__local_acts mama__txt_local_acts(mama__acts *a) {
 
 /* Vision tower over Bv images in a->images: patch embedding (as a GEMM over
  * im2col rows), tokens, blocks; then the pooled feature (mean of the
- * pre-norm tokens over ALL tokens) and the global embedding. */
-static void mama__vision_forward(mama_model *m, int Bv) {
+ * pre-norm tokens over ALL tokens) and the global embedding.  infer: the
+ * blocks of mama__vit_block_infer on vres[0] in place (the same values,
+ * nothing kept for a backward), the result copied to vres[depth]. */
+static void mama__vision_forward_ex(mama_model *m, int Bv, int infer) {
     mama_backend *be = m->be;
     mama__acts *a = &m->a;
     const mama_config *c = &m->cfg;
@@ -7262,12 +7646,17 @@ static void mama__vision_forward(mama_model *m, int Bv) {
     mama__linear_forward(be, a->patch_out, a->cols, m->w.patch_w, m->w.patch_b, Bv * N, pdim, D);
     be->vit_tokens_forward(be, a->vres[0], a->patch_out, m->w.cls_token, m->w.register_tokens, m->w.pos_embed,
                            Bv, N, c->registers, D);
-    for (l = 0; l < c->vision_depth; l++)
-        mama__vit_block_forward(m, &m->w.vit[l], &a->vblk[l], a->vres[l], a->vres[l + 1], Bv);
+    for (l = 0; l < c->vision_depth; l++) {
+        if (infer) mama__vit_block_infer(m, &m->w.vit[l], &a->vblk[0], a->vres[0], Bv);
+        else mama__vit_block_forward(m, &m->w.vit[l], &a->vblk[l], a->vres[l], a->vres[l + 1], Bv);
+    }
+    if (infer && a->vres[c->vision_depth] != a->vres[0])
+        be->copy(be, a->vres[c->vision_depth], a->vres[0], sizeof(float) * (size_t)Bv * T * D);
     be->meanpool_forward(be, a->vpooled, a->vres[c->vision_depth], NULL, Bv, T, D);
     mama__linear_forward(be, a->img_g, a->vpooled, m->w.img_global_w, m->w.img_global_b, Bv, D, E);
     be->l2norm_forward(be, a->img_emb, a->img_gnorm, a->img_g, Bv, E);
 }
+static void mama__vision_forward(mama_model *m, int Bv) { mama__vision_forward_ex(m, Bv, 0); }
 
 /* Patch tokens after the (frozen) final norm, for the first B images, and
  * their local embeddings. */
@@ -7831,6 +8220,7 @@ MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const m
                                      mama_losses *out) {
     mama_step_opts ro;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: model and batch are required");
+    if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: the model was created for inference only");
     MAMA_TRY(mama__step_opts_resolve(o, &ro));
     MAMA_TRY(mama__dp_step_begin(m));
     return mama__step(m, b, &ro, 1, accumulate, out);
@@ -7843,6 +8233,7 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
     o.dropout = 0;
     o.late = b && b->ext_images != NULL;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: model and batch are required");
+    if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: the model was created for inference only");
     return mama__step(m, b, &o, 0, 0, out);
 }
 
@@ -7855,6 +8246,37 @@ MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float 
 
 /* ---- 6.3 Encoding only (evaluation mode) ------------------------------- */
 
+/* Robust under load (issue 18 item 5): with another process holding a
+ * core, n OpenMP threads can be far slower than one (each parallel region
+ * waits for a descheduled thread).  The results do not depend on the
+ * thread count (every op's bits are thread-count independent), so a call
+ * may run on either: pick returns 0 (all threads) or 1 (one thread) by the
+ * last measured seconds per item of each, trying the other every 32nd
+ * call so a change of load is noticed; the first call (warm-up) is not
+ * counted.  _done records a call's time and restores the thread count. */
+static int mama__threads_pick(mama_model *m, int *nmax) {
+    int k = 0;
+    *nmax = m->tune_off || !mama__backend_is_host(m->be) ? 0 : mama_num_threads();
+    if (*nmax <= 1) return 0;
+    if (m->tune_calls >= 1) {
+        if (m->tune_sec[0] == 0) k = 0;
+        else if (m->tune_sec[1] == 0) k = 1;
+        else k = (m->tune_sec[1] < m->tune_sec[0]) ^ (m->tune_calls % 32 == 0);
+    }
+    if (k) mama_set_num_threads(1);
+    return k;
+}
+static void mama__threads_done(mama_model *m, int k, int nmax, double sec_per_item) {
+    if (nmax <= 1) return;
+    if (m->tune_calls++ >= 1) m->tune_sec[k] = sec_per_item > 0 ? sec_per_item : 1e-12;
+    if (k) mama_set_num_threads(nmax);
+}
+MAMA_API void mama_model_set_thread_tuning(mama_model *m, int on) {
+    m->tune_off = !on;
+    m->tune_sec[0] = m->tune_sec[1] = 0;
+    m->tune_calls = 0;
+}
+
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled) {
     mama_backend *be = m->be;
     const mama_config *c = &m->cfg;
@@ -7862,8 +8284,14 @@ MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int 
     if (B < 1 || B > 2 * m->max_batch)
         return MAMA_FAIL(MAMA_ERR_INVALID, "mama_encode_images: %d images; at most %d per call for this model", B,
                          2 * m->max_batch);
+    int nmax, k;
+    double t0;
     MAMA_TRY(be->to_device(be, m->a.images, images, sizeof(float) * img * (size_t)B));
-    mama__vision_forward(m, B);
+    k = mama__threads_pick(m, &nmax);
+    t0 = mama_time_seconds();
+    mama__vision_forward_ex(m, B, 1);
+    if (be->sync(be) == MAMA_OK) mama__threads_done(m, k, nmax, (mama_time_seconds() - t0) / B);
+    else mama__threads_done(m, k, nmax, 0);
     if (emb) MAMA_TRY(be->to_host(be, emb, m->a.img_emb, sizeof(float) * (size_t)B * c->embed_dim));
     if (pooled) MAMA_TRY(be->to_host(be, pooled, m->a.vpooled, sizeof(float) * (size_t)B * c->vision_dim));
     return MAMA_OK;
@@ -8170,8 +8598,8 @@ static mama_dtype mama__file_frozen_dtype(const mama_safetensors *st) {
     return MAMA_F32;
 }
 
-MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama_backend *be, int max_batch,
-                                        int frozen_dtype) {
+static mama_status mama__model_load(mama_model **out, const char *path, mama_backend *be, int max_batch,
+                                    int frozen_dtype, int inference) {
     mama_safetensors st;
     mama_config c;
     const char *json;
@@ -8201,6 +8629,7 @@ MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama
     mama_st_close(&st);
     MAMA_TRY(s);
     c.frozen_dtype = frozen_dtype == -1 ? fd : (mama_dtype)frozen_dtype;
+    c.inference = inference;
     /* no random initialisation: the load sets every tensor */
     if ((s = mama__model_create(out, &c, be, max_batch, 0, 0, numel + 1)) == MAMA_ERR_FORMAT) {
         snprintf(src, sizeof src, "%s", strstr(mama_last_error(), "mama_config") ? strstr(mama_last_error(), "mama_config") : "");
@@ -8212,8 +8641,16 @@ MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama
     return s;
 }
 
+MAMA_API mama_status mama_model_load_as(mama_model **out, const char *path, mama_backend *be, int max_batch,
+                                        int frozen_dtype) {
+    return mama__model_load(out, path, be, max_batch, frozen_dtype, 0);
+}
 MAMA_API mama_status mama_model_load(mama_model **out, const char *path, mama_backend *be, int max_batch) {
-    return mama_model_load_as(out, path, be, max_batch, -1);
+    return mama__model_load(out, path, be, max_batch, -1, 0);
+}
+MAMA_API mama_status mama_model_load_inference(mama_model **out, const char *path, mama_backend *be, int max_batch,
+                                               int frozen_dtype) {
+    return mama__model_load(out, path, be, max_batch, frozen_dtype, 1);
 }
 
 /* Add every tensor of the model and the config metadata to a writer.  The
@@ -8262,6 +8699,7 @@ MAMA_API mama_status mama_model_save(const mama_model *m, const char *path) {
 MAMA_API mama_status mama_adamw_init(mama_adamw *o, mama_model *m, float weight_decay) {
     size_t n;
     memset(o, 0, sizeof *o);
+    if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_adamw_init: the model was created for inference only");
     o->beta1 = 0.9f; o->beta2 = 0.999f; o->eps = 1e-8f; o->weight_decay = weight_decay;
     o->be = m->be;
     o->n_train = m->group_numel[MAMA_GROUP_TRAIN];

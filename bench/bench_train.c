@@ -4,7 +4,9 @@
  *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
  *                           [--log 0|1]
- *   build/mama bench encode --config base [--batch 4] [--steps 3]
+ *   build/mama bench encode --config base [--batch 4] [--steps 3] [--save W] [--weights W]
+ *                           [--images F] [--emb-out F] [--inference 0|1] [--kernels REPS]
+ *                           [--dtype f32|bf16|f16] [--tune 0|1]
  *   build/mama bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]
  *
  * `train` times whole steps: forward through both towers, all four losses
@@ -19,7 +21,17 @@
  * host_syncs_per_step=<max over the timed steps>.
  * `encode` times the vision tower alone in eval mode and prints images/s;
  * the text tower is irrelevant to it, so the model is built with a one-layer
- * text tower to keep memory small (the vision tower is the preset's).
+ * text tower to keep memory small (the vision tower is the preset's), and
+ * created for inference only (mama_config.inference; --inference 0: a
+ * model that could train, the old behaviour; --dtype bf16 keeps the
+ * image tower's block matrices in bfloat16, widened while packing);
+ * --save W writes that model (bench/bench_onnx.py exports the same weights
+ * to ONNX), --weights W loads a model file instead, --images F reads the
+ * batch as raw float32 [B, C, S, S] and --emb-out F writes the last pass's
+ * embeddings [B, E] as raw float32 (the comparison with ONNX Runtime);
+ * --tune 0 turns off the per-call choice between all threads and one
+ * (mama_model_set_thread_tuning); --kernels REPS first times the attention against the fc1 GEMM at the
+ * tower's shapes (issue 18: attention at >= 80% of the GEMM rate).
  * `weights` loads a real weights file (e.g. the `base` config with a bf16
  * text tower) and times a zeroshot-style text encode (eval mode) and one
  * training step (train mode, late losses on, dropout off: the gradient
@@ -40,12 +52,31 @@
 #error "define MAMA_BENCH_BACKEND() (a mama_backend *) before including bench/bench_train.c"
 #endif
 
+/* Peak resident memory of this process image: VmHWM where /proc has it
+ * (ru_maxrss would inherit the peak of the process that forked this one). */
 static double bench_peak_rss_mb(void) {
 #if defined(__unix__) || defined(__APPLE__)
     struct rusage ru;
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
+    if (f) fclose(f);
+    if (kb > 0) return kb / 1024.0;
     if (getrusage(RUSAGE_SELF, &ru) == 0) return (double)ru.ru_maxrss / 1024.0; /* KB on Linux */
 #endif
     return -1;
+}
+
+/* CPU seconds of this process (all threads), for rates on a shared machine */
+static double bench_cpu_seconds(void) {
+#if defined(__unix__) || defined(__APPLE__)
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+#endif
+    return 0;
 }
 
 static int bench_cmp_double(const void *a, const void *b) {
@@ -184,34 +215,115 @@ static int mama_bench_train_main(int argc, char **argv) {
     return 0;
 }
 
+/* raw float32 file <-> buffer (bench encode's --images / --emb-out) */
+static int bench_raw_io(const char *path, float *x, size_t n, int write) {
+    FILE *f = fopen(path, write ? "wb" : "rb");
+    size_t got;
+    if (!f) { fprintf(stderr, "mama bench: cannot open %s\n", path); return 1; }
+    got = write ? fwrite(x, sizeof(float), n, f) : fread(x, sizeof(float), n, f);
+    fclose(f);
+    if (got != n) { fprintf(stderr, "mama bench: %s: %zu of %zu floats\n", path, got, n); return 1; }
+    return 0;
+}
+
+/* The vision tower's attention against its GEMMs at the config's shapes
+ * (B images of T tokens): attention_forward on [B*T, 3D] and the fc1 GEMM
+ * [B*T, D] x [D, 4D], alternately, `reps` times each, best of each;
+ * attention FLOPs 4 B H T^2 hd (QK^T and PV), GEMM 2 M N K. */
+static void bench_kernels(const mama_config *c, int B, int reps) {
+    mama_backend *be = MAMA_BENCH_BACKEND();
+    int N = (c->image_size / c->patch_size) * (c->image_size / c->patch_size), T = 1 + c->registers + N;
+    int D = c->vision_dim, H = c->vision_heads, hd = D / H, M = B * T, r;
+    size_t nq = (size_t)M * 3 * D, nw = (size_t)4 * D * D, no = (size_t)M * 4 * D, i;
+    float *h = (float *)malloc(sizeof(float) * (nq > nw ? nq : nw)), *qkv, *w, *x, *out, *lse;
+    double ta = 1e30, tg = 1e30, fa = 4.0 * B * H * (double)T * T * hd, fg = 2.0 * M * 4.0 * D * D;
+    mama_rng rng;
+    if (!h || be->alloc(be, (void **)&qkv, sizeof(float) * nq) || be->alloc(be, (void **)&w, sizeof(float) * nw) ||
+        be->alloc(be, (void **)&x, sizeof(float) * (size_t)M * D) || be->alloc(be, (void **)&out, sizeof(float) * no) ||
+        be->alloc(be, (void **)&lse, sizeof(float) * (size_t)B * H * T)) { fprintf(stderr, "mama: out of memory\n"); return; }
+    mama_rng_seed(&rng, 7);
+    for (i = 0; i < nq; i++) h[i] = 2 * mama_rng_uniform(&rng) - 1;
+    be->to_device(be, qkv, h, sizeof(float) * nq);
+    be->to_device(be, w, h, sizeof(float) * nw);
+    be->to_device(be, x, h, sizeof(float) * (size_t)M * D);
+    for (r = 0; r <= reps; r++) { /* rep 0 warms up */
+        double t0 = mama_time_seconds(), t1, t2;
+        be->attention_forward(be, out, lse, qkv, NULL, B, T, H, hd, 0, 1.0f / sqrtf((float)hd), 0.0f, 0);
+        be->sync(be);
+        t1 = mama_time_seconds();
+        be->gemm(be, 0, 1, M, 4 * D, D, 1.0f, x, D, w, D, 0.0f, out, 4 * D);
+        be->sync(be);
+        t2 = mama_time_seconds();
+        if (r > 0 && t1 - t0 < ta) ta = t1 - t0;
+        if (r > 0 && t2 - t1 < tg) tg = t2 - t1;
+    }
+    printf("kernels: attention (B=%d T=%d H=%d hd=%d) %.1f GFLOP/s, GEMM fc1 (%d x %d x %d) %.1f GFLOP/s, "
+           "attention at %.0f%% of the GEMM rate (best of %d alternating)\n", B, T, H, hd, fa / ta / 1e9, M, 4 * D, D,
+           fg / tg / 1e9, 100.0 * (fa / ta) / (fg / tg), reps);
+    printf("attention_vs_gemm=%.3f\n", (fa / ta) / (fg / tg));
+    be->free(be, qkv); be->free(be, w); be->free(be, x); be->free(be, out); be->free(be, lse);
+    free(h);
+}
+
 static int mama_bench_encode_main(int argc, char **argv) {
-    const char *preset = bench_opt(argc, argv, "--config", "base");
+    const char *preset = bench_opt(argc, argv, "--config", "base"), *wpath = bench_opt(argc, argv, "--weights", NULL);
+    const char *save = bench_opt(argc, argv, "--save", NULL), *inp = bench_opt(argc, argv, "--images", NULL);
+    const char *eout = bench_opt(argc, argv, "--emb-out", NULL);
     int B = atoi(bench_opt(argc, argv, "--batch", "4"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "3"));
+    int inference = atoi(bench_opt(argc, argv, "--inference", "1"));
+    int kernels = atoi(bench_opt(argc, argv, "--kernels", "0"));
+    const char *dts = bench_opt(argc, argv, "--dtype", "f32");
+    int dt = !strcmp(dts, "bf16") ? MAMA_BF16 : !strcmp(dts, "f16") ? MAMA_F16 : MAMA_F32;
     mama_config c;
+    const mama_config *mc;
     mama_model *m = NULL;
+    mama_status st;
     float *images, *ext, *emb;
     int *ids, *mask, s;
-    double best = 1e30;
-    if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
-    c.text_depth = 1;           /* encode touches only the vision tower */
-    c.vocab_size = 64; c.bos_id = 58; c.eos_id = 57; c.pad_id = 59; c.sep_id = 61;
-    if (mama_model_create(&m, &c, MAMA_BENCH_BACKEND(), (B + 1) / 2, 1) != MAMA_OK) {
+    double best = 1e30, best_cpu = 1e30, t0 = mama_time_seconds();
+    if (B < 1) B = 1;
+    if (wpath) {
+        st = inference ? mama_model_load_inference(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2, dt)
+                       : mama_model_load(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2);
+    } else {
+        if (mama_config_preset(&c, preset) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
+        c.text_depth = 1;           /* encode touches only the vision tower */
+        c.text_dim = 64; c.text_heads = 1;
+        c.vocab_size = 64; c.bos_id = 58; c.eos_id = 57; c.pad_id = 59; c.sep_id = 61;
+        c.inference = inference && !save;
+        if (c.inference) c.frozen_dtype = (mama_dtype)dt;
+        st = mama_model_create(&m, &c, MAMA_BENCH_BACKEND(), (B + 1) / 2, 1);
+    }
+    if (st != MAMA_OK || (save && mama_model_save(m, save) != MAMA_OK)) {
         fprintf(stderr, "mama: %s\n", mama_last_error());
+        mama_model_free(m);
         return 1;
     }
-    if (bench_make_batch(&c, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
-    emb = (float *)malloc(sizeof(float) * (size_t)B * c.embed_dim);
-    printf("bench encode: config %s (vision %dpx, D=%d, depth %d), batch %d, %d threads\n", preset, c.image_size,
-           c.vision_dim, c.vision_depth, B, mama_num_threads());
+    mc = mama_model_config(m);
+    mama_model_set_thread_tuning(m, atoi(bench_opt(argc, argv, "--tune", "1")));
+    if (kernels > 0) bench_kernels(mc, B, kernels);
+    if (bench_make_batch(mc, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
+    if (inp && bench_raw_io(inp, images, (size_t)B * mc->in_chans * mc->image_size * mc->image_size, 0)) return 1;
+    emb = (float *)malloc(sizeof(float) * (size_t)B * mc->embed_dim);
+    printf("bench encode: %s %s (vision %dpx, D=%d, depth %d), batch %d, %d threads, %s model, block weights %s, "
+           "ready in %.1f s, peak host memory %.0f MB\n", wpath ? "weights" : "config", wpath ? wpath : preset,
+           mc->image_size, mc->vision_dim, mc->vision_depth, B, mama_num_threads(),
+           mc->inference ? "inference-only" : "training", mc->inference ? mama_dtype_name(mc->frozen_dtype) : "F32",
+           mama_time_seconds() - t0, bench_peak_rss_mb());
     for (s = 0; s < steps; s++) {
-        double t0 = mama_time_seconds(), dt;
+        double dt, c0 = bench_cpu_seconds();
+        t0 = mama_time_seconds();
         if (mama_encode_images(m, images, B, emb, NULL) != MAMA_OK) { fprintf(stderr, "mama: %s\n", mama_last_error()); return 1; }
         dt = mama_time_seconds() - t0;
-        printf("pass %d: %.2f s (%.2f images/s)\n", s, dt, B / dt);
+        c0 = bench_cpu_seconds() - c0;
+        printf("pass %d: %.2f s (%.2f images/s), %.2f CPU s\n", s, dt, B / dt, c0);
         if (dt < best) best = dt;
+        if (c0 > 0 && c0 < best_cpu) best_cpu = c0;
     }
-    printf("encode_images_per_s=%.3f\n", B / best);
+    if (steps > 0 && eout && bench_raw_io(eout, emb, (size_t)B * mc->embed_dim, 1)) return 1;
+    printf("peak host memory %.0f MB\n", bench_peak_rss_mb());
+    if (steps > 0) printf("encode_images_per_cpu_s=%.3f\nencode_images_per_s=%.3f\n", B / best_cpu, B / best);
     free(images); free(ext); free(ids); free(mask); free(emb);
     mama_model_free(m);
     return 0;

@@ -1220,6 +1220,14 @@ static const cli_flag bench_encode_flags[] = {
     CLI_CH("--config", CLI_CONFIGS, "base", "model preset"),
     CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 4, "batch"),
     CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 3, "timed steps"),
+    CLI_STR("--weights", "PATH", 0, NULL, "encode with these weights (default: a random model of --config)"),
+    CLI_STR("--save", "PATH", 0, NULL, "save the random model first (for bench/bench_onnx.py)"),
+    CLI_STR("--images", "PATH", 0, NULL, "the input batch as raw float32 [B, 3, S, S] (default: random)"),
+    CLI_STR("--emb-out", "PATH", 0, NULL, "write the embeddings as raw float32"),
+    CLI_CH("--inference", "0|1", "1", "1: an inference-only model (no backward state, fused epilogues)"),
+    CLI_CH("--dtype", "f32|bf16|f16", "f32", "inference-only: the image tower's weights in memory"),
+    CLI_NUM("--kernels", CLI_INT, 0, 1000000, 0, 0, "also time attention vs the fc1 GEMM, this many repetitions"),
+    CLI_CH("--tune", "0|1", "1", "1: pick all threads or one, whichever was faster lately"),
     CLI_END};
 static const cli_flag bench_weights_flags[] = {
     CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the weights file"),
