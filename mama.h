@@ -6198,6 +6198,7 @@ MAMA_API mama_status mama_config_validate(const mama_config *c) {
                 "config: head dimension above 256 is not supported");
     MAMA__CHECK(c->in_chans == 1 || c->in_chans == 3, "config: in_chans must be 1 or 3 (got %d)", c->in_chans);
     MAMA__CHECK(c->text_mode >= MAMA_TEXT_FULL && c->text_mode <= MAMA_TEXT_FROZEN, "config: bad text_mode %d", (int)c->text_mode);
+    MAMA__CHECK(c->inference == 0 || c->inference == 1, "config: inference must be 0 or 1 (got %d)", c->inference);
     MAMA__CHECK(c->frozen_dtype == MAMA_F32 || c->frozen_dtype == MAMA_BF16 || c->frozen_dtype == MAMA_F16,
                 "config: frozen_dtype must be F32, BF16 or F16 (got %d)", (int)c->frozen_dtype);
     MAMA__CHECK(c->text_mode != MAMA_TEXT_LORA || c->lora_rank > 0, "config: lora_rank must be positive in lora mode");
