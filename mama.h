@@ -1389,6 +1389,10 @@ typedef struct mama_model mama_model;
  * on backend `be` for batches of up to `max_batch` captions/images. */
 MAMA_API mama_status mama_model_create(mama_model **m, const mama_config *c, mama_backend *be,
                                        int max_batch, uint64_t seed);
+/* Bytes of the activation arena a model of config c and max_batch would
+ * allocate (2 max_batch images, max_batch captions; 0 on a bad config),
+ * e.g. base: 50.6 GB at max_batch 16, tiny: 0.63 GB at 32. */
+MAMA_API size_t mama_model_arena_bytes(const mama_config *c, int max_batch);
 MAMA_API void mama_model_free(mama_model *m);
 MAMA_API const mama_config *mama_model_config(const mama_model *m);
 MAMA_API int mama_model_param_count(const mama_model *m);
@@ -14409,6 +14413,24 @@ done:
     mama_free(vf); mama_free(vprobs); mama_free(best_vis); mama_free(best_W); mama_free(best_b);
     if (s != MAMA_OK) mama_eval_result_free(out);
     return s;
+}
+
+MAMA_API size_t mama_model_arena_bytes(const mama_config *c, int max_batch) {
+    mama_model m;
+    size_t n = 0;
+    memset(&m, 0, sizeof m);
+    if (!c || max_batch < 1 || mama_config_validate(c) != MAMA_OK) { mama_clear_error(); return 0; }
+    m.cfg = *c;
+    m.max_batch = max_batch;
+    m.n_patches = (c->image_size / c->patch_size) * (c->image_size / c->patch_size);
+    m.n_vtok = 1 + c->registers + m.n_patches;
+    if (mama_calloc((void **)&m.a.vres, sizeof(float *) * (size_t)(c->vision_depth + 1), "arena size") == MAMA_OK &&
+        mama_calloc((void **)&m.a.tres, sizeof(float *) * (size_t)(c->text_depth + 1), "arena size") == MAMA_OK &&
+        mama_calloc((void **)&m.a.vblk, sizeof *m.a.vblk * (size_t)c->vision_depth, "arena size") == MAMA_OK &&
+        mama_calloc((void **)&m.a.tblk, sizeof *m.a.tblk * (size_t)c->text_depth, "arena size") == MAMA_OK)
+        n = sizeof(float) * mama__layout_acts(&m, NULL);
+    mama_free(m.a.vres); mama_free(m.a.tres); mama_free(m.a.vblk); mama_free(m.a.tblk);
+    return n;
 }
 
 /* ---- 11.5c Prediction (mama predict) ------------------------------------ */
