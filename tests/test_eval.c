@@ -303,6 +303,14 @@ static int test_main(void) {
         printf("FAIL setup: %s\n", mama_last_error());
         return 1;
     }
+    {   /* the arena a model allocates, measured without one */
+        mama_config b;
+        mama_config_preset(&b, "base");
+        test_report(mama_model_arena_bytes(&c, 4) == sizeof(float) * m->arena_floats &&
+                    mama_model_arena_bytes(&b, 16) > 50000000000.0 && mama_model_arena_bytes(&b, 1) < 4000000000.0,
+                    "arena_bytes", "tiny at max_batch 4: %zu bytes == the model's arena; base: %.1f GB at 16, %.2f GB at 1",
+                    mama_model_arena_bytes(&c, 4), mama_model_arena_bytes(&b, 16) / 1e9, mama_model_arena_bytes(&b, 1) / 1e9);
+    }
     test_balanced(m, d);
     test_zeroshot_opts(m, d);
     test_head_predict(m, d);
