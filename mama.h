@@ -101,7 +101,7 @@
  *                     mama_manifest_* (the CSV, splits, studies)          -> 7
  *  1.11 config        mama_config_preset ("tiny" "small" "base"),
  *                     mama_config_validate, mama_config_to/from_json      -> 4.1
- *  1.12 model         mama_model_create/_free, _load(_as), _save,
+ *  1.12 model         mama_model_create/_free, _load(_as), _save, _arena_bytes,
  *                     _load_weights, _param(_count), _find_param,
  *                     _params, _grads, _numel                             -> 4, 6.4
  *  1.13 step          mama_batch, mama_step_opts_default, mama_model_step,
@@ -112,12 +112,16 @@
  *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
  *                     mama_dataset_image, mama_dataset_caption, _split,
  *                     _pretrain_split, _skipped_reasons, _other_view,
- *                     mama_tokenizer_check_config                         -> 10
+ *                     mama_tokenizer_check_config, _fingerprint,
+ *                     mama_model_set_tokenizer, _tokenizer, _check_tokenizer -> 10
  *  1.16 pretraining   mama_pretrain_opts_default, mama_pretrain,
  *                     mama_checkpoint_save/_load                          -> 11.1-11.2
- *  1.17 evaluation    mama_metrics_compute, mama_zeroshot,
+ *  1.17 evaluation    mama_metrics_compute, mama_zeroshot(_ex), mama_eval_opts,
+ *                     mama_task_class_name, mama_task_parse_classes,
  *                     mama_probe_opts_default, mama_linear_probe,
- *                     mama_finetune, mama_retrieval_eval, mama_metrics_*  -> 11.3-11.7
+ *                     mama_finetune, mama_head_save/_load/_apply/_free,
+ *                     mama_predict(_file), mama_retrieval_eval,
+ *                     mama_metrics_*                                      -> 11.3-11.7
  *  1.18 explaining    mama_sla_maps                                       -> 11.8
  *  1.19 data parallel mama_comm_single, mama_comm_free (MPI: mama_mpi.h),
  *                     mama_model_set_comm, mama_model_allreduce_grads ... -> 12
@@ -1807,7 +1811,9 @@ typedef struct mama_probe_opts {
 /* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_probe_opts_default(mama_probe_opts *o);
 /* Linear probe on the frozen image encoder's pooled feature: train on the
- * train split with class-balanced sampling, evaluate on `eval_split`. */
+ * train split with class-balanced sampling, evaluate on `eval_split` (the
+ * balanced subset and the classes of o->eval; the classes apply to
+ * training too).  out->head is the trained classifier (mama_head_save). */
 MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
                                        const mama_probe_opts *o, mama_split eval_split, mama_eval_result *out);
 
@@ -1820,7 +1826,11 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
  * weights and classifier with the lowest (the earliest on ties) are kept in
  * memory, restored at the end (so the model holds them on return) and
  * evaluated on `eval_split` (out->best_step says which step).  Without
- * labelled val images there is no selection (the last weights). */
+ * labelled val images there is no selection (the last weights).  A batch
+ * larger than the model takes at once (2 max_batch images) goes through
+ * the tower in chunks (gradients summed: the same step, up to rounding), so
+ * batch 72 fits any max_batch.  out->head as for the probe (finetuned = 1;
+ * it belongs with the weights the model now holds). */
 MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot_task task, const mama_probe_opts *o,
                                    mama_split eval_split, mama_eval_result *out);
 
