@@ -1548,6 +1548,7 @@ MAMA_API int mama_dataset_split(const mama_dataset *d, mama_split s, const int *
  * may be NULL).  mama_dataset_create checks its tokenizer this way. */
 MAMA_API mama_status mama_tokenizer_check_config(const mama_tokenizer *t, const char *t_name, const mama_config *c,
                                                  const char *c_name);
+MAMA_API int mama_dataset_pretrain_split(const mama_dataset *d, mama_split s, const int **indices);
 /* The tokenizer a model was trained with.  A fingerprint identifies a
  * tokenizer's vocabulary and merges: "v<vocab size>-<16 hex digits>" (a
  * 64-bit hash of every token's bytes in id order, the merges and the
@@ -1566,7 +1567,6 @@ MAMA_API mama_status mama_tokenizer_fingerprint(const mama_tokenizer *t, char *o
 MAMA_API mama_status mama_model_set_tokenizer(mama_model *m, const char *path, const mama_tokenizer *t);
 MAMA_API const char *mama_model_tokenizer(const mama_model *m, const char **abs_path, const char **fingerprint);
 MAMA_API mama_status mama_model_check_tokenizer(const mama_model *m, const mama_tokenizer *t, const char *t_name);
-MAMA_API int mama_dataset_pretrain_split(const mama_dataset *d, mama_split s, const int **indices);
 /* Bad manifest rows plus images that could not be decoded, skipped with
  * skip_bad_rows (bad_rows + unreadable of the reasons below). */
 MAMA_API int mama_dataset_skipped(const mama_dataset *d);

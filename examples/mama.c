@@ -763,14 +763,16 @@ static mama_split parse_split(const char *name) {
     return !strcmp(name, "train") ? MAMA_SPLIT_TRAIN : !strcmp(name, "val") ? MAMA_SPLIT_VAL : MAMA_SPLIT_TEST;
 }
 
-/* --max-batch, or the largest of 32, 31, .. whose activation arena fits
- * CLI_ARENA_BUDGET (base: 2), said when it is less than 32; 0 after a message. */
+/* --max-batch, or the largest of 32 (finetune: enough for its --batch in
+ * one pass, 36 for 72), 31, .. whose activation arena fits CLI_ARENA_BUDGET
+ * (base: 2), said when lowered; 0 after a message. */
 #define CLI_ARENA_BUDGET 8e9
 static int eval_max_batch(const cli_args *a, const char *weights) {
     mama_safetensors st;
     mama_config c;
     const char *json;
-    int mb = 32;
+    int mb = 32, want;
+    if (!strcmp(a->cmd->name, "finetune") && (want = ((int)cli_num(a, "--batch") + 1) / 2) > mb) mb = want;
     if (cli_given(a, "--max-batch")) return (int)cli_num(a, "--max-batch");
     memset(&st, 0, sizeof st);
     if (mama_st_open(&st, weights) != MAMA_OK) return fail(), 0;
@@ -779,10 +781,11 @@ static int eval_max_batch(const cli_args *a, const char *weights) {
     json = mama_st_meta(&st, "mama_config");
     if (json && mama_config_from_json(&c, json, weights) != MAMA_OK) { mama_st_close(&st); return fail(), 0; }
     mama_st_close(&st);
+    want = mb;
     while (mb > 1 && (double)mama_model_arena_bytes(&c, mb) > CLI_ARENA_BUDGET) mb--;
-    if (mb < 32 && g_rank == 0)
-        fprintf(stderr, "mama: --max-batch %d (an activation arena of %.1f GB; 32 would take %.1f GB); give --max-batch "
-                "to change it\n", mb, mama_model_arena_bytes(&c, mb) / 1e9, mama_model_arena_bytes(&c, 32) / 1e9);
+    if (mb < want && g_rank == 0)
+        fprintf(stderr, "mama: --max-batch %d (an activation arena of %.1f GB; %d would take %.1f GB); give --max-batch "
+                "to change it\n", mb, mama_model_arena_bytes(&c, mb) / 1e9, want, mama_model_arena_bytes(&c, want) / 1e9);
     return mb;
 }
 
@@ -1412,7 +1415,7 @@ static const cli_flag eval_flags[] = {
     CLI_CH("--split", CLI_SPLITS, "test", "the split evaluated"),
     CLI_STR("--json", "OUT", 0, NULL, "write the metrics as JSON"),
     CLI_STR("--png", "PREFIX", 0, NULL, "confusion matrices to PREFIX_TASK.png"),
-    CLI_NUMT("--max-batch", CLI_INT, 1, 65536, 0, "32, less where the activations pass 8 GB",
+    CLI_NUMT("--max-batch", CLI_INT, 1, 65536, 0, "32 (finetune: --batch/2), less where the activations pass 8 GB",
              "the model's largest batch"),
     CLI_NUMT("--balanced-test", CLI_FLOAT, 0, 1, CLI_LO_OPEN, "off: every image",
              "evaluate a class-balanced subset of this fraction (the paper's EMBED test sets: 0.1)"),
