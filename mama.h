@@ -13811,7 +13811,7 @@ MAMA_API void mama_eval_result_free(mama_eval_result *r) {
 /* The options rule on mama_eval_opts for a task, then the checks. */
 static mama_status mama__eval_opts_resolve(const mama_eval_opts *in, mama_zeroshot_task task, mama_eval_opts *o) {
     int K = mama_zeroshot_num_classes(task), k, n = 0;
-    if (in) *o = *in; else memset(o, 0, sizeof *o);
+    if (!in) memset(o, 0, sizeof *o); else if (in != o) *o = *in;
     o->balanced_test = mama__opt_float(o->balanced_test, 0.0f);
     if (!o->subset_seed) o->subset_seed = MAMA_EVAL_DEFAULT_SUBSET_SEED;
     o->double_softmax = mama__opt_flag(o->double_softmax, 0);
@@ -14018,7 +14018,7 @@ done:
 /* The options rule (6.1b) on every field (all of them filled before the
  * checks), then the checks. */
 static mama_status mama__eval_opts_resolve(const mama_eval_opts *in, mama_zeroshot_task task, mama_eval_opts *o);
-static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_zeroshot_task task, mama_probe_opts *o) {
+static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_probe_opts *o) {
     mama_probe_opts z;
     if (in) z = *in; else memset(&z, 0, sizeof z); /* (in may be o) */
     in = &z;
@@ -14034,7 +14034,7 @@ static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_zero
     o->seed = in->seed ? in->seed : MAMA_PROBE_DEFAULT_SEED;
     o->quiet = mama__opt_flag(in->quiet, 0);
     o->val_every = in->val_every < 0 ? MAMA_OFF : in->val_every; /* 0: the default rule (steps / 10) */
-    MAMA_TRY(mama__eval_opts_resolve(&in->eval, task, &o->eval));
+    MAMA_TRY(mama__eval_opts_resolve(&in->eval, MAMA_ZEROSHOT_BIRADS, &o->eval)); /* the task's classes: below */
     if (o->steps < 1 || o->batch < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "probe: steps and batch must be >= 1");
     if (!(o->lr >= 0) || !(o->lr_floor >= 0) || !(o->momentum >= 0) || !(o->weight_decay >= 0))
         return MAMA_FAIL(MAMA_ERR_INVALID, "probe: lr, lr_floor, momentum and weight_decay must be numbers >= 0");
@@ -14042,7 +14042,7 @@ static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_zero
 }
 
 MAMA_API void mama_probe_opts_default(mama_probe_opts *o) {
-    mama__probe_opts_resolve(NULL, MAMA_ZEROSHOT_BIRADS, o);
+    mama__probe_opts_resolve(NULL, o);
 }
 
 /* One SGD step of the linear classifier (W [K, D], b [K]) on a batch of
@@ -14185,7 +14185,8 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
     mama_status s;
     double t0 = mama_time_seconds();
     memset(out, 0, sizeof *out);
-    MAMA_TRY(mama__probe_opts_resolve(opts, task, &ro));
+    MAMA_TRY(mama__probe_opts_resolve(opts, &ro));
+    MAMA_TRY(mama__eval_opts_resolve(&ro.eval, task, &ro.eval));
     MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &o->eval, 0, &tr));
     K = tr.K;
 #define MAMA__A(p, n) if ((s = mama_calloc((void **)&(p), (n), "linear probe")) != MAMA_OK) goto done
@@ -14252,7 +14253,7 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
                                    mama_split eval_split, mama_eval_result *out) {
     mama_probe_opts ro;          /* the resolved options (section 1's rule) */
     const mama_probe_opts *o = &ro;
-    mama_status rs = mama__probe_opts_resolve(opts, task, &ro);
+    mama_status rs = mama__probe_opts_resolve(opts, &ro);
     mama_backend *be = m->be;
     const mama_config *c = mama_model_config(m);
     const mama_param_info *head = mama_model_find_param(m, "img_encoder_q.global_embed.weight");
@@ -14284,7 +14285,7 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     long best_step = 0, val_every = o->val_every > 0 ? o->val_every : o->steps / 10 > 0 ? o->steps / 10 : 1;
     memset(&va, 0, sizeof va);
     memset(out, 0, sizeof *out);
-    if (rs != MAMA_OK) return rs;
+    if (rs != MAMA_OK || (rs = mama__eval_opts_resolve(&ro.eval, task, &ro.eval)) != MAMA_OK) return rs;
     /* the vision tower's trainable tensors lead the [train] group, up to the global head */
     if (!head || head->group != MAMA_GROUP_TRAIN) return MAMA_FAIL(MAMA_ERR_INVALID, "finetune: unexpected parameter layout");
     n_vis = head->offset;
