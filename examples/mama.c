@@ -182,11 +182,11 @@ static void cli_describe(const cli_flag *f, char *buf, size_t cap) {
     const char *what = f->kind == CLI_FLOAT ? "a number" : "a whole number";
     int has_lo = f->lo > -CLI_INF, has_hi = f->hi < CLI_INF && !(f->kind == CLI_INT && f->hi >= 2147483647.0);
     if (f->kind == CLI_U64) snprintf(buf, cap, "a whole number >= 0");
-    else if (has_lo && has_hi)
-        snprintf(buf, cap, "%s in %c%g, %g%c", what, f->bits & CLI_LO_OPEN ? '(' : '[', f->lo, f->hi,
+    else if (has_lo && has_hi) /* (%.15g: whole bounds such as 1e12 written out) */
+        snprintf(buf, cap, "%s in %c%.15g, %.15g%c", what, f->bits & CLI_LO_OPEN ? '(' : '[', f->lo, f->hi,
                  f->bits & CLI_HI_OPEN ? ')' : ']');
-    else if (has_lo) snprintf(buf, cap, "%s %s %g", what, f->bits & CLI_LO_OPEN ? ">" : ">=", f->lo);
-    else if (has_hi) snprintf(buf, cap, "%s %s %g", what, f->bits & CLI_HI_OPEN ? "<" : "<=", f->hi);
+    else if (has_lo) snprintf(buf, cap, "%s %s %.15g", what, f->bits & CLI_LO_OPEN ? ">" : ">=", f->lo);
+    else if (has_hi) snprintf(buf, cap, "%s %s %.15g", what, f->bits & CLI_HI_OPEN ? "<" : "<=", f->hi);
     else snprintf(buf, cap, "%s", what);
 }
 
@@ -213,7 +213,7 @@ static int cli_choice_ok(const char *choices, const char *v) {
 }
 
 /* One value against its row; 0 after a message naming the flag. */
-static int cli_value(const cli_args *a, int k, const char *s) {
+static int cli_value(cli_args *a, int k, const char *s) {
     const cli_flag *f = a->flag[k];
     char *end = NULL, want[96];
     double x = 0;
@@ -230,7 +230,7 @@ static int cli_value(const cli_args *a, int k, const char *s) {
     else if (f->kind == CLI_U64) {
         unsigned long long u = strtoull(s, &end, 10);
         ok = isdigit((unsigned char)s[0]) && !*end && errno == 0;
-        ((cli_args *)a)->u64[k] = (uint64_t)u;
+        a->u64[k] = (uint64_t)u;
         x = (double)u;
     } else if (f->kind == CLI_FLOAT) {
         x = strtod(s, &end);
@@ -247,7 +247,7 @@ static int cli_value(const cli_args *a, int k, const char *s) {
         fprintf(stderr, "mama %s: %s wants %s (got '%s')\n", a->cmd->name, f->name, want, s);
         return 0;
     }
-    ((cli_args *)a)->num[k] = x;
+    a->num[k] = x;
     return 1;
 }
 
@@ -413,17 +413,19 @@ static const char *const cli_api_words[][2] = {
     {"late_loss", "--late-loss"},      {"caption_mask_p", "--mask"},
     {"clip_grad", "--clip"},           {"val_every", "--val-every"},
     {"best_checkpoint", "--best"},     {"log_csv", "--log"},
-    {"warmup", "--warmup"},            {NULL, NULL}};
+    {"warmup", "--warmup"},            {"(steps ", "(--steps "},
+    {"of steps)", "of --steps)"},      {NULL, NULL}};
 
 static void cli_print_error(const char *msg) {
     const char *p = msg;
-    fputs("mama: error: ", stderr);
     while (*p) {
         int w, hit = 0;
-        int boundary = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '-' || p[-1] == '.');
+        int boundary = p == msg || !(isalnum((unsigned char)p[-1]) || strchr("_-./", p[-1]));
         for (w = 0; boundary && cli_api_words[w][0]; w++) {
             size_t n = strlen(cli_api_words[w][0]);
-            if (!strncmp(p, cli_api_words[w][0], n) && !isalnum((unsigned char)p[n]) && p[n] != '_') {
+            char last = cli_api_words[w][0][n - 1];
+            if (!strncmp(p, cli_api_words[w][0], n) &&
+                (!(isalnum((unsigned char)last) || last == '_') || (!isalnum((unsigned char)p[n]) && p[n] != '_'))) {
                 fputs(cli_api_words[w][1], stderr);
                 p += n;
                 hit = 1;
@@ -436,6 +438,7 @@ static void cli_print_error(const char *msg) {
 }
 
 static int fail(void) {
+    fputs("mama: error: ", stderr);
     cli_print_error(mama_last_error());
     return 1;
 }
@@ -669,6 +672,54 @@ static int cmd_synth(const cli_args *a) {
     return 0;
 }
 
+/* Before the first step, so that nothing is lost and nothing fails late
+ * (issue 16 item 3): an existing --out is replaced only with --overwrite
+ * (--resume continues it, and wants it to exist); --out, --best and --log
+ * must be writable (a temporary file is created beside each and removed;
+ * an existing file must open for writing without being changed). */
+static int cli_file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL || errno == EACCES; /* (ENOENT, ENOTDIR: not there) */
+}
+static int cli_writable(const char *flag, const char *path) {
+    mama_atomic_file af;
+    FILE *f;
+    if (mama_atomic_open(&af, path) != MAMA_OK) {
+        fprintf(stderr, "mama pretrain: %s %s cannot be written: ", flag, path);
+        cli_print_error(mama_last_error());
+        return 0;
+    }
+    mama_atomic_abort(&af);
+    if (cli_file_exists(path)) {
+        if (!(f = fopen(path, "r+b"))) {
+            fprintf(stderr, "mama pretrain: %s %s cannot be written: %s\n", flag, path, strerror(errno));
+            return 0;
+        }
+        fclose(f);
+    }
+    return 1;
+}
+static int pretrain_preflight(const cli_args *a, const mama_pretrain_opts *o) {
+    int exists = cli_file_exists(o->checkpoint), resume = cli_given(a, "--resume");
+    if (resume && cli_given(a, "--overwrite")) {
+        fprintf(stderr, "mama pretrain: --resume continues %s, --overwrite replaces it: give one\n", o->checkpoint);
+        return 0;
+    }
+    if (resume && !exists) {
+        fprintf(stderr, "mama pretrain: --resume: %s does not exist (%s); without --resume a new run starts there\n",
+                o->checkpoint, strerror(errno));
+        return 0;
+    }
+    if (exists && !resume && !cli_given(a, "--overwrite")) {
+        fprintf(stderr, "mama pretrain: --out %s exists: --resume continues that run, --overwrite replaces it\n",
+                o->checkpoint);
+        return 0;
+    }
+    return cli_writable("--out", o->checkpoint) && (!o->best_checkpoint || cli_writable("--best", o->best_checkpoint)) &&
+           (!o->log_csv || cli_writable("--log", o->log_csv));
+}
+
 static int cmd_pretrain(const cli_args *a) {
     mama_config cfg;
     mama_model *m = NULL;
@@ -687,6 +738,7 @@ static int cmd_pretrain(const cli_args *a) {
     cli_opt_int(a, "--batch", &o.batch);
     cli_opt_int(a, "--accum", &o.accum);
     cli_opt_float(a, "--lr", &o.lr);
+    o.warmup = o.late_loss = 0; /* unless given: fractions of --steps (the library's rule) */
     cli_opt_long(a, "--warmup", &o.warmup);
     cli_opt_long(a, "--late-loss", &o.late_loss);
     cli_opt_u64(a, "--seed", &o.seed);
@@ -701,6 +753,7 @@ static int cmd_pretrain(const cli_args *a) {
     if (cli_given(a, "--no-sym")) o.use_sym = MAMA_OFF;
     if (cli_given(a, "--no-sla")) o.use_sla = MAMA_OFF;
     o.no_overlap = cli_given(a, "--no-overlap");
+    if (!pretrain_preflight(a, &o)) return 2;
     if (!init && !cli_given(a, "--tokenizer")) { /* the default must fit --config, checked before the model exists */
         mama_tokenizer *t = NULL;
         const char *tp = tokenizer_path(a, NULL, NULL, tokbuf, sizeof tokbuf);
@@ -1328,6 +1381,9 @@ static int cmd_bench_weights(const cli_args *a) { return cmd_bench_run(a, mama_b
  * range is the one the parser enforces.  Shared groups first.
  * ========================================================================== */
 #define CLI_INT_MAX 2147483647.0
+#define CLI_MAX_BATCH 4096 /* mama_model_create's max_batch range */
+#define CLI_STRINGIFY(x) #x
+#define CLI_XSTR(x) CLI_STRINGIFY(x)
 #define CLI_SPLITS "test|val|train"
 #define CLI_TASKS "all|birads|density|cancer"
 #define CLI_CONFIGS "tiny|small|base"
@@ -1384,20 +1440,22 @@ static const cli_flag pretrain_flags[] = {
     CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "the checkpoint (safetensors), written at the end and every --checkpoint-every"),
     CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset (without --init)"),
     CLI_STR("--init", "PATH", 0, NULL, "start from these weights instead of a fresh --config model"),
-    CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_STEPS, "optimiser steps"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_BATCH, "images per micro-batch (per rank)"),
+    CLI_NUM("--steps", CLI_LONG, 1, 1e12, 0, MAMA_PRETRAIN_DEFAULT_STEPS, "optimiser steps"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, MAMA_PRETRAIN_DEFAULT_BATCH, "images per micro-batch (per rank)"),
     CLI_NUM("--accum", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_ACCUM, "micro-batches per optimiser step"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, MAMA_PRETRAIN_DEFAULT_LR, "peak learning rate"),
-    CLI_NUM("--warmup", CLI_LONG, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_WARMUP, "linear warm-up steps (0: none)"),
-    CLI_NUM("--late-loss", CLI_LONG, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_LATE_LOSS,
-            "step from which the multi-view, symmetric and SLA losses join (0: from the start)"),
+    CLI_NUMT("--warmup", CLI_LONG, 0, CLI_INF, 0, CLI_XSTR(MAMA_PRETRAIN_DEFAULT_WARMUP_PCT) "% of --steps",
+             "linear warm-up steps, < --steps (0: none)"),
+    CLI_NUMT("--late-loss", CLI_LONG, 0, CLI_INF, 0, CLI_XSTR(MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT) "% of --steps",
+             "step from which the multi-view, symmetric and SLA losses join, < --steps (0: from the start)"),
     CLI_NUM("--mask", CLI_FLOAT, 0, 1, CLI_HI_OPEN, MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P,
             "per-field caption masking probability"),
     CLI_NUM("--clip", CLI_FLOAT, 0, CLI_INF, 0, 0, "gradient-norm clipping (0: none)"),
     CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_SEED, "data order, augmentation, masks"),
     CLI_STR("--log", "PATH", 0, NULL, "CSV log, a row per step"),
     CLI_NUM("--checkpoint-every", CLI_LONG, 0, CLI_INF, 0, 0, "also write --out every N steps (0: only at the end)"),
-    CLI_SW("--resume", "continue from --out if it exists"),
+    CLI_SW("--resume", "continue the run of --out (which must exist)"),
+    CLI_SW("--overwrite", "replace an existing --out (a new run; without it an existing --out is an error)"),
     CLI_NUMT("--val-every", CLI_LONG, 0, CLI_INF, 0, "at each checkpoint and the end",
              "validation loss every N steps (0: never)"),
     CLI_STR("--best", "PATH", 0, "--out with .best before the extension", "where the best-validation checkpoint goes"),
@@ -1415,7 +1473,7 @@ static const cli_flag eval_flags[] = {
     CLI_CH("--split", CLI_SPLITS, "test", "the split evaluated"),
     CLI_STR("--json", "OUT", 0, NULL, "write the metrics as JSON"),
     CLI_STR("--png", "PREFIX", 0, NULL, "confusion matrices to PREFIX_TASK.png"),
-    CLI_NUMT("--max-batch", CLI_INT, 1, 65536, 0, "32 (finetune: --batch/2), less where the activations pass 8 GB",
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32 (finetune: --batch/2), less where the activations pass 8 GB",
              "the model's largest batch"),
     CLI_NUMT("--balanced-test", CLI_FLOAT, 0, 1, CLI_LO_OPEN, "off: every image",
              "evaluate a class-balanced subset of this fraction (the paper's EMBED test sets: 0.1)"),
@@ -1429,7 +1487,7 @@ static const cli_flag zeroshot_flags[] = {
     CLI_END};
 static const cli_flag probe_flags[] = {
     CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PROBE_DEFAULT_STEPS, "training steps"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, MAMA_PROBE_DEFAULT_BATCH, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, MAMA_PROBE_DEFAULT_BATCH, "batch"),
     CLI_SW("--no-augment", "no augmentation (the linear probe computes features once)"),
     CLI_STR("--save-head", "PREFIX", 0, NULL, "the classifier to PREFIX_TASK.safetensors (for predict --head)"),
     CLI_END};
@@ -1464,7 +1522,7 @@ static const cli_flag embed_flags[] = {
     CLI_SW("--texts", "the captions instead of the images (with --manifest)"),
     CLI_LIST("--images", "embed these image files instead"),
     CLI_STR("--pooled", "PATH", 0, NULL, "also the pooled image features (the probe's input) as .npy, rows x vision_dim"),
-    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
     CLI_END};
 
 static const cli_flag predict_flags[] = {
@@ -1476,7 +1534,7 @@ static const cli_flag predict_flags[] = {
     CLI_STR("--tokenizer", "PATH", 0, "the one the weights record, else " CLI_DEFAULT_TOKENIZER, "tokenizer"),
     CLI_NUMT("--bit-depth", CLI_INT, 1, 16, 0, "v*255/max(v) per image", "16-bit images: v*255/(2^N-1)"),
     CLI_STR("--window", "C,W", 0, NULL, "16-bit images: DICOM window C,W (centre, width >= 1)"),
-    CLI_NUMT("--max-batch", CLI_INT, 1, 65536, 0, "32, less where the activations pass 8 GB", "the model's largest batch"),
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 8 GB", "the model's largest batch"),
     CLI_END};
 
 static const cli_flag heatmap_flags[] = {
@@ -1484,7 +1542,7 @@ static const cli_flag heatmap_flags[] = {
     CLI_STR("--manifest", "PATH", CLI_REQUIRED, NULL, "the manifest CSV"),
     CLI_NUM("--row", CLI_INT, 0, CLI_INT_MAX, 0, 0, "data row (0-based)"),
     CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output PNG"),
-    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
     CLI_END};
 
 static const cli_flag demo_flags[] = {
@@ -1492,7 +1550,7 @@ static const cli_flag demo_flags[] = {
     CLI_NUM("--studies", CLI_INT, 1, 1000000, 0, DEMO_DEFAULT_STUDIES, "synthetic studies"),
     CLI_NUM("--size", CLI_INT, 32, 16384, 0, DEMO_DEFAULT_SIZE, "image side in pixels"),
     CLI_NUM("--steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_STEPS, "pretraining steps"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, DEMO_DEFAULT_BATCH, "pretraining batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, DEMO_DEFAULT_BATCH, "pretraining batch"),
     CLI_NUM("--probe-steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_PROBE_STEPS, "linear-probe steps"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, DEMO_DEFAULT_LR, "peak learning rate"),
     CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, DEMO_DEFAULT_SEED, "seed"),
@@ -1506,7 +1564,7 @@ static const cli_flag bench_gemm_flags[] = {
     CLI_END};
 static const cli_flag bench_train_flags[] = {
     CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 8, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 8, "batch"),
     CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 10, "timed steps"),
     CLI_CH("--late", "0|1", "1", "1: all four losses"),
     CLI_CH("--checkpoint", "0|1", "0", "1: activation checkpointing"),
@@ -1514,12 +1572,12 @@ static const cli_flag bench_train_flags[] = {
     CLI_END};
 static const cli_flag bench_encode_flags[] = {
     CLI_CH("--config", CLI_CONFIGS, "base", "model preset"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 4, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 4, "batch"),
     CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 3, "timed steps"),
     CLI_END};
 static const cli_flag bench_weights_flags[] = {
     CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the weights file"),
-    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 1, "batch"),
+    CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 1, "batch"),
     CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 1, "timed steps"),
     CLI_END};
 
