@@ -102,6 +102,7 @@
  *  1.11 config        mama_config_preset ("tiny" "small" "base"),
  *                     mama_config_validate, mama_config_to/from_json      -> 4.1
  *  1.12 model         mama_model_create/_free, _load(_as/_inference), _save,
+ *                     _arena_bytes,
  *                     _load_weights, _param(_count), _find_param,
  *                     _params, _grads, _numel                             -> 4, 6.4
  *  1.13 step          mama_batch, mama_step_opts_default, mama_model_step,
@@ -112,12 +113,16 @@
  *  1.15 data          mama_dataset_opts_default, mama_dataset_create/_free,
  *                     mama_dataset_image, mama_dataset_caption, _split,
  *                     _pretrain_split, _skipped_reasons, _other_view,
- *                     mama_tokenizer_check_config                         -> 10
+ *                     mama_tokenizer_check_config, _fingerprint,
+ *                     mama_model_set_tokenizer, _tokenizer, _check_tokenizer -> 10
  *  1.16 pretraining   mama_pretrain_opts_default, mama_pretrain,
  *                     mama_checkpoint_save/_load                          -> 11.1-11.2
- *  1.17 evaluation    mama_metrics_compute, mama_zeroshot,
+ *  1.17 evaluation    mama_metrics_compute, mama_zeroshot(_ex), mama_eval_opts,
+ *                     mama_task_class_name, mama_task_parse_classes,
  *                     mama_probe_opts_default, mama_linear_probe,
- *                     mama_finetune, mama_retrieval_eval, mama_metrics_*  -> 11.3-11.7
+ *                     mama_finetune, mama_head_save/_load/_apply/_free,
+ *                     mama_predict(_file), mama_retrieval_eval,
+ *                     mama_metrics_*                                      -> 11.3-11.7
  *  1.18 explaining    mama_sla_maps                                       -> 11.8
  *  1.19 data parallel mama_comm_single, mama_comm_free (MPI: mama_mpi.h),
  *                     mama_model_set_comm, mama_model_allreduce_grads ... -> 12
@@ -1447,6 +1452,10 @@ typedef struct mama_model mama_model;
  * on backend `be` for batches of up to `max_batch` captions/images. */
 MAMA_API mama_status mama_model_create(mama_model **m, const mama_config *c, mama_backend *be,
                                        int max_batch, uint64_t seed);
+/* Bytes of the activation arena a model of config c and max_batch would
+ * allocate (2 max_batch images, max_batch captions; 0 on a bad config),
+ * e.g. base: 50.6 GB at max_batch 16, tiny: 0.63 GB at 32. */
+MAMA_API size_t mama_model_arena_bytes(const mama_config *c, int max_batch);
 MAMA_API void mama_model_free(mama_model *m);
 MAMA_API const mama_config *mama_model_config(const mama_model *m);
 MAMA_API int mama_model_param_count(const mama_model *m);
@@ -1609,6 +1618,24 @@ MAMA_API int mama_dataset_split(const mama_dataset *d, mama_split s, const int *
 MAMA_API mama_status mama_tokenizer_check_config(const mama_tokenizer *t, const char *t_name, const mama_config *c,
                                                  const char *c_name);
 MAMA_API int mama_dataset_pretrain_split(const mama_dataset *d, mama_split s, const int **indices);
+/* The tokenizer a model was trained with.  A fingerprint identifies a
+ * tokenizer's vocabulary and merges: "v<vocab size>-<16 hex digits>" (a
+ * 64-bit hash of every token's bytes in id order, the merges and the
+ * special ids), into out (at least 40 bytes).  mama_model_set_tokenizer
+ * records a tokenizer's path (as given) and fingerprint in the model;
+ * mama_model_save and the checkpoints write them to the metadata
+ * ("tokenizer", "tokenizer_abs": a relative path made absolute against the
+ * working directory, "tokenizer_fingerprint"), mama_model_load reads them
+ * back, and mama_pretrain records its dataset's.  mama_model_tokenizer
+ * returns the recorded path as given (NULL: none), *abs_path and
+ * *fingerprint (NULL where none).
+ * mama_model_check_tokenizer: mama_tokenizer_check_config against the
+ * model's config, and when the model records a fingerprint, the same
+ * fingerprint (MAMA_ERR_SHAPE naming both sides otherwise). */
+MAMA_API mama_status mama_tokenizer_fingerprint(const mama_tokenizer *t, char *out, size_t cap);
+MAMA_API mama_status mama_model_set_tokenizer(mama_model *m, const char *path, const mama_tokenizer *t);
+MAMA_API const char *mama_model_tokenizer(const mama_model *m, const char **abs_path, const char **fingerprint);
+MAMA_API mama_status mama_model_check_tokenizer(const mama_model *m, const mama_tokenizer *t, const char *t_name);
 /* Bad manifest rows plus images that could not be decoded, skipped with
  * skip_bad_rows (bad_rows + unreadable of the reasons below). */
 MAMA_API int mama_dataset_skipped(const mama_dataset *d);
@@ -1765,11 +1792,60 @@ MAMA_API const char *mama_task_name(mama_zeroshot_task t);
  * density 5 or unknown, unknown cancer). */
 MAMA_API int mama_task_label(mama_zeroshot_task t, const mama_record *r);
 
+/* The class names of a task, as the prediction columns use them: density
+ * "1".."4", BI-RADS "A" "N" "B" "P" "S" "M" "K" (categories 0..6), cancer
+ * "0" "1"; NULL for a bad task or class. */
+MAMA_API const char *mama_task_class_name(mama_zeroshot_task t, int cls);
+/* A comma-separated class list ("2,3,4" for density, "N,B,P,S,M" or
+ * "1,2,3,4,5" for BI-RADS: letters or category numbers) as the bit mask of
+ * mama_eval_opts.classes; at least two classes.  `what` names the source
+ * (e.g. "--classes") in the message of a bad list. */
+MAMA_API mama_status mama_task_parse_classes(mama_zeroshot_task t, const char *list, const char *what, unsigned *mask);
+
+/* Evaluation options (SPEC A.7, A.7b), for mama_zeroshot_ex and inside
+ * mama_probe_opts.  The options rule: zero = the default. */
+#define MAMA_EVAL_DEFAULT_SUBSET_SEED 1
+typedef struct mama_eval_opts {
+    float balanced_test;         /* evaluate on a class-balanced subset of the evaluated split, as the
+                                    paper's EMBED test sets (0.1): of its n labelled images (of the chosen
+                                    classes), each of the Kp classes present gives its
+                                    max(1, round(balanced_test * n / Kp)) images with the smallest
+                                    hash(subset_seed, image path), or all it has when fewer; kept in split
+                                    order.  In (0, 1]; default off: every labelled image */
+    uint64_t subset_seed;        /* the subset's hash seed (_SUBSET_SEED; 0: the default) */
+    unsigned classes;            /* bit k: the task's class k takes part, the others' images are left
+                                    out (training too) and the K columns are the chosen classes in
+                                    order (mama_eval_result.classes); at least two; default 0: all */
+    int double_softmax;          /* zeroshot: the reference's scores, the softmax applied twice (A.7b;
+                                    argmax, binary AUC and spec@80 unchanged, pF1 and multi-class AUC
+                                    change; default off) */
+    int ref_text_feature;        /* zeroshot: the reference's text feature (A.7b; default off) */
+} mama_eval_opts;
+
+/* A linear classifier on the pooled image feature (the probe's and the
+ * fine-tuning's): probs = softmax(W x + b) over K outputs, output k being
+ * the task's class classes[k].  finetuned: trained with the image encoder
+ * unfrozen, so it belongs with the weights fine-tuning left. */
+typedef struct mama_head {
+    int task, K, D, finetuned;
+    int classes[MAMA_MAX_CLASSES];
+    float *W, *b;                /* [K, D], [K] (mama_alloc'ed) */
+} mama_head;
+/* Safetensors with tensors "head.weight" [K, D], "head.bias" [K] and
+ * metadata task, classes, finetuned, format "mama-head-1"; written atomically. */
+MAMA_API mama_status mama_head_save(const mama_head *h, const char *path);
+MAMA_API mama_status mama_head_load(mama_head *h, const char *path);
+MAMA_API void mama_head_free(mama_head *h);
+/* probs [n, K] of the head on pooled features x [n, D]. */
+MAMA_API mama_status mama_head_apply(const mama_head *h, const float *x, int n, float *probs);
+
 typedef struct mama_eval_result {
     int n, K;
     float *probs;                /* [n, K] (mama_alloc'ed) */
-    int *labels;                 /* [n] */
+    int *labels;                 /* [n], 0..K-1 (column indices) */
     int *records;                /* [n] record indices */
+    int classes[MAMA_MAX_CLASSES]; /* the task's class of each column (all: 0..K-1) */
+    mama_head head;              /* probe and fine-tuning: the trained classifier (else empty) */
     mama_metrics metrics;
     /* fine-tuning's validation (val_every): the step whose weights made
      * these results (0: the last weights, no validation) and their mean
@@ -1785,12 +1861,15 @@ MAMA_API void mama_eval_result_free(mama_eval_result *r);
  * the reference code's text feature (A.7b) instead of the training one. */
 MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
                                     int ref_text_feature, mama_eval_result *out);
+/* The same with evaluation options (NULL: the defaults). */
+MAMA_API mama_status mama_zeroshot_ex(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
+                                      const mama_eval_opts *o, mama_eval_result *out);
 
 /* Linear probe and fine-tuning options (SPEC A.7).  The options rule of
  * section 1: a zero field takes its default (MAMA_PROBE_DEFAULT_*; the
  * comment names it), MAMA_OFF makes a number zero or turns a switch off. */
 #define MAMA_PROBE_DEFAULT_STEPS 8000L
-#define MAMA_PROBE_DEFAULT_BATCH 32
+#define MAMA_PROBE_DEFAULT_BATCH 72 /* the paper's 36 per GPU x 2 GPUs */
 #define MAMA_PROBE_DEFAULT_LR 5e-4f
 #define MAMA_PROBE_DEFAULT_LR_FLOOR 1e-5f
 #define MAMA_PROBE_DEFAULT_WARMUP 100L
@@ -1811,11 +1890,15 @@ typedef struct mama_probe_opts {
                                     steps and after the last; the weights of the lowest are kept and
                                     evaluated (default: steps / 10, at least 1; MAMA_OFF, kept negative
                                     when resolved: never, the last weights) */
+    mama_eval_opts eval;         /* the balanced test subset and the class subset (double_softmax and
+                                    ref_text_feature do not apply) */
 } mama_probe_opts;
 /* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_probe_opts_default(mama_probe_opts *o);
 /* Linear probe on the frozen image encoder's pooled feature: train on the
- * train split with class-balanced sampling, evaluate on `eval_split`. */
+ * train split with class-balanced sampling, evaluate on `eval_split` (the
+ * balanced subset and the classes of o->eval; the classes apply to
+ * training too).  out->head is the trained classifier (mama_head_save). */
 MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
                                        const mama_probe_opts *o, mama_split eval_split, mama_eval_result *out);
 
@@ -1828,9 +1911,32 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
  * weights and classifier with the lowest (the earliest on ties) are kept in
  * memory, restored at the end (so the model holds them on return) and
  * evaluated on `eval_split` (out->best_step says which step).  Without
- * labelled val images there is no selection (the last weights). */
+ * labelled val images there is no selection (the last weights).  A batch
+ * larger than the model takes at once (2 max_batch images) goes through
+ * the tower in chunks (gradients summed: the same step, up to rounding), so
+ * batch 72 fits any max_batch.  out->head as for the probe (finetuned = 1;
+ * it belongs with the weights the model now holds). */
 MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot_task task, const mama_probe_opts *o,
                                    mama_split eval_split, mama_eval_result *out);
+
+/* Prediction for users with a model and images (`mama predict`): the
+ * zero-shot probabilities of the three tasks with the paper's prompts
+ * (SPEC A.7; the image's metadata in the captions), one row of
+ * MAMA_PREDICT_COLUMNS per image in column order density_1..density_4,
+ * birads_A..birads_K, cancer_0, cancer_1 (each task's columns sum to 1).
+ * head (NULL: none) replaces its task's columns by the classifier's
+ * probabilities (columns of classes outside the head's are 0).  images
+ * [n, in_chans, S, S] prepared as mama_model_prepare_image; meta [n] (NULL:
+ * every field unknown).  The tokenizer is checked against the model
+ * (mama_model_check_tokenizer). */
+#define MAMA_PREDICT_COLUMNS 13
+MAMA_API const char *mama_predict_column_name(int col);   /* "density_1" ...; NULL out of range */
+MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, const float *images, int n,
+                                  const mama_caption_fields *meta, const mama_head *head, float *probs);
+/* One image file (decoded with dec, NULL: the default) into probs [13]. */
+MAMA_API mama_status mama_predict_file(mama_model *m, const mama_tokenizer *tok, const char *path,
+                                       const mama_decode_opts *dec, const mama_caption_fields *meta,
+                                       const mama_head *head, float *probs);
 
 /* Retrieval over a split: image->text and text->image recall@1/5/10 with
  * each image's own (unmasked) caption as its match. */
@@ -6540,6 +6646,7 @@ struct mama_model {
     mama_dtype half_dtype;
     mama__weights w, g;
     int64_t bn_batches[6];       /* num_batches_tracked of the six BatchNorms */
+    char tok_path[1024], tok_abs[1024], tok_fp[48]; /* the tokenizer it was trained with ("": none), 1.15 */
     /* activations */
     float *arena;
     size_t arena_floats;
@@ -8603,9 +8710,9 @@ static mama_status mama__model_load(mama_model **out, const char *path, mama_bac
                                     int frozen_dtype, int inference) {
     mama_safetensors st;
     mama_config c;
-    const char *json;
+    const char *json, *tk;
     mama_status s;
-    char src[512];
+    char src[512], tok_path[1024] = "", tok_abs[1024] = "", tok_fp[48] = "";
     mama_dtype fd;
     size_t numel = 0;
     int i;
@@ -8627,6 +8734,9 @@ static mama_status mama__model_load(mama_model **out, const char *path, mama_bac
     s = mama_config_from_json(&c, json, src);
     fd = mama__file_frozen_dtype(&st);
     for (i = 0; i < st.count; i++) numel += (size_t)st.tensors[i].numel; /* bounds the model the config may ask for */
+    if ((tk = mama_st_meta(&st, "tokenizer")) != NULL) snprintf(tok_path, sizeof tok_path, "%s", tk);
+    if ((tk = mama_st_meta(&st, "tokenizer_abs")) != NULL) snprintf(tok_abs, sizeof tok_abs, "%s", tk);
+    if ((tk = mama_st_meta(&st, "tokenizer_fingerprint")) != NULL) snprintf(tok_fp, sizeof tok_fp, "%s", tk);
     mama_st_close(&st);
     MAMA_TRY(s);
     c.frozen_dtype = frozen_dtype == -1 ? fd : (mama_dtype)frozen_dtype;
@@ -8637,6 +8747,9 @@ static mama_status mama__model_load(mama_model **out, const char *path, mama_bac
         return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: %s", path, src);
     }
     MAMA_TRY(s);
+    memcpy((*out)->tok_path, tok_path, sizeof tok_path);
+    memcpy((*out)->tok_abs, tok_abs, sizeof tok_abs);
+    memcpy((*out)->tok_fp, tok_fp, sizeof tok_fp);
     s = mama_model_load_weights(*out, path, 0, NULL);
     if (s != MAMA_OK) { mama_model_free(*out); *out = NULL; }
     return s;
@@ -8663,6 +8776,9 @@ static mama_status mama__writer_add_model(mama_st_writer *w, const mama_model *m
     int i;
     MAMA_TRY(mama_config_to_json(&m->cfg, json, sizeof json));
     MAMA_TRY(mama_st_writer_meta(w, "mama_config", json));
+    if (m->tok_path[0]) MAMA_TRY(mama_st_writer_meta(w, "tokenizer", m->tok_path));
+    if (m->tok_abs[0]) MAMA_TRY(mama_st_writer_meta(w, "tokenizer_abs", m->tok_abs));
+    if (m->tok_fp[0]) MAMA_TRY(mama_st_writer_meta(w, "tokenizer_fingerprint", m->tok_fp));
     for (i = 0; i < m->nparams; i++) {
         const mama_param_info *p = &m->info[i];
         if (p->dtype == MAMA_F32) MAMA_TRY(mama_st_writer_add(w, p->name, MAMA_F32, p->ndim, p->shape, h->data + p->offset));
@@ -13338,6 +13454,59 @@ MAMA_API mama_status mama_tokenizer_check_config(const mama_tokenizer *t, const 
     return MAMA_OK;
 }
 
+static uint64_t mama__mix2(uint64_t a, uint64_t b);
+MAMA_API mama_status mama_tokenizer_fingerprint(const mama_tokenizer *t, char *out, size_t cap) {
+    uint64_t h = 1469598103934665603ull, mh = 0;
+    size_t i;
+    int k;
+    if (!t || !out || cap < 40) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_tokenizer_fingerprint: NULL argument or cap < 40");
+    for (k = 0; k < t->n_vocab; k++) { /* tokens in id order: length, bytes */
+        h = mama__mix2(h, (uint64_t)(int64_t)t->tok_len[k]);
+        if (t->tok_len[k] > 0) h = mama__mix2(h, mama__tx_fnv1a(t->pool + t->tok_off[k], (size_t)t->tok_len[k]));
+    }
+    for (i = 0; i < t->pmap_cap; i++) /* merges, in any slot order: a sum */
+        if (t->pkey[i] != UINT64_MAX) mh += mama__mix2(mama__mix2(t->pkey[i], (uint64_t)t->prank[i]), (uint64_t)t->pnew[i]);
+    h = mama__mix2(h, mh);
+    for (k = 0; k < MAMA__N_SPECIAL; k++) h = mama__mix2(h, (uint64_t)(int64_t)t->special[k]);
+    snprintf(out, cap, "v%d-%016llx", t->n_vocab, (unsigned long long)h);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_model_set_tokenizer(mama_model *m, const char *path, const mama_tokenizer *t) {
+    if (!m || !t) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_set_tokenizer: NULL model or tokenizer");
+    if (path && strlen(path) >= sizeof m->tok_path)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_set_tokenizer: path of %zu bytes (at most %zu)", strlen(path),
+                         sizeof m->tok_path - 1);
+    snprintf(m->tok_path, sizeof m->tok_path, "%s", path ? path : "");
+    m->tok_abs[0] = 0;
+#ifdef MAMA__POSIX
+    if (path && path[0] && path[0] != '/' && getcwd(m->tok_abs, sizeof m->tok_abs - 1) &&
+        strlen(m->tok_abs) + strlen(path) + 2 <= sizeof m->tok_abs)
+        strcat(strcat(m->tok_abs, "/"), path);
+    else
+        m->tok_abs[0] = 0;
+#endif
+    return mama_tokenizer_fingerprint(t, m->tok_fp, sizeof m->tok_fp);
+}
+
+MAMA_API const char *mama_model_tokenizer(const mama_model *m, const char **abs_path, const char **fingerprint) {
+    if (abs_path) *abs_path = m->tok_abs[0] ? m->tok_abs : NULL;
+    if (fingerprint) *fingerprint = m->tok_fp[0] ? m->tok_fp : NULL;
+    return m->tok_path[0] ? m->tok_path : NULL;
+}
+
+MAMA_API mama_status mama_model_check_tokenizer(const mama_model *m, const mama_tokenizer *t, const char *t_name) {
+    char fp[48];
+    MAMA_TRY(mama_tokenizer_check_config(t, t_name, &m->cfg, NULL));
+    if (!m->tok_fp[0]) return MAMA_OK;
+    MAMA_TRY(mama_tokenizer_fingerprint(t, fp, sizeof fp));
+    if (strcmp(fp, m->tok_fp) != 0)
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "%s (fingerprint %s) is not the tokenizer the model was trained with (%s, "
+                         "fingerprint %s)", t_name ? t_name : "the tokenizer", fp, m->tok_path[0] ? m->tok_path : "?",
+                         m->tok_fp);
+    return MAMA_OK;
+}
+
 MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_opts *opts, const mama_config *c) {
     mama_dataset *d;
     const mama_dataset_opts *o;
@@ -14203,6 +14372,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     oq.quiet = quiet;
     if (o->batch < 1 || o->batch > m->max_batch)
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: batch %d does not fit the model's max_batch %d", o->batch, m->max_batch);
+    if (d->tok) MAMA_TRY(mama_model_set_tokenizer(m, d->opts.tokenizer, d->tok)); /* into its checkpoints (1.15) */
     if (o->accum < 1 || o->steps < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps and accum must be >= 1");
     if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: the dataset has no tokenizer");
     if (do_val) {
@@ -14506,17 +14676,113 @@ MAMA_API int mama_task_label(mama_zeroshot_task t, const mama_record *r) {
     return r->cancer == 0 || r->cancer == 1 ? r->cancer : -1;
 }
 
+MAMA_API const char *mama_task_class_name(mama_zeroshot_task t, int cls) {
+    static const char *const names[3][7] = {{"A", "N", "B", "P", "S", "M", "K"}, {"1", "2", "3", "4"}, {"0", "1"}};
+    return (int)t >= 0 && (int)t < 3 && cls >= 0 && cls < mama_zeroshot_num_classes(t) ? names[t][cls] : NULL;
+}
+
+MAMA_API mama_status mama_task_parse_classes(mama_zeroshot_task t, const char *list, const char *what, unsigned *mask) {
+    const char *p = list;
+    int K = mama_zeroshot_num_classes(t), n = 0, k;
+    if (!what) what = "classes";
+    *mask = 0;
+    if (!K || !list) return MAMA_FAIL(MAMA_ERR_INVALID, "%s: no list or a bad task", what);
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        for (k = 0; k < K; k++) /* the class name, or a BI-RADS category number */
+            if ((len == 1 && *p == mama_task_class_name(t, k)[0]) ||
+                (t == MAMA_ZEROSHOT_BIRADS && len == 1 && *p == '0' + k))
+                break;
+        if (k == K)
+            return MAMA_FAIL(MAMA_ERR_INVALID, "%s: '%.*s' is not a %s class (%s)", what, (int)len, p, mama_task_name(t),
+                             t == MAMA_ZEROSHOT_BIRADS ? "A N B P S M K or 0..6" : t == MAMA_ZEROSHOT_DENSITY ? "1..4" : "0 1");
+        if (!(*mask >> k & 1u)) n++;
+        *mask |= 1u << k;
+        p += len + (p[len] == ',');
+    }
+    if (n < 2) return MAMA_FAIL(MAMA_ERR_INVALID, "%s: '%s' names %d %s class(es); at least two", what, list, n, mama_task_name(t));
+    return MAMA_OK;
+}
+
+MAMA_API void mama_head_free(mama_head *h) {
+    mama_free(h->W); mama_free(h->b);
+    memset(h, 0, sizeof *h);
+}
+
 MAMA_API void mama_eval_result_free(mama_eval_result *r) {
     mama_free(r->probs); mama_free(r->labels); mama_free(r->records);
+    mama_head_free(&r->head);
     memset(r, 0, sizeof *r);
 }
 
-/* The labelled records of a split for a task. */
-static mama_status mama__eval_items(mama_dataset *d, mama_split split, mama_zeroshot_task task, mama_eval_result *out) {
+/* The options rule on mama_eval_opts for a task, then the checks. */
+static mama_status mama__eval_opts_resolve(const mama_eval_opts *in, mama_zeroshot_task task, mama_eval_opts *o) {
+    int K = mama_zeroshot_num_classes(task), k, n = 0;
+    if (!in) memset(o, 0, sizeof *o); else if (in != o) *o = *in;
+    o->balanced_test = mama__opt_float(o->balanced_test, 0.0f);
+    if (!o->subset_seed) o->subset_seed = MAMA_EVAL_DEFAULT_SUBSET_SEED;
+    o->double_softmax = mama__opt_flag(o->double_softmax, 0);
+    o->ref_text_feature = mama__opt_flag(o->ref_text_feature, 0);
+    if (!(o->balanced_test >= 0 && o->balanced_test <= 1))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "eval: balanced_test %g outside (0, 1]", (double)o->balanced_test);
+    for (k = 0; k < K; k++) n += (int)(o->classes >> k & 1u);
+    if (o->classes && (n < 2 || (o->classes >> K) != 0))
+        return MAMA_FAIL(MAMA_ERR_INVALID, "eval: classes mask 0x%x: %s has classes 0..%d and at least two must be chosen",
+                         o->classes, mama_task_name(task), K - 1);
+    return MAMA_OK;
+}
+
+/* The class-balanced subset of the labelled items (mama_eval_opts). */
+typedef struct mama__keyed { uint64_t h; int y, i; } mama__keyed;
+static int mama__keyed_cmp(const void *a, const void *b) {
+    const mama__keyed *x = (const mama__keyed *)a, *y = (const mama__keyed *)b;
+    if (x->y != y->y) return x->y - y->y;
+    if (x->h != y->h) return x->h < y->h ? -1 : 1;
+    return x->i - y->i;
+}
+static mama_status mama__balanced_subset(const mama_dataset *d, const mama_eval_opts *eo, mama_eval_result *r) {
+    int cnt[MAMA_MAX_CLASSES], Kp = 0, q, i, k, taken = 0, kept = 0;
+    size_t dl = strlen(d->man.dir);
+    mama__keyed *key;
+    unsigned char *take;
+    memset(cnt, 0, sizeof cnt);
+    for (i = 0; i < r->n; i++) cnt[r->labels[i]]++;
+    for (k = 0; k < r->K; k++) Kp += cnt[k] > 0;
+    q = (int)floor((double)eo->balanced_test * r->n / Kp + 0.5);
+    if (q < 1) q = 1;
+    MAMA_TRY(mama_alloc((void **)&key, (sizeof *key + 1) * (size_t)r->n, "balanced subset"));
+    take = (unsigned char *)(key + r->n);
+    for (i = 0; i < r->n; i++) { /* the path below the manifest's folder: the same subset wherever it lies */
+        const char *p = d->man.records[r->records[i]].path;
+        if (dl && !strncmp(p, d->man.dir, dl)) p += dl + (p[dl] == '/');
+        key[i].h = mama__mix2(eo->subset_seed, mama__tx_fnv1a(p, strlen(p)));
+        key[i].y = r->labels[i];
+        key[i].i = i;
+        take[i] = 0;
+    }
+    qsort(key, (size_t)r->n, sizeof *key, mama__keyed_cmp);
+    for (i = 0; i < r->n; i++) {
+        taken = i > 0 && key[i].y == key[i - 1].y ? taken + 1 : 0;
+        if (taken < q) take[key[i].i] = 1;
+    }
+    for (i = 0; i < r->n; i++)
+        if (take[i]) { r->records[kept] = r->records[i]; r->labels[kept++] = r->labels[i]; }
+    r->n = kept;
+    mama_free(key);
+    return MAMA_OK;
+}
+
+/* The labelled records of a split for a task and the chosen classes
+ * (labels: column indices), the balanced subset when `subset`. */
+static mama_status mama__eval_items(mama_dataset *d, mama_split split, mama_zeroshot_task task, const mama_eval_opts *eo,
+                                    int subset, mama_eval_result *out) {
     const int *idx;
-    int n = mama_dataset_split(d, split, &idx), i, K = mama_zeroshot_num_classes(task);
+    int n = mama_dataset_split(d, split, &idx), i, k, col[MAMA_MAX_CLASSES], K = mama_zeroshot_num_classes(task);
+    mama_status s;
     memset(out, 0, sizeof *out);
-    out->K = K;
+    for (k = 0; k < K; k++) col[k] = !eo->classes || (eo->classes >> k & 1u) ? out->K++ : -1;
+    for (k = 0; k < K; k++) if (col[k] >= 0) out->classes[col[k]] = k;
+    K = out->K;
     MAMA_TRY(mama_alloc((void **)&out->records, sizeof(int) * (size_t)(n + 1), "eval items"));
     if (mama_alloc((void **)&out->labels, sizeof(int) * (size_t)(n + 1), "eval items") != MAMA_OK ||
         mama_alloc((void **)&out->probs, sizeof(float) * (size_t)(n + 1) * K, "eval items") != MAMA_OK) {
@@ -14525,14 +14791,18 @@ static mama_status mama__eval_items(mama_dataset *d, mama_split split, mama_zero
     }
     for (i = 0; i < n; i++) {
         int y = mama_task_label(task, &d->man.records[idx[i]]);
-        if (y < 0) continue;
+        if (y < 0 || col[y] < 0) continue;
         out->records[out->n] = idx[i];
-        out->labels[out->n++] = y;
+        out->labels[out->n++] = col[y];
     }
     if (out->n == 0) {
         mama_eval_result_free(out);
-        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: no %s images with a %s label", d->man.path, mama_split_name(split),
-                         mama_task_name(task));
+        return MAMA_FAIL(MAMA_ERR_INVALID, "%s: no %s images with a %s label%s", d->man.path, mama_split_name(split),
+                         mama_task_name(task), eo->classes ? " of the chosen classes" : "");
+    }
+    if (subset && eo->balanced_test > 0 && (s = mama__balanced_subset(d, eo, out)) != MAMA_OK) {
+        mama_eval_result_free(out);
+        return s;
     }
     return MAMA_OK;
 }
@@ -14576,16 +14846,38 @@ static mama_status mama__encode_records(mama_model *m, mama_dataset *d, const in
 }
 
 /* ---- 11.4 Zeroshot ---------------------------------------------------- */
+/* Softmax over each row of p [n, K] in place. */
+static void mama__softmax_rows(float *p, int n, int K) {
+    int i, k;
+    for (i = 0; i < n; i++, p += K) {
+        float mx = p[0], sum = 0;
+        for (k = 1; k < K; k++) if (p[k] > mx) mx = p[k];
+        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
+        for (k = 0; k < K; k++) p[k] /= sum;
+    }
+}
+
 MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
                                     int ref_text_feature, mama_eval_result *out) {
+    mama_eval_opts o;
+    memset(&o, 0, sizeof o);
+    o.ref_text_feature = ref_text_feature ? 1 : 0;
+    return mama_zeroshot_ex(m, d, split, task, &o, out);
+}
+
+MAMA_API mama_status mama_zeroshot_ex(mama_model *m, mama_dataset *d, mama_split split, mama_zeroshot_task task,
+                                      const mama_eval_opts *eopts, mama_eval_result *out) {
     const mama_config *c = mama_model_config(m);
     int E = c->embed_dim, T = c->context, K, i, k, B = m->max_batch, queued = 0;
     float *img_emb = NULL, *txt_emb = NULL, scale;
     int *ids = NULL, *mask = NULL, *owner = NULL;
     char *caption = NULL;
+    mama_eval_opts eo;
     mama_status s;
+    memset(out, 0, sizeof *out);
     if (!d->tok) return MAMA_FAIL(MAMA_ERR_INVALID, "zeroshot needs a tokenizer");
-    MAMA_TRY(mama__eval_items(d, split, task, out));
+    MAMA_TRY(mama__eval_opts_resolve(eopts, task, &eo));
+    MAMA_TRY(mama__eval_items(d, split, task, &eo, 1, out));
     K = out->K;
     scale = expf(mama__read_scalar(m, m->w.logit_scale));
 #define MAMA__A(p, n) if ((s = mama_alloc((void **)&(p), (n), "zeroshot buffers")) != MAMA_OK) goto done
@@ -14601,7 +14893,7 @@ MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split sp
         mama_caption_fields f;
         mama_record_caption_fields(&d->man.records[out->records[i]], &f);
         for (k = 0; k < K; k++) {
-            if ((s = mama_zeroshot_caption_alloc(task, k, &f, &caption)) != MAMA_OK) goto done;
+            if ((s = mama_zeroshot_caption_alloc(task, out->classes[k], &f, &caption)) != MAMA_OK) goto done;
             s = mama_tokenizer_encode_caption(d->tok, caption, T, ids + (size_t)queued * T, mask + (size_t)queued * T, NULL);
             mama_free(caption);
             caption = NULL;
@@ -14609,7 +14901,7 @@ MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split sp
             owner[2 * queued] = i; owner[2 * queued + 1] = k;
             if (++queued == B || (i == out->n - 1 && k == K - 1)) {
                 int q, e;
-                if ((s = mama__encode_texts_ex(m, ids, mask, queued, txt_emb, ref_text_feature)) != MAMA_OK) goto done;
+                if ((s = mama__encode_texts_ex(m, ids, mask, queued, txt_emb, eo.ref_text_feature)) != MAMA_OK) goto done;
                 for (q = 0; q < queued; q++) {
                     double dot = 0;
                     const float *a = img_emb + (size_t)owner[2 * q] * E, *b = txt_emb + (size_t)q * E;
@@ -14620,12 +14912,8 @@ MAMA_API mama_status mama_zeroshot(mama_model *m, mama_dataset *d, mama_split sp
             }
         }
     }
-    for (i = 0; i < out->n; i++) { /* softmax over the classes */
-        float *p = out->probs + (size_t)i * K, mx = p[0], sum = 0;
-        for (k = 1; k < K; k++) if (p[k] > mx) mx = p[k];
-        for (k = 0; k < K; k++) { p[k] = expf(p[k] - mx); sum += p[k]; }
-        for (k = 0; k < K; k++) p[k] /= sum;
-    }
+    mama__softmax_rows(out->probs, out->n, K); /* over the classes */
+    if (eo.double_softmax) mama__softmax_rows(out->probs, out->n, K); /* the reference's second one (A.7b) */
     s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
 done:
     mama_free(img_emb); mama_free(txt_emb); mama_free(ids); mama_free(mask); mama_free(owner);
@@ -14636,6 +14924,7 @@ done:
 /* ---- 11.5 Linear probe (SPEC A.7) -------------------------------------- */
 /* The options rule (6.1b) on every field (all of them filled before the
  * checks), then the checks. */
+static mama_status mama__eval_opts_resolve(const mama_eval_opts *in, mama_zeroshot_task task, mama_eval_opts *o);
 static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_probe_opts *o) {
     mama_probe_opts z;
     if (in) z = *in; else memset(&z, 0, sizeof z); /* (in may be o) */
@@ -14652,6 +14941,7 @@ static mama_status mama__probe_opts_resolve(const mama_probe_opts *in, mama_prob
     o->seed = in->seed ? in->seed : MAMA_PROBE_DEFAULT_SEED;
     o->quiet = mama__opt_flag(in->quiet, 0);
     o->val_every = in->val_every < 0 ? MAMA_OFF : in->val_every; /* 0: the default rule (steps / 10) */
+    MAMA_TRY(mama__eval_opts_resolve(&in->eval, MAMA_ZEROSHOT_BIRADS, &o->eval)); /* the task's classes: below */
     if (o->steps < 1 || o->batch < 1) return MAMA_FAIL(MAMA_ERR_INVALID, "probe: steps and batch must be >= 1");
     if (!(o->lr >= 0) || !(o->lr_floor >= 0) || !(o->momentum >= 0) || !(o->weight_decay >= 0))
         return MAMA_FAIL(MAMA_ERR_INVALID, "probe: lr, lr_floor, momentum and weight_decay must be numbers >= 0");
@@ -14711,13 +15001,90 @@ static void mama__classifier_probs(const float *W, const float *b, const float *
     }
 }
 
+/* Hand the trained classifier (*W, *b, now owned by out) to out->head. */
+static mama_status mama__head_keep(mama_eval_result *out, mama_zeroshot_task task, int D, int finetuned, float **W,
+                                   float **b) {
+    mama_head *h = &out->head;
+    h->task = (int)task; h->K = out->K; h->D = D; h->finetuned = finetuned;
+    memcpy(h->classes, out->classes, sizeof h->classes);
+    h->W = *W; h->b = *b;
+    *W = *b = NULL;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_head_apply(const mama_head *h, const float *x, int n, float *probs) {
+    if (!h || !h->W || !h->b || !x || !probs || n < 0 || h->K < 2 || h->K > MAMA_MAX_CLASSES)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_head_apply: NULL argument or an empty head");
+    mama__classifier_probs(h->W, h->b, x, n, h->K, h->D, probs);
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_head_save(const mama_head *h, const char *path) {
+    mama_st_writer *w = NULL;
+    int64_t sw[2], sb;
+    char cls[64] = "";
+    int k;
+    size_t len = 0;
+    mama_status s;
+    if (!h || !h->W || !h->b || h->K < 2 || h->K > MAMA_MAX_CLASSES || h->D < 1 || h->task < 0 || h->task > 2)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_head_save: %s: an empty or malformed head", path);
+    sw[0] = h->K; sw[1] = h->D; sb = h->K;
+    for (k = 0; k < h->K; k++)
+        len += (size_t)snprintf(cls + len, sizeof cls - len, "%s%s", k ? "," : "",
+                                mama_task_class_name((mama_zeroshot_task)h->task, h->classes[k]));
+    MAMA_TRY(mama_st_writer_create(&w));
+    s = mama_st_writer_add(w, "head.weight", MAMA_F32, 2, sw, h->W);
+    if (s == MAMA_OK) s = mama_st_writer_add(w, "head.bias", MAMA_F32, 1, &sb, h->b);
+    if (s == MAMA_OK) s = mama_st_writer_meta(w, "format", "mama-head-1");
+    if (s == MAMA_OK) s = mama_st_writer_meta(w, "task", mama_task_name((mama_zeroshot_task)h->task));
+    if (s == MAMA_OK) s = mama_st_writer_meta(w, "classes", cls);
+    if (s == MAMA_OK) s = mama_st_writer_meta(w, "finetuned", h->finetuned ? "1" : "0");
+    if (s == MAMA_OK) s = mama_st_writer_write(w, path);
+    mama_st_writer_free(w);
+    return s;
+}
+
+MAMA_API mama_status mama_head_load(mama_head *h, const char *path) {
+    mama_safetensors st;
+    const mama_st_tensor *tw, *tb;
+    const char *task, *cls, *fmt, *ft;
+    unsigned mask = 0;
+    int t, k;
+    mama_status s = MAMA_OK;
+    memset(h, 0, sizeof *h);
+    MAMA_TRY(mama_st_open(&st, path));
+    fmt = mama_st_meta(&st, "format"); task = mama_st_meta(&st, "task"); cls = mama_st_meta(&st, "classes");
+    ft = mama_st_meta(&st, "finetuned");
+    tw = mama_st_find(&st, "head.weight"); tb = mama_st_find(&st, "head.bias");
+    for (t = 0; t < 3 && task && strcmp(task, mama_task_name((mama_zeroshot_task)t)); t++) {}
+    if (!fmt || strcmp(fmt, "mama-head-1") || !task || t == 3 || !cls || !tw || !tb || tw->ndim != 2 || tb->ndim != 1)
+        s = MAMA_FAIL(MAMA_ERR_FORMAT, "%s: not a classifier head (format mama-head-1 with task, classes, head.weight "
+                      "[K, D] and head.bias [K]; written by probe or finetune)", path);
+    if (s == MAMA_OK) s = mama_task_parse_classes((mama_zeroshot_task)t, cls, path, &mask);
+    if (s == MAMA_OK) {
+        int n = 0;
+        h->task = t; h->K = (int)tw->shape[0]; h->D = (int)tw->shape[1]; h->finetuned = ft && !strcmp(ft, "1");
+        for (k = 0; k < MAMA_MAX_CLASSES; k++) if (mask >> k & 1u) h->classes[n++] = k;
+        if (n != h->K || tb->shape[0] != h->K || h->D < 1)
+            s = MAMA_FAIL(MAMA_ERR_SHAPE, "%s: head.weight [%lld, %lld], head.bias [%lld] and %d classes (%s) disagree",
+                          path, (long long)tw->shape[0], (long long)tw->shape[1], (long long)tb->shape[0], n, cls);
+    }
+    if (s == MAMA_OK) s = mama_alloc((void **)&h->W, sizeof(float) * (size_t)h->K * h->D, "head");
+    if (s == MAMA_OK) s = mama_alloc((void **)&h->b, sizeof(float) * (size_t)h->K, "head");
+    if (s == MAMA_OK) s = mama_st_read_f32(&st, "head.weight", h->W, (size_t)h->K * h->D);
+    if (s == MAMA_OK) s = mama_st_read_f32(&st, "head.bias", h->b, (size_t)h->K);
+    mama_st_close(&st);
+    if (s != MAMA_OK) mama_head_free(h);
+    return s;
+}
+
 MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zeroshot_task task,
                                        const mama_probe_opts *opts, mama_split eval_split, mama_eval_result *out) {
     mama_probe_opts ro;          /* the resolved options (section 1's rule) */
     const mama_probe_opts *o = &ro;
     const mama_config *c = mama_model_config(m);
     mama_eval_result tr;
-    int D = c->vision_dim, K = mama_zeroshot_num_classes(task), i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
+    int D = c->vision_dim, K, i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
     int cls_start[MAMA_MAX_CLASSES + 1], present[MAMA_MAX_CLASSES], npresent = 0, *batch_rec = NULL, *batch_y = NULL;
     float *W = NULL, *b = NULL, *gW = NULL, *gb = NULL, *mW = NULL, *mb = NULL, *feat = NULL, *bx = NULL, *tf = NULL;
     long step;
@@ -14726,7 +15093,9 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
     double t0 = mama_time_seconds();
     memset(out, 0, sizeof *out);
     MAMA_TRY(mama__probe_opts_resolve(opts, &ro));
-    MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &tr));
+    MAMA_TRY(mama__eval_opts_resolve(&ro.eval, task, &ro.eval));
+    MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &o->eval, 0, &tr));
+    K = tr.K;
 #define MAMA__A(p, n) if ((s = mama_calloc((void **)&(p), (n), "linear probe")) != MAMA_OK) goto done
     MAMA__A(W, sizeof(float) * (size_t)K * D); MAMA__A(b, sizeof(float) * K);
     MAMA__A(gW, sizeof(float) * (size_t)K * D); MAMA__A(gb, sizeof(float) * K);
@@ -14772,11 +15141,12 @@ MAMA_API mama_status mama_linear_probe(mama_model *m, mama_dataset *d, mama_zero
                     o->steps, loss, lr, mama_time_seconds() - t0);
     }
     /* evaluation on the held-out split */
-    if ((s = mama__eval_items(d, eval_split, task, out)) != MAMA_OK) goto done;
+    if ((s = mama__eval_items(d, eval_split, task, &o->eval, 1, out)) != MAMA_OK) goto done;
     if ((s = mama_alloc((void **)&tf, sizeof(float) * (size_t)out->n * D, "linear probe")) != MAMA_OK) goto done;
     if ((s = mama__encode_records(m, d, out->records, out->n, NULL, tf, 0, 0)) != MAMA_OK) goto done;
     mama__classifier_probs(W, b, tf, out->n, K, D, out->probs);
     s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
+    if (s == MAMA_OK) s = mama__head_keep(out, task, D, 0, &W, &b);
 done:
     mama_eval_result_free(&tr);
     mama_free(W); mama_free(b); mama_free(gW); mama_free(gb); mama_free(mW); mama_free(mb);
@@ -14795,8 +15165,13 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     const mama_config *c = mama_model_config(m);
     const mama_param_info *head = mama_model_find_param(m, "img_encoder_q.global_embed.weight");
     mama_eval_result tr;
-    int D = c->vision_dim, K = mama_zeroshot_num_classes(task), i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
+    int D = c->vision_dim, K, i, k, n_cls[MAMA_MAX_CLASSES], *by_class = NULL;
     int cls_start[MAMA_MAX_CLASSES + 1], present[MAMA_MAX_CLASSES], npresent = 0, *batch_y = NULL, B = o->batch;
+    /* the tower takes at most C = 2 max_batch images at a time: a larger
+     * batch goes through in chunks (forward all for the pooled features,
+     * then per chunk, last first, forward again where its activations are
+     * gone and backward, the gradients summing up), exactly one batch */
+    int C = 2 * m->max_batch, j0, nb;
     /* data parallel (section 12): o->batch per rank; every rank draws the
      * whole global batch of Bg = world * B from the same sampler, loads and
      * encodes its slice [r0, r0 + B), and the pooled features are gathered,
@@ -14817,12 +15192,12 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     long best_step = 0, val_every = o->val_every > 0 ? o->val_every : o->steps / 10 > 0 ? o->steps / 10 : 1;
     memset(&va, 0, sizeof va);
     memset(out, 0, sizeof *out);
-    if (rs != MAMA_OK) return rs;
+    if (rs != MAMA_OK || (rs = mama__eval_opts_resolve(&ro.eval, task, &ro.eval)) != MAMA_OK) return rs;
     /* the vision tower's trainable tensors lead the [train] group, up to the global head */
     if (!head || head->group != MAMA_GROUP_TRAIN) return MAMA_FAIL(MAMA_ERR_INVALID, "finetune: unexpected parameter layout");
     n_vis = head->offset;
-    if (B > 2 * m->max_batch) return MAMA_FAIL(MAMA_ERR_INVALID, "finetune: batch %d exceeds the model's %d images", B, 2 * m->max_batch);
-    MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &tr));
+    MAMA_TRY(mama__eval_items(d, MAMA_SPLIT_TRAIN, task, &o->eval, 0, &tr));
+    K = tr.K;
 #define MAMA__A(p, n) if ((s = mama_calloc((void **)&(p), (n), "finetune")) != MAMA_OK) goto done
     MAMA__A(W, sizeof(float) * (size_t)K * D); MAMA__A(b, sizeof(float) * K);
     MAMA__A(gW, sizeof(float) * (size_t)K * D); MAMA__A(gb, sizeof(float) * K);
@@ -14832,7 +15207,7 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
     MAMA__A(bxl, sizeof(float) * (size_t)B * D);
     MAMA__A(imgs, sizeof(float) * img * B);
     if (o->val_every >= 0) {
-        s = mama__eval_items(d, MAMA_SPLIT_VAL, task, &va);
+        s = mama__eval_items(d, MAMA_SPLIT_VAL, task, &o->eval, 0, &va);
         if (s == MAMA_ERR_INVALID) { mama_clear_error(); s = MAMA_OK; } /* no labelled val image: no selection */
         if (s != MAMA_OK) goto done;
         if (va.n > 0) {
@@ -14870,10 +15245,13 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
             if (i < r0 || i >= r0 + B) continue; /* another rank's sample */
             if ((s = mama_dataset_image(d, tr.records[item], 1, &r2, imgs + img * (i - r0))) != MAMA_OK) goto done;
         }
-        /* forward through the tower, the classifier on the host */
-        if ((s = be->to_device(be, m->a.images, imgs, sizeof(float) * img * B)) != MAMA_OK) goto done;
-        mama__vision_forward(m, B);
-        if ((s = be->to_host(be, bxl, m->a.vpooled, sizeof(float) * (size_t)B * D)) != MAMA_OK) goto done;
+        /* forward through the tower (in chunks), the classifier on the host */
+        for (j0 = 0; j0 < B; j0 += C) {
+            nb = B - j0 < C ? B - j0 : C;
+            if ((s = be->to_device(be, m->a.images, imgs + img * j0, sizeof(float) * img * nb)) != MAMA_OK) goto done;
+            mama__vision_forward(m, nb);
+            if ((s = be->to_host(be, bxl + (size_t)j0 * D, m->a.vpooled, sizeof(float) * (size_t)nb * D)) != MAMA_OK) goto done;
+        }
         if ((s = mama__dp_allgather_host(m, bxl, (size_t)B * D, bx)) != MAMA_OK) goto done;
         /* classifier gradient wrt its input: dpool = (softmax - onehot) W / B */
         {
@@ -14897,9 +15275,17 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
         loss = mama__probe_step(W, b, gW, gb, mW, mb, bx, batch_y, Bg, K, D, lr, o, step == 0);
         /* backward through the tower: only the pooled-feature path */
         if ((s = be->zero(be, m->grads, sizeof(float) * n_vis)) != MAMA_OK) goto done;
-        if ((s = be->zero(be, m->a.d_img_emb, sizeof(float) * (size_t)B * c->embed_dim)) != MAMA_OK) goto done;
-        if ((s = be->to_device(be, m->a.d_vpooled, dpool, sizeof(float) * (size_t)B * D)) != MAMA_OK) goto done;
-        mama__vision_backward(m, B, B, 0);
+        for (j0 = (B - 1) / C * C; j0 >= 0; j0 -= C) { /* the last chunk's activations are still there */
+            nb = B - j0 < C ? B - j0 : C;
+            if (j0 + C < B) {
+                if ((s = be->to_device(be, m->a.images, imgs + img * j0, sizeof(float) * img * nb)) != MAMA_OK) goto done;
+                mama__vision_forward(m, nb);
+            }
+            if ((s = be->zero(be, m->a.d_img_emb, sizeof(float) * (size_t)nb * c->embed_dim)) != MAMA_OK) goto done;
+            if ((s = be->to_device(be, m->a.d_vpooled, dpool + (size_t)j0 * D, sizeof(float) * (size_t)nb * D)) != MAMA_OK)
+                goto done;
+            mama__vision_backward(m, nb, nb, 0);
+        }
         if (world > 1 && (s = mama__dp_allreduce_dev(m, m->grads, n_vis)) != MAMA_OK) goto done;
         be->sgd_step(be, m->params, m->grads, vis_mom, n_vis, lr, o->momentum, o->weight_decay, step == 0);
         if (!o->quiet && mama__dp_rank(m) == 0 && ((step + 1) % (o->steps / 10 > 0 ? o->steps / 10 : 1) == 0))
@@ -14927,13 +15313,14 @@ MAMA_API mama_status mama_finetune(mama_model *m, mama_dataset *d, mama_zeroshot
         memcpy(W, best_W, sizeof(float) * (size_t)K * D);
         memcpy(b, best_b, sizeof(float) * K);
     }
-    if ((s = mama__eval_items(d, eval_split, task, out)) != MAMA_OK) goto done;
+    if ((s = mama__eval_items(d, eval_split, task, &o->eval, 1, out)) != MAMA_OK) goto done;
     out->best_step = best_step;
     out->best_val_loss = best_val;
     if ((s = mama_alloc((void **)&tf, sizeof(float) * (size_t)out->n * D, "finetune")) != MAMA_OK) goto done;
     if ((s = mama__encode_records(m, d, out->records, out->n, NULL, tf, 0, 0)) != MAMA_OK) goto done;
     mama__classifier_probs(W, b, tf, out->n, K, D, out->probs);
     s = mama_metrics_compute(out->probs, out->labels, out->n, K, &out->metrics);
+    if (s == MAMA_OK) s = mama__head_keep(out, task, D, 1, &W, &b);
 done:
     mama_eval_result_free(&tr);
     if (vis_mom) be->free(be, vis_mom);
@@ -14943,6 +15330,122 @@ done:
     mama_eval_result_free(&va);
     mama_free(vf); mama_free(vprobs); mama_free(best_vis); mama_free(best_W); mama_free(best_b);
     if (s != MAMA_OK) mama_eval_result_free(out);
+    return s;
+}
+
+MAMA_API size_t mama_model_arena_bytes(const mama_config *c, int max_batch) {
+    mama_model m;
+    size_t n = 0;
+    memset(&m, 0, sizeof m);
+    if (!c || max_batch < 1 || mama_config_validate(c) != MAMA_OK) { mama_clear_error(); return 0; }
+    m.cfg = *c;
+    m.max_batch = max_batch;
+    m.n_patches = (c->image_size / c->patch_size) * (c->image_size / c->patch_size);
+    m.n_vtok = 1 + c->registers + m.n_patches;
+    if (mama_calloc((void **)&m.a.vres, sizeof(float *) * (size_t)(c->vision_depth + 1), "arena size") == MAMA_OK &&
+        mama_calloc((void **)&m.a.tres, sizeof(float *) * (size_t)(c->text_depth + 1), "arena size") == MAMA_OK &&
+        mama_calloc((void **)&m.a.vblk, sizeof *m.a.vblk * (size_t)c->vision_depth, "arena size") == MAMA_OK &&
+        mama_calloc((void **)&m.a.tblk, sizeof *m.a.tblk * (size_t)c->text_depth, "arena size") == MAMA_OK)
+        n = sizeof(float) * mama__layout_acts(&m, NULL);
+    mama_free(m.a.vres); mama_free(m.a.tres); mama_free(m.a.vblk); mama_free(m.a.tblk);
+    return n;
+}
+
+/* ---- 11.5c Prediction (mama predict) ------------------------------------ */
+MAMA_API const char *mama_predict_column_name(int col) {
+    static const char *const names[MAMA_PREDICT_COLUMNS] = {
+        "density_1", "density_2", "density_3", "density_4", "birads_A", "birads_N", "birads_B", "birads_P",
+        "birads_S", "birads_M", "birads_K", "cancer_0", "cancer_1"};
+    return col >= 0 && col < MAMA_PREDICT_COLUMNS ? names[col] : NULL;
+}
+
+/* Scores of the queued (image, column) captions into probs. */
+static mama_status mama__predict_flush(mama_model *m, const int *ids, const int *mask, int queued, float *txt,
+                                       const int *owner, const float *emb, float scale, float *probs) {
+    int q, e, E = m->cfg.embed_dim;
+    MAMA_TRY(mama__encode_texts_ex(m, ids, mask, queued, txt, 0));
+    for (q = 0; q < queued; q++) {
+        double dot = 0;
+        for (e = 0; e < E; e++) dot += (double)emb[(size_t)owner[2 * q] * E + e] * txt[(size_t)q * E + e];
+        probs[(size_t)owner[2 * q] * MAMA_PREDICT_COLUMNS + owner[2 * q + 1]] = (float)(scale * dot);
+    }
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, const float *images, int n,
+                                  const mama_caption_fields *meta, const mama_head *head, float *probs) {
+    static const mama_zeroshot_task tasks[3] = {MAMA_ZEROSHOT_DENSITY, MAMA_ZEROSHOT_BIRADS, MAMA_ZEROSHOT_CANCER};
+    static const int first[4] = {0, 4, 11, 13};
+    const mama_config *c;
+    int E, D, T, B, i, t, k, queued = 0, *ids = NULL, *mask = NULL, *owner = NULL, ht = -1;
+    size_t img;
+    float *emb = NULL, *pooled = NULL, *txt = NULL, *hp = NULL, scale;
+    char *caption = NULL;
+    mama_caption_fields unk;
+    mama_status s = MAMA_OK;
+    if (!m || !tok || (!images && n > 0) || (!probs && n > 0) || n < 0)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_predict: NULL argument or n < 0");
+    c = &m->cfg; E = c->embed_dim; D = c->vision_dim; T = c->context; B = m->max_batch;
+    img = (size_t)c->in_chans * c->image_size * c->image_size;
+    if (head && (!head->W || !head->b || head->D != D || head->task < 0 || head->task > 2 || head->K < 2))
+        return MAMA_FAIL(MAMA_ERR_SHAPE, "mama_predict: the head takes %d features, the model's pooled feature has %d",
+                         head->D, D);
+    for (t = 0; head && t < 3; t++) if ((int)tasks[t] == head->task) ht = t;
+    MAMA_TRY(mama_model_check_tokenizer(m, tok, NULL));
+    if (n == 0) return MAMA_OK;
+#define MAMA__A(p, sz) if ((s = mama_alloc((void **)&(p), (sz), "predict")) != MAMA_OK) goto done
+    MAMA__A(emb, sizeof(float) * (size_t)n * E); MAMA__A(txt, sizeof(float) * (size_t)B * E);
+    MAMA__A(ids, sizeof(int) * (size_t)B * T); MAMA__A(mask, sizeof(int) * (size_t)B * T);
+    MAMA__A(owner, sizeof(int) * 2 * (size_t)B);
+    if (head) { MAMA__A(pooled, sizeof(float) * (size_t)n * D); MAMA__A(hp, sizeof(float) * (size_t)n * head->K); }
+#undef MAMA__A
+    for (i = 0; i < n; i += 2 * B) {
+        int nb = n - i < 2 * B ? n - i : 2 * B;
+        if ((s = mama_encode_images(m, images + img * i, nb, emb + (size_t)i * E, pooled ? pooled + (size_t)i * D : NULL)) != MAMA_OK) goto done;
+    }
+    scale = expf(mama__read_scalar(m, m->w.logit_scale));
+    mama_caption_fields_init(&unk);
+    for (i = 0; i < n; i++)
+        for (t = 0; t < 3; t++)
+            for (k = 0; t != ht && k < first[t + 1] - first[t]; k++) {
+                if ((s = mama_zeroshot_caption_alloc(tasks[t], k, meta ? &meta[i] : &unk, &caption)) != MAMA_OK) goto done;
+                s = mama_tokenizer_encode_caption(tok, caption, T, ids + (size_t)queued * T, mask + (size_t)queued * T, NULL);
+                mama_free(caption);
+                caption = NULL;
+                if (s != MAMA_OK) goto done;
+                owner[2 * queued] = i; owner[2 * queued + 1] = first[t] + k;
+                if (++queued == B) {
+                    if ((s = mama__predict_flush(m, ids, mask, queued, txt, owner, emb, scale, probs)) != MAMA_OK) goto done;
+                    queued = 0;
+                }
+            }
+    if (queued && (s = mama__predict_flush(m, ids, mask, queued, txt, owner, emb, scale, probs)) != MAMA_OK) goto done;
+    if (head) mama__classifier_probs(head->W, head->b, pooled, n, head->K, D, hp);
+    for (i = 0; i < n; i++)
+        for (t = 0; t < 3; t++) {
+            float *p = probs + (size_t)i * MAMA_PREDICT_COLUMNS + first[t];
+            if (t != ht) { mama__softmax_rows(p, 1, first[t + 1] - first[t]); continue; }
+            for (k = 0; k < first[t + 1] - first[t]; k++) p[k] = 0;
+            for (k = 0; k < head->K; k++) p[head->classes[k]] = hp[(size_t)i * head->K + k];
+        }
+done:
+    mama_free(emb); mama_free(pooled); mama_free(txt); mama_free(hp); mama_free(ids); mama_free(mask); mama_free(owner);
+    return s;
+}
+
+MAMA_API mama_status mama_predict_file(mama_model *m, const mama_tokenizer *tok, const char *path,
+                                       const mama_decode_opts *dec, const mama_caption_fields *meta,
+                                       const mama_head *head, float *probs) {
+    mama_image im = {0, 0, NULL};
+    float *px = NULL;
+    mama_status s;
+    if (!m || !path) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_predict_file: NULL argument");
+    MAMA_TRY(mama_alloc((void **)&px, sizeof(float) * m->cfg.in_chans * m->cfg.image_size * m->cfg.image_size, "predict"));
+    s = dec ? mama_image_load_opts(path, dec, &im) : mama_image_load(path, &im);
+    if (s == MAMA_OK) s = mama_model_prepare_image(m, &im, px);
+    if (s == MAMA_OK) s = mama_predict(m, tok, px, 1, meta, head, probs);
+    mama_image_free(&im);
+    mama_free(px);
     return s;
 }
 

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "device.c"
 #define MAMA_BENCH_BACKEND() mama_cli_backend()
@@ -85,7 +86,7 @@ typedef struct cli_args cli_args;
 typedef struct cli_command {
     const char *name;        /* "pretrain", "bench train" */
     const char *synopsis;    /* what follows the name in the usage line */
-    int positionals;         /* bare words it takes (info: the weights file) */
+    int positionals;         /* bare words it takes (info: the weights file; -1: any number, into files) */
     const char *about;       /* what it does (may be several lines) */
     int (*run)(const cli_args *a);
     const cli_flag *tables[CLI_MAX_TABLES]; /* its own flags, then shared groups; NULL ends */
@@ -274,6 +275,14 @@ static int cli_parse(const cli_command *c, int argc, char **argv, cli_args *a) {
         char name[64];
         size_t len;
         if (s[0] != '-' || (s[1] != '-' && (isdigit((unsigned char)s[1]) || s[1] == '.')) || !s[1]) {
+            if (c->positionals < 0 && !a->files) { /* any number of words (predict IMAGE...), as CLI_FILES */
+                int n = 1;
+                while (i + n < argc && strncmp(argv[i + n], "--", 2)) n++;
+                a->files = argv + i;
+                a->nfiles = n;
+                i += n - 1;
+                continue;
+            }
             if (a->npos >= c->positionals || a->npos >= CLI_MAX_POS) {
                 fprintf(stderr, "mama %s: unexpected argument '%s'%s; `mama %s --help` lists its flags\n", c->name, s,
                         i > 0 && argv[i - 1][0] == '-' ? " (a flag that takes no value before it?)" : "", c->name);
@@ -471,6 +480,7 @@ static int decode_args(const cli_args *a, mama_decode_opts *o) {
 static mama_comm *g_comm = NULL;
 static mama_dp_mode g_dp_mode = MAMA_DP_GLOBAL;
 static int g_rank = 0;
+static const char *g_argv0 = NULL; /* where the default tokenizer may be found (weights/ beside build/) */
 
 static int attach_comm(mama_model *m) {
     if (!g_comm || g_comm->size < 2) return 0;
@@ -506,11 +516,53 @@ static mama_status load_model(const cli_args *a, mama_model **m, const char *pat
     return mama_model_load_as(m, path, mama_cli_backend(), max_batch, frozen_dtype_arg(a));
 }
 
+/* The tokenizer: --tokenizer; else the one the model was trained with
+ * (recorded in its weights, mama_model_tokenizer: a relative path against
+ * the weights' folder first, then the recorded absolute path, then the path
+ * as recorded); else the default.  NULL after a message when the record
+ * points nowhere.  buf holds a path built here. */
+#define CLI_DEFAULT_TOKENIZER "weights/tiny_vocab"
+static const char *tokenizer_path(const cli_args *a, const mama_model *m, const char *weights, char *buf, size_t cap) {
+    const char *abs_p = NULL, *fp = NULL, *rec = m ? mama_model_tokenizer(m, &abs_p, &fp) : NULL, *slash;
+    struct stat sb;
+    if (cli_given(a, "--tokenizer")) return cli_str(a, "--tokenizer");
+    if (!rec) { /* the default, from here or beside the executable (build/mama -> build/../weights/) */
+        slash = g_argv0 ? strrchr(g_argv0, '/') : NULL;
+        if (stat(CLI_DEFAULT_TOKENIZER, &sb) != 0 && slash) {
+            snprintf(buf, cap, "%.*s/../%s", (int)(slash - g_argv0), g_argv0, CLI_DEFAULT_TOKENIZER);
+            if (stat(buf, &sb) == 0) return buf;
+        }
+        return CLI_DEFAULT_TOKENIZER;
+    }
+    slash = weights ? strrchr(weights, '/') : NULL;
+    snprintf(buf, cap, "%.*s%s", slash ? (int)(slash - weights + 1) : 0, weights ? weights : "", rec);
+    if (rec[0] != '/' && stat(buf, &sb) == 0) {}
+    else if (abs_p && stat(abs_p, &sb) == 0) snprintf(buf, cap, "%s", abs_p);
+    else if (stat(rec, &sb) == 0) snprintf(buf, cap, "%s", rec);
+    else {
+        fprintf(stderr, "mama: %s was trained with the tokenizer '%s' (fingerprint %s), not found next to it (%s), at "
+                "%s or from here; give --tokenizer\n", weights, rec, fp ? fp : "?", buf, abs_p ? abs_p : "(none)");
+        return NULL;
+    }
+    if (g_rank == 0) fprintf(stderr, "tokenizer: %s (recorded in %s)\n", buf, weights);
+    return buf;
+}
+
+/* mama_dataset_create; a tokenizer that does not fit the model when none
+ * was given says that --tokenizer is needed. */
+static int dataset_open(const cli_args *a, mama_dataset **d, const mama_dataset_opts *dopt, const mama_model *m) {
+    if (mama_dataset_create(d, dopt, mama_model_config(m)) == MAMA_OK) return 0;
+    fail();
+    if (!cli_given(a, "--tokenizer") && !strcmp(dopt->tokenizer, CLI_DEFAULT_TOKENIZER))
+        fprintf(stderr, "mama: give --tokenizer: the default %s fits --config tiny only\n", CLI_DEFAULT_TOKENIZER);
+    return 1;
+}
+
 /* The dataset options every dataset command shares (cli_data_flags). */
 static int data_opts(const cli_args *a, mama_dataset_opts *dopt) {
     mama_dataset_opts_default(dopt);
     dopt->manifest = cli_str(a, "--manifest");
-    dopt->tokenizer = cli_str(a, "--tokenizer");
+    dopt->tokenizer = cli_given(a, "--tokenizer") ? cli_str(a, "--tokenizer") : CLI_DEFAULT_TOKENIZER;
     dopt->skip_bad_rows = cli_given(a, "--skip-bad");
     dopt->keep_incomplete = cli_given(a, "--keep-incomplete");
     return decode_args(a, &dopt->decode);
@@ -676,6 +728,7 @@ static int cmd_pretrain(const cli_args *a) {
     mama_pretrain_opts o;
     mama_pretrain_result r;
     const char *init = cli_str(a, "--init");
+    char tokbuf[2048];
     int rc = 0, fdt = frozen_dtype_arg(a);
     mama_pretrain_opts_default(&o); /* the library's defaults, then the flags given */
     if (!data_opts(a, &dopt)) return 2;
@@ -702,6 +755,19 @@ static int cmd_pretrain(const cli_args *a) {
     if (cli_given(a, "--no-sla")) o.use_sla = MAMA_OFF;
     o.no_overlap = cli_given(a, "--no-overlap");
     if (!pretrain_preflight(a, &o)) return 2;
+    if (!init && !cli_given(a, "--tokenizer")) { /* the default must fit --config, checked before the model exists */
+        mama_tokenizer *t = NULL;
+        const char *tp = tokenizer_path(a, NULL, NULL, tokbuf, sizeof tokbuf);
+        char cname[64];
+        snprintf(cname, sizeof cname, "--config %s", cli_str(a, "--config"));
+        if (mama_tokenizer_load(&t, tp) != MAMA_OK || mama_tokenizer_check_config(t, tp, &cfg, cname) != MAMA_OK) {
+            fail();
+            fprintf(stderr, "mama pretrain: --tokenizer is required: the default %s does not fit %s\n", tp, cname);
+            mama_tokenizer_free(t);
+            return 2;
+        }
+        mama_tokenizer_free(t);
+    }
     if (init) {
         if (mama_model_load_as(&m, init, mama_cli_backend(), o.batch, fdt) != MAMA_OK) return fail();
     } else {
@@ -709,14 +775,18 @@ static int cmd_pretrain(const cli_args *a) {
         if (mama_model_create(&m, &cfg, mama_cli_backend(), o.batch, o.seed) != MAMA_OK) return fail();
     }
     if (attach_comm(m) != 0) { mama_model_free(m); return 1; }
-    if (mama_dataset_create(&d, &dopt, mama_model_config(m)) != MAMA_OK) { mama_model_free(m); return fail(); }
+    if (!(dopt.tokenizer = tokenizer_path(a, m, init, tokbuf, sizeof tokbuf)) || dataset_open(a, &d, &dopt, m) != 0) {
+        mama_model_free(m);
+        return 1;
+    }
+    if (mama_model_check_tokenizer(m, mama_dataset_tokenizer(d), dopt.tokenizer) != MAMA_OK) rc = fail();
     print_skips(d);
-    if (g_rank == 0)
+    if (rc == 0 && g_rank == 0)
         fprintf(stderr, "pretrain: %d train images (%d skipped), %ld steps of %d x %d x %d ranks, %d threads\n",
                 mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
                 g_comm ? g_comm->size : 1, mama_num_threads());
-    if (mama_pretrain(m, d, &o, &r) != MAMA_OK) rc = fail();
-    else if (g_rank == 0) {
+    if (rc == 0 && mama_pretrain(m, d, &o, &r) != MAMA_OK) rc = fail();
+    else if (rc == 0 && g_rank == 0) {
         printf("pretrained %ld steps in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s\n", r.steps_done,
                r.seconds, r.images_per_s, r.last.loss, o.checkpoint);
         if (r.best_val_step > 0)
@@ -747,13 +817,50 @@ static mama_split parse_split(const char *name) {
     return !strcmp(name, "train") ? MAMA_SPLIT_TRAIN : !strcmp(name, "val") ? MAMA_SPLIT_VAL : MAMA_SPLIT_TEST;
 }
 
+/* --max-batch, or the largest of 32 (finetune: enough for its --batch in
+ * one pass, 36 for 72), 31, .. whose activation arena fits CLI_ARENA_BUDGET
+ * (base: 2), said when lowered; 0 after a message. */
+#define CLI_ARENA_BUDGET 8e9
+static int eval_max_batch(const cli_args *a, const char *weights) {
+    mama_safetensors st;
+    mama_config c;
+    const char *json;
+    int mb = 32, want;
+    if (!strcmp(a->cmd->name, "finetune") && (want = ((int)cli_num(a, "--batch") + 1) / 2) > mb) mb = want;
+    if (cli_given(a, "--max-batch")) return (int)cli_num(a, "--max-batch");
+    memset(&st, 0, sizeof st);
+    if (mama_st_open(&st, weights) != MAMA_OK) return fail(), 0;
+    mama_config_preset(&c, "base"); /* as mama_model_load: fields absent from the file are the reference's */
+    c.text_pool_real_only = 0;
+    json = mama_st_meta(&st, "mama_config");
+    if (json && mama_config_from_json(&c, json, weights) != MAMA_OK) { mama_st_close(&st); return fail(), 0; }
+    mama_st_close(&st);
+    want = mb;
+    while (mb > 1 && (double)mama_model_arena_bytes(&c, mb) > CLI_ARENA_BUDGET) mb--;
+    if (mb < want && g_rank == 0)
+        fprintf(stderr, "mama: --max-batch %d (an activation arena of %.1f GB; %d would take %.1f GB); give --max-batch "
+                "to change it\n", mb, mama_model_arena_bytes(&c, mb) / 1e9, want, mama_model_arena_bytes(&c, want) / 1e9);
+    return mb;
+}
+
 /* Shared by zeroshot, probe, finetune, embed and heatmap: model + dataset
  * from the common flags. */
 static int open_eval(const cli_args *a, mama_model **m, mama_dataset **d) {
     mama_dataset_opts dopt;
-    if (!data_opts(a, &dopt)) return 2;
-    if (load_model(a, m, cli_str(a, "--weights"), (int)cli_num(a, "--max-batch")) != MAMA_OK) return fail();
-    if (mama_dataset_create(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
+    char tokbuf[2048];
+    const char *w = cli_str(a, "--weights");
+    int mb = eval_max_batch(a, w);
+    if (!data_opts(a, &dopt) || mb < 1) return 2;
+    if (load_model(a, m, w, mb) != MAMA_OK) return fail();
+    if (!(dopt.tokenizer = tokenizer_path(a, *m, w, tokbuf, sizeof tokbuf)) || dataset_open(a, d, &dopt, *m) != 0) {
+        mama_model_free(*m);
+        return 1;
+    }
+    if (mama_model_check_tokenizer(*m, mama_dataset_tokenizer(*d), dopt.tokenizer) != MAMA_OK) {
+        mama_dataset_free(*d);
+        mama_model_free(*m);
+        return fail();
+    }
     print_skips(*d);
     return 0;
 }
@@ -763,6 +870,46 @@ static int write_json(const char *path, mama_buf *b) {
     if (mama_write_file_atomic(path, b->data, b->len) != MAMA_OK) return fail();
     printf("wrote %s\n", path);
     return 0;
+}
+
+/* --balanced-test, --subset-seed, --classes (for one task), --double-softmax,
+ * --ref-text-feature: mama_eval_opts.  0 after a message. */
+static int eval_opts(const cli_args *a, mama_zeroshot_task t, int zeroshot, mama_eval_opts *o) {
+    memset(o, 0, sizeof *o);
+    if (cli_given(a, "--balanced-test")) o->balanced_test = (float)cli_num(a, "--balanced-test");
+    o->subset_seed = cli_seed(a, "--subset-seed");
+    if (cli_given(a, "--classes") && mama_task_parse_classes(t, cli_str(a, "--classes"), "--classes", &o->classes) != MAMA_OK)
+        return fail(), 0;
+    if (zeroshot) {
+        o->double_softmax = cli_given(a, "--double-softmax");
+        o->ref_text_feature = cli_given(a, "--ref-text-feature");
+    }
+    return 1;
+}
+
+/* PREFIX_TASK.EXT */
+static const char *task_file(char *buf, size_t cap, const char *prefix, mama_zeroshot_task t, const char *ext) {
+    snprintf(buf, cap, "%s_%s.%s", prefix, mama_task_name(t), ext);
+    return buf;
+}
+
+/* Per-image probabilities: image, record (the manifest's data row), true
+ * label, then a column per class (TASK_CLASS), written atomically. */
+static int write_probs_csv(const char *path, const mama_dataset *d, mama_zeroshot_task t, const mama_eval_result *r) {
+    const mama_manifest *man = mama_dataset_manifest(d);
+    mama_buf b = {0, 0, 0};
+    int i, k, rc = 0;
+    mama_buf_puts(&b, "image,record,label");
+    for (k = 0; k < r->K; k++) mama_buf_printf(&b, ",%s_%s", mama_task_name(t), mama_task_class_name(t, r->classes[k]));
+    for (i = 0; i < r->n; i++) {
+        mama_buf_printf(&b, "\n\"%s\",%d,%s", man->records[r->records[i]].path, r->records[i],
+                        mama_task_class_name(t, r->classes[r->labels[i]]));
+        for (k = 0; k < r->K; k++) mama_buf_printf(&b, ",%.6g", r->probs[(size_t)i * r->K + k]);
+    }
+    if (mama_buf_puts(&b, "\n") != MAMA_OK || mama_write_file_atomic(path, b.data, b.len) != MAMA_OK) rc = fail();
+    else printf("wrote %s (%d images)\n", path, r->n);
+    mama_buf_free(&b);
+    return rc;
 }
 
 /* probe: 0 zeroshot, 1 linear probe, 2 full fine-tuning */
@@ -778,8 +925,16 @@ static int cmd_eval(const cli_args *a, int probe) {
     mama_buf_puts(&json, "{");
     for (i = 0; i < nt && rc == 0; i++) {
         mama_eval_result r;
+        mama_eval_opts eo;
         mama_status s;
-        char title[128];
+        char title[160], path[1024];
+        if (!eval_opts(a, tasks[i], !probe, &eo)) { rc = 2; break; }
+        if (probe == 2 && i > 0) { /* every task fine-tunes the weights given, not the last task's */
+            mama_model_free(m);
+            m = NULL;
+            if (load_model(a, &m, cli_str(a, "--weights"), eval_max_batch(a, cli_str(a, "--weights"))) != MAMA_OK ||
+                attach_comm(m) != 0) { rc = fail(); break; }
+        }
         if (probe) {
             mama_probe_opts po;
             mama_probe_opts_default(&po); /* the library's defaults, then the flags given */
@@ -787,15 +942,30 @@ static int cmd_eval(const cli_args *a, int probe) {
             cli_opt_int(a, "--batch", &po.batch);
             if (probe == 2) cli_opt_long(a, "--val-every", &po.val_every); /* 0: never, the last weights */
             if (cli_given(a, "--no-augment")) po.augment = MAMA_OFF;
+            po.eval = eo;
             s = probe == 2 ? mama_finetune(m, d, tasks[i], &po, split, &r) : mama_linear_probe(m, d, tasks[i], &po, split, &r);
         } else {
-            s = mama_zeroshot(m, d, split, tasks[i], cli_given(a, "--ref-text-feature"), &r);
+            s = mama_zeroshot_ex(m, d, split, tasks[i], &eo, &r);
         }
         if (s != MAMA_OK) { rc = fail(); break; }
-        snprintf(title, sizeof title, "%s %s on %s", probe == 2 ? "fine-tuning" : probe ? "linear probe" : "zeroshot",
-                 mama_task_name(tasks[i]),
-                 mama_split_name(split));
+        snprintf(title, sizeof title, "%s %s on %s%s%s%s", probe == 2 ? "fine-tuning" : probe ? "linear probe" : "zeroshot",
+                 mama_task_name(tasks[i]), mama_split_name(split), eo.balanced_test > 0 ? " (balanced subset)" : "",
+                 eo.classes ? " (classes " : "", eo.classes ? cli_str(a, "--classes") : "");
+        if (eo.classes) strcat(title, ")");
         if (g_rank == 0) mama_metrics_print(&r.metrics, title, stdout);
+        if (g_rank == 0 && cli_str(a, "--probs") &&
+            write_probs_csv(task_file(path, sizeof path, cli_str(a, "--probs"), tasks[i], "csv"), d, tasks[i], &r) != 0)
+            rc = 1;
+        if (g_rank == 0 && probe && cli_str(a, "--save-head")) {
+            if (mama_head_save(&r.head, task_file(path, sizeof path, cli_str(a, "--save-head"), tasks[i], "safetensors")) != MAMA_OK)
+                rc = fail();
+            else printf("wrote %s (the %s classifier; `mama predict --head %s`)\n", path, mama_task_name(tasks[i]), path);
+        }
+        if (g_rank == 0 && probe == 2 && cli_str(a, "--save-weights")) {
+            if (mama_model_save(m, task_file(path, sizeof path, cli_str(a, "--save-weights"), tasks[i], "safetensors")) != MAMA_OK)
+                rc = fail();
+            else printf("wrote %s (the fine-tuned model, for its head)\n", path);
+        }
         if (g_rank == 0 && cli_str(a, "--png")) { /* the confusion matrix as a picture */
             static const char *const names[3][7] = {{"0 (A)", "1 (N)", "2 (B)", "3 (P)", "4 (S)", "5 (M)", "6 (K)"},
                                                     {"fatty", "scattered", "heterog.", "dense"}, {"no cancer", "cancer"}};
@@ -930,13 +1100,17 @@ static mama_status mama_cli_npy_write(const char *path, const float *data, int r
 static int cmd_embed(const cli_args *a) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
-    const char *out = cli_str(a, "--out"), *w = cli_str(a, "--weights");
+    const char *out = cli_str(a, "--out"), *w = cli_str(a, "--weights"), *pout = cli_str(a, "--pooled");
     const mama_config *c;
-    float *emb = NULL;
+    float *emb = NULL, *pool = NULL; /* the projected embeddings, the pooled features (--pooled) */
     int rows = 0, i, rc = 0;
     if (!a->nfiles == !cli_given(a, "--manifest")) {
         fprintf(stderr, "mama embed: give either --manifest M (a split's images or, with --texts, captions) or "
                         "--images a.png ...\n");
+        return 2;
+    }
+    if (pout && cli_given(a, "--texts")) {
+        fprintf(stderr, "mama embed: --pooled is the image feature; it does not go with --texts\n");
         return 2;
     }
     if (a->nfiles && (cli_given(a, "--split") || cli_given(a, "--texts"))) {
@@ -953,12 +1127,14 @@ static int cmd_embed(const cli_args *a) {
         c = mama_model_config(m);
         aug.size = c->image_size;
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
+        pool = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->vision_dim);
         px = (float *)malloc(sizeof(float) * c->in_chans * c->image_size * c->image_size);
         for (i = 0; i < n && rc == 0; i++) {
             mama_image img = {0, 0, NULL};
             if (mama_image_load_opts(a->files[i], &dec, &img) != MAMA_OK ||
                 mama_image_pipeline(&img, &aug, 0, NULL, c->in_chans, px) != MAMA_OK ||
-                mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, NULL) != MAMA_OK) rc = fail();
+                mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, pool + (size_t)i * c->vision_dim) != MAMA_OK)
+                rc = fail();
             mama_image_free(&img);
         }
         rows = n;
@@ -984,17 +1160,175 @@ static int cmd_embed(const cli_args *a) {
         } else {
             size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
             float *px = (float *)malloc(sizeof(float) * img);
+            pool = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->vision_dim);
             for (i = 0; i < n && rc == 0; i++)
                 if (mama_dataset_image(d, idx[i], 0, NULL, px) != MAMA_OK ||
-                    mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, NULL) != MAMA_OK) rc = fail();
+                    mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, pool + (size_t)i * c->vision_dim) != MAMA_OK)
+                    rc = fail();
             free(px);
         }
         rows = n;
     }
     if (rc == 0 && mama_cli_npy_write(out, emb, rows, mama_model_config(m)->embed_dim) != MAMA_OK) rc = fail();
     if (rc == 0) printf("wrote %s: %d x %d embeddings\n", out, rows, mama_model_config(m)->embed_dim);
+    if (rc == 0 && pout && mama_cli_npy_write(pout, pool, rows, mama_model_config(m)->vision_dim) != MAMA_OK) rc = fail();
+    if (rc == 0 && pout)
+        printf("wrote %s: %d x %d pooled image features (the probe's input)\n", pout, rows, mama_model_config(m)->vision_dim);
     free(emb);
+    free(pool);
     mama_dataset_free(d);
+    mama_model_free(m);
+    return rc;
+}
+
+/* ---- predict ---------------------------------------------------------- */
+/* The manifest row of an image file: the same path, or one ending in "/" +
+ * the other; -1 when none. */
+static int predict_row(const mama_manifest *man, const char *file) {
+    size_t lf = strlen(file);
+    int i;
+    for (i = 0; i < man->count; i++) {
+        const char *p = man->records[i].path;
+        size_t lp = strlen(p);
+        if (!strcmp(p, file) || (lp > lf && p[lp - lf - 1] == '/' && !strcmp(p + lp - lf, file)) ||
+            (lf > lp && file[lf - lp - 1] == '/' && !strcmp(file + lf - lp, p)))
+            return i;
+    }
+    return -1;
+}
+
+/* One output row: level (image, breast_mean, breast_max, exam_mean,
+ * exam_max), its name, study, side and the 13 probabilities. */
+typedef struct predict_row_out { const char *level, *id, *study, *side; float p[MAMA_PREDICT_COLUMNS]; } predict_row_out;
+
+static void predict_print(const predict_row_out *r, int n, FILE *f) {
+    int i, k;
+    fprintf(f, "%-11s %-28s density: 1    2    3    4  | BI-RADS: A    N    B    P    S    M    K  | cancer: 0    1\n",
+            "level", "image / study side");
+    for (i = 0; i < n; i++) {
+        char name[29];
+        const char *id = r[i].id;
+        size_t l = strlen(id);
+        snprintf(name, sizeof name, "%s%s", l > 28 ? "..." : "", l > 28 ? id + l - 25 : id);
+        if (r[i].level[0] == 'b') snprintf(name, sizeof name, "%.20s %s", r[i].study, r[i].side);
+        fprintf(f, "%-11s %-28s        ", r[i].level, name);
+        for (k = 0; k < MAMA_PREDICT_COLUMNS; k++)
+            fprintf(f, "%s%.2f", k == 4 ? " |          " : k == 11 ? " |         " : k ? " " : "", (double)r[i].p[k]);
+        fputc('\n', f);
+    }
+}
+
+static int predict_write(const char *csv, const char *json, const predict_row_out *r, int n) {
+    mama_buf b = {0, 0, 0};
+    int i, k, rc = 0;
+    if (csv) {
+        mama_buf_puts(&b, "level,id,study,side");
+        for (k = 0; k < MAMA_PREDICT_COLUMNS; k++) mama_buf_printf(&b, ",%s", mama_predict_column_name(k));
+        for (i = 0; i < n; i++) {
+            mama_buf_printf(&b, "\n%s,\"%s\",\"%s\",%s", r[i].level, r[i].id, r[i].study, r[i].side);
+            for (k = 0; k < MAMA_PREDICT_COLUMNS; k++) mama_buf_printf(&b, ",%.6g", (double)r[i].p[k]);
+        }
+        if (mama_buf_puts(&b, "\n") != MAMA_OK || mama_write_file_atomic(csv, b.data, b.len) != MAMA_OK) rc = fail();
+        else printf("wrote %s\n", csv);
+        mama_buf_free(&b);
+    }
+    if (json && rc == 0) {
+        mama_buf_puts(&b, "[");
+        for (i = 0; i < n; i++) {
+            mama_buf_printf(&b, "%s\n{\"level\":\"%s\",\"id\":", i ? "," : "", r[i].level);
+            mama_buf_json_string(&b, r[i].id);
+            mama_buf_puts(&b, ",\"study\":");
+            mama_buf_json_string(&b, r[i].study);
+            mama_buf_printf(&b, ",\"side\":\"%s\"", r[i].side);
+            for (k = 0; k < MAMA_PREDICT_COLUMNS; k++) {
+                mama_buf_printf(&b, ",\"%s\":", mama_predict_column_name(k));
+                mama_buf_json_number(&b, r[i].p[k]);
+            }
+            mama_buf_puts(&b, "}");
+        }
+        if (mama_buf_puts(&b, "\n]\n") != MAMA_OK || mama_write_file_atomic(json, b.data, b.len) != MAMA_OK) rc = fail();
+        else printf("wrote %s\n", json);
+        mama_buf_free(&b);
+    }
+    return rc;
+}
+
+/* Per image the probabilities of mama_predict_file (zero-shot, or the
+ * head's for its task), then per breast (study, side) and per exam (study)
+ * the mean and the max over its images (a max row need not sum to 1).
+ * Without --manifest the images are one exam, metadata unknown. */
+static int cmd_predict(const cli_args *a) {
+    mama_model *m = NULL;
+    mama_tokenizer *tok = NULL;
+    mama_manifest man;
+    mama_head head;
+    mama_decode_opts dec;
+    predict_row_out *rows = NULL;
+    const char *w = cli_str(a, "--weights"), *tp;
+    char tokbuf[2048];
+    int n = a->nfiles, i, j, k, g, nrows, rc = 0, mb, have_head = cli_str(a, "--head") != NULL;
+    memset(&man, 0, sizeof man);
+    memset(&head, 0, sizeof head);
+    if (n < 1) { fprintf(stderr, "mama predict: give one or more images: mama predict --weights W IMAGE...\n"); return 2; }
+    if (!decode_args(a, &dec) || (mb = eval_max_batch(a, w)) < 1) return 2;
+    if (load_model(a, &m, w, mb) != MAMA_OK) return fail();
+    if (!(tp = tokenizer_path(a, m, w, tokbuf, sizeof tokbuf))) { mama_model_free(m); return 1; }
+    if (mama_tokenizer_load(&tok, tp) != MAMA_OK || mama_model_check_tokenizer(m, tok, tp) != MAMA_OK ||
+        (have_head && mama_head_load(&head, cli_str(a, "--head")) != MAMA_OK) ||
+        (cli_str(a, "--manifest") && mama_manifest_load(&man, cli_str(a, "--manifest"), 0) != MAMA_OK)) {
+        rc = fail();
+        goto done;
+    }
+    if (have_head)
+        fprintf(stderr, "predict: %s from the head %s (%d classes%s), the other tasks zero-shot\n",
+                mama_task_name((mama_zeroshot_task)head.task), cli_str(a, "--head"), head.K,
+                head.finetuned ? "; fine-tuned: use it with the weights fine-tuning saved" : "");
+    /* images, then at most one breast and one exam row pair per image */
+    rows = (predict_row_out *)calloc((size_t)5 * n, sizeof *rows);
+    for (i = 0; i < n && rc == 0; i++) {
+        int r = man.count ? predict_row(&man, a->files[i]) : -1;
+        mama_caption_fields f;
+        rows[i].level = "image";
+        rows[i].id = a->files[i];
+        rows[i].study = r >= 0 ? man.records[r].study : "images";
+        rows[i].side = r >= 0 ? man.records[r].side : "unknown";
+        if (r >= 0) mama_record_caption_fields(&man.records[r], &f);
+        else if (man.count) fprintf(stderr, "predict: %s is not in %s: metadata unknown\n", a->files[i], cli_str(a, "--manifest"));
+        if (mama_predict_file(m, tok, a->files[i], &dec, r >= 0 ? &f : NULL, have_head ? &head : NULL, rows[i].p) != MAMA_OK)
+            rc = fail();
+    }
+    nrows = n;
+    for (g = 0; g < 2 && rc == 0; g++) /* 0: breasts (study, side), 1: exams (study) */
+        for (i = 0; i < n; i++) {
+            int first = 1, cnt = 0;
+            predict_row_out *mean = &rows[nrows], *mx = &rows[nrows + 1];
+            for (j = 0; j < i && first; j++) /* grouped at its first image */
+                if (!strcmp(rows[j].study, rows[i].study) && (g || !strcmp(rows[j].side, rows[i].side))) first = 0;
+            if (!first) continue;
+            mean->level = g ? "exam_mean" : "breast_mean";
+            mx->level = g ? "exam_max" : "breast_max";
+            mean->id = mx->id = mean->study = mx->study = rows[i].study;
+            mean->side = mx->side = g ? "all" : rows[i].side;
+            for (j = i; j < n; j++) {
+                if (strcmp(rows[j].study, rows[i].study) || (!g && strcmp(rows[j].side, rows[i].side))) continue;
+                for (k = 0; k < MAMA_PREDICT_COLUMNS; k++) {
+                    mean->p[k] += rows[j].p[k];
+                    if (!cnt || rows[j].p[k] > mx->p[k]) mx->p[k] = rows[j].p[k];
+                }
+                cnt++;
+            }
+            for (k = 0; k < MAMA_PREDICT_COLUMNS; k++) mean->p[k] /= (float)cnt;
+            nrows += 2;
+        }
+    if (rc == 0) {
+        predict_print(rows, nrows, stdout);
+        rc = predict_write(cli_str(a, "--csv"), cli_str(a, "--json"), rows, nrows);
+    }
+done:
+    free(rows);
+    mama_head_free(&head);
+    mama_manifest_free(&man);
+    mama_tokenizer_free(tok);
     mama_model_free(m);
     return rc;
 }
@@ -1066,7 +1400,8 @@ static const cli_flag cli_frozen_flags[] = {
     CLI_END};
 /* every command that opens a dataset */
 static const cli_flag cli_data_flags[] = {
-    CLI_STR("--tokenizer", "PATH", 0, "weights/tiny_vocab", "tokenizer directory (vocab.json, merges.txt)"),
+    CLI_STR("--tokenizer", "PATH", 0, "the one the weights record, else " CLI_DEFAULT_TOKENIZER,
+            "tokenizer directory (vocab.json, merges.txt) or tokenizer.json"),
     CLI_SW("--skip-bad", "skip malformed manifest rows and unreadable images instead of failing"),
     CLI_SW("--keep-incomplete", "keep records whose caption lacks procedure, reason, density or BI-RADS"),
     CLI_NUMT("--bit-depth", CLI_INT, 1, 16, 0, "v*255/max(v) per image", "16-bit images: v*255/(2^N-1)"),
@@ -1140,18 +1475,27 @@ static const cli_flag eval_flags[] = {
     CLI_CH("--split", CLI_SPLITS, "test", "the split evaluated"),
     CLI_STR("--json", "OUT", 0, NULL, "write the metrics as JSON"),
     CLI_STR("--png", "PREFIX", 0, NULL, "confusion matrices to PREFIX_TASK.png"),
-    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32 (finetune: --batch/2), less where the activations pass 8 GB",
+             "the model's largest batch"),
+    CLI_NUMT("--balanced-test", CLI_FLOAT, 0, 1, CLI_LO_OPEN, "off: every image",
+             "evaluate a class-balanced subset of this fraction (the paper's EMBED test sets: 0.1)"),
+    CLI_NUM("--subset-seed", CLI_U64, 0, CLI_INF, 0, MAMA_EVAL_DEFAULT_SUBSET_SEED, "which images the subset takes"),
+    CLI_STR("--classes", "LIST", 0, NULL, "only these classes, e.g. 2,3,4 (density) or N,B,P,S,M (BI-RADS)"),
+    CLI_STR("--probs", "PREFIX", 0, NULL, "per-image probabilities to PREFIX_TASK.csv"),
     CLI_END};
 static const cli_flag zeroshot_flags[] = {
     CLI_SW("--ref-text-feature", "the reference code's text feature"),
+    CLI_SW("--double-softmax", "the reference's scores: the softmax twice (changes pF1 and multi-class AUC)"),
     CLI_END};
 static const cli_flag probe_flags[] = {
     CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PROBE_DEFAULT_STEPS, "training steps"),
     CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, MAMA_PROBE_DEFAULT_BATCH, "batch"),
     CLI_SW("--no-augment", "no augmentation (the linear probe computes features once)"),
+    CLI_STR("--save-head", "PREFIX", 0, NULL, "the classifier to PREFIX_TASK.safetensors (for predict --head)"),
     CLI_END};
 static const cli_flag finetune_flags[] = {
     CLI_NUMT("--val-every", CLI_LONG, 0, CLI_INF, 0, "steps/10", "val cross-entropy every N steps (0: the last weights)"),
+    CLI_STR("--save-weights", "PREFIX", 0, NULL, "the fine-tuned model to PREFIX_TASK.safetensors (its head's weights)"),
     CLI_END};
 
 static const cli_flag caption_flags[] = {
@@ -1179,7 +1523,20 @@ static const cli_flag embed_flags[] = {
     CLI_CH("--split", CLI_SPLITS, "test", "the split (with --manifest)"),
     CLI_SW("--texts", "the captions instead of the images (with --manifest)"),
     CLI_LIST("--images", "embed these image files instead"),
+    CLI_STR("--pooled", "PATH", 0, NULL, "also the pooled image features (the probe's input) as .npy, rows x vision_dim"),
     CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
+    CLI_END};
+
+static const cli_flag predict_flags[] = {
+    CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the model (safetensors)"),
+    CLI_STR("--manifest", "PATH", 0, NULL, "each image's metadata (captions) and its study and side, from its row"),
+    CLI_STR("--head", "PATH", 0, NULL, "a classifier saved by probe/finetune --save-head, instead of zero-shot for its task"),
+    CLI_STR("--csv", "PATH", 0, NULL, "write the rows as CSV (level,id,study,side,density_1..cancer_1)"),
+    CLI_STR("--json", "PATH", 0, NULL, "write the rows as JSON"),
+    CLI_STR("--tokenizer", "PATH", 0, "the one the weights record, else " CLI_DEFAULT_TOKENIZER, "tokenizer"),
+    CLI_NUMT("--bit-depth", CLI_INT, 1, 16, 0, "v*255/max(v) per image", "16-bit images: v*255/(2^N-1)"),
+    CLI_STR("--window", "C,W", 0, NULL, "16-bit images: DICOM window C,W (centre, width >= 1)"),
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 8 GB", "the model's largest batch"),
     CLI_END};
 
 static const cli_flag heatmap_flags[] = {
@@ -1273,6 +1630,11 @@ static const cli_command cli_commands[] = {
     {"embed", "--weights W (--manifest M [--split S] [--texts] | --images a.png ...) --out X.npy", 0,
      "image (or caption) embeddings as a float32 .npy", cmd_embed,
      {embed_flags, cli_data_flags, cli_frozen_flags, cli_common_flags, NULL}},
+    {"predict", "--weights W IMAGE... [--manifest M] [--head H] [--csv F] [--json F] [flags]", -1,
+     "per image the zero-shot probabilities of density (4), BI-RADS (7) and cancer (2) with the paper's\n"
+     "prompts (metadata from the --manifest row, else unknown), or a saved classifier's (--head) for its\n"
+     "task; then per breast (study, side) and per exam the mean and the max over its images.  Without\n"
+     "--manifest the images are one exam.", cmd_predict, {predict_flags, cli_frozen_flags, cli_common_flags, NULL}},
     {"heatmap", "--weights W --manifest M --row N --out P.png [flags]", 0,
      "SLA similarity of each caption sentence with each patch, one panel per sentence", cmd_heatmap,
      {heatmap_flags, cli_data_flags, cli_frozen_flags, cli_common_flags, NULL}},
@@ -1401,7 +1763,9 @@ static int run_command(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    int rc = mama_cli_select_device(&argc, argv);
+    int rc;
+    g_argv0 = argv[0];
+    rc = mama_cli_select_device(&argc, argv);
     if (rc) return rc;
     rc = mama_cli_dispatch(argc, argv);
     mama_cli_release();

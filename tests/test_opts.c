@@ -120,9 +120,9 @@ static void test_probe(void) {
          o.weight_decay == MAMA_PROBE_DEFAULT_WEIGHT_DECAY && o.augment == 1 && o.seed == MAMA_PROBE_DEFAULT_SEED && o.quiet == 0 &&
          !memcmp(&o, &d, sizeof o);
     test_report(ok, "probe_zero_is_default", "zero struct -> every MAMA_PROBE_DEFAULT_*; == mama_probe_opts_default");
-    ok = d.steps == 8000 && d.batch == 32 && d.lr == 5e-4f && d.lr_floor == 1e-5f && d.warmup == 100 &&
+    ok = d.steps == 8000 && d.batch == 72 && d.lr == 5e-4f && d.lr_floor == 1e-5f && d.warmup == 100 &&
          d.momentum == 0.9f && d.weight_decay == 1e-3f;
-    test_report(ok, "probe_defaults_are_spec", "SPEC A.7: 8000 steps, batch 32, lr 5e-4 -> 1e-5, warm-up 100, "
+    test_report(ok, "probe_defaults_are_spec", "SPEC A.7: 8000 steps, batch 72 (36 x 2 GPUs), lr 5e-4 -> 1e-5, warm-up 100, "
                 "momentum 0.9, wd 1e-3");
     ok = mama__probe_opts_resolve(&d, &r) == MAMA_OK && !memcmp(&r, &d, sizeof r);
     test_report(ok, "probe_resolve_idempotent", "resolve(default) == default");
