@@ -130,7 +130,7 @@ compile-check: | $(BUILD)
 	@echo "compile-check: C99 (gcc), C11 (clang -O2) and C++11 (g++) clean; examples compile"
 
 test: stb compile-check $(TESTS) $(BUILD)/mama
-	@bash tests/run_tests.sh $(TESTS) tests/check_bss.sh tests/check_dropin.sh
+	@bash tests/run_tests.sh $(TESTS) tests/check_bss.sh tests/check_dropin.sh tests/test_cli.sh
 
 asan: stb
 	@$(MAKE) -j2 --no-print-directory BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/mama $(patsubst tests/%.c,build/asan/%,$(TEST_SRC))

@@ -1607,9 +1607,14 @@ MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mas
 #define MAMA_PRETRAIN_DEFAULT_ACCUM 2
 #define MAMA_PRETRAIN_DEFAULT_LR 4e-5f
 #define MAMA_PRETRAIN_DEFAULT_LR_FLOOR 1e-8f
-#define MAMA_PRETRAIN_DEFAULT_WARMUP 4000L
+/* The schedule follows `steps`: warm-up and late-loss start are the paper's
+ * fractions of the run (4000 and 8000 of its 40000 steps) unless given;
+ * _WARMUP and _LATE_LOSS are their values at the default steps. */
+#define MAMA_PRETRAIN_DEFAULT_WARMUP_PCT 10
+#define MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT 20
+#define MAMA_PRETRAIN_DEFAULT_WARMUP (MAMA_PRETRAIN_DEFAULT_STEPS * MAMA_PRETRAIN_DEFAULT_WARMUP_PCT / 100)
 #define MAMA_PRETRAIN_DEFAULT_WEIGHT_DECAY 0.1f
-#define MAMA_PRETRAIN_DEFAULT_LATE_LOSS 8000L
+#define MAMA_PRETRAIN_DEFAULT_LATE_LOSS (MAMA_PRETRAIN_DEFAULT_STEPS * MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT / 100)
 #define MAMA_PRETRAIN_DEFAULT_EXT_OTHER_VIEW_P 0.5f
 #define MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P 0.8f
 #define MAMA_PRETRAIN_DEFAULT_MAX_BAD_STEPS 5
@@ -1620,9 +1625,10 @@ typedef struct mama_pretrain_opts {
     int batch;                   /* per micro-batch and rank (_BATCH) */
     int accum;                   /* micro-batches per optimiser step (_ACCUM) */
     float lr, lr_floor;          /* peak and floor of the cosine schedule (_LR, _LR_FLOOR) */
-    long warmup;                 /* linear warm-up steps (_WARMUP) */
+    long warmup;                 /* linear warm-up steps (default _WARMUP_PCT % of steps), < steps */
     float weight_decay;          /* AdamW's (_WEIGHT_DECAY) */
-    long late_loss;              /* multi-view, symmetric and local losses from this step (_LATE_LOSS) */
+    long late_loss;              /* multi-view, symmetric and local losses from this step (default
+                                    _LATE_LOSS_PCT % of steps), < steps */
     int use_mv, use_sym, use_sla;/* the late terms (ablations; default on) */
     float ext_other_view_p;      /* P(ext = another image of the study) (_EXT_OTHER_VIEW_P) */
     float caption_mask_p;        /* per-field caption masking (_CAPTION_MASK_P) */
@@ -13178,9 +13184,12 @@ static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mam
     o->accum = mama__opt_int(in->accum, MAMA_PRETRAIN_DEFAULT_ACCUM);
     o->lr = mama__opt_float(in->lr, MAMA_PRETRAIN_DEFAULT_LR);
     o->lr_floor = mama__opt_float(in->lr_floor, MAMA_PRETRAIN_DEFAULT_LR_FLOOR);
-    o->warmup = mama__opt_long(in->warmup, MAMA_PRETRAIN_DEFAULT_WARMUP);
+    /* the schedule's defaults: fractions of steps (o->steps / 100 * pct: no overflow) */
+    o->warmup = mama__opt_long(in->warmup, o->steps / 100 * MAMA_PRETRAIN_DEFAULT_WARMUP_PCT +
+                                           o->steps % 100 * MAMA_PRETRAIN_DEFAULT_WARMUP_PCT / 100);
     o->weight_decay = mama__opt_float(in->weight_decay, MAMA_PRETRAIN_DEFAULT_WEIGHT_DECAY);
-    o->late_loss = mama__opt_long(in->late_loss, MAMA_PRETRAIN_DEFAULT_LATE_LOSS);
+    o->late_loss = mama__opt_long(in->late_loss, o->steps / 100 * MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT +
+                                                 o->steps % 100 * MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT / 100);
     o->use_mv = mama__opt_flag(in->use_mv, 1);
     o->use_sym = mama__opt_flag(in->use_sym, 1);
     o->use_sla = mama__opt_flag(in->use_sla, 1);
@@ -13209,6 +13218,11 @@ static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mam
     }
     if (o->steps < 1 || o->batch < 1 || o->accum < 1)
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps, batch and accum must be >= 1");
+    if (o->warmup >= o->steps || o->late_loss >= o->steps) /* the warm-up never ends, the late losses never start */
+        return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: %s %ld is at or past the last step (steps %ld; the default "
+                         "is %d%% of steps)", o->warmup >= o->steps ? "warmup" : "late_loss",
+                         o->warmup >= o->steps ? o->warmup : o->late_loss, o->steps,
+                         o->warmup >= o->steps ? MAMA_PRETRAIN_DEFAULT_WARMUP_PCT : MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT);
     if (!(o->lr >= 0) || !(o->lr_floor >= 0) || !(o->weight_decay >= 0) || !(o->clip_grad >= 0))
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: lr, lr_floor, weight_decay and clip_grad must be numbers >= 0");
     if (!mama__opt_prob_ok(o->ext_other_view_p) || !mama__opt_prob_ok(o->caption_mask_p))

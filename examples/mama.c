@@ -1,6 +1,7 @@
 /* examples/mama.c - the `mama` command-line tool.  It parses arguments and
  * calls the public API of mama.h; nothing here is needed to use the
- * library.  Run `build/mama help` for the commands. */
+ * library.  Run `build/mama help` for the commands and `build/mama CMD
+ * --help` for one command's flags and their defaults. */
 #define MAMA_IMPLEMENTATION
 #include "../mama.h"
 #define MAMA_PLOT_IMPLEMENTATION
@@ -16,6 +17,8 @@
 #include "../mama_mpi.h"
 #endif
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,83 +28,364 @@
 #include "../bench/bench_gemm.c"
 #include "../bench/bench_train.c"
 
-/* The data options, printed after USAGE_TEXT (one literal must stay under
- * the 4095 characters C99 promises). */
+/* ==========================================================================
+ * Flags.  Each command declares its flags in static const tables (near the
+ * end of this file: cli_commands[] and the *_flags[] tables it names); one
+ * parser, cli_parse, walks argv once against them.  An unknown flag is an
+ * error that suggests the closest valid one, a flag without its value is an
+ * error, numbers are parsed whole and checked against the row's range (NaN
+ * and infinities refused), choices list the valid values, and `mama CMD
+ * --help` prints the table.  To add a flag: add a row to the command's
+ * table, then read it in the command with the cli_* getters below.
+ * ========================================================================== */
+typedef enum cli_kind {
+    CLI_SWITCH,   /* no value */
+    CLI_INT,      /* whole number, fits an int */
+    CLI_LONG,     /* whole number, fits a long */
+    CLI_U64,      /* whole number >= 0, fits a uint64_t (seeds) */
+    CLI_FLOAT,    /* finite number */
+    CLI_STRING,   /* any text (a path, C,W) */
+    CLI_CHOICE,   /* one of the row's `choices` */
+    CLI_FILES     /* one or more words up to the next flag (embed --images a.png b.png) */
+} cli_kind;
+
+#define CLI_LO_OPEN 1   /* range: lo itself is refused (x > lo) */
+#define CLI_HI_OPEN 2   /* range: hi itself is refused (x < hi) */
+#define CLI_REQUIRED 4  /* the command needs it */
+#define CLI_INF 1e300   /* no bound */
+#define CLI_NODEF (-1e300) /* no numeric default (see deftext) */
+
+typedef struct cli_flag {
+    const char *name;     /* "--steps" */
+    cli_kind kind;
+    double lo, hi;        /* numbers: the valid range (CLI_INF: none) */
+    int bits;             /* CLI_LO_OPEN, CLI_HI_OPEN, CLI_REQUIRED */
+    const char *choices;  /* CLI_CHOICE: the valid values, "a|b|c" */
+    double def;           /* numeric default (from the library's MAMA_*_DEFAULT_* macros), or CLI_NODEF */
+    const char *deftext;  /* the default as text; for strings and choices also the value the getters return */
+    const char *help;     /* one line */
+    const char *meta;     /* the value's name in --help (NULL: from the kind) */
+} cli_flag;
+
+/* Row makers: a switch, a number with its range and default, a string, a
+ * choice, a list of files; CLI_END closes a table. */
+#define CLI_SW(name, help) {name, CLI_SWITCH, 0, 0, 0, NULL, CLI_NODEF, NULL, help, NULL}
+#define CLI_NUM(name, kind, lo, hi, bits, def, help) {name, kind, lo, hi, bits, NULL, def, NULL, help, NULL}
+#define CLI_NUMT(name, kind, lo, hi, bits, deftext, help) {name, kind, lo, hi, bits, NULL, CLI_NODEF, deftext, help, NULL}
+#define CLI_STR(name, meta, bits, deftext, help) {name, CLI_STRING, 0, 0, bits, NULL, CLI_NODEF, deftext, help, meta}
+#define CLI_CH(name, choices, deftext, help) {name, CLI_CHOICE, 0, 0, 0, choices, CLI_NODEF, deftext, help, NULL}
+#define CLI_LIST(name, help) {name, CLI_FILES, 0, 0, 0, NULL, CLI_NODEF, NULL, help, NULL}
+#define CLI_END {NULL, CLI_SWITCH, 0, 0, 0, NULL, CLI_NODEF, NULL, NULL, NULL}
+
+#define CLI_MAX_FLAGS 80
+#define CLI_MAX_TABLES 6
+#define CLI_MAX_POS 4
+
+typedef struct cli_args cli_args;
+typedef struct cli_command {
+    const char *name;        /* "pretrain", "bench train" */
+    const char *synopsis;    /* what follows the name in the usage line */
+    int positionals;         /* bare words it takes (info: the weights file) */
+    const char *about;       /* what it does (may be several lines) */
+    int (*run)(const cli_args *a);
+    const cli_flag *tables[CLI_MAX_TABLES]; /* its own flags, then shared groups; NULL ends */
+} cli_command;
+
+struct cli_args {
+    const cli_command *cmd;
+    const cli_flag *flag[CLI_MAX_FLAGS]; /* every flag of the command, its tables together */
+    const char *value[CLI_MAX_FLAGS];    /* as given (a switch: "1"); NULL: not given */
+    double num[CLI_MAX_FLAGS];           /* numbers, parsed */
+    uint64_t u64[CLI_MAX_FLAGS];         /* CLI_U64, parsed */
+    int nflags;
+    const char *pos[CLI_MAX_POS];        /* bare words */
+    int npos;
+    char **files;                        /* the CLI_FILES flag's words */
+    int nfiles;
+};
+
+static int cli_gather(const cli_command *c, cli_args *a) {
+    int t, k;
+    memset(a, 0, sizeof *a);
+    a->cmd = c;
+    for (t = 0; t < CLI_MAX_TABLES && c->tables[t]; t++)
+        for (k = 0; c->tables[t][k].name; k++) {
+            if (a->nflags == CLI_MAX_FLAGS) { fprintf(stderr, "mama: internal error: too many flags\n"); return 0; }
+            a->flag[a->nflags++] = &c->tables[t][k];
+        }
+    return 1;
+}
+
+/* The index of `name` in the command's flags; a name missing from its
+ * tables is a mistake in this file, caught by the CLI test. */
+static int cli_index(const cli_args *a, const char *name) {
+    int k;
+    for (k = 0; k < a->nflags; k++)
+        if (!strcmp(a->flag[k]->name, name)) return k;
+    fprintf(stderr, "mama: internal error: %s reads %s, which its flag table lacks\n", a->cmd->name, name);
+    abort();
+}
+static int cli_given(const cli_args *a, const char *name) { return a->value[cli_index(a, name)] != NULL; }
+/* A string or choice: as given, else the row's default text (NULL: none). */
+static const char *cli_str(const cli_args *a, const char *name) {
+    int k = cli_index(a, name);
+    return a->value[k] ? a->value[k] : a->flag[k]->deftext;
+}
+/* A number: as given, else the row's default. */
+static double cli_num(const cli_args *a, const char *name) {
+    int k = cli_index(a, name);
+    return a->value[k] ? a->num[k] : a->flag[k]->def;
+}
+static uint64_t cli_seed(const cli_args *a, const char *name) {
+    int k = cli_index(a, name);
+    return a->value[k] ? a->u64[k] : a->flag[k]->def != CLI_NODEF ? (uint64_t)a->flag[k]->def : 0;
+}
+/* Options-struct fields (mama.h section 1): there a zero means "the
+ * default", so a 0 given on the command line becomes MAMA_OFF (zero).  The
+ * field is left as it is when the flag is absent. */
+static long or_off(long v) { return v ? v : MAMA_OFF; }
+static void cli_opt_long(const cli_args *a, const char *name, long *v) {
+    if (cli_given(a, name)) *v = or_off((long)cli_num(a, name));
+}
+static void cli_opt_int(const cli_args *a, const char *name, int *v) {
+    if (cli_given(a, name)) *v = (int)or_off((long)cli_num(a, name));
+}
+static void cli_opt_float(const cli_args *a, const char *name, float *v) {
+    if (cli_given(a, name)) *v = cli_num(a, name) == 0 ? (float)MAMA_OFF : (float)cli_num(a, name);
+}
+static void cli_opt_u64(const cli_args *a, const char *name, uint64_t *v) {
+    if (cli_given(a, name)) *v = cli_seed(a, name);
+}
+
+/* Edit distance with transpositions (optimal string alignment): --stpes is
+ * one edit from --steps. */
+static int cli_distance(const char *s, const char *t) {
+    int d[48][48], i, j, n = (int)strlen(s), m = (int)strlen(t);
+    if (n >= 48 || m >= 48) return 99;
+    for (i = 0; i <= n; i++) d[i][0] = i;
+    for (j = 0; j <= m; j++) d[0][j] = j;
+    for (i = 1; i <= n; i++)
+        for (j = 1; j <= m; j++) {
+            int c = s[i - 1] != t[j - 1], best = d[i - 1][j - 1] + c;
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && s[i - 1] == t[j - 2] && s[i - 2] == t[j - 1] && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+/* "a whole number >= 1", "a number in [0, 1)": what a numeric flag wants. */
+static void cli_describe(const cli_flag *f, char *buf, size_t cap) {
+    const char *what = f->kind == CLI_FLOAT ? "a number" : "a whole number";
+    int has_lo = f->lo > -CLI_INF, has_hi = f->hi < CLI_INF && !(f->kind == CLI_INT && f->hi >= 2147483647.0);
+    if (f->kind == CLI_U64) snprintf(buf, cap, "a whole number >= 0");
+    else if (has_lo && has_hi)
+        snprintf(buf, cap, "%s in %c%g, %g%c", what, f->bits & CLI_LO_OPEN ? '(' : '[', f->lo, f->hi,
+                 f->bits & CLI_HI_OPEN ? ')' : ']');
+    else if (has_lo) snprintf(buf, cap, "%s %s %g", what, f->bits & CLI_LO_OPEN ? ">" : ">=", f->lo);
+    else if (has_hi) snprintf(buf, cap, "%s %s %g", what, f->bits & CLI_HI_OPEN ? "<" : "<=", f->hi);
+    else snprintf(buf, cap, "%s", what);
+}
+
+/* "train, val or test" from "train|val|test" */
+static void cli_choice_list(const char *choices, char *buf, size_t cap) {
+    size_t n = 0, len = strlen(choices), i;
+    const char *last = strrchr(choices, '|');
+    for (i = 0; i < len && n + 6 < cap; i++) {
+        if (choices[i] != '|') { buf[n++] = choices[i]; continue; }
+        if (choices + i == last) { memcpy(buf + n, " or ", 4); n += 4; }
+        else { memcpy(buf + n, ", ", 2); n += 2; }
+    }
+    buf[n] = 0;
+}
+static int cli_choice_ok(const char *choices, const char *v) {
+    size_t n = strlen(v);
+    const char *p = choices;
+    while (n && p) {
+        if (!strncmp(p, v, n) && (p[n] == '|' || p[n] == 0)) return 1;
+        p = strchr(p, '|');
+        if (p) p++;
+    }
+    return 0;
+}
+
+/* One value against its row; 0 after a message naming the flag. */
+static int cli_value(const cli_args *a, int k, const char *s) {
+    const cli_flag *f = a->flag[k];
+    char *end = NULL, want[96];
+    double x = 0;
+    int ok = 1;
+    if (f->kind == CLI_CHOICE) {
+        if (cli_choice_ok(f->choices, s)) return 1;
+        cli_choice_list(f->choices, want, sizeof want);
+        fprintf(stderr, "mama %s: %s must be %s (got '%s')\n", a->cmd->name, f->name, want, s);
+        return 0;
+    }
+    if (f->kind == CLI_STRING) return 1;
+    errno = 0;
+    if (!s[0] || isspace((unsigned char)s[0])) ok = 0;
+    else if (f->kind == CLI_U64) {
+        unsigned long long u = strtoull(s, &end, 10);
+        ok = isdigit((unsigned char)s[0]) && !*end && errno == 0;
+        ((cli_args *)a)->u64[k] = (uint64_t)u;
+        x = (double)u;
+    } else if (f->kind == CLI_FLOAT) {
+        x = strtod(s, &end);
+        ok = end != s && !*end && errno == 0 && isfinite(x);
+    } else {
+        long long v = strtoll(s, &end, 10);
+        ok = end != s && !*end && errno == 0 && (f->kind != CLI_INT || (v >= INT_MIN && v <= INT_MAX));
+        x = (double)v;
+    }
+    if (ok && f->kind != CLI_U64)
+        ok = (f->bits & CLI_LO_OPEN ? x > f->lo : x >= f->lo) && (f->bits & CLI_HI_OPEN ? x < f->hi : x <= f->hi);
+    if (!ok) {
+        cli_describe(f, want, sizeof want);
+        fprintf(stderr, "mama %s: %s wants %s (got '%s')\n", a->cmd->name, f->name, want, s);
+        return 0;
+    }
+    ((cli_args *)a)->num[k] = x;
+    return 1;
+}
+
+static void cli_unknown(const cli_args *a, const char *word) {
+    int k, best = -1, bd = 99;
+    for (k = 0; k < a->nflags; k++) {
+        int dd = cli_distance(word, a->flag[k]->name);
+        if (dd < bd) { bd = dd; best = k; }
+    }
+    if (best >= 0 && bd <= 3 && bd * 3 <= (int)strlen(word))
+        fprintf(stderr, "mama %s: unknown flag %s (did you mean %s?); `mama %s --help` lists its flags\n",
+                a->cmd->name, word, a->flag[best]->name, a->cmd->name);
+    else
+        fprintf(stderr, "mama %s: unknown flag %s; `mama %s --help` lists its flags\n", a->cmd->name, word,
+                a->cmd->name);
+}
+
+/* Walk argv (what follows the command's name) once against the command's
+ * tables.  Returns 0, or 2 after a message. */
+static int cli_parse(const cli_command *c, int argc, char **argv, cli_args *a) {
+    int i, k;
+    if (!cli_gather(c, a)) return 2;
+    for (i = 0; i < argc; i++) {
+        const char *s = argv[i], *eq, *val = NULL;
+        char name[64];
+        size_t len;
+        if (s[0] != '-' || (s[1] != '-' && (isdigit((unsigned char)s[1]) || s[1] == '.')) || !s[1]) {
+            if (a->npos >= c->positionals || a->npos >= CLI_MAX_POS) {
+                fprintf(stderr, "mama %s: unexpected argument '%s'%s; `mama %s --help` lists its flags\n", c->name, s,
+                        i > 0 && argv[i - 1][0] == '-' ? " (a flag that takes no value before it?)" : "", c->name);
+                return 2;
+            }
+            a->pos[a->npos++] = s;
+            continue;
+        }
+        eq = strchr(s, '=');
+        len = eq ? (size_t)(eq - s) : strlen(s);
+        if (len >= sizeof name) len = sizeof name - 1;
+        memcpy(name, s, len);
+        name[len] = 0;
+        for (k = 0; k < a->nflags && strcmp(a->flag[k]->name, name); k++) {}
+        if (k == a->nflags) { cli_unknown(a, name); return 2; }
+        if (a->value[k]) {
+            fprintf(stderr, "mama %s: %s is given twice\n", c->name, name);
+            return 2;
+        }
+        if (a->flag[k]->kind == CLI_SWITCH) {
+            if (eq) { fprintf(stderr, "mama %s: %s takes no value (got '%s')\n", c->name, name, s); return 2; }
+            a->value[k] = "1";
+            continue;
+        }
+        if (a->flag[k]->kind == CLI_FILES) {
+            int n = 0;
+            while (i + 1 + n < argc && strncmp(argv[i + 1 + n], "--", 2)) n++;
+            if (eq || n == 0) {
+                fprintf(stderr, "mama %s: %s wants one or more files after it\n", c->name, name);
+                return 2;
+            }
+            a->value[k] = argv[i + 1];
+            a->files = argv + i + 1;
+            a->nfiles = n;
+            i += n;
+            continue;
+        }
+        if (eq) val = eq + 1;
+        else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) val = argv[++i];
+        if (!val) {
+            if (a->flag[k]->kind == CLI_CHOICE) {
+                char want[96];
+                cli_choice_list(a->flag[k]->choices, want, sizeof want);
+                fprintf(stderr, "mama %s: %s needs a value: %s\n", c->name, name, want);
+            } else {
+                fprintf(stderr, "mama %s: %s needs a value\n", c->name, name);
+            }
+            return 2;
+        }
+        if (!cli_value(a, k, val)) return 2;
+        a->value[k] = val;
+    }
+    for (k = 0; k < a->nflags; k++)
+        if ((a->flag[k]->bits & CLI_REQUIRED) && !a->value[k]) {
+            fprintf(stderr, "mama %s: %s is required; `mama %s --help` lists its flags\n", c->name, a->flag[k]->name,
+                    c->name);
+            return 2;
+        }
+    return 0;
+}
+
+/* `mama CMD --help`: the usage line, what it does, and every flag of its
+ * tables with its range and default. */
+static void cli_print_help(const cli_command *c, FILE *f) {
+    cli_args a;
+    int k;
+    cli_gather(c, &a);
+    fprintf(f, "usage: mama %s %s\n\n%s\n\nflags:\n", c->name, c->synopsis, c->about);
+    for (k = 0; k < a.nflags; k++) {
+        const cli_flag *x = a.flag[k];
+        char head[96], want[96] = "";
+        const char *meta = x->meta ? x->meta : x->kind == CLI_SWITCH ? "" : x->kind == CLI_FILES ? "FILE..." :
+                           x->kind == CLI_FLOAT ? "X" : "N";
+        if (x->kind == CLI_CHOICE) snprintf(head, sizeof head, "%s %s", x->name, x->choices);
+        else snprintf(head, sizeof head, "%s%s%s", x->name, meta[0] ? " " : "", meta);
+        if (x->kind != CLI_SWITCH && x->kind != CLI_STRING && x->kind != CLI_CHOICE && x->kind != CLI_FILES) {
+            cli_describe(x, want, sizeof want);
+            strcat(want, "; ");
+        }
+        fprintf(f, "  %-26s %s", head, x->help);
+        if (x->bits & CLI_REQUIRED) fprintf(f, " (required)");
+        else if (x->deftext) fprintf(f, " (%sdefault %s)", want, x->deftext);
+        else if (x->def != CLI_NODEF) fprintf(f, " (%sdefault %g)", want, x->def);
+        else if (want[0]) { want[strlen(want) - 2] = 0; fprintf(f, " (%s)", want); }
+        fputc('\n', f);
+        if (strlen(head) > 26) {} /* long heads just push the text right */
+    }
+}
+
+/* ==========================================================================
+ * The help text of `mama help` (the commands come from cli_commands[]).
+ * One literal stays under the 4095 characters C99 promises.
+ * ========================================================================== */
+#define USAGE_NOTES_TEXT \
+    "every command takes --device cpu|reference|cuda[:N] (default cpu; reference = the plain\n" \
+    "scalar backend of mama.h 3.6, slow, for checking; cuda needs `make cuda`)\n" \
+    "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n" \
+    "--frozen-dtype (info, init, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the\n" \
+    "frozen text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when\n" \
+    "it is BF16 or F16, else f32 (f32 for a model created from a preset).  bf16/f16 halve their memory;\n" \
+    "all arithmetic stays float32.  Trainable weights are always f32.\n"
 #define USAGE_DATA_TEXT \
-    "data options (every command that opens a dataset; each prints what it left out and why):\n" \
+    "data flags (every command that opens a dataset; each prints what it left out and why):\n" \
     "  --skip-bad          skip malformed manifest rows and unreadable images instead of failing\n" \
     "  --keep-incomplete   pretrain on records whose caption lacks the procedure, its reason, the\n" \
     "                      density or BI-RADS too (SPEC A.7; left out by default)\n"
-
-/* The help text.  The numbers it shows come from the library's defaults
- * (mama_*_opts_default) and the demo's (demo_opts_default), never from a
- * copy here; print_usage fills them in. */
-#define USAGE_TEXT \
-    "usage: mama <command> [options]\n" \
-    "\n" \
-    "commands:\n" \
-    "  forward --weights W --batch B --out O [--late 0|1]\n" \
-    "        one forward + backward in train mode (dropout off); writes embeddings,\n" \
-    "        losses and gradients to O (safetensors) for parity checks\n" \
-    "  info W.safetensors [--frozen-dtype auto|bf16|f16|f32]\n" \
-    "        config, parameter counts per tower and group, dtype and memory per group\n" \
-    "  init --out W.safetensors [--config tiny|small|base] [--text-mode full|lora|frozen] [--seed S]\n" \
-    "       [--frozen-dtype bf16|f16|f32]\n" \
-    "        a freshly initialised model (SPEC A.5) written as safetensors (e.g. for --init / --weights)\n" \
-    "  synth --out DIR [--studies 1000] [--size 256] [--seed 1] [--balanced]\n" \
-    "        synthetic multi-view mammograms (PNG) and their manifest.csv\n" \
-    "  pretrain --manifest M --out CKPT [--config tiny] [--tokenizer DIR] [--steps N] [--batch B]\n" \
-    "           [--accum A] [--lr X] [--warmup N] [--late-loss N] [--mask P] [--seed S] [--log CSV]\n" \
-    "           [--checkpoint-every N] [--resume] [--clip X] [--no-mv] [--no-sym] [--no-sla] [--init W]\n" \
-    "           [--frozen-dtype auto|bf16|f16|f32]\n" \
-    "        defaults (SPEC A.5): --steps %ld --batch %d --accum %d --lr %g --warmup %ld --late-loss %ld\n" \
-    "        --mask %g --seed %llu; 0 means zero (--warmup 0: no warm-up, --clip 0: no clipping)\n" \
-    "        data parallel (build with `make MPI=1`): mpirun -np N build/mama pretrain ... trains on N\n" \
-    "        ranks, --batch per rank; [--dp-reference] keeps the reference's per-rank CLIP/SLA losses;\n" \
-    "        [--no-overlap] sums the gradients in one blocking all-reduce after the backward instead of\n" \
-    "        bucket by bucket during it\n" \
-    "  zeroshot --weights CKPT --manifest M [--task birads|density|cancer|all] [--split test|val|train]\n" \
-    "           [--tokenizer DIR] [--ref-text-feature] [--json OUT] [--png PREFIX]\n" \
-    "  probe --weights CKPT --manifest M [--task ...] [--steps N] [--batch B] [--no-augment] [--json OUT]\n" \
-    "        defaults (SPEC A.7): --steps %ld --batch %d\n" \
-    "  demo [--out DIR] [--studies N] [--size S] [--steps N] [--batch B] [--probe-steps N] [--lr X] [--seed S]\n" \
-    "       [--ablation]\n" \
-    "        the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md; defaults:\n" \
-    "        --out %s --studies %d --size %d --steps %d --batch %d --probe-steps %d --lr %g --seed %llu\n" \
-    "  caption --manifest M --row N [--mask P --seed S] [--tokens --vocab DIR --config C]\n" \
-    "        the caption of data row N (0-based) exactly as the model sees it\n" \
-    "  tokenizer train --manifest M --out DIR [--vocab-size 2042] [--variants 8]\n" \
-    "        a byte-level BPE vocabulary from the manifest's captions (+6 special tokens)\n" \
-    "  embed --weights W (--manifest M [--split test] [--texts] | --images a.png b.png ...) --out X.npy\n" \
-    "  heatmap --weights W --manifest M --row N --out P.png [--tokenizer DIR]\n" \
-    "        SLA similarity of each caption sentence with each patch, one panel per sentence\n" \
-    "  finetune --weights CKPT --manifest M [--task ...] [--steps N] [--batch B] [--json OUT]\n" \
-    "        full fine-tuning: the probe's classifier with the image encoder unfrozen (the probe's defaults)\n" \
-    "  bench gemm [--reps=N] [--threads=N]     GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)\n" \
-    "  bench train --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1] [--checkpoint 0|1]\n" \
-    "              [--peak-tflops X]\n" \
-    "  bench encode --config base [--batch 4] [--steps 3]\n" \
-    "  bench weights --weights W [--batch 1] [--steps 1] [--frozen-dtype auto|bf16|f16|f32]\n" \
-    "        load W, time a text encode and a training step, print peak memory\n" \
-    "  help\n" \
-    "\n" \
-    "every command also takes --device cpu|reference|cuda[:N] (default cpu; reference = the plain\n" \
-    "scalar backend of mama.h 3.6, slow, for checking; cuda needs `make cuda`)\n" \
-    "and, with --device cuda, --precision fp32|tf32|bf16 (GEMM precision, default fp32)\n" \
-    "--frozen-dtype (info, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the frozen\n" \
-    "text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when it is\n" \
-    "BF16 or F16, else f32 (f32 for a model created from a preset).  bf16/f16 halve their memory; all\n" \
-    "arithmetic stays float32.  Trainable weights are always f32.\n"
-/* (a second string: USAGE_TEXT is at C99's 4095-character limit) */
 #define USAGE_DECODE_TEXT \
     "--bit-depth N | --window C,W (pretrain, zeroshot, probe, finetune, embed, heatmap): how 16-bit\n" \
     "images become 8-bit grey; default v*255/max(v) per image (SPEC A.5 step 1); --bit-depth N:\n" \
     "v*255/(2^N-1), N 1..16; --window C,W: DICOM linear window, centre C, width W >= 1.  8-bit\n" \
     "images are read as they are.\n"
-
-/* Validation (kept apart: one string literal may not pass 4095 characters). */
 #define USAGE_VAL_TEXT \
-    "\n" \
     "validation: pretrain [--val-every N] [--best PATH], finetune [--val-every N]\n" \
     "  pretrain computes the val loss (the objective on the val split: eval mode, no augmentation,\n" \
     "  unmasked captions) at each checkpoint and at the end, or every N steps (--val-every 0: never),\n" \
@@ -111,61 +395,42 @@
 
 static void print_usage(FILE *f);
 
-static const char *arg_value(int argc, char **argv, const char *key, const char *def) {
-    int i;
-    for (i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], key)) return argv[i + 1];
-    return def;
+/* Library messages name options-struct fields; the tool's user knows the
+ * flags.  fail() prints the message with these words replaced (a word
+ * matches whole: not inside a longer identifier). */
+static const char *const cli_api_words[][2] = {
+    {"skip_bad_rows", "--skip-bad"},   {"keep_incomplete", "--keep-incomplete"},
+    {"allow_changes", "--allow-changes"}, {"checkpoint_every", "--checkpoint-every"},
+    {"late_loss", "--late-loss"},      {"caption_mask_p", "--mask"},
+    {"clip_grad", "--clip"},           {"val_every", "--val-every"},
+    {"best_checkpoint", "--best"},     {"log_csv", "--log"},
+    {"warmup", "--warmup"},            {"(steps ", "(--steps "},
+    {"of steps)", "of --steps)"},      {NULL, NULL}};
+
+static void cli_print_error(const char *msg) {
+    const char *p = msg;
+    while (*p) {
+        int w, hit = 0;
+        int boundary = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '-' || p[-1] == '.');
+        for (w = 0; boundary && cli_api_words[w][0]; w++) {
+            size_t n = strlen(cli_api_words[w][0]);
+            char last = cli_api_words[w][0][n - 1];
+            if (!strncmp(p, cli_api_words[w][0], n) &&
+                (!(isalnum((unsigned char)last) || last == '_') || (!isalnum((unsigned char)p[n]) && p[n] != '_'))) {
+                fputs(cli_api_words[w][1], stderr);
+                p += n;
+                hit = 1;
+                break;
+            }
+        }
+        if (!hit) fputc(*p++, stderr);
+    }
+    fputc('\n', stderr);
 }
 
-/* Numeric options.  Each leaves *v untouched when `key` is absent and
- * returns 0 (after a message) when its value is not a number >= 0 (whole
- * for the integer forms), so that the caller can start from the library's
- * defaults and reject what it does not understand. */
-static int arg_number(int argc, char **argv, const char *key, int whole, double *v) {
-    const char *s = arg_value(argc, argv, key, NULL);
-    char *end;
-    double x;
-    if (!s) return 1;
-    x = strtod(s, &end);
-    if (end == s || *end || !(x >= 0) || x > 9e15 || (whole && x != (double)(long long)x)) {
-        fprintf(stderr, "mama: %s wants a%s number >= 0 (got '%s')\n", key, whole ? " whole" : "", s);
-        return 0;
-    }
-    *v = x;
-    return 1;
-}
-static int arg_u64(int argc, char **argv, const char *key, uint64_t *v) {
-    const char *s = arg_value(argc, argv, key, NULL);
-    char *end;
-    if (!s) return 1;
-    *v = strtoull(s, &end, 10);
-    if (end == s || *end || s[0] == '-') {
-        fprintf(stderr, "mama: %s wants a whole number >= 0 (got '%s')\n", key, s);
-        return 0;
-    }
-    return 1;
-}
-/* An options-struct field (mama.h section 1): there a zero means "the
- * default", so a 0 given on the command line becomes MAMA_OFF (zero). */
-static long or_off(long v) { return v ? v : MAMA_OFF; }
-static int opt_long(int argc, char **argv, const char *key, long *v) {
-    double x = (double)*v;
-    if (!arg_number(argc, argv, key, 1, &x)) return 0;
-    if (x != (double)*v) *v = or_off((long)x);
-    return 1;
-}
-static int opt_int(int argc, char **argv, const char *key, int *v) {
-    double x = (double)*v;
-    if (!arg_number(argc, argv, key, 1, &x)) return 0;
-    if (x > 2147483647.0) { fprintf(stderr, "mama: %s is too large\n", key); return 0; }
-    if (x != (double)*v) *v = (int)or_off((long)x);
-    return 1;
-}
-static int opt_float(int argc, char **argv, const char *key, float *v) {
-    double x = (double)*v;
-    if (!arg_number(argc, argv, key, 0, &x)) return 0;
-    if (x != (double)*v) *v = x == 0 ? (float)MAMA_OFF : (float)x;
+static int fail(void) {
+    fputs("mama: error: ", stderr);
+    cli_print_error(mama_last_error());
     return 1;
 }
 
@@ -173,18 +438,11 @@ static int opt_float(int argc, char **argv, const char *key, float *v) {
  * heatmap): how 16-bit images become 8 bits (mama_decode_opts; default: by
  * each image's maximum).  Returns 0 after a message naming the flag when a
  * value is malformed. */
-static int decode_args(int argc, char **argv, mama_decode_opts *o) {
-    const char *bd = arg_value(argc, argv, "--bit-depth", NULL), *win = arg_value(argc, argv, "--window", NULL);
+static int decode_args(const cli_args *a, mama_decode_opts *o) {
+    const char *win = cli_str(a, "--window");
     char *end;
     memset(o, 0, sizeof *o);
-    if (bd) {
-        long n = strtol(bd, &end, 10);
-        if (end == bd || *end || n < 1 || n > 16) {
-            fprintf(stderr, "mama: --bit-depth wants a whole number 1..16 (got '%s')\n", bd);
-            return 0;
-        }
-        o->bit_depth = (int)n;
-    }
+    if (cli_given(a, "--bit-depth")) o->bit_depth = (int)cli_num(a, "--bit-depth");
     if (win) {
         double c = strtod(win, &end), w = 0;
         const char *p = end;
@@ -200,15 +458,10 @@ static int decode_args(int argc, char **argv, mama_decode_opts *o) {
         o->window_center = (float)c;
         o->window_width = (float)w;
     }
-    if (bd && win) {
+    if (o->bit_depth && win) {
         fprintf(stderr, "mama: --bit-depth and --window are exclusive\n");
         return 0;
     }
-    return 1;
-}
-
-static int fail(void) {
-    fprintf(stderr, "mama: error: %s\n", mama_last_error());
     return 1;
 }
 
@@ -241,42 +494,37 @@ static void print_skips(const mama_dataset *d) {
                 "reason, the density or BI-RADS (SPEC A.7; --keep-incomplete keeps them)\n", k->incomplete);
 }
 
-/* --frozen-dtype auto|bf16|f16|f32 -> -1 (the file's) or a mama_dtype;
- * returns 0 (with a message) on a bad value. */
-static int frozen_dtype_arg(int argc, char **argv, int *dt) {
-    const char *v = arg_value(argc, argv, "--frozen-dtype", "auto");
-    if (!strcmp(v, "auto")) *dt = -1;
-    else if (!strcmp(v, "bf16")) *dt = MAMA_BF16;
-    else if (!strcmp(v, "f16")) *dt = MAMA_F16;
-    else if (!strcmp(v, "f32")) *dt = MAMA_F32;
-    else {
-        fprintf(stderr, "mama: --frozen-dtype must be auto, bf16, f16 or f32 (got '%s')\n", v);
-        return 0;
-    }
-    return 1;
+/* --frozen-dtype auto|bf16|f16|f32 (checked by the parser) -> -1 (the
+ * file's) or a mama_dtype */
+static int frozen_dtype_arg(const cli_args *a) {
+    const char *v = cli_str(a, "--frozen-dtype");
+    return !strcmp(v, "bf16") ? (int)MAMA_BF16 : !strcmp(v, "f16") ? (int)MAMA_F16 : !strcmp(v, "f32") ? (int)MAMA_F32 : -1;
 }
 
 /* mama_model_load with the --frozen-dtype option */
-static mama_status load_model(int argc, char **argv, mama_model **m, const char *path, int max_batch) {
-    int dt;
-    if (!frozen_dtype_arg(argc, argv, &dt)) return MAMA_FAIL(MAMA_ERR_INVALID, "bad --frozen-dtype");
-    return mama_model_load_as(m, path, mama_cli_backend(), max_batch, dt);
+static mama_status load_model(const cli_args *a, mama_model **m, const char *path, int max_batch) {
+    return mama_model_load_as(m, path, mama_cli_backend(), max_batch, frozen_dtype_arg(a));
 }
 
-static int cmd_forward(int argc, char **argv) {
-    const char *w = arg_value(argc, argv, "--weights", NULL), *b = arg_value(argc, argv, "--batch", NULL);
-    const char *o = arg_value(argc, argv, "--out", NULL);
-    int late = atoi(arg_value(argc, argv, "--late", "0"));
-    if (!w || !b || !o) {
-        fprintf(stderr, "mama forward: --weights, --batch and --out are required\n");
-        return 2;
-    }
-    if (mama_verify_forward(w, b, o, late, mama_cli_backend()) != MAMA_OK) return fail();
+/* The dataset options every dataset command shares (cli_data_flags). */
+static int data_opts(const cli_args *a, mama_dataset_opts *dopt) {
+    mama_dataset_opts_default(dopt);
+    dopt->manifest = cli_str(a, "--manifest");
+    dopt->tokenizer = cli_str(a, "--tokenizer");
+    dopt->skip_bad_rows = cli_given(a, "--skip-bad");
+    dopt->keep_incomplete = cli_given(a, "--keep-incomplete");
+    return decode_args(a, &dopt->decode);
+}
+
+static int cmd_forward(const cli_args *a) {
+    const char *o = cli_str(a, "--out");
+    if (mama_verify_forward(cli_str(a, "--weights"), cli_str(a, "--batch"), o, atoi(cli_str(a, "--late")),
+                            mama_cli_backend()) != MAMA_OK) return fail();
     printf("wrote %s\n", o);
     return 0;
 }
 
-static int cmd_info(int argc, char **argv) {
+static int cmd_info(const cli_args *a) {
     mama_model *m = NULL;
     mama_safetensors st;
     const mama_config *c;
@@ -284,16 +532,17 @@ static int cmd_info(int argc, char **argv) {
     size_t tower[3] = {0, 0, 0}, group[4], by_dtype[4][3], file_by_dtype[3] = {0, 0, 0};
     double mem[4], total = 0, grad_mb;
     int i, g, k;
+    const char *path = a->npos ? a->pos[0] : NULL;
     static const char *const gname[4] = {"train", "late", "frozen", "buffers"};
     static const mama_dtype kinds[3] = {MAMA_F32, MAMA_BF16, MAMA_F16};
-    if (argc < 1 || argv[0][0] == '-') { fprintf(stderr, "mama info: give a .safetensors file\n"); return 2; }
-    if (load_model(argc, argv, &m, argv[0], 1) != MAMA_OK) return fail();
+    if (!path) { fprintf(stderr, "mama info: give a .safetensors file (mama info W.safetensors)\n"); return 2; }
+    if (load_model(a, &m, path, 1) != MAMA_OK) return fail();
     c = mama_model_config(m);
     mama_config_to_json(c, json, sizeof json);
-    printf("file: %s\nconfig: %s\n", argv[0], json);
+    printf("file: %s\nconfig: %s\n", path, json);
     /* the file's own dtypes */
     memset(&st, 0, sizeof st);
-    if (mama_st_open(&st, argv[0]) == MAMA_OK) {
+    if (mama_st_open(&st, path) == MAMA_OK) {
         for (i = 0; i < st.count; i++)
             for (k = 0; k < 3; k++)
                 if (st.tensors[i].dtype == kinds[k]) file_by_dtype[k] += st.tensors[i].numel;
@@ -336,33 +585,19 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
-static int has_flag(int argc, char **argv, const char *key) {
-    int i;
-    for (i = 0; i < argc; i++)
-        if (!strcmp(argv[i], key)) return 1;
-    return 0;
-}
-
-static int cmd_init(int argc, char **argv) {
+static int cmd_init(const cli_args *a) {
     mama_config cfg;
     mama_model *m = NULL;
     mama_backend *cpu = NULL;
-    const char *out = arg_value(argc, argv, "--out", NULL), *mode = arg_value(argc, argv, "--text-mode", NULL);
-    int fdt, rc = 0;
+    const char *out = cli_str(a, "--out"), *mode = cli_str(a, "--text-mode");
+    int fdt = frozen_dtype_arg(a), rc = 0;
     double t0 = mama_time_seconds(), t1;
-    if (!out) { fprintf(stderr, "mama init: --out W.safetensors is required\n"); return 2; }
-    if (!frozen_dtype_arg(argc, argv, &fdt)) return 2;
-    if (mama_config_preset(&cfg, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) return fail();
-    if (mode) {
-        if (!strcmp(mode, "full")) cfg.text_mode = MAMA_TEXT_FULL;
-        else if (!strcmp(mode, "lora")) cfg.text_mode = MAMA_TEXT_LORA;
-        else if (!strcmp(mode, "frozen")) cfg.text_mode = MAMA_TEXT_FROZEN;
-        else { fprintf(stderr, "mama init: --text-mode must be full, lora or frozen\n"); return 2; }
-    }
+    if (mama_config_preset(&cfg, cli_str(a, "--config")) != MAMA_OK) return fail();
+    if (mode) cfg.text_mode = !strcmp(mode, "lora") ? MAMA_TEXT_LORA : !strcmp(mode, "frozen") ? MAMA_TEXT_FROZEN : MAMA_TEXT_FULL;
     cfg.frozen_dtype = fdt < 0 ? MAMA_F32 : (mama_dtype)fdt;
     /* initialised on the host whatever --device says: a CPU backend of its own */
     if (mama_cpu_backend_create(&cpu) != MAMA_OK) return fail();
-    if (mama_model_create(&m, &cfg, cpu, 1, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10)) != MAMA_OK) {
+    if (mama_model_create(&m, &cfg, cpu, 1, cli_seed(a, "--seed")) != MAMA_OK) {
         rc = fail();
         mama_backend_free(cpu);
         return rc;
@@ -375,59 +610,93 @@ static int cmd_init(int argc, char **argv) {
     return rc;
 }
 
-static int cmd_synth(int argc, char **argv) {
-    const char *out = arg_value(argc, argv, "--out", NULL);
-    int studies = atoi(arg_value(argc, argv, "--studies", "1000"));
-    int size = atoi(arg_value(argc, argv, "--size", "256"));
-    uint64_t seed = strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10);
+static int cmd_synth(const cli_args *a) {
+    const char *out = cli_str(a, "--out");
+    int studies = (int)cli_num(a, "--studies"), size = (int)cli_num(a, "--size");
     double t0 = mama_time_seconds();
-    if (!out) { fprintf(stderr, "mama synth: --out DIR is required\n"); return 2; }
-    if (mama_synth_write(out, studies, size, seed, has_flag(argc, argv, "--balanced")) != MAMA_OK) return fail();
+    if (mama_synth_write(out, studies, size, cli_seed(a, "--seed"), cli_given(a, "--balanced")) != MAMA_OK) return fail();
     printf("wrote %d studies (%d images, %d px) and %s/manifest.csv in %.1f s\n", studies, 4 * studies, size, out,
            mama_time_seconds() - t0);
     return 0;
 }
 
-static int cmd_pretrain(int argc, char **argv) {
+/* Before the first step, so that nothing is lost and nothing fails late
+ * (issue 16 item 3): an existing --out is replaced only with --overwrite
+ * (--resume continues it, and wants it to exist); --out, --best and --log
+ * must be writable (a temporary file is created beside each and removed;
+ * an existing file must open for writing without being changed). */
+static int cli_file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL || errno == EACCES; /* (ENOENT, ENOTDIR: not there) */
+}
+static int cli_writable(const char *flag, const char *path) {
+    mama_atomic_file af;
+    FILE *f;
+    if (mama_atomic_open(&af, path) != MAMA_OK) {
+        fprintf(stderr, "mama pretrain: %s %s cannot be written: ", flag, path);
+        cli_print_error(mama_last_error());
+        return 0;
+    }
+    mama_atomic_abort(&af);
+    if (cli_file_exists(path)) {
+        if (!(f = fopen(path, "r+b"))) {
+            fprintf(stderr, "mama pretrain: %s %s cannot be written: %s\n", flag, path, strerror(errno));
+            return 0;
+        }
+        fclose(f);
+    }
+    return 1;
+}
+static int pretrain_preflight(const cli_args *a, const mama_pretrain_opts *o) {
+    int exists = cli_file_exists(o->checkpoint), resume = cli_given(a, "--resume");
+    if (resume && !exists) {
+        fprintf(stderr, "mama pretrain: --resume: %s does not exist (%s); without --resume a new run starts there\n",
+                o->checkpoint, strerror(errno));
+        return 0;
+    }
+    if (exists && !resume && !cli_given(a, "--overwrite")) {
+        fprintf(stderr, "mama pretrain: --out %s exists: --resume continues that run, --overwrite replaces it\n",
+                o->checkpoint);
+        return 0;
+    }
+    return cli_writable("--out", o->checkpoint) && (!o->best_checkpoint || cli_writable("--best", o->best_checkpoint)) &&
+           (!o->log_csv || cli_writable("--log", o->log_csv));
+}
+
+static int cmd_pretrain(const cli_args *a) {
     mama_config cfg;
     mama_model *m = NULL;
     mama_dataset *d = NULL;
     mama_dataset_opts dopt;
     mama_pretrain_opts o;
     mama_pretrain_result r;
-    const char *init = arg_value(argc, argv, "--init", NULL);
-    int rc = 0, fdt;
-    mama_pretrain_opts_default(&o); /* the library's defaults, then the options given */
-    mama_dataset_opts_default(&dopt);
-    dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
-    dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
-    dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
-    dopt.keep_incomplete = has_flag(argc, argv, "--keep-incomplete");
-    if (!decode_args(argc, argv, &dopt.decode)) return 2;
-    o.checkpoint = arg_value(argc, argv, "--out", NULL);
-    if (!dopt.manifest || !o.checkpoint) { fprintf(stderr, "mama pretrain: --manifest and --out are required\n"); return 2; }
-    if (mama_config_preset(&cfg, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) return fail();
-    if (!opt_long(argc, argv, "--steps", &o.steps) || !opt_int(argc, argv, "--batch", &o.batch) ||
-        !opt_int(argc, argv, "--accum", &o.accum) || !opt_float(argc, argv, "--lr", &o.lr) ||
-        !opt_long(argc, argv, "--warmup", &o.warmup) || !opt_long(argc, argv, "--late-loss", &o.late_loss) ||
-        !arg_u64(argc, argv, "--seed", &o.seed) || !opt_long(argc, argv, "--checkpoint-every", &o.checkpoint_every) ||
-        !opt_float(argc, argv, "--clip", &o.clip_grad) || !opt_float(argc, argv, "--mask", &o.caption_mask_p) ||
-        !opt_long(argc, argv, "--val-every", &o.val_every))
-        return 2;
-    if (arg_value(argc, argv, "--val-every", NULL) && atol(arg_value(argc, argv, "--val-every", NULL)) == 0)
-        o.val_every = MAMA_OFF; /* 0: never (the default struct's 0 is the default rule) */
-    o.best_checkpoint = arg_value(argc, argv, "--best", NULL);
-    if (o.steps < 1 || o.batch < 1 || o.accum < 1) {
-        fprintf(stderr, "mama pretrain: --steps, --batch and --accum must be >= 1\n");
-        return 2;
-    }
-    o.log_csv = arg_value(argc, argv, "--log", NULL);
-    o.resume = has_flag(argc, argv, "--resume");
-    if (has_flag(argc, argv, "--no-mv")) o.use_mv = MAMA_OFF;
-    if (has_flag(argc, argv, "--no-sym")) o.use_sym = MAMA_OFF;
-    if (has_flag(argc, argv, "--no-sla")) o.use_sla = MAMA_OFF;
-    o.no_overlap = has_flag(argc, argv, "--no-overlap");
-    if (!frozen_dtype_arg(argc, argv, &fdt)) return 2;
+    const char *init = cli_str(a, "--init");
+    int rc = 0, fdt = frozen_dtype_arg(a);
+    mama_pretrain_opts_default(&o); /* the library's defaults, then the flags given */
+    if (!data_opts(a, &dopt)) return 2;
+    o.checkpoint = cli_str(a, "--out");
+    if (mama_config_preset(&cfg, cli_str(a, "--config")) != MAMA_OK) return fail();
+    cli_opt_long(a, "--steps", &o.steps);
+    cli_opt_int(a, "--batch", &o.batch);
+    cli_opt_int(a, "--accum", &o.accum);
+    cli_opt_float(a, "--lr", &o.lr);
+    o.warmup = o.late_loss = 0; /* unless given: fractions of --steps (the library's rule) */
+    cli_opt_long(a, "--warmup", &o.warmup);
+    cli_opt_long(a, "--late-loss", &o.late_loss);
+    cli_opt_u64(a, "--seed", &o.seed);
+    cli_opt_long(a, "--checkpoint-every", &o.checkpoint_every);
+    cli_opt_float(a, "--clip", &o.clip_grad);
+    cli_opt_float(a, "--mask", &o.caption_mask_p);
+    cli_opt_long(a, "--val-every", &o.val_every); /* 0: never (MAMA_OFF; the struct's 0 is the default rule) */
+    o.best_checkpoint = cli_str(a, "--best");
+    o.log_csv = cli_str(a, "--log");
+    o.resume = cli_given(a, "--resume");
+    if (cli_given(a, "--no-mv")) o.use_mv = MAMA_OFF;
+    if (cli_given(a, "--no-sym")) o.use_sym = MAMA_OFF;
+    if (cli_given(a, "--no-sla")) o.use_sla = MAMA_OFF;
+    o.no_overlap = cli_given(a, "--no-overlap");
+    if (!pretrain_preflight(a, &o)) return 2;
     if (init) {
         if (mama_model_load_as(&m, init, mama_cli_backend(), o.batch, fdt) != MAMA_OK) return fail();
     } else {
@@ -461,21 +730,6 @@ static int cmd_pretrain(int argc, char **argv) {
 
 #include "mama_demo.c"
 
-static void print_usage(FILE *f) {
-    mama_pretrain_opts po;
-    mama_probe_opts pr;
-    demo_opts dm;
-    mama_pretrain_opts_default(&po);
-    mama_probe_opts_default(&pr);
-    demo_opts_default(&dm);
-    fprintf(f, USAGE_TEXT, po.steps, po.batch, po.accum, (double)po.lr, po.warmup, po.late_loss,
-            (double)po.caption_mask_p, (unsigned long long)po.seed, pr.steps, pr.batch, dm.out, dm.studies, dm.size,
-            dm.steps, dm.batch, dm.probe_steps, (double)dm.lr, (unsigned long long)dm.seed);
-    fputs(USAGE_DATA_TEXT, f);
-    fputs(USAGE_DECODE_TEXT, f);
-    fputs(USAGE_VAL_TEXT, f);
-}
-
 static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
     if (!strcmp(name, "all")) { tasks[0] = MAMA_ZEROSHOT_BIRADS; tasks[1] = MAMA_ZEROSHOT_DENSITY; tasks[2] = MAMA_ZEROSHOT_CANCER; return 3; }
     if (!strcmp(name, "birads")) { tasks[0] = MAMA_ZEROSHOT_BIRADS; return 1; }
@@ -483,26 +737,17 @@ static int parse_tasks(const char *name, mama_zeroshot_task *tasks) {
     if (!strcmp(name, "cancer")) { tasks[0] = MAMA_ZEROSHOT_CANCER; return 1; }
     return 0;
 }
-static int parse_split(const char *name, mama_split *s) {
-    if (!strcmp(name, "train")) *s = MAMA_SPLIT_TRAIN;
-    else if (!strcmp(name, "val")) *s = MAMA_SPLIT_VAL;
-    else if (!strcmp(name, "test")) *s = MAMA_SPLIT_TEST;
-    else return 0;
-    return 1;
+/* --split (a choice the parser checked) */
+static mama_split parse_split(const char *name) {
+    return !strcmp(name, "train") ? MAMA_SPLIT_TRAIN : !strcmp(name, "val") ? MAMA_SPLIT_VAL : MAMA_SPLIT_TEST;
 }
 
-/* Shared by zeroshot and probe: model + dataset from the common options. */
-static int open_eval(int argc, char **argv, mama_model **m, mama_dataset **d) {
+/* Shared by zeroshot, probe, finetune, embed and heatmap: model + dataset
+ * from the common flags. */
+static int open_eval(const cli_args *a, mama_model **m, mama_dataset **d) {
     mama_dataset_opts dopt;
-    const char *w = arg_value(argc, argv, "--weights", NULL);
-    mama_dataset_opts_default(&dopt);
-    dopt.manifest = arg_value(argc, argv, "--manifest", NULL);
-    dopt.tokenizer = arg_value(argc, argv, "--tokenizer", "weights/tiny_vocab");
-    dopt.skip_bad_rows = has_flag(argc, argv, "--skip-bad");
-    dopt.keep_incomplete = has_flag(argc, argv, "--keep-incomplete");
-    if (!decode_args(argc, argv, &dopt.decode)) return 2;
-    if (!w || !dopt.manifest) { fprintf(stderr, "mama: --weights and --manifest are required\n"); return 2; }
-    if (load_model(argc, argv, m, w, atoi(arg_value(argc, argv, "--max-batch", "32"))) != MAMA_OK) return fail();
+    if (!data_opts(a, &dopt)) return 2;
+    if (load_model(a, m, cli_str(a, "--weights"), (int)cli_num(a, "--max-batch")) != MAMA_OK) return fail();
     if (mama_dataset_create(d, &dopt, mama_model_config(*m)) != MAMA_OK) { mama_model_free(*m); return fail(); }
     print_skips(*d);
     return 0;
@@ -516,18 +761,14 @@ static int write_json(const char *path, mama_buf *b) {
 }
 
 /* probe: 0 zeroshot, 1 linear probe, 2 full fine-tuning */
-static int cmd_eval(int argc, char **argv, int probe) {
+static int cmd_eval(const cli_args *a, int probe) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
     mama_zeroshot_task tasks[3];
-    mama_split split = MAMA_SPLIT_TEST;
+    mama_split split = parse_split(cli_str(a, "--split"));
     mama_buf json = {0, 0, 0};
-    int nt = parse_tasks(arg_value(argc, argv, "--task", "all"), tasks), i, rc;
-    if (!nt || !parse_split(arg_value(argc, argv, "--split", "test"), &split)) {
-        fprintf(stderr, "mama: bad --task or --split\n");
-        return 2;
-    }
-    if ((rc = open_eval(argc, argv, &m, &d)) != 0) return rc;
+    int nt = parse_tasks(cli_str(a, "--task"), tasks), i, rc;
+    if ((rc = open_eval(a, &m, &d)) != 0) return rc;
     if (attach_comm(m) != 0) { mama_dataset_free(d); mama_model_free(m); return 1; }
     mama_buf_puts(&json, "{");
     for (i = 0; i < nt && rc == 0; i++) {
@@ -536,29 +777,25 @@ static int cmd_eval(int argc, char **argv, int probe) {
         char title[128];
         if (probe) {
             mama_probe_opts po;
-            mama_probe_opts_default(&po); /* the library's defaults, then the options given */
-            if (!opt_long(argc, argv, "--steps", &po.steps) || !opt_int(argc, argv, "--batch", &po.batch) ||
-                !opt_long(argc, argv, "--val-every", &po.val_every)) {
-                rc = 2;
-                break;
-            }
-            if (arg_value(argc, argv, "--val-every", NULL) && atol(arg_value(argc, argv, "--val-every", NULL)) == 0)
-                po.val_every = MAMA_OFF; /* 0: never, the last weights */
-            if (has_flag(argc, argv, "--no-augment")) po.augment = MAMA_OFF;
+            mama_probe_opts_default(&po); /* the library's defaults, then the flags given */
+            cli_opt_long(a, "--steps", &po.steps);
+            cli_opt_int(a, "--batch", &po.batch);
+            if (probe == 2) cli_opt_long(a, "--val-every", &po.val_every); /* 0: never, the last weights */
+            if (cli_given(a, "--no-augment")) po.augment = MAMA_OFF;
             s = probe == 2 ? mama_finetune(m, d, tasks[i], &po, split, &r) : mama_linear_probe(m, d, tasks[i], &po, split, &r);
         } else {
-            s = mama_zeroshot(m, d, split, tasks[i], has_flag(argc, argv, "--ref-text-feature"), &r);
+            s = mama_zeroshot(m, d, split, tasks[i], cli_given(a, "--ref-text-feature"), &r);
         }
         if (s != MAMA_OK) { rc = fail(); break; }
         snprintf(title, sizeof title, "%s %s on %s", probe == 2 ? "fine-tuning" : probe ? "linear probe" : "zeroshot",
                  mama_task_name(tasks[i]),
                  mama_split_name(split));
         if (g_rank == 0) mama_metrics_print(&r.metrics, title, stdout);
-        if (g_rank == 0 && arg_value(argc, argv, "--png", NULL)) { /* the confusion matrix as a picture */
+        if (g_rank == 0 && cli_str(a, "--png")) { /* the confusion matrix as a picture */
             static const char *const names[3][7] = {{"0 (A)", "1 (N)", "2 (B)", "3 (P)", "4 (S)", "5 (M)", "6 (K)"},
                                                     {"fatty", "scattered", "heterog.", "dense"}, {"no cancer", "cancer"}};
             char png[512];
-            snprintf(png, sizeof png, "%s_%s.png", arg_value(argc, argv, "--png", NULL), mama_task_name(tasks[i]));
+            snprintf(png, sizeof png, "%s_%s.png", cli_str(a, "--png"), mama_task_name(tasks[i]));
             if (demo_plot_confusion(png, title, names[tasks[i]], &r.metrics) != MAMA_OK) rc = fail();
             else printf("wrote %s\n", png);
         }
@@ -567,50 +804,50 @@ static int cmd_eval(int argc, char **argv, int probe) {
         mama_eval_result_free(&r);
     }
     mama_buf_puts(&json, "}\n");
-    if (rc == 0 && g_rank == 0) rc = write_json(arg_value(argc, argv, "--json", NULL), &json);
+    if (rc == 0 && g_rank == 0) rc = write_json(cli_str(a, "--json"), &json);
     mama_buf_free(&json);
     mama_dataset_free(d);
     mama_model_free(m);
     return rc;
 }
+static int cmd_zeroshot(const cli_args *a) { return cmd_eval(a, 0); }
+static int cmd_probe(const cli_args *a) { return cmd_eval(a, 1); }
+static int cmd_finetune(const cli_args *a) { return cmd_eval(a, 2); }
 
-
-static int cmd_caption(int argc, char **argv) {
+static int cmd_caption(const cli_args *a) {
     mama_manifest man;
     mama_caption_fields f;
     mama_rng rng;
     char *caption = NULL;
-    const char *path = arg_value(argc, argv, "--manifest", NULL);
-    int row = atoi(arg_value(argc, argv, "--row", "0"));
-    float p = (float)atof(arg_value(argc, argv, "--mask", "0"));
+    int row = (int)cli_num(a, "--row");
+    float p = (float)cli_num(a, "--mask");
     int rc = 0;
-    if (!path) { fprintf(stderr, "mama caption: --manifest is required\n"); return 2; }
-    if (mama_manifest_load(&man, path, 0) != MAMA_OK) return fail();
-    if (row < 0 || row >= man.count) {
-        fprintf(stderr, "mama caption: row %d out of range (the manifest has %d rows)\n", row, man.count);
+    if (mama_manifest_load(&man, cli_str(a, "--manifest"), 0) != MAMA_OK) return fail();
+    if (row >= man.count) {
+        fprintf(stderr, "mama caption: --row %d out of range (the manifest has %d rows)\n", row, man.count);
         mama_manifest_free(&man);
         return 2;
     }
     mama_record_caption_fields(&man.records[row], &f);
-    mama_rng_seed(&rng, strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10));
+    mama_rng_seed(&rng, cli_seed(a, "--seed"));
     if (p > 0) mama_caption_mask(&f, &f, p, &rng);
     if (mama_caption_build_alloc(&f, &caption) != MAMA_OK) { mama_manifest_free(&man); return fail(); }
     printf("%s\n", caption);
-    if (has_flag(argc, argv, "--tokens")) {
+    if (cli_given(a, "--tokens")) {
         mama_tokenizer *tok = NULL;
         int ids[1024], mask[1024], n = 0, i, context;
-        const char *vocab = arg_value(argc, argv, "--vocab", "weights/tiny_vocab");
+        const char *vocab = cli_str(a, "--vocab");
         mama_config cc;
         char cname[80];
         /* the context and the special ids of the model the ids are for
          * (--config, default tiny; --context overrides the length) */
-        snprintf(cname, sizeof cname, "--config %s", arg_value(argc, argv, "--config", "tiny"));
-        if (mama_config_preset(&cc, arg_value(argc, argv, "--config", "tiny")) != MAMA_OK) {
+        snprintf(cname, sizeof cname, "--config %s", cli_str(a, "--config"));
+        if (mama_config_preset(&cc, cli_str(a, "--config")) != MAMA_OK) {
             mama_free(caption);
             mama_manifest_free(&man);
             return fail();
         }
-        context = atoi(arg_value(argc, argv, "--context", "0"));
+        context = (int)cli_num(a, "--context");
         if (context <= 0) context = cc.context;
         if (context > 1024) context = 1024;
         if (mama_tokenizer_load(&tok, vocab) != MAMA_OK ||
@@ -629,18 +866,14 @@ static int cmd_caption(int argc, char **argv) {
     return rc;
 }
 
-static int cmd_tokenizer(int argc, char **argv) {
+static int cmd_tokenizer_train(const cli_args *a) {
     mama_manifest man;
-    const char *path = arg_value(argc, argv, "--manifest", NULL), *out = arg_value(argc, argv, "--out", NULL);
-    int vocab = atoi(arg_value(argc, argv, "--vocab-size", "2042")), variants = atoi(arg_value(argc, argv, "--variants", "8"));
+    const char *out = cli_str(a, "--out");
+    int vocab = (int)cli_num(a, "--vocab-size"), variants = (int)cli_num(a, "--variants");
     int i, v, n = 0, merges = 0, rc = 0;
     char **texts;
     mama_rng rng;
-    if (argc < 1 || strcmp(argv[0], "train") || !path || !out) {
-        fprintf(stderr, "usage: mama tokenizer train --manifest M --out DIR [--vocab-size N] [--variants K]\n");
-        return 2;
-    }
-    if (mama_manifest_load(&man, path, 0) != MAMA_OK) return fail();
+    if (mama_manifest_load(&man, cli_str(a, "--manifest"), 0) != MAMA_OK) return fail();
     texts = (char **)calloc((size_t)man.count * variants + 1, sizeof(char *));
     mama_rng_seed(&rng, 1);
     /* the captions as training sees them: each row unmasked and masked a few times */
@@ -689,30 +922,36 @@ static mama_status mama_cli_npy_write(const char *path, const float *data, int r
     return mama_atomic_commit(&af);
 }
 
-static int cmd_embed(int argc, char **argv) {
+static int cmd_embed(const cli_args *a) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
-    const char *out = arg_value(argc, argv, "--out", NULL), *w = arg_value(argc, argv, "--weights", NULL);
+    const char *out = cli_str(a, "--out"), *w = cli_str(a, "--weights");
     const mama_config *c;
     float *emb = NULL;
-    int rows = 0, i, rc = 0, first_image = -1;
-    for (i = 0; i < argc; i++) if (!strcmp(argv[i], "--images")) first_image = i + 1;
-    if (!out || !w) { fprintf(stderr, "mama embed: --weights and --out are required\n"); return 2; }
-    if (first_image > 0) {
+    int rows = 0, i, rc = 0;
+    if (!a->nfiles == !cli_given(a, "--manifest")) {
+        fprintf(stderr, "mama embed: give either --manifest M (a split's images or, with --texts, captions) or "
+                        "--images a.png ...\n");
+        return 2;
+    }
+    if (a->nfiles && (cli_given(a, "--split") || cli_given(a, "--texts"))) {
+        fprintf(stderr, "mama embed: --split and --texts go with --manifest, not --images\n");
+        return 2;
+    }
+    if (a->nfiles) {
         mama_augment_opts aug = {0}; /* every default; the model's size below */
         mama_decode_opts dec;
         float *px;
-        int n = 0;
-        if (!decode_args(argc, argv, &dec)) return 2;
-        while (first_image + n < argc && strncmp(argv[first_image + n], "--", 2)) n++;
-        if (load_model(argc, argv, &m, w, 1) != MAMA_OK) return fail();
+        int n = a->nfiles;
+        if (!decode_args(a, &dec)) return 2;
+        if (load_model(a, &m, w, 1) != MAMA_OK) return fail();
         c = mama_model_config(m);
         aug.size = c->image_size;
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
         px = (float *)malloc(sizeof(float) * c->in_chans * c->image_size * c->image_size);
         for (i = 0; i < n && rc == 0; i++) {
             mama_image img = {0, 0, NULL};
-            if (mama_image_load_opts(argv[first_image + i], &dec, &img) != MAMA_OK ||
+            if (mama_image_load_opts(a->files[i], &dec, &img) != MAMA_OK ||
                 mama_image_pipeline(&img, &aug, 0, NULL, c->in_chans, px) != MAMA_OK ||
                 mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, NULL) != MAMA_OK) rc = fail();
             mama_image_free(&img);
@@ -720,15 +959,14 @@ static int cmd_embed(int argc, char **argv) {
         rows = n;
         free(px);
     } else {
-        mama_split split = MAMA_SPLIT_TEST;
+        mama_split split = parse_split(cli_str(a, "--split"));
         const int *idx;
         int n;
-        if ((rc = open_eval(argc, argv, &m, &d)) != 0) return rc;
+        if ((rc = open_eval(a, &m, &d)) != 0) return rc;
         c = mama_model_config(m);
-        parse_split(arg_value(argc, argv, "--split", "test"), &split);
         n = mama_dataset_split(d, split, &idx);
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
-        if (has_flag(argc, argv, "--texts")) {
+        if (cli_given(a, "--texts")) {
             int T = c->context, B = 32, j;
             int *ids = (int *)malloc(sizeof(int) * B * T), *mask = (int *)malloc(sizeof(int) * B * T);
             for (i = 0; i < n && rc == 0; i += B) {
@@ -756,28 +994,322 @@ static int cmd_embed(int argc, char **argv) {
     return rc;
 }
 
-static int cmd_heatmap(int argc, char **argv) {
+static int cmd_heatmap(const cli_args *a) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
-    const char *out = arg_value(argc, argv, "--out", NULL);
+    const char *out = cli_str(a, "--out");
     char caption[4096];
     int rc;
-    if (!out) { fprintf(stderr, "mama heatmap: --out is required\n"); return 2; }
-    if ((rc = open_eval(argc, argv, &m, &d)) != 0) return rc;
-    rc = demo_heatmap_record(m, d, atoi(arg_value(argc, argv, "--row", "0")), out, caption, sizeof caption);
+    if ((rc = open_eval(a, &m, &d)) != 0) return rc;
+    rc = demo_heatmap_record(m, d, (int)cli_num(a, "--row"), out, caption, sizeof caption);
     if (rc == 0) printf("wrote %s for: %s\n", out, caption);
     mama_dataset_free(d);
     mama_model_free(m);
     return rc;
 }
 
-static int cmd_bench(int argc, char **argv) {
-    if (argc >= 1 && !strcmp(argv[0], "gemm")) return mama_bench_gemm_main(argc - 1, argv + 1);
-    if (argc >= 1 && !strcmp(argv[0], "train")) return mama_bench_train_main(argc - 1, argv + 1);
-    if (argc >= 1 && !strcmp(argv[0], "encode")) return mama_bench_encode_main(argc - 1, argv + 1);
-    if (argc >= 1 && !strcmp(argv[0], "weights")) return mama_bench_weights_main(argc - 1, argv + 1);
-    fprintf(stderr, "mama bench: expected gemm, train, encode or weights\n");
-    print_usage(stderr);
+/* bench: the flags checked against the table, then handed to the bench's
+ * own main in the form it reads (bench gemm: --name=value; the others:
+ * --name value), each flag with its value as given or the table's default. */
+static int cmd_bench_run(const cli_args *a, int (*main_fn)(int, char **), int eq) {
+    char *args[2 * CLI_MAX_FLAGS + 1], bufs[CLI_MAX_FLAGS][128];
+    int n = 0, k, nb = 0;
+    for (k = 0; k < a->nflags; k++) {
+        const cli_flag *f = a->flag[k];
+        const char *v = a->value[k];
+        if (!strcmp(f->name, "--device") || !strcmp(f->name, "--precision")) continue;
+        if (!v) continue; /* the bench's own default (printed by --help from the table) */
+        if (f->kind == CLI_SWITCH) { args[n++] = (char *)f->name; continue; }
+        if (eq) {
+            snprintf(bufs[nb], sizeof bufs[nb], "%s=%s", f->name, v);
+            args[n++] = bufs[nb++];
+        } else {
+            args[n++] = (char *)f->name;
+            args[n++] = (char *)v;
+        }
+    }
+    args[n] = NULL;
+    return main_fn(n, args);
+}
+
+static int cmd_bench_gemm(const cli_args *a) { return cmd_bench_run(a, mama_bench_gemm_main, 1); }
+static int cmd_bench_train(const cli_args *a) { return cmd_bench_run(a, mama_bench_train_main, 0); }
+static int cmd_bench_encode(const cli_args *a) { return cmd_bench_run(a, mama_bench_encode_main, 0); }
+static int cmd_bench_weights(const cli_args *a) { return cmd_bench_run(a, mama_bench_weights_main, 0); }
+
+/* ==========================================================================
+ * The flag tables.  Numeric defaults come from the library's
+ * MAMA_*_DEFAULT_* macros (and the demo's DEMO_DEFAULT_*); a number's
+ * range is the one the parser enforces.  Shared groups first.
+ * ========================================================================== */
+#define CLI_INT_MAX 2147483647.0
+#define CLI_STRINGIFY(x) #x
+#define CLI_XSTR(x) CLI_STRINGIFY(x)
+#define CLI_SPLITS "test|val|train"
+#define CLI_TASKS "all|birads|density|cancer"
+#define CLI_CONFIGS "tiny|small|base"
+
+/* every command (device.c takes them out of argv first; listed here for
+ * --help and so that a dangling --device is an error) */
+static const cli_flag cli_common_flags[] = {
+    CLI_STR("--device", "DEV", 0, "cpu", "cpu, reference (the plain scalar backend, slow) or cuda[:N] (`make cuda`)"),
+    CLI_CH("--precision", "fp32|tf32|bf16", "fp32", "GEMM precision of the CUDA backend"),
+    CLI_END};
+static const cli_flag cli_frozen_flags[] = {
+    CLI_CH("--frozen-dtype", "auto|bf16|f16|f32", "auto", "storage of the frozen text tower's big matrices"),
+    CLI_END};
+/* every command that opens a dataset */
+static const cli_flag cli_data_flags[] = {
+    CLI_STR("--tokenizer", "PATH", 0, "weights/tiny_vocab", "tokenizer directory (vocab.json, merges.txt)"),
+    CLI_SW("--skip-bad", "skip malformed manifest rows and unreadable images instead of failing"),
+    CLI_SW("--keep-incomplete", "keep records whose caption lacks procedure, reason, density or BI-RADS"),
+    CLI_NUMT("--bit-depth", CLI_INT, 1, 16, 0, "v*255/max(v) per image", "16-bit images: v*255/(2^N-1)"),
+    CLI_STR("--window", "C,W", 0, NULL, "16-bit images: DICOM window C,W (centre, width >= 1)"),
+    CLI_END};
+/* data parallel (make MPI=1) */
+static const cli_flag cli_dp_flags[] = {
+    CLI_SW("--dp-reference", "data parallel: the reference's per-rank CLIP/SLA losses"),
+    CLI_END};
+
+static const cli_flag forward_flags[] = {
+    CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "weights (safetensors)"),
+    CLI_STR("--batch", "B", CLI_REQUIRED, NULL, "the input batch (safetensors)"),
+    CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output (safetensors)"),
+    CLI_CH("--late", "0|1", "0", "1: the late losses too"),
+    CLI_END};
+
+static const cli_flag info_flags[] = {CLI_END};
+
+static const cli_flag init_flags[] = {
+    CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output weights (safetensors)"),
+    CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset"),
+    CLI_CH("--text-mode", "full|lora|frozen", "the preset's", "how the text tower trains"),
+    CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, 1, "initialisation seed"),
+    CLI_END};
+
+static const cli_flag synth_flags[] = {
+    CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output directory"),
+    CLI_NUM("--studies", CLI_INT, 1, 1000000, 0, 1000, "studies (4 images each)"),
+    CLI_NUM("--size", CLI_INT, 32, 16384, 0, 256, "image side in pixels"),
+    CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, 1, "generator seed"),
+    CLI_SW("--balanced", "balanced classes"),
+    CLI_END};
+
+static const cli_flag pretrain_flags[] = {
+    CLI_STR("--manifest", "PATH", CLI_REQUIRED, NULL, "the manifest CSV"),
+    CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "the checkpoint (safetensors), written at the end and every --checkpoint-every"),
+    CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset (without --init)"),
+    CLI_STR("--init", "PATH", 0, NULL, "start from these weights instead of a fresh --config model"),
+    CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_STEPS, "optimiser steps"),
+    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_BATCH, "images per micro-batch (per rank)"),
+    CLI_NUM("--accum", CLI_INT, 1, 65536, 0, MAMA_PRETRAIN_DEFAULT_ACCUM, "micro-batches per optimiser step"),
+    CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, MAMA_PRETRAIN_DEFAULT_LR, "peak learning rate"),
+    CLI_NUMT("--warmup", CLI_LONG, 0, CLI_INF, 0, CLI_XSTR(MAMA_PRETRAIN_DEFAULT_WARMUP_PCT) "% of --steps",
+             "linear warm-up steps, < --steps (0: none)"),
+    CLI_NUMT("--late-loss", CLI_LONG, 0, CLI_INF, 0, CLI_XSTR(MAMA_PRETRAIN_DEFAULT_LATE_LOSS_PCT) "% of --steps",
+             "step from which the multi-view, symmetric and SLA losses join, < --steps (0: from the start)"),
+    CLI_NUM("--mask", CLI_FLOAT, 0, 1, CLI_HI_OPEN, MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P,
+            "per-field caption masking probability"),
+    CLI_NUM("--clip", CLI_FLOAT, 0, CLI_INF, 0, 0, "gradient-norm clipping (0: none)"),
+    CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_SEED, "data order, augmentation, masks"),
+    CLI_STR("--log", "PATH", 0, NULL, "CSV log, a row per step"),
+    CLI_NUM("--checkpoint-every", CLI_LONG, 0, CLI_INF, 0, 0, "also write --out every N steps (0: only at the end)"),
+    CLI_SW("--resume", "continue the run of --out (which must exist)"),
+    CLI_SW("--overwrite", "replace an existing --out (a new run; without it an existing --out is an error)"),
+    CLI_NUMT("--val-every", CLI_LONG, 0, CLI_INF, 0, "at each checkpoint and the end",
+             "validation loss every N steps (0: never)"),
+    CLI_STR("--best", "PATH", 0, "--out with .best before the extension", "where the best-validation checkpoint goes"),
+    CLI_SW("--no-mv", "ablation: no multi-view loss"),
+    CLI_SW("--no-sym", "ablation: no symmetric loss"),
+    CLI_SW("--no-sla", "ablation: no SLA loss"),
+    CLI_SW("--no-overlap", "data parallel: one blocking gradient all-reduce after the backward"),
+    CLI_END};
+
+/* zeroshot, probe, finetune */
+static const cli_flag eval_flags[] = {
+    CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the model (safetensors)"),
+    CLI_STR("--manifest", "PATH", CLI_REQUIRED, NULL, "the manifest CSV"),
+    CLI_CH("--task", CLI_TASKS, "all", "what to classify"),
+    CLI_CH("--split", CLI_SPLITS, "test", "the split evaluated"),
+    CLI_STR("--json", "OUT", 0, NULL, "write the metrics as JSON"),
+    CLI_STR("--png", "PREFIX", 0, NULL, "confusion matrices to PREFIX_TASK.png"),
+    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_END};
+static const cli_flag zeroshot_flags[] = {
+    CLI_SW("--ref-text-feature", "the reference code's text feature"),
+    CLI_END};
+static const cli_flag probe_flags[] = {
+    CLI_NUM("--steps", CLI_LONG, 1, CLI_INF, 0, MAMA_PROBE_DEFAULT_STEPS, "training steps"),
+    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, MAMA_PROBE_DEFAULT_BATCH, "batch"),
+    CLI_SW("--no-augment", "no augmentation (the linear probe computes features once)"),
+    CLI_END};
+static const cli_flag finetune_flags[] = {
+    CLI_NUMT("--val-every", CLI_LONG, 0, CLI_INF, 0, "steps/10", "val cross-entropy every N steps (0: the last weights)"),
+    CLI_END};
+
+static const cli_flag caption_flags[] = {
+    CLI_STR("--manifest", "PATH", CLI_REQUIRED, NULL, "the manifest CSV"),
+    CLI_NUM("--row", CLI_INT, 0, CLI_INT_MAX, 0, 0, "data row (0-based)"),
+    CLI_NUM("--mask", CLI_FLOAT, 0, 1, CLI_HI_OPEN, 0, "per-field masking probability"),
+    CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, 1, "masking seed"),
+    CLI_SW("--tokens", "also the token ids"),
+    CLI_STR("--vocab", "PATH", 0, "weights/tiny_vocab", "tokenizer directory (with --tokens)"),
+    CLI_CH("--config", CLI_CONFIGS, "tiny", "the model the ids are for (context, special ids)"),
+    CLI_NUMT("--context", CLI_INT, 0, 1024, 0, "the config's", "token context (0: the config's)"),
+    CLI_END};
+
+static const cli_flag tokenizer_flags[] = {
+    CLI_STR("--manifest", "PATH", CLI_REQUIRED, NULL, "the manifest CSV"),
+    CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output directory"),
+    CLI_NUM("--vocab-size", CLI_INT, 1, 1000000, 0, 2042, "vocabulary size before the 6 special tokens"),
+    CLI_NUM("--variants", CLI_INT, 1, 1000, 0, 8, "captions per row (unmasked, then masked)"),
+    CLI_END};
+
+static const cli_flag embed_flags[] = {
+    CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the model (safetensors)"),
+    CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output .npy (float32, rows x embed_dim)"),
+    CLI_STR("--manifest", "PATH", 0, NULL, "embed a split of this manifest"),
+    CLI_CH("--split", CLI_SPLITS, "test", "the split (with --manifest)"),
+    CLI_SW("--texts", "the captions instead of the images (with --manifest)"),
+    CLI_LIST("--images", "embed these image files instead"),
+    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_END};
+
+static const cli_flag heatmap_flags[] = {
+    CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the model (safetensors)"),
+    CLI_STR("--manifest", "PATH", CLI_REQUIRED, NULL, "the manifest CSV"),
+    CLI_NUM("--row", CLI_INT, 0, CLI_INT_MAX, 0, 0, "data row (0-based)"),
+    CLI_STR("--out", "PATH", CLI_REQUIRED, NULL, "output PNG"),
+    CLI_NUM("--max-batch", CLI_INT, 1, 65536, 0, 32, "the model's largest batch"),
+    CLI_END};
+
+static const cli_flag demo_flags[] = {
+    CLI_STR("--out", "PATH", 0, DEMO_DEFAULT_OUT, "output directory (data, checkpoints, plots, REPORT.md)"),
+    CLI_NUM("--studies", CLI_INT, 1, 1000000, 0, DEMO_DEFAULT_STUDIES, "synthetic studies"),
+    CLI_NUM("--size", CLI_INT, 32, 16384, 0, DEMO_DEFAULT_SIZE, "image side in pixels"),
+    CLI_NUM("--steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_STEPS, "pretraining steps"),
+    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, DEMO_DEFAULT_BATCH, "pretraining batch"),
+    CLI_NUM("--probe-steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_PROBE_STEPS, "linear-probe steps"),
+    CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, DEMO_DEFAULT_LR, "peak learning rate"),
+    CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, DEMO_DEFAULT_SEED, "seed"),
+    CLI_SW("--ablation", "also the paper's ablation (four variants, same budget)"),
+    CLI_END};
+
+static const cli_flag bench_gemm_flags[] = {
+    CLI_NUM("--reps", CLI_INT, 1, 1000000, 0, 7, "repetitions"),
+    CLI_NUMT("--threads", CLI_INT, 1, 4096, 0, "all", "threads"),
+    CLI_CH("--kernel", "scalar|avx2|avx512", "the best available", "force a GEMM kernel"),
+    CLI_END};
+static const cli_flag bench_train_flags[] = {
+    CLI_CH("--config", CLI_CONFIGS, "tiny", "model preset"),
+    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 8, "batch"),
+    CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 10, "timed steps"),
+    CLI_CH("--late", "0|1", "1", "1: all four losses"),
+    CLI_CH("--checkpoint", "0|1", "0", "1: activation checkpointing"),
+    CLI_NUM("--peak-tflops", CLI_FLOAT, 0, CLI_INF, 0, 0, "the machine's peak, for the utilisation (0: not shown)"),
+    CLI_END};
+static const cli_flag bench_encode_flags[] = {
+    CLI_CH("--config", CLI_CONFIGS, "base", "model preset"),
+    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 4, "batch"),
+    CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 3, "timed steps"),
+    CLI_END};
+static const cli_flag bench_weights_flags[] = {
+    CLI_STR("--weights", "PATH", CLI_REQUIRED, NULL, "the weights file"),
+    CLI_NUM("--batch", CLI_INT, 1, 65536, 0, 1, "batch"),
+    CLI_NUM("--steps", CLI_INT, 1, 1000000, 0, 1, "timed steps"),
+    CLI_END};
+
+/* The commands: name, usage, bare words, what it does, its function and
+ * tables (its own first). */
+static const cli_command cli_commands[] = {
+    {"forward", "--weights W --batch B --out O [flags]", 0,
+     "one forward + backward in train mode (dropout off); writes embeddings, losses and gradients to O\n"
+     "(safetensors) for parity checks", cmd_forward, {forward_flags, cli_common_flags, NULL}},
+    {"info", "W.safetensors [flags]", 1,
+     "config, parameter counts per tower and group, dtype and memory per group", cmd_info,
+     {info_flags, cli_frozen_flags, cli_common_flags, NULL}},
+    {"init", "--out W.safetensors [flags]", 0,
+     "a freshly initialised model (SPEC A.5) written as safetensors (e.g. for --init / --weights)", cmd_init,
+     {init_flags, cli_frozen_flags, cli_common_flags, NULL}},
+    {"synth", "--out DIR [flags]", 0, "synthetic multi-view mammograms (PNG) and their manifest.csv", cmd_synth,
+     {synth_flags, cli_common_flags, NULL}},
+    {"pretrain", "--manifest M --out CKPT [flags]", 0,
+     "pretraining (SPEC A.4, A.5; the defaults are the paper's).  A number's 0 means zero (--warmup 0: no\n"
+     "warm-up, --clip 0: no clipping).  Data parallel (build with `make MPI=1`): mpirun -np N build/mama\n"
+     "pretrain ... trains on N ranks, --batch per rank.", cmd_pretrain,
+     {pretrain_flags, cli_data_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags, NULL}},
+    {"zeroshot", "--weights CKPT --manifest M [flags]", 0, "zeroshot classification (SPEC A.7)", cmd_zeroshot,
+     {eval_flags, zeroshot_flags, cli_data_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags}},
+    {"probe", "--weights CKPT --manifest M [flags]", 0,
+     "linear probe on the frozen image encoder (SPEC A.7)", cmd_probe,
+     {eval_flags, probe_flags, cli_data_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags}},
+    {"finetune", "--weights CKPT --manifest M [flags]", 0,
+     "full fine-tuning: the probe's classifier with the image encoder unfrozen (the probe's defaults)",
+     cmd_finetune, {eval_flags, probe_flags, finetune_flags, cli_data_flags, cli_frozen_flags, cli_common_flags}},
+    {"demo", "[flags]", 0,
+     "the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md", cmd_demo,
+     {demo_flags, cli_common_flags, NULL}},
+    {"caption", "--manifest M [flags]", 0, "the caption of data row N (0-based) exactly as the model sees it",
+     cmd_caption, {caption_flags, cli_common_flags, NULL}},
+    {"tokenizer train", "--manifest M --out DIR [flags]", 0,
+     "a byte-level BPE vocabulary from the manifest's captions (+6 special tokens)", cmd_tokenizer_train,
+     {tokenizer_flags, cli_common_flags, NULL}},
+    {"embed", "--weights W (--manifest M [--split S] [--texts] | --images a.png ...) --out X.npy", 0,
+     "image (or caption) embeddings as a float32 .npy", cmd_embed,
+     {embed_flags, cli_data_flags, cli_frozen_flags, cli_common_flags, NULL}},
+    {"heatmap", "--weights W --manifest M --row N --out P.png [flags]", 0,
+     "SLA similarity of each caption sentence with each patch, one panel per sentence", cmd_heatmap,
+     {heatmap_flags, cli_data_flags, cli_frozen_flags, cli_common_flags, NULL}},
+    {"bench gemm", "[flags]", 0, "GEMM GFLOP/s (vs OpenBLAS if built with BLAS=openblas)", cmd_bench_gemm,
+     {bench_gemm_flags, cli_common_flags, NULL}},
+    {"bench train", "[flags]", 0, "training-step time of a preset", cmd_bench_train,
+     {bench_train_flags, cli_common_flags, NULL}},
+    {"bench encode", "[flags]", 0, "the vision tower alone in eval mode, images/s", cmd_bench_encode,
+     {bench_encode_flags, cli_common_flags, NULL}},
+    {"bench weights", "--weights W [flags]", 0,
+     "load W, time a text encode and a training step, print peak memory", cmd_bench_weights,
+     {bench_weights_flags, cli_frozen_flags, cli_common_flags, NULL}},
+    {NULL, NULL, 0, NULL, NULL, {NULL}}};
+
+static void print_usage(FILE *f) {
+    int i;
+    fprintf(f, "usage: mama <command> [flags]   (`mama <command> --help`: its flags, their ranges and defaults)\n\n"
+               "commands:\n");
+    for (i = 0; cli_commands[i].name; i++)
+        fprintf(f, "  %s %s\n        %.*s\n", cli_commands[i].name, cli_commands[i].synopsis,
+                (int)strcspn(cli_commands[i].about, "\n"), cli_commands[i].about);
+    fprintf(f, "  help [COMMAND]\n\n");
+    fputs(USAGE_NOTES_TEXT, f);
+    fputs(USAGE_DATA_TEXT, f);
+    fputs(USAGE_DECODE_TEXT, f);
+    fputs(USAGE_VAL_TEXT, f);
+}
+
+/* The command argv names: "pretrain", or "bench train" from two words;
+ * *used is how many words the name took. */
+static const cli_command *cli_find_command(int argc, char **argv, int *used) {
+    int i;
+    for (i = 0; cli_commands[i].name; i++) {
+        const char *n = cli_commands[i].name, *sp = strchr(n, ' ');
+        if (!sp && !strcmp(argv[0], n)) { *used = 1; return &cli_commands[i]; }
+        if (sp && argc > 1 && !strncmp(argv[0], n, (size_t)(sp - n)) && !argv[0][sp - n] && !strcmp(argv[1], sp + 1)) {
+            *used = 2;
+            return &cli_commands[i];
+        }
+    }
+    return NULL;
+}
+
+/* "bench" or "tokenizer" without (or with an unknown) second word */
+static int cli_group_error(const char *group, const char *got) {
+    int i;
+    size_t n = strlen(group);
+    fprintf(stderr, "mama %s: %s%s%s; one of:", group, got ? "unknown subcommand '" : "expected a subcommand",
+            got ? got : "", got ? "'" : "");
+    for (i = 0; cli_commands[i].name; i++)
+        if (!strncmp(cli_commands[i].name, group, n) && cli_commands[i].name[n] == ' ')
+            fprintf(stderr, " %s", cli_commands[i].name);
+    fputc('\n', stderr);
     return 2;
 }
 
@@ -811,24 +1343,45 @@ static int mama_cli_dispatch(int argc, char **argv) {
 
 static int run_command(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "help";
-    if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
-    if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
-    if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
-    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
-    if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
-    if (!strcmp(cmd, "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
-    if (!strcmp(cmd, "demo")) return mama_demo_main(argc - 2, argv + 2);
-    if (!strcmp(cmd, "caption")) return cmd_caption(argc - 2, argv + 2);
-    if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
-    if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
-    if (!strcmp(cmd, "heatmap")) return cmd_heatmap(argc - 2, argv + 2);
-    if (!strcmp(cmd, "zeroshot")) return cmd_eval(argc - 2, argv + 2, 0);
-    if (!strcmp(cmd, "probe")) return cmd_eval(argc - 2, argv + 2, 1);
-    if (!strcmp(cmd, "finetune")) return cmd_eval(argc - 2, argv + 2, 2);
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { print_usage(stdout); return 0; }
-    fprintf(stderr, "mama: unknown command '%s'\n", cmd);
-    print_usage(stderr);
-    return 2;
+    const cli_command *c;
+    cli_args a;
+    int used = 0, i, rc;
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        if (argc > 2) { /* mama help pretrain, mama help bench train */
+            c = cli_find_command(argc - 2, argv + 2, &used);
+            if (!c) {
+                if (!strcmp(argv[2], "bench") || !strcmp(argv[2], "tokenizer"))
+                    return cli_group_error(argv[2], argc > 3 ? argv[3] : NULL);
+                fprintf(stderr, "mama help: unknown command '%s'\n", argv[2]);
+                return 2;
+            }
+            cli_print_help(c, stdout);
+            return 0;
+        }
+        print_usage(stdout);
+        return 0;
+    }
+    c = cli_find_command(argc - 1, argv + 1, &used);
+    if (!c) {
+        if (!strcmp(cmd, "bench") || !strcmp(cmd, "tokenizer"))
+            return cli_group_error(cmd, argc > 2 && strcmp(argv[2], "--help") && strcmp(argv[2], "-h") ? argv[2] : NULL);
+        fprintf(stderr, "mama: unknown command '%s'\n", cmd);
+        print_usage(stderr);
+        return 2;
+    }
+    argc -= 1 + used;
+    argv += 1 + used;
+    for (i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            cli_print_help(c, stdout);
+            return 0;
+        }
+    if ((rc = cli_parse(c, argc, argv, &a)) != 0) return rc;
+    if (a.npos < c->positionals) {
+        fprintf(stderr, "mama %s: usage: mama %s %s\n", c->name, c->name, c->synopsis);
+        return 2;
+    }
+    return c->run(&a);
 }
 
 int main(int argc, char **argv) {

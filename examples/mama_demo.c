@@ -25,18 +25,17 @@ typedef struct demo_opts {
 } demo_opts;
 
 /* The demo's own defaults (a budget for 2 CPU cores, not the paper's), in
- * this one place: `mama help` prints them from here. */
-static void demo_opts_default(demo_opts *o) {
-    o->out = "demo";
-    o->aug = "tiny";
-    o->studies = 500;
-    o->size = 224;
-    o->steps = 600;
-    o->batch = 16;
-    o->probe_steps = 1000;
-    o->lr = 5e-4f;
-    o->seed = 1;
-}
+ * this one place: `mama demo --help` prints them from here (the demo's
+ * flag table in mama.c). */
+#define DEMO_DEFAULT_OUT "demo"
+#define DEMO_DEFAULT_AUG "tiny"   /* the tiny preset's set (mama_augment_preset) */
+#define DEMO_DEFAULT_STUDIES 500
+#define DEMO_DEFAULT_SIZE 224
+#define DEMO_DEFAULT_STEPS 600
+#define DEMO_DEFAULT_BATCH 16
+#define DEMO_DEFAULT_PROBE_STEPS 1000
+#define DEMO_DEFAULT_LR 5e-4f
+#define DEMO_DEFAULT_SEED 1
 
 typedef struct demo_scores {
     mama_metrics zs[2], lp[2];   /* [density, birads] */
@@ -242,7 +241,7 @@ static void demo_row(FILE *f, const char *name, const demo_scores *s) {
             s->lp[1].balanced_accuracy, s->lp[1].auc);
 }
 
-static int mama_demo_main(int argc, char **argv) {
+static int cmd_demo(const cli_args *a) {
     demo_opts o;
     demo_scores main_scores;
     mama_model *m = NULL;
@@ -250,20 +249,18 @@ static int mama_demo_main(int argc, char **argv) {
     char manifest[512], path[512], heat_caption[2048], aug_text[256];
     FILE *rep;
     const mama_manifest *man;
-    int ablation = has_flag(argc, argv, "--ablation"), t;
+    int ablation = cli_given(a, "--ablation"), t;
     double t0 = mama_time_seconds();
-    demo_opts_default(&o);
-    o.out = arg_value(argc, argv, "--out", o.out);
-    o.aug = arg_value(argc, argv, "--aug", o.aug);
-    if (!opt_int(argc, argv, "--studies", &o.studies) || !opt_int(argc, argv, "--size", &o.size) ||
-        !opt_int(argc, argv, "--steps", &o.steps) || !opt_int(argc, argv, "--batch", &o.batch) ||
-        !opt_int(argc, argv, "--probe-steps", &o.probe_steps) || !opt_float(argc, argv, "--lr", &o.lr) ||
-        !arg_u64(argc, argv, "--seed", &o.seed))
-        return 2;
-    if (o.studies < 1 || o.size < 1 || o.steps < 1 || o.batch < 1 || o.probe_steps < 1 || !(o.lr > 0)) {
-        fprintf(stderr, "mama demo: --studies, --size, --steps, --batch, --probe-steps and --lr must be > 0\n");
-        return 2;
-    }
+    /* the table's ranges were checked: every number > 0 */
+    o.out = cli_str(a, "--out");
+    o.aug = cli_str(a, "--aug");
+    o.studies = (int)cli_num(a, "--studies");
+    o.size = (int)cli_num(a, "--size");
+    o.steps = (int)cli_num(a, "--steps");
+    o.batch = (int)cli_num(a, "--batch");
+    o.probe_steps = (int)cli_num(a, "--probe-steps");
+    o.lr = (float)cli_num(a, "--lr");
+    o.seed = cli_seed(a, "--seed");
     mkdir(o.out, 0755);
     demo_path(manifest, sizeof manifest, o.out, "data/manifest.csv");
     {

@@ -238,6 +238,40 @@ static void test_pretrain_zero_trains(void) {
     mama_model_free(m);
 }
 
+/* The schedule follows steps (issue 16 item 5): warm-up 10% and late-loss
+ * start 20% of the steps unless given (by hand: 600 -> 60 and 120, 7 -> 0
+ * and 1, 40000 -> 4000 and 8000); a warm-up or late-loss start at or past
+ * the last step is refused, naming the field. */
+static void test_pretrain_schedule(void) {
+    mama_pretrain_opts z, o;
+    mama_status s1, s2;
+    int ok;
+    memset(&z, 0, sizeof z); z.steps = 600;
+    ok = mama__pretrain_opts_resolve(&z, &o, 0) == MAMA_OK && o.warmup == 60 && o.late_loss == 120;
+    printf("  steps 600 -> warmup %ld, late_loss %ld\n", o.warmup, o.late_loss);
+    z.steps = 7;
+    ok = ok && mama__pretrain_opts_resolve(&z, &o, 0) == MAMA_OK && o.warmup == 0 && o.late_loss == 1;
+    printf("  steps 7 -> warmup %ld, late_loss %ld\n", o.warmup, o.late_loss);
+    memset(&z, 0, sizeof z);
+    ok = ok && mama__pretrain_opts_resolve(&z, &o, 0) == MAMA_OK && o.warmup == 4000 && o.late_loss == 8000;
+    z.steps = 600; z.warmup = 5; z.late_loss = MAMA_OFF;
+    ok = ok && mama__pretrain_opts_resolve(&z, &o, 0) == MAMA_OK && o.warmup == 5 && o.late_loss == 0;
+    test_report(ok, "pretrain_schedule_follows_steps", "warm-up 10%% and late-loss 20%% of steps (600: 60/120, 7: 0/1, "
+                "default: 4000/8000); given values kept");
+    memset(&z, 0, sizeof z); z.steps = 600; z.warmup = 600;
+    s1 = mama__pretrain_opts_resolve(&z, &o, 0);
+    ok = s1 == MAMA_ERR_INVALID && strstr(mama_last_error(), "warmup 600") != NULL;
+    printf("  %s\n", mama_last_error());
+    z.warmup = 0; z.late_loss = 8000;
+    s2 = mama__pretrain_opts_resolve(&z, &o, 0);
+    ok = ok && s2 == MAMA_ERR_INVALID && strstr(mama_last_error(), "late_loss 8000") != NULL;
+    printf("  %s\n", mama_last_error());
+    z.late_loss = 599;
+    ok = ok && mama__pretrain_opts_resolve(&z, &o, 0) == MAMA_OK;
+    test_report(ok, "pretrain_schedule_past_end", "warmup 600 / late_loss 8000 of 600 steps: MAMA_ERR_INVALID naming "
+                "the field; late_loss 599 accepted");
+}
+
 int main(void) {
     if (mama_cpu_backend_create(&g_cpu) != MAMA_OK) {
         printf("FAIL opts_backend: %s\n", mama_last_error());
@@ -248,6 +282,7 @@ int main(void) {
     test_dataset_opts();
     test_probe();
     test_pretrain_opts();
+    test_pretrain_schedule();
     test_pretrain_zero_trains();
     mama_backend_free(g_cpu);
     return test_finish();
