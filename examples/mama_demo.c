@@ -253,7 +253,7 @@ static int cmd_demo(const cli_args *a) {
     double t0 = mama_time_seconds();
     /* the table's ranges were checked: every number > 0 */
     o.out = cli_str(a, "--out");
-    o.aug = cli_str(a, "--aug");
+    o.aug = cli_given(a, "--aug") ? cli_str(a, "--aug") : DEMO_DEFAULT_AUG;
     o.studies = (int)cli_num(a, "--studies");
     o.size = (int)cli_num(a, "--size");
     o.steps = (int)cli_num(a, "--steps");
