@@ -94,7 +94,8 @@
  *  1.9  images        mama_image_alloc/_free/_copy, mama_image_load(_memory)(_opts),
  *                     mama_png_write, mama_image_save_png,
  *                     mama_image_prepare (A.5 steps 1-3), the random steps,
- *                     mama_augment_opts_default, mama_image_pipeline      -> 9
+ *                     mama_augment_opts_default, mama_augment_preset
+ *                     (paper, light, none), mama_image_pipeline           -> 9
  *  1.10 formats       mama_json_*, mama_buf_*, mama_read_file,
  *                     mama_write_file_atomic, mama_atomic_*, half floats,
  *                     mama_st_* (safetensors read), mama_st_writer_*,
