@@ -13476,16 +13476,13 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     memset(&vb, 0, sizeof vb);
     memset(&r, 0, sizeof r);
     r.best_val_loss = r.last_val_loss = NAN;
-    {   /* a zero aug is the dataset's (mama_dataset_opts.aug) */
+    MAMA_TRY(mama__pretrain_opts_resolve(opts, &ro, m->cfg.image_size));
+    {   /* a zero aug (kept zero by the resolver) is the dataset's, resolved already: not again, since a
+         * resolved 0 (off) would read as "the default" */
         mama_augment_opts zero_aug;
         memset(&zero_aug, 0, sizeof zero_aug);
-        if (!opts || !memcmp(&opts->aug, &zero_aug, sizeof zero_aug)) {
-            if (opts) ro = *opts; else memset(&ro, 0, sizeof ro);
-            ro.aug = d->opts.aug;
-            opts = &ro;
-        }
+        if (!memcmp(&ro.aug, &zero_aug, sizeof zero_aug)) ro.aug = d->opts.aug;
     }
-    MAMA_TRY(mama__pretrain_opts_resolve(opts, &ro, m->cfg.image_size));
     val_every = o->val_every > 0 ? o->val_every : o->checkpoint_every;
     do_val = o->val_every >= 0 && mama_dataset_pretrain_split(d, MAMA_SPLIT_VAL, NULL) > 0;
     seed = o->seed;

@@ -485,6 +485,42 @@ static void test_dataset_fields(void) {
     free(x);
 }
 
+/* mama_pretrain with a zero aug trains with the dataset's augmentation,
+ * resolved once: dataset "none" + zero pretrain aug gives the losses of
+ * an explicit pretrain aug "none", and not those of "paper" (a resolved
+ * "off" read again as "the default" once made every set the paper's). */
+static double pretrain_clip(const char *dataset_set, const char *pretrain_set) {
+    mama_dataset *d = NULL;
+    mama_dataset_opts o;
+    mama_config c;
+    mama_pretrain_opts po;
+    mama_pretrain_result r;
+    mama_model *m = NULL;
+    double clip = -1;
+    mama_config_preset(&c, "tiny");
+    c.vision_depth = 1; c.text_depth = 1;
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/manifest.csv";
+    o.tokenizer = "weights/tiny_vocab";
+    memset(&po, 0, sizeof po);
+    po.steps = 2; po.batch = 4; po.accum = 1; po.quiet = 1; po.val_every = MAMA_OFF; po.late_loss = 1;
+    if (mama_augment_preset(&o.aug, dataset_set) == MAMA_OK &&
+        (!pretrain_set || mama_augment_preset(&po.aug, pretrain_set) == MAMA_OK) &&
+        mama_dataset_create(&d, &o, &c) == MAMA_OK && mama_model_create(&m, &c, g_cpu, 4, 1) == MAMA_OK &&
+        mama_pretrain(m, d, &po, &r) == MAMA_OK)
+        clip = r.last.clip;
+    mama_model_free(m);
+    mama_dataset_free(d);
+    return clip;
+}
+static void test_pretrain_dataset_aug(void) {
+    double none_ds = pretrain_clip("none", NULL), none_own = pretrain_clip("paper", "none");
+    double paper_ds = pretrain_clip("paper", NULL), light_ds = pretrain_clip("light", NULL);
+    test_report(none_ds > 0 && none_ds == none_own && none_ds != paper_ds && light_ds != paper_ds && light_ds != none_ds,
+                "pretrain_uses_dataset_aug", "last CLIP loss after 2 steps: dataset none %.6f == pretrain aug none "
+                "%.6f; dataset paper %.6f, light %.6f (all different)", none_ds, none_own, paper_ds, light_ds);
+}
+
 int main(void) {
     if (mama_cpu_backend_create(&g_cpu) != MAMA_OK) {
         printf("FAIL opts_backend: %s\n", mama_last_error());
@@ -501,6 +537,7 @@ int main(void) {
     test_augment_fields();
     test_augment_presets();
     test_dataset_fields();
+    test_pretrain_dataset_aug();
     mama_backend_free(g_cpu);
     return test_finish();
 }
