@@ -147,6 +147,10 @@ $(BUILD)/test_mpi: tests/test_mpi.c tests/test_util.h $(HEADERS) | $(BUILD)
 test-mpi: stb $(BUILD)/test_mpi
 	@MPIRUN="$(MPIRUN)" bash tests/run_mpi_tests.sh $(BUILD)/test_mpi
 
+# where the data loader's time goes (issue 15 item 9): build/bench_loader MANIFEST [N]
+$(BUILD)/bench_loader: bench/bench_loader.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
 bench: all
 	@echo "== GEMM (OMP_NUM_THREADS=$${OMP_NUM_THREADS:-all}) =="
 	@bash bench/run_bench.sh

@@ -94,7 +94,8 @@
  *  1.9  images        mama_image_alloc/_free/_copy, mama_image_load(_memory)(_opts),
  *                     mama_png_write, mama_image_save_png,
  *                     mama_image_prepare (A.5 steps 1-3), the random steps,
- *                     mama_augment_opts_default, mama_image_pipeline      -> 9
+ *                     mama_augment_opts_default, mama_augment_preset
+ *                     (paper, light, none), mama_image_pipeline           -> 9
  *  1.10 formats       mama_json_*, mama_buf_*, mama_read_file,
  *                     mama_write_file_atomic, mama_atomic_*, half floats,
  *                     mama_st_* (safetensors read), mama_st_writer_*,
@@ -909,11 +910,18 @@ MAMA_API mama_status mama_image_load_memory(const void *data, size_t bytes, cons
  *     255 rounded half up (W = 1: v > C - 0.5 -> 255, else 0).
  * bit_depth <= 0 and window_width <= 0 (MAMA_OFF) are the default.  Setting
  * both, bit_depth > 16, 0 < window_width < 1 or a non-finite value is
- * MAMA_ERR_INVALID naming the field. */
+ * MAMA_ERR_INVALID naming the field.
+ * max_side bounds the decoded size (every image, 8-bit too): an image wider
+ * or taller is refused from its header, before any pixel is decoded, with
+ * MAMA_ERR_FORMAT naming the file, its size and the limit (a 20000 x 20000
+ * PNG of 400 KB would otherwise take 1.4 GB).  MAMA_OFF: stb_image's own
+ * limit (2^24). */
+#define MAMA_DECODE_DEFAULT_MAX_SIDE 16384
 typedef struct mama_decode_opts {
     int bit_depth;        /* fixed bit depth (default 0: the image's maximum) */
     float window_center;  /* VOI window centre (used when window_width > 0)   */
     float window_width;   /* VOI window width (default 0: no window)          */
+    int max_side;         /* largest width or height decoded (_MAX_SIDE)      */
 } mama_decode_opts;
 MAMA_API mama_status mama_image_load_opts(const char *path, const mama_decode_opts *o, mama_image *out);
 MAMA_API mama_status mama_image_load_memory_opts(const void *data, size_t bytes, const char *name,
@@ -1036,6 +1044,17 @@ typedef struct mama_augment_opts {
 } mama_augment_opts;
 /* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_augment_opts_default(mama_augment_opts *o);
+/* Named sets (o gets the zero struct with the set's fields; size 0):
+ *   "paper"  SPEC A.5, the defaults above: tuned for 518 px, 40,000 steps
+ *            and ~500k images;
+ *   "light"  RandomResizedCrop scale (0.5, 1), both flips; no jitter, no
+ *            blur: learns in a few hundred steps on a few hundred images
+ *            (where "paper" stays at chance; measured in
+ *            bench/results/aug_sets.md);
+ *   "none"   no random step (the prepared image, as evaluation sees it);
+ *   a config preset's name, its set: "tiny" and "small" light, "base" paper.
+ * Another name is MAMA_ERR_INVALID listing these. */
+MAMA_API mama_status mama_augment_preset(mama_augment_opts *o, const char *name);
 
 /* Steps 4-7 on a prepared S x S image (dst becomes S x S; o NULL: the
  * defaults). */
@@ -1582,6 +1601,13 @@ typedef struct mama_dataset_opts {
     int only_2d;                 /* keep image_type "2D" (any case, or unknown) only, SPEC A.6 (default on) */
     int keep_incomplete;         /* pretrain on incomplete records too (default off: left out, SPEC A.7) */
     mama_decode_opts decode;     /* 16-bit images to 8 bits (default: by each image's maximum) */
+    int allow_split_overlap;     /* accept patients with images in more than one split (default off: an
+                                    error naming the first, since evaluation would see training patients) */
+    mama_augment_opts aug;       /* the augmentation of mama_dataset_image's training images (the probe's
+                                    and fine-tuning's) and every image's normalisation (mean, std);
+                                    pretraining's too when mama_pretrain_opts.aug is the zero struct
+                                    (default: "paper", SPEC A.5; mama_augment_preset gives the others;
+                                    aug.size 0 = the model's image_size, another size is an error) */
 } mama_dataset_opts;
 /* Data hygiene (SPEC A.6, A.7).  Every record is placed by the first rule
  * it meets, and each rule that leaves a record out counts it:
@@ -1595,9 +1621,15 @@ typedef struct mama_dataset_opts {
  *               left out of mama_dataset_pretrain_split, which pretraining
  *               and its validation read (keep_incomplete keeps them; then
  *               the count is 0).  Counted over all three splits.
- * bad_rows are the manifest rows skip_bad_rows dropped before all this. */
+ *   duplicates  a row equal to an earlier one in every field (that one is
+ *               kept): in no split (checked before decoding);
+ * bad_rows are the manifest rows skip_bad_rows dropped before all this.
+ * overlap_patients counts the patients whose images (duplicates included,
+ * not-2D ones not) lie in more than one split: an error unless
+ * allow_split_overlap (patient ids "unknown" are not compared). */
 typedef struct mama_dataset_skips {
     int bad_rows, unreadable, not_2d, incomplete;
+    int duplicates, overlap_patients;
 } mama_dataset_skips;
 /* Every field at its default (the resolved zero struct). */
 MAMA_API void mama_dataset_opts_default(mama_dataset_opts *o);
@@ -1716,8 +1748,9 @@ typedef struct mama_pretrain_opts {
     int allow_changes;           /* resume with other batch, accum, lr or late_loss than the checkpoint
                                     records: default an error naming both values; on: each change logged */
     int quiet;                   /* no progress output (default off) */
-    mama_augment_opts aug;       /* image augmentation, its own defaults; aug.size 0 = the model's
-                                    image_size (another size is an error) */
+    mama_augment_opts aug;       /* image augmentation (the zero struct: the dataset's,
+                                    mama_dataset_opts.aug; otherwise its own defaults); aug.size 0 = the
+                                    model's image_size (another size is an error) */
     int no_overlap;              /* data parallel: one blocking gradient all-reduce after the backward
                                     instead of bucket all-reduces overlapped with it, 12.7 (default off) */
 } mama_pretrain_opts;
@@ -10678,6 +10711,16 @@ skip_line:
 }
 
 static const char *mama__csv_field(const mama__csv *c, int k) { return c->field.data + c->starts[k]; }
+/* The first field of the row that holds a NUL byte (its bytes run past its
+ * C string), or -1. */
+static int mama__csv_nul_field(const mama__csv *c) {
+    int k;
+    for (k = 0; k < c->nfields; k++) {
+        size_t end = k + 1 < c->nfields ? c->starts[k + 1] : c->field.len;
+        if (strlen(mama__csv_field(c, k)) + 1 != end - c->starts[k]) return k;
+    }
+    return -1;
+}
 
 /* Column names the manifest understands, in the writer's order. */
 enum {
@@ -10903,6 +10946,9 @@ MAMA_API mama_status mama_manifest_parse(mama_manifest *m, const char *text, siz
         if (c.nfields == 1 && mama__csv_field(&c, 0)[0] == 0 && header_fields != 1) continue; /* blank line */
         if (c.nfields != header_fields) {
             snprintf(why_buf, sizeof why_buf, "%d fields, the header has %d", c.nfields, header_fields);
+            why = why_buf;
+        } else if ((k = mama__csv_nul_field(&c)) >= 0) {
+            snprintf(why_buf, sizeof why_buf, "field %d holds a NUL byte", k + 1);
             why = why_buf;
         } else {
             MAMA__P(mama__mf_row(m, a, &c, col_of, line, base_dir, &why, why_buf, sizeof why_buf));
@@ -12646,6 +12692,13 @@ static mama_status mama__decode_opts_check(const mama_decode_opts *o, const char
     return MAMA_OK;
 }
 
+/* The largest side decoded: 0 the default, MAMA_OFF (kept negative when
+ * resolved) no limit of ours. */
+static int mama__decode_max_side(const mama_decode_opts *o) {
+    int m = o ? o->max_side : 0;
+    return m == 0 ? MAMA_DECODE_DEFAULT_MAX_SIDE : m < 0 ? INT_MAX : m;
+}
+
 #ifndef MAMA_NO_STB_IMAGE
 /* n 16-bit grey samples to 8 bits by the decode options (checked): a DICOM
  * LINEAR window, a fixed bit depth, or the image's maximum d, as
@@ -12685,6 +12738,9 @@ static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, c
     size_t i, n;
     out->w = out->h = 0;
     out->pix = NULL;
+    if (stbi_info_from_memory(buf, len, &w, &h, &c) && (w > mama__decode_max_side(o) || h > mama__decode_max_side(o)))
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: the image is %d x %d pixels, larger than the decode limit of %d x %d "
+                         "(mama_decode_opts.max_side)", name, w, h, mama__decode_max_side(o), mama__decode_max_side(o));
     if (stbi_is_16_bit_from_memory(buf, len)) {
         stbi_us *p = stbi_load_16_from_memory(buf, len, &w, &h, &c, 0);
         if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());
@@ -13255,6 +13311,26 @@ MAMA_API void mama_augment_opts_default(mama_augment_opts *o) {
     mama__augment_opts_resolve(NULL, o);
 }
 
+MAMA_API mama_status mama_augment_preset(mama_augment_opts *o, const char *name) {
+    const char *n = name ? name : "";
+    memset(o, 0, sizeof *o);
+    if (!strcmp(n, "tiny") || !strcmp(n, "small")) n = "light";
+    else if (!strcmp(n, "base")) n = "paper";
+    if (!strcmp(n, "paper")) return MAMA_OK;
+    if (!strcmp(n, "light")) {
+        o->rrc_scale[0] = 0.5f;
+        o->jitter = o->blur = MAMA_OFF;
+        return MAMA_OK;
+    }
+    if (!strcmp(n, "none")) {
+        o->rrc = o->jitter = o->blur = MAMA_OFF;
+        o->hflip_p = o->vflip_p = MAMA_OFF;
+        return MAMA_OK;
+    }
+    return MAMA_FAIL(MAMA_ERR_INVALID, "unknown augmentation set '%s' (expected paper, light, none, or a config "
+                     "preset: tiny, small, base)", n);
+}
+
 /* Steps 4-7 with resolved options (switches 0/1, zeros meant). */
 static mama_status mama__image_augment(const mama_image *prepared, const mama_augment_opts *o, mama_rng *rng,
                                        mama_image *dst) {
@@ -13343,7 +13419,7 @@ struct mama_dataset {
     int *split_idx[3], split_n[3];
     int *pre_idx[3], pre_n[3];   /* what pretraining reads: split_idx less incomplete records */
     mama_image *cache;           /* prepared images, when opts.cache */
-    unsigned char *bad;          /* 1: image could not be decoded, 2: not 2D (both in no split) */
+    unsigned char *bad;          /* 1: image could not be decoded, 2: not 2D, 3: duplicate (all in no split) */
     unsigned char *pre;          /* 1: record is in pre_idx of its split */
     int skipped;
     mama_dataset_skips skips;
@@ -13361,7 +13437,13 @@ static mama_status mama__dataset_opts_resolve(const mama_dataset_opts *in, mama_
     o->cache = mama__opt_flag(in->cache, 1);
     o->only_2d = mama__opt_flag(in->only_2d, 1);
     o->keep_incomplete = mama__opt_flag(in->keep_incomplete, 0);
+    o->allow_split_overlap = mama__opt_flag(in->allow_split_overlap, 0);
     o->decode = in->decode;
+    if (!o->decode.max_side) o->decode.max_side = MAMA_DECODE_DEFAULT_MAX_SIDE;
+    o->aug = in->aug;
+    if (o->aug.size <= 0) o->aug.size = MAMA_AUGMENT_DEFAULT_SIZE;
+    MAMA_TRY(mama__augment_opts_resolve(&o->aug, &o->aug));
+    if (in->aug.size <= 0) o->aug.size = 0; /* the model's, set by mama_dataset_create */
     return mama__decode_opts_check(&o->decode, "mama_dataset_opts.decode");
 }
 
@@ -13418,6 +13500,68 @@ MAMA_API void mama_dataset_free(mama_dataset *d) {
     mama_tokenizer_free(d->tok);
     mama_manifest_free(&d->man);
     mama_free(d);
+}
+
+/* Record orders by every field (so identical rows are neighbours) and by
+ * patient, ties by row, for the checks below. */
+static int mama__mf_cmp_fields(int i, int j) {
+    int k, c;
+    const mama_record *x = &mama__mf_ctx->records[i], *y = &mama__mf_ctx->records[j];
+    const char *xs[14] = {x->path, x->patient, x->study, x->side, x->view, x->procedure, x->race, x->ethnicity,
+                          x->image_type, x->birads, x->mass_shape, x->mass_density, x->calc_type, x->calc_distribution};
+    const char *ys[14] = {y->path, y->patient, y->study, y->side, y->view, y->procedure, y->race, y->ethnicity,
+                          y->image_type, y->birads, y->mass_shape, y->mass_density, y->calc_type, y->calc_distribution};
+    const int xn[4] = {x->age, x->density, x->cancer, x->split}, yn[4] = {y->age, y->density, y->cancer, y->split};
+    for (k = 0; k < 14; k++) if ((c = strcmp(xs[k], ys[k])) != 0) return c;
+    for (k = 0; k < 4; k++) if (xn[k] != yn[k]) return xn[k] < yn[k] ? -1 : 1;
+    return 0;
+}
+static int mama__mf_cmp_row(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b, c = mama__mf_cmp_fields(i, j);
+    return c ? c : (i > j) - (i < j);
+}
+static int mama__mf_cmp_patient(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b;
+    int c = strcmp(mama__mf_ctx->records[i].patient, mama__mf_ctx->records[j].patient);
+    return c ? c : (i > j) - (i < j);
+}
+
+/* Duplicated rows (bad[] = 3, counted) and patients in more than one split
+ * (mama_dataset_skips); not-2D rows (bad[] = 2) are already out. */
+static mama_status mama__dataset_check_rows(mama_dataset *d) {
+    const mama_manifest *m = &d->man;
+    int n = m->count, *ord = NULL, i, j, first[3] = {-1, -1, -1};
+    MAMA_TRY(mama_alloc((void **)&ord, sizeof(int) * (size_t)(n + 1), "manifest checks"));
+    mama__mf_ctx = m;
+    for (i = 0; i < n; i++) ord[i] = i;
+    qsort(ord, (size_t)n, sizeof(int), mama__mf_cmp_row);
+    for (i = 1; i < n; i++)
+        if (!d->bad[ord[i]] && !mama__mf_cmp_fields(ord[i], ord[i - 1])) {
+            d->bad[ord[i]] = 3;
+            d->skips.duplicates++;
+        }
+    for (i = 0; i < n; i++) ord[i] = i;
+    qsort(ord, (size_t)n, sizeof(int), mama__mf_cmp_patient);
+    for (i = 0; i < n; i = j) {
+        int at[3] = {-1, -1, -1}, k, c = 0;
+        for (j = i; j < n && !strcmp(m->records[ord[j]].patient, m->records[ord[i]].patient); j++) {
+            int sp = m->records[ord[j]].split;
+            if (d->bad[ord[j]] != 2 && sp >= 0 && sp < 3 && at[sp] < 0) at[sp] = ord[j];
+        }
+        for (k = 0; k < 3; k++) c += at[k] >= 0;
+        if (c < 2 || mama__is_unknown(m->records[ord[i]].patient)) continue;
+        if (d->skips.overlap_patients++ == 0) memcpy(first, at, sizeof first);
+    }
+    mama_free(ord);
+    if (d->skips.overlap_patients && !d->opts.allow_split_overlap) {
+        int a = first[0] >= 0 ? first[0] : first[1], b = first[0] >= 0 && first[1] >= 0 ? first[1] : first[2];
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: %d patient(s) have images in more than one split, so evaluation would "
+                         "see training patients; first: patient \"%s\" in %s (line %d) and %s (line %d); accept it "
+                         "with mama_dataset_opts.allow_split_overlap (CLI: --allow-split-overlap)", m->path,
+                         d->skips.overlap_patients, m->records[a].patient, mama_split_name(m->records[a].split),
+                         m->records[a].line, mama_split_name(m->records[b].split), m->records[b].line);
+    }
+    return MAMA_OK;
 }
 
 /* Steps 1-3 of the pipeline (decode, letterbox, Otsu crop, stretch). */
@@ -13519,7 +13663,13 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
     MAMA_TRY(mama_calloc((void **)&d, sizeof *d, "dataset"));
     o = &d->opts;
     if ((s = mama__dataset_opts_resolve(opts, &d->opts)) != MAMA_OK) { mama_free(d); return s; }
-    d->image_size = c->image_size;
+    if (d->opts.aug.size > 0 && d->opts.aug.size != c->image_size) {
+        s = MAMA_FAIL(MAMA_ERR_INVALID, "mama_dataset_opts.aug.size %d differs from the model's image_size %d "
+                      "(leave it 0)", d->opts.aug.size, c->image_size);
+        mama_free(d);
+        return s;
+    }
+    d->opts.aug.size = d->image_size = c->image_size;
     d->in_chans = c->in_chans;
     d->context = c->context;
     if ((s = mama_manifest_load(&d->man, o->manifest, o->skip_bad_rows)) != MAMA_OK) goto fail;
@@ -13532,6 +13682,7 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
     /* not 2D first: such images are never decoded (2 marks them in bad[]) */
     for (i = 0; i < n; i++)
         if (o->only_2d && !mama__is_2d(d->man.records[i].image_type)) { d->bad[i] = 2; d->skips.not_2d++; }
+    if ((s = mama__dataset_check_rows(d)) != MAMA_OK) goto fail;
     if (o->cache) {
         if ((s = mama_calloc((void **)&d->cache, sizeof(mama_image) * (size_t)(n + 1), "image cache")) != MAMA_OK) goto fail;
         /* Decode and prepare every image once, in parallel.  Errors are
@@ -13633,10 +13784,7 @@ static mama_status mama__dataset_image(mama_dataset *d, int record, int train, m
 }
 
 MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, mama_rng *rng, float *out) {
-    mama_augment_opts o;
-    mama_augment_opts_default(&o);
-    o.size = d->image_size;
-    return mama__dataset_image(d, record, train, rng, &o, out);
+    return mama__dataset_image(d, record, train, rng, &d->opts.aug, out);
 }
 
 MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mask_p, mama_rng *rng, int *ids,
@@ -13918,9 +14066,12 @@ static mama_status mama__pretrain_opts_resolve(const mama_pretrain_opts *in, mam
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: aug.size %d differs from the model's image_size %d (leave it 0)",
                          in->aug.size, image_size);
     aug = in->aug;
+    memset(&o->aug, 0, sizeof o->aug);
     if (aug.size <= 0) aug.size = image_size > 0 ? image_size : MAMA_AUGMENT_DEFAULT_SIZE;
-    MAMA_TRY(mama__augment_opts_resolve(&aug, &o->aug));
-    if (image_size <= 0) o->aug.size = 0;
+    if (memcmp(&in->aug, &o->aug, sizeof aug)) { /* the zero struct stays: the dataset's (mama_pretrain) */
+        MAMA_TRY(mama__augment_opts_resolve(&aug, &o->aug));
+        if (image_size <= 0) o->aug.size = 0;
+    }
     if (o->steps < 1 || o->batch < 1 || o->accum < 1)
         return MAMA_FAIL(MAMA_ERR_INVALID, "pretrain: steps, batch and accum must be >= 1");
     if (o->steps > MAMA__MAX_STEP || o->accum > 65536)
@@ -14364,6 +14515,12 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
     memset(&r, 0, sizeof r);
     r.best_val_loss = r.last_val_loss = NAN;
     MAMA_TRY(mama__pretrain_opts_resolve(opts, &ro, m->cfg.image_size));
+    {   /* a zero aug (kept zero by the resolver) is the dataset's, resolved already: not again, since a
+         * resolved 0 (off) would read as "the default" */
+        mama_augment_opts zero_aug;
+        memset(&zero_aug, 0, sizeof zero_aug);
+        if (!memcmp(&ro.aug, &zero_aug, sizeof zero_aug)) ro.aug = d->opts.aug;
+    }
     val_every = o->val_every > 0 ? o->val_every : o->checkpoint_every;
     do_val = o->val_every >= 0 && mama_dataset_pretrain_split(d, MAMA_SPLIT_VAL, NULL) > 0;
     seed = o->seed;

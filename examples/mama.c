@@ -79,7 +79,7 @@ typedef struct cli_flag {
 #define CLI_END {NULL, CLI_SWITCH, 0, 0, 0, NULL, CLI_NODEF, NULL, NULL, NULL}
 
 #define CLI_MAX_FLAGS 80
-#define CLI_MAX_TABLES 6
+#define CLI_MAX_TABLES 8
 #define CLI_MAX_POS 4
 
 typedef struct cli_args cli_args;
@@ -502,6 +502,23 @@ static void print_skips(const mama_dataset *d) {
     if (k->incomplete)
         fprintf(stderr, "data: %d incomplete record(s) left out of pretraining: the caption lacks the procedure, its "
                 "reason, the density or BI-RADS (SPEC A.7; --keep-incomplete keeps them)\n", k->incomplete);
+    if (k->duplicates) fprintf(stderr, "data: %d duplicated row(s) left out (equal to an earlier row)\n", k->duplicates);
+    if (k->overlap_patients)
+        fprintf(stderr, "data: warning: %d patient(s) have images in more than one split (--allow-split-overlap)\n",
+                k->overlap_patients);
+}
+
+/* The summary's last part: a split with images but fewer than one batch
+ * (pretraining's train split, which cannot fill one, is an error later). */
+static void warn_small_splits(const mama_dataset *d, int batch, int pretraining) {
+    int sp, n;
+    if (g_rank != 0) return;
+    for (sp = 0; sp < 3; sp++) {
+        n = pretraining ? mama_dataset_pretrain_split(d, (mama_split)sp, NULL) : mama_dataset_split(d, (mama_split)sp, NULL);
+        if (n > 0 && n < batch)
+            fprintf(stderr, "data: warning: the %s split has %d image(s), fewer than a batch of %d\n",
+                    mama_split_name(sp), n, batch);
+    }
 }
 
 /* --frozen-dtype auto|bf16|f16|f32 (checked by the parser) -> -1 (the
@@ -565,7 +582,71 @@ static int data_opts(const cli_args *a, mama_dataset_opts *dopt) {
     dopt->tokenizer = cli_given(a, "--tokenizer") ? cli_str(a, "--tokenizer") : CLI_DEFAULT_TOKENIZER;
     dopt->skip_bad_rows = cli_given(a, "--skip-bad");
     dopt->keep_incomplete = cli_given(a, "--keep-incomplete");
-    return decode_args(a, &dopt->decode);
+    dopt->allow_split_overlap = cli_given(a, "--allow-split-overlap");
+    if (!decode_args(a, &dopt->decode)) return 0;
+    if (cli_given(a, "--max-side")) dopt->decode.max_side = (int)cli_num(a, "--max-side");
+    return 1;
+}
+
+/* The preset a config was made from ("paper" when none matches): its
+ * augmentation set is --aug's default. */
+static const char *preset_of(const mama_config *c) {
+    static const char *const names[3] = {"tiny", "small", "base"};
+    int k;
+    for (k = 0; k < 3; k++) {
+        mama_config p;
+        mama_config_preset(&p, names[k]);
+        if (p.image_size == c->image_size && p.vision_dim == c->vision_dim && p.vision_depth == c->vision_depth)
+            return names[k];
+    }
+    return "paper";
+}
+
+/* "LO,HI" of flag f into v[2] (unchanged when not given); 0 after a message
+ * naming the flag when malformed or lo > hi. */
+static int pair_arg(const cli_args *a, const char *f, float v[2]) {
+    const char *t = cli_str(a, f);
+    char *e1, *e2;
+    double lo, hi;
+    if (!t || !cli_given(a, f)) return 1;
+    lo = strtod(t, &e1);
+    if (e1 == t || *e1 != ',' || (hi = strtod(e1 + 1, &e2), e2 == e1 + 1 || *e2) || !isfinite(lo) || !isfinite(hi) ||
+        !(lo > 0) || lo > hi || hi > 1e6) {
+        fprintf(stderr, "mama: %s wants LO,HI (numbers, 0 < LO <= HI; got '%s')\n", f, t);
+        return 0;
+    }
+    v[0] = (float)lo;
+    v[1] = (float)hi;
+    return 1;
+}
+
+/* cli_aug_flags into the dataset's augmentation (which pretraining takes
+ * too): the --aug set (default: the model's preset's), then each field
+ * given; a probability 0 turns that step off. */
+static int aug_opts(const cli_args *a, const mama_config *c, mama_augment_opts *o) {
+    const char *set = cli_given(a, "--aug") ? cli_str(a, "--aug") : preset_of(c);
+    static const char *const p_flags[4] = {"--hflip", "--vflip", "--jitter", "--blur"};
+    float *p_fields[4];
+    int k;
+    if (mama_augment_preset(o, set) != MAMA_OK) return fail(), 0;
+    p_fields[0] = &o->hflip_p; p_fields[1] = &o->vflip_p; p_fields[2] = &o->jitter_p; p_fields[3] = &o->blur_p;
+    for (k = 0; k < 4; k++)
+        if (cli_given(a, p_flags[k])) {
+            float p = (float)cli_num(a, p_flags[k]);
+            *p_fields[k] = p > 0 ? p : MAMA_OFF;
+            if (k == 2) o->jitter = p > 0 ? 1 : MAMA_OFF;
+            if (k == 3) o->blur = p > 0 ? 1 : MAMA_OFF;
+        }
+    if (cli_given(a, "--crop-scale")) o->rrc = 1;
+    if (cli_given(a, "--no-crop")) o->rrc = MAMA_OFF;
+    if (!pair_arg(a, "--crop-scale", o->rrc_scale) || !pair_arg(a, "--brightness", o->brightness) ||
+        !pair_arg(a, "--contrast", o->contrast) || !pair_arg(a, "--blur-sigma", o->blur_sigma))
+        return 0;
+    if (o->rrc_scale[1] > 1) { fprintf(stderr, "mama: --crop-scale: HI must be <= 1\n"); return 0; }
+    if (g_rank == 0)
+        fprintf(stderr, "augmentation: %s%s\n", set, cli_given(a, "--aug") ? "" : " (the model preset's set; --aug "
+                "chooses another)");
+    return 1;
 }
 
 static int cmd_forward(const cli_args *a) {
@@ -775,12 +856,14 @@ static int cmd_pretrain(const cli_args *a) {
         if (mama_model_create(&m, &cfg, mama_cli_backend(), o.batch, o.seed) != MAMA_OK) return fail();
     }
     if (attach_comm(m) != 0) { mama_model_free(m); return 1; }
+    if (!aug_opts(a, mama_model_config(m), &dopt.aug)) { mama_model_free(m); return 2; } /* pretraining's too */
     if (!(dopt.tokenizer = tokenizer_path(a, m, init, tokbuf, sizeof tokbuf)) || dataset_open(a, &d, &dopt, m) != 0) {
         mama_model_free(m);
         return 1;
     }
     if (mama_model_check_tokenizer(m, mama_dataset_tokenizer(d), dopt.tokenizer) != MAMA_OK) rc = fail();
     print_skips(d);
+    warn_small_splits(d, o.batch, 1);
     if (rc == 0 && g_rank == 0)
         fprintf(stderr, "pretrain: %d train images (%d skipped), %ld steps of %d x %d x %d ranks, %d threads\n",
                 mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, NULL), mama_dataset_skipped(d), o.steps, o.batch, o.accum,
@@ -852,6 +935,8 @@ static int open_eval(const cli_args *a, mama_model **m, mama_dataset **d) {
     int mb = eval_max_batch(a, w);
     if (!data_opts(a, &dopt) || mb < 1) return 2;
     if (load_model(a, m, w, mb) != MAMA_OK) return fail();
+    if (!strcmp(a->cmd->name, "probe") || !strcmp(a->cmd->name, "finetune")) /* training images: cli_aug_flags */
+        if (!aug_opts(a, mama_model_config(*m), &dopt.aug)) { mama_model_free(*m); return 2; }
     if (!(dopt.tokenizer = tokenizer_path(a, *m, w, tokbuf, sizeof tokbuf)) || dataset_open(a, d, &dopt, *m) != 0) {
         mama_model_free(*m);
         return 1;
@@ -1406,6 +1491,24 @@ static const cli_flag cli_data_flags[] = {
     CLI_SW("--keep-incomplete", "keep records whose caption lacks procedure, reason, density or BI-RADS"),
     CLI_NUMT("--bit-depth", CLI_INT, 1, 16, 0, "v*255/max(v) per image", "16-bit images: v*255/(2^N-1)"),
     CLI_STR("--window", "C,W", 0, NULL, "16-bit images: DICOM window C,W (centre, width >= 1)"),
+    CLI_NUM("--max-side", CLI_INT, 1, 16777216, 0, MAMA_DECODE_DEFAULT_MAX_SIDE,
+            "refuse images wider or taller than this (checked from the header, before decoding)"),
+    CLI_SW("--allow-split-overlap", "accept patients with images in more than one split (default: an error)"),
+    CLI_END};
+/* the training augmentation (pretrain, probe, finetune): a named set, then
+ * the fields given override it */
+static const cli_flag cli_aug_flags[] = {
+    CLI_CH("--aug", "paper|light|none", "the model preset's: tiny, small light; base paper",
+           "augmentation set (paper: SPEC A.5; light: crop scale 0.5-1 + flips; none)"),
+    CLI_STR("--crop-scale", "LO,HI", 0, "the set's", "RandomResizedCrop area range in (0, 1]"),
+    CLI_SW("--no-crop", "no RandomResizedCrop"),
+    CLI_NUMT("--hflip", CLI_FLOAT, 0, 1, 0, "the set's", "horizontal flip probability"),
+    CLI_NUMT("--vflip", CLI_FLOAT, 0, 1, 0, "the set's", "vertical flip probability"),
+    CLI_NUMT("--jitter", CLI_FLOAT, 0, 1, 0, "the set's", "brightness/contrast jitter probability (0: none)"),
+    CLI_STR("--brightness", "LO,HI", 0, "the set's", "jitter brightness factor range"),
+    CLI_STR("--contrast", "LO,HI", 0, "the set's", "jitter contrast factor range"),
+    CLI_NUMT("--blur", CLI_FLOAT, 0, 1, 0, "the set's", "Gaussian blur probability (0: none)"),
+    CLI_STR("--blur-sigma", "LO,HI", 0, "the set's", "blur sigma range (> 0)"),
     CLI_END};
 /* data parallel (make MPI=1) */
 static const cli_flag cli_dp_flags[] = {
@@ -1556,6 +1659,7 @@ static const cli_flag demo_flags[] = {
     CLI_NUM("--probe-steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_PROBE_STEPS, "linear-probe steps"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, DEMO_DEFAULT_LR, "peak learning rate"),
     CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, DEMO_DEFAULT_SEED, "seed"),
+    CLI_CH("--aug", "paper|light|none", DEMO_DEFAULT_AUG ": light", "augmentation set (mama_augment_preset)"),
     CLI_SW("--ablation", "also the paper's ablation (four variants, same budget)"),
     CLI_END};
 
@@ -1610,15 +1714,16 @@ static const cli_command cli_commands[] = {
      "pretraining (SPEC A.4, A.5; the defaults are the paper's).  A number's 0 means zero (--warmup 0: no\n"
      "warm-up, --clip 0: no clipping).  Data parallel (build with `make MPI=1`): mpirun -np N build/mama\n"
      "pretrain ... trains on N ranks, --batch per rank.", cmd_pretrain,
-     {pretrain_flags, cli_data_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags, NULL}},
+     {pretrain_flags, cli_data_flags, cli_aug_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags, NULL}},
     {"zeroshot", "--weights CKPT --manifest M [flags]", 0, "zeroshot classification (SPEC A.7)", cmd_zeroshot,
      {eval_flags, zeroshot_flags, cli_data_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags}},
     {"probe", "--weights CKPT --manifest M [flags]", 0,
      "linear probe on the frozen image encoder (SPEC A.7)", cmd_probe,
-     {eval_flags, probe_flags, cli_data_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags}},
+     {eval_flags, probe_flags, cli_data_flags, cli_aug_flags, cli_frozen_flags, cli_dp_flags, cli_common_flags}},
     {"finetune", "--weights CKPT --manifest M [flags]", 0,
      "full fine-tuning: the probe's classifier with the image encoder unfrozen (the probe's defaults)",
-     cmd_finetune, {eval_flags, probe_flags, finetune_flags, cli_data_flags, cli_frozen_flags, cli_common_flags}},
+     cmd_finetune, {eval_flags, probe_flags, finetune_flags, cli_data_flags, cli_aug_flags, cli_frozen_flags,
+                    cli_common_flags}},
     {"demo", "[flags]", 0,
      "the main job on synthetic data: generate, pretrain, evaluate, write OUT/REPORT.md", cmd_demo,
      {demo_flags, cli_common_flags, NULL}},

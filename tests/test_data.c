@@ -7,7 +7,11 @@
  * - epochs are shuffles cut into full batches (no batch holds an image
  *   twice, each epoch covers floor(n / G) G distinct images), and a batch
  *   does not depend on where the loader started (resume);
- * - the second view comes from the usable training images of the exam. */
+ * - the second view comes from the usable training images of the exam;
+ * - data checks (issue 16 item 6): a NUL byte in a field is a bad row named by
+ *   file and line; a row equal to an earlier one is left out and counted; a
+ *   patient in two splits is an error naming both rows, unless
+ *   allow_split_overlap (then counted); hashed splits never overlap. */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #define MAMA_SYNTH_IMPLEMENTATION
@@ -31,6 +35,7 @@ static mama_status open_ds(mama_dataset **d, const char *csv, int keep_incomplet
     o.tokenizer = "weights/tiny_vocab";
     o.keep_incomplete = keep_incomplete;
     o.skip_bad_rows = skip_bad;
+    o.allow_split_overlap = 1; /* these manifests put one patient in several splits on purpose */
     return mama_dataset_create(d, &o, &CFG);
 }
 
@@ -300,6 +305,87 @@ static void test_tokenizer_fit(void) {
     mama_tokenizer_free(t);
 }
 
+/* The data checks of issue 16 item 6, on generated manifests. */
+static void test_checks(void) {
+    static const char nul_csv[] = "path,patient,split\n" IMG ",a,train\n" IMG ",b\0x,train\n" IMG ",c,train\n";
+    mama_buf b = {NULL, 0, 0};
+    mama_dataset *d = NULL;
+    mama_dataset_opts o;
+    const mama_dataset_skips *k;
+    const int *idx;
+    mama_status s;
+    int n, ok;
+    /* NUL byte: bad row with file and line; with skip_bad_rows skipped and counted */
+    ok = mama_write_file_atomic(DIR "/nul.csv", nul_csv, sizeof nul_csv - 1) == MAMA_OK;
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/nul.csv";
+    s = mama_dataset_create(&d, &o, &CFG);
+    ok = ok && s == MAMA_ERR_FORMAT && strstr(mama_last_error(), "nul.csv:3: bad row: field 2 holds a NUL byte");
+    test_report(ok, "check_nul_byte", "\"b\\0x\" on line 3: %s", mama_last_error());
+    o.skip_bad_rows = 1;
+    s = mama_dataset_create(&d, &o, &CFG);
+    ok = s == MAMA_OK && mama_dataset_skipped_reasons(d)->bad_rows == 1 && mama_dataset_manifest(d)->count == 2;
+    test_report(ok, "check_nul_byte_skipped", "skip_bad_rows: 1 bad row, 2 records");
+    mama_dataset_free(d);
+    d = NULL;
+    /* duplicates: rows 0 and 2 identical (2 left out), row 3 the same image with another view (kept) */
+    mama_buf_puts(&b, HDR);
+    mama_buf_puts(&b, IMG ",a,s1,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",b,s2,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s1,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s1,L,MLO," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ", a ,s1,left,CC," FULL "2d,3,n,Train\n"); /* row 0 again, written differently */
+    write_text(DIR "/dup.csv", b.data);
+    b.len = 0;
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/dup.csv";
+    s = mama_dataset_create(&d, &o, &CFG);
+    k = s == MAMA_OK ? mama_dataset_skipped_reasons(d) : NULL;
+    n = s == MAMA_OK ? mama_dataset_split(d, MAMA_SPLIT_TRAIN, &idx) : 0;
+    ok = k && k->duplicates == 2 && n == 3 && idx[0] == 0 && idx[1] == 1 && idx[2] == 3 && k->overlap_patients == 0;
+    test_report(ok, "check_duplicates", "%s; rows 2 and 4 repeat row 0 (4 after normalising case, spaces, L): "
+                "duplicates %d (2), train rows %d (3: 0, 1, 3)", s == MAMA_OK ? "ok" : mama_last_error(),
+                k ? k->duplicates : -1, n);
+    mama_dataset_free(d);
+    d = NULL;
+    /* a patient in two explicit splits: an error naming the patient and both rows; allowed: counted */
+    mama_buf_puts(&b, HDR);
+    mama_buf_puts(&b, IMG ",a,s1,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",b,s2,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",b,s3,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",a,s4,L,CC," FULL "2D,3,N,test\n");
+    mama_buf_puts(&b, IMG ",c,s5,L,CC," FULL "FFDM,3,N,test\n"); /* c: not 2D, not compared */
+    mama_buf_puts(&b, IMG ",c,s6,L,CC," FULL "2D,3,N,train\n");
+    mama_buf_puts(&b, IMG ",,s7,L,CC," FULL "2D,3,N,test\n");   /* unknown patients: not compared */
+    mama_buf_puts(&b, IMG ",,s8,L,CC," FULL "2D,3,N,train\n");
+    write_text(DIR "/leak.csv", b.data);
+    b.len = 0;
+    o.manifest = DIR "/leak.csv";
+    s = mama_dataset_create(&d, &o, &CFG);
+    ok = s == MAMA_ERR_FORMAT && !d && strstr(mama_last_error(), "1 patient(s)") &&
+         strstr(mama_last_error(), "patient \"a\" in train (line 2) and test (line 5)") &&
+         strstr(mama_last_error(), "allow_split_overlap");
+    test_report(ok, "check_split_overlap", "%s", mama_last_error());
+    o.allow_split_overlap = 1;
+    s = mama_dataset_create(&d, &o, &CFG);
+    ok = s == MAMA_OK && mama_dataset_skipped_reasons(d)->overlap_patients == 1;
+    test_report(ok, "check_split_overlap_allowed", "allow_split_overlap: created, overlap_patients %d (1)",
+                s == MAMA_OK ? mama_dataset_skipped_reasons(d)->overlap_patients : -1);
+    mama_dataset_free(d);
+    d = NULL;
+    /* hashed splits (no split column) keep a patient together */
+    mama_buf_puts(&b, "path,patient,study\n");
+    for (n = 0; n < 40; n++) mama_buf_printf(&b, IMG ",p%d,s%d\n", n % 10, n);
+    write_text(DIR "/hashed.csv", b.data);
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/hashed.csv";
+    s = mama_dataset_create(&d, &o, &CFG);
+    test_report(s == MAMA_OK && mama_dataset_skipped_reasons(d)->overlap_patients == 0, "check_hashed_no_overlap",
+                "40 rows of 10 patients, hashed splits: %s, no overlap", s == MAMA_OK ? "ok" : mama_last_error());
+    mama_dataset_free(d);
+    mama_buf_free(&b);
+}
+
 int main(void) {
     mkdir("build", 0755);
     if (mama_synth_write(DIR, 1, 64, 3, 0) != MAMA_OK) { printf("FAIL synth: %s\n", mama_last_error()); return 1; }
@@ -310,5 +396,6 @@ int main(void) {
     test_sampler();
     test_other_view();
     test_tokenizer_fit();
+    test_checks();
     return test_finish();
 }

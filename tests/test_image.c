@@ -1107,6 +1107,44 @@ static void test_alloc_failures(void) {
     free(buf);
 }
 
+/* The decoded-size limit (issue 16 item 6): a PNG whose header says 20000 x
+ * 20000 (no pixel data follows) is refused from the header with the file
+ * and its size named, before any decoding; max_side raises or lowers the
+ * limit; a normal image passes. */
+static void test_decode_limit(void) {
+    static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    unsigned char ihdr[13] = {0}, buf[64];
+    size_t n = 0;
+    FILE *f = fopen("build/test_image_huge.png", "wb");
+    mama_image im = {0, 0, NULL};
+    mama_decode_opts o;
+    uint16_t px[6] = {0, 100, 200, 300, 400, 500};
+    int ok, big, off;
+    png16_be32(ihdr, 20000);
+    png16_be32(ihdr + 4, 20000);
+    ihdr[8] = 8; /* 8-bit grey */
+    ok = f && fwrite(sig, 1, 8, f) == 8 && png16_chunk(f, "IHDR", ihdr, 13) && png16_chunk(f, "IEND", buf, 0);
+    if (f) fclose(f);
+    big = mama_image_load("build/test_image_huge.png", &im) == MAMA_ERR_FORMAT &&
+          strstr(mama_last_error(), "build/test_image_huge.png: the image is 20000 x 20000 pixels, larger than the "
+                 "decode limit of 16384 x 16384") != NULL;
+    test_report(ok && big && !im.pix, "decode_limit_header", "%s", mama_last_error());
+    memset(&o, 0, sizeof o);
+    o.max_side = MAMA_OFF; /* past our check: stb then fails on the missing pixel data, not on our limit */
+    off = mama_image_load_opts("build/test_image_huge.png", &o, &im) != MAMA_OK && !strstr(mama_last_error(), "limit");
+    test_report(off, "decode_limit_off", "max_side MAMA_OFF: our check passes, stb refuses the empty file: %s",
+                mama_last_error());
+    ok = png_write16("build/test_image_small16.png", px, 3, 2, 1) == MAMA_OK;
+    o.max_side = 2;
+    ok = ok && mama_image_load_opts("build/test_image_small16.png", &o, &im) == MAMA_ERR_FORMAT &&
+         strstr(mama_last_error(), "3 x 2 pixels") != NULL;
+    o.max_side = 3;
+    ok = ok && mama_image_load_opts("build/test_image_small16.png", &o, &im) == MAMA_OK && im.w == 3 && im.h == 2;
+    test_report(ok, "decode_limit_max_side", "a 3 x 2 16-bit PNG: max_side 2 refuses it, 3 decodes it");
+    mama_image_free(&im);
+    (void)n;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) montage_path = argv[1];
     test_otsu();
@@ -1119,6 +1157,7 @@ int main(int argc, char **argv) {
     test_pipeline();
     test_io();
     test_decode16();
+    test_decode_limit();
     test_synth();
     test_synth_write();
     test_alloc_failures();

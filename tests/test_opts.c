@@ -138,8 +138,7 @@ static void test_probe(void) {
 
 static int pretrain_is_default(const mama_pretrain_opts *o) {
     mama_augment_opts a;
-    mama_augment_opts_default(&a);
-    a.size = 0;
+    memset(&a, 0, sizeof a); /* the zero aug stays: the dataset's (mama_dataset_opts.aug) */
     return o->steps == MAMA_PRETRAIN_DEFAULT_STEPS && o->stop_at == 0 && o->batch == MAMA_PRETRAIN_DEFAULT_BATCH &&
            o->accum == MAMA_PRETRAIN_DEFAULT_ACCUM && o->lr == MAMA_PRETRAIN_DEFAULT_LR &&
            o->lr_floor == MAMA_PRETRAIN_DEFAULT_LR_FLOOR && o->warmup == MAMA_PRETRAIN_DEFAULT_WARMUP &&
@@ -159,8 +158,8 @@ static void test_pretrain_opts(void) {
     ok = mama__pretrain_opts_resolve(&z, &o, 0) == MAMA_OK && pretrain_is_default(&o);
     mama_pretrain_opts_default(&d);
     ok = ok && pretrain_is_default(&d) && !memcmp(&o, &d, sizeof o);
-    test_report(ok, "pretrain_zero_is_default", "zero struct -> every MAMA_PRETRAIN_DEFAULT_*, the augment defaults "
-                "(aug.size 0 = the model's); == mama_pretrain_opts_default");
+    test_report(ok, "pretrain_zero_is_default", "zero struct -> every MAMA_PRETRAIN_DEFAULT_*, aug the zero struct "
+                "(the dataset's); == mama_pretrain_opts_default");
     ok = d.steps == 40000 && d.batch == 36 && d.accum == 2 && d.lr == 4e-5f && d.lr_floor == 1e-8f &&
          d.warmup == 4000 && d.weight_decay == 0.1f && d.late_loss == 8000 && d.ext_other_view_p == 0.5f &&
          d.caption_mask_p == 0.8f;
@@ -168,8 +167,12 @@ static void test_pretrain_opts(void) {
                 "wd 0.1, late 8000, ext .5, mask .8");
     ok = mama__pretrain_opts_resolve(&d, &r, 0) == MAMA_OK && !memcmp(&r, &d, sizeof r);
     test_report(ok, "pretrain_resolve_idempotent", "resolve(default) == default");
-    ok = mama__pretrain_opts_resolve(&z, &o, 112) == MAMA_OK && o.aug.size == 112;
-    test_report(ok, "pretrain_aug_size_from_model", "aug.size 0 -> the model's image_size (112)");
+    z.aug.blur_p = 0.5f;
+    ok = mama__pretrain_opts_resolve(&z, &o, 112) == MAMA_OK && o.aug.size == 112 && o.aug.blur_p == 0.5f &&
+         o.aug.jitter_p == MAMA_AUGMENT_DEFAULT_JITTER_P;
+    test_report(ok, "pretrain_aug_size_from_model", "a non-zero aug is resolved: aug.size 0 -> the model's image_size "
+                "(112), the rest the defaults");
+    memset(&z.aug, 0, sizeof z.aug);
     z.warmup = MAMA_OFF; z.late_loss = MAMA_OFF; z.lr_floor = MAMA_OFF; z.weight_decay = MAMA_OFF;
     z.caption_mask_p = MAMA_OFF; z.ext_other_view_p = MAMA_OFF; z.use_sym = MAMA_OFF; z.max_bad_steps = MAMA_OFF;
     z.clip_grad = MAMA_OFF; z.steps = 3; z.seed = 8; z.aug.hflip_p = MAMA_OFF;
@@ -272,6 +275,252 @@ static void test_pretrain_schedule(void) {
                 "the field; late_loss 599 accepted");
 }
 
+/* Every field of mama_augment_opts reaches the augmentation: the same
+ * image and random stream, the field changed, another output. */
+static void test_augment_fields(void) {
+    static const char *const names[] = {"size", "rrc", "rrc_scale", "rrc_ratio", "rrc_attempts", "hflip_p",
+                                        "vflip_p", "jitter", "jitter_p", "brightness", "contrast",
+                                        "jitter_random_order", "blur", "blur_p", "blur_kernel", "blur_sigma",
+                                        "mean", "std"};
+    const int nf = (int)(sizeof names / sizeof names[0]), S = 48;
+    mama_image src = {0, 0, NULL};
+    float *t0 = (float *)malloc(sizeof(float) * 64 * 64), *t1 = (float *)malloc(sizeof(float) * 64 * 64);
+    int k, i, seen = 0, ok = t0 && t1 && mama_image_alloc(&src, 60, 80) == MAMA_OK;
+    char missed[256] = "";
+    for (i = 0; ok && i < 60 * 80; i++) src.pix[i] = (uint8_t)((i % 60) * 3 + (i / 60) + (i * 7919 % 23) * 2);
+    for (k = 0; ok && k < nf; k++) {
+        /* a base where every step is possible and deterministic enough to show a change */
+        mama_augment_opts b, c;
+        mama_rng r0, r1;
+        int diff = 0;
+        memset(&b, 0, sizeof b);
+        b.size = S; b.hflip_p = 0.5f; b.vflip_p = 0.5f; b.jitter_p = 1; b.blur_p = 1;
+        b.jitter_random_order = MAMA_OFF;
+        c = b;
+        switch (k) {
+        case 0: c.size = S - 8; break;
+        case 1: c.rrc = MAMA_OFF; break;
+        case 2: c.rrc_scale[0] = 0.9f; break;
+        case 3: c.rrc_ratio[0] = 0.3f; c.rrc_ratio[1] = 0.31f; break;
+        case 4: b.rrc_scale[0] = c.rrc_scale[0] = 1; b.rrc_scale[1] = c.rrc_scale[1] = 1; c.rrc_attempts = MAMA_OFF;
+                b.rrc_ratio[0] = c.rrc_ratio[0] = 0.5f; b.rrc_ratio[1] = c.rrc_ratio[1] = 0.9f; break;
+        case 5: c.hflip_p = 1; b.hflip_p = MAMA_OFF; break;
+        case 6: c.vflip_p = 1; b.vflip_p = MAMA_OFF; break;
+        case 7: c.jitter = MAMA_OFF; break;
+        case 8: c.jitter_p = MAMA_OFF; break;
+        case 9: c.brightness[0] = c.brightness[1] = 0.5f; break;
+        case 10: c.contrast[0] = c.contrast[1] = 0.3f; break;
+        case 11: c.jitter_random_order = 1; b.brightness[0] = b.brightness[1] = c.brightness[0] = c.brightness[1] = 1.7f;
+                 b.contrast[0] = b.contrast[1] = c.contrast[0] = c.contrast[1] = 0.4f; break;
+        case 12: c.blur = MAMA_OFF; break;
+        case 13: c.blur_p = MAMA_OFF; break;
+        case 14: c.blur_kernel = 3; break;
+        case 15: c.blur_sigma[0] = c.blur_sigma[1] = 0.2f; break;
+        case 16: c.mean = 0.25f; break;
+        case 17: c.std = 0.25f; break;
+        }
+        /* jitter_random_order is a coin: try a few streams */
+        for (i = 0; i < 8 && !diff; i++) {
+            int j, n;
+            mama_rng_seed(&r0, 11 + (uint64_t)i);
+            mama_rng_seed(&r1, 11 + (uint64_t)i);
+            ok = mama_image_pipeline(&src, &b, 1, &r0, 1, t0) == MAMA_OK && mama_image_pipeline(&src, &c, 1, &r1, 1, t1) == MAMA_OK;
+            n = (k == 0 ? S - 8 : S) * (k == 0 ? S - 8 : S);
+            for (j = 0; ok && j < n; j++) diff += t0[j] != t1[j];
+            if (k == 0) diff = ok; /* another size is another output by construction; pipeline accepted it */
+        }
+        if (diff) seen++;
+        else if (strlen(missed) < 200) { strcat(missed, " "); strcat(missed, names[k]); }
+    }
+    test_report(ok && seen == nf, "augment_every_field_used", "%d of %d fields of mama_augment_opts change the "
+                "pipeline's output%s%s", seen, nf, missed[0] ? "; no effect:" : "", missed);
+    mama_image_free(&src);
+    free(t0);
+    free(t1);
+}
+
+/* The named sets: light = crop scale (0.5, 1) + flips, none = no random
+ * step (the training pipeline equals the evaluation one), config names map
+ * to their set, another name is an error. */
+static void test_augment_presets(void) {
+    mama_augment_opts a, r, t, d;
+    mama_image src = {0, 0, NULL};
+    float *e = (float *)malloc(sizeof(float) * 40 * 40), *x = (float *)malloc(sizeof(float) * 40 * 40);
+    mama_rng rng;
+    int ok, i, same = 1;
+    ok = mama_augment_preset(&a, "light") == MAMA_OK && mama__augment_opts_resolve(&a, &r) == MAMA_OK &&
+         r.rrc == 1 && r.rrc_scale[0] == 0.5f && r.rrc_scale[1] == 1 && r.hflip_p == 0.5f && r.vflip_p == 0.5f &&
+         r.jitter == 0 && r.blur == 0;
+    ok = ok && mama_augment_preset(&t, "tiny") == MAMA_OK && !memcmp(&t, &a, sizeof a) &&
+         mama_augment_preset(&t, "small") == MAMA_OK && !memcmp(&t, &a, sizeof a);
+    memset(&d, 0, sizeof d);
+    ok = ok && mama_augment_preset(&t, "paper") == MAMA_OK && !memcmp(&t, &d, sizeof d) &&
+         mama_augment_preset(&t, "base") == MAMA_OK && !memcmp(&t, &d, sizeof d);
+    ok = ok && mama_augment_preset(&t, "heavy") == MAMA_ERR_INVALID && strstr(mama_last_error(), "paper, light, none");
+    test_report(ok, "augment_presets", "light: scale (0.5, 1), flips .5, no jitter/blur; tiny, small -> light; base, "
+                "paper -> the zero struct (SPEC A.5); 'heavy' refused: %s", mama_last_error());
+    ok = e && x && mama_augment_preset(&t, "none") == MAMA_OK && mama_image_alloc(&src, 30, 50) == MAMA_OK;
+    t.size = 40;
+    for (i = 0; ok && i < 30 * 50; i++) src.pix[i] = (uint8_t)(i * 37 % 251);
+    mama_rng_seed(&rng, 2);
+    ok = ok && mama_image_pipeline(&src, &t, 0, NULL, 1, e) == MAMA_OK && mama_image_pipeline(&src, &t, 1, &rng, 1, x) == MAMA_OK;
+    for (i = 0; ok && i < 40 * 40; i++) same &= e[i] == x[i];
+    test_report(ok && same, "augment_preset_none", "none: the training pipeline gives the evaluation image exactly");
+    mama_image_free(&src);
+    free(e);
+    free(x);
+}
+
+/* mama_decode_opts.max_side reaches the decoder (bit_depth and the window
+ * are checked with hand values in test_image.c); runs after the synthetic
+ * set of test_pretrain_zero_trains exists. */
+static void test_decode_fields(void) {
+    const char *png = DIR "/images/p00001_L_CC.png";
+    mama_decode_opts o;
+    mama_image a = {0, 0, NULL}, b = {0, 0, NULL}, c = {0, 0, NULL};
+    int ok;
+    memset(&o, 0, sizeof o);
+    ok = mama_image_load_opts(png, &o, &a) == MAMA_OK;
+    o.max_side = 8;
+    ok = ok && mama_image_load_opts(png, &o, &b) == MAMA_ERR_FORMAT && strstr(mama_last_error(), "decode limit of 8 x 8");
+    test_report(ok, "decode_max_side_used", "max_side 8 refuses a %d x %d image: %s", a.w, a.h, mama_last_error());
+    o.max_side = MAMA_OFF;
+    ok = mama_image_load_opts(png, &o, &c) == MAMA_OK && c.w == a.w && c.h == a.h;
+    test_report(ok, "decode_max_side_off", "MAMA_OFF: no limit of ours (%d x %d decoded)", c.w, c.h);
+    mama_image_free(&a); mama_image_free(&b); mama_image_free(&c);
+}
+
+/* mama_dataset_opts and mama_pretrain_opts.aug reach the images: the
+ * dataset's aug "none" makes a training image the evaluation image, the
+ * default ("paper") does not; the pretraining loader uses the aug it is
+ * given; cache on keeps an image whose file is gone, cache off reads it
+ * again; only_2d off keeps an FFDM row; no tokenizer, no caption.
+ * (skip_bad_rows, keep_incomplete, allow_split_overlap: test_data.c;
+ * decode: test_image.c and above.) */
+static void test_dataset_fields(void) {
+    mama_dataset *d = NULL;
+    mama_dataset_opts o;
+    mama_pretrain_opts po;
+    mama__loader L;
+    mama_config c;
+    mama_rng rng;
+    unsigned char *png = NULL;
+    size_t bytes = 0;
+    float *e, *x;
+    const char *csv = "path,patient,study,image_type,split\ncopy.png,a,s1,2D,train\ncopy.png,b,s2,FFDM,train\n"
+                      "copy.png,c,s3,2D,train\n";
+    int ok, n, i, same_none = 1, same_paper = 1, same_loader = 1, k;
+    size_t px;
+    mama_config_preset(&c, "tiny");
+    px = (size_t)3 * c.image_size * c.image_size;
+    e = (float *)malloc(sizeof(float) * px);
+    x = (float *)malloc(sizeof(float) * px);
+    ok = e && x && mama_read_file(DIR "/images/p00001_L_CC.png", &png, &bytes) == MAMA_OK &&
+         mama_write_file_atomic(DIR "/copy.png", png, bytes) == MAMA_OK &&
+         mama_write_file_atomic(DIR "/fields.csv", csv, strlen(csv)) == MAMA_OK;
+    memset(&o, 0, sizeof o);
+    ok = ok && mama_augment_preset(&o.aug, "none") == MAMA_OK;
+    o.manifest = DIR "/fields.csv";
+    o.keep_incomplete = 1; /* the rows have no captions: pretrain on them anyway */
+    o.tokenizer = "weights/tiny_vocab";
+    ok = ok && mama_dataset_create(&d, &o, &c) == MAMA_OK;
+    mama_rng_seed(&rng, 4);
+    ok = ok && mama_dataset_image(d, 0, 0, NULL, e) == MAMA_OK && mama_dataset_image(d, 0, 1, &rng, x) == MAMA_OK;
+    for (i = 0; ok && (size_t)i < px; i++) same_none &= e[i] == x[i];
+    n = ok ? mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL) : -1;
+    /* the pretraining loader with its own aug: none -> the evaluation images; paper -> others */
+    mama_pretrain_opts_default(&po);
+    po.batch = 2;
+    for (k = 0; ok && k < 2; k++) {
+        ok = mama__pretrain_opts_resolve(&po, &po, c.image_size) == MAMA_OK;
+        if (k == 0) ok = ok && mama_augment_preset(&po.aug, "none") == MAMA_OK;
+        else memset(&po.aug, 0, sizeof po.aug), po.aug.blur_p = 0.4f; /* the paper's set, non-zero */
+        po.aug.size = c.image_size;
+        ok = ok && mama__pretrain_opts_resolve(&po, &po, c.image_size) == MAMA_OK &&
+             mama__loader_init(&L, d, &po, 0, 0, 0, 1) == MAMA_OK;
+        if (!ok) break;
+        ok = mama__build_batch(&L, 0, &L.slot[0]) == MAMA_OK;
+        for (i = 0; ok && i < 2; i++) {
+            uint64_t key;
+            int j, rec = mama__loader_record(&L, 0, i, &key), same = 1;
+            ok = mama_dataset_image(d, rec, 0, NULL, e) == MAMA_OK;
+            for (j = 0; ok && (size_t)j < px; j++) same &= e[j] == L.slot[0].images[px * (size_t)i + (size_t)j];
+            if (k == 0) same_loader &= same;
+            else same_loader &= !same;
+        }
+        mama__loader_free(&L);
+    }
+    mama_dataset_free(d);
+    d = NULL;
+    /* paper (the zero aug): a training image is not the evaluation image; cache off rereads the file */
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/fields.csv";
+    o.only_2d = MAMA_OFF;
+    ok = ok && mama_dataset_create(&d, &o, &c) == MAMA_OK;
+    ok = ok && mama_dataset_image(d, 0, 0, NULL, e) == MAMA_OK && mama_dataset_image(d, 0, 1, &rng, x) == MAMA_OK;
+    for (i = 0; ok && (size_t)i < px; i++) same_paper &= e[i] == x[i];
+    test_report(ok && same_none && !same_paper && same_loader, "dataset_aug_used", "%s; dataset aug none: train image "
+                "== eval image (%d); paper: differs (%d); loader with pretrain aug none: == eval images, paper: differ "
+                "(%d)", ok ? "ok" : mama_last_error(), same_none, !same_paper, same_loader);
+    test_report(ok && n == 2 && mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL) == 3, "dataset_only_2d_used",
+                "only_2d: 2 train rows (FFDM out); MAMA_OFF: 3");
+    {
+        mama_dataset *nc = NULL;
+        int ids[256], mask[256], cached, uncached;
+        o.cache = MAMA_OFF;
+        ok = ok && mama_dataset_create(&nc, &o, &c) == MAMA_OK;
+        remove(DIR "/copy.png");
+        cached = mama_dataset_image(d, 0, 0, NULL, e) == MAMA_OK;
+        uncached = nc ? mama_dataset_image(nc, 0, 0, NULL, e) : MAMA_OK;
+        test_report(ok && cached && uncached == MAMA_ERR_IO, "dataset_cache_used", "file removed after creation: "
+                    "cache on still gives the image (%d), cache off reads the file again and fails (%s)", cached,
+                    mama_status_name((mama_status)uncached));
+        test_report(mama_dataset_caption(d, 0, 0, NULL, ids, mask) == MAMA_ERR_INVALID, "dataset_tokenizer_used",
+                    "no tokenizer: no caption (%s)", mama_last_error());
+        mama_dataset_free(nc);
+    }
+    mama_dataset_free(d);
+    mama_free(png);
+    free(e);
+    free(x);
+}
+
+/* mama_pretrain with a zero aug trains with the dataset's augmentation,
+ * resolved once: dataset "none" + zero pretrain aug gives the losses of
+ * an explicit pretrain aug "none", and not those of "paper" (a resolved
+ * "off" read again as "the default" once made every set the paper's). */
+static double pretrain_clip(const char *dataset_set, const char *pretrain_set) {
+    mama_dataset *d = NULL;
+    mama_dataset_opts o;
+    mama_config c;
+    mama_pretrain_opts po;
+    mama_pretrain_result r;
+    mama_model *m = NULL;
+    double clip = -1;
+    mama_config_preset(&c, "tiny");
+    c.vision_depth = 1; c.text_depth = 1;
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/manifest.csv";
+    o.tokenizer = "weights/tiny_vocab";
+    memset(&po, 0, sizeof po);
+    po.steps = 2; po.batch = 4; po.accum = 1; po.quiet = 1; po.val_every = MAMA_OFF; po.late_loss = 1;
+    if (mama_augment_preset(&o.aug, dataset_set) == MAMA_OK &&
+        (!pretrain_set || mama_augment_preset(&po.aug, pretrain_set) == MAMA_OK) &&
+        mama_dataset_create(&d, &o, &c) == MAMA_OK && mama_model_create(&m, &c, g_cpu, 4, 1) == MAMA_OK &&
+        mama_pretrain(m, d, &po, &r) == MAMA_OK)
+        clip = r.last.clip;
+    mama_model_free(m);
+    mama_dataset_free(d);
+    return clip;
+}
+static void test_pretrain_dataset_aug(void) {
+    double none_ds = pretrain_clip("none", NULL), none_own = pretrain_clip("paper", "none");
+    double paper_ds = pretrain_clip("paper", NULL), light_ds = pretrain_clip("light", NULL);
+    test_report(none_ds > 0 && none_ds == none_own && none_ds != paper_ds && light_ds != paper_ds && light_ds != none_ds,
+                "pretrain_uses_dataset_aug", "last CLIP loss after 2 steps: dataset none %.6f == pretrain aug none "
+                "%.6f; dataset paper %.6f, light %.6f (all different)", none_ds, none_own, paper_ds, light_ds);
+}
+
 int main(void) {
     if (mama_cpu_backend_create(&g_cpu) != MAMA_OK) {
         printf("FAIL opts_backend: %s\n", mama_last_error());
@@ -284,6 +533,11 @@ int main(void) {
     test_pretrain_opts();
     test_pretrain_schedule();
     test_pretrain_zero_trains();
+    test_decode_fields();
+    test_augment_fields();
+    test_augment_presets();
+    test_dataset_fields();
+    test_pretrain_dataset_aug();
     mama_backend_free(g_cpu);
     return test_finish();
 }
