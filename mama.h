@@ -12692,6 +12692,7 @@ static mama_status mama__decode_opts_check(const mama_decode_opts *o, const char
     return MAMA_OK;
 }
 
+#ifndef MAMA_NO_STB_IMAGE
 /* The largest side decoded: 0 the default, MAMA_OFF (kept negative when
  * resolved) no limit of ours. */
 static int mama__decode_max_side(const mama_decode_opts *o) {
@@ -12699,7 +12700,6 @@ static int mama__decode_max_side(const mama_decode_opts *o) {
     return m == 0 ? MAMA_DECODE_DEFAULT_MAX_SIDE : m < 0 ? INT_MAX : m;
 }
 
-#ifndef MAMA_NO_STB_IMAGE
 /* n 16-bit grey samples to 8 bits by the decode options (checked): a DICOM
  * LINEAR window, a fixed bit depth, or the image's maximum d, as
  * floor(v * 255 / d + 1/2) = (2 * 255 v + d) / (2 d) in integers (exact;
