@@ -644,8 +644,8 @@ static int aug_opts(const cli_args *a, const mama_config *c, mama_augment_opts *
         return 0;
     if (o->rrc_scale[1] > 1) { fprintf(stderr, "mama: --crop-scale: HI must be <= 1\n"); return 0; }
     if (g_rank == 0)
-        fprintf(stderr, "augmentation: %s%s\n", set, cli_given(a, "--aug") ? "" : " (the model preset's set; --aug "
-                "chooses another)");
+        fprintf(stderr, "augmentation: %s%s\n", cli_given(a, "--aug") ? set : !strcmp(set, "base") ? "paper" : "light",
+                cli_given(a, "--aug") ? "" : " (the model preset's set; --aug chooses another)");
     return 1;
 }
 
