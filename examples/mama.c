@@ -1659,7 +1659,7 @@ static const cli_flag demo_flags[] = {
     CLI_NUM("--probe-steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_PROBE_STEPS, "linear-probe steps"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, DEMO_DEFAULT_LR, "peak learning rate"),
     CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, DEMO_DEFAULT_SEED, "seed"),
-    CLI_CH("--aug", "paper|light|none", DEMO_DEFAULT_AUG ": light", "augmentation set (mama_augment_preset)"),
+    CLI_CH("--aug", "paper|light|none", DEMO_DEFAULT_AUG, "augmentation set (mama_augment_preset; light is the tiny preset's)"),
     CLI_SW("--ablation", "also the paper's ablation (four variants, same budget)"),
     CLI_END};
 

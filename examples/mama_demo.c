@@ -28,7 +28,7 @@ typedef struct demo_opts {
  * this one place: `mama demo --help` prints them from here (the demo's
  * flag table in mama.c). */
 #define DEMO_DEFAULT_OUT "demo"
-#define DEMO_DEFAULT_AUG "tiny"   /* the tiny preset's set (mama_augment_preset) */
+#define DEMO_DEFAULT_AUG "light"  /* the tiny preset's set (mama_augment_preset) */
 #define DEMO_DEFAULT_STUDIES 500
 #define DEMO_DEFAULT_SIZE 224
 #define DEMO_DEFAULT_STEPS 600
