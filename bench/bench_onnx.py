@@ -132,6 +132,32 @@ def export(weights, onnx_path):
     return cfg
 
 
+def image_tower_gflop(cfg):
+    """Multiply-adds x 2 of one image through the tower: the patch embedding,
+    per block the four GEMMs (qkv 3D, proj D, fc1 4D, fc2 4D: 12 D^2 per
+    token) and attention (QK^T and AV: 2 T^2 D); LayerNorm, GELU, softmax
+    and the head are left out (a few percent at most)."""
+    S, P, D, L = cfg["image_size"], cfg["patch_size"], cfg["vision_dim"], cfg["vision_depth"]
+    N = (S // P) ** 2
+    T = N + 1 + cfg.get("registers", 0)
+    patch = 2.0 * N * (cfg.get("in_chans", 3) * P * P) * D
+    block = 2.0 * T * D * 12 * D + 2.0 * 2 * T * T * D
+    return (patch + L * block) * 1e-9
+
+
+def core_peak_gflops():
+    """This core's float32 FMA peak, measured by bench/peak_fma.c (built here
+    with -march=native); None when no C compiler works."""
+    exe = os.path.join(ROOT, "build", "peak_fma")
+    src = os.path.join(ROOT, "bench", "peak_fma.c")
+    try:
+        if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+            subprocess.run([os.environ.get("CC", "cc"), "-O2", "-march=native", src, "-o", exe], check=True)
+        return last_value(subprocess.run([exe], capture_output=True, text=True, check=True).stdout, "peak_gflops")
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return None
+
+
 def last_value(out, key):
     v = None
     for line in out.splitlines():
@@ -198,6 +224,9 @@ def main():
     print("== image encoding, mama.h vs ONNX Runtime %s, CPU %s, %d cores visible, batch %d"
           % (onnxruntime.__version__, cpu, os.cpu_count(), args.batch))
     ratios = []
+    peak = core_peak_gflops()
+    if peak:
+        print("one core's float32 FMA peak (bench/peak_fma.c, best of 5): %.1f GFLOP/s" % peak)
     for cfg_name in args.configs.split(","):
         W = os.path.join(odir, cfg_name + ".safetensors")
         O = os.path.join(odir, cfg_name + ".onnx")
@@ -206,6 +235,8 @@ def main():
         t0 = time.time()
         cfg = json.loads(run([sys.executable, os.path.abspath(__file__), "--export", W, O], 1).splitlines()[-1])
         print("%s: exported %s (%.1f s)" % (cfg_name, O, time.time() - t0))
+        gflop = image_tower_gflop(cfg)
+        print("%s: %.1f GFLOP per image (GEMMs and attention)" % (cfg_name, gflop))
         S = cfg["image_size"]
         rng = np.random.default_rng(1234)
         rng.uniform(-1, 1, size=(args.batch, 3, S, S)).astype(np.float32).tofile(I)
@@ -238,6 +269,11 @@ def main():
                   "ratio %.3f (per CPU second: %.3f vs %.3f, ratio %.3f); embeddings max rel diff %.2e; peak memory "
                   "mama.h %.0f MB, ONNX Runtime %.0f MB (%.0f MB above the interpreter + import)"
                   % (cfg_name, T, cb, ob, args.rounds, ratio, cc, oc, cc / oc, err, cmem, omem, onet))
+            if peak:
+                # per CPU second = per core fully used: the fraction of one core's peak
+                print("%s, %d thread(s): per CPU second mama.h %.1f GFLOP/s (%.0f%% of one core's peak), "
+                      "ONNX Runtime %.1f GFLOP/s (%.0f%%)" % (cfg_name, T, cc * gflop, 100 * cc * gflop / peak,
+                                                               oc * gflop, 100 * oc * gflop / peak))
     print("encode_ratio_vs_onnxruntime=%.3f" % min(ratios))
     return 0
 
