@@ -543,9 +543,8 @@ struct mama_backend {
      * res [M, N], all contiguous; bias, gamma, res may be NULL; res must
      * not alias C.  The CPU backend applies the epilogue to each block of C
      * right after its last K block (while it is in cache) and gives the
-     * same bits as the composition, except that bf16 weights on a CPU with
-     * AVX512-BF16 run on the bf16 dot-product kernel, A rounded to bf16
-     * (mama_cpu_backend_force_bf16, section 1.7). */
+     * same bits as the composition, except on the bf16 dot-product path
+     * (bf16 Wh, A rounded to bf16: mama_cpu_backend_force_bf16, 1.7). */
     void (*linear_fused)(mama_backend *be, int M, int N, int K, const float *A, const float *W, const uint16_t *Wh,
                          int w_dtype, const float *bias, int gelu, const float *gamma, const float *res, float *C);
 };
@@ -651,10 +650,13 @@ MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name);
 /* bf16 weights in the inference path (be->linear_fused with Wh in bf16:
  * an inference-only model's image tower).  "dot": the AVX512-BF16 kernel
  * (VDPBF16PS): the activations are rounded to bf16 (nearest even) while
- * packed, products of bf16 pairs summed in float32; the default where the
- * CPU has AVX512-BF16.  "widen": the weights widened to float32 while
- * packed, float32 arithmetic (as gemm_half, which always widens); the
- * fallback and the test oracle.  NULL, "" or "auto": the default.  Returns
+ * packed, products of bf16 pairs summed in float32; the default on CPUs
+ * with AVX512-BF16 other than Intel's (Intel cores issue VDPBF16PS at half
+ * the FMA rate: there it measured ~0.5x the widening path end to end).
+ * "widen": the weights widened to float32 while packed, float32
+ * arithmetic (as gemm_half, which always widens); the default elsewhere,
+ * the fallback and the test oracle.  NULL, "" or "auto": the default for
+ * this CPU (chosen per backend instance at creation).  Returns
  * 1, or 0 for an unknown name, "dot" on a CPU or build without it, or a
  * backend that is not a CPU backend (then nothing changes).  Products under
  * 32768 multiply-adds take the plain loops (float32) on either path.  Not
@@ -3066,7 +3068,7 @@ mama__gemm_kernel_avx512(long kc, const float *a, const float *b, float *c, long
  * and fill half of that space.  A is float32 (the activations): it is
  * ROUNDED TO BF16 while packed (round to nearest even, VCVTNE2PS2BF16),
  * the one place this path loses precision against the widening kernel
- * (each activation moves by up to 2^-9 of itself); the weights are bf16
+ * (each activation moves by up to 2^-8 of itself); the weights are bf16
  * already and every sum stays float32.  24 zmm accumulators, as in the
  * AVX-512F kernel; each pair step is 24 VDPBF16PS for 768 multiply-adds. */
 #if defined(MAMA_X86_SIMD) && ((defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && __GNUC__ >= 10))
@@ -3216,16 +3218,22 @@ static int mama__gemm_cpu_has_f16c(void) {
 #endif
 }
 
-/* AVX512-BF16 (VDPBF16PS): CPUID leaf 7 sub-leaf 1, eax bit 5, on a CPU
- * that runs the AVX-512F kernel (which checks the OS saves zmm state);
- * read directly, as older compilers' __builtin_cpu_supports lack it. */
-static int mama__gemm_cpu_has_bf16dot(void) {
+/* The AVX512-BF16 kernel on this CPU: 0 no (no AVX512-BF16: CPUID leaf 7
+ * sub-leaf 1, eax bit 5, read directly as older compilers'
+ * __builtin_cpu_supports lack it; or no AVX-512F kernel, whose check
+ * covers the OS saving zmm state), 1 it runs, 2 it runs and is the default
+ * for bf16 weights.  Not the default on Intel cores (CPUID vendor
+ * "GenuineIntel"): there VDPBF16PS issues at half the rate of a zmm FMA,
+ * and on a Xeon family 6 model 207 the kernel ran at ~0.65x the widening
+ * one and `bench encode --config small` at ~0.5x (issue 18). */
+static int mama__gemm_cpu_bf16dot(void) {
 #ifdef MAMA__GEMM_BF16DOT
     unsigned int a = 0, b = 0, c = 0, d = 0;
     if (!mama__gemm_cpu_runs(MAMA__GEMM_K_AVX512)) return 0;
     __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
-    (void)b; (void)c; (void)d;
-    return (int)((a >> 5) & 1u);
+    if (!((a >> 5) & 1u)) return 0;
+    __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    return b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu ? 1 : 2; /* "Genu" "ineI" "ntel" */
 #else
     return 0;
 #endif
@@ -3240,8 +3248,8 @@ typedef struct mama__cpu_impl {
     const mama__gemm_kinfo *ki; /* the GEMM kernel: dispatch, or forced by a test */
     int att_gemm;               /* 1: attention's schedule (3.2); 0: the reference loops (forced, for tests) */
     int f16c;                   /* the CPU has F16C (half-precision B packing) */
-    int bf16dot;                /* 1: linear_fused runs bf16 weights on the AVX512-BF16 kernel (the default where
-                                 * the CPU has it); 0: widening (no such CPU, or forced) */
+    int bf16dot;                /* 1: linear_fused runs bf16 weights on the AVX512-BF16 kernel (by default where
+                                 * mama__gemm_cpu_bf16dot says 2, or forced); 0: widening */
     int nslots;                 /* thread slots, 1..MAMA_GEMM_MAX_THREADS */
     int lock;                   /* the slots' try-lock word (GCC/clang atomics) */
     /* per slot s: abuf + s*MAMA__CPU_ASTRIDE, bbuf + s*MAMA__CPU_BSTRIDE,
@@ -5533,7 +5541,7 @@ MAMA_API mama_status mama_cpu_backend_create(mama_backend **out) {
     cx->ki = mama__gemm_dispatch();
     cx->att_gemm = 1;
     cx->f16c = mama__gemm_cpu_has_f16c();
-    cx->bf16dot = mama__gemm_cpu_has_bf16dot();
+    cx->bf16dot = mama__gemm_cpu_bf16dot() == 2;
     cx->nslots = nslots;
     cx->lock = 0;
     mama__cpu_fill_table(t, cx);
@@ -5575,9 +5583,9 @@ MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name) {
 
 MAMA_API int mama_cpu_backend_force_bf16(mama_backend *be, const char *path) {
     mama__cpu_impl *cx = mama__cpu_of(be);
-    int has = mama__gemm_cpu_has_bf16dot();
+    int has = mama__gemm_cpu_bf16dot();
     if (!cx) return 0;
-    if (!path || !path[0] || !strcmp(path, "auto")) cx->bf16dot = has;
+    if (!path || !path[0] || !strcmp(path, "auto")) cx->bf16dot = has == 2;
     else if (!strcmp(path, "widen")) cx->bf16dot = 0;
     else if (!strcmp(path, "dot") && has) cx->bf16dot = 1;
     else return 0;
@@ -7177,13 +7185,21 @@ static void mama__fill_const(float *x, size_t n, float v) {
 static void mama__fill_normal_hx(float *x, uint16_t *xh, int dt, size_t n, float std, mama_rng *r) {
     float buf[1024];
     size_t i, k;
+    int big = n >= ((size_t)1 << 20); /* mama__fill_normal's 64K chunks, each from its own generator */
+    uint64_t base;
+    mama_rng cr, *rr = r;
     if (!xh) {
         mama__fill_normal(x, n, std, r);
         return;
     }
+    base = big ? mama_rng_u64(r) : 0;
     for (i = 0; i < n; i += k) {
+        if (big && i % MAMA__INIT_CHUNK == 0) {
+            mama_rng_seed(&cr, base ^ ((uint64_t)(i / MAMA__INIT_CHUNK + 1) * 0x9E3779B97F4A7C15ull));
+            rr = &cr;
+        }
         k = n - i < 1024 ? n - i : 1024;
-        mama__fill_normal(buf, k, std, r);
+        mama__fill_normal_serial(buf, k, std, rr);
         mama__f32_to_half_n(xh + i, buf, dt, k);
     }
 }

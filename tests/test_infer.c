@@ -380,11 +380,48 @@ static void test_bf16(const char *preset, int B) {
     free(img); free(ids); free(mask); free(e_f); free(e_r); free(e_b);
 }
 
+/* A model created with bf16 block matrices is the float32 one rounded,
+ * tensors of 1M values and more (filled in seeded 64K chunks) included:
+ * every bf16 value equals mama_f32_to_bf16 of the float32 model's, and
+ * every float32 tensor (drawn after them) is bitwise the same. */
+static void test_bf16_init(void) {
+    mama_config c;
+    mama_model *mf = NULL, *mb = NULL;
+    size_t k, n3, n4, bad = 0, fbad = 0;
+    mama_config_preset(&c, "tiny");
+    c.vision_dim = 512; c.vision_heads = 8; c.vision_depth = 1; c.text_depth = 1;
+    c.inference = 1;
+    if (mama_model_create(&mf, &c, cpu, 1, 3) != MAMA_OK) { test_report(0, "bf16 init", "%s", mama_last_error()); return; }
+    c.frozen_dtype = MAMA_BF16;
+    if (mama_model_create(&mb, &c, cpu, 1, 3) != MAMA_OK) {
+        test_report(0, "bf16 init", "%s", mama_last_error());
+        mama_model_free(mf);
+        return;
+    }
+    n3 = (size_t)3 * 512 * 512; n4 = (size_t)4 * 512 * 512;
+    for (k = 0; k < n3; k++) bad += mama_f32_to_bf16(mf->w.vit[0].qkv_w[k]) != mb->w.vit[0].qkv_wh[k];
+    for (k = 0; k < n4; k++) bad += mama_f32_to_bf16(mf->w.vit[0].fc1_w[k]) != mb->w.vit[0].fc1_wh[k];
+    for (k = 0; k < n4; k++) bad += mama_f32_to_bf16(mf->w.vit[0].fc2_w[k]) != mb->w.vit[0].fc2_wh[k];
+    {
+        int i;
+        for (i = 0; i < mama_model_param_count(mb); i++) {
+            const mama_param_info *q = mama_model_param(mb, i), *p = mama_model_find_param(mf, q->name);
+            if (q->dtype != MAMA_F32 || !p) continue;
+            fbad += memcmp(mama_model_params(mf) + p->offset, mama_model_params(mb) + q->offset, sizeof(float) * q->numel) != 0;
+        }
+    }
+    test_report(bad == 0 && fbad == 0, "bf16 model init == float32 init rounded",
+                "D=512: qkv (%zu values, one generator), fc1 and fc2 (%zu each, 64K chunks): %zu bf16 values differ "
+                "from mama_f32_to_bf16 of the float32 model's; float32 tensors differing: %zu", n3, n4, bad, fbad);
+    mama_model_free(mf); mama_model_free(mb);
+}
+
 static int body(void) {
     test_pack_a12();
     test_attention_packed();
     test_linear_fused();
     test_bf16_dot_kernel();
+    test_bf16_init();
     test_encode("tiny", 3);
     test_encode("small", 2);
     test_bf16("tiny", 3);
