@@ -184,6 +184,9 @@
  *  BioMedLM tower) then needs ~5.4 GB for the frozen text weights instead
  *  of 10.8 GB, and loading from a memory-mapped file hands each tensor's
  *  file pages back once copied, so it runs on a 24 GB CPU machine.
+ *  An inference-only model (mama_config.inference) keeps its image tower's
+ *  block matrices so too; there a CPU with AVX512-BF16 can also take a bf16
+ *  dot-product path (activations rounded to bf16: mama_cpu_backend_force_bf16).
  *
  * ===========================================================================
  *  TABLE OF CONTENTS (each number is a banner below; search "* N." or
