@@ -268,7 +268,7 @@ static void bench_kernels(const mama_config *c, int B, int reps) {
 static int mama_bench_encode_main(int argc, char **argv) {
     const char *preset = bench_opt(argc, argv, "--config", "base"), *wpath = bench_opt(argc, argv, "--weights", NULL);
     const char *save = bench_opt(argc, argv, "--save", NULL), *inp = bench_opt(argc, argv, "--images", NULL);
-    const char *eout = bench_opt(argc, argv, "--emb-out", NULL);
+    const char *eout = bench_opt(argc, argv, "--emb-out", NULL), *bpath;
     int B = atoi(bench_opt(argc, argv, "--batch", "4"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "3"));
     int inference = atoi(bench_opt(argc, argv, "--inference", "1"));
@@ -311,13 +311,12 @@ static int mama_bench_encode_main(int argc, char **argv) {
     if (bench_make_batch(mc, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
     if (inp && bench_raw_io(inp, images, (size_t)B * mc->in_chans * mc->image_size * mc->image_size, 0)) return 1;
     emb = (float *)malloc(sizeof(float) * (size_t)B * mc->embed_dim);
+    bpath = mc->inference && mc->frozen_dtype == MAMA_BF16 ? mama_cpu_backend_bf16_path(MAMA_BENCH_BACKEND()) : NULL;
     printf("bench encode: %s %s (vision %dpx, D=%d, depth %d), batch %d, %d threads, %s model, block weights %s%s%s, "
            "ready in %.1f s, peak host memory %.0f MB\n", wpath ? "weights" : "config", wpath ? wpath : preset,
            mc->image_size, mc->vision_dim, mc->vision_depth, B, mama_num_threads(),
            mc->inference ? "inference-only" : "training", mc->inference ? mama_dtype_name(mc->frozen_dtype) : "F32",
-           mc->inference && mc->frozen_dtype == MAMA_BF16 && mama_cpu_backend_bf16_path(MAMA_BENCH_BACKEND()) ? " path " : "",
-           mc->inference && mc->frozen_dtype == MAMA_BF16 && mama_cpu_backend_bf16_path(MAMA_BENCH_BACKEND())
-               ? mama_cpu_backend_bf16_path(MAMA_BENCH_BACKEND()) : "",
+           bpath ? " path " : "", bpath ? bpath : "",
            mama_time_seconds() - t0, bench_peak_rss_mb());
     for (s = 0; s < steps; s++) {
         double dt, c0 = bench_cpu_seconds();
