@@ -184,6 +184,9 @@
  *  BioMedLM tower) then needs ~5.4 GB for the frozen text weights instead
  *  of 10.8 GB, and loading from a memory-mapped file hands each tensor's
  *  file pages back once copied, so it runs on a 24 GB CPU machine.
+ *  An inference-only model (mama_config.inference) keeps its image tower's
+ *  block matrices so too; there a CPU with AVX512-BF16 can also take a bf16
+ *  dot-product path (activations rounded to bf16: mama_cpu_backend_force_bf16).
  *
  * ===========================================================================
  *  TABLE OF CONTENTS (each number is a banner below; search "* N." or
@@ -543,7 +546,8 @@ struct mama_backend {
      * res [M, N], all contiguous; bias, gamma, res may be NULL; res must
      * not alias C.  The CPU backend applies the epilogue to each block of C
      * right after its last K block (while it is in cache) and gives the
-     * same bits as the composition. */
+     * same bits as the composition, except on the bf16 dot-product path
+     * (bf16 Wh, A rounded to bf16: mama_cpu_backend_force_bf16, 1.7). */
     void (*linear_fused)(mama_backend *be, int M, int N, int K, const float *A, const float *W, const uint16_t *Wh,
                          int w_dtype, const float *bias, int gelu, const float *gamma, const float *res, float *C);
 };
@@ -645,6 +649,24 @@ MAMA_API const char *mama_cpu_backend_kernel_name(const mama_backend *be);
  * in this build and this CPU runs it, 0 otherwise (then nothing changes).
  * Not thread-safe against concurrent GEMMs on the same backend. */
 MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name);
+
+/* bf16 weights in the inference path (be->linear_fused with Wh in bf16:
+ * an inference-only model's image tower).  "dot": the AVX512-BF16 kernel
+ * (VDPBF16PS): the activations are rounded to bf16 (nearest even) while
+ * packed, products of bf16 pairs summed in float32; the default on CPUs
+ * with AVX512-BF16 other than Intel's (Intel cores issue VDPBF16PS at half
+ * the FMA rate: there it measured ~0.5x the widening path end to end).
+ * "widen": the weights widened to float32 while packed, float32
+ * arithmetic (as gemm_half, which always widens); the default elsewhere,
+ * the fallback and the test oracle.  NULL, "" or "auto": the default for
+ * this CPU (chosen per backend instance at creation).  Returns
+ * 1, or 0 for an unknown name, "dot" on a CPU or build without it, or a
+ * backend that is not a CPU backend (then nothing changes).  Products under
+ * 32768 multiply-adds take the plain loops (float32) on either path.  Not
+ * thread-safe against concurrent GEMMs on the same backend. */
+MAMA_API int mama_cpu_backend_force_bf16(mama_backend *be, const char *path);
+/* "dot" or "widen" (above) for this CPU backend; NULL for another backend. */
+MAMA_API const char *mama_cpu_backend_bf16_path(const mama_backend *be);
 
 /* The attention of this backend: "gemm" (NULL, "" or "auto": the GEMM
  * schedule wherever it applies, the default) or "reference" (always the
@@ -2401,6 +2423,7 @@ typedef struct mama__gemm_kinfo {
     mama__gemm_packer pack_a; /* (g, i0, mc, k0, kc, mr, dst) */
     int mr, nr;     /* register tile                            */
     int mc, kc, nc; /* cache blocks (mc % mr == 0, nc % nr == 0) */
+    int pairs;      /* 1: A and B packed as bf16 k-pairs (the AVX512-BF16 kernel; B is then always bf16) */
 } mama__gemm_kinfo;
 
 /* The CPU backend instance's private state (be->impl): the kernel in use,
@@ -2420,6 +2443,8 @@ typedef struct mama__gemm_args {
     int bdt;
     /* the backend instance whose slots (and CPU flags) the product uses */
     const struct mama__cpu_impl *cx;
+    /* the kernel when not the instance's (the AVX512-BF16 one), else NULL */
+    const mama__gemm_kinfo *ki;
     /* be->linear_fused's epilogue (C = res + gamma * act(C + bias)) on each
      * finished block of C; all NULL / 0 for a plain GEMM */
     const float *e_bias, *e_gamma, *e_res;
@@ -3025,6 +3050,126 @@ mama__gemm_kernel_avx512(long kc, const float *a, const float *b, float *c, long
     MAMA__AVX512_STORE(6) MAMA__AVX512_STORE(7) MAMA__AVX512_STORE(8)
     MAMA__AVX512_STORE(9) MAMA__AVX512_STORE(10) MAMA__AVX512_STORE(11)
 }
+
+/* ---- AVX512-BF16 kernel, 12 x 32, for bf16 weights in inference ----
+ * VDPBF16PS (_mm512_dpbf16_ps(c, a, b)) reads each 32-bit lane of a and b
+ * as a PAIR of bf16 values and adds, in each of the 16 float lanes l,
+ *     c[l] += a.bf16[2l] * b.bf16[2l] + a.bf16[2l+1] * b.bf16[2l+1]
+ * (products exact in f32, sums in f32, round to nearest even; denormal
+ * inputs and outputs are flushed to zero).  So k advances two at a time
+ * and both operands are packed as k-pairs, one dword per (pair, row or
+ * column), the even k in the low 16 bits (what a little-endian load of
+ * two consecutive bf16 gives):
+ *   B micro-panel (kc x 32): b[p*32 + j] = B(2p, j) | B(2p+1, j) << 16, so
+ *     one pair of k for the 32 columns is two zmm loads (b0: columns 0-15,
+ *     b1: 16-31), as in the float kernel;
+ *   A micro-panel (12 x kc): a[p*12 + i] = A(i, 2p) | A(i, 2p+1) << 16,
+ *     broadcast to all 16 lanes, so lane l pairs row i's two k with
+ *     column l's two k.
+ * An odd kc ends with a half pair whose other half is 0 in A and B.  The
+ * panels start where the float kernels' do (offsets ir*kc, jr*kc floats)
+ * and fill half of that space.  A is float32 (the activations): it is
+ * ROUNDED TO BF16 while packed (round to nearest even, VCVTNE2PS2BF16),
+ * the one place this path loses precision against the widening kernel
+ * (each activation moves by up to 2^-8 of itself); the weights are bf16
+ * already and every sum stays float32.  24 zmm accumulators, as in the
+ * AVX-512F kernel; each pair step is 24 VDPBF16PS for 768 multiply-adds. */
+#if defined(MAMA_X86_SIMD) && ((defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && __GNUC__ >= 10))
+#define MAMA__GEMM_BF16DOT 1
+#define MAMA__BF16_DOT(i, u)                                                             \
+    {                                                                                    \
+        __m512bh av = (__m512bh)_mm512_set1_epi32((int)ap[(u) * 12 + (i)]);              \
+        c##i##a = _mm512_dpbf16_ps(c##i##a, av, b0);                                     \
+        c##i##b = _mm512_dpbf16_ps(c##i##b, av, b1);                                     \
+    }
+#define MAMA__BF16_STEP(u)                                                               \
+    {                                                                                    \
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(bp + (u) * 32));       \
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(bp + (u) * 32 + 16));  \
+        MAMA__BF16_DOT(0, u) MAMA__BF16_DOT(1, u) MAMA__BF16_DOT(2, u) MAMA__BF16_DOT(3, u)  \
+        MAMA__BF16_DOT(4, u) MAMA__BF16_DOT(5, u) MAMA__BF16_DOT(6, u) MAMA__BF16_DOT(7, u)  \
+        MAMA__BF16_DOT(8, u) MAMA__BF16_DOT(9, u) MAMA__BF16_DOT(10, u) MAMA__BF16_DOT(11, u)\
+    }
+
+__attribute__((target("avx512f,avx512bf16"))) static void
+mama__gemm_kernel_bf16(long kc, const float *a, const float *b, float *c, long ldc, float beta) {
+    const uint32_t *ap = (const uint32_t *)(const void *)a, *bp = (const uint32_t *)(const void *)b;
+    long p, np = (kc + 1) / 2;
+    MAMA__AVX512_DECL(0) MAMA__AVX512_DECL(1) MAMA__AVX512_DECL(2)
+    MAMA__AVX512_DECL(3) MAMA__AVX512_DECL(4) MAMA__AVX512_DECL(5)
+    MAMA__AVX512_DECL(6) MAMA__AVX512_DECL(7) MAMA__AVX512_DECL(8)
+    MAMA__AVX512_DECL(9) MAMA__AVX512_DECL(10) MAMA__AVX512_DECL(11)
+    for (p = 0; p + 2 <= np; p += 2) {
+        MAMA__BF16_STEP(0) MAMA__BF16_STEP(1)
+        ap += 2 * 12;
+        bp += 2 * 32;
+    }
+    for (; p < np; p++) {
+        MAMA__BF16_STEP(0)
+        ap += 12;
+        bp += 32;
+    }
+    MAMA__AVX512_STORE(0) MAMA__AVX512_STORE(1) MAMA__AVX512_STORE(2)
+    MAMA__AVX512_STORE(3) MAMA__AVX512_STORE(4) MAMA__AVX512_STORE(5)
+    MAMA__AVX512_STORE(6) MAMA__AVX512_STORE(7) MAMA__AVX512_STORE(8)
+    MAMA__AVX512_STORE(9) MAMA__AVX512_STORE(10) MAMA__AVX512_STORE(11)
+}
+#undef MAMA__BF16_DOT
+#undef MAMA__BF16_STEP
+
+/* Only be->linear_fused runs this kernel, so the packers take its layout:
+ * A [M, K] not transposed, alpha 1, B = W [N, K] (row j of W is column j
+ * of op(B), contiguous in k).
+ * A as bf16 k-pairs in micro-panels of mr rows (rows past mc are zero):
+ * 32 floats of a row at a time (masked loads at the end), rounded by
+ * VCVTNE2PS2BF16 into 16 pairs, dealt out to the row's slots. */
+__attribute__((target("avx512f,avx512bf16"))) static void
+mama__gemm_pack_a_bf16pairs(const mama__gemm_args *g, int i0, int mc, int k0, int kc, int mr, float *dst) {
+    const int np = (kc + 1) / 2;
+    uint32_t row[16];
+    int ir, i, k, p;
+    for (ir = 0; ir < mc; ir += mr, dst += (ptrdiff_t)mr * kc) {
+        uint32_t *d = (uint32_t *)(void *)dst;
+        for (i = 0; i < mr; i++) {
+            const float *s = g->A + (ptrdiff_t)(i0 + ir + (ir + i < mc ? i : 0)) * g->lda + k0;
+            if (ir + i >= mc) {
+                for (p = 0; p < np; p++) d[p * mr + i] = 0;
+                continue;
+            }
+            for (k = 0; k < kc; k += 32) {
+                const int n = kc - k < 32 ? kc - k : 32;
+                const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
+                const __mmask16 m1 = (__mmask16)(n >= 32 ? 0xffffu : n > 16 ? (1u << (n - 16)) - 1u : 0u);
+                __m512 x0 = _mm512_maskz_loadu_ps(m0, s + k);
+                __m512 x1 = _mm512_maskz_loadu_ps(m1, n > 16 ? s + k + 16 : s + k);
+                _mm512_storeu_si512((void *)row, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+                for (p = 0; p < (n + 1) / 2; p++) d[(k / 2 + p) * mr + i] = row[p];
+            }
+        }
+    }
+}
+
+/* W's bf16 values as k-pairs in micro-panels of nr columns: the dword of
+ * pair p, column j is W[j, k0+2p .. k0+2p+1], two neighbours in memory.
+ * Columns past nc and the half pair past an odd kc are zero. */
+static void mama__gemm_pack_b_bf16pairs(const mama__gemm_args *g, int k0, int kc, int j0, int nc, int nr,
+                                        float *dst) {
+    const int np = (kc + 1) / 2;
+    int jr, j, p;
+    for (jr = 0; jr < nc; jr += nr, dst += (ptrdiff_t)nr * kc) {
+        uint32_t *d = (uint32_t *)(void *)dst;
+        for (j = 0; j < nr; j++) {
+            const uint16_t *s = g->Bh + (ptrdiff_t)(j0 + jr + (jr + j < nc ? j : 0)) * g->ldb + k0;
+            if (jr + j >= nc) {
+                for (p = 0; p < np; p++) d[p * nr + j] = 0;
+                continue;
+            }
+            for (p = 0; p < kc / 2; p++) d[p * nr + j] = (uint32_t)s[2 * p] | (uint32_t)s[2 * p + 1] << 16;
+            if (kc % 2) d[p * nr + j] = s[2 * p]; /* odd kc: the last half pair */
+        }
+    }
+}
+#endif /* AVX512-BF16 */
 #endif /* MAMA_X86_SIMD */
 
 /* The kernels and their block sizes.  Cache blocks: the A block mc x kc
@@ -3032,15 +3177,19 @@ mama__gemm_kernel_avx512(long kc, const float *a, const float *b, float *c, long
  * kc x nc in L3.  Tuned on AMD Zen 3 (32 KB L1d, 512 KB L2 per core). */
 enum { MAMA__GEMM_K_SCALAR = 0, MAMA__GEMM_K_AVX2 = 1, MAMA__GEMM_K_AVX512 = 2 };
 static const mama__gemm_kinfo mama__gemm_kernels[3] = {
-    {"scalar", mama__gemm_kernel_scalar, mama__gemm_pack_b, mama__gemm_pack_a, 4, 8, 128, 256, 1024},
+    {"scalar", mama__gemm_kernel_scalar, mama__gemm_pack_b, mama__gemm_pack_a, 4, 8, 128, 256, 1024, 0},
 #ifdef MAMA_X86_SIMD
-    {"avx2", mama__gemm_kernel_avx2, mama__gemm_pack_b_avx2, mama__gemm_pack_a_avx2, 6, 16, 144, 256, 1024},
-    {"avx512", mama__gemm_kernel_avx512, mama__gemm_pack_b_avx2, mama__gemm_pack_a_avx2, 12, 32, 144, 256, 1024},
+    {"avx2", mama__gemm_kernel_avx2, mama__gemm_pack_b_avx2, mama__gemm_pack_a_avx2, 6, 16, 144, 256, 1024, 0},
+    {"avx512", mama__gemm_kernel_avx512, mama__gemm_pack_b_avx2, mama__gemm_pack_a_avx2, 12, 32, 144, 256, 1024, 0},
 #else
-    {"avx2", NULL, NULL, NULL, 0, 0, 0, 0, 0},
-    {"avx512", NULL, NULL, NULL, 0, 0, 0, 0, 0},
+    {"avx2", NULL, NULL, NULL, 0, 0, 0, 0, 0, 0},
+    {"avx512", NULL, NULL, NULL, 0, 0, 0, 0, 0, 0},
 #endif
 };
+#ifdef MAMA__GEMM_BF16DOT
+static const mama__gemm_kinfo mama__gemm_kbf16 = {"avx512bf16", mama__gemm_kernel_bf16, mama__gemm_pack_b_bf16pairs,
+                                                  mama__gemm_pack_a_bf16pairs, 12, 32, 144, 256, 1024, 1};
+#endif
 
 static int mama__gemm_cpu_runs(int k) {
     if (k == MAMA__GEMM_K_SCALAR) return 1;
@@ -3072,6 +3221,27 @@ static int mama__gemm_cpu_has_f16c(void) {
 #endif
 }
 
+/* The AVX512-BF16 kernel on this CPU: 0 no (no AVX512-BF16: CPUID leaf 7
+ * sub-leaf 1, eax bit 5, read directly as older compilers'
+ * __builtin_cpu_supports lack it; or no AVX-512F kernel, whose check
+ * covers the OS saving zmm state), 1 it runs, 2 it runs and is the default
+ * for bf16 weights.  Not the default on Intel cores (CPUID vendor
+ * "GenuineIntel"): there VDPBF16PS issues at half the rate of a zmm FMA,
+ * and on a Xeon family 6 model 207 the kernel ran at ~0.65x the widening
+ * one and `bench encode --config small` at ~0.5x (issue 18). */
+static int mama__gemm_cpu_bf16dot(void) {
+#ifdef MAMA__GEMM_BF16DOT
+    unsigned int a = 0, b = 0, c = 0, d = 0;
+    if (!mama__gemm_cpu_runs(MAMA__GEMM_K_AVX512)) return 0;
+    __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
+    if (!((a >> 5) & 1u)) return 0;
+    __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    return b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu ? 1 : 2; /* "Genu" "ineI" "ntel" */
+#else
+    return 0;
+#endif
+}
+
 /* The CPU backend instance's private state (be->impl).  Everything that
  * was once static lives here, so that two backends used by two threads
  * share nothing; a backend shared by two threads is safe too (the slots'
@@ -3081,6 +3251,8 @@ typedef struct mama__cpu_impl {
     const mama__gemm_kinfo *ki; /* the GEMM kernel: dispatch, or forced by a test */
     int att_gemm;               /* 1: attention's schedule (3.2); 0: the reference loops (forced, for tests) */
     int f16c;                   /* the CPU has F16C (half-precision B packing) */
+    int bf16dot;                /* 1: linear_fused runs bf16 weights on the AVX512-BF16 kernel (by default where
+                                 * mama__gemm_cpu_bf16dot says 2, or forced); 0: widening */
     int nslots;                 /* thread slots, 1..MAMA_GEMM_MAX_THREADS */
     int lock;                   /* the slots' try-lock word (GCC/clang atomics) */
     /* per slot s: abuf + s*MAMA__CPU_ASTRIDE, bbuf + s*MAMA__CPU_BSTRIDE,
@@ -3130,7 +3302,7 @@ static void mama__gemm_macro(const mama__gemm_kinfo *ki, const mama__gemm_args *
         int n = nc - jr < nr ? nc - jr : nr;
         float *b = bp + (ptrdiff_t)jr * kc;
         if (pack_b) {
-            if (g->Bh) mama__gemm_pack_b_half(ki, g, pc, kc, jc + jr, n, nr, b);
+            if (g->Bh && !ki->pairs) mama__gemm_pack_b_half(ki, g, pc, kc, jc + jr, n, nr, b);
             else ki->pack_b(g, pc, kc, jc + jr, n, nr, b);
         }
         for (ir = 0; ir < mc; ir += mr) {
@@ -3406,6 +3578,7 @@ static void mama__gemm_fill(mama__gemm_args *g, const mama__cpu_impl *cx, int tr
     g->ldc = ldc;
     g->Bh = NULL;
     g->bdt = MAMA_F32;
+    g->ki = NULL;
     g->e_bias = g->e_gamma = g->e_res = NULL;
     g->e_gelu = 0;
 }
@@ -3413,7 +3586,7 @@ static void mama__gemm_fill(mama__gemm_args *g, const mama__cpu_impl *cx, int tr
 /* The built-in kernels on one product: on the threads' slots when free,
  * else on one thread with stack buffers. */
 static void mama__gemm_run(const mama__gemm_args *g) {
-    const mama__gemm_kinfo *ki = g->cx->ki;
+    const mama__gemm_kinfo *ki = g->ki ? g->ki : g->cx->ki;
     if (mama__gemm_trylock(g->cx)) {
         mama__gemm_locked(ki, g, mama__gemm_threads_for(g));
         mama__gemm_unlock(g->cx);
@@ -3942,6 +4115,9 @@ static void mama__cpu_linear_fused(mama_backend *be, int M, int N, int K, const 
         g.bdt = w_dtype == MAMA_F16 ? MAMA_F16 : MAMA_BF16;
     }
     g.e_bias = bias; g.e_gelu = gelu; g.e_gamma = gamma; g.e_res = res;
+#ifdef MAMA__GEMM_BF16DOT
+    if (Wh && g.bdt == MAMA_BF16 && g.cx->bf16dot) g.ki = &mama__gemm_kbf16; /* activations rounded to bf16 */
+#endif
     if (mama__gemm_easy(&g)) {
         mama__gemm_epilogue(&g, 0, M, 0, N);
         return;
@@ -5368,6 +5544,7 @@ MAMA_API mama_status mama_cpu_backend_create(mama_backend **out) {
     cx->ki = mama__gemm_dispatch();
     cx->att_gemm = 1;
     cx->f16c = mama__gemm_cpu_has_f16c();
+    cx->bf16dot = mama__gemm_cpu_bf16dot() == 2;
     cx->nslots = nslots;
     cx->lock = 0;
     mama__cpu_fill_table(t, cx);
@@ -5405,6 +5582,22 @@ MAMA_API int mama_cpu_backend_force_kernel(mama_backend *be, const char *name) {
             return 1;
         }
     return 0;
+}
+
+MAMA_API int mama_cpu_backend_force_bf16(mama_backend *be, const char *path) {
+    mama__cpu_impl *cx = mama__cpu_of(be);
+    int has = mama__gemm_cpu_bf16dot();
+    if (!cx) return 0;
+    if (!path || !path[0] || !strcmp(path, "auto")) cx->bf16dot = has == 2;
+    else if (!strcmp(path, "widen")) cx->bf16dot = 0;
+    else if (!strcmp(path, "dot") && has) cx->bf16dot = 1;
+    else return 0;
+    return 1;
+}
+
+MAMA_API const char *mama_cpu_backend_bf16_path(const mama_backend *be) {
+    const mama__cpu_impl *cx = mama__cpu_of(be);
+    return !cx ? NULL : cx->bf16dot ? "dot" : "widen";
 }
 
 MAMA_API int mama_cpu_backend_force_attention(mama_backend *be, const char *schedule) {
@@ -6995,13 +7188,21 @@ static void mama__fill_const(float *x, size_t n, float v) {
 static void mama__fill_normal_hx(float *x, uint16_t *xh, int dt, size_t n, float std, mama_rng *r) {
     float buf[1024];
     size_t i, k;
+    int big = n >= ((size_t)1 << 20); /* mama__fill_normal's 64K chunks, each from its own generator */
+    uint64_t base;
+    mama_rng cr, *rr = r;
     if (!xh) {
         mama__fill_normal(x, n, std, r);
         return;
     }
+    base = big ? mama_rng_u64(r) : 0;
     for (i = 0; i < n; i += k) {
+        if (big && i % MAMA__INIT_CHUNK == 0) {
+            mama_rng_seed(&cr, base ^ ((uint64_t)(i / MAMA__INIT_CHUNK + 1) * 0x9E3779B97F4A7C15ull));
+            rr = &cr;
+        }
         k = n - i < 1024 ? n - i : 1024;
-        mama__fill_normal(buf, k, std, r);
+        mama__fill_normal_serial(buf, k, std, rr);
         mama__f32_to_half_n(xh + i, buf, dt, k);
     }
 }

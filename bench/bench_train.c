@@ -268,13 +268,13 @@ static void bench_kernels(const mama_config *c, int B, int reps) {
 static int mama_bench_encode_main(int argc, char **argv) {
     const char *preset = bench_opt(argc, argv, "--config", "base"), *wpath = bench_opt(argc, argv, "--weights", NULL);
     const char *save = bench_opt(argc, argv, "--save", NULL), *inp = bench_opt(argc, argv, "--images", NULL);
-    const char *eout = bench_opt(argc, argv, "--emb-out", NULL);
+    const char *eout = bench_opt(argc, argv, "--emb-out", NULL), *bpath;
     int B = atoi(bench_opt(argc, argv, "--batch", "4"));
     int steps = atoi(bench_opt(argc, argv, "--steps", "3"));
     int inference = atoi(bench_opt(argc, argv, "--inference", "1"));
     int kernels = atoi(bench_opt(argc, argv, "--kernels", "0"));
     const char *dts = bench_opt(argc, argv, "--dtype", "f32");
-    int dt = !strcmp(dts, "bf16") ? MAMA_BF16 : !strcmp(dts, "f16") ? MAMA_F16 : MAMA_F32;
+    int dt = !strncmp(dts, "bf16", 4) ? MAMA_BF16 : !strcmp(dts, "f16") ? MAMA_F16 : MAMA_F32;
     mama_config c;
     const mama_config *mc;
     mama_model *m = NULL;
@@ -283,6 +283,11 @@ static int mama_bench_encode_main(int argc, char **argv) {
     int *ids, *mask, s;
     double best = 1e30, best_cpu = 1e30, t0 = mama_time_seconds();
     if (B < 1) B = 1;
+    /* bf16-dot / bf16-widen: force the CPU backend's path for bf16 weights (bf16: its default) */
+    if (!strncmp(dts, "bf16-", 5) && !mama_cpu_backend_force_bf16(MAMA_BENCH_BACKEND(), dts + 5)) {
+        fprintf(stderr, "mama bench encode: --dtype %s: not on this backend or CPU\n", dts);
+        return 1;
+    }
     if (wpath) {
         st = inference ? mama_model_load_inference(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2, dt)
                        : mama_model_load(&m, wpath, MAMA_BENCH_BACKEND(), (B + 1) / 2);
@@ -306,10 +311,12 @@ static int mama_bench_encode_main(int argc, char **argv) {
     if (bench_make_batch(mc, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
     if (inp && bench_raw_io(inp, images, (size_t)B * mc->in_chans * mc->image_size * mc->image_size, 0)) return 1;
     emb = (float *)malloc(sizeof(float) * (size_t)B * mc->embed_dim);
-    printf("bench encode: %s %s (vision %dpx, D=%d, depth %d), batch %d, %d threads, %s model, block weights %s, "
+    bpath = mc->inference && mc->frozen_dtype == MAMA_BF16 ? mama_cpu_backend_bf16_path(MAMA_BENCH_BACKEND()) : NULL;
+    printf("bench encode: %s %s (vision %dpx, D=%d, depth %d), batch %d, %d threads, %s model, block weights %s%s%s, "
            "ready in %.1f s, peak host memory %.0f MB\n", wpath ? "weights" : "config", wpath ? wpath : preset,
            mc->image_size, mc->vision_dim, mc->vision_depth, B, mama_num_threads(),
            mc->inference ? "inference-only" : "training", mc->inference ? mama_dtype_name(mc->frozen_dtype) : "F32",
+           bpath ? " path " : "", bpath ? bpath : "",
            mama_time_seconds() - t0, bench_peak_rss_mb());
     for (s = 0; s < steps; s++) {
         double dt, c0 = bench_cpu_seconds();

@@ -383,7 +383,10 @@ static void cli_print_help(const cli_command *c, FILE *f) {
     "--frozen-dtype (info, init, pretrain, zeroshot, probe, finetune, embed, heatmap): storage of the\n" \
     "frozen text tower's big matrices (text modes lora and frozen); auto = the weights file's dtype when\n" \
     "it is BF16 or F16, else f32 (f32 for a model created from a preset).  bf16/f16 halve their memory;\n" \
-    "all arithmetic stays float32.  Trainable weights are always f32.\n"
+    "all arithmetic stays float32.  Trainable weights are always f32.  An inference-only model (bench encode\n" \
+    "--dtype, the same values) keeps its image tower's matrices so too: bf16-widen widens them to f32 in the\n" \
+    "GEMM (bf16 on an Intel CPU); bf16-dot rounds the activations to bf16 as well and multiplies bf16 pairs\n" \
+    "(AVX512-BF16 kernel, f32 sums; bf16 on other CPUs that have it).\n"
 #define USAGE_DATA_TEXT \
     "data flags (every command that opens a dataset; each prints what it left out and why):\n" \
     "  --skip-bad          skip malformed manifest rows and unreadable images instead of failing\n" \
@@ -521,11 +524,14 @@ static void warn_small_splits(const mama_dataset *d, int batch, int pretraining)
     }
 }
 
-/* --frozen-dtype auto|bf16|f16|f32 (checked by the parser) -> -1 (the
- * file's) or a mama_dtype */
+/* --frozen-dtype auto|bf16|bf16-dot|bf16-widen|f16|f32 (checked by the
+ * parser) -> -1 (the file's) or a mama_dtype; bf16-dot / bf16-widen also
+ * force the CPU backend's GEMM path for bf16 weights (section 1.7) */
 static int frozen_dtype_arg(const cli_args *a) {
     const char *v = cli_str(a, "--frozen-dtype");
-    return !strcmp(v, "bf16") ? (int)MAMA_BF16 : !strcmp(v, "f16") ? (int)MAMA_F16 : !strcmp(v, "f32") ? (int)MAMA_F32 : -1;
+    if (!strncmp(v, "bf16-", 5) && !mama_cpu_backend_force_bf16(mama_cli_backend(), v + 5))
+        fprintf(stderr, "mama: warning: --frozen-dtype %s: not on this device or CPU; the default bf16 path runs\n", v);
+    return !strncmp(v, "bf16", 4) ? (int)MAMA_BF16 : !strcmp(v, "f16") ? (int)MAMA_F16 : !strcmp(v, "f32") ? (int)MAMA_F32 : -1;
 }
 
 /* mama_model_load with the --frozen-dtype option */
@@ -1481,7 +1487,7 @@ static const cli_flag cli_common_flags[] = {
     CLI_CH("--precision", "fp32|tf32|bf16", "fp32", "GEMM precision of the CUDA backend"),
     CLI_END};
 static const cli_flag cli_frozen_flags[] = {
-    CLI_CH("--frozen-dtype", "auto|bf16|f16|f32", "auto", "storage of the frozen text tower's big matrices"),
+    CLI_CH("--frozen-dtype", "auto|bf16|bf16-dot|bf16-widen|f16|f32", "auto", "storage of the frozen text tower's big matrices"),
     CLI_END};
 /* every command that opens a dataset */
 static const cli_flag cli_data_flags[] = {
@@ -1686,7 +1692,8 @@ static const cli_flag bench_encode_flags[] = {
     CLI_STR("--images", "PATH", 0, NULL, "the input batch as raw float32 [B, 3, S, S] (default: random)"),
     CLI_STR("--emb-out", "PATH", 0, NULL, "write the embeddings as raw float32"),
     CLI_CH("--inference", "0|1", "1", "1: an inference-only model (no backward state, fused epilogues)"),
-    CLI_CH("--dtype", "f32|bf16|f16", "f32", "inference-only: the image tower's weights in memory"),
+    CLI_CH("--dtype", "f32|bf16|bf16-dot|bf16-widen|f16", "f32",
+           "inference-only: the image tower's weights in memory; bf16-dot / bf16-widen force the bf16 GEMM path"),
     CLI_NUM("--kernels", CLI_INT, 0, 1000000, 0, 0, "also time attention vs the fc1 GEMM, this many repetitions"),
     CLI_CH("--tune", "0|1", "1", "1: pick all threads or one, whichever was faster lately"),
     CLI_END};

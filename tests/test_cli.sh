@@ -74,7 +74,7 @@ expect hflip_2 2 "--hflip wants a number in [0, 1] (got '2')" -- $P --hflip 2
 expect crop_scale_order 2 "--crop-scale wants LO,HI (numbers, 0 < LO <= HI; got '0.9,0.5')" -- $P --crop-scale 0.9,0.5
 expect max_side_0 2 "--max-side wants a whole number in [1, 16777216] (got '0')" -- $P --max-side 0
 expect text_mode 2 "--text-mode must be full, lora or frozen (got 'x')" -- init --out o --text-mode x
-expect frozen_dtype 2 "--frozen-dtype must be auto, bf16, f16 or f32 (got 'f64')" -- info w --frozen-dtype f64
+expect frozen_dtype 2 "--frozen-dtype must be auto, bf16, bf16-dot, bf16-widen, f16 or f32 (got 'f64')" -- info w --frozen-dtype f64
 expect device_dangling 2 "--device needs a value" -- $P --device
 expect device_foo 2 "unknown --device 'gpu' (cpu, reference or cuda[:N])" -- $P --device gpu
 expect images_none 2 "--images wants one or more files after it" -- embed --weights w --out o.npy --images

@@ -7,7 +7,10 @@
  *     training path's forward (mama_model_forward's image embeddings) on the
  *     tiny and small configs;
  *   - a model created for inference only (mama_config.inference = 1, the
- *     small arena) gives the same embeddings and refuses training. */
+ *     small arena) gives the same embeddings and refuses training;
+ *   - bf16 image-tower weights: the widening GEMM (tight), and where the
+ *     CPU has AVX512-BF16 the bf16 dot-product kernel against the widening
+ *     one and a double reference on odd shapes, and its embedding error. */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #include "test_util.h"
@@ -110,6 +113,80 @@ static void test_pack_a12(void) {
         }
     free(A); free(d1); free(d2);
 #endif
+}
+
+/* The AVX512-BF16 kernel (be->linear_fused, bf16 W, path "dot") against
+ * the widening kernel (path "widen", the oracle) on shapes that are not
+ * multiples of the 12 x 32 tile, odd K (a half pair), K over one 256 block
+ * and N over one 1024 block.  The dot path rounds each activation a to
+ * bf16 (nearest even: |bf16(a) - a| <= 2^-8 |a|, 8 significant bits), so
+ * with S = sum_k |a_k| |w_k| (double) the two may differ by
+ *     2^-8 S   (the rounding)  +  2 (K + 8) 2^-24 S   (float32 sums of both)
+ * and no more; that is the bar.  Against a double reference on the
+ * ROUNDED activations (mama_f32_to_bf16) only the float32 sums remain,
+ * (K + 8) 2^-24 S: this pins the pair layout and the rounding mode.  The
+ * dot path must differ from the widening one somewhere (it ran), give the
+ * same bits on one thread, and its epilogue (bias, gamma, residual) must
+ * be the plain float ops on its product. */
+static void test_bf16_dot_kernel(void) {
+    static const int sizes[][3] = {{29, 45, 33}, {131, 97, 301}, {261, 200, 515}, {25, 1030, 7}, {1, 100, 999}, {3, 1100, 11}};
+    size_t t;
+    if (mama_cpu_backend_force_bf16(cpu, "dot") != 1) {
+        printf("SKIP bf16 dot kernel: this CPU (or build) has no AVX512-BF16; the widening kernel runs instead\n");
+        return;
+    }
+    for (t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        int M = sizes[t][0], N = sizes[t][1], K = sizes[t][2], i, j, k, nthr = mama_num_threads();
+        size_t n = (size_t)M * N, bad1 = 0, bad2 = 0, same = 0, same1 = 0, same_e = 0, q;
+        float *A = (float *)malloc(sizeof(float) * M * K), *Wf = (float *)malloc(sizeof(float) * N * K);
+        float *cw = (float *)malloc(sizeof(float) * n), *cd = (float *)malloc(sizeof(float) * n);
+        float *c1 = (float *)malloc(sizeof(float) * n), *ce = (float *)malloc(sizeof(float) * n);
+        float *r = (float *)malloc(sizeof(float) * n), *bias = (float *)malloc(sizeof(float) * N);
+        float *gam = (float *)malloc(sizeof(float) * N);
+        uint16_t *W = (uint16_t *)malloc(sizeof(uint16_t) * N * K);
+        double w1 = 0, w2 = 0;
+        fill(A, (size_t)M * K, 31 + t, 1.0f); fill(Wf, (size_t)N * K, 32 + t, 0.2f);
+        fill(r, n, 33 + t, 1.0f); fill(bias, N, 34 + t, 0.5f); fill(gam, N, 35 + t, 1.0f);
+        for (q = 0; q < (size_t)N * K; q++) W[q] = mama_f32_to_bf16(Wf[q]);
+        mama_cpu_backend_force_bf16(cpu, "widen");
+        cpu->linear_fused(cpu, M, N, K, A, NULL, W, MAMA_BF16, NULL, 0, NULL, NULL, cw);
+        mama_cpu_backend_force_bf16(cpu, "dot");
+        cpu->linear_fused(cpu, M, N, K, A, NULL, W, MAMA_BF16, NULL, 0, NULL, NULL, cd);
+        cpu->linear_fused(cpu, M, N, K, A, NULL, W, MAMA_BF16, bias, 0, gam, r, ce);
+        mama_set_num_threads(1);
+        cpu->linear_fused(cpu, M, N, K, A, NULL, W, MAMA_BF16, NULL, 0, NULL, NULL, c1);
+        mama_set_num_threads(nthr);
+        for (i = 0; i < M; i++)
+            for (j = 0; j < N; j++) {
+                double ref = 0, s0 = 0, sr = 0, e1, e2;
+                size_t o = (size_t)i * N + j;
+                float want;
+                for (k = 0; k < K; k++) {
+                    double a = A[(size_t)i * K + k], ar = mama_bf16_to_f32(mama_f32_to_bf16(A[(size_t)i * K + k]));
+                    double w = mama_bf16_to_f32(W[(size_t)j * K + k]);
+                    ref += ar * w; s0 += fabs(a * w); sr += fabs(ar * w);
+                }
+                e1 = fabs((double)cd[o] - cw[o]) / (s0 * (1.0 / 256 + 2.0 * (K + 8) / 16777216.0) + 1e-30);
+                e2 = fabs((double)cd[o] - ref) / (sr * (K + 8) / 16777216.0 + 1e-30);
+                bad1 += !(e1 <= 1); bad2 += !(e2 <= 1);
+                if (e1 > w1) w1 = e1;
+                if (e2 > w2) w2 = e2;
+                same += memcmp(&cd[o], &cw[o], sizeof(float)) == 0;
+                same1 += memcmp(&cd[o], &c1[o], sizeof(float)) == 0;
+                want = (cd[o] + bias[j]) * gam[j] + 1.0f * r[o];
+                same_e += memcmp(&ce[o], &want, sizeof(float)) == 0;
+            }
+        test_report(bad1 == 0 && same < n, "bf16 dot kernel vs widening kernel",
+                    "M=%d N=%d K=%d: %zu of %zu outside (2^-8 + 2(K+8)2^-24) S (worst at %.2f of it); %zu of %zu "
+                    "bitwise equal (not all: the activations were rounded)", M, N, K, bad1, n, w1, same, n);
+        test_report(bad2 == 0, "bf16 dot kernel vs double reference on bf16-rounded activations",
+                    "M=%d N=%d K=%d: %zu of %zu outside (K+8)2^-24 S (worst at %.2f of it)", M, N, K, bad2, n, w2);
+        test_report(same1 == n && same_e == n, "bf16 dot kernel: thread count, epilogue",
+                    "M=%d N=%d K=%d: %d threads vs 1: %zu of %zu bitwise equal; with bias, gamma, residual: %zu of %zu "
+                    "equal to (C + bias) * gamma + res on its product", M, N, K, nthr, same1, n, same_e, n);
+        free(A); free(Wf); free(cw); free(cd); free(c1); free(ce); free(r); free(bias); free(gam); free(W);
+    }
+    mama_cpu_backend_force_bf16(cpu, "auto");
 }
 
 /* The attention forward that packs each head's K^T and V once (no mask,
@@ -230,7 +307,18 @@ static void test_encode(const char *preset, int B) {
 /* bf16 image-tower weights (inference-only model, frozen_dtype BF16): the
  * widening GEMM against an f32 model whose block matrices hold the same
  * bf16-rounded values (tight), and the error against the f32 weights
- * (reported: the price of the halved memory). */
+ * (reported: the price of the halved memory).  Where the CPU has
+ * AVX512-BF16, the same for the dot-product kernel (activations rounded to
+ * bf16 too): its error against the f32 weights is reported (max relative,
+ * cosine); the only bar is a sanity one (cosine >= 0.99: the path is not
+ * broken), the kernel's precision is pinned by test_bf16_dot_kernel. */
+static double cosine(const float *a, const float *b, size_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    size_t i;
+    for (i = 0; i < n; i++) { ab += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    return ab / sqrt(aa * bb);
+}
+
 static void test_bf16(const char *preset, int B) {
     mama_config c;
     mama_model *m = NULL, *mf = NULL, *mr = NULL, *mb = NULL;
@@ -265,6 +353,7 @@ static void test_bf16(const char *preset, int B) {
     }
     mama_encode_images(mf, img, B, e_f, NULL);
     mama_encode_images(mr, img, B, e_r, NULL);
+    mama_cpu_backend_force_bf16(cpu, "widen");
     mama_encode_images(mb, img, B, e_b, NULL);
     d = max_abs_diff(e_b, e_r, n, &amax);
     d2 = max_abs_diff(e_b, e_f, n, &amax2);
@@ -272,15 +361,67 @@ static void test_bf16(const char *preset, int B) {
                 "%s: %zu bf16 values; vs f32 weights rounded to bf16: max|diff| %.3g (tolerance 1e-5 relative); "
                 "vs the f32 weights: max|diff| %.3g of max %.3g (%.2g relative, reported)", preset,
                 mama_model_half_numel(mb, NULL), d, d2, amax2, d2 / amax2);
+    if (mama_cpu_backend_force_bf16(cpu, "dot") != 1) {
+        printf("SKIP bf16 image tower (dot kernel): this CPU (or build) has no AVX512-BF16\n");
+    } else {
+        double cf, cw;
+        mama_encode_images(mb, img, B, e_r, NULL); /* e_r now: the dot path */
+        d = max_abs_diff(e_r, e_f, n, &amax);
+        cf = cosine(e_r, e_f, n);
+        cw = cosine(e_b, e_f, n);
+        test_report(cf >= 0.99, "bf16 image tower (dot kernel) vs f32 weights",
+                    "%s, %d images: max|diff| %.3g of max %.3g (%.2g relative), cosine %.7f; the widening path: "
+                    "%.2g relative, cosine %.7f (reported; sanity bar cosine >= 0.99)", preset, B, d, amax, d / amax,
+                    cf, d2 / amax2, cw);
+    }
+    mama_cpu_backend_force_bf16(cpu, "auto");
     mama_model_free(mf); mama_model_free(mr); mama_model_free(mb);
     remove(path);
     free(img); free(ids); free(mask); free(e_f); free(e_r); free(e_b);
+}
+
+/* A model created with bf16 block matrices is the float32 one rounded,
+ * tensors of 1M values and more (filled in seeded 64K chunks) included:
+ * every bf16 value equals mama_f32_to_bf16 of the float32 model's, and
+ * every float32 tensor (drawn after them) is bitwise the same. */
+static void test_bf16_init(void) {
+    mama_config c;
+    mama_model *mf = NULL, *mb = NULL;
+    size_t k, n3, n4, bad = 0, fbad = 0;
+    mama_config_preset(&c, "tiny");
+    c.vision_dim = 512; c.vision_heads = 8; c.vision_depth = 1; c.text_depth = 1;
+    c.inference = 1;
+    if (mama_model_create(&mf, &c, cpu, 1, 3) != MAMA_OK) { test_report(0, "bf16 init", "%s", mama_last_error()); return; }
+    c.frozen_dtype = MAMA_BF16;
+    if (mama_model_create(&mb, &c, cpu, 1, 3) != MAMA_OK) {
+        test_report(0, "bf16 init", "%s", mama_last_error());
+        mama_model_free(mf);
+        return;
+    }
+    n3 = (size_t)3 * 512 * 512; n4 = (size_t)4 * 512 * 512;
+    for (k = 0; k < n3; k++) bad += mama_f32_to_bf16(mf->w.vit[0].qkv_w[k]) != mb->w.vit[0].qkv_wh[k];
+    for (k = 0; k < n4; k++) bad += mama_f32_to_bf16(mf->w.vit[0].fc1_w[k]) != mb->w.vit[0].fc1_wh[k];
+    for (k = 0; k < n4; k++) bad += mama_f32_to_bf16(mf->w.vit[0].fc2_w[k]) != mb->w.vit[0].fc2_wh[k];
+    {
+        int i;
+        for (i = 0; i < mama_model_param_count(mb); i++) {
+            const mama_param_info *q = mama_model_param(mb, i), *p = mama_model_find_param(mf, q->name);
+            if (q->dtype != MAMA_F32 || !p) continue;
+            fbad += memcmp(mama_model_params(mf) + p->offset, mama_model_params(mb) + q->offset, sizeof(float) * q->numel) != 0;
+        }
+    }
+    test_report(bad == 0 && fbad == 0, "bf16 model init == float32 init rounded",
+                "D=512: qkv (%zu values, one generator), fc1 and fc2 (%zu each, 64K chunks): %zu bf16 values differ "
+                "from mama_f32_to_bf16 of the float32 model's; float32 tensors differing: %zu", n3, n4, bad, fbad);
+    mama_model_free(mf); mama_model_free(mb);
 }
 
 static int body(void) {
     test_pack_a12();
     test_attention_packed();
     test_linear_fused();
+    test_bf16_dot_kernel();
+    test_bf16_init();
     test_encode("tiny", 3);
     test_encode("small", 2);
     test_bf16("tiny", 3);
