@@ -126,6 +126,10 @@ compile-check: | $(BUILD)
 	  $(MPICC) -std=c99 $(WARN) -O0 -fopenmp -I. $(BUILD)/compile_check_core.c $(BUILD)/compile_check_mpi.o -o $(BUILD)/compile_check_mpi_link $(LDLIBS) && \
 	  echo "compile-check: companion mpi (through $(MPICC)): C99 (gcc), C11 (clang), C++11 (g++), in its own file, linked" || exit 1; \
 	else echo "compile-check: $(MPICC) not found: companion mpi (mama_mpi.h needs <mpi.h>) not checked"; fi
+	@for d in MAMA_NO_SIMD MAMA_NO_THREADS "MAMA_NO_SIMD -DMAMA_NO_THREADS"; do \
+	  $(CC) -std=c99 $(WARN) -O1 -fopenmp -c -D$$d -I. $(BUILD)/compile_check_core.c -o $(BUILD)/compile_check_macro.o && \
+	  clang -std=c11 $(WARN) -O1 -fsyntax-only -D$$d -I. $(BUILD)/compile_check_core.c || exit 1; done
+	@echo "compile-check: the configuration macros MAMA_NO_SIMD, MAMA_NO_THREADS and both: C99 (gcc), C11 (clang) clean"
 	@for e in embed_image zeroshot_image train_loop; do $(CC) -std=c99 $(WARN) -fsyntax-only -I. examples/$$e.c || exit 1; done
 	@if [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ]; then \
 	  $(CC) -std=c99 $(WARN) -fopenmp -fsyntax-only -DMAMA_USE_CBLAS -I. -I/usr/include/x86_64-linux-gnu $(BUILD)/compile_check.c && \

@@ -4540,7 +4540,6 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
     }
     return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m);
 }
-#endif
 
 /* The forward's row passes with 16 lanes (the AVX-512 GEMM kernel's CPUs),
  * for rows without a key mask: scale and max (exact in any order), exp
@@ -4609,6 +4608,7 @@ __attribute__((target("avx512f"))) static void mama__att_scale_avx512(float *s, 
     for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), v));
     for (; j < n; j++) s[j] *= inv;
 }
+#endif
 
 static float mama__att_exp_sum(int simd, float *s, int n, float m) {
 #if defined(MAMA_X86_SIMD)
