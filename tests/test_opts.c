@@ -687,6 +687,12 @@ static void test_eval_fields(void) {
     int ok, i, same, diff = 0;
     tiny1(&c);
     memset(&base, 0, sizeof base); memset(&x, 0, sizeof x); memset(&y, 0, sizeof y);
+    ok = mama__eval_opts_resolve(NULL, MAMA_ZEROSHOT_DENSITY, &o) == MAMA_OK && o.balanced_test == 0 &&
+         o.subset_seed == MAMA_EVAL_DEFAULT_SUBSET_SEED && o.classes == 0 && o.double_softmax == 0 &&
+         o.ref_text_feature == 0;
+    test_report(ok, "eval_zero_is_default", "NULL / zero mama_eval_opts: every image, subset_seed "
+                "MAMA_EVAL_DEFAULT_SUBSET_SEED (%d), all classes, one softmax, the training text feature",
+                MAMA_EVAL_DEFAULT_SUBSET_SEED);
     memset(&o, 0, sizeof o);
     ok = mama_model_create(&m, &c, g_cpu, 4, 1) == MAMA_OK &&
          mama_zeroshot_ex(m, g_vd, MAMA_SPLIT_TEST, MAMA_ZEROSHOT_DENSITY, &o, &base) == MAMA_OK;
@@ -1042,6 +1048,86 @@ static void test_decode_depth_fields(void) {
     mama_image_free(&a); mama_image_free(&b); mama_image_free(&c); mama_image_free(&d);
 }
 
+/* The zero mama_decode_opts.max_side is MAMA_DECODE_DEFAULT_MAX_SIDE: a PNG
+ * header (IHDR only) of 16385 x 1 is refused from its header by default,
+ * 16384 x 1 and MAMA_OFF go on to decode (and fail later: no pixel data). */
+static void test_decode_max_side_default(void) {
+    unsigned char png[33] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                             0, 0, 0x40, 0x01, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0, 0, 0, 0};
+    mama_decode_opts o;
+    mama_image im = {0, 0, NULL};
+    int refused, edge, off;
+    memset(&o, 0, sizeof o);
+    refused = mama_image_load_memory_opts(png, sizeof png, "wide.png", &o, &im) == MAMA_ERR_FORMAT &&
+              strstr(mama_last_error(), "decode limit of 16384 x 16384") != NULL;
+    printf("  %s\n", mama_last_error());
+    o.max_side = MAMA_OFF;
+    off = mama_image_load_memory_opts(png, sizeof png, "wide.png", &o, &im) != MAMA_OK &&
+          strstr(mama_last_error(), "decode limit") == NULL;
+    memset(&o, 0, sizeof o);
+    png[19] = 0x00; /* 16384 */
+    edge = mama_image_load_memory_opts(png, sizeof png, "wide.png", &o, &im) != MAMA_OK &&
+           strstr(mama_last_error(), "decode limit") == NULL;
+    mama_image_free(&im);
+    test_report(refused && off && edge && MAMA_DECODE_DEFAULT_MAX_SIDE == 16384, "decode_max_side_default",
+                "zero max_side: 16385 px refused from the header, 16384 px decoded (%s); MAMA_OFF: 16385 decoded",
+                edge ? "then no pixel data" : "?");
+}
+
+/* The mama_dataset_opts fields test_dataset_fields leaves to test_data.c,
+ * here too: manifest required, skip_bad_rows, allow_split_overlap,
+ * keep_incomplete, decode (max_side) */
+static void test_dataset_more_fields(void) {
+    const char *bad = "path,patient,study,image_type,split\nimages/p00001_L_CC.png,a,s1,2D,train\n"
+                      "missing.png,b,s2,2D,train\n";
+    const char *ovl = "path,patient,study,image_type,split\nimages/p00001_L_CC.png,a,s1,2D,train\n"
+                      "images/p00001_L_MLO.png,a,s1,2D,test\n";
+    mama_dataset_opts o;
+    mama_dataset *d = NULL;
+    mama_config c;
+    mama_status s;
+    int ok, n0 = -1, n1 = -1;
+    tiny1(&c);
+    memset(&o, 0, sizeof o);
+    ok = mama_dataset_create(&d, &o, &c) == MAMA_ERR_INVALID;
+    test_report(ok, "dataset_manifest_required", "no manifest: %s", mama_last_error());
+    ok = mama_write_file_atomic(DIR "/bad.csv", bad, strlen(bad)) == MAMA_OK &&
+         mama_write_file_atomic(DIR "/ovl.csv", ovl, strlen(ovl)) == MAMA_OK;
+    o.manifest = DIR "/bad.csv";
+    s = mama_dataset_create(&d, &o, &c);
+    printf("  %s\n", mama_last_error());
+    o.skip_bad_rows = 1;
+    ok = ok && s != MAMA_OK && mama_dataset_create(&d, &o, &c) == MAMA_OK && mama_dataset_skipped(d) == 1 &&
+         mama_dataset_split(d, MAMA_SPLIT_TRAIN, NULL) == 1;
+    test_report(ok, "dataset_skip_bad_rows_used", "a row whose image is missing: creation fails (%s); "
+                "skip_bad_rows: 1 skipped, 1 train image", mama_status_name(s));
+    mama_dataset_free(d);
+    d = NULL;
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "/ovl.csv";
+    s = mama_dataset_create(&d, &o, &c);
+    ok = s != MAMA_OK && strstr(mama_last_error(), "patient \"a\"") != NULL;
+    printf("  %s\n", mama_last_error());
+    o.allow_split_overlap = 1;
+    ok = ok && mama_dataset_create(&d, &o, &c) == MAMA_OK && mama_dataset_skipped_reasons(d)->overlap_patients == 1;
+    test_report(ok, "dataset_allow_split_overlap_used", "patient a in train and test: refused by default (%s); "
+                "allow_split_overlap: created, 1 overlapping patient", mama_status_name(s));
+    if (d) n0 = mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, NULL);
+    mama_dataset_free(d);
+    d = NULL;
+    o.keep_incomplete = 1;
+    if (mama_dataset_create(&d, &o, &c) == MAMA_OK) n1 = mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, NULL);
+    mama_dataset_free(d);
+    d = NULL;
+    test_report(n0 == 0 && n1 == 1, "dataset_keep_incomplete_used", "a row without caption fields: pretrained on "
+                "%d times by default, %d with keep_incomplete", n0, n1);
+    o.decode.max_side = 8;
+    s = mama_dataset_create(&d, &o, &c);
+    test_report(s != MAMA_OK && strstr(mama_last_error(), "decode limit of 8 x 8") != NULL, "dataset_decode_used",
+                "decode.max_side 8: %s", mama_last_error());
+    mama_dataset_free(d);
+}
+
 int main(void) {
     /* one thread: the results are the same bits on any number of threads
      * (test_threads.c), and the ~150 small runs here take a fraction of the
@@ -1065,6 +1151,8 @@ int main(void) {
     test_dataset_fields();
     test_pretrain_dataset_aug();
     test_decode_depth_fields();
+    test_decode_max_side_default();
+    test_dataset_more_fields();
     if (open_val_set()) {
         test_step_fields();
         test_eval_fields();
