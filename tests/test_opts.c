@@ -6,7 +6,17 @@
  *   and resolving a resolved struct changes nothing;
  * - bad values are MAMA_ERR_INVALID, never a crash;
  * - a zero mama_pretrain_opts trains: two steps of a small `tiny` model with
- *   all four losses on (only steps, batch and late_loss = MAMA_OFF set). */
+ *   all four losses on (only steps, batch and late_loss = MAMA_OFF set);
+ * - every field of every options struct reaches the code it names (issue 15
+ *   item 5): changed alone from a base setting, its documented effect is
+ *   seen (mama_augment_opts: the pipeline's output; mama_decode_opts: hand
+ *   values; mama_dataset_opts: splits, skips, errors, images; mama_step_opts:
+ *   losses and gradients; mama_eval_opts: zero-shot items and probabilities;
+ *   mama_probe_opts: the trained classifier, the evaluated set, the selected
+ *   step, stderr, for the probe and fine-tuning; mama_pretrain_opts: the
+ *   weights after the run, steps done, files written, stderr, errors).
+ * Everything runs on one thread (the same bits as on several) to stay
+ * short on a shared machine. */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #define MAMA_SYNTH_IMPLEMENTATION
@@ -1046,6 +1056,18 @@ static void test_decode_depth_fields(void) {
                 "centre 1271.5: 771 -> %d (0), 3855 -> %d (255)", ok ? c.pix[0] : -1, ok ? c.pix[1] : -1,
                 ok ? c.pix[2] : -1, ok ? d.pix[1] : -1, ok ? d.pix[2] : -1);
     mama_image_free(&a); mama_image_free(&b); mama_image_free(&c); mama_image_free(&d);
+    memset(&o, 0, sizeof o); o.bit_depth = 17;
+    ok = mama_image_load_memory_opts(pgm, sizeof pgm, "16bit.pgm", &o, &a) == MAMA_ERR_INVALID &&
+         strstr(mama_last_error(), "bit_depth") != NULL;
+    printf("  %s\n", mama_last_error());
+    o.bit_depth = 12; o.window_width = 100;
+    ok = ok && mama_image_load_memory_opts(pgm, sizeof pgm, "16bit.pgm", &o, &a) == MAMA_ERR_INVALID &&
+         strstr(mama_last_error(), "exclusive") != NULL;
+    printf("  %s\n", mama_last_error());
+    o.bit_depth = 0; o.window_width = 0.5f;
+    ok = ok && mama_image_load_memory_opts(pgm, sizeof pgm, "16bit.pgm", &o, &a) == MAMA_ERR_INVALID;
+    test_report(ok, "decode_bad_values", "bit_depth 17, bit_depth with a window, window_width 0.5: "
+                "MAMA_ERR_INVALID naming the field");
 }
 
 /* The zero mama_decode_opts.max_side is MAMA_DECODE_DEFAULT_MAX_SIDE: a PNG
@@ -1121,6 +1143,11 @@ static void test_dataset_more_fields(void) {
     d = NULL;
     test_report(n0 == 0 && n1 == 1, "dataset_keep_incomplete_used", "a row without caption fields: pretrained on "
                 "%d times by default, %d with keep_incomplete", n0, n1);
+    o.aug.size = 64; /* not the model's 112 */
+    s = mama_dataset_create(&d, &o, &c);
+    test_report(s == MAMA_ERR_INVALID && d == NULL, "dataset_aug_size_checked", "aug.size 64 for a 112 px model: %s",
+                mama_last_error());
+    o.aug.size = 0;
     o.decode.max_side = 8;
     s = mama_dataset_create(&d, &o, &c);
     test_report(s != MAMA_OK && strstr(mama_last_error(), "decode limit of 8 x 8") != NULL, "dataset_decode_used",
