@@ -1147,7 +1147,7 @@ static int cmd_tokenizer_train(const cli_args *a) {
         for (v = 0; v < variants; v++) {
             mama_caption_fields f;
             mama_record_caption_fields(&man.records[i], &f);
-            if (v > 0) mama_caption_mask(&f, &f, 0.8f, &rng);
+            if (v > 0) mama_caption_mask(&f, &f, MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P, &rng);
             if (mama_caption_build_alloc(&f, &texts[n]) == MAMA_OK) n++;
         }
     if (mama_tokenizer_train((const char *const *)texts, n, vocab, out, &merges) != MAMA_OK) rc = fail();
