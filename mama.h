@@ -12930,6 +12930,46 @@ static void mama__u16_to_8(const stbi_us *v, size_t n, const mama_decode_opts *o
     }
 }
 
+/* Binary PGM / PPM (P5 / P6) with samples of two bytes (maxval > 255):
+ * the format stores each sample big-endian, but stb_image up to 2.27 (the
+ * one in Debian 12) copies the bytes in the host's order, so 1000 = 03 E8
+ * would come back as 59395 on x86.  These files are read here instead,
+ * whatever stb version is used.  *pix stays NULL when buf is not such a
+ * file (stb decodes it); otherwise it gets the w h c samples (mama_alloc). */
+static int mama__pnm_space(unsigned char ch) { return ch == ' ' || (ch >= '\t' && ch <= '\r'); }
+static mama_status mama__pnm16_read(const unsigned char *buf, size_t len, const char *name, stbi_us **pix, int *w,
+                                    int *h, int *c) {
+    long v[3] = {0, 0, 0}; /* width, height, maxval */
+    size_t pos = 2, i, n;
+    int k;
+    *pix = NULL;
+    if (len < 3 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6')) return MAMA_OK;
+    for (k = 0; k < 3; k++) {
+        for (;;) { /* whitespace and # comments before each number */
+            while (pos < len && mama__pnm_space(buf[pos])) pos++;
+            if (pos < len && buf[pos] == '#') { while (pos < len && buf[pos] != '\n') pos++; continue; }
+            break;
+        }
+        if (pos >= len || buf[pos] < '0' || buf[pos] > '9') return MAMA_OK; /* stb reports it */
+        while (pos < len && buf[pos] >= '0' && buf[pos] <= '9' && v[k] <= 65536) v[k] = 10 * v[k] + (buf[pos++] - '0');
+    }
+    if (v[2] <= 255) return MAMA_OK; /* one byte a sample: stb reads it right */
+    if (v[0] < 1 || v[1] < 1 || v[2] > 65535 || pos >= len || !mama__pnm_space(buf[pos]))
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: damaged PGM/PPM header (width %ld, height %ld, maxval %ld)", name,
+                         v[0], v[1], v[2]);
+    pos++; /* the single whitespace byte before the samples */
+    *c = buf[1] == '5' ? 1 : 3;
+    n = (size_t)v[0] * (size_t)v[1] * (size_t)*c;
+    if ((len - pos) / 2 < n)
+        return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: a PGM/PPM of %ld x %ld needs %zu bytes of samples, the file has %zu",
+                         name, v[0], v[1], 2 * n, len - pos);
+    MAMA_TRY(mama_alloc((void **)pix, n * sizeof **pix, name));
+    for (i = 0; i < n; i++) (*pix)[i] = (stbi_us)((buf[pos + 2 * i] << 8) | buf[pos + 2 * i + 1]);
+    *w = (int)v[0];
+    *h = (int)v[1];
+    return MAMA_OK;
+}
+
 /* Decode with stb into 8-bit grey.  16-bit files are read at 16 bits and
  * reduced here (stb's own 16->8 is v >> 8, its own RGB->grey uses coarser
  * weights than PIL; both would shift values by one grey level). */
@@ -12937,15 +12977,17 @@ static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, c
                                 mama_image *out) {
     int w = 0, h = 0, c = 0;
     size_t i, n;
+    stbi_us *p16 = NULL;
     out->w = out->h = 0;
     out->pix = NULL;
     if (stbi_info_from_memory(buf, len, &w, &h, &c) && (w > mama__decode_max_side(o) || h > mama__decode_max_side(o)))
         return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: the image is %d x %d pixels, larger than the decode limit of %d x %d "
                          "(mama_decode_opts.max_side)", name, w, h, mama__decode_max_side(o), mama__decode_max_side(o));
-    if (stbi_is_16_bit_from_memory(buf, len)) {
-        stbi_us *p = stbi_load_16_from_memory(buf, len, &w, &h, &c, 0);
+    MAMA_TRY(mama__pnm16_read(buf, (size_t)len, name, &p16, &w, &h, &c));
+    if (p16 || stbi_is_16_bit_from_memory(buf, len)) {
+        stbi_us *p = p16 ? p16 : stbi_load_16_from_memory(buf, len, &w, &h, &c, 0);
         if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());
-        if (mama_image_alloc(out, w, h) != MAMA_OK) { stbi_image_free(p); return MAMA_ERR_NOMEM; }
+        if (mama_image_alloc(out, w, h) != MAMA_OK) { p16 ? mama_free(p) : stbi_image_free(p); return MAMA_ERR_NOMEM; }
         n = (size_t)w * (size_t)h;
         for (i = 0; i < n; i++) { /* grey in place: sample i is read from i * c >= i before p[i] is written */
             const stbi_us *q = p + i * (size_t)c;
@@ -12953,7 +12995,8 @@ static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, c
             p[i] = (stbi_us)(y + 0.5);
         }
         mama__u16_to_8(p, n, o, out->pix);
-        stbi_image_free(p);
+        if (p16) mama_free(p);
+        else stbi_image_free(p);
     } else {
         stbi_uc *p = stbi_load_from_memory(buf, len, &w, &h, &c, 0);
         if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());

@@ -661,6 +661,39 @@ static void test_io(void) {
         test_report(ok && i == 0, "pgm16_load", "16-bit P5, worst=%d (%s)", i, ok ? "" : mama_last_error());
         mama_image_free(&back);
     }
+    {
+        /* Byte order: 16-bit PNM samples are big-endian.  A 12-bit P5 (maxval
+         * 4095, a comment in the header) with 1000 = 03 E8, 4095 = 0F FF,
+         * 0 and 2048 = 08 00: by the image's maximum, hand values
+         * floor(v 255 / 4095 + 1/2) = 62, 255, 0, 128 (host order, as
+         * stb_image 2.27 reads it, would give 59395 -> 232 and other values). */
+        static const unsigned char pgm12[] = "P5\n# 12-bit\n2 2\n4095\n\x03\xe8\x0f\xff\x00\x00\x08\x00";
+        static const int want12[4] = {62, 255, 0, 128};
+        /* P6 (RGB), maxval 1023: grey = round(.299 r + .587 g + .114 b) on the
+         * 16-bit values: (1023, 0, 0) -> 306, (0, 1023, 0) -> 601, (0, 0, 1023)
+         * -> 117; then by the max 601: 306 -> 130, 601 -> 255, 117 -> 50 */
+        static const unsigned char ppm10[] = "P6 3 1 1023\n\x03\xff\x00\x00\x00\x00"
+                                             "\x00\x00\x03\xff\x00\x00\x00\x00\x00\x00\x03\xff";
+        static const int want10[3] = {130, 255, 50};
+        static const unsigned char cut[] = "P5\n2 2\n4095\n\x03\xe8\x0f";
+        int i2;
+        ok = write_bytes(path, pgm12, sizeof pgm12 - 1) && mama_image_load(path, &back) == MAMA_OK && back.w == 2 &&
+             back.h == 2;
+        i = ok ? worst_diff(back.pix, want12, 4) : 99;
+        test_report(ok && i == 0, "pgm12_byte_order", "12-bit P5 1000 4095 0 2048 -> %d %d %d %d (hand 62 255 0 128) (%s)",
+                    ok ? back.pix[0] : -1, ok ? back.pix[1] : -1, ok ? back.pix[2] : -1, ok ? back.pix[3] : -1,
+                    ok ? "" : mama_last_error());
+        mama_image_free(&back);
+        ok = write_bytes(path, ppm10, sizeof ppm10 - 1) && mama_image_load(path, &back) == MAMA_OK && back.w == 3;
+        i2 = ok ? worst_diff(back.pix, want10, 3) : 99;
+        test_report(ok && i2 == 0, "ppm10_byte_order", "10-bit P6 red green blue -> %d %d %d (hand 130 255 50) (%s)",
+                    ok ? back.pix[0] : -1, ok ? back.pix[1] : -1, ok ? back.pix[2] : -1, ok ? "" : mama_last_error());
+        mama_image_free(&back);
+        ok = write_bytes(path, cut, sizeof cut - 1) && mama_image_load(path, &back) == MAMA_ERR_FORMAT &&
+             strstr(mama_last_error(), "needs 8 bytes") != NULL;
+        test_report(ok, "pgm16_truncated", "%s", mama_last_error());
+        mama_image_free(&back);
+    }
     /* errors name the file and the reason */
     ok = mama_image_load("/nonexistent/dir/x.png", &back) == MAMA_ERR_IO && strstr(mama_last_error(), "/nonexistent/dir/x.png");
     test_report(ok, "load_missing_file", "%s", mama_last_error());

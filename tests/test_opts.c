@@ -1027,9 +1027,8 @@ static void test_pretrain_fields(void) {
 
 /* ---- mama_decode_opts: bit_depth, window_center, window_width (max_side
  * above): a 16-bit PGM in memory, samples 0, 771 (0x0303), 3855 (0x0F0F),
- * hand values of the rules in 1.9.  (Each sample's two bytes are equal:
- * stb_image 2.27 reads 16-bit PNM samples in host byte order, not the
- * big-endian order of the format; see test_image.c.) */
+ * hand values of the rules in 1.9 (16-bit PNM samples are big-endian;
+ * test_image.c checks the byte order with samples whose bytes differ). */
 static void test_decode_depth_fields(void) {
     static const unsigned char pgm[] = {'P', '5', '\n', '3', ' ', '1', '\n', '6', '5', '5', '3', '5', '\n',
                                         0x00, 0x00, 0x03, 0x03, 0x0F, 0x0F};
