@@ -14866,7 +14866,7 @@ MAMA_API mama_status mama_pretrain(mama_model *m, mama_dataset *d, const mama_pr
             r.skipped_steps++;
             if (++bad_run >= o->max_bad_steps && o->max_bad_steps > 0) {
                 s = MAMA_FAIL(MAMA_ERR_NUMERIC, "pretrain: %ld non-finite steps in a row at step %ld (loss %g, gradient "
-                              "norm %g); stopped, %s", bad_run, step, sum.loss, gnorm,
+                              "norm %g); stopped, %s", bad_run, step + 1, sum.loss, gnorm,
                               mama__kept(note, sizeof note, o->checkpoint, kept));
                 goto done;
             }

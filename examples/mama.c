@@ -43,7 +43,7 @@ typedef enum cli_kind {
     CLI_SWITCH,   /* no value */
     CLI_INT,      /* whole number, fits an int */
     CLI_LONG,     /* whole number, fits a long */
-    CLI_U64,      /* whole number >= 0, fits a uint64_t (seeds) */
+    CLI_U64,      /* whole number >= lo (0 or 1), fits a uint64_t (seeds) */
     CLI_FLOAT,    /* finite number */
     CLI_STRING,   /* any text (a path, C,W) */
     CLI_CHOICE,   /* one of the row's `choices` */
@@ -181,7 +181,8 @@ static int cli_distance(const char *s, const char *t) {
 static void cli_describe(const cli_flag *f, char *buf, size_t cap) {
     const char *what = f->kind == CLI_FLOAT ? "a number" : "a whole number";
     int has_lo = f->lo > -CLI_INF, has_hi = f->hi < CLI_INF && !(f->kind == CLI_INT && f->hi >= 2147483647.0);
-    if (f->kind == CLI_U64) snprintf(buf, cap, "a whole number >= 0");
+    if (f->kind == CLI_U64) /* a seed: >= 1 where the options field takes 0 as "the default" */
+        snprintf(buf, cap, "a whole number >= %.0f%s", f->lo, f->lo > 0 ? " (0 would mean the default seed)" : "");
     else if (has_lo && has_hi) /* (%.15g: whole bounds such as 1e12 written out) */
         snprintf(buf, cap, "%s in %c%.15g, %.15g%c", what, f->bits & CLI_LO_OPEN ? '(' : '[', f->lo, f->hi,
                  f->bits & CLI_HI_OPEN ? ')' : ']');
@@ -229,7 +230,7 @@ static int cli_value(cli_args *a, int k, const char *s) {
     if (!s[0] || isspace((unsigned char)s[0])) ok = 0;
     else if (f->kind == CLI_U64) {
         unsigned long long u = strtoull(s, &end, 10);
-        ok = isdigit((unsigned char)s[0]) && !*end && errno == 0;
+        ok = isdigit((unsigned char)s[0]) && !*end && errno == 0 && (double)u >= f->lo;
         a->u64[k] = (uint64_t)u;
         x = (double)u;
     } else if (f->kind == CLI_FLOAT) {
@@ -1561,7 +1562,7 @@ static const cli_flag pretrain_flags[] = {
     CLI_NUM("--mask", CLI_FLOAT, 0, 1, CLI_HI_OPEN, MAMA_PRETRAIN_DEFAULT_CAPTION_MASK_P,
             "per-field caption masking probability"),
     CLI_NUM("--clip", CLI_FLOAT, 0, CLI_INF, 0, 0, "gradient-norm clipping (0: none)"),
-    CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_SEED, "data order, augmentation, masks"),
+    CLI_NUM("--seed", CLI_U64, 1, CLI_INF, 0, MAMA_PRETRAIN_DEFAULT_SEED, "data order, augmentation, masks"),
     CLI_STR("--log", "PATH", 0, NULL, "CSV log, a row per step"),
     CLI_NUM("--checkpoint-every", CLI_LONG, 0, CLI_INF, 0, 0, "also write --out every N steps (0: only at the end)"),
     CLI_SW("--resume", "continue the run of --out (which must exist)"),
@@ -1588,7 +1589,7 @@ static const cli_flag eval_flags[] = {
              "the model's largest batch"),
     CLI_NUMT("--balanced-test", CLI_FLOAT, 0, 1, CLI_LO_OPEN, "off: every image",
              "evaluate a class-balanced subset of this fraction (the paper's EMBED test sets: 0.1)"),
-    CLI_NUM("--subset-seed", CLI_U64, 0, CLI_INF, 0, MAMA_EVAL_DEFAULT_SUBSET_SEED, "which images the subset takes"),
+    CLI_NUM("--subset-seed", CLI_U64, 1, CLI_INF, 0, MAMA_EVAL_DEFAULT_SUBSET_SEED, "which images the subset takes"),
     CLI_STR("--classes", "LIST", 0, NULL, "only these classes, e.g. 2,3,4 (density) or N,B,P,S,M (BI-RADS)"),
     CLI_STR("--probs", "PREFIX", 0, NULL, "per-image probabilities to PREFIX_TASK.csv"),
     CLI_END};
@@ -1664,7 +1665,7 @@ static const cli_flag demo_flags[] = {
     CLI_NUM("--batch", CLI_INT, 1, CLI_MAX_BATCH, 0, DEMO_DEFAULT_BATCH, "pretraining batch"),
     CLI_NUM("--probe-steps", CLI_INT, 1, CLI_INT_MAX, 0, DEMO_DEFAULT_PROBE_STEPS, "linear-probe steps"),
     CLI_NUM("--lr", CLI_FLOAT, 0, CLI_INF, CLI_LO_OPEN, DEMO_DEFAULT_LR, "peak learning rate"),
-    CLI_NUM("--seed", CLI_U64, 0, CLI_INF, 0, DEMO_DEFAULT_SEED, "seed"),
+    CLI_NUM("--seed", CLI_U64, 1, CLI_INF, 0, DEMO_DEFAULT_SEED, "seed"),
     CLI_CH("--aug", "paper|light|none", DEMO_DEFAULT_AUG, "augmentation set (mama_augment_preset; light is the tiny preset's)"),
     CLI_SW("--ablation", "also the paper's ablation (four variants, same budget)"),
     CLI_END};

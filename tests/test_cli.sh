@@ -53,7 +53,9 @@ expect mask_5 2 "--mask wants a number in [0, 1) (got '5')" -- $P --mask 5
 expect mask_1 2 "--mask wants a number in [0, 1) (got '1')" -- $P --mask 1
 expect clip_neg 2 "--clip wants a number >= 0 (got '-1')" -- $P --clip -1
 expect batch_big 2 "--batch wants a whole number in [1, 4096] (got '99999999999')" -- $P --batch 99999999999
-expect seed_neg 2 "--seed wants a whole number >= 0 (got '-3')" -- $P --seed -3
+expect seed_neg 2 "--seed wants a whole number >= 1 (0 would mean the default seed) (got '-3')" -- $P --seed -3
+expect seed_0 2 "--seed wants a whole number >= 1 (0 would mean the default seed) (got '0')" -- $P --seed 0
+expect synth_seed_neg 2 "--seed wants a whole number >= 0 (got '-1')" -- synth --out x --seed -1
 expect probe_steps_0 2 "--steps wants a whole number >= 1 (got '0')" -- probe --weights w --manifest m --steps 0
 expect finetune_steps_0 2 "--steps wants a whole number >= 1 (got '0')" -- finetune --weights w --manifest m --steps 0
 expect demo_lr_0 2 "--lr wants a number > 0 (got '0')" -- demo --lr 0
