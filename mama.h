@@ -1692,9 +1692,10 @@ MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, 
 MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mask_p, mama_rng *rng, int *ids,
                                           int *mask);
 /* Image files read ahead (embed, predict): `threads` worker threads (0:
- * one) decode (dec; NULL: the default) and prepare the files as
- * mama_model_prepare_image does for m, into batches of up to `batch`
- * images, the next batch while the caller encodes the current one.  next
+ * one; MAMA_OFF: none) decode (dec; NULL: the default) and prepare the
+ * files as mama_model_prepare_image does for a model of config c, into
+ * batches of up to `batch` images, the next batch while the caller encodes
+ * the current one.  next
  * gives the batches in the order of paths (images [count, in_chans, S, S],
  * valid until the next call; first: the index of its first path) and
  * count = 0 after the last.  A batch fails when one of its files does
@@ -1702,7 +1703,7 @@ MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mas
  * without them (MAMA_NO_THREADS) each batch is read inside next.  paths
  * must outlive the reader. */
 typedef struct mama_image_reader mama_image_reader;
-MAMA_API mama_status mama_image_reader_open(mama_image_reader **out, const mama_model *m, const char *const *paths,
+MAMA_API mama_status mama_image_reader_open(mama_image_reader **out, const mama_config *c, const char *const *paths,
                                             int n, const mama_decode_opts *dec, int batch, int threads);
 MAMA_API mama_status mama_image_reader_next(mama_image_reader *r, const float **images, int *first, int *count);
 MAMA_API void mama_image_reader_close(mama_image_reader *r);
@@ -14122,21 +14123,21 @@ MAMA_API void mama_image_reader_close(mama_image_reader *r) {
     mama_free(r);
 }
 
-MAMA_API mama_status mama_image_reader_open(mama_image_reader **out, const mama_model *m, const char *const *paths,
+MAMA_API mama_status mama_image_reader_open(mama_image_reader **out, const mama_config *c, const char *const *paths,
                                             int n, const mama_decode_opts *dec, int batch, int threads) {
     mama_image_reader *r;
     int k;
     *out = NULL;
-    if (!m || (n > 0 && !paths) || n < 0 || batch < 1 || threads < 0)
-        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_image_reader_open: NULL model or paths, n %d < 0, batch %d < 1 or "
-                         "threads %d < 0", n, batch, threads);
+    if (!c || (n > 0 && !paths) || n < 0 || batch < 1 || threads < MAMA_OFF)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_image_reader_open: NULL config or paths, n %d < 0, batch %d < 1 or "
+                         "threads %d < 0 (MAMA_OFF: none)", n, batch, threads);
     MAMA_TRY(mama__decode_opts_check(dec, "mama_image_reader_open: dec"));
     MAMA_TRY(mama_calloc((void **)&r, sizeof *r, "image reader"));
     r->paths = paths; r->n = n; r->batch = batch < n ? batch : n > 0 ? n : 1;
     if (dec) r->dec = *dec;
-    r->aug.size = m->cfg.image_size;
-    r->chans = m->cfg.in_chans;
-    r->img = (size_t)r->chans * m->cfg.image_size * m->cfg.image_size;
+    r->aug.size = c->image_size;
+    r->chans = c->in_chans;
+    r->img = (size_t)r->chans * c->image_size * c->image_size;
     r->bad[0] = r->bad[1] = n;
     r->limit = 2;
     for (k = 0; k < 2; k++)

@@ -1222,7 +1222,7 @@ static int cmd_embed(const cli_args *a) {
         c = mama_model_config(m);
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
         pool = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->vision_dim);
-        if (mama_image_reader_open(&r, m, (const char *const *)a->files, n, &dec, mb, cli_reader_threads()) != MAMA_OK)
+        if (mama_image_reader_open(&r, c, (const char *const *)a->files, n, &dec, mb, cli_reader_threads()) != MAMA_OK)
             rc = fail();
         while (rc == 0 && bn > 0)
             if (mama_image_reader_next(r, &px, &b0, &bn) != MAMA_OK ||
@@ -1398,7 +1398,7 @@ static int cmd_predict(const cli_args *a) {
         if (r < 0 && man.count) fprintf(stderr, "predict: %s is not in %s: metadata unknown\n", a->files[i], cli_str(a, "--manifest"));
     }
     /* batches of --max-batch, the next one decoded while this one is scored */
-    if (mama_image_reader_open(&reader, m, (const char *const *)a->files, n, &dec, mb, cli_reader_threads()) != MAMA_OK)
+    if (mama_image_reader_open(&reader, mama_model_config(m), (const char *const *)a->files, n, &dec, mb, cli_reader_threads()) != MAMA_OK)
         rc = fail();
     while (rc == 0 && bn > 0) {
         const float *px;
