@@ -15690,26 +15690,15 @@ MAMA_API const char *mama_predict_column_name(int col) {
     return col >= 0 && col < MAMA_PREDICT_COLUMNS ? names[col] : NULL;
 }
 
-/* Scores of the queued (image, column) captions into probs. */
-static mama_status mama__predict_flush(mama_model *m, const int *ids, const int *mask, int queued, float *txt,
-                                       const int *owner, const float *emb, float scale, float *probs) {
-    int q, e, E = m->cfg.embed_dim;
-    MAMA_TRY(mama__encode_texts_ex(m, ids, mask, queued, txt, 0));
-    for (q = 0; q < queued; q++) {
-        double dot = 0;
-        for (e = 0; e < E; e++) dot += (double)emb[(size_t)owner[2 * q] * E + e] * txt[(size_t)q * E + e];
-        probs[(size_t)owner[2 * q] * MAMA_PREDICT_COLUMNS + owner[2 * q + 1]] = (float)(scale * dot);
-    }
-    return MAMA_OK;
-}
 
 MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, const float *images, int n,
                                   const mama_caption_fields *meta, const mama_head *head, float *probs) {
     static const mama_zeroshot_task tasks[3] = {MAMA_ZEROSHOT_DENSITY, MAMA_ZEROSHOT_BIRADS, MAMA_ZEROSHOT_CANCER};
     static const int first[4] = {0, 4, 11, 13};
     const mama_config *c;
-    int E, D, T, B, i, t, k, queued = 0, *ids = NULL, *mask = NULL, *owner = NULL, ht = -1;
+    int E, D, T, B, i, i0, t, k, q, u, e, *ids = NULL, *mask = NULL, *owner = NULL, ht = -1;
     size_t img;
+    uint64_t *hash = NULL;
     float *emb = NULL, *pooled = NULL, *txt = NULL, *hp = NULL, scale;
     char *caption = NULL;
     mama_caption_fields unk;
@@ -15725,32 +15714,45 @@ MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, cons
     MAMA_TRY(mama_model_check_tokenizer(m, tok, NULL));
     if (n == 0) return MAMA_OK;
 #define MAMA__A(p, sz) if ((s = mama_alloc((void **)&(p), (sz), "predict")) != MAMA_OK) goto done
-    MAMA__A(emb, sizeof(float) * (size_t)n * E); MAMA__A(txt, sizeof(float) * (size_t)B * E);
-    MAMA__A(ids, sizeof(int) * (size_t)B * T); MAMA__A(mask, sizeof(int) * (size_t)B * T);
-    MAMA__A(owner, sizeof(int) * 2 * (size_t)B);
+    /* per chunk of 2B images: each distinct caption once (without metadata
+     * the 13 prompts serve every image) */
+    MAMA__A(emb, sizeof(float) * (size_t)n * E); MAMA__A(txt, sizeof(float) * 26 * (size_t)B * E);
+    MAMA__A(ids, sizeof(int) * 26 * (size_t)B * T); MAMA__A(mask, sizeof(int) * 26 * (size_t)B * T);
+    MAMA__A(owner, sizeof(int) * 26 * (size_t)B); MAMA__A(hash, sizeof(uint64_t) * 26 * (size_t)B);
     if (head) { MAMA__A(pooled, sizeof(float) * (size_t)n * D); MAMA__A(hp, sizeof(float) * (size_t)n * head->K); }
 #undef MAMA__A
-    for (i = 0; i < n; i += 2 * B) {
-        int nb = n - i < 2 * B ? n - i : 2 * B;
-        if ((s = mama_encode_images(m, images + img * i, nb, emb + (size_t)i * E, pooled ? pooled + (size_t)i * D : NULL)) != MAMA_OK) goto done;
-    }
     scale = expf(mama__read_scalar(m, m->w.logit_scale));
     mama_caption_fields_init(&unk);
-    for (i = 0; i < n; i++)
-        for (t = 0; t < 3; t++)
-            for (k = 0; t != ht && k < first[t + 1] - first[t]; k++) {
-                if ((s = mama_zeroshot_caption_alloc(tasks[t], k, meta ? &meta[i] : &unk, &caption)) != MAMA_OK) goto done;
-                s = mama_tokenizer_encode_caption(tok, caption, T, ids + (size_t)queued * T, mask + (size_t)queued * T, NULL);
-                mama_free(caption);
-                caption = NULL;
-                if (s != MAMA_OK) goto done;
-                owner[2 * queued] = i; owner[2 * queued + 1] = first[t] + k;
-                if (++queued == B) {
-                    if ((s = mama__predict_flush(m, ids, mask, queued, txt, owner, emb, scale, probs)) != MAMA_OK) goto done;
-                    queued = 0;
+    for (i0 = 0; i0 < n; i0 += 2 * B) {
+        int nb = n - i0 < 2 * B ? n - i0 : 2 * B;
+        if ((s = mama_encode_images(m, images + img * i0, nb, emb + (size_t)i0 * E, pooled ? pooled + (size_t)i0 * D : NULL)) != MAMA_OK) goto done;
+        for (i = i0, u = 0; i < i0 + nb; i++)
+            for (t = 0; t < 3; t++)
+                for (k = 0; t != ht && k < first[t + 1] - first[t]; k++) {
+                    int *qi = ids + (size_t)u * T, *qm = mask + (size_t)u * T;
+                    if ((s = mama_zeroshot_caption_alloc(tasks[t], k, meta ? &meta[i] : &unk, &caption)) != MAMA_OK) goto done;
+                    s = mama_tokenizer_encode_caption(tok, caption, T, qi, qm, NULL);
+                    mama_free(caption);
+                    caption = NULL;
+                    if (s != MAMA_OK) goto done;
+                    hash[u] = mama__mix2(mama__tx_fnv1a(qi, sizeof(int) * (size_t)T), mama__tx_fnv1a(qm, sizeof(int) * (size_t)T));
+                    for (q = 0; q < u && (hash[q] != hash[u] || memcmp(ids + (size_t)q * T, qi, sizeof(int) * (size_t)T) ||
+                                          memcmp(mask + (size_t)q * T, qm, sizeof(int) * (size_t)T)); q++) {}
+                    owner[(i - i0) * MAMA_PREDICT_COLUMNS + first[t] + k] = q;
+                    u += q == u;
                 }
-            }
-    if (queued && (s = mama__predict_flush(m, ids, mask, queued, txt, owner, emb, scale, probs)) != MAMA_OK) goto done;
+        for (q = 0; q < u; q += B)
+            if ((s = mama__encode_texts_ex(m, ids + (size_t)q * T, mask + (size_t)q * T, u - q < B ? u - q : B,
+                                           txt + (size_t)q * E, 0)) != MAMA_OK) goto done;
+        for (i = i0; i < i0 + nb; i++)
+            for (t = 0; t < 3; t++)
+                for (k = 0; t != ht && k < first[t + 1] - first[t]; k++) {
+                    const float *tx = txt + (size_t)owner[(i - i0) * MAMA_PREDICT_COLUMNS + first[t] + k] * E;
+                    double dot = 0;
+                    for (e = 0; e < E; e++) dot += (double)emb[(size_t)i * E + e] * tx[e];
+                    probs[(size_t)i * MAMA_PREDICT_COLUMNS + first[t] + k] = (float)(scale * dot);
+                }
+    }
     if (head) mama__classifier_probs(head->W, head->b, pooled, n, head->K, D, hp);
     for (i = 0; i < n; i++)
         for (t = 0; t < 3; t++) {
@@ -15761,6 +15763,7 @@ MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, cons
         }
 done:
     mama_free(emb); mama_free(pooled); mama_free(txt); mama_free(hp); mama_free(ids); mama_free(mask); mama_free(owner);
+    mama_free(hash);
     return s;
 }
 
