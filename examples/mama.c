@@ -829,6 +829,7 @@ static int cmd_pretrain(const cli_args *a) {
     cli_opt_float(a, "--clip", &o.clip_grad);
     cli_opt_float(a, "--mask", &o.caption_mask_p);
     cli_opt_long(a, "--val-every", &o.val_every); /* 0: never (MAMA_OFF; the struct's 0 is the default rule) */
+    dopt.splits = 1 << MAMA_SPLIT_TRAIN | (o.val_every == MAMA_OFF ? 0 : 1 << MAMA_SPLIT_VAL); /* test: not decoded */
     o.best_checkpoint = cli_str(a, "--best");
     o.log_csv = cli_str(a, "--log");
     o.resume = cli_given(a, "--resume");

@@ -13,7 +13,8 @@
  *   patient in two splits is an error naming both rows, unless
  *   allow_split_overlap (then counted); hashed splits never overlap;
  * - the dataset's cache (decoded in parallel) and mama_image_reader (worker
- *   threads) give the bits of a serial pass, in order, whatever the threads. */
+ *   threads) give the bits of a serial pass, in order, whatever the threads;
+ *   mama_dataset_opts.splits leaves the other splits' images undecoded. */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #define MAMA_SYNTH_IMPLEMENTATION
@@ -472,6 +473,61 @@ static void test_parallel_decode(void) {
     mama_manifest_free(&man);
 }
 
+/* mama_dataset_opts.splits: the records of other splits are neither decoded
+ * nor placed (a missing test image does not fail a train-only dataset) and
+ * the train split is the one of the full dataset. */
+static void test_splits_opt(void) {
+    mama_dataset *d = NULL, *full = NULL;
+    mama_dataset_opts o;
+    mama_buf b = {0, 0, 0};
+    mama_manifest man;
+    const int *ia, *ib;
+    int i, na, nb, same = 1, test_row = -1;
+    mama_status s1, s2, s3;
+    if (mama_manifest_load(&man, DIR "_par/manifest.csv", 0) != MAMA_OK) { test_report(0, "splits_opt", "%s", mama_last_error()); return; }
+    mama_buf_puts(&b, "path,patient,study,side,view,procedure,age,race,ethnicity,image_type,density,birads,mass_shape,"
+                      "mass_density,calc_type,calc_distribution,cancer,split\n");
+    for (i = 0; i < man.count; i++) {
+        const mama_record *r = &man.records[i];
+        if (r->split == MAMA_SPLIT_TEST && test_row < 0) test_row = i;
+        mama_buf_printf(&b, "%s,%s,%s,%s,%s,%s,%d,,,2D,%d,%s,,,,,%d,%s\n", i == test_row ? "missing.png" : r->path + strlen(DIR "_par/"),
+                        r->patient, r->study, r->side, r->view, r->procedure, r->age, r->density, r->birads, r->cancer,
+                        mama_split_name(r->split));
+    }
+    write_text(DIR "_par/splits.csv", b.data);
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "_par/manifest.csv";
+    s1 = mama_dataset_create(&full, &o, &CFG);
+    o.manifest = DIR "_par/splits.csv";
+    s2 = mama_dataset_create(&d, &o, &CFG); /* every split: the missing test image fails */
+    mama_dataset_free(d);
+    d = NULL;
+    o.splits = 1 << MAMA_SPLIT_TRAIN;
+    s3 = mama_dataset_create(&d, &o, &CFG);
+    if (s1 == MAMA_OK && s3 == MAMA_OK) {
+        na = mama_dataset_pretrain_split(full, MAMA_SPLIT_TRAIN, &ia);
+        nb = mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, &ib);
+        same = na == nb && na > 0 && !memcmp(ia, ib, sizeof(int) * (size_t)na);
+    }
+    test_report(test_row >= 0 && s1 == MAMA_OK && s2 == MAMA_ERR_IO && s3 == MAMA_OK && same &&
+                mama_dataset_split(d, MAMA_SPLIT_TEST, NULL) == 0 && mama_dataset_split(d, MAMA_SPLIT_VAL, NULL) == 0 &&
+                mama_dataset_skipped(d) == 0, "splits_opt",
+                "test row %d missing: all splits %s, splits = train %s (val %d, test %d images, %d skipped), train "
+                "split as the full dataset's %d", test_row, mama_status_name(s2), mama_status_name(s3),
+                d ? mama_dataset_split(d, MAMA_SPLIT_VAL, NULL) : -1, d ? mama_dataset_split(d, MAMA_SPLIT_TEST, NULL) : -1,
+                d ? mama_dataset_skipped(d) : -1, same);
+    o.splits = 8;
+    mama_dataset_free(d);
+    d = NULL;
+    s1 = mama_dataset_create(&d, &o, &CFG);
+    test_report(s1 == MAMA_ERR_INVALID && strstr(mama_last_error(), "splits"), "splits_opt_invalid", "splits 8: %s",
+                mama_last_error());
+    mama_dataset_free(d);
+    mama_dataset_free(full);
+    mama_buf_free(&b);
+    mama_manifest_free(&man);
+}
+
 int main(void) {
     mkdir("build", 0755);
     if (mama_synth_write(DIR, 1, 64, 3, 0) != MAMA_OK) { printf("FAIL synth: %s\n", mama_last_error()); return 1; }
@@ -484,5 +540,6 @@ int main(void) {
     test_tokenizer_fit();
     test_checks();
     test_parallel_decode();
+    test_splits_opt();
     return test_finish();
 }
