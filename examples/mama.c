@@ -905,10 +905,12 @@ static mama_split parse_split(const char *name) {
 
 /* --max-batch, or the largest of 32 (finetune: enough for its --batch in
  * one pass, 36 for 72), 31, .. whose activation arena fits CLI_ARENA_BUDGET
- * (base: 2; embed and predict: CLI_STREAM_BUDGET, where larger batches
- * encode no faster: small 6), said when lowered; 0 after a message. */
+ * (base: 2), said when lowered; 0 after a message.  embed: CLI_EMBED_BUDGET
+ * (tiny 12, small 1: larger batches encode no faster on a CPU); predict:
+ * CLI_PREDICT_BUDGET (small 6: its captions are encoded once per 2 batches). */
 #define CLI_ARENA_BUDGET 8e9
-#define CLI_STREAM_BUDGET 2e9
+#define CLI_EMBED_BUDGET 2.5e8
+#define CLI_PREDICT_BUDGET 2e9
 static int eval_max_batch(const cli_args *a, const char *weights) {
     mama_safetensors st;
     mama_config c;
@@ -925,9 +927,10 @@ static int eval_max_batch(const cli_args *a, const char *weights) {
     if (json && mama_config_from_json(&c, json, weights) != MAMA_OK) { mama_st_close(&st); return fail(), 0; }
     mama_st_close(&st);
     want = mb;
-    budget = !strcmp(a->cmd->name, "embed") || !strcmp(a->cmd->name, "predict") ? CLI_STREAM_BUDGET : CLI_ARENA_BUDGET;
+    budget = !strcmp(a->cmd->name, "embed") ? CLI_EMBED_BUDGET : !strcmp(a->cmd->name, "predict") ? CLI_PREDICT_BUDGET
+                                                                                                  : CLI_ARENA_BUDGET;
     while (mb > 1 && (double)mama_model_arena_bytes(&c, mb) > budget) mb--;
-    if (mb < want && g_rank == 0)
+    if (mb < want && g_rank == 0 && strcmp(a->cmd->name, "embed") != 0) /* embed: for speed, not memory */
         fprintf(stderr, "mama: --max-batch %d (an activation arena of %.1f GB; %d would take %.1f GB); give --max-batch "
                 "to change it\n", mb, mama_model_arena_bytes(&c, mb) / 1e9, want, mama_model_arena_bytes(&c, want) / 1e9);
     return mb;
