@@ -1660,7 +1660,8 @@ static const cli_flag embed_flags[] = {
     CLI_SW("--texts", "the captions instead of the images (with --manifest)"),
     CLI_LIST("--images", "embed these image files instead"),
     CLI_STR("--pooled", "PATH", 0, NULL, "also the pooled image features (the probe's input) as .npy, rows x vision_dim"),
-    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 0.25 GB (tiny 12, small 1)",
+             "images encoded at once (the next batch is decoded meanwhile)"),
     CLI_END};
 
 static const cli_flag predict_flags[] = {
@@ -1672,7 +1673,8 @@ static const cli_flag predict_flags[] = {
     CLI_STR("--tokenizer", "PATH", 0, "the one the weights record, else " CLI_DEFAULT_TOKENIZER, "tokenizer"),
     CLI_NUMT("--bit-depth", CLI_INT, 1, 16, 0, "v*255/max(v) per image", "16-bit images: v*255/(2^N-1)"),
     CLI_STR("--window", "C,W", 0, NULL, "16-bit images: DICOM window C,W (centre, width >= 1)"),
-    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 8 GB", "the model's largest batch"),
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 2 GB (small 6)",
+             "the model's largest batch (images scored at once; the next batch is decoded meanwhile)"),
     CLI_END};
 
 static const cli_flag heatmap_flags[] = {
