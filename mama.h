@@ -1630,6 +1630,9 @@ typedef struct mama_dataset_opts {
                                     pretraining's too when mama_pretrain_opts.aug is the zero struct
                                     (default: "paper", SPEC A.5; mama_augment_preset gives the others;
                                     aug.size 0 = the model's image_size, another size is an error) */
+    int splits;                  /* the splits whose images are decoded and placed, bits 1 << MAMA_SPLIT_*
+                                    (default 0: all; pretraining needs train, and val for its validation
+                                    loss: 1024 px PNGs cost ~25 ms each to decode) */
 } mama_dataset_opts;
 /* Data hygiene (SPEC A.6, A.7).  Every record is placed by the first rule
  * it meets, and each rule that leaves a record out counts it:
@@ -1713,6 +1716,22 @@ MAMA_API mama_status mama_dataset_image(mama_dataset *d, int record, int train, 
  * mask_p per field when mask_p > 0 (SPEC A.5). */
 MAMA_API mama_status mama_dataset_caption(mama_dataset *d, int record, float mask_p, mama_rng *rng, int *ids,
                                           int *mask);
+/* Image files read ahead (embed, predict): `threads` worker threads (0:
+ * one; MAMA_OFF: none) decode (dec; NULL: the default) and prepare the
+ * files as mama_model_prepare_image does for a model of config c, into
+ * batches of up to `batch` images, the next batch while the caller encodes
+ * the current one.  next
+ * gives the batches in the order of paths (images [count, in_chans, S, S],
+ * valid until the next call; first: the index of its first path) and
+ * count = 0 after the last.  A batch fails when one of its files does
+ * (the message names the first).  The same values whatever the threads;
+ * without them (MAMA_NO_THREADS) each batch is read inside next.  paths
+ * must outlive the reader. */
+typedef struct mama_image_reader mama_image_reader;
+MAMA_API mama_status mama_image_reader_open(mama_image_reader **out, const mama_config *c, const char *const *paths,
+                                            int n, const mama_decode_opts *dec, int batch, int threads);
+MAMA_API mama_status mama_image_reader_next(mama_image_reader *r, const float **images, int *first, int *count);
+MAMA_API void mama_image_reader_close(mama_image_reader *r);
 
 /* ---- 1.16 Pretraining (SPEC A.4, A.5) ----------------------------------- */
 /* Pretraining options.  The options rule of section 1: a zero field takes
@@ -12989,7 +13008,7 @@ static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, c
         if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());
         if (mama_image_alloc(out, w, h) != MAMA_OK) { p16 ? mama_free(p) : stbi_image_free(p); return MAMA_ERR_NOMEM; }
         n = (size_t)w * (size_t)h;
-        for (i = 0; i < n; i++) { /* grey in place: sample i is read from i * c >= i before p[i] is written */
+        for (i = 0; i < n && c > 1; i++) { /* grey in place: sample i is read from i * c >= i before p[i] is written */
             const stbi_us *q = p + i * (size_t)c;
             double y = c >= 3 ? 0.299 * q[0] + 0.587 * q[1] + 0.114 * q[2] : (double)q[0];
             p[i] = (stbi_us)(y + 0.5);
@@ -13001,7 +13020,8 @@ static mama_status mama__decode(const stbi_uc *buf, int len, const char *name, c
         stbi_uc *p = stbi_load_from_memory(buf, len, &w, &h, &c, 0);
         if (!p) return MAMA_FAIL(MAMA_ERR_FORMAT, "%s: cannot decode image: %s", name, stbi_failure_reason());
         if (mama_image_alloc(out, w, h) != MAMA_OK) { stbi_image_free(p); return MAMA_ERR_NOMEM; }
-        mama_rgb_to_grey(p, w, h, c, out->pix);
+        if (c == 1) memcpy(out->pix, p, (size_t)w * (size_t)h); /* 5% of a 1024 px decode as a per-pixel loop */
+        else mama_rgb_to_grey(p, w, h, c, out->pix);
         stbi_image_free(p);
     }
     return MAMA_OK;
@@ -13177,10 +13197,16 @@ static uint8_t mama__round_u8(double v) { /* round half up, clamp */
 static mama_status mama__resample(const mama_image *src, int x0, int y0, const mama__taps *tx,
                                   const mama__taps *ty, int bh, int round_between, mama_image *dst) {
     float *tmp = NULL;
-    int W = tx->n, H = ty->n, x, y, k;
+    int W = tx->n, H = ty->n, x, y, k, *nx = NULL, ny;
     mama_image out;
     MAMA_TRY(mama_alloc((void **)&tmp, (size_t)W * (size_t)bh * sizeof(float), "resample rows"));
-    if (mama_image_alloc(&out, W, H) != MAMA_OK) { mama_free(tmp); return MAMA_ERR_NOMEM; }
+    if (mama_alloc((void **)&nx, sizeof(int) * (size_t)W, "resample taps") != MAMA_OK ||
+        mama_image_alloc(&out, W, H) != MAMA_OK) { mama_free(tmp); mama_free(nx); return MAMA_ERR_NOMEM; }
+    /* Taps up to the last nonzero weight: a zero weight adds +0 to a sum of
+     * non-negative terms, so the sums are the same bits without the zeros
+     * (and without a test per tap). */
+    for (x = 0; x < W; x++)
+        for (nx[x] = tx->taps; nx[x] > 0 && tx->w[(size_t)x * tx->taps + nx[x] - 1] == 0.0; nx[x]--) {}
     /* horizontal: box rows -> W columns */
     for (y = 0; y < bh; y++) {
         const uint8_t *row = src->pix + (size_t)(y0 + y) * src->w + x0;
@@ -13188,8 +13214,7 @@ static mama_status mama__resample(const mama_image *src, int x0, int y0, const m
             const double *w = tx->w + (size_t)x * tx->taps;
             const uint8_t *p = row + tx->start[x];
             double acc = 0;
-            for (k = 0; k < tx->taps; k++)
-                if (w[k] != 0.0) acc += w[k] * p[k];
+            for (k = 0; k < nx[x]; k++) acc += w[k] * p[k];
             tmp[(size_t)y * W + x] = round_between ? (float)mama__round_u8(acc) : (float)acc;
         }
     }
@@ -13197,14 +13222,15 @@ static mama_status mama__resample(const mama_image *src, int x0, int y0, const m
     for (y = 0; y < H; y++) {
         const double *w = ty->w + (size_t)y * ty->taps;
         const float *col = tmp + (size_t)ty->start[y] * W;
+        for (ny = ty->taps; ny > 0 && w[ny - 1] == 0.0; ny--) {}
         for (x = 0; x < W; x++) {
             double acc = 0;
-            for (k = 0; k < ty->taps; k++)
-                if (w[k] != 0.0) acc += w[k] * col[(size_t)k * W + x];
+            for (k = 0; k < ny; k++) acc += w[k] * col[(size_t)k * W + x];
             out.pix[(size_t)y * W + x] = mama__round_u8(acc);
         }
     }
     mama_free(tmp);
+    mama_free(nx);
     mama__image_move(dst, &out);
     return MAMA_OK;
 }
@@ -13663,7 +13689,8 @@ struct mama_dataset {
     int *split_idx[3], split_n[3];
     int *pre_idx[3], pre_n[3];   /* what pretraining reads: split_idx less incomplete records */
     mama_image *cache;           /* prepared images, when opts.cache */
-    unsigned char *bad;          /* 1: image could not be decoded, 2: not 2D, 3: duplicate (all in no split) */
+    unsigned char *bad;          /* 1: image could not be decoded, 2: not 2D, 3: duplicate, 4: split not in
+                                    opts.splits (all in no split) */
     unsigned char *pre;          /* 1: record is in pre_idx of its split */
     int skipped;
     mama_dataset_skips skips;
@@ -13684,6 +13711,9 @@ static mama_status mama__dataset_opts_resolve(const mama_dataset_opts *in, mama_
     o->allow_split_overlap = mama__opt_flag(in->allow_split_overlap, 0);
     o->decode = in->decode;
     if (!o->decode.max_side) o->decode.max_side = MAMA_DECODE_DEFAULT_MAX_SIDE;
+    o->splits = in->splits ? in->splits : 7;
+    if (o->splits & ~7) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_dataset_opts.splits: 0x%x has bits other than "
+                                         "1 << MAMA_SPLIT_TRAIN/VAL/TEST", (unsigned)o->splits);
     o->aug = in->aug;
     if (o->aug.size <= 0) o->aug.size = MAMA_AUGMENT_DEFAULT_SIZE;
     MAMA_TRY(mama__augment_opts_resolve(&o->aug, &o->aug));
@@ -13927,6 +13957,9 @@ MAMA_API mama_status mama_dataset_create(mama_dataset **out, const mama_dataset_
     for (i = 0; i < n; i++)
         if (o->only_2d && !mama__is_2d(d->man.records[i].image_type)) { d->bad[i] = 2; d->skips.not_2d++; }
     if ((s = mama__dataset_check_rows(d)) != MAMA_OK) goto fail;
+    for (i = 0; i < n; i++) /* splits not asked for: neither decoded nor placed (4; not a skip) */
+        if (!d->bad[i] && d->man.records[i].split >= 0 && d->man.records[i].split <= 2 &&
+            !(o->splits >> d->man.records[i].split & 1)) d->bad[i] = 4;
     if (o->cache) {
         if ((s = mama_calloc((void **)&d->cache, sizeof(mama_image) * (size_t)(n + 1), "image cache")) != MAMA_OK) goto fail;
         /* Decode and prepare every image once, in parallel.  Errors are
@@ -14261,6 +14294,157 @@ static void mama__loader_release(mama__loader *L, long job) {
     }
 #endif
     L->released = job + 1;
+}
+
+/* ---- 10.2 Image files read ahead (mama_image_reader).  Workers claim
+ * files in order and write each into its batch's slot (batch k in slot
+ * k % 2); batch k may start once the caller has asked for batch k - 1
+ * (so it is done with k - 2, the slot's last). */
+#define MAMA__READER_MAX_THREADS 64
+struct mama_image_reader {
+    const char *const *paths;
+    mama_decode_opts dec;
+    mama_augment_opts aug;       /* the defaults at the model's size: mama_model_prepare_image */
+    int n, batch, chans, given;  /* given: batches handed out */
+    size_t img;
+    float *slot[2];
+    int done[2], bad[2];         /* files finished in a slot; the lowest failing file (n: none) */
+    char error[2][1024];
+    int next, limit;             /* the next file to claim; workers fill batches < limit */
+#ifdef MAMA_HAVE_PTHREADS
+    pthread_t thread[MAMA__READER_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
+    int started, stop;
+};
+
+static mama_status mama__reader_file(mama_image_reader *r, int i, float *out) {
+    mama_image im = {0, 0, NULL};
+    mama_status s = mama_image_load_opts(r->paths[i], &r->dec, &im);
+    if (s == MAMA_OK) s = mama_image_pipeline(&im, &r->aug, 0, NULL, r->chans, out);
+    mama_image_free(&im);
+    return s;
+}
+
+static void mama__reader_note(mama_image_reader *r, int sl, int i, mama_status s) {
+    if (s != MAMA_OK && i < r->bad[sl]) {
+        r->bad[sl] = i;
+        snprintf(r->error[sl], sizeof r->error[sl], "%s", mama_last_error());
+    }
+    r->done[sl]++;
+}
+
+#ifdef MAMA_HAVE_PTHREADS
+static void *mama__reader_main(void *arg) {
+    mama_image_reader *r = (mama_image_reader *)arg;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        int i, sl;
+        mama_status s;
+        while (!r->stop && (r->next >= r->n || r->next / r->batch >= r->limit))
+            pthread_cond_wait(&r->cv, &r->mu);
+        if (r->stop) break;
+        i = r->next++;
+        sl = (i / r->batch) % 2;
+        pthread_mutex_unlock(&r->mu);
+        s = mama__reader_file(r, i, r->slot[sl] + r->img * (size_t)(i % r->batch));
+        pthread_mutex_lock(&r->mu);
+        mama__reader_note(r, sl, i, s);
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+#endif
+
+MAMA_API void mama_image_reader_close(mama_image_reader *r) {
+    if (!r) return;
+#ifdef MAMA_HAVE_PTHREADS
+    if (r->started) {
+        int t;
+        pthread_mutex_lock(&r->mu);
+        r->stop = 1;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        for (t = 0; t < r->started; t++) pthread_join(r->thread[t], NULL);
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
+    }
+#endif
+    mama_free(r->slot[0]);
+    mama_free(r->slot[1]);
+    mama_free(r);
+}
+
+MAMA_API mama_status mama_image_reader_open(mama_image_reader **out, const mama_config *c, const char *const *paths,
+                                            int n, const mama_decode_opts *dec, int batch, int threads) {
+    mama_image_reader *r;
+    int k;
+    *out = NULL;
+    if (!c || (n > 0 && !paths) || n < 0 || batch < 1 || threads < MAMA_OFF)
+        return MAMA_FAIL(MAMA_ERR_INVALID, "mama_image_reader_open: NULL config or paths, n %d < 0, batch %d < 1 or "
+                         "threads %d < 0 (MAMA_OFF: none)", n, batch, threads);
+    MAMA_TRY(mama__decode_opts_check(dec, "mama_image_reader_open: dec"));
+    MAMA_TRY(mama_calloc((void **)&r, sizeof *r, "image reader"));
+    r->paths = paths; r->n = n; r->batch = batch < n ? batch : n > 0 ? n : 1;
+    if (dec) r->dec = *dec;
+    r->aug.size = c->image_size;
+    r->chans = c->in_chans;
+    r->img = (size_t)r->chans * c->image_size * c->image_size;
+    r->bad[0] = r->bad[1] = n;
+    r->limit = 2;
+    for (k = 0; k < 2; k++)
+        if (mama_alloc((void **)&r->slot[k], sizeof(float) * r->img * (size_t)r->batch, "image reader batch") != MAMA_OK) {
+            mama_image_reader_close(r);
+            return MAMA_ERR_NOMEM;
+        }
+#ifdef MAMA_HAVE_PTHREADS
+    if (threads == 0) threads = 1;
+    if (threads > MAMA__READER_MAX_THREADS) threads = MAMA__READER_MAX_THREADS;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    while (r->started < threads && pthread_create(&r->thread[r->started], NULL, mama__reader_main, r) == 0) r->started++;
+    if (!r->started) { pthread_mutex_destroy(&r->mu); pthread_cond_destroy(&r->cv); } /* read in next */
+#endif
+    *out = r;
+    return MAMA_OK;
+}
+
+MAMA_API mama_status mama_image_reader_next(mama_image_reader *r, const float **images, int *first, int *count) {
+    int k, sl, cnt, bad, i;
+    mama_status s;
+    *images = NULL; *first = 0; *count = 0;
+    if (!r) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_image_reader_next: NULL reader");
+    k = r->given;
+    if (k * r->batch >= r->n) return MAMA_OK;
+    sl = k % 2;
+    cnt = r->n - k * r->batch < r->batch ? r->n - k * r->batch : r->batch;
+#ifdef MAMA_HAVE_PTHREADS
+    if (r->started) {
+        pthread_mutex_lock(&r->mu);
+        r->limit = k + 2; /* batch k - 1 is released: its slot may take batch k + 1 */
+        pthread_cond_broadcast(&r->cv);
+        while (r->done[sl] < cnt) pthread_cond_wait(&r->cv, &r->mu);
+        pthread_mutex_unlock(&r->mu);
+    }
+#endif
+    for (i = k * r->batch; !r->started && i < k * r->batch + cnt; i++)
+        mama__reader_note(r, sl, i, mama__reader_file(r, i, r->slot[sl] + r->img * (size_t)(i % r->batch)));
+#ifdef MAMA_HAVE_PTHREADS
+    if (r->started) pthread_mutex_lock(&r->mu);
+#endif
+    bad = r->bad[sl];
+    r->done[sl] = 0;
+    r->bad[sl] = r->n;
+    r->given = k + 1;
+    s = bad < r->n ? MAMA_FAIL(MAMA_ERR_IO, "image reader: %s", r->error[sl]) : MAMA_OK;
+#ifdef MAMA_HAVE_PTHREADS
+    if (r->started) pthread_mutex_unlock(&r->mu);
+#endif
+    if (s != MAMA_OK) return s;
+    *images = r->slot[sl]; *first = k * r->batch; *count = cnt;
+    return MAMA_OK;
 }
 
 /* ==========================================================================
@@ -15760,26 +15944,15 @@ MAMA_API const char *mama_predict_column_name(int col) {
     return col >= 0 && col < MAMA_PREDICT_COLUMNS ? names[col] : NULL;
 }
 
-/* Scores of the queued (image, column) captions into probs. */
-static mama_status mama__predict_flush(mama_model *m, const int *ids, const int *mask, int queued, float *txt,
-                                       const int *owner, const float *emb, float scale, float *probs) {
-    int q, e, E = m->cfg.embed_dim;
-    MAMA_TRY(mama__encode_texts_ex(m, ids, mask, queued, txt, 0));
-    for (q = 0; q < queued; q++) {
-        double dot = 0;
-        for (e = 0; e < E; e++) dot += (double)emb[(size_t)owner[2 * q] * E + e] * txt[(size_t)q * E + e];
-        probs[(size_t)owner[2 * q] * MAMA_PREDICT_COLUMNS + owner[2 * q + 1]] = (float)(scale * dot);
-    }
-    return MAMA_OK;
-}
 
 MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, const float *images, int n,
                                   const mama_caption_fields *meta, const mama_head *head, float *probs) {
     static const mama_zeroshot_task tasks[3] = {MAMA_ZEROSHOT_DENSITY, MAMA_ZEROSHOT_BIRADS, MAMA_ZEROSHOT_CANCER};
     static const int first[4] = {0, 4, 11, 13};
     const mama_config *c;
-    int E, D, T, B, i, t, k, queued = 0, *ids = NULL, *mask = NULL, *owner = NULL, ht = -1;
+    int E, D, T, B, i, i0, t, k, q, u, e, *ids = NULL, *mask = NULL, *owner = NULL, ht = -1;
     size_t img;
+    uint64_t *hash = NULL;
     float *emb = NULL, *pooled = NULL, *txt = NULL, *hp = NULL, scale;
     char *caption = NULL;
     mama_caption_fields unk;
@@ -15795,32 +15968,45 @@ MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, cons
     MAMA_TRY(mama_model_check_tokenizer(m, tok, NULL));
     if (n == 0) return MAMA_OK;
 #define MAMA__A(p, sz) if ((s = mama_alloc((void **)&(p), (sz), "predict")) != MAMA_OK) goto done
-    MAMA__A(emb, sizeof(float) * (size_t)n * E); MAMA__A(txt, sizeof(float) * (size_t)B * E);
-    MAMA__A(ids, sizeof(int) * (size_t)B * T); MAMA__A(mask, sizeof(int) * (size_t)B * T);
-    MAMA__A(owner, sizeof(int) * 2 * (size_t)B);
+    /* per chunk of 2B images: each distinct caption once (without metadata
+     * the 13 prompts serve every image) */
+    MAMA__A(emb, sizeof(float) * (size_t)n * E); MAMA__A(txt, sizeof(float) * 26 * (size_t)B * E);
+    MAMA__A(ids, sizeof(int) * 26 * (size_t)B * T); MAMA__A(mask, sizeof(int) * 26 * (size_t)B * T);
+    MAMA__A(owner, sizeof(int) * 26 * (size_t)B); MAMA__A(hash, sizeof(uint64_t) * 26 * (size_t)B);
     if (head) { MAMA__A(pooled, sizeof(float) * (size_t)n * D); MAMA__A(hp, sizeof(float) * (size_t)n * head->K); }
 #undef MAMA__A
-    for (i = 0; i < n; i += 2 * B) {
-        int nb = n - i < 2 * B ? n - i : 2 * B;
-        if ((s = mama_encode_images(m, images + img * i, nb, emb + (size_t)i * E, pooled ? pooled + (size_t)i * D : NULL)) != MAMA_OK) goto done;
-    }
     scale = expf(mama__read_scalar(m, m->w.logit_scale));
     mama_caption_fields_init(&unk);
-    for (i = 0; i < n; i++)
-        for (t = 0; t < 3; t++)
-            for (k = 0; t != ht && k < first[t + 1] - first[t]; k++) {
-                if ((s = mama_zeroshot_caption_alloc(tasks[t], k, meta ? &meta[i] : &unk, &caption)) != MAMA_OK) goto done;
-                s = mama_tokenizer_encode_caption(tok, caption, T, ids + (size_t)queued * T, mask + (size_t)queued * T, NULL);
-                mama_free(caption);
-                caption = NULL;
-                if (s != MAMA_OK) goto done;
-                owner[2 * queued] = i; owner[2 * queued + 1] = first[t] + k;
-                if (++queued == B) {
-                    if ((s = mama__predict_flush(m, ids, mask, queued, txt, owner, emb, scale, probs)) != MAMA_OK) goto done;
-                    queued = 0;
+    for (i0 = 0; i0 < n; i0 += 2 * B) {
+        int nb = n - i0 < 2 * B ? n - i0 : 2 * B;
+        if ((s = mama_encode_images(m, images + img * i0, nb, emb + (size_t)i0 * E, pooled ? pooled + (size_t)i0 * D : NULL)) != MAMA_OK) goto done;
+        for (i = i0, u = 0; i < i0 + nb; i++)
+            for (t = 0; t < 3; t++)
+                for (k = 0; t != ht && k < first[t + 1] - first[t]; k++) {
+                    int *qi = ids + (size_t)u * T, *qm = mask + (size_t)u * T;
+                    if ((s = mama_zeroshot_caption_alloc(tasks[t], k, meta ? &meta[i] : &unk, &caption)) != MAMA_OK) goto done;
+                    s = mama_tokenizer_encode_caption(tok, caption, T, qi, qm, NULL);
+                    mama_free(caption);
+                    caption = NULL;
+                    if (s != MAMA_OK) goto done;
+                    hash[u] = mama__mix2(mama__tx_fnv1a(qi, sizeof(int) * (size_t)T), mama__tx_fnv1a(qm, sizeof(int) * (size_t)T));
+                    for (q = 0; q < u && (hash[q] != hash[u] || memcmp(ids + (size_t)q * T, qi, sizeof(int) * (size_t)T) ||
+                                          memcmp(mask + (size_t)q * T, qm, sizeof(int) * (size_t)T)); q++) {}
+                    owner[(i - i0) * MAMA_PREDICT_COLUMNS + first[t] + k] = q;
+                    u += q == u;
                 }
-            }
-    if (queued && (s = mama__predict_flush(m, ids, mask, queued, txt, owner, emb, scale, probs)) != MAMA_OK) goto done;
+        for (q = 0; q < u; q += B)
+            if ((s = mama__encode_texts_ex(m, ids + (size_t)q * T, mask + (size_t)q * T, u - q < B ? u - q : B,
+                                           txt + (size_t)q * E, 0)) != MAMA_OK) goto done;
+        for (i = i0; i < i0 + nb; i++)
+            for (t = 0; t < 3; t++)
+                for (k = 0; t != ht && k < first[t + 1] - first[t]; k++) {
+                    const float *tx = txt + (size_t)owner[(i - i0) * MAMA_PREDICT_COLUMNS + first[t] + k] * E;
+                    double dot = 0;
+                    for (e = 0; e < E; e++) dot += (double)emb[(size_t)i * E + e] * tx[e];
+                    probs[(size_t)i * MAMA_PREDICT_COLUMNS + first[t] + k] = (float)(scale * dot);
+                }
+    }
     if (head) mama__classifier_probs(head->W, head->b, pooled, n, head->K, D, hp);
     for (i = 0; i < n; i++)
         for (t = 0; t < 3; t++) {
@@ -15831,6 +16017,7 @@ MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, cons
         }
 done:
     mama_free(emb); mama_free(pooled); mama_free(txt); mama_free(hp); mama_free(ids); mama_free(mask); mama_free(owner);
+    mama_free(hash);
     return s;
 }
 

@@ -535,8 +535,10 @@ static int frozen_dtype_arg(const cli_args *a) {
     return !strncmp(v, "bf16", 4) ? (int)MAMA_BF16 : !strcmp(v, "f16") ? (int)MAMA_F16 : !strcmp(v, "f32") ? (int)MAMA_F32 : -1;
 }
 
-/* mama_model_load with the --frozen-dtype option */
+/* mama_model_load with the --frozen-dtype option; g_max_batch: its max_batch */
+static int g_max_batch = 1;
 static mama_status load_model(const cli_args *a, mama_model **m, const char *path, int max_batch) {
+    g_max_batch = max_batch;
     return mama_model_load_as(m, path, mama_cli_backend(), max_batch, frozen_dtype_arg(a));
 }
 
@@ -834,6 +836,7 @@ static int cmd_pretrain(const cli_args *a) {
     cli_opt_float(a, "--clip", &o.clip_grad);
     cli_opt_float(a, "--mask", &o.caption_mask_p);
     cli_opt_long(a, "--val-every", &o.val_every); /* 0: never (MAMA_OFF; the struct's 0 is the default rule) */
+    dopt.splits = 1 << MAMA_SPLIT_TRAIN | (o.val_every == MAMA_OFF ? 0 : 1 << MAMA_SPLIT_VAL); /* test: not decoded */
     o.best_checkpoint = cli_str(a, "--best");
     o.log_csv = cli_str(a, "--log");
     o.resume = cli_given(a, "--resume");
@@ -909,12 +912,17 @@ static mama_split parse_split(const char *name) {
 
 /* --max-batch, or the largest of 32 (finetune: enough for its --batch in
  * one pass, 36 for 72), 31, .. whose activation arena fits CLI_ARENA_BUDGET
- * (base: 2), said when lowered; 0 after a message. */
+ * (base: 2), said when lowered; 0 after a message.  embed: CLI_EMBED_BUDGET
+ * (tiny 12, small 1: larger batches encode no faster on a CPU); predict:
+ * CLI_PREDICT_BUDGET (small 6: its captions are encoded once per 2 batches). */
 #define CLI_ARENA_BUDGET 8e9
+#define CLI_EMBED_BUDGET 2.5e8
+#define CLI_PREDICT_BUDGET 2e9
 static int eval_max_batch(const cli_args *a, const char *weights) {
     mama_safetensors st;
     mama_config c;
     const char *json;
+    double budget;
     int mb = 32, want;
     if (!strcmp(a->cmd->name, "finetune") && (want = ((int)cli_num(a, "--batch") + 1) / 2) > mb) mb = want;
     if (cli_given(a, "--max-batch")) return (int)cli_num(a, "--max-batch");
@@ -926,8 +934,10 @@ static int eval_max_batch(const cli_args *a, const char *weights) {
     if (json && mama_config_from_json(&c, json, weights) != MAMA_OK) { mama_st_close(&st); return fail(), 0; }
     mama_st_close(&st);
     want = mb;
-    while (mb > 1 && (double)mama_model_arena_bytes(&c, mb) > CLI_ARENA_BUDGET) mb--;
-    if (mb < want && g_rank == 0)
+    budget = !strcmp(a->cmd->name, "embed") ? CLI_EMBED_BUDGET : !strcmp(a->cmd->name, "predict") ? CLI_PREDICT_BUDGET
+                                                                                                  : CLI_ARENA_BUDGET;
+    while (mb > 1 && (double)mama_model_arena_bytes(&c, mb) > budget) mb--;
+    if (mb < want && g_rank == 0 && strcmp(a->cmd->name, "embed") != 0) /* embed: for speed, not memory */
         fprintf(stderr, "mama: --max-batch %d (an activation arena of %.1f GB; %d would take %.1f GB); give --max-batch "
                 "to change it\n", mb, mama_model_arena_bytes(&c, mb) / 1e9, want, mama_model_arena_bytes(&c, want) / 1e9);
     return mb;
@@ -1189,6 +1199,10 @@ static mama_status mama_cli_npy_write(const char *path, const float *data, int r
     return mama_atomic_commit(&af);
 }
 
+/* Decoding threads of embed --images and predict (mama_image_reader): one
+ * per four of the encoder's, at least one. */
+static int cli_reader_threads(void) { return (mama_num_threads() + 3) / 4; }
+
 static int cmd_embed(const cli_args *a) {
     mama_model *m = NULL;
     mama_dataset *d = NULL;
@@ -1209,28 +1223,25 @@ static int cmd_embed(const cli_args *a) {
         fprintf(stderr, "mama embed: --split and --texts go with --manifest, not --images\n");
         return 2;
     }
-    if (a->nfiles) {
-        mama_augment_opts aug = {0}; /* every default; the model's size below */
+    if (a->nfiles) { /* batches of --max-batch, the next one decoded while this one encodes */
         mama_decode_opts dec;
-        float *px;
-        int n = a->nfiles;
-        if (!decode_args(a, &dec)) return 2;
-        if (load_model(a, &m, w, 1) != MAMA_OK) return fail();
+        mama_image_reader *r = NULL;
+        const float *px;
+        int n = a->nfiles, mb = eval_max_batch(a, w), b0, bn = 1;
+        if (!decode_args(a, &dec) || mb < 1) return 2;
+        if (load_model(a, &m, w, mb) != MAMA_OK) return fail();
         c = mama_model_config(m);
-        aug.size = c->image_size;
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
         pool = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->vision_dim);
-        px = (float *)malloc(sizeof(float) * c->in_chans * c->image_size * c->image_size);
-        for (i = 0; i < n && rc == 0; i++) {
-            mama_image img = {0, 0, NULL};
-            if (mama_image_load_opts(a->files[i], &dec, &img) != MAMA_OK ||
-                mama_image_pipeline(&img, &aug, 0, NULL, c->in_chans, px) != MAMA_OK ||
-                mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, pool + (size_t)i * c->vision_dim) != MAMA_OK)
+        if (mama_image_reader_open(&r, c, (const char *const *)a->files, n, &dec, mb, cli_reader_threads()) != MAMA_OK)
+            rc = fail();
+        while (rc == 0 && bn > 0)
+            if (mama_image_reader_next(r, &px, &b0, &bn) != MAMA_OK ||
+                (bn > 0 && mama_encode_images(m, px, bn, emb + (size_t)b0 * c->embed_dim,
+                                              pool + (size_t)b0 * c->vision_dim) != MAMA_OK))
                 rc = fail();
-            mama_image_free(&img);
-        }
+        mama_image_reader_close(r);
         rows = n;
-        free(px);
     } else {
         mama_split split = parse_split(cli_str(a, "--split"));
         const int *idx;
@@ -1240,7 +1251,7 @@ static int cmd_embed(const cli_args *a) {
         n = mama_dataset_split(d, split, &idx);
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
         if (cli_given(a, "--texts")) {
-            int T = c->context, B = 32, j;
+            int T = c->context, B = g_max_batch, j;
             int *ids = (int *)malloc(sizeof(int) * B * T), *mask = (int *)malloc(sizeof(int) * B * T);
             for (i = 0; i < n && rc == 0; i += B) {
                 int nb = n - i < B ? n - i : B;
@@ -1251,12 +1262,17 @@ static int cmd_embed(const cli_args *a) {
             free(ids); free(mask);
         } else {
             size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
-            float *px = (float *)malloc(sizeof(float) * img);
+            int B = g_max_batch, j;
+            float *px = (float *)malloc(sizeof(float) * img * (size_t)B);
             pool = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->vision_dim);
-            for (i = 0; i < n && rc == 0; i++)
-                if (mama_dataset_image(d, idx[i], 0, NULL, px) != MAMA_OK ||
-                    mama_encode_images(m, px, 1, emb + (size_t)i * c->embed_dim, pool + (size_t)i * c->vision_dim) != MAMA_OK)
+            for (i = 0; i < n && rc == 0; i += B) { /* the dataset holds the prepared images: batches of --max-batch */
+                int nb = n - i < B ? n - i : B;
+                for (j = 0; j < nb && rc == 0; j++)
+                    if (mama_dataset_image(d, idx[i + j], 0, NULL, px + img * (size_t)j) != MAMA_OK) rc = fail();
+                if (rc == 0 && mama_encode_images(m, px, nb, emb + (size_t)i * c->embed_dim,
+                                                  pool + (size_t)i * c->vision_dim) != MAMA_OK)
                     rc = fail();
+            }
             free(px);
         }
         rows = n;
@@ -1356,9 +1372,12 @@ static int cmd_predict(const cli_args *a) {
     mama_head head;
     mama_decode_opts dec;
     predict_row_out *rows = NULL;
+    mama_caption_fields *meta = NULL;
+    mama_image_reader *reader = NULL;
+    float *probs = NULL;
     const char *w = cli_str(a, "--weights"), *tp;
     char tokbuf[2048];
-    int n = a->nfiles, i, j, k, g, nrows, rc = 0, mb, have_head = cli_str(a, "--head") != NULL;
+    int n = a->nfiles, i, j, k, g, nrows, rc = 0, mb, have_head = cli_str(a, "--head") != NULL, b0, bn = 1;
     memset(&man, 0, sizeof man);
     memset(&head, 0, sizeof head);
     if (n < 1) { fprintf(stderr, "mama predict: give one or more images: mama predict --weights W IMAGE...\n"); return 2; }
@@ -1377,18 +1396,30 @@ static int cmd_predict(const cli_args *a) {
                 head.finetuned ? "; fine-tuned: use it with the weights fine-tuning saved" : "");
     /* images, then at most one breast and one exam row pair per image */
     rows = (predict_row_out *)calloc((size_t)5 * n, sizeof *rows);
-    for (i = 0; i < n && rc == 0; i++) {
+    meta = (mama_caption_fields *)calloc((size_t)n, sizeof *meta);
+    probs = (float *)malloc(sizeof(float) * MAMA_PREDICT_COLUMNS * (size_t)mb);
+    for (i = 0; i < n; i++) {
         int r = man.count ? predict_row(&man, a->files[i]) : -1;
-        mama_caption_fields f;
         rows[i].level = "image";
         rows[i].id = a->files[i];
         rows[i].study = r >= 0 ? man.records[r].study : "images";
         rows[i].side = r >= 0 ? man.records[r].side : "unknown";
-        if (r >= 0) mama_record_caption_fields(&man.records[r], &f);
-        else if (man.count) fprintf(stderr, "predict: %s is not in %s: metadata unknown\n", a->files[i], cli_str(a, "--manifest"));
-        if (mama_predict_file(m, tok, a->files[i], &dec, r >= 0 ? &f : NULL, have_head ? &head : NULL, rows[i].p) != MAMA_OK)
-            rc = fail();
+        if (r >= 0) mama_record_caption_fields(&man.records[r], &meta[i]);
+        else mama_caption_fields_init(&meta[i]); /* as mama_predict's meta NULL */
+        if (r < 0 && man.count) fprintf(stderr, "predict: %s is not in %s: metadata unknown\n", a->files[i], cli_str(a, "--manifest"));
     }
+    /* batches of --max-batch, the next one decoded while this one is scored */
+    if (mama_image_reader_open(&reader, mama_model_config(m), (const char *const *)a->files, n, &dec, mb, cli_reader_threads()) != MAMA_OK)
+        rc = fail();
+    while (rc == 0 && bn > 0) {
+        const float *px;
+        if (mama_image_reader_next(reader, &px, &b0, &bn) != MAMA_OK ||
+            (bn > 0 && mama_predict(m, tok, px, bn, meta + b0, have_head ? &head : NULL, probs) != MAMA_OK))
+            rc = fail();
+        for (i = 0; rc == 0 && i < bn; i++)
+            memcpy(rows[b0 + i].p, probs + (size_t)i * MAMA_PREDICT_COLUMNS, sizeof rows[i].p);
+    }
+    mama_image_reader_close(reader);
     nrows = n;
     for (g = 0; g < 2 && rc == 0; g++) /* 0: breasts (study, side), 1: exams (study) */
         for (i = 0; i < n; i++) {
@@ -1418,6 +1449,8 @@ static int cmd_predict(const cli_args *a) {
     }
 done:
     free(rows);
+    free(meta);
+    free(probs);
     mama_head_free(&head);
     mama_manifest_free(&man);
     mama_tokenizer_free(tok);
@@ -1634,7 +1667,8 @@ static const cli_flag embed_flags[] = {
     CLI_SW("--texts", "the captions instead of the images (with --manifest)"),
     CLI_LIST("--images", "embed these image files instead"),
     CLI_STR("--pooled", "PATH", 0, NULL, "also the pooled image features (the probe's input) as .npy, rows x vision_dim"),
-    CLI_NUM("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, 32, "the model's largest batch"),
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 0.25 GB (tiny 12, small 1)",
+             "images encoded at once (the next batch is decoded meanwhile)"),
     CLI_END};
 
 static const cli_flag predict_flags[] = {
@@ -1646,7 +1680,8 @@ static const cli_flag predict_flags[] = {
     CLI_STR("--tokenizer", "PATH", 0, "the one the weights record, else " CLI_DEFAULT_TOKENIZER, "tokenizer"),
     CLI_NUMT("--bit-depth", CLI_INT, 1, 16, 0, "v*255/max(v) per image", "16-bit images: v*255/(2^N-1)"),
     CLI_STR("--window", "C,W", 0, NULL, "16-bit images: DICOM window C,W (centre, width >= 1)"),
-    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 8 GB", "the model's largest batch"),
+    CLI_NUMT("--max-batch", CLI_INT, 1, CLI_MAX_BATCH, 0, "32, less where the activations pass 2 GB (small 6)",
+             "the model's largest batch (images scored at once; the next batch is decoded meanwhile)"),
     CLI_END};
 
 static const cli_flag heatmap_flags[] = {

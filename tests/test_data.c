@@ -11,7 +11,10 @@
  * - data checks (issue 16 item 6): a NUL byte in a field is a bad row named by
  *   file and line; a row equal to an earlier one is left out and counted; a
  *   patient in two splits is an error naming both rows, unless
- *   allow_split_overlap (then counted); hashed splits never overlap. */
+ *   allow_split_overlap (then counted); hashed splits never overlap;
+ * - the dataset's cache (decoded in parallel) and mama_image_reader (worker
+ *   threads) give the bits of a serial pass, in order, whatever the threads;
+ *   mama_dataset_opts.splits leaves the other splits' images undecoded. */
 #define MAMA_IMPLEMENTATION
 #include "mama.h"
 #define MAMA_SYNTH_IMPLEMENTATION
@@ -386,6 +389,145 @@ static void test_checks(void) {
     mama_buf_free(&b);
 }
 
+/* Issue 15 item 9, issue 18 item 4: the dataset's cache decodes in parallel
+ * (OpenMP) and mama_image_reader in worker threads; both must give the bits
+ * of one plain serial pass (load, mama_image_pipeline without augmentation)
+ * whatever the number of threads, the reader in the order of its paths
+ * and batches, and a file that cannot be read must fail its batch by name. */
+static void test_parallel_decode(void) {
+    const char *dir = DIR "_par";
+    mama_manifest man;
+    mama_dataset *d;
+    mama_dataset_opts o;
+    mama_augment_opts aug;
+    size_t img = (size_t)CFG.in_chans * CFG.image_size * CFG.image_size;
+    float *ref = NULL, *px;
+    const char **paths = NULL;
+    int n = 0, i, t, b, k, nt = mama_num_threads(), worst = 0, bad_ok = 0;
+    static const int threads[3] = {1, 2, 3}, batches[3] = {1, 3, 5}, rthreads[3] = {MAMA_OFF, 1, 3};
+    if (mama_synth_write(dir, 3, 96, 5, 0) != MAMA_OK || mama_manifest_load(&man, DIR "_par/manifest.csv", 0) != MAMA_OK) {
+        test_report(0, "parallel_decode", "synth: %s", mama_last_error());
+        return;
+    }
+    n = man.count;
+    ref = (float *)malloc(sizeof(float) * img * (size_t)n);
+    px = (float *)malloc(sizeof(float) * img);
+    paths = (const char **)malloc(sizeof(char *) * (size_t)(n + 1));
+    memset(&aug, 0, sizeof aug);
+    aug.size = CFG.image_size;
+    for (i = 0; i < n; i++) { /* the serial truth */
+        mama_image im = {0, 0, NULL};
+        paths[i] = man.records[i].path;
+        if (mama_image_load(paths[i], &im) != MAMA_OK ||
+            mama_image_pipeline(&im, &aug, 0, NULL, CFG.in_chans, ref + img * (size_t)i) != MAMA_OK) worst = -1;
+        mama_image_free(&im);
+    }
+    for (t = 0; t < 3; t++) { /* the dataset's cache on 1, 2, 3 threads */
+        int diff = 0;
+        mama_set_num_threads(threads[t]);
+        memset(&o, 0, sizeof o);
+        o.manifest = DIR "_par/manifest.csv";
+        if (mama_dataset_create(&d, &o, &CFG) != MAMA_OK) { diff = -1; } else {
+            for (i = 0; i < n; i++)
+                diff += mama_dataset_image(d, i, 0, NULL, px) != MAMA_OK || memcmp(px, ref + img * (size_t)i, img * sizeof(float)) != 0;
+            mama_dataset_free(d);
+        }
+        test_report(diff == 0 && worst == 0, "dataset_cache_threads", "%d images of %s cached on %d thread(s): %d differ "
+                    "from a serial load + mama_image_pipeline (bitwise)", n, dir, threads[t], diff);
+    }
+    mama_set_num_threads(nt);
+    for (t = 0; t < 3; t++)
+        for (b = 0; b < 3; b++) { /* the reader: no worker, 1 and 3 workers; batches of 1, 3, 5 */
+            mama_image_reader *r = NULL;
+            const float *x;
+            int first, cnt = 1, seen = 0, diff = 0, order = 1;
+            if (mama_image_reader_open(&r, &CFG, paths, n, NULL, batches[b], rthreads[t]) != MAMA_OK) diff = -1;
+            while (diff >= 0 && cnt > 0) {
+                if (mama_image_reader_next(r, &x, &first, &cnt) != MAMA_OK) { diff = -1; break; }
+                order &= cnt == 0 || (first == seen && cnt <= batches[b]);
+                for (k = 0; k < cnt; k++) diff += memcmp(x + img * (size_t)k, ref + img * (size_t)(first + k), img * sizeof(float)) != 0;
+                seen += cnt;
+            }
+            mama_image_reader_close(r);
+            test_report(diff == 0 && order && seen == n, "image_reader", "%d files, %d worker(s) (-1: none), batch %d: "
+                        "%d images differ from the serial pipeline (bitwise), in order %d, all %d", n, rthreads[t],
+                        batches[b], diff, order, seen == n);
+        }
+    /* a missing file in the second batch: the first batch comes, the second fails naming it */
+    paths[4] = DIR "_par/missing.png";
+    for (t = 0; t < 3; t++) {
+        mama_image_reader *r = NULL;
+        const float *x;
+        int first, cnt;
+        mama_status s1 = MAMA_ERR_INVALID, s2 = MAMA_OK;
+        if (mama_image_reader_open(&r, &CFG, paths, n, NULL, 3, rthreads[t]) == MAMA_OK) {
+            s1 = mama_image_reader_next(r, &x, &first, &cnt);
+            s2 = mama_image_reader_next(r, &x, &first, &cnt);
+        }
+        bad_ok = s1 == MAMA_OK && s2 == MAMA_ERR_IO && strstr(mama_last_error(), "missing.png") != NULL;
+        test_report(bad_ok, "image_reader_missing", "%d worker(s): batch 1 %s, batch 2 (file 4 missing): %s", rthreads[t],
+                    mama_status_name(s1), mama_last_error());
+        mama_image_reader_close(r);
+    }
+    free(ref); free(px); free(paths);
+    mama_manifest_free(&man);
+}
+
+/* mama_dataset_opts.splits: the records of other splits are neither decoded
+ * nor placed (a missing test image does not fail a train-only dataset) and
+ * the train split is the one of the full dataset. */
+static void test_splits_opt(void) {
+    mama_dataset *d = NULL, *full = NULL;
+    mama_dataset_opts o;
+    mama_buf b = {0, 0, 0};
+    mama_manifest man;
+    const int *ia, *ib;
+    int i, na, nb, same = 1, test_row = -1;
+    mama_status s1, s2, s3;
+    if (mama_manifest_load(&man, DIR "_par/manifest.csv", 0) != MAMA_OK) { test_report(0, "splits_opt", "%s", mama_last_error()); return; }
+    mama_buf_puts(&b, "path,patient,study,side,view,procedure,age,race,ethnicity,image_type,density,birads,mass_shape,"
+                      "mass_density,calc_type,calc_distribution,cancer,split\n");
+    for (i = 0; i < man.count; i++) {
+        const mama_record *r = &man.records[i];
+        if (r->split == MAMA_SPLIT_TEST && test_row < 0) test_row = i;
+        mama_buf_printf(&b, "%s,%s,%s,%s,%s,%s,%d,,,2D,%d,%s,,,,,%d,%s\n", i == test_row ? "missing.png" : r->path + strlen(DIR "_par/"),
+                        r->patient, r->study, r->side, r->view, r->procedure, r->age, r->density, r->birads, r->cancer,
+                        mama_split_name(r->split));
+    }
+    write_text(DIR "_par/splits.csv", b.data);
+    memset(&o, 0, sizeof o);
+    o.manifest = DIR "_par/manifest.csv";
+    s1 = mama_dataset_create(&full, &o, &CFG);
+    o.manifest = DIR "_par/splits.csv";
+    s2 = mama_dataset_create(&d, &o, &CFG); /* every split: the missing test image fails */
+    mama_dataset_free(d);
+    d = NULL;
+    o.splits = 1 << MAMA_SPLIT_TRAIN;
+    s3 = mama_dataset_create(&d, &o, &CFG);
+    if (s1 == MAMA_OK && s3 == MAMA_OK) {
+        na = mama_dataset_pretrain_split(full, MAMA_SPLIT_TRAIN, &ia);
+        nb = mama_dataset_pretrain_split(d, MAMA_SPLIT_TRAIN, &ib);
+        same = na == nb && na > 0 && !memcmp(ia, ib, sizeof(int) * (size_t)na);
+    }
+    test_report(test_row >= 0 && s1 == MAMA_OK && s2 == MAMA_ERR_IO && s3 == MAMA_OK && same &&
+                mama_dataset_split(d, MAMA_SPLIT_TEST, NULL) == 0 && mama_dataset_split(d, MAMA_SPLIT_VAL, NULL) == 0 &&
+                mama_dataset_skipped(d) == 0, "splits_opt",
+                "test row %d missing: all splits %s, splits = train %s (val %d, test %d images, %d skipped), train "
+                "split as the full dataset's %d", test_row, mama_status_name(s2), mama_status_name(s3),
+                d ? mama_dataset_split(d, MAMA_SPLIT_VAL, NULL) : -1, d ? mama_dataset_split(d, MAMA_SPLIT_TEST, NULL) : -1,
+                d ? mama_dataset_skipped(d) : -1, same);
+    o.splits = 8;
+    mama_dataset_free(d);
+    d = NULL;
+    s1 = mama_dataset_create(&d, &o, &CFG);
+    test_report(s1 == MAMA_ERR_INVALID && strstr(mama_last_error(), "splits"), "splits_opt_invalid", "splits 8: %s",
+                mama_last_error());
+    mama_dataset_free(d);
+    mama_dataset_free(full);
+    mama_buf_free(&b);
+    mama_manifest_free(&man);
+}
+
 int main(void) {
     mkdir("build", 0755);
     if (mama_synth_write(DIR, 1, 64, 3, 0) != MAMA_OK) { printf("FAIL synth: %s\n", mama_last_error()); return 1; }
@@ -397,5 +539,7 @@ int main(void) {
     test_other_view();
     test_tokenizer_fit();
     test_checks();
+    test_parallel_decode();
+    test_splits_opt();
     return test_finish();
 }
