@@ -1071,8 +1071,8 @@ MAMA_API void mama_augment_opts_default(mama_augment_opts *o);
  *            and ~500k images;
  *   "light"  RandomResizedCrop scale (0.5, 1), both flips; no jitter, no
  *            blur: learns in a few hundred steps on a few hundred images
- *            (where "paper" stays at chance; measured in
- *            bench/results/aug_sets.md);
+ *            (where "paper" stays at chance on issue 15's real films;
+ *            bench/results/2026-12-07-{aug-sets,demo-aug-seeds}-*.md);
  *   "none"   no random step (the prepared image, as evaluation sees it);
  *   a config preset's name, its set: "tiny" and "small" light, "base" paper.
  * Another name is MAMA_ERR_INVALID listing these. */
