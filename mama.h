@@ -8374,12 +8374,12 @@ MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const m
     if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: the model was created for inference only");
     MAMA_TRY(mama__step_opts_resolve(o, &ro));
     MAMA_TRY(mama__dp_step_begin(m));
-    {   /* all threads or one, whichever was faster lately (6.3) */
+    {   /* all threads or one, whichever was faster lately (6.3; host
+         * backends only, whose ops are done when they return: no sync) */
         int nmax, k = mama__threads_pick(m, 1, &nmax);
         double t0 = mama_time_seconds();
         mama_status s = mama__step(m, b, &ro, 1, accumulate, out);
-        mama__threads_done(m, 1, k, nmax, s == MAMA_OK && m->be->sync(m->be) == MAMA_OK ?
-                           (mama_time_seconds() - t0) / b->B : 0);
+        mama__threads_done(m, 1, k, nmax, s == MAMA_OK ? (mama_time_seconds() - t0) / b->B : 0);
         return s;
     }
 }
