@@ -331,7 +331,12 @@ MAMA_API uint32_t mama_rng_below(mama_rng *r, uint32_t n); /* [0, n)        */
  * from it in the backward instead of being stored. */
 MAMA_API float    mama_hash_uniform(uint64_t seed, uint64_t index);
 
-/* 1.4 Timing and threads. */
+/* 1.4 Timing and threads.  On a machine shared with busy processes, n
+ * OpenMP threads can be far slower than one (libgomp's threads spin up to
+ * ~3 ms at each parallel region's end while a team mate waits for a core);
+ * mama_model_step and mama_encode_images then run on one thread
+ * (mama_model_set_thread_tuning), and OMP_WAIT_POLICY=passive in the
+ * environment (read when the program starts) keeps n threads useful. */
 MAMA_API double mama_time_seconds(void);     /* monotonic wall clock */
 MAMA_API int    mama_num_threads(void);      /* 1 without OpenMP     */
 MAMA_API void   mama_set_num_threads(int n);
