@@ -1555,8 +1555,9 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
 MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb);
 /* Encode images / texts only (eval mode): outputs [B, E] on host. */
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
-/* mama_encode_images and mama_model_step run each call on all threads or
- * on one, whichever was faster lately (each keeps its own timings; the
+/* mama_encode_images, mama_model_step and mama_model_forward (and the
+ * pretraining's validation) run each call on all threads or on one,
+ * whichever was faster lately (each keeps its own timings; the
  * other choice is tried again after 16 to 256 calls): on a loaded machine
  * several threads can be far slower than one.  Results are the same bits
  * either way.  on = 0 always uses all threads (default on); either call
@@ -6710,7 +6711,7 @@ struct mama_model {
     double *d_acc;               /* device: the step's loss terms and a scratch sum (6) */
     int last_B, last_S, last_late;
     struct mama__dp *dp;         /* data-parallel state (section 12), NULL when single-process */
-    mama__tune tune[2];          /* 6.3: the thread choice of mama_encode_images [0], mama_model_step [1] */
+    mama__tune tune[3];          /* 6.3: the thread choice of encoding [0], training steps [1], forward passes [2] */
     int tune_off;                /* mama_model_set_thread_tuning(m, 0) */
 };
 
@@ -8372,6 +8373,17 @@ losses_done:
 
 static int mama__threads_pick(mama_model *m, int which, int *nmax); /* 6.3 */
 static void mama__threads_done(mama_model *m, int which, int k, int nmax, double sec_per_item);
+/* mama__step on all threads or one, whichever was faster lately (6.3;
+ * training steps and forward-only passes keep their own timings; host
+ * backends only, whose ops are done when they return: no sync) */
+static mama_status mama__step_tuned(mama_model *m, const mama_batch *b, const mama_step_opts *o, int backward,
+                                    int accumulate, mama_losses *out) {
+    int nmax, which = backward ? 1 : 2, k = mama__threads_pick(m, which, &nmax);
+    double t0 = mama_time_seconds();
+    mama_status s = mama__step(m, b, o, backward, accumulate, out);
+    mama__threads_done(m, which, k, nmax, s == MAMA_OK ? (mama_time_seconds() - t0) / b->B : 0);
+    return s;
+}
 MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const mama_step_opts *o, int accumulate,
                                      mama_losses *out) {
     mama_step_opts ro;
@@ -8379,14 +8391,7 @@ MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const m
     if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: the model was created for inference only");
     MAMA_TRY(mama__step_opts_resolve(o, &ro));
     MAMA_TRY(mama__dp_step_begin(m));
-    {   /* all threads or one, whichever was faster lately (6.3; host
-         * backends only, whose ops are done when they return: no sync) */
-        int nmax, k = mama__threads_pick(m, 1, &nmax);
-        double t0 = mama_time_seconds();
-        mama_status s = mama__step(m, b, &ro, 1, accumulate, out);
-        mama__threads_done(m, 1, k, nmax, s == MAMA_OK ? (mama_time_seconds() - t0) / b->B : 0);
-        return s;
-    }
+    return mama__step_tuned(m, b, &ro, 1, accumulate, out);
 }
 
 MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama_losses *out) {
@@ -8397,7 +8402,7 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
     o.late = b && b->ext_images != NULL;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: model and batch are required");
     if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: the model was created for inference only");
-    return mama__step(m, b, &o, 0, 0, out);
+    return mama__step_tuned(m, b, &o, 0, 0, out);
 }
 
 MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb) {
@@ -8410,20 +8415,23 @@ MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float 
 /* ---- 6.3 Encoding only (evaluation mode) ------------------------------- */
 
 /* Robust under load (issue 18 item 5): with another process holding a
- * core, n OpenMP threads can be far slower than one: a step runs hundreds
- * of parallel regions (462 for `tiny`), and at each one's end the threads spin (libgomp's
- * default wait policy) while a descheduled team mate waits for a core, up
- * to a time slice per region.  No op's bits depend on the thread count
- * (GEMM tiles and reductions are split the same way for any team), so a
- * call may run on either: mama__tune_pick returns 0 (all threads) or 1
- * (one thread), the choice whose last measured seconds per item is lower,
- * except that every gap-th call tries the other, so a change of load is
- * noticed both ways.  The gap starts at 16 calls and doubles (to 256)
- * each time a try confirms the choice, so a settled choice costs under
- * 1% in tries; a try that wins, or a chosen side that got slower than the
+ * core, n OpenMP threads can be far slower than one (tiny's training step
+ * on 2 cores: ~1 image/s against ~7 on one thread).  A step runs hundreds
+ * of parallel regions (462 for `tiny`), and at each one's end libgomp's
+ * threads spin (up to ~3 ms by default) while a descheduled team mate
+ * waits for a core.  No op's bits depend on the thread count (GEMM tiles
+ * and reductions are split the same way for any team), so a call may run
+ * on either: mama__tune_pick returns 0 (all threads) or 1 (one thread),
+ * the choice whose last measured seconds per item is lower, except that
+ * every gap-th call tries the other, so a change of load is noticed both
+ * ways.  The gap starts at 16 calls and doubles (to 256) each time a try
+ * confirms the choice, so a settled choice spends one call in 256 on the
+ * slower side; a try that wins, or a chosen side that got slower than the
  * other's last time, switches at once and resets the gap.  The first call
  * (warm-up) runs on all threads and is not counted; then one call each.
- * The choice depends on timings only, never on values. */
+ * The choice depends on timings only, never on values.  With
+ * OMP_WAIT_POLICY=passive the threads sleep instead of spinning, n threads
+ * stay faster than one under load, and the choice keeps them. */
 #define MAMA__TUNE_GAP0 16
 #define MAMA__TUNE_GAP_MAX 256
 static int mama__tune_pick(const mama__tune *t) {
@@ -8442,7 +8450,7 @@ static void mama__tune_record(mama__tune *t, int k, double sec_per_item) {
     else return;
     t->probe_at = t->calls + t->gap;
 }
-/* which = 0 encode, 1 training step; *nmax: the thread count to restore
+/* which = 0 encode, 1 training step, 2 forward; *nmax: the thread count to restore
  * (0 or 1: no choice, CUDA, tuning off or one thread anyway) */
 static int mama__threads_pick(mama_model *m, int which, int *nmax) {
     int k;
@@ -14517,7 +14525,7 @@ static mama_status mama__pretrain_val(mama_model *m, mama_dataset *d, const mama
         }
         batch.B = bl; batch.images = b->images; batch.ext_images = late ? b->ext : NULL;
         batch.input_ids = b->ids; batch.attention_mask = b->mask;
-        MAMA_TRY(mama__step(m, &batch, &so, 0, 0, &L));
+        MAMA_TRY(mama__step_tuned(m, &batch, &so, 0, 0, &L));
         sum += (double)L.loss * bl * world; /* the global batch's loss, weighted by its size */
         count += (long)bl * world;
     }
