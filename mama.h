@@ -8427,7 +8427,9 @@ MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float 
  * ways.  The gap starts at 16 calls and doubles (to 256) each time a try
  * confirms the choice, so a settled choice spends one call in 256 on the
  * slower side; a try that wins, or a chosen side that got slower than the
- * other's last time, switches at once and resets the gap.  The first call
+ * other's last time, switches at once and resets the gap.  The gap is
+ * also at least 32 (r - 1) calls, r the ratio of the two timings, so the
+ * tries cost at most ~3% however slow the other side (up to 256).  The first call
  * (warm-up) runs on all threads and is not counted; then one call each.
  * The choice depends on timings only, never on values.  With
  * OMP_WAIT_POLICY=passive the threads sleep instead of spinning, n threads
@@ -8442,12 +8444,16 @@ static int mama__tune_pick(const mama__tune *t) {
 }
 static void mama__tune_record(mama__tune *t, int k, double sec_per_item) {
     int had = t->sec[0] > 0 && t->sec[1] > 0, best = t->sec[1] < t->sec[0];
+    double ratio;
     if (sec_per_item <= 0 || t->calls++ < 1) return; /* a failed call, or the warm-up */
     t->sec[k] = sec_per_item;
     if (!(t->sec[0] > 0 && t->sec[1] > 0)) return;
     if (!had || (t->sec[1] < t->sec[0]) != best) t->gap = MAMA__TUNE_GAP0; /* first pair, or switched */
     else if (k != best) t->gap = t->gap * 2 < MAMA__TUNE_GAP_MAX ? t->gap * 2 : MAMA__TUNE_GAP_MAX; /* a try lost */
     else return;
+    ratio = t->sec[0] > t->sec[1] ? t->sec[0] / t->sec[1] : t->sec[1] / t->sec[0];
+    if ((ratio - 1.0) * 32.0 > t->gap) /* and a try's extra time at most ~1/32 of the calls' between */
+        t->gap = (ratio - 1.0) * 32.0 < MAMA__TUNE_GAP_MAX ? (int)((ratio - 1.0) * 32.0) : MAMA__TUNE_GAP_MAX;
     t->probe_at = t->calls + t->gap;
 }
 /* which = 0 encode, 1 training step, 2 forward; *nmax: the thread count to restore
