@@ -334,7 +334,12 @@ MAMA_API uint32_t mama_rng_below(mama_rng *r, uint32_t n); /* [0, n)        */
  * from it in the backward instead of being stored. */
 MAMA_API float    mama_hash_uniform(uint64_t seed, uint64_t index);
 
-/* 1.4 Timing and threads. */
+/* 1.4 Timing and threads.  On a machine shared with busy processes, n
+ * OpenMP threads can be far slower than one (libgomp's threads spin up to
+ * ~3 ms at each parallel region's end while a team mate waits for a core);
+ * mama_model_step and mama_encode_images then run on one thread
+ * (mama_model_set_thread_tuning), and OMP_WAIT_POLICY=passive in the
+ * environment (read when the program starts) keeps n threads useful. */
 MAMA_API double mama_time_seconds(void);     /* monotonic wall clock */
 MAMA_API int    mama_num_threads(void);      /* 1 without OpenMP     */
 MAMA_API void   mama_set_num_threads(int n);
@@ -1572,10 +1577,13 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
 MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb);
 /* Encode images / texts only (eval mode): outputs [B, E] on host. */
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled);
-/* mama_encode_images runs each call on all threads or on one, whichever
- * was faster lately (re-checked every 32nd call): on a loaded machine
- * several threads can be slower than one.  Results are the same bits
- * either way.  on = 0 always uses all threads (default on). */
+/* mama_encode_images, mama_model_step and mama_model_forward (and the
+ * pretraining's validation) run each call on all threads or on one,
+ * whichever was faster lately (each keeps its own timings; the
+ * other choice is tried again after 16 to 256 calls): on a loaded machine
+ * several threads can be far slower than one.  Results are the same bits
+ * either way.  on = 0 always uses all threads (default on); either call
+ * forgets the timings. */
 MAMA_API void mama_model_set_thread_tuning(mama_model *m, int on);
 /* One decoded image as this model's input: the evaluation pipeline (SPEC
  * A.5 steps 1-3 and 8: Otsu crop, letterbox, normalise) at the model's
@@ -6874,6 +6882,15 @@ typedef struct mama__acts {
     float *d_sc_a, *d_sc_b;        /* [Bv, D], [Bv, D] */
 } mama__acts;
 
+/* Per-call choice between all threads and one (6.3): seconds per item of
+ * the last call on all threads [0] and on one [1] (0: none yet), calls
+ * seen, the call that next tries the other choice and the gap to it. */
+typedef struct mama__tune {
+    double sec[2];
+    long calls, probe_at;
+    int gap;
+} mama__tune;
+
 struct mama_model {
     mama_config cfg;
     mama_backend *be;
@@ -6906,11 +6923,8 @@ struct mama_model {
     double *d_acc;               /* device: the step's loss terms and a scratch sum (6) */
     int last_B, last_S, last_late;
     struct mama__dp *dp;         /* data-parallel state (section 12), NULL when single-process */
-    /* mama__threads_pick / _done: seconds per item of the last call with
-     * all threads [0] and with one [1] (0: none yet), calls seen, off */
-    double tune_sec[2];
-    long tune_calls;
-    int tune_off;
+    mama__tune tune[3];          /* 6.3: the thread choice of encoding [0], training steps [1], forward passes [2] */
+    int tune_off;                /* mama_model_set_thread_tuning(m, 0) */
 };
 
 /* Hooks into section 12 (data parallelism), used by sections 5, 6 and 11. */
@@ -8577,6 +8591,19 @@ losses_done:
     return mama__dp_status(m); /* a failed collective inside a BatchNorm */
 }
 
+static int mama__threads_pick(mama_model *m, int which, int *nmax); /* 6.3 */
+static void mama__threads_done(mama_model *m, int which, int k, int nmax, double sec_per_item);
+/* mama__step on all threads or one, whichever was faster lately (6.3;
+ * training steps and forward-only passes keep their own timings; host
+ * backends only, whose ops are done when they return: no sync) */
+static mama_status mama__step_tuned(mama_model *m, const mama_batch *b, const mama_step_opts *o, int backward,
+                                    int accumulate, mama_losses *out) {
+    int nmax, which = backward ? 1 : 2, k = mama__threads_pick(m, which, &nmax);
+    double t0 = mama_time_seconds();
+    mama_status s = mama__step(m, b, o, backward, accumulate, out);
+    mama__threads_done(m, which, k, nmax, s == MAMA_OK ? (mama_time_seconds() - t0) / b->B : 0);
+    return s;
+}
 MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const mama_step_opts *o, int accumulate,
                                      mama_losses *out) {
     mama_step_opts ro;
@@ -8584,7 +8611,7 @@ MAMA_API mama_status mama_model_step(mama_model *m, const mama_batch *b, const m
     if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_step: the model was created for inference only");
     MAMA_TRY(mama__step_opts_resolve(o, &ro));
     MAMA_TRY(mama__dp_step_begin(m));
-    return mama__step(m, b, &ro, 1, accumulate, out);
+    return mama__step_tuned(m, b, &ro, 1, accumulate, out);
 }
 
 MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama_losses *out) {
@@ -8595,7 +8622,7 @@ MAMA_API mama_status mama_model_forward(mama_model *m, const mama_batch *b, mama
     o.late = b && b->ext_images != NULL;
     if (!m || !b) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: model and batch are required");
     if (m->cfg.inference) return MAMA_FAIL(MAMA_ERR_INVALID, "mama_model_forward: the model was created for inference only");
-    return mama__step(m, b, &o, 0, 0, out);
+    return mama__step_tuned(m, b, &o, 0, 0, out);
 }
 
 MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float *txt_emb) {
@@ -8608,34 +8635,65 @@ MAMA_API mama_status mama_model_embeddings(mama_model *m, float *img_emb, float 
 /* ---- 6.3 Encoding only (evaluation mode) ------------------------------- */
 
 /* Robust under load (issue 18 item 5): with another process holding a
- * core, n OpenMP threads can be far slower than one (each parallel region
- * waits for a descheduled thread).  The results do not depend on the
- * thread count (every op's bits are thread-count independent), so a call
- * may run on either: pick returns 0 (all threads) or 1 (one thread) by the
- * last measured seconds per item of each, trying the other every 32nd
- * call so a change of load is noticed; the first call (warm-up) is not
- * counted.  _done records a call's time and restores the thread count. */
-static int mama__threads_pick(mama_model *m, int *nmax) {
-    int k = 0;
+ * core, n OpenMP threads can be far slower than one (tiny's training step
+ * on 2 cores: ~1 image/s against ~7 on one thread).  A step runs hundreds
+ * of parallel regions (462 for `tiny`), and at each one's end libgomp's
+ * threads spin (up to ~3 ms by default) while a descheduled team mate
+ * waits for a core.  No op's bits depend on the thread count (GEMM tiles
+ * and reductions are split the same way for any team), so a call may run
+ * on either: mama__tune_pick returns 0 (all threads) or 1 (one thread),
+ * the choice whose last measured seconds per item is lower, except that
+ * every gap-th call tries the other, so a change of load is noticed both
+ * ways.  The gap starts at 16 calls and doubles (to 256) each time a try
+ * confirms the choice, so a settled choice spends one call in 256 on the
+ * slower side; a try that wins, or a chosen side that got slower than the
+ * other's last time, switches at once and resets the gap.  The gap is
+ * also at least 32 (r - 1) calls, r the ratio of the two timings, so the
+ * tries cost at most ~3% however slow the other side (up to 256).  The first call
+ * (warm-up) runs on all threads and is not counted; then one call each.
+ * The choice depends on timings only, never on values.  With
+ * OMP_WAIT_POLICY=passive the threads sleep instead of spinning, n threads
+ * stay faster than one under load, and the choice keeps them. */
+#define MAMA__TUNE_GAP0 16
+#define MAMA__TUNE_GAP_MAX 256
+static int mama__tune_pick(const mama__tune *t) {
+    int best = t->sec[1] < t->sec[0];
+    if (t->calls < 1 || t->sec[0] == 0) return 0;
+    if (t->sec[1] == 0) return 1;
+    return t->calls >= t->probe_at ? !best : best;
+}
+static void mama__tune_record(mama__tune *t, int k, double sec_per_item) {
+    int had = t->sec[0] > 0 && t->sec[1] > 0, best = t->sec[1] < t->sec[0];
+    double ratio;
+    if (sec_per_item <= 0 || t->calls++ < 1) return; /* a failed call, or the warm-up */
+    t->sec[k] = sec_per_item;
+    if (!(t->sec[0] > 0 && t->sec[1] > 0)) return;
+    if (!had || (t->sec[1] < t->sec[0]) != best) t->gap = MAMA__TUNE_GAP0; /* first pair, or switched */
+    else if (k != best) t->gap = t->gap * 2 < MAMA__TUNE_GAP_MAX ? t->gap * 2 : MAMA__TUNE_GAP_MAX; /* a try lost */
+    else return;
+    ratio = t->sec[0] > t->sec[1] ? t->sec[0] / t->sec[1] : t->sec[1] / t->sec[0];
+    if ((ratio - 1.0) * 32.0 > t->gap) /* and a try's extra time at most ~1/32 of the calls' between */
+        t->gap = (ratio - 1.0) * 32.0 < MAMA__TUNE_GAP_MAX ? (int)((ratio - 1.0) * 32.0) : MAMA__TUNE_GAP_MAX;
+    t->probe_at = t->calls + t->gap;
+}
+/* which = 0 encode, 1 training step, 2 forward; *nmax: the thread count to restore
+ * (0 or 1: no choice, CUDA, tuning off or one thread anyway) */
+static int mama__threads_pick(mama_model *m, int which, int *nmax) {
+    int k;
     *nmax = m->tune_off || !mama__backend_is_host(m->be) ? 0 : mama_num_threads();
     if (*nmax <= 1) return 0;
-    if (m->tune_calls >= 1) {
-        if (m->tune_sec[0] == 0) k = 0;
-        else if (m->tune_sec[1] == 0) k = 1;
-        else k = (m->tune_sec[1] < m->tune_sec[0]) ^ (m->tune_calls % 32 == 0);
-    }
+    k = mama__tune_pick(&m->tune[which]);
     if (k) mama_set_num_threads(1);
     return k;
 }
-static void mama__threads_done(mama_model *m, int k, int nmax, double sec_per_item) {
+static void mama__threads_done(mama_model *m, int which, int k, int nmax, double sec_per_item) {
     if (nmax <= 1) return;
-    if (m->tune_calls++ >= 1) m->tune_sec[k] = sec_per_item > 0 ? sec_per_item : 1e-12;
+    mama__tune_record(&m->tune[which], k, sec_per_item);
     if (k) mama_set_num_threads(nmax);
 }
 MAMA_API void mama_model_set_thread_tuning(mama_model *m, int on) {
+    memset(m->tune, 0, sizeof m->tune);
     m->tune_off = !on;
-    m->tune_sec[0] = m->tune_sec[1] = 0;
-    m->tune_calls = 0;
 }
 
 MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int B, float *emb, float *pooled) {
@@ -8648,11 +8706,10 @@ MAMA_API mama_status mama_encode_images(mama_model *m, const float *images, int 
     int nmax, k;
     double t0;
     MAMA_TRY(be->to_device(be, m->a.images, images, sizeof(float) * img * (size_t)B));
-    k = mama__threads_pick(m, &nmax);
+    k = mama__threads_pick(m, 0, &nmax);
     t0 = mama_time_seconds();
     mama__vision_forward_ex(m, B, 1);
-    if (be->sync(be) == MAMA_OK) mama__threads_done(m, k, nmax, (mama_time_seconds() - t0) / B);
-    else mama__threads_done(m, k, nmax, 0);
+    mama__threads_done(m, 0, k, nmax, be->sync(be) == MAMA_OK ? (mama_time_seconds() - t0) / B : 0);
     if (emb) MAMA_TRY(be->to_host(be, emb, m->a.img_emb, sizeof(float) * (size_t)B * c->embed_dim));
     if (pooled) MAMA_TRY(be->to_host(be, pooled, m->a.vpooled, sizeof(float) * (size_t)B * c->vision_dim));
     return MAMA_OK;
@@ -14902,7 +14959,7 @@ static mama_status mama__pretrain_val(mama_model *m, mama_dataset *d, const mama
         }
         batch.B = bl; batch.images = b->images; batch.ext_images = late ? b->ext : NULL;
         batch.input_ids = b->ids; batch.attention_mask = b->mask;
-        MAMA_TRY(mama__step(m, &batch, &so, 0, 0, &L));
+        MAMA_TRY(mama__step_tuned(m, &batch, &so, 0, 0, &L));
         sum += (double)L.loss * bl * world; /* the global batch's loss, weighted by its size */
         count += (long)bl * world;
     }

@@ -3,7 +3,7 @@
  *
  *   build/mama bench train  --config tiny|small|base [--batch 8] [--steps 10] [--late 0|1]
  *                           [--checkpoint 0|1] [--peak-tflops X] [--device cuda] [--precision bf16]
- *                           [--log 0|1]
+ *                           [--log 0|1] [--tune 0|1]
  *   build/mama bench encode --config base [--batch 4] [--steps 3] [--save W] [--weights W]
  *                           [--images F] [--emb-out F] [--inference 0|1] [--kernels REPS]
  *                           [--dtype f32|bf16|f16] [--tune 0|1]
@@ -29,8 +29,8 @@
  * to ONNX), --weights W loads a model file instead, --images F reads the
  * batch as raw float32 [B, C, S, S] and --emb-out F writes the last pass's
  * embeddings [B, E] as raw float32 (the comparison with ONNX Runtime);
- * --tune 0 turns off the per-call choice between all threads and one
- * (mama_model_set_thread_tuning); --kernels REPS first times the attention against the fc1 GEMM at the
+ * --tune 0 (here and for `train`) turns off the per-call choice between
+ * all threads and one (mama_model_set_thread_tuning); --kernels REPS first times the attention against the fc1 GEMM at the
  * tower's shapes (issue 18: attention at >= 80% of the GEMM rate).
  * `weights` loads a real weights file (e.g. the `base` config with a bf16
  * text tower) and times a zeroshot-style text encode (eval mode) and one
@@ -150,7 +150,7 @@ static int mama_bench_train_main(int argc, char **argv) {
     int late = atoi(bench_opt(argc, argv, "--late", "1"));
     int log_losses = atoi(bench_opt(argc, argv, "--log", "1"));
     unsigned long long syncs, max_syncs = 0;
-    int ckpt = atoi(bench_opt(argc, argv, "--checkpoint", "0"));
+    int ckpt = atoi(bench_opt(argc, argv, "--checkpoint", "0")), tune = atoi(bench_opt(argc, argv, "--tune", "1"));
     double peak = atof(bench_opt(argc, argv, "--peak-tflops", "0")), flops, med, t_create;
     mama_backend *be = MAMA_BENCH_BACKEND();
     mama_config c;
@@ -172,6 +172,7 @@ static int mama_bench_train_main(int argc, char **argv) {
         mama_model_free(m);
         return 1;
     }
+    mama_model_set_thread_tuning(m, tune);
     if (bench_make_batch(&c, B, &images, &ext, &ids, &mask)) { fprintf(stderr, "mama: out of memory\n"); return 1; }
     batch.B = B; batch.images = images; batch.ext_images = ext; batch.input_ids = ids; batch.attention_mask = mask;
     mama_step_opts_default(&o);
@@ -180,9 +181,9 @@ static int mama_bench_train_main(int argc, char **argv) {
     printf("model created and initialised in %.1f s (host initialisation, then one upload)\n",
            mama_time_seconds() - t_create);
     flops = bench_step_flops(&c, B, late);
-    printf("bench train: config %s, batch %d, late %d, checkpointing %d, backend %s, %d threads, gemm kernel %s, "
+    printf("bench train: config %s, batch %d, late %d, checkpointing %d, backend %s, %d threads (tune %d), gemm kernel %s, "
            "%zu trainable params, %.3f TFLOP model FLOPs per step\n", preset, B, late, ckpt, be->name,
-           mama_num_threads(), mama_cpu_backend_kernel_name(be) ? mama_cpu_backend_kernel_name(be) : "-",
+           mama_num_threads(), tune, mama_cpu_backend_kernel_name(be) ? mama_cpu_backend_kernel_name(be) : "-",
            mama_model_numel(m, MAMA_GROUP_TRAIN) + mama_model_numel(m, MAMA_GROUP_LATE), flops / 1e12);
     for (s = -1; s < steps; s++) { /* step -1 is the warm-up */
         double t0 = mama_time_seconds();

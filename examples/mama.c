@@ -1718,6 +1718,7 @@ static const cli_flag bench_train_flags[] = {
     CLI_CH("--checkpoint", "0|1", "0", "1: activation checkpointing"),
     CLI_NUM("--peak-tflops", CLI_FLOAT, 0, CLI_INF, 0, 0, "the machine's peak, for the utilisation (0: not shown)"),
     CLI_CH("--log", "0|1", "1", "1: download the losses each step (0: none, the host syncs of a step that logs nothing)"),
+    CLI_CH("--tune", "0|1", "1", "1: pick all threads or one per step, whichever was faster lately"),
     CLI_END};
 static const cli_flag bench_encode_flags[] = {
     CLI_CH("--config", CLI_CONFIGS, "base", "model preset"),
