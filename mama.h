@@ -338,8 +338,9 @@ MAMA_API float    mama_hash_uniform(uint64_t seed, uint64_t index);
  * OpenMP threads can be far slower than one (libgomp's threads spin up to
  * ~3 ms at each parallel region's end while a team mate waits for a core);
  * mama_model_step and mama_encode_images then run on one thread
- * (mama_model_set_thread_tuning), and OMP_WAIT_POLICY=passive in the
- * environment (read when the program starts) keeps n threads useful. */
+ * (mama_model_set_thread_tuning).  OMP_WAIT_POLICY=passive in the
+ * environment (read when the program starts) makes the threads sleep
+ * instead, but costs 19-29% on a quiet 2-core Xeon (bench_underload.sh). */
 MAMA_API double mama_time_seconds(void);     /* monotonic wall clock */
 MAMA_API int    mama_num_threads(void);      /* 1 without OpenMP     */
 MAMA_API void   mama_set_num_threads(int n);

@@ -231,7 +231,7 @@ def main():
         W = os.path.join(odir, cfg_name + ".safetensors")
         O = os.path.join(odir, cfg_name + ".onnx")
         I = os.path.join(odir, "%s_images_b%d.f32" % (cfg_name, args.batch))
-        run([mama, "bench", "encode", "--config", cfg_name, "--batch", "1", "--steps", "0", "--save", W], 1)
+        run([mama, "bench", "encode", "--config", cfg_name, "--batch", "1", "--steps", "1", "--save", W], 1)
         t0 = time.time()
         cfg = json.loads(run([sys.executable, os.path.abspath(__file__), "--export", W, O], 1).splitlines()[-1])
         print("%s: exported %s (%.1f s)" % (cfg_name, O, time.time() - t0))
