@@ -837,7 +837,7 @@ static int cmd_pretrain(const cli_args *a) {
     cli_opt_float(a, "--mask", &o.caption_mask_p);
     cli_opt_long(a, "--val-every", &o.val_every); /* 0: never (MAMA_OFF; the struct's 0 is the default rule) */
     dopt.splits = 1 << MAMA_SPLIT_TRAIN | (o.val_every == MAMA_OFF ? 0 : 1 << MAMA_SPLIT_VAL); /* test: not decoded */
-    o.best_checkpoint = cli_str(a, "--best");
+    o.best_checkpoint = cli_given(a, "--best") ? cli_str(a, "--best") : NULL; /* NULL: the library's default path */
     o.log_csv = cli_str(a, "--log");
     o.resume = cli_given(a, "--resume");
     o.allow_changes = cli_given(a, "--allow-changes");

@@ -174,5 +174,21 @@ expect resume_changed_lr 1 "this run has lr 0.001 (--allow-changes accepts the c
 expect resume_allow_changes 0 "resume: lr changed from 4e-05 to 0.001 (allowed)" -- \
   $PT --steps 3 --out "$T/old.safetensors" --resume --lr 1e-3 --allow-changes
 
+# without --best the best checkpoint goes beside --out (CKPT.best.safetensors),
+# not to a file named after the help text's default (a bug until session 7);
+# run from inside $T so that a stray file would land there
+mkdir -p "$T/bestrun"
+ROOT=$(pwd)
+MAMA_ABS=$(cd "$(dirname "$MAMA")" && pwd)/$(basename "$MAMA")
+"$MAMA" synth --out "$T/bestrun/syn" --studies 20 --size 64 --seed 4 >/dev/null 2>&1
+out=$(cd "$T/bestrun" && "$MAMA_ABS" pretrain --manifest syn/manifest.csv --batch 2 --accum 1 --steps 2 --out c.safetensors \
+      --tokenizer "$ROOT/weights/tiny_vocab" 2>&1)
+stray=$(cd "$T/bestrun" && ls -A | grep -v -x -e syn -e c.safetensors -e c.best.safetensors)
+if [ -f "$T/bestrun/c.best.safetensors" ] && [ -z "$stray" ]; then
+  echo "PASS cli_best_default_path: c.best.safetensors beside --out, nothing else written ($(tail -1 <<< "$out"))"
+else
+  echo "FAIL cli_best_default_path: files: $(cd "$T/bestrun" && ls -A | tr '\n' ' ')"; fails=$((fails + 1))
+fi
+
 rm -rf "$T"
 [ "$fails" -eq 0 ]
