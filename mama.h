@@ -4470,8 +4470,11 @@ static void mama__cpu_l2norm_backward(mama_backend *be, float *dx, const float *
  * only the diagonal block's upper triangle is computed and masked), so the
  * softmax is one pass per row (no online rescaling) and the products are
  * ordinary GEMMs on the packed micro-kernel (one thread each, on its slot):
- *   forward:  S = Q K^T; per row scale, mask, max, exp-sum, normalise,
- *             times z; out = S V;
+ *   forward:  S = Q K^T; per row mask and max, e = exp(scale s - m) and
+ *             its sum l (the scale folded into the exp pass, so the max
+ *             pass only reads); with dropout e z / l; out = S V, each
+ *             row divided by its l when there is no dropout (hd
+ *             products instead of T);
  *   backward: S = Q K^T, dP = dO V^T; per row P = exp(scale s - lse),
  *             S := scale dS, dP := P z; dQ += S K, dK += S^T Q, dV += dP^T dO.
  * The forward's tasks are (b, h, query block); the backward's are (b, h),
@@ -4516,12 +4519,15 @@ static int mama__ops_have_avx2(void) {
 #endif
 }
 
-/* s[j] = exp(s[j] - m) for j < n; returns the sum (exp(-inf) = 0). */
-static float mama__att_exp_sum_scalar(float *s, int n, float m) {
+/* s[j] = exp(scale s[j] - m) for j < n; returns the sum (exp(-inf) = 0).
+ * The forward folds the softmax scale in here (m is then the scaled row
+ * maximum); the backward passes scale 1 (s - m exactly, as the SIMD
+ * passes' fused multiply-subtract is with a factor of 1). */
+static float mama__att_exp_sum_scalar(float *s, int n, float m, float scale) {
     float sum = 0.0f;
     int j;
     for (j = 0; j < n; j++) {
-        float e = expf(s[j] - m);
+        float e = expf(s[j] * scale - m);
         s[j] = e;
         sum += e;
     }
@@ -4540,15 +4546,15 @@ __attribute__((target("avx2,fma"))) static float mama__hsum256(__m256 v) {
  * Cephes degree-6 polynomial (~1 ulp), 2^n built in the exponent bits.
  * x is clamped to [-88, 88]; below -87.3 the result is 0 (so -inf -> 0),
  * and NaN stays NaN (max/min return their second operand on NaN). */
-__attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s, int n, float m) {
-    const __m256 vm = _mm256_set1_ps(m), lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.0f);
+__attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s, int n, float m, float scale) {
+    const __m256 vm = _mm256_set1_ps(m), vsc = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.0f);
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
     const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
     const __m256 one = _mm256_set1_ps(1.0f);
     __m256 acc = _mm256_setzero_ps();
     int j;
     for (j = 0; j + 8 <= n; j += 8) {
-        __m256 x = _mm256_sub_ps(_mm256_loadu_ps(s + j), vm), fx, r, y;
+        __m256 x = _mm256_fmsub_ps(_mm256_loadu_ps(s + j), vsc, vm), fx, r, y;
         __m256i e;
         x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
         fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -4566,42 +4572,35 @@ __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s
         _mm256_storeu_ps(s + j, y);
         acc = _mm256_add_ps(acc, y);
     }
-    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m);
+    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m, scale);
 }
 
 /* The forward's row passes with 16 lanes (the AVX-512 GEMM kernel's CPUs),
- * for rows without a key mask: scale and max (exact in any order), exp
- * and sum, normalise.  exp is mama__att_exp_sum_avx2's arithmetic lane for
+ * for rows without a key mask: the max (read only; exact in any order),
+ * then exp and sum.  exp is mama__att_exp_sum_avx2's arithmetic lane for
  * lane, and each 16 values are added to the same 8-lane accumulator as two
  * 8-value halves in order, so l and every value are the AVX2 pass's bits. */
-__attribute__((target("avx512f"))) static float mama__att_scale_max_avx512(float *s, int n, float scale) {
-    const __m512 vs = _mm512_set1_ps(scale);
+__attribute__((target("avx512f"))) static float mama__att_max_avx512(const float *s, int n) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     float tmp[16], mx;
     int j, k;
-    for (j = 0; j + 16 <= n; j += 16) {
-        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s + j), vs);
-        _mm512_storeu_ps(s + j, x);
-        vmax = _mm512_max_ps(vmax, x);
-    }
+    for (j = 0; j + 16 <= n; j += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
     _mm512_storeu_ps(tmp, vmax);
     mx = tmp[0];
     for (k = 1; k < 16; k++) mx = tmp[k] > mx ? tmp[k] : mx;
-    for (; j < n; j++) {
-        s[j] *= scale;
-        mx = s[j] > mx ? s[j] : mx;
-    }
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
     return mx;
 }
-__attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx512(float *s, int n, float m) {
-    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
+__attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx512(float *s, int n, float m,
+                                                                                  float scale) {
+    const __m512 vm = _mm512_set1_ps(m), vsc = _mm512_set1_ps(scale), lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
     const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
     const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
     const __m512 one = _mm512_set1_ps(1.0f);
     __m256 acc = _mm256_setzero_ps();
     int j;
     for (j = 0; j + 16 <= n; j += 16) {
-        __m512 x = _mm512_sub_ps(_mm512_loadu_ps(s + j), vm), fx, r, y;
+        __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), vsc, vm), fx, r, y;
         __m512i e;
         x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
         fx = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -4623,27 +4622,21 @@ __attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx51
     if (j + 8 <= n) { /* one 8-value block left: the AVX2 pass on it continues the same accumulator */
         float part[8];
         int k;
-        mama__att_exp_sum_avx2(s + j, 8, m);
+        mama__att_exp_sum_avx2(s + j, 8, m, scale);
         for (k = 0; k < 8; k++) part[k] = s[j + k];
         acc = _mm256_add_ps(acc, _mm256_loadu_ps(part));
         j += 8;
     }
-    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m);
-}
-__attribute__((target("avx512f"))) static void mama__att_scale_avx512(float *s, int n, float inv) {
-    const __m512 v = _mm512_set1_ps(inv);
-    int j;
-    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), v));
-    for (; j < n; j++) s[j] *= inv;
+    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m, scale);
 }
 #endif
 
-static float mama__att_exp_sum(int simd, float *s, int n, float m) {
+static float mama__att_exp_sum(int simd, float *s, int n, float m, float scale) {
 #if defined(MAMA_X86_SIMD)
-    if (simd) return mama__att_exp_sum_avx2(s, n, m);
+    if (simd) return mama__att_exp_sum_avx2(s, n, m, scale);
 #endif
     (void)simd;
-    return mama__att_exp_sum_scalar(s, n, m);
+    return mama__att_exp_sum_scalar(s, n, m, scale);
 }
 
 /* One backward row without dropout: P = exp(scale s - lse) on the visible
@@ -4668,7 +4661,7 @@ __attribute__((target("avx2,fma"))) static void mama__att_bwd_row_avx2(float *s,
         _mm256_storeu_ps(s + jj, x);
     }
     for (; jj < jmax; jj++) s[jj] = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale - li;
-    mama__att_exp_sum_avx2(s, jmax, 0.0f);
+    mama__att_exp_sum_avx2(s, jmax, 0.0f, 1.0f);
     for (jj = 0; jj + 8 <= jmax; jj += 8) {
         __m256 pij = _mm256_loadu_ps(s + jj);
         __m256 ds = _mm256_mul_ps(_mm256_mul_ps(pij, _mm256_sub_ps(_mm256_loadu_ps(dp + jj), vd)), vs);
@@ -4821,47 +4814,45 @@ static void mama__att_gemm_pp(const mama__cpu_impl *cx, int slot, int M, int N, 
     }
 }
 
-/* s[j] = scale * s[j] for visible keys j < jmax (kv[j] != 0 when kv is
- * given), -inf for the others; returns the row maximum. */
+/* s[j] = -inf for the hidden keys j < jmax (kv[j] == 0, when kv is
+ * given); returns the maximum of the visible ones (the scale is applied
+ * by the exp pass, so the visible scores are only read). */
 #if defined(MAMA_X86_SIMD)
-__attribute__((target("avx2,fma"))) static float mama__att_scale_mask_max_avx2(float *s, const int *kv, int jmax,
-                                                                                 float scale) {
-    const __m256 vs = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+__attribute__((target("avx2,fma"))) static float mama__att_mask_max_avx2(float *s, const int *kv, int jmax) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
     __m256 vmax = ninf;
     float tmp[8], mx;
     int jj, k;
     for (jj = 0; jj + 8 <= jmax; jj += 8) {
-        __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + jj), vs);
+        __m256 x = _mm256_loadu_ps(s + jj);
         if (kv) {
             __m256i kk = _mm256_loadu_si256((const __m256i *)(kv + jj));
             x = _mm256_blendv_ps(x, ninf, _mm256_castsi256_ps(_mm256_cmpeq_epi32(kk, _mm256_setzero_si256())));
+            _mm256_storeu_ps(s + jj, x);
         }
-        _mm256_storeu_ps(s + jj, x);
         vmax = _mm256_max_ps(vmax, x);
     }
     _mm256_storeu_ps(tmp, vmax);
     mx = tmp[0];
     for (k = 1; k < 8; k++) mx = tmp[k] > mx ? tmp[k] : mx;
     for (; jj < jmax; jj++) {
-        float v = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale;
-        s[jj] = v;
-        mx = v > mx ? v : mx;
+        if (kv && !kv[jj]) s[jj] = -INFINITY;
+        mx = s[jj] > mx ? s[jj] : mx;
     }
     return mx;
 }
 #endif
 
-static float mama__att_scale_mask_max(int simd, float *s, const int *kv, int jmax, float scale) {
+static float mama__att_mask_max(int simd, float *s, const int *kv, int jmax) {
     float mx = -INFINITY;
     int jj;
 #if defined(MAMA_X86_SIMD)
-    if (simd) return mama__att_scale_mask_max_avx2(s, kv, jmax, scale);
+    if (simd) return mama__att_mask_max_avx2(s, kv, jmax);
 #endif
     (void)simd;
     for (jj = 0; jj < jmax; jj++) {
-        float v = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale;
-        s[jj] = v;
-        mx = v > mx ? v : mx;
+        if (kv && !kv[jj]) s[jj] = -INFINITY;
+        mx = s[jj] > mx ? s[jj] : mx;
     }
     return mx;
 }
@@ -4881,6 +4872,7 @@ static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd
     const uint64_t drop_base = ((uint64_t)b * H + h) * (uint64_t)T;
     /* 16-lane row passes where the AVX-512 GEMM kernel runs */
     const int wide = simd && cx->ki->mr == 12;
+    float inv_l[MAMA__ATT_RMAX]; /* 1 / l per row, applied to the output rows after S V (no dropout) */
     int r, jj;
     (void)wide;
     if (kvp) mama__att_gemm_pp(cx, slot, nq, kend, hd, Q, ld, kvp, npad_t, S, ldS);
@@ -4888,43 +4880,50 @@ static void mama__att_forward_block(const mama__cpu_impl *cx, int slot, int simd
     for (r = 0; r < nq; r++) {
         float *s = S + (size_t)r * ldS, *ls = lse + ((size_t)b * H + h) * T + i0 + r;
         int i = i0 + r, jmax = causal ? mama__ops_min_i(kend, i + 1) : kend;
-        float mx, inv, l;
+        float mx, inv, l, sc = scale;
+        inv_l[r] = 1.0f;
+        if (!(scale > 0.0f)) { /* the max below must be the scaled scores' */
+            for (jj = 0; jj < jmax; jj++) s[jj] *= scale;
+            sc = 1.0f;
+        }
 #if defined(MAMA_X86_SIMD)
-        if (wide && !kv) mx = mama__att_scale_max_avx512(s, jmax, scale);
+        if (wide && !kv) mx = mama__att_max_avx512(s, jmax);
         else
 #endif
-            mx = mama__att_scale_mask_max(simd, s, kv, jmax, scale);
+            mx = mama__att_mask_max(simd, s, kv, jmax);
         if (mx == -INFINITY) { /* no visible key: out = 0, lse = -inf */
             memset(s, 0, sizeof(float) * (size_t)kend);
             *ls = -INFINITY;
             continue;
         }
+        mx *= sc; /* the row maximum of scale * s */
 #if defined(MAMA_X86_SIMD)
-        if (wide) l = mama__att_exp_sum_avx512(s, jmax, mx);
+        if (wide) l = mama__att_exp_sum_avx512(s, jmax, mx, sc);
         else
 #endif
-            l = mama__att_exp_sum(simd, s, jmax, mx);
+            l = mama__att_exp_sum(simd, s, jmax, mx, sc);
         inv = 1.0f / l;
-#if defined(MAMA_X86_SIMD)
-        if (wide && p == 0.0f) mama__att_scale_avx512(s, jmax, inv);
-        else
-#endif
         if (p > 0.0f) {
             uint64_t base = (drop_base + (uint64_t)i) * (uint64_t)T;
             for (jj = 0; jj < jmax; jj++)
                 s[jj] = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? s[jj] * inv * zscale : 0.0f;
         } else {
-            MAMA__OPS_SIMD
-            for (jj = 0; jj < jmax; jj++) s[jj] *= inv;
+            inv_l[r] = inv;
         }
         for (jj = jmax; jj < kend; jj++) s[jj] = 0.0f;
         *ls = mx + logf(l);
     }
-    if (kvp)
-        mama__att_gemm_pp(cx, slot, nq, hd, kend, S, ldS, kvp + (size_t)hd * npad_t, npad_h,
-                          out + (size_t)(b * T + i0) * D + h * hd, D);
-    else
-        mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, out + (size_t)(b * T + i0) * D + h * hd, D);
+    {
+        float *o = out + (size_t)(b * T + i0) * D + h * hd;
+        if (kvp) mama__att_gemm_pp(cx, slot, nq, hd, kend, S, ldS, kvp + (size_t)hd * npad_t, npad_h, o, D);
+        else mama__att_gemm(cx, slot, 0, 0, nq, hd, kend, S, ldS, V, ld, 0.0f, o, D);
+        if (p == 0.0f) /* out_i = (sum_j e_ij v_j) / l_i: hd products a row instead of T */
+            for (r = 0; r < nq; r++) {
+                float *orow = o + (size_t)r * D, v = inv_l[r];
+                MAMA__OPS_SIMD
+                for (jj = 0; jj < hd; jj++) orow[jj] *= v;
+            }
+    }
 }
 
 /* Backward of head (b, h), query blocks of R rows. */
@@ -4958,7 +4957,7 @@ static void mama__att_backward_head(const mama__cpu_impl *cx, int slot, int simd
                 continue;
             }
             for (jj = 0; jj < jmax; jj++) s[jj] = (kv && !kv[jj]) ? -INFINITY : s[jj] * scale - Li[r];
-            mama__att_exp_sum(simd, s, jmax, 0.0f);
+            mama__att_exp_sum(simd, s, jmax, 0.0f, 1.0f);
             for (jj = 0; jj < jmax; jj++) {
                 float pij = s[jj], z = 1.0f;
                 if (p > 0.0f) z = mama_hash_uniform(seed, base + (uint64_t)jj) >= p ? zscale : 0.0f;
