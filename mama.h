@@ -4547,7 +4547,8 @@ __attribute__((target("avx2,fma"))) static float mama__hsum256(__m256 v) {
  * x is clamped to [-88, 88]; below -87.3 the result is 0 (so -inf -> 0),
  * and NaN stays NaN (max/min return their second operand on NaN). */
 __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s, int n, float m, float scale) {
-    const __m256 vm = _mm256_set1_ps(m), vsc = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.0f);
+    const __m256 vm = _mm256_set1_ps(m), vsc = _mm256_set1_ps(scale);
+    const __m256 lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.0f);
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
     const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
     const __m256 one = _mm256_set1_ps(1.0f);
@@ -4593,7 +4594,8 @@ __attribute__((target("avx512f"))) static float mama__att_max_avx512(const float
 }
 __attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx512(float *s, int n, float m,
                                                                                   float scale) {
-    const __m512 vm = _mm512_set1_ps(m), vsc = _mm512_set1_ps(scale), lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
+    const __m512 vm = _mm512_set1_ps(m), vsc = _mm512_set1_ps(scale);
+    const __m512 lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
     const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
     const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
     const __m512 one = _mm512_set1_ps(1.0f);
