@@ -3896,32 +3896,42 @@ static int mama__ops_have_avx2(void);
 
 /* GELU on 8 lanes at a time.  tanh(u) = 1 - 2 / (exp(2u) + 1) and the erf
  * of Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7) reduce both forms to one
- * exp, computed by range reduction x = n ln2 + r and a degree-6 polynomial
- * (Cephes' expf coefficients), with 2^n built in the exponent bits.  libm's
- * tanhf/erff are scalar calls and dominated the text tower's time. */
+ * exp (mama__exp8).  libm's tanhf/erff are scalar calls and dominated the
+ * text tower's time. */
 #if defined(MAMA_X86_SIMD)
-__attribute__((target("avx2,fma"))) static __m256 mama__exp256(__m256 x) {
-    __m256 n, r, p;
-    __m256i e;
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+/* exp on 8 lanes (GELU here, the attention softmax below): range
+ * reduction x = n ln2 + r, |r| <= ln2/2, exp(r) by the Cephes degree-6
+ * polynomial (~1 ulp), 2^n built in the exponent bits.
+ * x is clamped to [-88, 88]; below -87.3 the result is 0 (so -inf -> 0),
+ * and NaN stays NaN (max/min return their second operand on NaN).  n is
+ * rounded by adding and subtracting 1.5 * 2^23 (the sum's last bit is
+ * then n, in the round-to-nearest mode), which also leaves n + 127 in the
+ * low bits of the sum for the exponent: fewer instructions than a round
+ * and a conversion, with the same values. */
+#define MAMA__EXP_MAGIC 12582912.0f /* 1.5 * 2^23 */
+__attribute__((target("avx2,fma"))) static inline __m256 mama__exp8(__m256 x) {
+    const __m256 magic = _mm256_set1_ps(MAMA__EXP_MAGIC);
+    __m256 nm, fx, r, y;
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-88.0f), x));
+    nm = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), magic);
+    fx = _mm256_sub_ps(nm, magic);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(
+                                _mm256_add_epi32(_mm256_castps_si256(nm), _mm256_set1_epi32(127)), 23)));
 }
 /* tanh(k (x + c x^3)) for the tanh form */
 __attribute__((target("avx2,fma"))) static __m256 mama__gelu_tanh256(__m256 v) {
     __m256 u = _mm256_mul_ps(_mm256_set1_ps(MAMA__SQRT_2_OVER_PI),
                              _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(MAMA__GELU_C), _mm256_mul_ps(v, v)), v, v));
-    __m256 e = mama__exp256(_mm256_add_ps(u, u)), one = _mm256_set1_ps(1.0f);
+    __m256 e = mama__exp8(_mm256_add_ps(u, u)), one = _mm256_set1_ps(1.0f);
     return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
 }
 /* Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x), from A&S 7.1.26 */
@@ -3929,7 +3939,7 @@ __attribute__((target("avx2,fma"))) static void mama__gelu_cdf256(__m256 v, __m2
     __m256 z = _mm256_mul_ps(_mm256_set1_ps(MAMA__SQRT1_2), v);
     __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z), one = _mm256_set1_ps(1.0f);
     __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, one));
-    __m256 ez = mama__exp256(_mm256_mul_ps(_mm256_set1_ps(-1.0f), _mm256_mul_ps(z, z)));
+    __m256 ez = mama__exp8(_mm256_mul_ps(_mm256_set1_ps(-1.0f), _mm256_mul_ps(z, z)));
     __m256 poly = _mm256_set1_ps(1.061405429f), erf_abs, erf;
     poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
     poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
@@ -4542,45 +4552,34 @@ __attribute__((target("avx2,fma"))) static float mama__hsum256(__m256 v) {
     return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
-/* exp by range reduction: x = n ln2 + r, |r| <= ln2/2, exp(r) by the
- * Cephes degree-6 polynomial (~1 ulp), 2^n built in the exponent bits.
- * x is clamped to [-88, 88]; below -87.3 the result is 0 (so -inf -> 0),
- * and NaN stays NaN (max/min return their second operand on NaN). */
+/* s[j] = exp(scale s[j] - m), returning the sum.  The sum is kept as the
+ * AVX-512 pass keeps it, so both give the same bits: one accumulator lane
+ * per position mod 16 (acc0: 0-7, acc1: 8-15), an 8-value remainder into
+ * acc0, then acc0 + acc1 summed in a fixed order, then the scalar tail. */
 __attribute__((target("avx2,fma"))) static float mama__att_exp_sum_avx2(float *s, int n, float m, float scale) {
     const __m256 vm = _mm256_set1_ps(m), vsc = _mm256_set1_ps(scale);
-    const __m256 lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.0f);
-    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-    const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), y;
     int j;
-    for (j = 0; j + 8 <= n; j += 8) {
-        __m256 x = _mm256_fmsub_ps(_mm256_loadu_ps(s + j), vsc, vm), fx, r, y;
-        __m256i e;
-        x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
-        fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm256_fnmadd_ps(fx, ln2hi, x);
-        r = _mm256_fnmadd_ps(fx, ln2lo, r);
-        y = _mm256_set1_ps(1.9875691500e-4f);
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-        y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
-        e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-        y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    for (j = 0; j + 16 <= n; j += 16) {
+        y = mama__exp8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vsc, vm));
         _mm256_storeu_ps(s + j, y);
-        acc = _mm256_add_ps(acc, y);
+        acc0 = _mm256_add_ps(acc0, y);
+        y = mama__exp8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j + 8), vsc, vm));
+        _mm256_storeu_ps(s + j + 8, y);
+        acc1 = _mm256_add_ps(acc1, y);
     }
-    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m, scale);
+    if (j + 8 <= n) {
+        y = mama__exp8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vsc, vm));
+        _mm256_storeu_ps(s + j, y);
+        acc0 = _mm256_add_ps(acc0, y);
+        j += 8;
+    }
+    return mama__hsum256(_mm256_add_ps(acc0, acc1)) + mama__att_exp_sum_scalar(s + j, n - j, m, scale);
 }
 
 /* The forward's row passes with 16 lanes (the AVX-512 GEMM kernel's CPUs),
  * for rows without a key mask: the max (read only; exact in any order),
- * then exp and sum.  exp is mama__att_exp_sum_avx2's arithmetic lane for
- * lane, and each 16 values are added to the same 8-lane accumulator as two
- * 8-value halves in order, so l and every value are the AVX2 pass's bits. */
+ * then exp and sum (mama__att_exp_sum_avx512, below). */
 __attribute__((target("avx512f"))) static float mama__att_max_avx512(const float *s, int n) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     float tmp[16], mx;
@@ -4592,44 +4591,42 @@ __attribute__((target("avx512f"))) static float mama__att_max_avx512(const float
     for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
     return mx;
 }
+/* mama__att_exp_sum_avx2 with 16 lanes: mama__att_exp8's arithmetic lane
+ * for lane, one 16-lane accumulator (the AVX2 pass's acc0 | acc1). */
 __attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx512(float *s, int n, float m,
                                                                                   float scale) {
-    const __m512 vm = _mm512_set1_ps(m), vsc = _mm512_set1_ps(scale);
-    const __m512 lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
-    const __m512 one = _mm512_set1_ps(1.0f);
-    __m256 acc = _mm256_setzero_ps();
+    const __m512 vm = _mm512_set1_ps(m), vsc = _mm512_set1_ps(scale), magic = _mm512_set1_ps(MAMA__EXP_MAGIC);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 acc0, acc1;
     int j;
     for (j = 0; j + 16 <= n; j += 16) {
-        __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), vsc, vm), fx, r, y;
-        __m512i e;
-        x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
-        fx = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm512_fnmadd_ps(fx, ln2hi, x);
-        r = _mm512_fnmadd_ps(fx, ln2lo, r);
+        __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), vsc, vm), nm, fx, r, y;
+        x = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), x));
+        nm = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic);
+        fx = _mm512_sub_ps(nm, magic);
+        r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+        r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
         y = _mm512_set1_ps(1.9875691500e-4f);
         y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
         y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
         y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
         y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
         y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-        y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, one));
-        e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
-        y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+        y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+        y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                 _mm512_add_epi32(_mm512_castps_si512(nm), _mm512_set1_epi32(127)), 23)));
         _mm512_storeu_ps(s + j, y);
-        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
-        acc = _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+        acc = _mm512_add_ps(acc, y);
     }
-    if (j + 8 <= n) { /* one 8-value block left: the AVX2 pass on it continues the same accumulator */
-        float part[8];
-        int k;
-        mama__att_exp_sum_avx2(s + j, 8, m, scale);
-        for (k = 0; k < 8; k++) part[k] = s[j + k];
-        acc = _mm256_add_ps(acc, _mm256_loadu_ps(part));
+    acc0 = _mm512_castps512_ps256(acc);
+    acc1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    if (j + 8 <= n) {
+        __m256 y = mama__exp8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), _mm256_set1_ps(scale), _mm256_set1_ps(m)));
+        _mm256_storeu_ps(s + j, y);
+        acc0 = _mm256_add_ps(acc0, y);
         j += 8;
     }
-    return mama__hsum256(acc) + mama__att_exp_sum_scalar(s + j, n - j, m, scale);
+    return mama__hsum256(_mm256_add_ps(acc0, acc1)) + mama__att_exp_sum_scalar(s + j, n - j, m, scale);
 }
 #endif
 
