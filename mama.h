@@ -4591,30 +4591,35 @@ __attribute__((target("avx512f"))) static float mama__att_max_avx512(const float
     for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
     return mx;
 }
-/* mama__att_exp_sum_avx2 with 16 lanes: mama__att_exp8's arithmetic lane
- * for lane, one 16-lane accumulator (the AVX2 pass's acc0 | acc1). */
+/* mama__exp8 on 16 lanes: the same operations, lane for lane */
+__attribute__((target("avx512f"))) static inline __m512 mama__exp16(__m512 x) {
+    const __m512 magic = _mm512_set1_ps(MAMA__EXP_MAGIC);
+    __m512 nm, fx, r, y;
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), x));
+    nm = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic);
+    fx = _mm512_sub_ps(nm, magic);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+    y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                _mm512_add_epi32(_mm512_castps_si512(nm), _mm512_set1_epi32(127)), 23)));
+}
+/* mama__att_exp_sum_avx2 with 16 lanes: one 16-lane accumulator (the AVX2
+ * pass's acc0 | acc1), so the same bits. */
 __attribute__((target("avx512f,avx2,fma"))) static float mama__att_exp_sum_avx512(float *s, int n, float m,
                                                                                   float scale) {
-    const __m512 vm = _mm512_set1_ps(m), vsc = _mm512_set1_ps(scale), magic = _mm512_set1_ps(MAMA__EXP_MAGIC);
+    const __m512 vm = _mm512_set1_ps(m), vsc = _mm512_set1_ps(scale);
     __m512 acc = _mm512_setzero_ps();
     __m256 acc0, acc1;
     int j;
     for (j = 0; j + 16 <= n; j += 16) {
-        __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s + j), vsc, vm), nm, fx, r, y;
-        x = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), x));
-        nm = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic);
-        fx = _mm512_sub_ps(nm, magic);
-        r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-        r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
-        y = _mm512_set1_ps(1.9875691500e-4f);
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-        y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-        y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(
-                                 _mm512_add_epi32(_mm512_castps_si512(nm), _mm512_set1_epi32(127)), 23)));
+        __m512 y = mama__exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vsc, vm));
         _mm512_storeu_ps(s + j, y);
         acc = _mm512_add_ps(acc, y);
     }
