@@ -16005,14 +16005,13 @@ MAMA_API const char *mama_predict_column_name(int col) {
     return col >= 0 && col < MAMA_PREDICT_COLUMNS ? names[col] : NULL;
 }
 
-
 MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, const float *images, int n,
                                   const mama_caption_fields *meta, const mama_head *head, float *probs) {
     static const mama_zeroshot_task tasks[3] = {MAMA_ZEROSHOT_DENSITY, MAMA_ZEROSHOT_BIRADS, MAMA_ZEROSHOT_CANCER};
     static const int first[4] = {0, 4, 11, 13};
     const mama_config *c;
     int E, D, T, B, i, i0, t, k, q, u, e, *ids = NULL, *mask = NULL, *owner = NULL, ht = -1;
-    size_t img;
+    size_t img, QB;
     uint64_t *hash = NULL;
     float *emb = NULL, *pooled = NULL, *txt = NULL, *hp = NULL, scale;
     char *caption = NULL;
@@ -16030,10 +16029,11 @@ MAMA_API mama_status mama_predict(mama_model *m, const mama_tokenizer *tok, cons
     if (n == 0) return MAMA_OK;
 #define MAMA__A(p, sz) if ((s = mama_alloc((void **)&(p), (sz), "predict")) != MAMA_OK) goto done
     /* per chunk of 2B images: each distinct caption once (without metadata
-     * the 13 prompts serve every image) */
-    MAMA__A(emb, sizeof(float) * (size_t)n * E); MAMA__A(txt, sizeof(float) * 26 * (size_t)B * E);
-    MAMA__A(ids, sizeof(int) * 26 * (size_t)B * T); MAMA__A(mask, sizeof(int) * 26 * (size_t)B * T);
-    MAMA__A(owner, sizeof(int) * 26 * (size_t)B); MAMA__A(hash, sizeof(uint64_t) * 26 * (size_t)B);
+     * the 13 prompts serve every image); at most QB = 2B x 13 of them */
+    QB = 2 * MAMA_PREDICT_COLUMNS * (size_t)B;
+    MAMA__A(emb, sizeof(float) * (size_t)n * E); MAMA__A(txt, sizeof(float) * QB * E);
+    MAMA__A(ids, sizeof(int) * QB * T); MAMA__A(mask, sizeof(int) * QB * T);
+    MAMA__A(owner, sizeof(int) * QB); MAMA__A(hash, sizeof(uint64_t) * QB);
     if (head) { MAMA__A(pooled, sizeof(float) * (size_t)n * D); MAMA__A(hp, sizeof(float) * (size_t)n * head->K); }
 #undef MAMA__A
     scale = expf(mama__read_scalar(m, m->w.logit_scale));

@@ -535,10 +535,8 @@ static int frozen_dtype_arg(const cli_args *a) {
     return !strncmp(v, "bf16", 4) ? (int)MAMA_BF16 : !strcmp(v, "f16") ? (int)MAMA_F16 : !strcmp(v, "f32") ? (int)MAMA_F32 : -1;
 }
 
-/* mama_model_load with the --frozen-dtype option; g_max_batch: its max_batch */
-static int g_max_batch = 1;
+/* mama_model_load with the --frozen-dtype option */
 static mama_status load_model(const cli_args *a, mama_model **m, const char *path, int max_batch) {
-    g_max_batch = max_batch;
     return mama_model_load_as(m, path, mama_cli_backend(), max_batch, frozen_dtype_arg(a));
 }
 
@@ -944,14 +942,15 @@ static int eval_max_batch(const cli_args *a, const char *weights) {
 }
 
 /* Shared by zeroshot, probe, finetune, embed and heatmap: model + dataset
- * from the common flags. */
-static int open_eval(const cli_args *a, mama_model **m, mama_dataset **d) {
+ * from the common flags; *max_batch (when not NULL): the model's. */
+static int open_eval(const cli_args *a, mama_model **m, mama_dataset **d, int *max_batch) {
     mama_dataset_opts dopt;
     char tokbuf[2048];
     const char *w = cli_str(a, "--weights");
     int mb = eval_max_batch(a, w);
     if (!data_opts(a, &dopt) || mb < 1) return 2;
     if (load_model(a, m, w, mb) != MAMA_OK) return fail();
+    if (max_batch) *max_batch = mb;
     if (!strcmp(a->cmd->name, "probe") || !strcmp(a->cmd->name, "finetune")) /* training images: cli_aug_flags */
         if (!aug_opts(a, mama_model_config(*m), &dopt.aug)) { mama_model_free(*m); return 2; }
     if (!(dopt.tokenizer = tokenizer_path(a, *m, w, tokbuf, sizeof tokbuf)) || dataset_open(a, d, &dopt, *m) != 0) {
@@ -1022,7 +1021,7 @@ static int cmd_eval(const cli_args *a, int probe) {
     mama_split split = parse_split(cli_str(a, "--split"));
     mama_buf json = {0, 0, 0};
     int nt = parse_tasks(cli_str(a, "--task"), tasks), i, rc;
-    if ((rc = open_eval(a, &m, &d)) != 0) return rc;
+    if ((rc = open_eval(a, &m, &d, NULL)) != 0) return rc;
     if (attach_comm(m) != 0) { mama_dataset_free(d); mama_model_free(m); return 1; }
     mama_buf_puts(&json, "{");
     for (i = 0; i < nt && rc == 0; i++) {
@@ -1245,13 +1244,13 @@ static int cmd_embed(const cli_args *a) {
     } else {
         mama_split split = parse_split(cli_str(a, "--split"));
         const int *idx;
-        int n;
-        if ((rc = open_eval(a, &m, &d)) != 0) return rc;
+        int n, B;
+        if ((rc = open_eval(a, &m, &d, &B)) != 0) return rc;
         c = mama_model_config(m);
         n = mama_dataset_split(d, split, &idx);
         emb = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->embed_dim);
         if (cli_given(a, "--texts")) {
-            int T = c->context, B = g_max_batch, j;
+            int T = c->context, j;
             int *ids = (int *)malloc(sizeof(int) * B * T), *mask = (int *)malloc(sizeof(int) * B * T);
             for (i = 0; i < n && rc == 0; i += B) {
                 int nb = n - i < B ? n - i : B;
@@ -1262,7 +1261,7 @@ static int cmd_embed(const cli_args *a) {
             free(ids); free(mask);
         } else {
             size_t img = (size_t)c->in_chans * c->image_size * c->image_size;
-            int B = g_max_batch, j;
+            int j;
             float *px = (float *)malloc(sizeof(float) * img * (size_t)B);
             pool = (float *)malloc(sizeof(float) * (size_t)(n + 1) * c->vision_dim);
             for (i = 0; i < n && rc == 0; i += B) { /* the dataset holds the prepared images: batches of --max-batch */
@@ -1464,7 +1463,7 @@ static int cmd_heatmap(const cli_args *a) {
     const char *out = cli_str(a, "--out");
     char caption[4096];
     int rc;
-    if ((rc = open_eval(a, &m, &d)) != 0) return rc;
+    if ((rc = open_eval(a, &m, &d, NULL)) != 0) return rc;
     rc = demo_heatmap_record(m, d, (int)cli_num(a, "--row"), out, caption, sizeof caption);
     if (rc == 0) printf("wrote %s for: %s\n", out, caption);
     mama_dataset_free(d);
